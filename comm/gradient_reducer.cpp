@@ -1,0 +1,58 @@
+#include "comm/gradient_reducer.h"
+
+#include <span>
+
+#include "comm/typed_collectives.h"
+#include "kernels/check.h"
+
+namespace dtrain {
+
+std::vector<GradientBucket> assign_gradient_buckets(const std::vector<FlatRange>& layers,
+                                                    int64_t cap_elements) {
+  DTRAIN_ASSERT(cap_elements > 0, "bucket cap must be positive");
+  std::vector<GradientBucket> buckets;
+  bool open = false;
+  GradientBucket cur;
+  for (int i = static_cast<int>(layers.size()) - 1; i >= 0; --i) {
+    const FlatRange& r = layers[static_cast<size_t>(i)];
+    if (r.count == 0) continue;
+    if (!open) {
+      cur = GradientBucket{r.offset, r.count, i, i};
+      open = true;
+    } else {
+      DTRAIN_ASSERT(r.offset + r.count == cur.offset,
+                    "layer " << i << " parameters are not contiguous with layer " << cur.first_layer);
+      cur.offset = r.offset;
+      cur.count += r.count;
+      cur.first_layer = i;
+    }
+    if (cur.count >= cap_elements) {
+      buckets.push_back(cur);
+      open = false;
+    }
+  }
+  if (open) buckets.push_back(cur);
+  return buckets;
+}
+
+GradientReducer::GradientReducer(Communicator& comm, float* grads,
+                                 const std::vector<FlatRange>& layers, int64_t cap_elements)
+    : comm_(comm), grads_(grads), buckets_(assign_gradient_buckets(layers, cap_elements)) {}
+
+void GradientReducer::launch_next() {
+  const GradientBucket& b = buckets_[next_++];
+  in_flight_.push_back(all_reduce(comm_, std::span<float>(grads_ + b.offset, static_cast<size_t>(b.count))));
+}
+
+void GradientReducer::on_layer_done(int layer) {
+  while (next_ < buckets_.size() && buckets_[next_].first_layer >= layer) launch_next();
+}
+
+void GradientReducer::finish() {
+  while (next_ < buckets_.size()) launch_next();
+  for (auto& w : in_flight_) w->wait();
+  in_flight_.clear();
+  next_ = 0;
+}
+
+}  // namespace dtrain

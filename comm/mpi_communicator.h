@@ -1,0 +1,37 @@
+// Collectives over an MPI communicator with host buffers, as non-blocking MPI
+// collectives (MPI_Iallreduce and friends) so callers can overlap them with compute.
+// The caller owns MPI's lifetime (launch/); this class only duplicates the given
+// communicator so its traffic never mixes with anyone else's.
+#pragma once
+
+#include <mpi.h>
+
+#include "comm/communicator.h"
+
+namespace dtrain {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend_name() const override { return "mpi"; }
+  std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override;
+  std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t recv_count,
+                                       DataType type, ReduceOp op) override;
+  std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count,
+                                   DataType type) override;
+  std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
+  std::unique_ptr<Work> barrier() override;
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace dtrain

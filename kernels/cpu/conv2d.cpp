@@ -1,0 +1,250 @@
+// Convolution as im2col + GEMM, a chunk of samples at a time.
+//
+// Note [conv2d column layout]
+// The columns of a chunk of `nb` samples form one matrix cols (Ci*K*K, nb*P), P = Ho*Wo,
+// whose column n*P + p is the receptive field of output position p of sample n. One
+// GEMM per chunk then covers every sample: W (Co, Ci*K*K) x cols = (Co, nb*P). That
+// product is channel-major across samples, so it is scattered to NCHW (forward) or
+// gathered from it (backward). Backward recomputes im2col instead of keeping the
+// forward's columns: memory is the scarce resource, and im2col is cheap next to GEMM.
+// The chunk is as large as kConvWorkspaceBudget allows, since the GEMMs of
+// few-channel layers are thin and only become efficient when nb*P is wide.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/check.h"
+#include "kernels/cpu/cpu_ops.h"
+
+namespace dtrain::cpu {
+
+namespace {
+
+// Workspace offsets are rounded to this many floats to keep each operand 64-byte aligned.
+constexpr int64_t kAlignFloats = 16;
+
+void check_shape(const Conv2dShape& s, const char* op) {
+  DTRAIN_ASSERT(s.batch >= 0 && s.in_channels > 0 && s.out_channels > 0 && s.height > 0 &&
+                    s.width > 0 && s.kernel > 0 && s.stride > 0 && s.padding >= 0,
+                op << ": invalid shape");
+  DTRAIN_ASSERT(s.out_height() > 0 && s.out_width() > 0,
+                op << ": kernel " << s.kernel << " with padding " << s.padding
+                   << " does not fit the " << s.height << "x" << s.width << " input");
+}
+
+// Output positions o along one axis whose input coordinate o*stride - pad + k lies
+// in [0, extent): those in [lo, hi) read the input, the rest read padding.
+struct Span {
+  int64_t lo, hi;
+};
+
+Span valid_span(int64_t k, int64_t stride, int64_t pad, int64_t extent, int64_t out) {
+  const int64_t first = pad - k;               // smallest o*stride that is inside
+  const int64_t last = extent - 1 + pad - k;   // largest o*stride that is inside
+  const int64_t hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  const int64_t lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+  return {std::min(lo, hi), hi};
+}
+
+struct Geometry {
+  int64_t ho, wo, p, ckk, in_plane;
+  explicit Geometry(const Conv2dShape& s)
+      : ho(s.out_height()), wo(s.out_width()), p(ho * wo),
+        ckk(s.in_channels * s.kernel * s.kernel), in_plane(s.height * s.width) {}
+};
+
+// cols (Ci*K*K, nb*P) <- x (nb, Ci, H, W); see Note [conv2d column layout].
+void im2col(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* x, int64_t nb,
+            float* cols) {
+  const int64_t ld = nb * g.p;
+  const int64_t k = s.kernel, st = s.stride, pad = s.padding;
+  const bool parallel = nb * g.ckk * g.p >= kParallelMinWork;
+#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t n = 0; n < nb; ++n) {
+    for (int64_t ci = 0; ci < s.in_channels; ++ci) {
+      const float* plane = x + (n * s.in_channels + ci) * g.in_plane;
+      for (int64_t kh = 0; kh < k; ++kh) {
+        for (int64_t kw = 0; kw < k; ++kw) {
+          float* dst = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
+          const Span cs = valid_span(kw, st, pad, s.width, g.wo);
+          for (int64_t oh = 0; oh < g.ho; ++oh) {
+            float* d = dst + oh * g.wo;
+            const int64_t ih = oh * st - pad + kh;
+            if (ih < 0 || ih >= s.height) {
+              std::fill(d, d + g.wo, 0.0f);
+              continue;
+            }
+            const float* src = plane + ih * s.width;
+            const int64_t shift = kw - pad;  // iw = ow*st + shift
+            std::fill(d, d + cs.lo, 0.0f);
+            if (st == 1 && cs.hi > cs.lo) {
+              std::memcpy(d + cs.lo, src + cs.lo + shift,
+                          static_cast<size_t>(cs.hi - cs.lo) * sizeof(float));
+            } else if (st != 1) {
+              for (int64_t ow = cs.lo; ow < cs.hi; ++ow) d[ow] = src[ow * st + shift];
+            }
+            std::fill(d + cs.hi, d + g.wo, 0.0f);
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx (nb, Ci, H, W) = the adjoint of im2col applied to cols; overwrites dx.
+void col2im(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* cols, int64_t nb,
+            float* dx) {
+  const int64_t ld = nb * g.p;
+  const int64_t k = s.kernel, st = s.stride, pad = s.padding;
+  const bool parallel = nb * g.ckk * g.p >= kParallelMinWork;
+#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t n = 0; n < nb; ++n) {
+    for (int64_t ci = 0; ci < s.in_channels; ++ci) {
+      float* plane = dx + (n * s.in_channels + ci) * g.in_plane;
+      std::fill(plane, plane + g.in_plane, 0.0f);
+      for (int64_t kh = 0; kh < k; ++kh) {
+        for (int64_t kw = 0; kw < k; ++kw) {
+          const float* src = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
+          const Span cs = valid_span(kw, st, pad, s.width, g.wo);
+          const int64_t shift = kw - pad;
+          for (int64_t oh = 0; oh < g.ho; ++oh) {
+            const int64_t ih = oh * st - pad + kh;
+            if (ih < 0 || ih >= s.height) continue;
+            float* d = plane + ih * s.width;
+            const float* srow = src + oh * g.wo;
+            for (int64_t ow = cs.lo; ow < cs.hi; ++ow) d[ow * st + shift] += srow[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// packed (Co, nb*P) <- dy (nb, Co, P).
+void gather_channel_major(Context& ctx, const float* nchw, int64_t nb, int64_t channels,
+                          int64_t p, float* packed) {
+  const int64_t ld = nb * p;
+#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) \
+    if (nb * channels * p >= kParallelMinWork)
+  for (int64_t n = 0; n < nb; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      std::memcpy(packed + c * ld + n * p, nchw + (n * channels + c) * p,
+                  static_cast<size_t>(p) * sizeof(float));
+    }
+  }
+}
+
+// y (nb, Co, P) <- packed (Co, nb*P) + bias.
+void scatter_channel_major(Context& ctx, const float* packed, const float* bias, int64_t nb,
+                           int64_t channels, int64_t p, float* nchw) {
+  const int64_t ld = nb * p;
+#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) \
+    if (nb * channels * p >= kParallelMinWork)
+  for (int64_t n = 0; n < nb; ++n) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const float b = bias != nullptr ? bias[c] : 0.0f;
+      const float* src = packed + c * ld + n * p;
+      float* dst = nchw + (n * channels + c) * p;
+      for (int64_t i = 0; i < p; ++i) dst[i] = src[i] + b;
+    }
+  }
+}
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// The workspace of one chunk: the column matrix, then the (Co, nb*P) GEMM operand.
+struct ChunkScratch {
+  float* cols;
+  float* packed;
+};
+
+ChunkScratch chunk_scratch(Context& ctx, const Conv2dShape& s, const Geometry& g, int64_t chunk) {
+  const int64_t cols_floats = round_up(g.ckk * chunk * g.p, kAlignFloats);
+  const int64_t packed_floats = s.out_channels * chunk * g.p;
+  auto* base = static_cast<float*>(
+      ctx.workspace(static_cast<size_t>(cols_floats + packed_floats) * sizeof(float)));
+  return {base, base + cols_floats};
+}
+
+}  // namespace
+
+int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes) {
+  if (s.batch <= 0) return 0;
+  const Geometry g(s);
+  const auto per_sample =
+      static_cast<size_t>((g.ckk + s.out_channels) * g.p) * sizeof(float);
+  const auto fit = static_cast<int64_t>(budget_bytes / per_sample);
+  return std::clamp<int64_t>(fit, 1, s.batch);
+}
+
+void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                    const float* bias, float* y, size_t budget_bytes) {
+  check_shape(s, "conv2d_forward");
+  if (s.batch == 0) return;
+  const Geometry g(s);
+  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
+  const int64_t co = s.out_channels;
+  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.batch - n0);
+    float* y0 = y + n0 * co * g.p;
+    im2col(ctx, s, g, x + n0 * s.in_channels * g.in_plane, nb, ws.cols);
+    if (nb == 1) {
+      // One sample's (Co, P) product is already its NCHW slice.
+      gemm(ctx, false, false, co, g.p, g.ckk, 1.0f, w, g.ckk, ws.cols, g.p, 0.0f, y0, g.p);
+      if (bias != nullptr) add_bias(ctx, y0, bias, 1, co, g.p);
+    } else {
+      gemm(ctx, false, false, co, nb * g.p, g.ckk, 1.0f, w, g.ckk, ws.cols, nb * g.p, 0.0f,
+           ws.packed, nb * g.p);
+      scatter_channel_major(ctx, ws.packed, bias, nb, co, g.p, y0);
+    }
+  }
+}
+
+void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
+                          float* dx, size_t budget_bytes) {
+  check_shape(s, "conv2d_backward_data");
+  if (s.batch == 0) return;
+  const Geometry g(s);
+  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
+  const int64_t co = s.out_channels;
+  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.batch - n0);
+    const float* dy0 = dy + n0 * co * g.p;
+    const float* dy_packed = dy0;  // one sample's NCHW slice is already channel-major
+    if (nb > 1) {
+      gather_channel_major(ctx, dy0, nb, co, g.p, ws.packed);
+      dy_packed = ws.packed;
+    }
+    // dcols (Ci*K*K, nb*P) = W^T x dY
+    gemm(ctx, true, false, g.ckk, nb * g.p, co, 1.0f, w, g.ckk, dy_packed, nb * g.p, 0.0f,
+         ws.cols, nb * g.p);
+    col2im(ctx, s, g, ws.cols, nb, dx + n0 * s.in_channels * g.in_plane);
+  }
+}
+
+void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
+                            float* dw, float* dbias, size_t budget_bytes) {
+  check_shape(s, "conv2d_backward_filter");
+  if (s.batch == 0) return;
+  const Geometry g(s);
+  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
+  const int64_t co = s.out_channels;
+  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
+    const int64_t nb = std::min(chunk, s.batch - n0);
+    const float* dy0 = dy + n0 * co * g.p;
+    const float* dy_packed = dy0;
+    if (nb > 1) {
+      gather_channel_major(ctx, dy0, nb, co, g.p, ws.packed);
+      dy_packed = ws.packed;
+    }
+    im2col(ctx, s, g, x + n0 * s.in_channels * g.in_plane, nb, ws.cols);
+    // dW (Co, Ci*K*K) += dY x cols^T
+    gemm(ctx, false, true, co, g.ckk, nb * g.p, 1.0f, dy_packed, nb * g.p, ws.cols, nb * g.p,
+         1.0f, dw, g.ckk);
+  }
+  if (dbias != nullptr) bias_backward(ctx, dy, dbias, s.batch, co, g.p);
+}
+
+}  // namespace dtrain::cpu

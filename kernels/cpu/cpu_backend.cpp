@@ -1,0 +1,84 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace dtrain::cpu {
+
+namespace {
+
+class CpuBackend final : public OpsBackend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+            float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+            float* c, int64_t ldc) override {
+    cpu::gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+                int64_t inner) override {
+    cpu::add_bias(ctx, y, bias, outer, channels, inner);
+  }
+  void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+                     int64_t channels, int64_t inner) override {
+    cpu::bias_backward(ctx, dy, dbias, outer, channels, inner);
+  }
+  void relu_forward(Context& ctx, const float* x, float* y, int64_t n) override {
+    cpu::relu_forward(ctx, x, y, n);
+  }
+  void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
+                     int64_t n) override {
+    cpu::relu_backward(ctx, y, dy, dx, n);
+  }
+  void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                      const float* bias, float* y) override {
+    cpu::conv2d_forward(ctx, s, x, w, bias, y);
+  }
+  void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
+                            float* dx) override {
+    cpu::conv2d_backward_data(ctx, s, dy, w, dx);
+  }
+  void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x,
+                              const float* dy, float* dw, float* dbias) override {
+    cpu::conv2d_backward_filter(ctx, s, x, dy, dw, dbias);
+  }
+  void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                         int32_t* argmax) override {
+    cpu::maxpool2d_forward(ctx, s, x, y, argmax);
+  }
+  void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
+                          const int32_t* argmax, float* dx) override {
+    cpu::maxpool2d_backward(ctx, s, dy, argmax, dx);
+  }
+  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+                             double* stats) override {
+    cpu::softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats);
+  }
+  void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
+                  const SgdHyper& h) override {
+    cpu::sgd_update(ctx, params, grads, momentum, n, h);
+  }
+  void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
+                    int64_t n, const AdamWHyper& h) override {
+    cpu::adamw_update(ctx, params, grads, m, v, n, h);
+  }
+  void fill(Context& ctx, float* x, int64_t n, float value) override {
+    cpu::fill(ctx, x, n, value);
+  }
+  void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
+    cpu::copy_from_host(ctx, dst, src, bytes);
+  }
+  void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
+    cpu::copy_to_host(ctx, dst, src, bytes);
+  }
+};
+
+}  // namespace
+
+OpsBackend& backend() {
+  static CpuBackend instance;
+  return instance;
+}
+
+}  // namespace dtrain::cpu

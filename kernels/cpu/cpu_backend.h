@@ -1,0 +1,17 @@
+// The CPU backend of the op set: OpenBLAS for GEMM, OpenMP loops for the rest.
+// One file per op family (gemm.cpp, elementwise.cpp, conv2d.cpp, pool.cpp,
+// cross_entropy.cpp, optimizers.cpp); cpu_backend.cpp binds them to OpsBackend.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace dtrain::cpu {
+
+// The process-wide CPU backend (stateless; per-rank state lives in the Context).
+OpsBackend& backend();
+
+// Sets the threads used by OpenBLAS and OpenMP in this process. Ranks sharing a
+// node's cores each take their share (launch/ computes it), so they never oversubscribe.
+void set_num_threads(int n);
+
+}  // namespace dtrain::cpu

@@ -1,0 +1,64 @@
+// The CPU op families behind CpuBackend (private to kernels/cpu/ and its tests).
+// Each function has the contract of its namesake in kernels/ops.h.
+//
+// Threading: loops run under OpenMP with ctx.num_threads() threads; GEMM runs on
+// OpenBLAS's own threads. OpenBLAS is never called from inside an OpenMP parallel
+// region: the Debian build is the pthread one, and nesting oversubscribes the cores.
+// Reductions are split over a fixed partition, so results do not depend on scheduling.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/ops.h"
+
+namespace dtrain::cpu {
+
+// Below this many elements a loop runs on one thread: waking a team costs more.
+inline constexpr int64_t kParallelMinWork = int64_t{1} << 15;
+
+// Scratch budget for the im2col column matrix and its GEMM partner of one chunk.
+inline constexpr size_t kConvWorkspaceBudget = size_t{64} << 20;
+
+void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t ldc);
+
+void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+              int64_t inner);
+void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, int64_t channels,
+                   int64_t inner);
+void relu_forward(Context& ctx, const float* x, float* y, int64_t n);
+void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n);
+void fill(Context& ctx, float* x, int64_t n, float value);
+void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes);
+void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes);
+
+// Samples per im2col chunk: as many as fit `budget_bytes` of workspace (the column
+// matrix (Ci*K*K, chunk*Ho*Wo) plus an (Co, chunk*Ho*Wo) GEMM operand), at least 1
+// and at most the batch. A pure function, so the chunking is testable on its own.
+int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes);
+
+// The budget parameter exists for tests that force several chunks on small shapes.
+void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                    const float* bias, float* y, size_t budget_bytes = kConvWorkspaceBudget);
+void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
+                          float* dx, size_t budget_bytes = kConvWorkspaceBudget);
+void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
+                            float* dw, float* dbias, size_t budget_bytes = kConvWorkspaceBudget);
+
+void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                       int32_t* argmax);
+void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
+                        const int32_t* argmax, float* dx);
+
+void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                           int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+                           double* stats);
+
+void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
+                const SgdHyper& h);
+void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, int64_t n,
+                  const AdamWHyper& h);
+
+}  // namespace dtrain::cpu

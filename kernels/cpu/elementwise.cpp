@@ -1,0 +1,91 @@
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace dtrain::cpu {
+
+namespace {
+
+// Channels summed together by one thread when a bias gradient is a column sum.
+constexpr int64_t kColumnBlock = 64;
+
+}  // namespace
+
+void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+              int64_t inner) {
+  const bool parallel = outer * channels * inner >= kParallelMinWork;
+  if (inner == 1) {
+    // The linear-layer case: a row of `channels` per sample, vectorised along the row.
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+    for (int64_t o = 0; o < outer; ++o) {
+      float* row = y + o * channels;
+      for (int64_t c = 0; c < channels; ++c) row[c] += bias[c];
+    }
+    return;
+  }
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t oc = 0; oc < outer * channels; ++oc) {
+    const float b = bias[oc % channels];
+    float* plane = y + oc * inner;
+    for (int64_t i = 0; i < inner; ++i) plane[i] += b;
+  }
+}
+
+void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, int64_t channels,
+                   int64_t inner) {
+  const bool parallel = outer * channels * inner >= kParallelMinWork;
+  if (inner == 1) {
+    const int64_t blocks = (channels + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kColumnBlock;
+      const int64_t width = std::min(kColumnBlock, channels - c0);
+      double acc[kColumnBlock] = {};
+      for (int64_t o = 0; o < outer; ++o) {
+        const float* row = dy + o * channels + c0;
+        for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+      }
+      for (int64_t j = 0; j < width; ++j) dbias[c0 + j] += static_cast<float>(acc[j]);
+    }
+    return;
+  }
+  // Each channel is summed by one thread in a fixed order: deterministic for any team.
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t c = 0; c < channels; ++c) {
+    double acc = 0.0;
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* plane = dy + (o * channels + c) * inner;
+      float part = 0.0f;
+      for (int64_t i = 0; i < inner; ++i) part += plane[i];
+      acc += part;
+    }
+    dbias[c] += static_cast<float>(acc);
+  }
+}
+
+void relu_forward(Context& ctx, const float* x, float* y, int64_t n) {
+  // `x < 0 ? 0 : x` rather than max(): a NaN passes through, so divergence stays visible.
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n) {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void fill(Context& ctx, float* x, int64_t n, float value) {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) x[i] = value;
+}
+
+void copy_from_host(Context& /*ctx*/, void* dst, const void* src, size_t bytes) {
+  if (bytes != 0) std::memcpy(dst, src, bytes);
+}
+
+void copy_to_host(Context& /*ctx*/, void* dst, const void* src, size_t bytes) {
+  if (bytes != 0) std::memcpy(dst, src, bytes);
+}
+
+}  // namespace dtrain::cpu

@@ -1,0 +1,72 @@
+#include <cmath>
+
+#include "kernels/check.h"
+#include "kernels/cpu/cpu_ops.h"
+
+namespace dtrain::cpu {
+
+void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
+                const SgdHyper& h) {
+  const float decay = h.lr * h.weight_decay;
+  const float lr = h.lr, mu = h.momentum;
+  const bool parallel = n >= kParallelMinWork;
+  if (momentum == nullptr) {
+    // Without a buffer the update is plain SGD, which is only right when momentum is 0.
+    DTRAIN_ASSERT(mu == 0.0f, "sgd_update: momentum " << mu << " needs a momentum buffer");
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+    for (int64_t i = 0; i < n; ++i) {
+      float p = params[i];
+      p -= decay * p;
+      params[i] = p - lr * grads[i];
+    }
+    return;
+  }
+  if (h.nesterov) {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+    for (int64_t i = 0; i < n; ++i) {
+      float p = params[i];
+      p -= decay * p;
+      const float g = grads[i];
+      const float buf = mu * momentum[i] + g;
+      momentum[i] = buf;
+      params[i] = p - lr * (g + mu * buf);
+    }
+  } else {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+    for (int64_t i = 0; i < n; ++i) {
+      float p = params[i];
+      p -= decay * p;
+      const float buf = mu * momentum[i] + grads[i];
+      momentum[i] = buf;
+      params[i] = p - lr * buf;
+    }
+  }
+}
+
+void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, int64_t n,
+                  const AdamWHyper& h) {
+  DTRAIN_ASSERT(h.step >= 1, "adamw_update: step " << h.step << " must count from 1");
+  // Bias corrections in double: 1 - beta^t loses most of its digits in float when
+  // beta is close to 1 and t is small.
+  const double t = static_cast<double>(h.step);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(h.beta1), t);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(h.beta2), t);
+  // p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), arranged as PyTorch does:
+  // step_size * m / (sqrt(v) / sqrt(bc2) + eps).
+  const auto step_size = static_cast<float>(h.lr / bc1);
+  const auto inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float decay = 1.0f - h.lr * h.weight_decay;
+  const float b1 = h.beta1, b2 = h.beta2, eps = h.eps;
+  const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grads[i];
+    const float mi = b1 * m[i] + one_minus_b1 * g;
+    const float vi = b2 * v[i] + one_minus_b2 * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = params[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+}  // namespace dtrain::cpu

@@ -1,0 +1,79 @@
+// The device allocator (DESIGN contract 5): one per device, with accounting of the
+// bytes in use and at peak, in total and by category. The planner and every memory
+// report read it; nothing allocates device memory behind its back.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <mutex>
+#include <string>
+
+namespace dtrain {
+
+enum class MemoryCategory : int { Params = 0, Grads, Optimizer, Activations, Workspace, Other };
+inline constexpr int kMemoryCategories = 6;
+const char* memory_category_name(MemoryCategory c);
+
+struct MemoryStats {
+  size_t in_use = 0;
+  size_t peak = 0;
+  std::array<size_t, kMemoryCategories> in_use_by{};
+  std::array<size_t, kMemoryCategories> peak_by{};
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  // Returns memory aligned to at least 64 bytes, or throws DeviceError naming the
+  // request and the bytes in use.
+  virtual void* allocate(size_t bytes, MemoryCategory category) = 0;
+  virtual void release(void* ptr, size_t bytes, MemoryCategory category) = 0;
+  virtual std::string device_name() const = 0;
+  virtual MemoryStats stats() const = 0;
+  virtual void reset_peak() = 0;
+};
+
+// Host memory with accounting. `limit_bytes` (0 = none) makes allocations above it
+// fail like a device out of memory, so memory planning is testable on the CPU.
+class CpuAllocator final : public Allocator {
+ public:
+  explicit CpuAllocator(size_t limit_bytes = 0) : limit_(limit_bytes) {}
+  void* allocate(size_t bytes, MemoryCategory category) override;
+  void release(void* ptr, size_t bytes, MemoryCategory category) override;
+  std::string device_name() const override { return "cpu"; }
+  MemoryStats stats() const override;
+  void reset_peak() override;
+
+ private:
+  mutable std::mutex mu_;
+  MemoryStats stats_;
+  size_t limit_;
+};
+
+// An owning, move-only allocation from an Allocator.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Allocator& alloc, size_t bytes, MemoryCategory category);
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept { *this = std::move(o); }
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  void reset();
+  void* data() const { return ptr_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Allocator* alloc_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  MemoryCategory category_ = MemoryCategory::Other;
+};
+
+}  // namespace dtrain

@@ -1,0 +1,164 @@
+// The op set. Every op takes the Context (device, allocator, workspace, and on GPUs
+// the stream and library handles) and raw device pointers with explicit shapes, and
+// runs on the context's backend: kernels/cpu/ (OpenBLAS and loops) or kernels/cuda/.
+//
+// Conventions, the same for every backend:
+//  - row-major storage; images are NCHW; convolution weights are (out, in, kh, kw)
+//    and linear weights are (out, in), as in PyTorch, so flat parameter buffers match.
+//  - ops named *_backward that produce parameter gradients ADD into them (gradient
+//    accumulation over micro-steps relies on it); data gradients are overwritten.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/context.h"
+
+namespace dtrain {
+
+struct Conv2dShape {
+  int64_t batch, in_channels, height, width;
+  int64_t out_channels, kernel, stride, padding;
+  int64_t out_height() const { return (height + 2 * padding - kernel) / stride + 1; }
+  int64_t out_width() const { return (width + 2 * padding - kernel) / stride + 1; }
+};
+
+struct Pool2dShape {
+  int64_t batch, channels, height, width;
+  int64_t window, stride;
+  int64_t out_height() const { return (height - window) / stride + 1; }
+  int64_t out_width() const { return (width - window) / stride + 1; }
+};
+
+struct SgdHyper {
+  float lr, momentum, weight_decay;
+  bool nesterov;
+};
+
+struct AdamWHyper {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1 for the first update (bias correction)
+};
+
+// The interface each backend implements. Call the free functions below instead.
+class OpsBackend {
+ public:
+  virtual ~OpsBackend() = default;
+  virtual const char* name() const = 0;
+
+  virtual void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                    float beta, float* c, int64_t ldc) = 0;
+  virtual void add_bias(Context& ctx, float* y, const float* bias, int64_t outer,
+                        int64_t channels, int64_t inner) = 0;
+  virtual void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+                             int64_t channels, int64_t inner) = 0;
+  virtual void relu_forward(Context& ctx, const float* x, float* y, int64_t n) = 0;
+  virtual void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
+                             int64_t n) = 0;
+  virtual void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,
+                              const float* w, const float* bias, float* y) = 0;
+  virtual void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy,
+                                    const float* w, float* dx) = 0;
+  virtual void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x,
+                                      const float* dy, float* dw, float* dbias) = 0;
+  virtual void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                                 int32_t* argmax) = 0;
+  virtual void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
+                                  const int32_t* argmax, float* dx) = 0;
+  virtual void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                                     int64_t batch, int64_t classes, float grad_scale,
+                                     float* dlogits, double* stats) = 0;
+  virtual void sgd_update(Context& ctx, float* params, const float* grads, float* momentum,
+                          int64_t n, const SgdHyper& h) = 0;
+  virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
+                            int64_t n, const AdamWHyper& h) = 0;
+  virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
+  virtual void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
+};
+
+namespace ops {
+
+// C = alpha * op(A) * op(B) + beta * C, with op(A) m x k and op(B) k x n.
+inline void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 float beta, float* c, int64_t ldc) {
+  ctx.backend().gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+// y[o, c, i] += bias[c], with y viewed as (outer, channels, inner).
+inline void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+                     int64_t inner) {
+  ctx.backend().add_bias(ctx, y, bias, outer, channels, inner);
+}
+// dbias[c] += sum over o and i of dy[o, c, i].
+inline void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+                          int64_t channels, int64_t inner) {
+  ctx.backend().bias_backward(ctx, dy, dbias, outer, channels, inner);
+}
+// y = max(x, 0). x and y may alias.
+inline void relu_forward(Context& ctx, const float* x, float* y, int64_t n) {
+  ctx.backend().relu_forward(ctx, x, y, n);
+}
+// dx = dy where y > 0, else 0 (y is the forward output).
+inline void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n) {
+  ctx.backend().relu_backward(ctx, y, dy, dx, n);
+}
+// y (N, Co, Ho, Wo) = conv(x (N, Ci, H, W), w (Co, Ci, K, K)) + bias (Co); bias may be null.
+inline void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                           const float* bias, float* y) {
+  ctx.backend().conv2d_forward(ctx, s, x, w, bias, y);
+}
+// dx (N, Ci, H, W) = gradient of the input, overwritten.
+inline void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy,
+                                 const float* w, float* dx) {
+  ctx.backend().conv2d_backward_data(ctx, s, dy, w, dx);
+}
+// dw (Co, Ci, K, K) += weight gradient; dbias (Co) += bias gradient when not null.
+inline void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x,
+                                   const float* dy, float* dw, float* dbias) {
+  ctx.backend().conv2d_backward_filter(ctx, s, x, dy, dw, dbias);
+}
+// y (N, C, Ho, Wo) = max over each window; argmax holds the flat index in the
+// (H, W) plane of the winner, for backward. Ties go to the first in row-major order.
+inline void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                              int32_t* argmax) {
+  ctx.backend().maxpool2d_forward(ctx, s, x, y, argmax);
+}
+// dx (N, C, H, W) = dy routed to the argmax of each window, overwritten.
+inline void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
+                               const int32_t* argmax, float* dx) {
+  ctx.backend().maxpool2d_backward(ctx, s, dy, argmax, dx);
+}
+// Softmax cross-entropy over rows of logits (batch, classes) with SUM reduction.
+// stats[0] += sum of per-sample losses; stats[1] += number of rows whose argmax is
+// the label (both in double, on the device). When dlogits is not null it is
+// overwritten with grad_scale * (softmax(logits) - onehot(label)).
+inline void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                                  int64_t batch, int64_t classes, float grad_scale,
+                                  float* dlogits, double* stats) {
+  ctx.backend().softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits,
+                                      stats);
+}
+// One fused pass of SGD over a flat range: decoupled weight decay p -= lr*wd*p, then
+// buf = momentum*buf + g; p -= lr * (nesterov ? g + momentum*buf : buf).
+inline void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
+                       const SgdHyper& h) {
+  ctx.backend().sgd_update(ctx, params, grads, momentum, n, h);
+}
+// One fused pass of AdamW (Loshchilov and Hutter) over a flat range, as PyTorch's AdamW.
+inline void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
+                         int64_t n, const AdamWHyper& h) {
+  ctx.backend().adamw_update(ctx, params, grads, m, v, n, h);
+}
+inline void fill(Context& ctx, float* x, int64_t n, float value) {
+  ctx.backend().fill(ctx, x, n, value);
+}
+inline void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) {
+  ctx.backend().copy_from_host(ctx, dst, src, bytes);
+}
+inline void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) {
+  ctx.backend().copy_to_host(ctx, dst, src, bytes);
+}
+
+}  // namespace ops
+}  // namespace dtrain

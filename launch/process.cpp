@@ -1,0 +1,86 @@
+#include "launch/process.h"
+
+#include <mpi.h>
+#include <sched.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "comm/mpi_check.h"
+#include "comm/mpi_communicator.h"
+#include "comm/self_communicator.h"
+#include "kernels/errors.h"
+
+namespace dtrain::launch {
+namespace {
+
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::atoi(v) : -1;
+}
+
+}  // namespace
+
+int launcher_rank_hint() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    const int r = env_int(name);
+    if (r >= 0) return r;
+  }
+  return 0;
+}
+
+int launcher_size_hint() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const int n = env_int(name);
+    if (n > 0) return n;
+  }
+  return std::getenv("PMIX_RANK") != nullptr ? 1 : 0;
+}
+
+Process::Process(const std::string& backend) {
+  const int launched = launcher_size_hint();
+  if (backend == "self" && launched > 1) {
+    throw ConfigError("comm.backend is 'self' (one rank) but the launcher started " +
+                      std::to_string(launched) + " ranks; use comm.backend: mpi or auto");
+  }
+  mpi_ = backend == "mpi" || (backend == "auto" && launched > 0);
+  if (!mpi_) {
+    comm_ = std::make_unique<SelfCommunicator>();
+    return;
+  }
+  int provided = 0;
+  DTRAIN_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+  DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MPI_Comm local;
+  DTRAIN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+  DTRAIN_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  DTRAIN_MPI_CHECK(MPI_Comm_size(local, &local_size_));
+  MPI_Comm_free(&local);
+  comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+}
+
+Process::~Process() {
+  comm_.reset();
+  if (mpi_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+}
+
+int Process::cpu_threads(int requested) const {
+  if (requested > 0) return requested;
+  cpu_set_t set;
+  int allowed = static_cast<int>(std::thread::hardware_concurrency());
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) allowed = CPU_COUNT(&set);
+  const int node = static_cast<int>(std::thread::hardware_concurrency());
+  const int share = node / (local_size_ > 0 ? local_size_ : 1);
+  const int threads = std::min(allowed, share);
+  return threads > 0 ? threads : 1;
+}
+
+void Process::abort_job(int code) {
+  if (mpi_ && size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+}  // namespace dtrain::launch

@@ -1,0 +1,78 @@
+#include "launch/train_command.h"
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "kernels/context.h"
+#include "kernels/errors.h"
+#include "launch/process.h"
+#include "runtime/config.h"
+#include "runtime/trainer.h"
+
+namespace dtrain::launch {
+namespace {
+
+std::string default_run_dir(const std::string& config_path) {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
+  return "runs/" + std::filesystem::path(config_path).stem().string() + "-" + stamp;
+}
+
+void report(const Error& e, int rank, int size) {
+  std::cerr << "dtrain: " << e.kind();
+  if (size > 1) std::cerr << " on rank " << rank << " of " << size;
+  std::cerr << ": " << e.what() << std::endl;
+}
+
+}  // namespace
+
+int run_train(const CliCommand& cmd) {
+  // Before MPI is up, only the launcher's rank 0 speaks: every rank reads the same
+  // file and would print the same message.
+  const int rank_hint = launcher_rank_hint();
+  Config config;
+  try {
+    config = load_config(cmd.config_path, cmd.overrides);
+  } catch (const Error& e) {
+    if (rank_hint == 0) report(e, 0, 1);
+    return e.exit_code();
+  }
+
+  std::unique_ptr<Process> process;
+  try {
+    process = std::make_unique<Process>(config.comm.backend);
+  } catch (const Error& e) {
+    if (rank_hint == 0) report(e, rank_hint, launcher_size_hint());
+    return e.exit_code();
+  }
+
+  const int rank = process->rank();
+  const int size = process->size();
+  try {
+    std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
+    if (rank == 0) {
+      std::error_code ec;
+      std::filesystem::create_directories(run_dir, ec);
+      if (ec) throw DataError("cannot create run directory '" + run_dir + "': " + ec.message() + "; pass a writable --run-dir");
+    }
+    auto ctx = Context::make_cpu(process->cpu_threads(static_cast<int>(config.device.threads)));
+    train(config, *ctx, process->comm(), run_dir, std::cout);
+    return kExitOk;
+  } catch (const Error& e) {
+    // Config and data errors are the same on every rank; rank 0 says it once.
+    if (rank == 0 || e.exit_code() != kExitBadInput) report(e, rank, size);
+    process->abort_job(e.exit_code());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "dtrain: internal error on rank " << rank << " of " << size << ": " << e.what()
+              << "; please report it with the config and command line" << std::endl;
+    process->abort_job(kExitInternal);
+    return kExitInternal;
+  }
+}
+
+}  // namespace dtrain::launch

@@ -1,0 +1,34 @@
+// Fully connected layer, laid out as PyTorch's nn.Linear so flat buffers match:
+// weight (out, in) then bias (out). y = x W^T + b.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "models/layer.h"
+
+namespace dtrain {
+
+class Linear final : public Layer {
+ public:
+  Linear(int64_t in_features, int64_t out_features);
+
+  std::string name() const override;
+  Shape output_shape(const Shape& input) const override;
+  int64_t param_count() const override { return out_ * in_ + out_; }
+  void bind(float* params, float* grads) override;
+  // PyTorch's default: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)].
+  void init(Rng& rng, float* host_params) const override;
+
+  void forward(Context& ctx, ConstTensor x, Tensor y) override;
+  void backward(Context& ctx, ConstTensor x, ConstTensor y, ConstTensor dy, float* dx) override;
+
+ private:
+  int64_t in_, out_;
+  const float* weight_ = nullptr;  // (out, in)
+  const float* bias_ = nullptr;    // (out)
+  float* dweight_ = nullptr;       // (out, in)
+  float* dbias_ = nullptr;         // (out)
+};
+
+}  // namespace dtrain

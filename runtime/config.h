@@ -1,0 +1,95 @@
+// The typed configuration of a run, loaded from YAML (yaml-cpp) with `--set`
+// overrides. Loading is strict: an unknown key, a value of the wrong type or out of
+// range is a ConfigError naming the key and where it was written (FILE:LINE, or the
+// --set argument). Values derived later (the batch plan) report errors through
+// Config::where(key) so they can name the same place.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "models/model_spec.h"
+
+namespace dtrain {
+
+struct DataConfig {
+  std::string name = "fashion_mnist";  // fashion_mnist | synthetic
+  std::string path = "/usr/share/datasets/fashion-mnist";
+  int64_t train_samples = 8192;  // synthetic only
+  int64_t test_samples = 2048;   // synthetic only
+};
+
+struct TrainConfig {
+  int64_t global_batch = 64;
+  int64_t micro_batch = 32;  // per rank, per micro-step
+  int64_t epochs = 1;
+  int64_t max_steps = 0;     // 0: no step limit
+  uint64_t seed = 1;
+};
+
+struct OptimizerConfig {
+  std::string name = "sgd";  // sgd | adamw
+  double lr = 0.05;
+  double momentum = 0.9;     // sgd
+  bool nesterov = false;     // sgd
+  double weight_decay = 0.0; // decoupled, both optimizers
+  double beta1 = 0.9;        // adamw
+  double beta2 = 0.999;      // adamw
+  double eps = 1e-8;         // adamw
+};
+
+struct ScheduleConfig {
+  int64_t warmup_steps = 0;     // linear warmup from lr/warmup_steps to lr
+  std::string decay = "none";   // none | cosine | step
+  double min_lr = 0.0;          // cosine: the floor reached at the last step
+  int64_t step_size = 1000;     // step: multiply by gamma every step_size steps after warmup
+  double gamma = 0.1;           // step
+};
+
+struct EvalConfig {
+  int64_t every_steps = 0;  // 0: only at the end
+  int64_t batch = 500;      // per rank
+};
+
+struct LogConfig {
+  int64_t every_steps = 50;
+};
+
+struct CommConfig {
+  std::string backend = "auto";  // auto | mpi | self
+  double bucket_mb = 25.0;       // gradient all-reduce bucket size
+};
+
+struct DeviceConfig {
+  int64_t threads = 0;  // CPU threads per rank; 0: the node's cores shared among its ranks
+};
+
+struct Config {
+  ModelSpec model;
+  DataConfig data;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  EvalConfig eval;
+  LogConfig log;
+  CommConfig comm;
+  DeviceConfig device;
+
+  std::string source;                          // the config file's path
+  std::map<std::string, std::string> origins;  // "train.epochs" -> "cfg.yaml:7" or "--set ..."
+  bool epochs_given = false;                   // train.epochs was written, not defaulted
+
+  // Where a key was set ("FILE:LINE", "--set key=value"), or the file with "(default)".
+  std::string where(const std::string& key) const;
+};
+
+// Loads FILE and applies `overrides` ("a.b=value", value parsed as YAML) in order.
+Config load_config(const std::string& file, const std::vector<std::string>& overrides);
+
+// The effective config as YAML that load_config accepts again. `trailer` lines are
+// appended as comments (the plan, the world size).
+std::string config_to_yaml(const Config& config, const std::vector<std::string>& trailer = {});
+
+}  // namespace dtrain

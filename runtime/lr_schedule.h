@@ -1,0 +1,17 @@
+// The learning-rate schedule: linear warmup, then constant, cosine or step decay.
+// A pure function of the optimizer step, so every rank and every layout agrees.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/config.h"
+
+namespace dtrain {
+
+// LR for optimizer step `step` (0-based) of `total_steps`:
+//  warmup  (step < W):  lr * (step + 1) / W
+//  cosine:              min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2, t = (step - W) / max(1, total - W - 1)
+//  step:                lr * gamma ^ floor((step - W) / step_size)
+double lr_at(const ScheduleConfig& schedule, double base_lr, int64_t step, int64_t total_steps);
+
+}  // namespace dtrain
