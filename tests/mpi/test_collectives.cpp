@@ -1,0 +1,131 @@
+// Collectives under 1, 2 and 4 ranks; every expected value comes from a formula in
+// the rank and the world size.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "comm/self_communicator.h"
+#include "comm/typed_collectives.h"
+#include "tests/mpi/mpi_env.h"
+
+namespace dtrain {
+namespace {
+
+using testing_mpi::world;
+
+template <class T>
+class AllReduceTyped : public ::testing::Test {};
+using ReduceTypes = ::testing::Types<float, double, int32_t, int64_t, uint64_t>;
+TYPED_TEST_SUITE(AllReduceTyped, ReduceTypes);
+
+TYPED_TEST(AllReduceTyped, SumEqualsFormula) {
+  Communicator& comm = world();
+  const int n = comm.size(), r = comm.rank();
+  std::vector<TypeParam> buf(1000);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<TypeParam>(r * 3 + static_cast<int>(i % 7));
+  all_reduce(comm, std::span<TypeParam>(buf))->wait();
+  for (size_t i = 0; i < buf.size(); ++i) {
+    // sum over ranks q of (3q + i%7) = 3 n(n-1)/2 + n (i%7)
+    const auto expected = static_cast<TypeParam>(3 * n * (n - 1) / 2 + n * static_cast<int>(i % 7));
+    ASSERT_EQ(buf[i], expected) << "element " << i;
+  }
+}
+
+TEST(Collectives, AllReduceLargeFloatBufferIsExactForIntegers) {
+  Communicator& comm = world();
+  std::vector<float> buf(1 << 20, static_cast<float>(comm.rank() + 1));
+  all_reduce(comm, std::span<float>(buf))->wait();
+  const float expected = static_cast<float>(comm.size() * (comm.size() + 1) / 2);
+  for (float v : buf) ASSERT_EQ(v, expected);
+}
+
+TEST(Collectives, WorkReportsDoneAfterWait) {
+  Communicator& comm = world();
+  double v = 1.0;
+  auto work = all_reduce(comm, std::span<double>(&v, 1));
+  work->wait();
+  EXPECT_TRUE(work->done());
+  EXPECT_EQ(v, static_cast<double>(comm.size()));
+}
+
+TEST(Collectives, SeveralInFlightCompleteInOrder) {
+  Communicator& comm = world();
+  std::vector<std::vector<int64_t>> bufs(5, std::vector<int64_t>(257));
+  std::vector<std::unique_ptr<Work>> works;
+  for (size_t b = 0; b < bufs.size(); ++b) {
+    std::fill(bufs[b].begin(), bufs[b].end(), static_cast<int64_t>(comm.rank() * 10 + b));
+    works.push_back(all_reduce(comm, std::span<int64_t>(bufs[b])));
+  }
+  for (auto& w : works) w->wait();
+  const int64_t n = comm.size();
+  for (size_t b = 0; b < bufs.size(); ++b) {
+    for (int64_t v : bufs[b]) ASSERT_EQ(v, 10 * n * (n - 1) / 2 + n * static_cast<int64_t>(b));
+  }
+}
+
+TEST(Collectives, ReduceScatterGivesEachRankItsBlockSum) {
+  Communicator& comm = world();
+  const int n = comm.size(), r = comm.rank();
+  const size_t block = 33;
+  std::vector<double> send(block * static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) {
+    for (size_t i = 0; i < block; ++i) send[static_cast<size_t>(j) * block + i] = 100.0 * j + r + static_cast<double>(i);
+  }
+  std::vector<double> recv(block);
+  reduce_scatter(comm, std::span<const double>(send), std::span<double>(recv))->wait();
+  for (size_t i = 0; i < block; ++i) {
+    // sum over ranks q of (100 r + q + i) = n (100 r + i) + n(n-1)/2
+    EXPECT_EQ(recv[i], n * (100.0 * r + static_cast<double>(i)) + n * (n - 1) / 2.0);
+  }
+}
+
+TEST(Collectives, AllGatherPlacesBlocksInRankOrder) {
+  Communicator& comm = world();
+  const int n = comm.size();
+  std::vector<int32_t> send(5);
+  for (int i = 0; i < 5; ++i) send[static_cast<size_t>(i)] = comm.rank() * 10 + i;
+  std::vector<int32_t> recv(5 * static_cast<size_t>(n));
+  all_gather(comm, std::span<const int32_t>(send), std::span<int32_t>(recv))->wait();
+  for (int q = 0; q < n; ++q) {
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(recv[static_cast<size_t>(q * 5 + i)], q * 10 + i);
+  }
+}
+
+TEST(Collectives, BroadcastFromEveryRoot) {
+  Communicator& comm = world();
+  for (int root = 0; root < comm.size(); ++root) {
+    std::vector<float> buf(17, comm.rank() == root ? 1.5f * root + 2.0f : -1.0f);
+    broadcast(comm, std::span<float>(buf), root)->wait();
+    for (float v : buf) ASSERT_EQ(v, 1.5f * root + 2.0f);
+  }
+}
+
+TEST(Collectives, BarrierCompletes) {
+  auto work = world().barrier();
+  work->wait();
+  EXPECT_TRUE(work->done());
+}
+
+TEST(Collectives, AllReduceValueSumsScalars) {
+  EXPECT_EQ(all_reduce_value<int64_t>(world(), 2), 2 * world().size());
+}
+
+TEST(SelfCommunicator, CollectivesAreIdentityOnOneRank) {
+  SelfCommunicator self;
+  std::vector<float> buf{1.0f, 2.0f};
+  all_reduce(self, std::span<float>(buf))->wait();
+  EXPECT_EQ(buf, (std::vector<float>{1.0f, 2.0f}));
+  std::vector<float> out(2);
+  all_gather(self, std::span<const float>(buf), std::span<float>(out))->wait();
+  EXPECT_EQ(out, buf);
+  reduce_scatter(self, std::span<const float>(buf), std::span<float>(out))->wait();
+  EXPECT_EQ(out, buf);
+  EXPECT_EQ(self.size(), 1);
+  EXPECT_EQ(self.rank(), 0);
+}
+
+}  // namespace
+}  // namespace dtrain

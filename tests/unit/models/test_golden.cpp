@@ -1,0 +1,194 @@
+// dtrain against PyTorch, the independent implementation: the fixtures in
+// tests/golden/ hold a small MLP's and CNN's parameters, a batch, and PyTorch's
+// logits, loss and parameter gradients for it (tests/golden/make_golden.py writes
+// them). The parameters are loaded in PyTorch's parameters() order, so a passing
+// test also proves that dtrain's flat layout is PyTorch's.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/context.h"
+#include "kernels/ops.h"
+#include "models/model.h"
+
+namespace dtrain {
+namespace {
+
+const char* const kRegenerate = "regenerate with: /usr/bin/python3 tests/golden/make_golden.py";
+
+struct Fixture {
+  std::map<std::string, std::vector<std::string>> keys;      // 'KEY V...' lines
+  std::vector<std::pair<std::string, std::vector<float>>> tensors;  // in file order
+
+  const std::vector<float>& tensor(const std::string& name) const {
+    for (const auto& [n, v] : tensors) {
+      if (n == name) return v;
+    }
+    throw std::runtime_error("fixture has no tensor '" + name + "'");
+  }
+  const std::vector<std::string>& key(const std::string& name) const {
+    auto it = keys.find(name);
+    if (it == keys.end()) throw std::runtime_error("fixture has no '" + name + "' line");
+    return it->second;
+  }
+  std::vector<int64_t> ints(const std::string& name) const {
+    std::vector<int64_t> out;
+    for (const std::string& s : key(name)) out.push_back(std::stoll(s));
+    return out;
+  }
+};
+
+// Throws std::runtime_error naming the file and line on anything malformed.
+Fixture read_fixture(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open golden fixture " + path);
+  Fixture f;
+  std::string line;
+  int line_no = 0;
+  auto fail = [&](const std::string& why) {
+    throw std::runtime_error(path + ":" + std::to_string(line_no) + ": " + why);
+  };
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string first;
+    words >> first;
+    if (first != "tensor") {
+      std::vector<std::string>& values = f.keys[first];
+      for (std::string w; words >> w;) values.push_back(w);
+      continue;
+    }
+    std::string name;
+    int64_t count = -1;
+    if (!(words >> name >> count) || count < 0) fail("expected 'tensor NAME COUNT'");
+    std::vector<float> values;
+    values.reserve(static_cast<size_t>(count));
+    while (static_cast<int64_t>(values.size()) < count && std::getline(in, line)) {
+      ++line_no;
+      std::istringstream nums(line);
+      for (std::string w; nums >> w;) {
+        char* end = nullptr;
+        // strtof reads the shortest round-trip decimal back to PyTorch's exact float.
+        const float v = std::strtof(w.c_str(), &end);
+        if (end != w.c_str() + w.size()) fail("'" + w + "' is not a number");
+        values.push_back(v);
+      }
+    }
+    if (static_cast<int64_t>(values.size()) != count) {
+      fail("tensor " + name + " has " + std::to_string(values.size()) + " values, expected " +
+           std::to_string(count));
+    }
+    f.tensors.emplace_back(name, std::move(values));
+  }
+  return f;
+}
+
+ModelSpec spec_of(const Fixture& f) {
+  ModelSpec spec;
+  spec.name = f.key("model").at(0);
+  if (spec.name == "mlp") {
+    spec.hidden = f.ints("hidden");
+  } else {
+    spec.channels = f.ints("channels");
+    spec.kernel_size = f.ints("kernel_size").at(0);
+    spec.cnn_hidden = f.ints("cnn_hidden");
+  }
+  return spec;
+}
+
+// |ours - torch| <= 1e-6 + 1e-4 |torch| per element: float summation orders differ
+// between the two, nothing else may.
+::testing::AssertionResult close_to_torch(const float* ours, const std::vector<float>& torch,
+                                          const std::string& what) {
+  int bad = 0;
+  std::ostringstream detail;
+  for (size_t i = 0; i < torch.size(); ++i) {
+    const double err = std::abs(static_cast<double>(ours[i]) - torch[i]);
+    if (!(err <= 1e-6 + 1e-4 * std::abs(torch[i]))) {
+      if (bad++ < 5) detail << "\n  [" << i << "] dtrain " << ours[i] << " torch " << torch[i];
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << torch.size()
+                                       << " values differ from PyTorch" << detail.str();
+}
+
+void check_against_torch(const std::string& file) {
+  const std::string path = std::string(DTRAIN_SOURCE_DIR) + "/tests/golden/" + file;
+  Fixture f;
+  try {
+    f = read_fixture(path);
+  } catch (const std::exception& e) {
+    FAIL() << e.what() << "; " << kRegenerate;
+  }
+
+  auto ctx = Context::make_cpu(1);
+  const std::vector<int64_t> dims = f.ints("input_shape");
+  const Shape input(dims);
+  const int64_t classes = f.ints("classes").at(0);
+  const int64_t batch = f.ints("batch").at(0);
+  auto model = build_model(*ctx, spec_of(f), input, classes);
+
+  // The parameter tensors, in PyTorch's parameters() order, are our flat layout:
+  // each layer with parameters has a weight then a bias tensor, of its sizes.
+  std::vector<std::string> param_names;
+  std::vector<float> params;
+  for (const auto& [name, values] : f.tensors) {
+    if (name.rfind("param:", 0) != 0) continue;
+    param_names.push_back(name.substr(6));
+    params.insert(params.end(), values.begin(), values.end());
+  }
+  ASSERT_EQ(static_cast<int64_t>(params.size()), model->param_count()) << path;
+  size_t t = 0;
+  for (int i = 0; i < model->num_layers(); ++i) {
+    const ParamRange r = model->layer_params()[static_cast<size_t>(i)];
+    if (r.count == 0) continue;
+    ASSERT_LT(t + 1, param_names.size());
+    const int64_t w = static_cast<int64_t>(f.tensor("param:" + param_names[t]).size());
+    const int64_t b = static_cast<int64_t>(f.tensor("param:" + param_names[t + 1]).size());
+    EXPECT_EQ(w + b, r.count) << model->layer(i).name() << " vs " << param_names[t];
+    t += 2;
+  }
+  model->load_params(params.data(), model->param_count());
+
+  const std::vector<float>& x = f.tensor("input");
+  std::vector<int32_t> labels;
+  for (float v : f.tensor("labels")) labels.push_back(static_cast<int32_t>(v));
+  ASSERT_EQ(static_cast<int64_t>(x.size()), batch * input.numel());
+  ASSERT_EQ(static_cast<int64_t>(labels.size()), batch);
+
+  const ConstTensor logits = model->forward(ConstTensor(x.data(), input.with_batch(batch)));
+  EXPECT_TRUE(close_to_torch(logits.data, f.tensor("logits"), "logits"));
+
+  std::vector<float> dlogits(static_cast<size_t>(logits.numel()));
+  double stats[2] = {0.0, 0.0};
+  ops::softmax_cross_entropy(*ctx, logits.data, labels.data(), batch, classes,
+                             1.0f / static_cast<float>(batch), dlogits.data(), stats);
+  const float loss = static_cast<float>(stats[0] / static_cast<double>(batch));
+  EXPECT_TRUE(close_to_torch(&loss, f.tensor("loss"), "loss"));
+
+  model->zero_grads();
+  model->backward(ConstTensor(dlogits.data(), logits.shape));
+  int64_t offset = 0;
+  for (const std::string& name : param_names) {
+    const std::vector<float>& g = f.tensor("grad:" + name);
+    EXPECT_TRUE(close_to_torch(model->grads() + offset, g, "gradient of " + name));
+    offset += static_cast<int64_t>(g.size());
+  }
+}
+
+TEST(GoldenPyTorch, MlpLogitsLossAndGradientsMatch) { check_against_torch("mlp.golden"); }
+
+TEST(GoldenPyTorch, CnnLogitsLossAndGradientsMatch) { check_against_torch("cnn.golden"); }
+
+}  // namespace
+}  // namespace dtrain
