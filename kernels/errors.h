@@ -21,6 +21,20 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
   virtual int exit_code() const { return kExitInternal; }
   virtual const char* kind() const { return "error"; }
+
+  // Set when every rank of the job learned of this failure through a collective, so
+  // launch/ can end all ranks cleanly instead of aborting the job; `report` tells the
+  // one rank that prints the message.
+  void set_agreed(bool report) {
+    agreed_ = true;
+    report_ = report;
+  }
+  bool agreed() const { return agreed_; }
+  bool should_report() const { return report_; }
+
+ private:
+  bool agreed_ = false;
+  bool report_ = true;
 };
 
 // A config key that is unknown, has the wrong type or an out-of-range value.
@@ -61,6 +75,17 @@ class CommError : public Error {
   using Error::Error;
   int exit_code() const override { return kExitRuntime; }
   const char* kind() const override { return "communication error"; }
+};
+
+// Thrown on the ranks that did not fail when another rank did, once they agreed.
+class PeerFailure : public Error {
+ public:
+  PeerFailure(const std::string& what, int code) : Error(what), code_(code) {}
+  int exit_code() const override { return code_; }
+  const char* kind() const override { return "error on another rank"; }
+
+ private:
+  int code_;
 };
 
 }  // namespace dtrain

@@ -53,18 +53,16 @@ int run_train(const CliCommand& cmd) {
   const int rank = process->rank();
   const int size = process->size();
   try {
-    std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
-    if (rank == 0) {
-      std::error_code ec;
-      std::filesystem::create_directories(run_dir, ec);
-      if (ec) throw DataError("cannot create run directory '" + run_dir + "': " + ec.message() + "; pass a writable --run-dir");
-    }
+    const std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
     auto ctx = Context::make_cpu(process->cpu_threads(static_cast<int>(config.device.threads)));
     train(config, *ctx, process->comm(), run_dir, std::cout);
     return kExitOk;
   } catch (const Error& e) {
-    // Config and data errors are the same on every rank; rank 0 says it once.
-    if (rank == 0 || e.exit_code() != kExitBadInput) report(e, rank, size);
+    if (e.agreed()) {  // every rank knows (Note [Setup agreement]): end cleanly
+      if (e.should_report()) report(e, rank, size);
+      return e.exit_code();
+    }
+    report(e, rank, size);
     process->abort_job(e.exit_code());
     return e.exit_code();
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "runtime/metrics_writer.h"
 #include "runtime/optimizer.h"
 #include "runtime/param_check.h"
+#include "runtime/setup_agreement.h"
 
 namespace dtrain {
 namespace {
@@ -45,29 +47,69 @@ std::string format(const char* fmt, double a) {
   return buf;
 }
 
+// Everything a run needs, built without collectives (Note [Setup agreement]).
+struct TrainingSetup {
+  BatchPlan plan;
+  DataSplits data;
+  std::unique_ptr<GlobalSampler> sampler;
+  int64_t steps_per_epoch = 0;
+  int64_t total_steps = 0;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> optimizer;
+};
+
+TrainingSetup prepare(const Config& config, Context& ctx, const Communicator& comm, const std::string& run_dir) {
+  TrainingSetup s;
+  s.plan = make_uniform_plan(config.train.global_batch, config.train.micro_batch, comm.size(),
+                             config.where("train.global_batch"));
+  s.data = load_data(config.data, config.train.seed);
+  s.sampler = std::make_unique<GlobalSampler>(s.data.train->size(), config.train.seed);
+  s.steps_per_epoch = s.sampler->batches_per_epoch(s.plan.global_batch);
+  if (s.steps_per_epoch == 0) {
+    throw ConfigError(config.where("train.global_batch") + ": train.global_batch = " +
+                      std::to_string(s.plan.global_batch) + " is larger than the " +
+                      std::to_string(s.data.train->size()) + " training samples of " + s.data.train->name() +
+                      "; lower it");
+  }
+  s.total_steps = total_steps_of(config, s.steps_per_epoch);
+  s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
+  s.model->init(config.train.seed);
+  s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
+  if (comm.rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir, ec);
+    if (ec) throw DataError("cannot create run directory '" + run_dir + "': " + ec.message() + "; pass a writable --run-dir");
+  }
+  return s;
+}
+
 }  // namespace
 
 TrainResult train(const Config& config, Context& ctx, Communicator& comm, const std::string& run_dir,
                   std::ostream& log) {
   const bool leader = comm.rank() == 0;
-  const BatchPlan plan = make_uniform_plan(config.train.global_batch, config.train.micro_batch,
-                                           comm.size(), config.where("train.global_batch"));
-  DataSplits data = load_data(config.data, config.train.seed);
-  GlobalSampler sampler(data.train->size(), config.train.seed);
-  const int64_t steps_per_epoch = sampler.batches_per_epoch(plan.global_batch);
-  if (steps_per_epoch == 0) {
-    throw ConfigError(config.where("train.global_batch") + ": train.global_batch = " +
-                      std::to_string(plan.global_batch) + " is larger than the " +
-                      std::to_string(data.train->size()) + " training samples of " + data.train->name() +
-                      "; lower it");
+  TrainingSetup setup;
+  std::exception_ptr setup_error;
+  try {
+    setup = prepare(config, ctx, comm, run_dir);
+  } catch (...) {
+    setup_error = std::current_exception();
   }
-  const int64_t total_steps = total_steps_of(config, steps_per_epoch);
+  agree_on_setup(comm, setup_error);
+  try {
+    verify_identical_params(*setup.model, ctx, comm);
+  } catch (Error& e) {
+    e.set_agreed(leader);  // every rank gathered the same checksums and throws alike
+    throw;
+  }
 
-  std::unique_ptr<Model> model = build_model(ctx, config.model, data.train->sample_shape(),
-                                             data.train->num_classes());
-  model->init(config.train.seed);
-  verify_identical_params(*model, ctx, comm);
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(config.optimizer, ctx, model->param_count());
+  const BatchPlan& plan = setup.plan;
+  const DataSplits& data = setup.data;
+  GlobalSampler& sampler = *setup.sampler;
+  const int64_t steps_per_epoch = setup.steps_per_epoch;
+  const int64_t total_steps = setup.total_steps;
+  Model* model = setup.model.get();
+  Optimizer* optimizer = setup.optimizer.get();
 
   std::vector<FlatRange> layer_ranges;
   for (const ParamRange& r : model->layer_params()) layer_ranges.push_back({r.offset, r.count});

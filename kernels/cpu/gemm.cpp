@@ -19,9 +19,9 @@ blasint to_blas(int64_t v, const char* what) {
 
 }  // namespace
 
-void gemm(Context& /*ctx*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
+void gemm(Context& /*ctx*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+          float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+          float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     // BLAS rejects lda < 1 even when k == 0; the product is empty, so only scale C.

@@ -7,7 +7,7 @@ namespace dtrain::cpu {
 
 void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                 const SgdHyper& h) {
-  const float decay = h.lr * h.weight_decay;
+  const float lr_wd = h.lr * h.weight_decay;
   const float lr = h.lr, mu = h.momentum;
   const bool parallel = n >= kParallelMinWork;
   if (momentum == nullptr) {
@@ -16,7 +16,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
 #pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
-      p -= decay * p;
+      p -= lr_wd * p;
       params[i] = p - lr * grads[i];
     }
     return;
@@ -25,7 +25,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
 #pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
-      p -= decay * p;
+      p -= lr_wd * p;
       const float g = grads[i];
       const float buf = mu * momentum[i] + g;
       momentum[i] = buf;
@@ -35,7 +35,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
 #pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
-      p -= decay * p;
+      p -= lr_wd * p;
       const float buf = mu * momentum[i] + grads[i];
       momentum[i] = buf;
       params[i] = p - lr * buf;

@@ -7,8 +7,11 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <sstream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
@@ -19,6 +22,18 @@
 #include "kernels/rng.h"
 
 namespace dtrain {
+
+// Readable parameters in failure messages (found by argument-dependent lookup).
+void PrintTo(const Conv2dShape& s, std::ostream* os) {
+  *os << "N=" << s.batch << " Ci=" << s.in_channels << " H=" << s.height << " W=" << s.width
+      << " Co=" << s.out_channels << " K=" << s.kernel << " stride=" << s.stride
+      << " pad=" << s.padding;
+}
+void PrintTo(const Pool2dShape& s, std::ostream* os) {
+  *os << "N=" << s.batch << " C=" << s.channels << " H=" << s.height << " W=" << s.width
+      << " window=" << s.window << " stride=" << s.stride;
+}
+
 namespace {
 
 constexpr double kRelTol = 1e-4;
@@ -356,6 +371,8 @@ const char* budget_name(Budget b) {
   return "unknown";
 }
 
+void PrintTo(Budget b, std::ostream* os) { *os << budget_name(b); }
+
 class CpuConv2d : public ::testing::TestWithParam<std::tuple<Conv2dShape, Budget>> {};
 
 TEST_P(CpuConv2d, ForwardMatchesDirectConvolution) {
@@ -453,7 +470,7 @@ TEST(CpuConv2dChunks, DefaultBudgetSplitsALargeBatchAndStillMatches) {
   conv_backward_filter_ref(s, d, dw_ref, dbias_ref, &dw_norm);
   // Each dw element sums 28*64*64 products in float inside GEMM, so its error is
   // relative to the size of those products; a lost or doubled chunk would still
-  // move it by hundreds of times this bound.
+  // move it by orders of magnitude more than this bound.
   EXPECT_TRUE(all_close(dw, dw_ref, 1e-5, &dw_norm));
   EXPECT_TRUE(all_close(dbias, dbias_ref));
 }
@@ -534,8 +551,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CpuMaxPool,
                                            Pool2dShape{1, 2, 5, 6, 3, 1},
                                            Pool2dShape{3, 4, 6, 6, 3, 3},
                                            Pool2dShape{3, 8, 40, 36, 2, 2}),
-                         [](const ::testing::TestParamInfo<Pool2dShape>& info) {
-                           return pool_name(info.param);
+                         [](const ::testing::TestParamInfo<Pool2dShape>& p) {
+                           return pool_name(p.param);
                          });
 
 TEST(CpuMaxPoolTies, EqualValuesPickTheFirstInRowMajorOrder) {
@@ -678,6 +695,8 @@ struct SgdCase {
   bool with_buffer;
 };
 
+void PrintTo(const SgdCase& c, std::ostream* os) { *os << c.name; }
+
 class CpuSgd : public ::testing::TestWithParam<SgdCase> {};
 
 TEST_P(CpuSgd, ThreeStepsMatchScalarReference) {
@@ -715,7 +734,7 @@ INSTANTIATE_TEST_SUITE_P(
                       SgdCase{"weight_decay", {0.1f, 0.0f, 0.01f, false}, true},
                       SgdCase{"momentum_weight_decay", {0.05f, 0.9f, 0.05f, false}, true},
                       SgdCase{"nesterov_weight_decay", {0.05f, 0.9f, 0.05f, true}, true}),
-    [](const ::testing::TestParamInfo<SgdCase>& info) { return std::string(info.param.name); });
+    [](const ::testing::TestParamInfo<SgdCase>& p) { return std::string(p.param.name); });
 
 TEST(CpuAdamW, ThreeStepsMatchReferenceFormula) {
   auto ctx = make_context();

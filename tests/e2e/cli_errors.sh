@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Every kind of bad input to `dtrain train` exits with code 2 and a message that names
+# what was wrong (the key with FILE:LINE, the file on disk, the option).
+# Usage: cli_errors.sh DTRAIN MPIEXEC SOURCE_DIR WORK_DIR
+set -u
+dtrain=$1 mpiexec=$2 src=$3 work=$4
+rm -rf "$work" && mkdir -p "$work"
+failures=0 cases=0
+
+# expect CODE PATTERN... -- COMMAND...: the command exits with CODE and its stderr
+# contains every PATTERN (fixed strings).
+expect() {
+  local code=$1; shift
+  local patterns=()
+  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
+  shift
+  cases=$((cases + 1))
+  "$@" >"$work/out" 2>"$work/err"
+  local got=$?
+  local ok=1
+  [ "$got" = "$code" ] || ok=0
+  for p in "${patterns[@]}"; do grep -qF -- "$p" "$work/err" || ok=0; done
+  if [ $ok = 1 ]; then
+    echo "ok: exit $got: $(head -c 300 "$work/err" | tr '\n' ' ')"
+  else
+    failures=$((failures + 1))
+    echo "FAILED: $*"
+    echo "  expected exit $code and [${patterns[*]}], got exit $got; stderr:"
+    sed 's/^/    /' "$work/err"
+  fi
+}
+
+cfg() { printf '%s\n' "$2" >"$work/$1.yaml"; echo "$work/$1.yaml"; }
+base="data:
+  name: synthetic
+  train_samples: 512
+  test_samples: 64
+train:
+  max_steps: 2"
+
+c=$(cfg unknown "$base
+  globl_batch: 64")
+expect 2 "unknown key 'train.globl_batch'" "$c:7" "did you mean 'train.global_batch'" -- "$dtrain" train "$c"
+
+c=$(cfg wrong_type "$base
+  micro_batch: sixteen")
+expect 2 "'train.micro_batch' expects an integer, got 'sixteen'" "$c:7" -- "$dtrain" train "$c"
+
+c=$(cfg out_of_range "$base
+optimizer:
+  lr: -1")
+expect 2 "'optimizer.lr' = -1 is out of range" "$c:8" -- "$dtrain" train "$c"
+
+c=$(cfg bad_choice "model:
+  name: transformer")
+expect 2 "'model.name' = 'transformer' is not one of: mlp, cnn" "$c:2" -- "$dtrain" train "$c"
+
+c=$(cfg plain "$base")
+expect 2 "--set train.epochs=-3" "out of range" -- "$dtrain" train "$c" --set train.epochs=-3 --run-dir "$work/run"
+expect 2 "unknown key 'optimizer.learning_rate'" -- "$dtrain" train "$c" --set optimizer.learning_rate=0.1 --run-dir "$work/run"
+
+# A global batch that does not divide: on one process, and on 2 ranks (said once).
+c=$(cfg non_dividing "$base
+  global_batch: 100
+  micro_batch: 16")
+expect 2 "$c:7" "train.global_batch = 100 does not divide" "Micro-batches that work on 1 rank(s): 1, 2, 4, 5, 10" -- \
+  "$dtrain" train "$c" --run-dir "$work/run"
+expect 2 "train.global_batch = 100 does not divide into 2 rank(s)" "1, 2, 5, 10, 25, 50" -- \
+  "$mpiexec" -np 2 --oversubscribe "$dtrain" train "$c" --run-dir "$work/run"
+[ "$(grep -c 'does not divide' "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the error was printed more than once on 2 ranks"; }
+
+# Files: a missing config, a missing dataset, a truncated dataset file.
+expect 2 "cannot open config file '$work/missing.yaml'" -- "$dtrain" train "$work/missing.yaml"
+c=$(cfg fashion "data:
+  name: fashion_mnist
+  path: $work/no_such_dir")
+expect 2 "$work/no_such_dir/train-images-idx3-ubyte.gz" "cannot open" -- "$dtrain" train "$c" --run-dir "$work/run"
+if [ -f /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz ]; then
+  mkdir -p "$work/truncated"
+  cp /usr/share/datasets/fashion-mnist/*.gz "$work/truncated/"
+  head -c 20000 /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz >"$work/truncated/train-images-idx3-ubyte.gz"
+  expect 2 "$work/truncated/train-images-idx3-ubyte.gz" "truncated" -- "$dtrain" train "$c" --set "data.path=$work/truncated" --run-dir "$work/run"
+else
+  echo "note: /usr/share/datasets/fashion-mnist is missing, the truncated-dataset case is not run (install dataset-fashion-mnist)"
+fi
+
+# Command line.
+expect 2 "unknown option '--epochs'" -- "$dtrain" train "$c" --epochs 3
+expect 2 "unknown command 'trian'" -- "$dtrain" trian "$c"
+expect 2 "missing CONFIG.yaml" -- "$dtrain" train
+
+echo "$((cases - failures)) passed, $failures failed"
+[ $failures = 0 ]
