@@ -1,4 +1,7 @@
 // dtrain's command-line entry point: the one place errors become exit codes.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -7,7 +10,24 @@
 #include "launch/cli.h"
 #include "launch/train_command.h"
 
+namespace {
+
+// Note [OpenMP wait policy]: OpenMP's worker threads spin after every parallel loop
+// by default, taking the cores OpenBLAS's own threads need for the GEMM that comes
+// next; on a 2-core machine that halves training speed. The policy is read once when
+// the OpenMP runtime loads, before main, so when the user has not chosen one dtrain
+// sets PASSIVE and re-executes itself (same pid, so MPI launchers are unaffected).
+void ensure_passive_openmp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);
+  // exec failed (no /proc): run on with the default policy, only slower.
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  ensure_passive_openmp_wait(argv);
   using namespace dtrain;
   using namespace dtrain::launch;
   CliCommand cmd;

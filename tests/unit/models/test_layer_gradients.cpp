@@ -124,9 +124,9 @@ struct Tolerance {
 }
 
 // Layers are linear or piecewise linear between kinks the inputs stay away from, so
-// a float step of 1e-2 leaves only rounding noise (about 1e-5 here).
+// a float step of 1e-2 leaves only rounding noise (about 1e-5 here, against 2e-4).
 constexpr float kLayerStep = 1e-2f;
-constexpr Tolerance kLayerTol{1e-3, 1e-2, 2e-2};
+constexpr Tolerance kLayerTol{2e-4, 5e-3, 2e-2};
 
 // One layer on host vectors: x (n, in...), its parameters and gradients, the output
 // y and the fixed weights r of L = sum(y * r).
@@ -233,7 +233,8 @@ TEST_P(Conv2dGradients, InputWeightAndBiasMatchFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, Conv2dGradients, ::testing::Values(1, 3, 5),
                          [](const ::testing::TestParamInfo<int>& info) {
-                           return "K" + std::to_string(info.param);
+                           std::string name = "K";  // operator+ on a literal trips GCC 12's -Wrestrict
+                           return name += std::to_string(info.param);
                          });
 
 TEST_F(LayerGradients, MaxPool2dInputMatchesFiniteDifferences) {
@@ -356,7 +357,7 @@ class ModelGradients : public ::testing::Test {
   // Cross-entropy is curved, so a smaller step than for single layers; the loss then
   // carries float noise of about 1e-7 / 4e-3, well inside the absolute tolerance.
   static constexpr float kModelStep = 2e-3f;
-  static constexpr Tolerance kModelTol{2e-4, 1e-2, 2e-2};
+  static constexpr Tolerance kModelTol{2e-4, 5e-3, 2e-2};
 
   std::unique_ptr<Context> ctx_;
   std::vector<float> x_;

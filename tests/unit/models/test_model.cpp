@@ -134,6 +134,18 @@ TEST_F(ModelTest, EachLayerDrawsFromItsOwnStream) {
   }
 }
 
+TEST_F(ModelTest, LayersOfTheSameShapeGetDifferentValues) {
+  std::vector<std::unique_ptr<Layer>> layers;
+  layers.push_back(std::make_unique<Linear>(6, 6));
+  layers.push_back(std::make_unique<Linear>(6, 6));
+  Model m(*ctx_, std::move(layers), Shape{6});
+  m.init(4);
+  const int64_t count = m.layer_params()[0].count;
+  int64_t equal = 0;
+  for (int64_t i = 0; i < count; ++i) equal += m.params()[i] == m.params()[count + i] ? 1 : 0;
+  EXPECT_EQ(equal, 0);
+}
+
 TEST_F(ModelTest, InitFollowsPyTorchDefaultBounds) {
   auto m = build_model(*ctx_, cnn({4, 8}, 5, {16}), kMnist, 10);
   m->init(11);
