@@ -128,8 +128,8 @@ void Model::backward(ConstTensor dy, const std::function<void(int)>& on_layer_do
                      ConstTensor(cur, shapes_[i + 1].with_batch(n)), dx);
       cur = dx;
     }
-    // On a GPU the layer's kernels are only enqueued here; the callback orders its
-    // work after them on the same stream (or records an event), never on the host.
+    // On a GPU the layer's kernels are only enqueued here: a callback that reads the
+    // gradients orders its work after them (same stream, or an event), not by time.
     if (on_layer_done) on_layer_done(static_cast<int>(i));
   }
 }

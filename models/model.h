@@ -1,6 +1,8 @@
 // A sequential model over flat buffers (DESIGN contract 1): all parameters in one
 // device buffer, gradients in a mirror buffer; layers hold views into both. The model
 // owns the activations of the last forward pass, sized for the largest batch seen.
+// Layers that alias their input (flatten) get no output buffer and are skipped in
+// both passes: their output is their input's memory, their dx is their dy.
 #pragma once
 
 #include <cstdint>
@@ -42,21 +44,30 @@ class Model {
   const std::vector<Shape>& shapes() const { return shapes_; }
 
   // Fills the parameters from the seed (the same on every rank) and zeroes the grads.
+  // Layer i draws from Rng(Rng::mix(seed, i)), so appending a layer leaves the
+  // values of the layers before it unchanged. Before init or load_params the
+  // parameters and gradients are zero.
   void init(uint64_t seed);
-  // Copies `count` host floats into the parameters (fixtures, checkpoints).
+  // Copies `count` host floats into the parameters (fixtures, checkpoints); throws
+  // DataError when `count` is not param_count().
   void load_params(const float* host, int64_t count);
 
   // Forward of a batch x (N, input...) already on the device. Returns the output
-  // (N, classes), valid until the next forward. Keeps what backward needs.
+  // (N, classes), valid until the next forward. Keeps what backward needs, x
+  // included: x must stay valid until backward is done.
   ConstTensor forward(ConstTensor x);
   // Backward of the last forward from dy (N, classes). Adds into the gradients.
   // `on_layer_done(i)` runs as soon as layer i's parameter gradients are final, in
   // reverse layer order, so gradient buckets can be reduced while backward goes on.
+  // It runs for every layer, also those without parameters. On a GPU, "final"
+  // means enqueued on the context's stream.
   void backward(ConstTensor dy, const std::function<void(int)>& on_layer_done = {});
   void zero_grads();
 
-  // Activation bytes one sample costs: every layer output, layer state, and the two
-  // gradient buffers backward ping-pongs between.
+  // Activation bytes one sample costs: every layer output (none for aliasing layers),
+  // layer state (max-pool indices), and the two gradient buffers backward ping-pongs
+  // between, each the largest input gradient a layer after the first writes. After a
+  // forward of N samples the allocator holds exactly N times this as Activations.
   int64_t activation_bytes_per_sample() const;
 
  private:

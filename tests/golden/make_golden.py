@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def fmt(values):
+    # numpy prints a float32 as its shortest round-trip decimal.
     return [str(np.float32(v)) for v in values]
 
 
@@ -107,7 +108,12 @@ def write_fixture(path, spec, seed):
 
 
 def main():
+    # One thread: the same summation order on every run, so the fixtures regenerate
+    # byte for byte.
     torch.set_num_threads(1)
+    # The MLP's first layer dominates the file (784 * width values, twice), so its
+    # widths stay small to keep each fixture under 200 KB; 8 and 6 differ, so a
+    # transposed weight cannot pass.
     write_fixture(os.path.join(HERE, "mlp.golden"), {"model": "mlp", "hidden": [8, 6]}, SEED)
     write_fixture(os.path.join(HERE, "cnn.golden"),
                   {"model": "cnn", "channels": [4, 8], "kernel_size": 5, "cnn_hidden": [16]},

@@ -2,10 +2,12 @@
 // initialisation, memory accounting against the allocator, and spec errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
