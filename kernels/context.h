@@ -14,28 +14,53 @@ class OpsBackend;
 
 enum class DeviceKind { Cpu, Cuda };
 
+struct CudaOptions {
+  int device = 0;                 // index among the devices this process sees
+  bool tf32 = false;              // allow TF32 tensor-core math in GEMM and convolution
+  size_t memory_limit_bytes = 0;  // 0: the device's memory
+  int num_threads = 1;            // host threads for the few host-side loops
+};
+
+// Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a
+// build without CUDA or on a machine without a usable driver.
+int cuda_device_count();
+
 class Context {
  public:
   // CPU context: ops use `num_threads` threads (BLAS and OpenMP both).
   static std::unique_ptr<Context> make_cpu(int num_threads, size_t memory_limit_bytes = 0);
+  // CUDA context on one device: its own stream, cuBLAS and cuDNN handles, and caching
+  // allocator. Throws DeviceError naming the device when it cannot be used, and in
+  // builds without CUDA (kernels/cuda_unavailable.cpp).
+  static std::unique_ptr<Context> make_cuda(const CudaOptions& options);
 
+  // A context on a process-wide backend (the CPU's).
   Context(DeviceKind kind, std::unique_ptr<Allocator> allocator, OpsBackend& backend,
           int num_threads);
+  // A context that owns its backend (a device's stream and library handles).
+  Context(DeviceKind kind, std::unique_ptr<Allocator> allocator,
+          std::unique_ptr<OpsBackend> backend, int num_threads);
+  ~Context();
 
   DeviceKind device_kind() const { return kind_; }
   std::string device_name() const { return allocator_->device_name(); }
   Allocator& allocator() { return *allocator_; }
-  OpsBackend& backend() { return backend_; }
+  OpsBackend& backend() { return *backend_; }
   int num_threads() const { return num_threads_; }
 
   // Scratch memory of at least `bytes`, valid until the next call; accounted as
   // Workspace. Ops call it; nothing else holds on to the pointer.
   void* workspace(size_t bytes);
+  // Waits until the work queued on this context's device has finished.
+  void synchronize();
 
  private:
+  // Declaration order is destruction order in reverse: buffers, then the backend's
+  // handles, then the allocator that owns the memory.
   DeviceKind kind_;
   std::unique_ptr<Allocator> allocator_;
-  OpsBackend& backend_;
+  std::unique_ptr<OpsBackend> owned_backend_;
+  OpsBackend* backend_;
   int num_threads_;
   Buffer workspace_;
 };

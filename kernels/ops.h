@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/context.h"
 
@@ -75,6 +76,12 @@ class OpsBackend {
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
   virtual void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
+  // Waits for the work queued on ctx's device (nothing to wait for on the CPU).
+  virtual void synchronize(Context& ctx) {}
+  // Host memory for transfers to and from the device: page-locked on GPUs, so copies
+  // run asynchronously at full speed; plain aligned memory on the CPU.
+  virtual void* alloc_host(size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+  virtual void free_host(void* p) { std::free(p); }
 };
 
 namespace ops {

@@ -55,7 +55,7 @@ int run_train(const CliCommand& cmd) {
   try {
     const std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
     auto ctx = Context::make_cpu(process->cpu_threads(static_cast<int>(config.device.threads)));
-    train(config, *ctx, process->comm(), run_dir, std::cout);
+    train(config, *ctx, process->comm(), process->comm(), run_dir, std::cout);
     return kExitOk;
   } catch (const Error& e) {
     if (e.agreed()) {  // every rank knows (Note [Setup agreement]): end cleanly

@@ -156,7 +156,7 @@ class ConfigReader {
 
   void read_all(const YAML::Node& root) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "comm", "device"});
+    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "comm", "device", "precision"});
     Config& c = config_;
     section(root, "model", {"name", "hidden", "channels", "kernel_size", "cnn_hidden"}, [&](const YAML::Node& s) {
       read_choice(s, "model", "name", c.model.name, {"mlp", "cnn"});
@@ -210,11 +210,16 @@ class ConfigReader {
       read_int(s, "log", "every_steps", c.log.every_steps, 1);
     });
     section(root, "comm", {"backend", "bucket_mb"}, [&](const YAML::Node& s) {
-      read_choice(s, "comm", "backend", c.comm.backend, {"auto", "mpi", "self"});
+      read_choice(s, "comm", "backend", c.comm.backend, {"auto", "mpi", "nccl", "self"});
       read_real(s, "comm", "bucket_mb", c.comm.bucket_mb, 0.0, 1e4, true, false);
     });
-    section(root, "device", {"threads"}, [&](const YAML::Node& s) {
+    section(root, "device", {"kind", "share", "threads"}, [&](const YAML::Node& s) {
+      read_choice(s, "device", "kind", c.device.kind, {"auto", "cpu", "cuda"});
+      read(s, "device", "share", c.device.share, "true or false");
       read_int(s, "device", "threads", c.device.threads, 0, 1024);
+    });
+    section(root, "precision", {"tf32"}, [&](const YAML::Node& s) {
+      read(s, "precision", "tf32", c.precision.tf32, "true or false");
     });
   }
 
@@ -347,7 +352,12 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "bucket_mb" << YAML::Value << c.comm.bucket_mb;
   out << YAML::EndMap;
   out << YAML::Key << "device" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "kind" << YAML::Value << c.device.kind;
+  out << YAML::Key << "share" << YAML::Value << c.device.share;
   out << YAML::Key << "threads" << YAML::Value << c.device.threads;
+  out << YAML::EndMap;
+  out << YAML::Key << "precision" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "tf32" << YAML::Value << c.precision.tf32;
   out << YAML::EndMap;
   out << YAML::EndMap;
   std::string text = std::string("# effective config of this run (defaults, file and --set applied)\n") + out.c_str() + "\n";

@@ -58,12 +58,18 @@ struct LogConfig {
 };
 
 struct CommConfig {
-  std::string backend = "auto";  // auto | mpi | self
+  std::string backend = "auto";  // auto | mpi | nccl | self
   double bucket_mb = 25.0;       // gradient all-reduce bucket size
 };
 
 struct DeviceConfig {
-  int64_t threads = 0;  // CPU threads per rank; 0: the node's cores shared among its ranks
+  std::string kind = "auto";  // auto (a GPU when the node has one) | cpu | cuda
+  bool share = false;         // allow more ranks than GPUs on a node (they share GPUs)
+  int64_t threads = 0;        // CPU threads per rank; 0: the node's cores shared among its ranks
+};
+
+struct PrecisionConfig {
+  bool tf32 = false;  // allow TF32 tensor-core math on GPUs (fp32 results then differ)
 };
 
 struct Config {
@@ -76,6 +82,7 @@ struct Config {
   LogConfig log;
   CommConfig comm;
   DeviceConfig device;
+  PrecisionConfig precision;
 
   std::string source;                          // the config file's path
   std::map<std::string, std::string> origins;  // "train.epochs" -> "cfg.yaml:7" or "--set ..."

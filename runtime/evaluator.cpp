@@ -32,9 +32,9 @@ EvalResult evaluate(Model& model, const Dataset& data, Context& ctx, Communicato
     ops::softmax_cross_entropy(ctx, logits.data, device_batch.labels(), hi - lo, classes, 0.0f,
                                nullptr, stats.as<double>());
   }
+  all_reduce(comm, std::span<double>(stats.as<double>(), 2))->wait();
   double sums[2];
   ops::copy_to_host(ctx, sums, stats.data(), sizeof(sums));
-  all_reduce(comm, std::span<double>(sums, 2))->wait();
   return EvalResult{sums[0] / static_cast<double>(n), sums[1] / static_cast<double>(n), n};
 }
 

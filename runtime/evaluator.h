@@ -1,6 +1,6 @@
 // Evaluation sharded over ranks (DESIGN contract 3): rank r takes the contiguous
 // shard [r*N/n, (r+1)*N/n) of the test set; the loss sums and correct counts are
-// all-reduced, so the result does not depend on the number of ranks.
+// all-reduced in device memory, so the result does not depend on the number of ranks.
 #pragma once
 
 #include "comm/communicator.h"

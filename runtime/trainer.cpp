@@ -85,8 +85,8 @@ TrainingSetup prepare(const Config& config, Context& ctx, const Communicator& co
 
 }  // namespace
 
-TrainResult train(const Config& config, Context& ctx, Communicator& comm, const std::string& run_dir,
-                  std::ostream& log) {
+TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
+                  const std::string& run_dir, std::ostream& log) {
   const bool leader = comm.rank() == 0;
   TrainingSetup setup;
   std::exception_ptr setup_error;
@@ -95,9 +95,9 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, const 
   } catch (...) {
     setup_error = std::current_exception();
   }
-  agree_on_setup(comm, setup_error);
+  agree_on_setup(control, setup_error);
   try {
-    verify_identical_params(*setup.model, ctx, comm);
+    verify_identical_params(*setup.model, ctx, control);
   } catch (Error& e) {
     e.set_agreed(leader);  // every rank gathered the same checksums and throws alike
     throw;
@@ -184,9 +184,9 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, const 
       }
     }
     reducer.finish();
+    all_reduce(comm, std::span<double>(loss_stats.as<double>(), 1))->wait();
     double loss_sum[2];
     ops::copy_to_host(ctx, loss_sum, loss_stats.data(), sizeof(loss_sum));
-    all_reduce(comm, std::span<double>(loss_sum, 1))->wait();
     const double loss = loss_sum[0] / static_cast<double>(plan.global_batch);
 
     optimizer->step(ctx, model->params(), model->grads(), lr);

@@ -24,9 +24,11 @@ struct TrainResult {
   double eval_accuracy = 0.0;
 };
 
-// Runs the whole training of `config` on this rank. `run_dir` must exist on rank 0.
-// Progress goes to `log` on rank 0.
-TrainResult train(const Config& config, Context& ctx, Communicator& comm, const std::string& run_dir,
-                  std::ostream& log);
+// Runs the whole training of `config` on this rank; rank 0 creates `run_dir` and
+// prints progress to `log`. Two communicators over the same ranks: `comm` moves
+// data in ctx's device memory (gradients, losses; NCCL on GPUs), `control` carries
+// the start-up checks in host memory (MPI or self). On the CPU they may be one object.
+TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
+                  const std::string& run_dir, std::ostream& log);
 
 }  // namespace dtrain

@@ -59,7 +59,7 @@ TEST(Trainer, GradientsAreReducedOnlyOnTheLastMicroStep) {
   auto ctx = Context::make_cpu(1);
   CountingCommunicator comm;
   std::ostringstream log;
-  const TrainResult r = train(config, *ctx, comm, dir + "/run", log);
+  const TrainResult r = train(config, *ctx, comm, comm, dir + "/run", log);
   EXPECT_EQ(r.steps, 3);
   // One bucket (the model is far below comm.bucket_mb) per optimizer step, not per micro-step.
   EXPECT_EQ(comm.float_all_reduces, 3);
@@ -74,7 +74,7 @@ TEST(Trainer, SmallBucketsSplitTheReduceButNotTheMicroSteps) {
   auto ctx = Context::make_cpu(1);
   CountingCommunicator comm;
   std::ostringstream log;
-  train(config, *ctx, comm, dir + "/run", log);
+  train(config, *ctx, comm, comm, dir + "/run", log);
   EXPECT_EQ(comm.float_all_reduces, 3 * 2);  // two linear layers, three steps
 }
 
@@ -85,7 +85,7 @@ TEST(Trainer, WritesEffectiveConfigAndMetrics) {
   auto ctx = Context::make_cpu(1);
   SelfCommunicator comm;
   std::ostringstream log;
-  const TrainResult r = train(config, *ctx, comm, dir + "/run", log);
+  const TrainResult r = train(config, *ctx, comm, comm, dir + "/run", log);
 
   const Config reloaded = load_config(dir + "/run/config.yaml", {});
   EXPECT_EQ(reloaded.model.hidden, std::vector<int64_t>{16});

@@ -1,0 +1,15 @@
+// The CUDA entry points of a build without the CUDA backend (DTRAIN_CUDA=OFF, or no
+// nvcc at configure time). CMake compiles this file instead of kernels/cuda/.
+#include "kernels/context.h"
+#include "kernels/errors.h"
+
+namespace dtrain {
+
+int cuda_device_count() { return 0; }
+
+std::unique_ptr<Context> Context::make_cuda(const CudaOptions&) {
+  throw DeviceError("this dtrain was built without the CUDA backend; rebuild on a machine with "
+                    "the CUDA toolkit (cmake -DDTRAIN_CUDA=ON) or set device.kind: cpu");
+}
+
+}  // namespace dtrain
