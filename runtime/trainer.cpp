@@ -41,6 +41,8 @@ int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
   return std::min(c.train.max_steps, by_epochs);
 }
 
+double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
 std::string format(const char* fmt, double a) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), fmt, a);
@@ -197,18 +199,23 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
 
     if (leader) {
       const double step_s = seconds_since(t_step);
+      const MemoryStats memory = ctx.allocator().stats();
       metrics->write("train", {{"step", double(step + 1)},
                                {"epoch", double(step) / double(steps_per_epoch)},
                                {"loss", loss},
                                {"lr", lr},
                                {"samples", double(samples)},
                                {"samples_per_s", double(plan.global_batch) / step_s},
-                               {"time_s", seconds_since(t_start)}});
+                               {"time_s", seconds_since(t_start)},
+                               {"mem_in_use_mib", mib(memory.in_use)},
+                               {"mem_peak_mib", mib(memory.peak)}});
       if ((step + 1) % config.log.every_steps == 0 || step + 1 == total_steps) {
         const double interval = seconds_since(t_log);
         log << "step " << step + 1 << "/" << total_steps << " | epoch " << epoch << " | loss "
             << format("%.4f", loss) << " | lr " << format("%.4g", lr) << " | "
-            << format("%.0f", double(samples - samples_at_log) / interval) << " samples/s\n";
+            << format("%.0f", double(samples - samples_at_log) / interval) << " samples/s | mem "
+            << format("%.1f", mib(memory.in_use)) << " MiB, peak " << format("%.1f", mib(memory.peak))
+            << " MiB\n";
         log.flush();
         t_log = Clock::now();
         samples_at_log = samples;
