@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <thread>
@@ -56,7 +57,15 @@ Process::Process(const std::string& backend) {
   DTRAIN_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
   DTRAIN_MPI_CHECK(MPI_Comm_size(local, &local_size_));
   MPI_Comm_free(&local);
-  comm_ = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+  auto mpi = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+  mpi_comm_ = mpi.get();
+  comm_ = std::move(mpi);
+}
+
+std::string Process::node_name() const {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
 }
 
 Process::~Process() {

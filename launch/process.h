@@ -8,6 +8,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/mpi_communicator.h"
 
 namespace dtrain::launch {
 
@@ -25,7 +26,12 @@ class Process {
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
+  // The host-memory communicator over all ranks (MPI, or self for one process).
   Communicator& comm() { return *comm_; }
+  // The same communicator as MPI, or null when this process runs without MPI.
+  MpiCommunicator* mpi() { return mpi_comm_; }
+  // This node's name, for messages about devices.
+  std::string node_name() const;
   int rank() const { return comm_->rank(); }
   int size() const { return comm_->size(); }
   int local_rank() const { return local_rank_; }
@@ -41,6 +47,7 @@ class Process {
  private:
   bool mpi_ = false;
   std::unique_ptr<Communicator> comm_;
+  MpiCommunicator* mpi_comm_ = nullptr;
   int local_rank_ = 0;
   int local_size_ = 1;
 };

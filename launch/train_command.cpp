@@ -8,6 +8,7 @@
 
 #include "kernels/context.h"
 #include "kernels/errors.h"
+#include "launch/device_setup.h"
 #include "launch/process.h"
 #include "runtime/config.h"
 #include "runtime/trainer.h"
@@ -54,8 +55,8 @@ int run_train(const CliCommand& cmd) {
   const int size = process->size();
   try {
     const std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
-    auto ctx = Context::make_cpu(process->cpu_threads(static_cast<int>(config.device.threads)));
-    train(config, *ctx, process->comm(), process->comm(), run_dir, std::cout);
+    DeviceSetup device = setup_device(config, *process);
+    train(config, *device.ctx, *device.comm, process->comm(), run_dir, std::cout);
     return kExitOk;
   } catch (const Error& e) {
     if (e.agreed()) {  // every rank knows (Note [Setup agreement]): end cleanly

@@ -21,9 +21,9 @@ TEST(GradientReducer, BucketsHoldTheSumOverRanks) {
     for (int layer = 4; layer >= 0; --layer) reducer.on_layer_done(layer);
     reducer.finish();
     const float ranks_sum = static_cast<float>(comm.size() * (comm.size() + 1) / 2);
-    for (size_t i = 0; i < grads.size(); ++i) {
-      ASSERT_EQ(grads[i], ranks_sum * static_cast<float>(i % 13)) << "cap " << cap << " element " << i;
-    }
+    int wrong = 0;  // counted, not ASSERTed: the next cap's collectives must still run
+    for (size_t i = 0; i < grads.size(); ++i) wrong += grads[i] != ranks_sum * static_cast<float>(i % 13);
+    EXPECT_EQ(wrong, 0) << "cap " << cap;
   }
 }
 
@@ -32,7 +32,7 @@ TEST(GradientReducer, FinishAloneReducesEverything) {
   std::vector<float> grads(64, 1.0f);
   GradientReducer reducer(comm, grads.data(), {{0, 32}, {32, 32}}, 16);
   reducer.finish();  // no on_layer_done calls: nothing may be left out
-  for (float g : grads) ASSERT_EQ(g, static_cast<float>(comm.size()));
+  for (float g : grads) EXPECT_EQ(g, static_cast<float>(comm.size()));
   reducer.finish();  // re-armed: a second step reduces again
   for (float g : grads) ASSERT_EQ(g, static_cast<float>(comm.size() * comm.size()));
 }

@@ -1,0 +1,90 @@
+#include "comm/device_communicator.h"
+
+#include <mpi.h>
+
+#include <string>
+#include <utility>
+
+#include "comm/staging_communicator.h"
+#include "kernels/errors.h"
+
+// Note [CUDA-aware MPI query]: Open MPI declares MPIX_Query_cuda_support in mpi-ext.h
+// whenever it was built with its CUDA extension, and defines MPIX_CUDA_AWARE_SUPPORT
+// to what the build-time library could do. The run-time query is what counts: the
+// library loaded at run time (for instance a CUDA-enabled Open MPI on the GPU machine)
+// may differ from the headers of the build. Other MPI libraries have no such query,
+// and are treated as not CUDA-aware (staging is always correct, only slower).
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>
+#endif
+
+namespace dtrain {
+namespace {
+
+// Collectives on the buffers of a context whose memory the host communicator can
+// address directly (host memory, or device memory under CUDA-aware MPI). MPI reads
+// the buffers as soon as a collective is issued, without knowing the device's queue,
+// so each collective first waits for the work queued on the context (a no-op on the
+// CPU). The results are in place when the MPI request completes.
+class DirectDeviceCommunicator final : public Communicator {
+ public:
+  DirectDeviceCommunicator(Communicator& host, Context& ctx, std::string name)
+      : host_(host), ctx_(ctx), name_(std::move(name)) {}
+
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  std::string backend_name() const override { return name_; }
+  std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override {
+    ctx_.synchronize();
+    return host_.all_reduce(buf, count, type, op);
+  }
+  std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t recv_count,
+                                       DataType type, ReduceOp op) override {
+    ctx_.synchronize();
+    return host_.reduce_scatter(send, recv, recv_count, type, op);
+  }
+  std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count,
+                                   DataType type) override {
+    ctx_.synchronize();
+    return host_.all_gather(send, recv, send_count, type);
+  }
+  std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override {
+    ctx_.synchronize();
+    return host_.broadcast(buf, count, type, root);
+  }
+  std::unique_ptr<Work> barrier() override {
+    ctx_.synchronize();
+    return host_.barrier();
+  }
+
+ private:
+  Communicator& host_;
+  Context& ctx_;
+  std::string name_;
+};
+
+}  // namespace
+
+bool mpi_accepts_cuda_buffers() {
+  // See Note [CUDA-aware MPI query].
+#if defined(MPIX_CUDA_AWARE_SUPPORT)
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx) {
+  switch (ctx.device_kind()) {
+    case DeviceKind::Cpu:
+      return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name());
+    case DeviceKind::Cuda:
+      if (mpi_accepts_cuda_buffers()) {
+        return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name() + "+cuda-aware");
+      }
+      return std::make_unique<StagingCommunicator>(mpi, ctx);
+  }
+  throw CommError("make_mpi_device_communicator: unknown device kind");
+}
+
+}  // namespace dtrain

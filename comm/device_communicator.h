@@ -1,0 +1,37 @@
+// Communicators for the buffers of a device context, as the runtime chooses them at
+// start-up: MPI (device pointers straight to a CUDA-aware MPI, or staged through host
+// memory) and NCCL. Both entry points exist in every build; which files implement them
+// is the build's choice (nccl_communicator.cpp with CUDA, nccl_unavailable.cpp without).
+#pragma once
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "comm/mpi_communicator.h"
+#include "kernels/context.h"
+
+namespace dtrain {
+
+// True when the MPI library in this process accepts CUDA device pointers, as it says at
+// run time (Open MPI's MPIX_Query_cuda_support). False for MPI libraries that cannot
+// tell (no mpi-ext.h, or no CUDA extension in it).
+bool mpi_accepts_cuda_buffers();
+
+// A Communicator whose collectives take buffers in `ctx`'s memory, over `mpi`:
+//  - CPU context: the buffers are host memory, so the collectives go to `mpi` as they
+//    are (a non-owning forwarder, so callers hold a Communicator whatever the device);
+//  - CUDA context and CUDA-aware MPI: device pointers go to `mpi` directly, after the
+//    context's queued work has finished (MPI does not know the compute stream);
+//  - CUDA context otherwise: a StagingCommunicator (copies through pinned host memory).
+// Each rank must make the same choice (the same MPI library and device kind), which
+// holds for one job. `mpi` and `ctx` must outlive the returned communicator; its
+// contract is the Communicator one (same collectives in the same order on every rank;
+// buffers belong to a collective until its Work's wait()).
+std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx);
+
+// An NcclCommunicator (comm/nccl_communicator.h) over `bootstrap`'s ranks on the CUDA
+// context `ctx`; collective over `bootstrap`, which must take host buffers (MPI, or
+// SelfCommunicator for one rank). Throws CommError in builds without CUDA.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx);
+
+}  // namespace dtrain

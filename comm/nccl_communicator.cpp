@@ -1,0 +1,296 @@
+#include "comm/nccl_communicator.h"
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <span>
+
+#include "comm/device_communicator.h"
+#include "comm/nccl_check.h"
+#include "comm/typed_collectives.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/errors.h"
+#include "kernels/ops.h"
+
+namespace dtrain {
+namespace {
+
+ncclDataType_t to_nccl(DataType t) {
+  switch (t) {
+    case DataType::Float32: return ncclFloat32;
+    case DataType::Float64: return ncclFloat64;
+    case DataType::Int32: return ncclInt32;
+    case DataType::Int64: return ncclInt64;
+    case DataType::UInt64: return ncclUint64;
+    case DataType::UInt8: return ncclUint8;
+  }
+  throw CommError("NCCL backend: unknown data type");
+}
+
+ncclRedOp_t to_nccl(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return ncclSum;
+  }
+  throw CommError("NCCL backend: unknown reduce op");
+}
+
+// Makes `device` current for the scope: events must be created on the device of the
+// streams they are recorded on, and ncclCommInitRank uses the current device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) : device_(device) {
+    DTRAIN_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device_) DTRAIN_CUDA_CHECK(cudaSetDevice(device_));
+  }
+  ~DeviceGuard() {
+    if (previous_ != device_) DTRAIN_CUDA_REPORT(cudaSetDevice(previous_));
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int device_;
+  int previous_ = -1;
+};
+
+// Note [NCCL unique id broadcast]: rank 0 makes the id and the bootstrap broadcasts
+// it as bytes, with a leading status byte. If rank 0 cannot make an id it still takes
+// part in the broadcast (status 0), so the other ranks fail with a message instead of
+// waiting forever for an id that never comes.
+ncclUniqueId exchange_unique_id(Communicator& bootstrap) {
+  static_assert(sizeof(ncclUniqueId) == NCCL_UNIQUE_ID_BYTES, "ncclUniqueId is its bytes");
+  std::array<uint8_t, 1 + sizeof(ncclUniqueId)> message{};
+  std::exception_ptr root_failure;
+  if (bootstrap.rank() == 0) {
+    try {
+      ncclUniqueId id;
+      DTRAIN_NCCL_CHECK(ncclGetUniqueId(&id), 0);
+      message[0] = 1;
+      std::memcpy(message.data() + 1, &id, sizeof(id));
+    } catch (const CommError&) {
+      root_failure = std::current_exception();
+    }
+  }
+  broadcast(bootstrap, std::span<uint8_t>(message), 0)->wait();
+  if (root_failure) std::rethrow_exception(root_failure);
+  if (message[0] != 1) {
+    throw CommError("rank " + std::to_string(bootstrap.rank()) +
+                    ": rank 0 could not create the NCCL unique id (rank 0's message says why); "
+                    "check that NCCL can open a socket on rank 0's host (NCCL_SOCKET_IFNAME)");
+  }
+  ncclUniqueId id;
+  std::memcpy(&id, message.data() + 1, sizeof(id));
+  return id;
+}
+
+}  // namespace
+
+// The Work of one NCCL collective: its completion event, recorded on the NCCL stream
+// after the collective.
+class NcclWork final : public Work {
+ public:
+  NcclWork(NcclCommunicator& comm, bool host_blocking) : comm_(comm), host_blocking_(host_blocking) {
+    DTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+  }
+
+  ~NcclWork() override {
+    // Note [Stream-ordered reuse] (kernels/cuda/caching_allocator.h): the caller may
+    // release the buffers once the Work is gone, so the compute stream must not run
+    // ahead of the collective even when nobody waited. Waiting on an event that was
+    // never recorded (a launch that failed) is a no-op.
+    if (!waited_) DTRAIN_CUDA_REPORT(cudaStreamWaitEvent(comm_.compute_, event_, 0));
+    // Destroying an event whose record is still pending is allowed: CUDA releases it
+    // once the record has completed.
+    DTRAIN_CUDA_REPORT(cudaEventDestroy(event_));
+  }
+
+  cudaEvent_t event() const { return event_; }
+
+  void wait() override {
+    if (waited_) return;
+    comm_.check_async_error();
+    if (host_blocking_) {
+      DTRAIN_CUDA_CHECK(cudaEventSynchronize(event_));
+      // The collective may have ended because a peer failed; say so now, not later.
+      comm_.check_async_error();
+    } else {
+      DTRAIN_CUDA_CHECK(cudaStreamWaitEvent(comm_.compute_, event_, 0));
+    }
+    waited_ = true;
+  }
+
+  bool done() override {
+    const cudaError_t status = cudaEventQuery(event_);
+    if (status == cudaSuccess) return true;
+    if (status != cudaErrorNotReady) {
+      detail::throw_library_error<DeviceError>("CUDA", "cudaEventQuery(event_)", __FILE__, __LINE__,
+                                               cuda_detail::cuda_error_string(status),
+                                               cuda_detail::current_device());
+    }
+    // cudaEventQuery also leaves cudaErrorNotReady as the thread's last error; clear it
+    // so that the next kernel launch check (cudaGetLastError) does not report it.
+    (void)cudaGetLastError();
+    comm_.check_async_error();
+    return false;
+  }
+
+ private:
+  NcclCommunicator& comm_;
+  bool host_blocking_;
+  cudaEvent_t event_ = nullptr;
+  bool waited_ = false;
+};
+
+void NcclCommunicator::StreamDeleter::operator()(cudaStream_t s) const {
+  DTRAIN_CUDA_REPORT(cudaStreamDestroy(s));
+}
+
+void NcclCommunicator::EventDeleter::operator()(cudaEvent_t e) const {
+  DTRAIN_CUDA_REPORT(cudaEventDestroy(e));
+}
+
+NcclCommunicator::NcclCommunicator(Communicator& bootstrap, Context& ctx)
+    : ctx_(ctx), rank_(bootstrap.rank()), size_(bootstrap.size()) {
+  // Everything that can fail alone comes first, so that a failure here leaves no rank
+  // inside a collective; the id exchange and ncclCommInitRank come last. (A rank that
+  // fails before them still leaves the others waiting in the bootstrap broadcast or in
+  // NCCL's initialisation: the setup agreement cannot cover a step that is itself
+  // collective.)
+  compute_ = cuda_stream(ctx);
+  device_ = cuda_device(ctx);
+  DeviceGuard guard(device_);
+
+  cudaStream_t stream = nullptr;
+  DTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  stream_.reset(stream);
+  cudaEvent_t ready = nullptr;
+  DTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  ready_.reset(ready);
+  barrier_scratch_ = Buffer(ctx.allocator(), sizeof(float), MemoryCategory::Other);
+  // Queued on the compute stream, so every barrier (ordered after it) reads a defined
+  // value; the sum itself is never used.
+  ops::fill(ctx, barrier_scratch_.as<float>(), 1, 0.0f);
+
+  const ncclUniqueId id = exchange_unique_id(bootstrap);
+  ncclComm_t comm = nullptr;
+  try {
+    DTRAIN_NCCL_CHECK(ncclCommInitRank(&comm, size_, id, rank_), rank_);
+  } catch (const CommError& e) {
+    // The most common cause at this step is two ranks on one GPU, which NCCL refuses.
+    throw CommError(std::string(e.what()) + " [rank " + std::to_string(rank_) + " of " +
+                    std::to_string(size_) + ", CUDA device " + std::to_string(device_) +
+                    "]. NCCL needs a GPU of its own for every rank; ranks that share a GPU must "
+                    "use comm.backend: mpi");
+  }
+  comm_ = comm;
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (comm_ == nullptr) return;
+  // Destructors cannot throw: failures are reported to stderr. NCCL makes the
+  // communicator's device current for these calls itself.
+  if (failed_) {
+    // After an error, peers may never complete the collectives in flight; finalizing
+    // would wait for them forever. Abort frees the communicator without waiting.
+    DTRAIN_NCCL_REPORT(ncclCommAbort(comm_));
+  } else {
+    // Completes the collectives already issued (nccl_version.h), then frees.
+    DTRAIN_NCCL_REPORT(ncclCommDestroy(comm_));
+  }
+  comm_ = nullptr;
+}
+
+void NcclCommunicator::check_usable(const char* collective) const {
+  if (failed_) {
+    throw CommError(std::string("NCCL ") + collective + " on rank " + std::to_string(rank_) +
+                    ": the communicator failed earlier (see the first error); it cannot be used again");
+  }
+}
+
+void NcclCommunicator::check_async_error() {
+  ncclResult_t async = ncclSuccess;
+  try {
+    DTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async), rank_);
+  } catch (...) {
+    failed_ = true;
+    throw;
+  }
+  if (async != ncclSuccess) {
+    failed_ = true;
+    throw CommError("NCCL reported an asynchronous error on rank " + std::to_string(rank_) + ": " +
+                    detail::nccl_error_string(async) +
+                    ". Another rank may have failed or left the job; its own message names the cause");
+  }
+}
+
+template <class Enqueue>
+std::unique_ptr<Work> NcclCommunicator::launch(const char* collective, bool host_blocking,
+                                               Enqueue&& enqueue) {
+  check_usable(collective);
+  DeviceGuard guard(device_);
+  try {
+    auto work = std::make_unique<NcclWork>(*this, host_blocking);
+    // Note [NCCL stream ordering]: see the class comment.
+    DTRAIN_CUDA_CHECK(cudaEventRecord(ready_.get(), compute_));
+    DTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), ready_.get(), 0));
+    enqueue();
+    DTRAIN_CUDA_CHECK(cudaEventRecord(work->event(), stream_.get()));
+    return work;
+  } catch (...) {
+    // A half-issued collective leaves this rank out of step with the others.
+    failed_ = true;
+    throw;
+  }
+}
+
+std::unique_ptr<Work> NcclCommunicator::all_reduce(void* buf, size_t count, DataType type,
+                                                   ReduceOp op) {
+  return launch("all_reduce", false, [&] {
+    DTRAIN_NCCL_CHECK(ncclAllReduce(buf, buf, count, to_nccl(type), to_nccl(op), comm_, stream_.get()),
+                      rank_);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::reduce_scatter(const void* send, void* recv,
+                                                       size_t recv_count, DataType type,
+                                                       ReduceOp op) {
+  return launch("reduce_scatter", false, [&] {
+    DTRAIN_NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, to_nccl(type), to_nccl(op), comm_,
+                                        stream_.get()),
+                      rank_);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::all_gather(const void* send, void* recv, size_t send_count,
+                                                   DataType type) {
+  return launch("all_gather", false, [&] {
+    DTRAIN_NCCL_CHECK(ncclAllGather(send, recv, send_count, to_nccl(type), comm_, stream_.get()),
+                      rank_);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::broadcast(void* buf, size_t count, DataType type,
+                                                  int root) {
+  DTRAIN_ASSERT(root >= 0 && root < size_, "broadcast root " << root << " outside [0, " << size_ << ")");
+  return launch("broadcast", false, [&] {
+    DTRAIN_NCCL_CHECK(ncclBroadcast(buf, buf, count, to_nccl(type), root, comm_, stream_.get()), rank_);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::barrier() {
+  // NCCL has no barrier: a one-element all-reduce completes on a rank only once every
+  // rank has issued it. Its Work blocks the host in wait() (see the class comment).
+  float* scratch = barrier_scratch_.as<float>();
+  return launch("barrier", true, [&] {
+    DTRAIN_NCCL_CHECK(ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, comm_, stream_.get()),
+                      rank_);
+  });
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx) {
+  return std::make_unique<NcclCommunicator>(bootstrap, ctx);
+}
+
+}  // namespace dtrain

@@ -1,0 +1,69 @@
+#include "launch/device_setup.h"
+
+#include <exception>
+#include <span>
+
+#include "comm/device_communicator.h"
+#include "comm/self_communicator.h"
+#include "comm/staging_communicator.h"
+#include "comm/typed_collectives.h"
+#include "kernels/errors.h"
+#include "launch/device_binding.h"
+#include "runtime/setup_agreement.h"
+
+namespace dtrain::launch {
+
+DeviceSetup setup_device(const Config& config, Process& process) {
+  Communicator& control = process.comm();
+  DeviceSetup setup;
+  int32_t flags[2] = {0, 0};  // this rank has a GPU; this rank's node shares its GPUs
+  std::exception_ptr error;
+  try {
+    const int visible = cuda_device_count();
+    const DeviceChoice choice = choose_device(config.device.kind, config.device.share, process.local_rank(),
+                                              process.local_size(), visible, process.node_name());
+    const int threads = process.cpu_threads(static_cast<int>(config.device.threads));
+    if (choice.kind == DeviceKind::Cuda) {
+      CudaOptions options;
+      options.device = choice.index;
+      options.tf32 = config.precision.tf32;
+      options.num_threads = threads;
+      setup.ctx = Context::make_cuda(options);
+      flags[0] = 1;
+      flags[1] = process.local_size() > visible ? 1 : 0;
+    } else {
+      setup.ctx = Context::make_cpu(threads);
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree_on_setup(control, error);
+
+  all_reduce(control, std::span<int32_t>(flags, 2))->wait();
+  const bool all_gpus = flags[0] == control.size();
+  const bool shared = flags[1] > 0;
+  const std::string& backend = config.comm.backend;
+  if (backend == "nccl" && (!all_gpus || shared)) {
+    ConfigError e(config.where("comm.backend") + ": comm.backend is 'nccl' but " +
+                  (all_gpus ? std::string("ranks share GPUs (device.share), which NCCL refuses")
+                            : std::to_string(flags[0]) + " of " + std::to_string(control.size()) +
+                                  " ranks have a GPU") +
+                  "; use comm.backend: auto or mpi");
+    e.set_agreed(control.rank() == 0);  // every rank reduced the same flags
+    throw e;
+  }
+  if (backend == "nccl" || (backend == "auto" && all_gpus && !shared)) {
+    setup.comm = make_nccl_communicator(control, *setup.ctx);
+  } else if (process.mpi() != nullptr) {
+    setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx);
+  } else if (setup.ctx->device_kind() == DeviceKind::Cuda) {
+    // One process without MPI: collectives on device buffers still need their copies.
+    setup.host = std::make_unique<SelfCommunicator>();
+    setup.comm = std::make_unique<StagingCommunicator>(*setup.host, *setup.ctx);
+  } else {
+    setup.comm = std::make_unique<SelfCommunicator>();
+  }
+  return setup;
+}
+
+}  // namespace dtrain::launch

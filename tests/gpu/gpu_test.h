@@ -1,0 +1,100 @@
+// Shared by the GPU tests: the skip rule and device arrays.
+//
+// Every test that needs a GPU derives its fixture from GpuTest, which skips with the
+// reason when this process sees no CUDA device (the development machines and CI), so
+// the same binary really runs the tests on a GPU machine (scripts/gpu-check.sh).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "kernels/ops.h"
+
+namespace dtrain::testing {
+
+inline constexpr const char* kNoCudaDevice =
+    "no CUDA device visible (cudaGetDeviceCount = 0): GPU tests run on a GPU machine via "
+    "scripts/gpu-check.sh";
+
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << kNoCudaDevice;
+  }
+};
+
+// A device copy of a host vector, and back.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray(Context& ctx, const std::vector<T>& host)
+      : ctx_(&ctx), size_(host.size()),
+        buffer_(ctx.allocator(), host.size() * sizeof(T), MemoryCategory::Other) {
+    ops::copy_from_host(ctx, buffer_.data(), host.data(), host.size() * sizeof(T));
+  }
+  T* get() const { return buffer_.as<T>(); }
+  std::vector<T> to_host() const {
+    std::vector<T> host(size_);
+    ops::copy_to_host(*ctx_, host.data(), buffer_.data(), size_ * sizeof(T));
+    return host;
+  }
+
+ private:
+  Context* ctx_;
+  size_t size_;
+  Buffer buffer_;
+};
+
+// max |got - want| <= tol * max(1, max |want|): the error measured against the size of
+// the result, as suits sums whose order differs between backends (GEMM, convolution).
+inline ::testing::AssertionResult norm_close(const std::vector<float>& got,
+                                             const std::vector<float>& want, double tol) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
+  }
+  double scale = 1.0, worst = 0.0;
+  size_t worst_at = 0;
+  for (size_t i = 0; i < want.size(); ++i) scale = std::fmax(scale, std::fabs(want[i]));
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (std::isnan(err) || err > worst) {
+      worst = std::isnan(err) ? std::numeric_limits<double>::infinity() : err;
+      worst_at = i;
+    }
+  }
+  if (worst <= tol * scale) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "max error " << worst << " at [" << worst_at << "] (got " << got[worst_at]
+         << ", want " << want[worst_at] << ") exceeds " << tol << " * " << scale;
+}
+
+// |got - want| <= tol * (1 + |want|) everywhere; tol = 0 asks for equal bits (NaN
+// matches NaN).
+inline ::testing::AssertionResult all_close(const std::vector<float>& got,
+                                            const std::vector<float>& want, double tol) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
+  }
+  std::ostringstream bad;
+  size_t failures = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const bool both_nan = std::isnan(got[i]) && std::isnan(want[i]);
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (!both_nan && !(err <= tol * (1.0 + std::fabs(want[i])))) {
+      if (failures < 5) bad << "\n  [" << i << "] got " << got[i] << ", want " << want[i];
+      ++failures;
+    }
+  }
+  if (failures == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << failures << " of " << want.size()
+                                       << " elements differ:" << bad.str();
+}
+
+}  // namespace dtrain::testing

@@ -1,0 +1,565 @@
+// Every op of kernels/ops.h on the CUDA context against the CPU op (DESIGN contract 6:
+// the CPU op is the oracle), on fresh seeded random inputs, several shapes including
+// odd ones, with a tolerance per op:
+//   GEMM, convolution (TF32 off)   1e-4 of the result's magnitude (sum order differs)
+//   bias, relu, fill, max-pool     equal bits (the same float operations in the same order)
+//   bias gradient                  1e-5 (both sum in double, in different orders)
+//   cross-entropy                  dlogits 1e-6, loss sum 1e-6 relative, hits exact
+//   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding)
+// Outputs that an op must overwrite start as NaN on the device, so a missed element
+// shows; gradients that an op must add into start random, so += is checked.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "kernels/context.h"
+#include "kernels/errors.h"
+#include "kernels/host_buffer.h"
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+#include "tests/gpu/gpu_test.h"
+
+namespace dtrain {
+
+void PrintTo(const Conv2dShape& s, std::ostream* os) {
+  *os << "N=" << s.batch << " Ci=" << s.in_channels << " H=" << s.height << " W=" << s.width
+      << " Co=" << s.out_channels << " K=" << s.kernel << " stride=" << s.stride
+      << " pad=" << s.padding;
+}
+void PrintTo(const Pool2dShape& s, std::ostream* os) {
+  *os << "N=" << s.batch << " C=" << s.channels << " H=" << s.height << " W=" << s.width
+      << " window=" << s.window << " stride=" << s.stride;
+}
+
+namespace {
+
+using testing::all_close;
+using testing::DeviceArray;
+using testing::norm_close;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(scale * rng.normal());
+  return v;
+}
+
+// Small integers, so equal values (ties) are common.
+std::vector<float> random_levels(Rng& rng, int64_t n, uint64_t levels) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(rng.below(levels));
+  return v;
+}
+
+std::vector<float> nans(int64_t n) { return std::vector<float>(static_cast<size_t>(n), kNaN); }
+
+class CudaOps : public testing::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    gpu_ = Context::make_cuda(CudaOptions{});
+    cpu_ = Context::make_cpu(2);
+  }
+  Context& gpu() { return *gpu_; }
+  Context& cpu() { return *cpu_; }
+
+  std::unique_ptr<Context> gpu_;
+  std::unique_ptr<Context> cpu_;
+};
+
+// ---------------------------------------------------------------------------- GEMM
+
+struct GemmCase {
+  int64_t m, n, k;
+};
+
+void check_gemm(Context& gpu, Context& cpu, const GemmCase& g, bool ta, bool tb, float alpha,
+                float beta, uint64_t seed, double tol) {
+  SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k
+                                    << " trans_a=" << ta << " trans_b=" << tb
+                                    << " alpha=" << alpha << " beta=" << beta);
+  Rng rng(seed);
+  // Leading dimensions wider than the rows, so strided operands are exercised.
+  const int64_t a_rows = ta ? g.k : g.m, a_cols = ta ? g.m : g.k;
+  const int64_t b_rows = tb ? g.n : g.k, b_cols = tb ? g.k : g.n;
+  const int64_t lda = a_cols + 3, ldb = b_cols + 2, ldc = g.n + 1;
+  const auto a = random_normal(rng, a_rows * lda);
+  const auto b = random_normal(rng, b_rows * ldb);
+  auto c = random_normal(rng, g.m * ldc);
+  DeviceArray<float> da(gpu, a), db(gpu, b), dc(gpu, beta == 0.0f ? nans(g.m * ldc) : c);
+  ops::gemm(cpu, ta, tb, g.m, g.n, g.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+  ops::gemm(gpu, ta, tb, g.m, g.n, g.k, alpha, da.get(), lda, db.get(), ldb, beta, dc.get(), ldc);
+  auto got = dc.to_host();
+  // The padding columns of C are not part of the product; compare the m x n part.
+  std::vector<float> got_mn, want_mn;
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = 0; j < g.n; ++j) {
+      got_mn.push_back(got[i * ldc + j]);
+      want_mn.push_back(c[i * ldc + j]);
+    }
+  }
+  EXPECT_TRUE(norm_close(got_mn, want_mn, tol));
+}
+
+TEST_F(CudaOps, GemmMatchesCpuForAllTransposesAndScalings) {
+  uint64_t seed = 100;
+  for (const GemmCase& g : {GemmCase{1, 1, 1}, GemmCase{7, 5, 9}, GemmCase{67, 131, 45},
+                            GemmCase{1, 17, 3}, GemmCase{129, 65, 257}, GemmCase{256, 512, 128}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        check_gemm(gpu(), cpu(), g, ta, tb, 0.7f, -0.3f, ++seed, 1e-4);
+        check_gemm(gpu(), cpu(), g, ta, tb, 1.0f, 0.0f, ++seed, 1e-4);
+        check_gemm(gpu(), cpu(), g, ta, tb, -1.5f, 1.0f, ++seed, 1e-4);
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, GemmWithEmptyInnerDimensionOnlyScalesC) {
+  const std::vector<float> c = {1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+  DeviceArray<float> dc(gpu(), c);
+  ops::gemm(gpu(), false, false, 2, 3, 0, 1.0f, nullptr, 0, nullptr, 3, 0.5f, dc.get(), 3);
+  EXPECT_TRUE(all_close(dc.to_host(), {0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f}, 0.0));
+  // beta = 0 overwrites, so garbage in C does not survive.
+  DeviceArray<float> garbage(gpu(), nans(6));
+  ops::gemm(gpu(), true, true, 2, 3, 0, 1.0f, nullptr, 0, nullptr, 0, 0.0f, garbage.get(), 3);
+  EXPECT_TRUE(all_close(garbage.to_host(), std::vector<float>(6, 0.0f), 0.0));
+}
+
+class CudaOpsTf32 : public testing::GpuTest {};
+
+TEST_F(CudaOpsTf32, GemmAndConvolutionStayWithinTf32Precision) {
+  CudaOptions options;
+  options.tf32 = true;
+  auto gpu = Context::make_cuda(options);
+  auto cpu = Context::make_cpu(2);
+  // TF32 keeps 10 mantissa bits: errors near 1e-3 of the result are expected.
+  check_gemm(*gpu, *cpu, GemmCase{128, 96, 200}, false, true, 1.0f, 0.0f, 7, 5e-3);
+  check_gemm(*gpu, *cpu, GemmCase{33, 17, 65}, true, false, 0.5f, 1.0f, 8, 5e-3);
+
+  const Conv2dShape s{4, 8, 12, 12, 16, 3, 1, 1};
+  Rng rng(9);
+  const auto x = random_normal(rng, s.batch * s.in_channels * s.height * s.width);
+  const auto w = random_normal(rng, s.out_channels * s.in_channels * 9, 1.0 / std::sqrt(72.0));
+  std::vector<float> y(static_cast<size_t>(s.batch * s.out_channels * 144));
+  DeviceArray<float> dx(*gpu, x), dw(*gpu, w), dy(*gpu, nans(static_cast<int64_t>(y.size())));
+  ops::conv2d_forward(*cpu, s, x.data(), w.data(), nullptr, y.data());
+  ops::conv2d_forward(*gpu, s, dx.get(), dw.get(), nullptr, dy.get());
+  EXPECT_TRUE(norm_close(dy.to_host(), y, 5e-3));
+}
+
+// --------------------------------------------------------------------- Elementwise
+
+struct BiasCase {
+  int64_t outer, channels, inner;
+};
+// inner == 1 is the linear-layer path (channel tiles of 32, 130 spans several);
+// 2000 channels with inner > 1 take more channels than the grid has blocks.
+const BiasCase kBiasCases[] = {{3, 5, 7},    {4, 9, 1},     {300, 130, 1}, {8, 64, 100},
+                               {1, 1, 1},    {10000, 10, 1}, {2, 2000, 3},  {64, 32, 784}};
+
+TEST_F(CudaOps, AddBiasMatchesCpuExactly) {
+  Rng rng(21);
+  for (const BiasCase& bc : kBiasCases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
+    auto y = random_normal(rng, bc.outer * bc.channels * bc.inner);
+    const auto bias = random_normal(rng, bc.channels);
+    DeviceArray<float> dy(gpu(), y), dbias(gpu(), bias);
+    ops::add_bias(cpu(), y.data(), bias.data(), bc.outer, bc.channels, bc.inner);
+    ops::add_bias(gpu(), dy.get(), dbias.get(), bc.outer, bc.channels, bc.inner);
+    EXPECT_TRUE(all_close(dy.to_host(), y, 0.0));
+  }
+}
+
+TEST_F(CudaOps, BiasBackwardAccumulatesLikeCpu) {
+  Rng rng(22);
+  for (const BiasCase& bc : kBiasCases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
+    const auto dy = random_normal(rng, bc.outer * bc.channels * bc.inner);
+    auto dbias = random_normal(rng, bc.channels);
+    DeviceArray<float> ddy(gpu(), dy), ddbias(gpu(), dbias);
+    for (int call = 0; call < 2; ++call) {  // += twice
+      ops::bias_backward(cpu(), dy.data(), dbias.data(), bc.outer, bc.channels, bc.inner);
+      ops::bias_backward(gpu(), ddy.get(), ddbias.get(), bc.outer, bc.channels, bc.inner);
+    }
+    EXPECT_TRUE(all_close(ddbias.to_host(), dbias, 1e-5));
+  }
+}
+
+TEST_F(CudaOps, BiasBackwardIsDeterministic) {
+  Rng rng(23);
+  const BiasCase bc{64, 32, 784};
+  const auto dy = random_normal(rng, bc.outer * bc.channels * bc.inner);
+  DeviceArray<float> ddy(gpu(), dy);
+  std::vector<float> first;
+  for (int run = 0; run < 3; ++run) {
+    DeviceArray<float> db(gpu(), std::vector<float>(static_cast<size_t>(bc.channels), 0.0f));
+    ops::bias_backward(gpu(), ddy.get(), db.get(), bc.outer, bc.channels, bc.inner);
+    if (run == 0) {
+      first = db.to_host();
+    } else {
+      EXPECT_TRUE(all_close(db.to_host(), first, 0.0));
+    }
+  }
+}
+
+TEST_F(CudaOps, ReluForwardAndBackwardMatchCpuExactly) {
+  Rng rng(31);
+  // 5'000'003 elements need many grid-stride passes; NaN and -0 must pass as on the CPU.
+  for (const int64_t n : {int64_t{1}, int64_t{1000}, int64_t{5'000'003}}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    auto x = random_normal(rng, n);
+    x[0] = kNaN;
+    if (n > 2) x[1] = -0.0f;
+    const auto dy = random_normal(rng, n);
+    std::vector<float> y(x.size()), dx(x.size());
+    DeviceArray<float> gx(gpu(), x), gy(gpu(), nans(n)), gdy(gpu(), dy), gdx(gpu(), nans(n));
+    ops::relu_forward(cpu(), x.data(), y.data(), n);
+    ops::relu_forward(gpu(), gx.get(), gy.get(), n);
+    EXPECT_TRUE(all_close(gy.to_host(), y, 0.0));
+    ops::relu_backward(cpu(), y.data(), dy.data(), dx.data(), n);
+    ops::relu_backward(gpu(), gy.get(), gdy.get(), gdx.get(), n);
+    EXPECT_TRUE(all_close(gdx.to_host(), dx, 0.0));
+    // In place (x and y alias), as ops.h allows.
+    ops::relu_forward(gpu(), gx.get(), gx.get(), n);
+    EXPECT_TRUE(all_close(gx.to_host(), y, 0.0));
+  }
+}
+
+TEST_F(CudaOps, FillWritesEveryElement) {
+  for (const int64_t n : {int64_t{1}, int64_t{777}, int64_t{3'000'001}}) {
+    DeviceArray<float> x(gpu(), nans(n));
+    ops::fill(gpu(), x.get(), n, -2.5f);
+    EXPECT_TRUE(all_close(x.to_host(), std::vector<float>(static_cast<size_t>(n), -2.5f), 0.0));
+  }
+}
+
+// --------------------------------------------------------------------- Convolution
+
+const Conv2dShape kConvCases[] = {
+    {2, 3, 8, 8, 4, 3, 1, 1},     {3, 1, 28, 28, 8, 5, 1, 0},   {2, 5, 11, 7, 6, 3, 2, 1},
+    {1, 2, 9, 9, 3, 1, 1, 0},     {4, 16, 14, 14, 32, 3, 1, 1}, {2, 3, 10, 13, 5, 4, 3, 2},
+    {5, 32, 7, 7, 64, 3, 2, 0},   {1, 1, 1, 1, 1, 1, 1, 0},     {8, 32, 16, 16, 32, 5, 1, 2},
+};
+
+struct ConvData {
+  std::vector<float> x, w, bias, dy;
+};
+
+ConvData conv_data(const Conv2dShape& s, uint64_t seed) {
+  Rng rng(seed);
+  const int64_t fan_in = s.in_channels * s.kernel * s.kernel;
+  ConvData d;
+  d.x = random_normal(rng, s.batch * s.in_channels * s.height * s.width);
+  d.w = random_normal(rng, s.out_channels * fan_in, 1.0 / std::sqrt(static_cast<double>(fan_in)));
+  d.bias = random_normal(rng, s.out_channels);
+  d.dy = random_normal(rng, s.batch * s.out_channels * s.out_height() * s.out_width());
+  return d;
+}
+
+TEST_F(CudaOps, Conv2dForwardMatchesCpuWithAndWithoutBias) {
+  uint64_t seed = 40;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    const ConvData d = conv_data(s, ++seed);
+    const int64_t ny = s.batch * s.out_channels * s.out_height() * s.out_width();
+    DeviceArray<float> x(gpu(), d.x), w(gpu(), d.w), bias(gpu(), d.bias);
+    for (const bool with_bias : {true, false}) {
+      std::vector<float> y(static_cast<size_t>(ny));
+      ops::conv2d_forward(cpu(), s, d.x.data(), d.w.data(), with_bias ? d.bias.data() : nullptr,
+                          y.data());
+      // Twice: the first call measures the algorithms, the second uses the cached choice.
+      for (int call = 0; call < 2; ++call) {
+        DeviceArray<float> gy(gpu(), nans(ny));
+        ops::conv2d_forward(gpu(), s, x.get(), w.get(), with_bias ? bias.get() : nullptr,
+                            gy.get());
+        EXPECT_TRUE(norm_close(gy.to_host(), y, 1e-4)) << "bias=" << with_bias << " call=" << call;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, Conv2dBackwardDataOverwritesLikeCpu) {
+  uint64_t seed = 50;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    const ConvData d = conv_data(s, ++seed);
+    const int64_t nx = s.batch * s.in_channels * s.height * s.width;
+    std::vector<float> dx(static_cast<size_t>(nx));
+    ops::conv2d_backward_data(cpu(), s, d.dy.data(), d.w.data(), dx.data());
+    DeviceArray<float> dy(gpu(), d.dy), w(gpu(), d.w);
+    for (int call = 0; call < 2; ++call) {
+      DeviceArray<float> gdx(gpu(), nans(nx));
+      ops::conv2d_backward_data(gpu(), s, dy.get(), w.get(), gdx.get());
+      EXPECT_TRUE(norm_close(gdx.to_host(), dx, 1e-4)) << "call=" << call;
+    }
+  }
+}
+
+TEST_F(CudaOps, Conv2dBackwardFilterAccumulatesLikeCpu) {
+  uint64_t seed = 60;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    const ConvData d = conv_data(s, ++seed);
+    Rng rng(seed * 7);
+    auto dw = random_normal(rng, static_cast<int64_t>(d.w.size()));
+    auto db = random_normal(rng, s.out_channels);
+    DeviceArray<float> x(gpu(), d.x), dy(gpu(), d.dy), gdw(gpu(), dw), gdb(gpu(), db);
+    // Twice, so the second call adds to the first (and uses the cached algorithm).
+    for (int call = 0; call < 2; ++call) {
+      ops::conv2d_backward_filter(cpu(), s, d.x.data(), d.dy.data(), dw.data(), db.data());
+      ops::conv2d_backward_filter(gpu(), s, x.get(), dy.get(), gdw.get(), gdb.get());
+    }
+    EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
+    EXPECT_TRUE(all_close(gdb.to_host(), db, 1e-5));
+    // Without a bias gradient only dw moves.
+    ops::conv2d_backward_filter(cpu(), s, d.x.data(), d.dy.data(), dw.data(), nullptr);
+    ops::conv2d_backward_filter(gpu(), s, x.get(), dy.get(), gdw.get(), nullptr);
+    EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
+  }
+}
+
+TEST_F(CudaOps, Conv2dWithEmptyBatchTouchesNothing) {
+  const Conv2dShape s{0, 3, 8, 8, 4, 3, 1, 1};
+  DeviceArray<float> w(gpu(), std::vector<float>(4 * 3 * 9, 1.0f));
+  DeviceArray<float> dw(gpu(), std::vector<float>(4 * 3 * 9, 2.0f));
+  ops::conv2d_forward(gpu(), s, nullptr, w.get(), nullptr, nullptr);
+  ops::conv2d_backward_data(gpu(), s, nullptr, w.get(), nullptr);
+  ops::conv2d_backward_filter(gpu(), s, nullptr, nullptr, dw.get(), nullptr);
+  EXPECT_TRUE(all_close(dw.to_host(), std::vector<float>(4 * 3 * 9, 2.0f), 0.0));
+}
+
+// ------------------------------------------------------------------------ Max-pool
+
+const Pool2dShape kPoolCases[] = {
+    {2, 3, 8, 8, 2, 2},  // the usual 2x2/2
+    {1, 2, 7, 9, 3, 2},  // overlapping windows, odd sizes, an unused last row
+    {2, 2, 6, 6, 3, 1},  // heavy overlap: one input wins up to nine windows
+    {1, 1, 5, 5, 5, 1},  // one window over the whole plane
+    {3, 4, 9, 7, 2, 3},  // stride > window: some inputs belong to no window
+    {64, 16, 28, 28, 2, 2},
+};
+
+TEST_F(CudaOps, MaxPoolMatchesCpuExactlyIncludingTies) {
+  uint64_t seed = 70;
+  for (const Pool2dShape& s : kPoolCases) {
+    for (const bool ties : {false, true}) {
+      SCOPED_TRACE(::testing::PrintToString(s) + (ties ? " with ties" : ""));
+      Rng rng(++seed);
+      const int64_t nx = s.batch * s.channels * s.height * s.width;
+      const int64_t ny = s.batch * s.channels * s.out_height() * s.out_width();
+      const auto x = ties ? random_levels(rng, nx, 3) : random_normal(rng, nx);
+      const auto dy = random_normal(rng, ny);
+      std::vector<float> y(static_cast<size_t>(ny)), dx(static_cast<size_t>(nx));
+      std::vector<int32_t> arg(static_cast<size_t>(ny));
+      ops::maxpool2d_forward(cpu(), s, x.data(), y.data(), arg.data());
+      ops::maxpool2d_backward(cpu(), s, dy.data(), arg.data(), dx.data());
+
+      DeviceArray<float> gx(gpu(), x), gy(gpu(), nans(ny)), gdy(gpu(), dy), gdx(gpu(), nans(nx));
+      DeviceArray<int32_t> garg(gpu(), std::vector<int32_t>(static_cast<size_t>(ny), -1));
+      ops::maxpool2d_forward(gpu(), s, gx.get(), gy.get(), garg.get());
+      ops::maxpool2d_backward(gpu(), s, gdy.get(), garg.get(), gdx.get());
+      EXPECT_TRUE(all_close(gy.to_host(), y, 0.0));
+      EXPECT_EQ(garg.to_host(), arg);
+      EXPECT_TRUE(all_close(gdx.to_host(), dx, 0.0));
+    }
+  }
+}
+
+TEST_F(CudaOps, MaxPoolPropagatesNaNLikeCpu) {
+  const Pool2dShape s{1, 1, 4, 4, 2, 2};
+  std::vector<float> x(16, 1.0f);
+  x[5] = kNaN;  // in the first window, after a larger-or-equal number
+  std::vector<float> y(4);
+  std::vector<int32_t> arg(4);
+  ops::maxpool2d_forward(cpu(), s, x.data(), y.data(), arg.data());
+  DeviceArray<float> gx(gpu(), x), gy(gpu(), nans(4));
+  DeviceArray<int32_t> garg(gpu(), std::vector<int32_t>(4, -1));
+  ops::maxpool2d_forward(gpu(), s, gx.get(), gy.get(), garg.get());
+  EXPECT_TRUE(all_close(gy.to_host(), y, 0.0));
+  EXPECT_EQ(garg.to_host(), arg);
+}
+
+// ------------------------------------------------------------------ Cross-entropy
+
+struct XentCase {
+  int64_t batch, classes;
+  double logit_scale;
+};
+
+TEST_F(CudaOps, SoftmaxCrossEntropyMatchesCpu) {
+  const XentCase cases[] = {{1, 1, 1.0},    {7, 10, 1.0},    {64, 10, 3.0},  {33, 1000, 1.0},
+                            {5, 50257, 2.0}, {1000, 3, 1.0}, {16, 10, 1e4},  {40, 37, 50.0}};
+  uint64_t seed = 80;
+  for (const XentCase& xc : cases) {
+    SCOPED_TRACE(::testing::Message() << "batch=" << xc.batch << " classes=" << xc.classes
+                                      << " logit scale=" << xc.logit_scale);
+    Rng rng(++seed);
+    const auto logits = random_normal(rng, xc.batch * xc.classes, xc.logit_scale);
+    std::vector<int32_t> labels(static_cast<size_t>(xc.batch));
+    for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(xc.classes)));
+    const float grad_scale = 1.0f / 48.0f;
+    const int64_t n = xc.batch * xc.classes;
+
+    std::vector<float> dl(static_cast<size_t>(n));
+    double stats[2] = {1.5, 2.0};  // += is part of the contract
+    ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), xc.batch, xc.classes,
+                               grad_scale, dl.data(), stats);
+
+    DeviceArray<float> glogits(gpu(), logits), gdl(gpu(), nans(n));
+    DeviceArray<int32_t> glabels(gpu(), labels);
+    DeviceArray<double> gstats(gpu(), std::vector<double>{1.5, 2.0});
+    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes,
+                               grad_scale, gdl.get(), gstats.get());
+    const auto got_stats = gstats.to_host();
+    EXPECT_NEAR(got_stats[0], stats[0], 1e-6 * std::fabs(stats[0]));
+    EXPECT_EQ(got_stats[1], stats[1]);
+    EXPECT_TRUE(norm_close(gdl.to_host(), dl, 1e-6));
+
+    // Without dlogits only the statistics move (the evaluation path).
+    ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), xc.batch, xc.classes,
+                               grad_scale, nullptr, stats);
+    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes,
+                               grad_scale, nullptr, gstats.get());
+    const auto again = gstats.to_host();
+    EXPECT_NEAR(again[0], stats[0], 1e-6 * std::fabs(stats[0]));
+    EXPECT_EQ(again[1], stats[1]);
+  }
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropyLossSumIsDeterministic) {
+  Rng rng(90);
+  const int64_t batch = 4096, classes = 10;
+  const auto logits = random_normal(rng, batch * classes, 4.0);
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(classes));
+  DeviceArray<float> glogits(gpu(), logits);
+  DeviceArray<int32_t> glabels(gpu(), labels);
+  std::vector<double> first;
+  for (int run = 0; run < 3; ++run) {
+    DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f,
+                               nullptr, gstats.get());
+    if (run == 0) {
+      first = gstats.to_host();
+    } else {
+      EXPECT_EQ(gstats.to_host(), first);
+    }
+  }
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropyReportsBadLabelAtTheNextSynchronization) {
+  const int64_t batch = 6, classes = 10;
+  std::vector<float> logits(static_cast<size_t>(batch * classes), 0.5f);
+  DeviceArray<float> glogits(gpu(), logits), gdl(gpu(), nans(batch * classes));
+  DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+  for (const int32_t bad : {10, -1}) {
+    SCOPED_TRACE(::testing::Message() << "bad label " << bad);
+    std::vector<int32_t> labels = {1, 2, 3, bad, 4, bad};
+    DeviceArray<int32_t> glabels(gpu(), labels);
+    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f,
+                               gdl.get(), gstats.get());
+    try {
+      gpu().synchronize();
+      FAIL() << "expected DataError for label " << bad;
+    } catch (const DataError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("label " + std::to_string(bad) + " at row 3 "), std::string::npos)
+          << what;
+      EXPECT_NE(what.find("[0, 10)"), std::string::npos) << what;
+    }
+    // The flag is re-armed: good labels then synchronize cleanly.
+    DeviceArray<int32_t> good(gpu(), std::vector<int32_t>{1, 2, 3, 4, 5, 6});
+    ops::softmax_cross_entropy(gpu(), glogits.get(), good.get(), batch, classes, 1.0f,
+                               gdl.get(), gstats.get());
+    EXPECT_NO_THROW(gpu().synchronize());
+  }
+}
+
+// ---------------------------------------------------------------------- Optimizers
+
+TEST_F(CudaOps, SgdMatchesCpuOverSeveralSteps) {
+  const int64_t n = 1'000'003;
+  const SgdHyper variants[] = {{0.1f, 0.9f, 0.01f, false}, {0.05f, 0.9f, 0.0f, true},
+                               {0.2f, 0.0f, 0.001f, false}};
+  uint64_t seed = 110;
+  for (const SgdHyper& h : variants) {
+    SCOPED_TRACE(::testing::Message() << "lr=" << h.lr << " momentum=" << h.momentum
+                                      << " wd=" << h.weight_decay << " nesterov=" << h.nesterov);
+    Rng rng(++seed);
+    auto p = random_normal(rng, n);
+    auto buf = random_normal(rng, n, 0.1);
+    const bool with_buffer = h.momentum != 0.0f;
+    DeviceArray<float> gp(gpu(), p), gbuf(gpu(), buf);
+    for (int step = 0; step < 3; ++step) {
+      const auto g = random_normal(rng, n);
+      DeviceArray<float> gg(gpu(), g);
+      ops::sgd_update(cpu(), p.data(), g.data(), with_buffer ? buf.data() : nullptr, n, h);
+      ops::sgd_update(gpu(), gp.get(), gg.get(), with_buffer ? gbuf.get() : nullptr, n, h);
+    }
+    EXPECT_TRUE(all_close(gp.to_host(), p, 1e-6));
+    if (with_buffer) {
+      EXPECT_TRUE(all_close(gbuf.to_host(), buf, 1e-6));
+    }
+  }
+}
+
+TEST_F(CudaOps, AdamWMatchesCpuOverSeveralSteps) {
+  const int64_t n = 100'003;
+  Rng rng(120);
+  auto p = random_normal(rng, n);
+  std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+  DeviceArray<float> gp(gpu(), p), gm(gpu(), m), gv(gpu(), v);
+  for (int64_t step = 1; step <= 4; ++step) {
+    const AdamWHyper h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step};
+    const auto g = random_normal(rng, n, 0.5);
+    DeviceArray<float> gg(gpu(), g);
+    ops::adamw_update(cpu(), p.data(), g.data(), m.data(), v.data(), n, h);
+    ops::adamw_update(gpu(), gp.get(), gg.get(), gm.get(), gv.get(), n, h);
+  }
+  EXPECT_TRUE(all_close(gp.to_host(), p, 1e-6));
+  EXPECT_TRUE(all_close(gm.to_host(), m, 1e-6));
+  EXPECT_TRUE(all_close(gv.to_host(), v, 1e-6));
+}
+
+// ----------------------------------------------------------------------- Transfers
+
+TEST_F(CudaOps, CopiesRoundTripFromPageableAndPinnedMemory) {
+  Rng rng(130);
+  const auto host = random_normal(rng, 1 << 20);
+  const size_t bytes = host.size() * sizeof(float);
+  Buffer device(gpu().allocator(), bytes, MemoryCategory::Other);
+
+  ops::copy_from_host(gpu(), device.data(), host.data(), bytes);
+  std::vector<float> back(host.size(), kNaN);
+  ops::copy_to_host(gpu(), back.data(), device.data(), bytes);
+  EXPECT_TRUE(all_close(back, host, 0.0));
+
+  HostBuffer pinned(gpu(), bytes);
+  std::copy(host.begin(), host.end(), pinned.as<float>());
+  Buffer second(gpu().allocator(), bytes, MemoryCategory::Other);
+  ops::copy_from_host(gpu(), second.data(), pinned.data(), bytes);
+  gpu().synchronize();  // a pinned source is read asynchronously (cuda_backend.h)
+  HostBuffer pinned_back(gpu(), bytes);
+  ops::copy_to_host(gpu(), pinned_back.data(), second.data(), bytes);
+  EXPECT_TRUE(all_close(std::vector<float>(pinned_back.as<float>(),
+                                           pinned_back.as<float>() + host.size()),
+                        host, 0.0));
+
+  ops::copy_from_host(gpu(), device.data(), host.data(), 0);  // empty copies are no-ops
+  ops::copy_to_host(gpu(), back.data(), device.data(), 0);
+}
+
+}  // namespace
+}  // namespace dtrain
