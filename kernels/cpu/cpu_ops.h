@@ -15,6 +15,9 @@
 namespace dtrain::cpu {
 
 // Below this many elements a loop runs on one thread: waking a team costs more.
+// On `parallel for simd` loops the threshold goes in an `if (parallel : ...)` clause:
+// a plain `if` applies to the simd construct too (OpenMP 5), and small loops would
+// then also lose their vectorisation.
 inline constexpr int64_t kParallelMinWork = int64_t{1} << 15;
 
 // Scratch budget for the im2col column matrix and its GEMM partner of one chunk.

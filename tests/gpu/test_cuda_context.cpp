@@ -24,7 +24,7 @@ TEST(CudaContextAnywhere, StreamOfACpuContextIsADeviceError) {
 
 TEST(CudaContextAnywhere, WithoutADeviceMakeCudaSaysSoAndWhatToDo) {
   if (cuda_device_count() != 0) {
-    GTEST_SKIP() << "a CUDA device is visible; this test checks the message of machines without one";
+    GTEST_SKIP() << "a CUDA device is visible; this test checks what machines without one say";
   }
   try {
     Context::make_cuda(CudaOptions{});

@@ -3,7 +3,7 @@
 // odd ones, with a tolerance per op:
 //   GEMM, convolution (TF32 off)   1e-4 of the result's magnitude (sum order differs)
 //   bias, relu, fill, max-pool     equal bits (the same float operations in the same order)
-//   bias gradient                  1e-5 (both sum in double, in different orders)
+//   bias gradient                  1e-4 (the CPU sums each plane in float first)
 //   cross-entropy                  dlogits 1e-6, loss sum 1e-6 relative, hits exact
 //   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding)
 // Outputs that an op must overwrite start as NaN on the device, so a missed element
@@ -131,7 +131,8 @@ TEST_F(CudaOps, GemmWithEmptyInnerDimensionOnlyScalesC) {
   EXPECT_TRUE(all_close(dc.to_host(), {0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f}, 0.0));
   // beta = 0 overwrites, so garbage in C does not survive.
   DeviceArray<float> garbage(gpu(), nans(6));
-  ops::gemm(gpu(), true, true, 2, 3, 0, 1.0f, nullptr, 0, nullptr, 0, 0.0f, garbage.get(), 3);
+  // Transposed operands: A^T is stored (k, m), so lda = m is the least legal; B^T is (n, k).
+  ops::gemm(gpu(), true, true, 2, 3, 0, 1.0f, nullptr, 2, nullptr, 0, 0.0f, garbage.get(), 3);
   EXPECT_TRUE(all_close(garbage.to_host(), std::vector<float>(6, 0.0f), 0.0));
 }
 
@@ -193,7 +194,7 @@ TEST_F(CudaOps, BiasBackwardAccumulatesLikeCpu) {
       ops::bias_backward(cpu(), dy.data(), dbias.data(), bc.outer, bc.channels, bc.inner);
       ops::bias_backward(gpu(), ddy.get(), ddbias.get(), bc.outer, bc.channels, bc.inner);
     }
-    EXPECT_TRUE(all_close(ddbias.to_host(), dbias, 1e-5));
+    EXPECT_TRUE(all_close(ddbias.to_host(), dbias, 1e-4));
   }
 }
 
@@ -322,7 +323,7 @@ TEST_F(CudaOps, Conv2dBackwardFilterAccumulatesLikeCpu) {
       ops::conv2d_backward_filter(gpu(), s, x.get(), dy.get(), gdw.get(), gdb.get());
     }
     EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
-    EXPECT_TRUE(all_close(gdb.to_host(), db, 1e-5));
+    EXPECT_TRUE(all_close(gdb.to_host(), db, 1e-4));
     // Without a bias gradient only dw moves.
     ops::conv2d_backward_filter(cpu(), s, d.x.data(), d.dy.data(), dw.data(), nullptr);
     ops::conv2d_backward_filter(gpu(), s, x.get(), dy.get(), gdw.get(), nullptr);
@@ -408,7 +409,9 @@ TEST_F(CudaOps, SoftmaxCrossEntropyMatchesCpu) {
     Rng rng(++seed);
     const auto logits = random_normal(rng, xc.batch * xc.classes, xc.logit_scale);
     std::vector<int32_t> labels(static_cast<size_t>(xc.batch));
-    for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(xc.classes)));
+    for (int32_t& l : labels) {
+      l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(xc.classes)));
+    }
     const float grad_scale = 1.0f / 48.0f;
     const int64_t n = xc.batch * xc.classes;
 

@@ -1,0 +1,166 @@
+// Softmax cross-entropy, one warp per row, then a fixed-order reduction into stats.
+//
+// Per row: the max (and the first index reaching it, as the CPU's strict-'>' scan),
+// then sum(exp(z - max)) in double, loss = log(sum) + max - z[label], and, when asked,
+// dlogits = grad_scale * (softmax - onehot). Shifting by the max keeps every exponent
+// <= 0, so no logits overflow. The row's loss and hit go to workspace slots, and one
+// block adds them in a fixed order to stats, so the loss sum is the same every run
+// (an atomicAdd per row would make it depend on scheduling).
+//
+// A warp per row suits the classifier heads here (10 to a few thousand classes):
+// eight rows per block and coalesced reads of each row. Labels outside [0, classes)
+// are recorded, not trusted: Note [Label check on the device] (cuda_backend.h).
+#include <cstdint>
+#include <limits>
+
+#include "kernels/check.h"
+#include "kernels/context.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace dtrain {
+
+namespace {
+
+using cuda::kBlockThreads;
+using cuda::kWarpSize;
+
+constexpr int kRowsPerBlock = kBlockThreads / kWarpSize;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Combines two (max, first index) candidates; idx < 0 marks an empty one. Keeps the
+// larger value, and of equal values the smaller index, i.e. the first in the row.
+__device__ inline void keep_first_max(float& best, int64_t& best_at, float v, int64_t at) {
+  if (at < 0) return;
+  if (best_at < 0 || v > best || (v == best && at < best_at)) {
+    best = v;
+    best_at = at;
+  }
+}
+
+__global__ void cross_entropy_rows(const float* logits, const int32_t* labels, int64_t batch,
+                                   int64_t classes, float grad_scale, float* dlogits,
+                                   double* row_loss, int32_t* row_hit,
+                                   unsigned long long* label_error) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int64_t warp = threadIdx.x / kWarpSize;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < batch;
+       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const float* z = logits + r * classes;
+    float* d = dlogits == nullptr ? nullptr : dlogits + r * classes;
+    const int32_t label = labels[r];  // the same in every lane: branches stay warp-uniform
+    if (label < 0 || label >= classes) {
+      if (lane == 0) {
+        const unsigned long long code =
+            (static_cast<unsigned long long>(r) << 32) | static_cast<uint32_t>(label);
+        atomicMin(label_error, code);
+        label_error[1] = static_cast<unsigned long long>(classes);
+        row_loss[r] = 0.0;
+        row_hit[r] = 0;
+      }
+      if (d != nullptr) {
+        for (int64_t c = lane; c < classes; c += kWarpSize) d[c] = 0.0f;
+      }
+      continue;
+    }
+
+    // Each lane scans its stride of the row in order, so a strict '>' keeps the lane's
+    // first maximum; the combine keeps the lowest index among equal maxima.
+    float mx = 0.0f;
+    int64_t arg = -1;
+    for (int64_t c = lane; c < classes; c += kWarpSize) {
+      const float v = z[c];
+      if (arg < 0 || v > mx) {
+        mx = v;
+        arg = c;
+      }
+    }
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      const float other = __shfl_down_sync(kFullMask, mx, offset);
+      const int64_t other_at = __shfl_down_sync(kFullMask, arg, offset);
+      keep_first_max(mx, arg, other, other_at);
+    }
+    // Broadcast lane 0's result, so every lane shifts by the same max (with NaN logits
+    // the lanes' own reductions could disagree).
+    mx = __shfl_sync(kFullMask, mx, 0);
+    arg = __shfl_sync(kFullMask, arg, 0);
+
+    double sum = 0.0;
+    for (int64_t c = lane; c < classes; c += kWarpSize) sum += expf(z[c] - mx);
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      sum += __shfl_down_sync(kFullMask, sum, offset);
+    }
+    sum = __shfl_sync(kFullMask, sum, 0);
+
+    if (d != nullptr) {
+      // The CPU op's float operations in its order: exp, times scale, minus grad_scale
+      // (explicitly rounded, so nvcc does not fuse them into one FMA).
+      const auto scale = static_cast<float>(static_cast<double>(grad_scale) / sum);
+      for (int64_t c = lane; c < classes; c += kWarpSize) {
+        const float p = __fmul_rn(expf(z[c] - mx), scale);
+        d[c] = c == label ? __fsub_rn(p, grad_scale) : p;
+      }
+    }
+    if (lane == 0) {
+      row_loss[r] = log(sum) + (static_cast<double>(mx) - static_cast<double>(z[label]));
+      row_hit[r] = arg == label ? 1 : 0;
+    }
+  }
+}
+
+// stats[0] += sum of row_loss, stats[1] += sum of row_hit; one block, fixed order.
+__global__ void cross_entropy_totals(const double* row_loss, const int32_t* row_hit,
+                                     int64_t batch, double* stats) {
+  __shared__ double loss[kBlockThreads];
+  __shared__ long long hits[kBlockThreads];
+  double l = 0.0;
+  long long h = 0;
+  for (int64_t r = threadIdx.x; r < batch; r += kBlockThreads) {
+    l += row_loss[r];
+    h += row_hit[r];
+  }
+  loss[threadIdx.x] = l;
+  hits[threadIdx.x] = h;
+  __syncthreads();
+  for (int half = kBlockThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      loss[threadIdx.x] += loss[threadIdx.x + half];
+      hits[threadIdx.x] += hits[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    stats[0] += loss[0];
+    stats[1] += static_cast<double>(hits[0]);
+  }
+}
+
+}  // namespace
+
+void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                                        int64_t batch, int64_t classes, float grad_scale,
+                                        float* dlogits, double* stats) {
+  if (batch == 0) return;
+  DTRAIN_ASSERT(classes > 0, "softmax_cross_entropy: " << classes << " classes");
+  // The label record packs the row into 32 bits (Note [Label check on the device]).
+  DTRAIN_ASSERT(batch <= std::numeric_limits<int32_t>::max(),
+                "softmax_cross_entropy: batch " << batch << " exceeds 2^31 rows");
+  // Workspace: row losses (double) first, so both arrays stay aligned.
+  const size_t loss_bytes = static_cast<size_t>(batch) * sizeof(double);
+  const size_t hit_bytes = static_cast<size_t>(batch) * sizeof(int32_t);
+  auto* scratch = static_cast<char*>(ctx.workspace(loss_bytes + hit_bytes));
+  auto* row_loss = reinterpret_cast<double*>(scratch);
+  auto* row_hit = reinterpret_cast<int32_t*>(scratch + loss_bytes);
+
+  const int64_t row_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
+  cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+      logits, labels, batch, classes, grad_scale, dlogits, row_loss, row_hit,
+      label_error_.as<unsigned long long>());
+  DTRAIN_CUDA_LAUNCH_CHECK();
+  label_check_pending_ = true;
+  cross_entropy_totals<<<1, kBlockThreads, 0, stream()>>>(row_loss, row_hit, batch, stats);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace dtrain

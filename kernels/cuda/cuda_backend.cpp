@@ -1,0 +1,156 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <sstream>
+
+#include "kernels/context.h"
+#include "kernels/cuda/conv2d_plan.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/errors.h"
+
+namespace dtrain {
+
+namespace cuda_detail {
+
+void StreamDeleter::operator()(cudaStream_t s) const {
+  DTRAIN_CUDA_REPORT(cudaStreamDestroy(s));
+}
+void CublasDeleter::operator()(cublasHandle_t h) const {
+  DTRAIN_CUBLAS_REPORT(cublasDestroy(h));
+}
+void CudnnDeleter::operator()(cudnnHandle_t h) const {
+  DTRAIN_CUDNN_REPORT(cudnnDestroy(h));
+}
+void PinnedDeleter::operator()(void* p) const { DTRAIN_CUDA_REPORT(cudaFreeHost(p)); }
+
+}  // namespace cuda_detail
+
+namespace {
+
+// The cuBLAS workspace sizes NVIDIA recommends: Hopper and later use more for their
+// larger GEMM kernels.
+size_t cublas_workspace_bytes(int compute_major) {
+  return compute_major >= 9 ? size_t{32} << 20 : size_t{4} << 20;
+}
+
+constexpr size_t kLabelErrorBytes = 2 * sizeof(unsigned long long);
+
+CudaBackend& cuda_backend_of(Context& ctx, const char* what) {
+  auto* backend = dynamic_cast<CudaBackend*>(&ctx.backend());
+  if (ctx.device_kind() != DeviceKind::Cuda || backend == nullptr) {
+    throw DeviceError(std::string(what) + ": the context on " + ctx.device_name() +
+                      " is not a CUDA context; this path needs device.kind: cuda");
+  }
+  return *backend;
+}
+
+}  // namespace
+
+cudaStream_t cuda_stream(Context& ctx) { return cuda_backend_of(ctx, "cuda_stream").stream(); }
+
+int cuda_device(Context& ctx) { return cuda_backend_of(ctx, "cuda_device").device(); }
+
+CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32)
+    : allocator_(allocator), device_(device), tf32_(tf32) {
+  int major = 0;
+  DTRAIN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
+  DTRAIN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+
+  cudaStream_t stream = nullptr;
+  DTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  stream_.reset(stream);
+
+  cublasHandle_t blas = nullptr;
+  DTRAIN_CUBLAS_CHECK(cublasCreate(&blas));
+  cublas_.reset(blas);
+  DTRAIN_CUBLAS_CHECK(cublasSetStream(blas, stream));
+  // Setting the stream resets the workspace to cuBLAS's own, so this comes after it.
+  // A workspace from our allocator keeps cuBLAS from allocating behind its back.
+  cublas_workspace_ = Buffer(allocator_, cublas_workspace_bytes(major), MemoryCategory::Workspace);
+  DTRAIN_CUBLAS_CHECK(
+      cublasSetWorkspace(blas, cublas_workspace_.data(), cublas_workspace_.bytes()));
+  // The default math mode computes SGEMM in full FP32 (as PyTorch's default matmul);
+  // CUBLAS_PEDANTIC_MATH would also forbid what only environment variables can enable
+  // (BF16x9 emulation), at a documented speed cost. With tf32 the user opted into
+  // TF32 tensor cores.
+  DTRAIN_CUBLAS_CHECK(
+      cublasSetMathMode(blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+
+  cudnnHandle_t dnn = nullptr;
+  DTRAIN_CUDNN_CHECK(cudnnCreate(&dnn));
+  cudnn_.reset(dnn);
+  DTRAIN_CUDNN_CHECK(cudnnSetStream(dnn, stream));
+
+  label_error_ = Buffer(allocator_, kLabelErrorBytes, MemoryCategory::Other);
+  DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream));
+  void* host = nullptr;
+  DTRAIN_CUDA_CHECK(cudaMallocHost(&host, kLabelErrorBytes));
+  label_error_host_.reset(static_cast<unsigned long long*>(host));
+
+  conv_plans_ = std::make_unique<ConvPlanCache>();
+  DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+CudaBackend::~CudaBackend() {
+  // Queued work may still use the handles and the buffers about to go back.
+  DTRAIN_CUDA_REPORT(cudaStreamSynchronize(stream_.get()));
+}
+
+unsigned CudaBackend::blocks_for(int64_t n, int64_t items_per_block) const {
+  const int64_t needed = (n + items_per_block - 1) / items_per_block;
+  // A grid-stride loop needs only enough blocks to fill every SM a few times.
+  const int64_t cap = static_cast<int64_t>(sm_count_) * 8;
+  return static_cast<unsigned>(needed < 1 ? 1 : (needed < cap ? needed : cap));
+}
+
+void CudaBackend::copy_from_host(Context& /*ctx*/, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  DTRAIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_.get()));
+}
+
+void CudaBackend::copy_to_host(Context& /*ctx*/, void* dst, const void* src, size_t bytes) {
+  if (bytes != 0) {
+    DTRAIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  }
+  check_device_errors();
+}
+
+void CudaBackend::synchronize(Context& /*ctx*/) {
+  DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  check_device_errors();
+}
+
+void* CudaBackend::alloc_host(size_t bytes) {
+  void* p = nullptr;
+  DTRAIN_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  return p;
+}
+
+void CudaBackend::free_host(void* p) {
+  // Called from HostBuffer's destructor: report, never throw.
+  DTRAIN_CUDA_REPORT(cudaFreeHost(p));
+}
+
+void CudaBackend::check_device_errors() {
+  if (!label_check_pending_) return;
+  unsigned long long* host = label_error_host_.get();
+  DTRAIN_CUDA_CHECK(cudaMemcpyAsync(host, label_error_.data(), kLabelErrorBytes,
+                                    cudaMemcpyDeviceToHost, stream_.get()));
+  DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  label_check_pending_ = false;
+  if (host[0] == ~0ULL) return;
+  const unsigned long long row = host[0] >> 32;
+  const auto label = static_cast<int32_t>(static_cast<uint32_t>(host[0] & 0xffffffffULL));
+  const unsigned long long classes = host[1];
+  // Re-arm before throwing, so a caller that handles the error starts clean.
+  DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream_.get()));
+  DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  std::ostringstream msg;
+  msg << "softmax_cross_entropy: label " << label << " at row " << row
+      << " of the batch is outside [0, " << classes << ") (found on " << allocator_.device_name()
+      << " at the next synchronization); check that the dataset's labels match the model's "
+         "number of classes";
+  throw DataError(msg.str());
+}
+
+}  // namespace dtrain

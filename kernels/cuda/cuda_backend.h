@@ -1,0 +1,144 @@
+// The CUDA backend of the op set: cuBLAS for GEMM, cuDNN for convolution, own kernels
+// for the rest. One CudaBackend per Context, owning everything that is per device:
+//
+//   stream   non-blocking, so it never waits for the legacy default stream; every op,
+//            copy and library call of the context is queued on it, in order
+//   cuBLAS   handle on the stream, workspace from the device allocator
+//   cuDNN    handle on the stream, per-shape algorithm choice (kernels/cuda/conv2d_plan.h)
+//   tf32     whether GEMM and convolution may use TF32 tensor cores
+//
+// The op families live in one file each and define the members of this class:
+// gemm.cpp, conv2d.cpp, elementwise.cu, pool.cu, cross_entropy.cu, optimizers.cu;
+// cuda_backend.cpp has the handles, copies and synchronization.
+//
+// Note [Label check on the device]
+// The CPU op throws DataError for a label outside [0, classes). Labels live on the
+// device here, and reading them back before every launch would stall the stream, so
+// the cross-entropy kernel records the first bad row (and its label) in a device word
+// and skips it; the host reads the word at the next synchronization point
+// (synchronize(), copy_to_host()) and throws the same DataError there. Until then the
+// bad rows contribute nothing: zero loss, zero gradient, never an out-of-range write.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+
+#include "kernels/cuda/caching_allocator.h"
+#include "kernels/memory.h"
+#include "kernels/ops.h"
+
+namespace dtrain {
+
+// The stream every op of a CUDA context runs on. Other parts (NCCL in comm/, the
+// trainer's prefetch) order their own streams against it with events. Throws
+// DeviceError when `ctx` is not a CUDA context.
+cudaStream_t cuda_stream(Context& ctx);
+// The device index of a CUDA context (for cudaSetDevice on other threads).
+int cuda_device(Context& ctx);
+
+class ConvPlanCache;
+
+namespace cuda_detail {
+struct StreamDeleter {
+  void operator()(cudaStream_t s) const;
+};
+struct CublasDeleter {
+  void operator()(cublasHandle_t h) const;
+};
+struct CudnnDeleter {
+  void operator()(cudnnHandle_t h) const;
+};
+struct PinnedDeleter {
+  void operator()(void* p) const;
+};
+}  // namespace cuda_detail
+
+class CudaBackend final : public OpsBackend {
+ public:
+  // Makes the stream and handles on `device`, which must be the current device.
+  // `allocator` must outlive the backend (the Context destroys them in that order).
+  CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  const char* name() const override { return "cuda"; }
+
+  // gemm.cpp
+  void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+            float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+            float* c, int64_t ldc) override;
+  // elementwise.cu
+  void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+                int64_t inner) override;
+  void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+                     int64_t channels, int64_t inner) override;
+  void relu_forward(Context& ctx, const float* x, float* y, int64_t n) override;
+  void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
+                     int64_t n) override;
+  void fill(Context& ctx, float* x, int64_t n, float value) override;
+  // conv2d.cpp
+  void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                      const float* bias, float* y) override;
+  void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
+                            float* dx) override;
+  void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x,
+                              const float* dy, float* dw, float* dbias) override;
+  // pool.cu
+  void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                         int32_t* argmax) override;
+  void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
+                          const int32_t* argmax, float* dx) override;
+  // cross_entropy.cu
+  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+                             double* stats) override;
+  // optimizers.cu
+  void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
+                  const SgdHyper& h) override;
+  void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
+                    int64_t n, const AdamWHyper& h) override;
+
+  // cuda_backend.cpp
+  // Queued on the stream. A pageable `src` may be reused as soon as this returns (CUDA
+  // stages it); a page-locked one (HostBuffer) is read when the stream gets there, so
+  // it must not be overwritten before a synchronize() or an event says so.
+  void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
+  // Returns once the bytes are on the host (and checks Note [Label check on the device]).
+  void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
+  void synchronize(Context& ctx) override;
+  void* alloc_host(size_t bytes) override;
+  void free_host(void* p) override;
+
+  cudaStream_t stream() const { return stream_.get(); }
+  int device() const { return device_; }
+  bool tf32() const { return tf32_; }
+
+ private:
+  // Blocks for a grid-stride loop over n items of `items_per_block` each.
+  unsigned blocks_for(int64_t n, int64_t items_per_block) const;
+  // Throws DataError when a kernel flagged a bad label since the last check.
+  void check_device_errors();
+
+  CudaCachingAllocator& allocator_;
+  const int device_;
+  const bool tf32_;
+  int sm_count_ = 1;
+  std::unique_ptr<std::remove_pointer_t<cudaStream_t>, cuda_detail::StreamDeleter> stream_;
+  std::unique_ptr<std::remove_pointer_t<cublasHandle_t>, cuda_detail::CublasDeleter> cublas_;
+  std::unique_ptr<std::remove_pointer_t<cudnnHandle_t>, cuda_detail::CudnnDeleter> cudnn_;
+  Buffer cublas_workspace_;
+  // Note [Label check on the device]: [0] = (row << 32) | label of the first bad row,
+  // all ones when none; [1] = the number of classes it was checked against.
+  Buffer label_error_;
+  std::unique_ptr<unsigned long long, cuda_detail::PinnedDeleter> label_error_host_;
+  bool label_check_pending_ = false;
+  std::unique_ptr<ConvPlanCache> conv_plans_;
+};
+
+}  // namespace dtrain

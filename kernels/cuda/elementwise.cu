@@ -1,0 +1,137 @@
+// Bias, ReLU and fill on the context's stream.
+//
+// bias_backward is a reduction with a fixed partition (block shape and per-thread
+// strides are constants; the grid only decides which block takes which channel), and
+// it sums in double, so it is deterministic run to run, like the CPU op.
+#include <cstdint>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace dtrain {
+
+namespace {
+
+using cuda::grid_start;
+using cuda::grid_stride;
+using cuda::kBlockThreads;
+using cuda::kWarpSize;
+
+// Rows summed in parallel per channel by bias_backward_rows (the block's y extent).
+constexpr int kRowGroups = kBlockThreads / kWarpSize;
+
+__global__ void add_bias_kernel(float* y, const float* bias, int64_t total, int64_t channels,
+                                int64_t inner) {
+  for (int64_t i = grid_start(); i < total; i += grid_stride()) {
+    y[i] += bias[(i / inner) % channels];
+  }
+}
+
+// dbias[c] += sum_o dy[o, c] for dy (outer, channels): a warp-wide tile of 32 channels
+// per block, so the rows are read coalesced; kRowGroups threads share each channel.
+__global__ void bias_backward_rows(const float* dy, float* dbias, int64_t outer,
+                                   int64_t channels) {
+  __shared__ double partial[kRowGroups][kWarpSize];
+  const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t c = tile * kWarpSize + threadIdx.x;
+    double acc = 0.0;
+    if (c < channels) {
+      for (int64_t o = threadIdx.y; o < outer; o += kRowGroups) acc += dy[o * channels + c];
+    }
+    partial[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < channels) {
+      double sum = 0.0;
+      for (int g = 0; g < kRowGroups; ++g) sum += partial[g][threadIdx.x];
+      dbias[c] += static_cast<float>(sum);
+    }
+    __syncthreads();  // `partial` is reused by the next tile
+  }
+}
+
+// dbias[c] += sum over o, i of dy[o, c, i]: one block per channel.
+__global__ void bias_backward_planes(const float* dy, float* dbias, int64_t outer,
+                                     int64_t channels, int64_t inner) {
+  __shared__ double partial[kBlockThreads];
+  const int64_t per_channel = outer * inner;
+  for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
+    double acc = 0.0;
+    for (int64_t j = threadIdx.x; j < per_channel; j += kBlockThreads) {
+      const int64_t o = j / inner;
+      acc += dy[(o * channels + c) * inner + (j - o * inner)];
+    }
+    partial[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = kBlockThreads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) dbias[c] += static_cast<float>(partial[0]);
+    __syncthreads();  // `partial` is reused by the next channel
+  }
+}
+
+// `x < 0 ? 0 : x` rather than fmaxf: a NaN passes through, as on the CPU.
+__global__ void relu_forward_kernel(const float* x, float* y, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
+    const float v = x[i];
+    y[i] = v < 0.0f ? 0.0f : v;
+  }
+}
+
+__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+__global__ void fill_kernel(float* x, int64_t n, float value) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) x[i] = value;
+}
+
+}  // namespace
+
+void CudaBackend::add_bias(Context& /*ctx*/, float* y, const float* bias, int64_t outer,
+                           int64_t channels, int64_t inner) {
+  const int64_t total = outer * channels * inner;
+  if (total == 0) return;
+  add_bias_kernel<<<blocks_for(total, kBlockThreads), kBlockThreads, 0, stream()>>>(
+      y, bias, total, channels, inner);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::bias_backward(Context& /*ctx*/, const float* dy, float* dbias, int64_t outer,
+                                int64_t channels, int64_t inner) {
+  if (channels == 0 || outer == 0 || inner == 0) return;  // nothing to add
+  if (inner == 1) {
+    const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
+    bias_backward_rows<<<blocks_for(tiles, 1), dim3(kWarpSize, kRowGroups), 0, stream()>>>(
+        dy, dbias, outer, channels);
+  } else {
+    bias_backward_planes<<<blocks_for(channels, 1), kBlockThreads, 0, stream()>>>(
+        dy, dbias, outer, channels, inner);
+  }
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::relu_forward(Context& /*ctx*/, const float* x, float* y, int64_t n) {
+  if (n == 0) return;
+  relu_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, y, n);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::relu_backward(Context& /*ctx*/, const float* y, const float* dy, float* dx,
+                                int64_t n) {
+  if (n == 0) return;
+  relu_backward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(y, dy, dx,
+                                                                                     n);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::fill(Context& /*ctx*/, float* x, int64_t n, float value) {
+  if (n == 0) return;
+  fill_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, n, value);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace dtrain
