@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 
 #include "kernels/context.h"
 
@@ -41,6 +42,22 @@ struct AdamWHyper {
 };
 
 // The interface each backend implements. Call the free functions below instead.
+// Note [Batch prefetch]: an Uploader copies host transfer memory to the device on a
+// side stream, so the next micro-batch travels while the current one computes.
+//   upload(dst, src, n): queued after the work already queued on the compute stream
+//                        (which may still read dst), so call it before queueing the
+//                        work the copy should overlap;
+//   make_visible():      compute-stream work queued from now on sees the uploads;
+//   wait_source_free():  blocks the host until the uploads have read their sources.
+// On the CPU the copy happens at once and the rest is nothing.
+class Uploader {
+ public:
+  virtual ~Uploader() = default;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void make_visible() = 0;
+  virtual void wait_source_free() = 0;
+};
+
 class OpsBackend {
  public:
   virtual ~OpsBackend() = default;
@@ -82,6 +99,8 @@ class OpsBackend {
   // run asynchronously at full speed; plain aligned memory on the CPU.
   virtual void* alloc_host(size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
   virtual void free_host(void* p) { std::free(p); }
+  // An Uploader for ctx's device (Note [Batch prefetch]).
+  virtual std::unique_ptr<Uploader> make_uploader(Context& ctx);
 };
 
 namespace ops {

@@ -1,13 +1,19 @@
-// A batch of images and labels: gathered on the host, then copied to the device
-// buffers the model reads. Sized for the largest batch it is asked to hold.
+// Micro-batches on the device, double-buffered (Note [Batch prefetch], kernels/ops.h):
+// while one slot's batch computes, the next batch is gathered on the host into pinned
+// transfer memory and uploaded into the other slot on a side stream.
+//   prefetch(next) ... take() -> compute on it ... prefetch(next) ... take() ...
+// At most two batches are in flight: every prefetch is followed by one take.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
-#include <vector>
 
 #include "kernels/context.h"
+#include "kernels/host_buffer.h"
 #include "kernels/memory.h"
+#include "kernels/ops.h"
 #include "kernels/tensor.h"
 #include "runtime/dataset.h"
 
@@ -16,18 +22,31 @@ namespace dtrain {
 class DeviceBatch {
  public:
   DeviceBatch(Context& ctx, const Shape& sample_shape, int64_t capacity);
-  // Loads the samples `indices` of `data`; returns the device view of the images.
+
+  // Gathers the samples `indices` of `data` and starts their upload into a free slot.
+  // Call it before queueing the compute the upload should overlap.
+  void prefetch(const Dataset& data, std::span<const int64_t> indices);
+  // The oldest prefetched batch: images (N, C, H, W) on the device, ready for work
+  // queued from now on; labels() are its labels.
+  ConstTensor take();
+  const int32_t* labels() const { return labels_; }
+  // prefetch() and take() at once, for loops that do not overlap (evaluation).
   ConstTensor load(const Dataset& data, std::span<const int64_t> indices);
-  const int32_t* labels() const { return labels_.as<int32_t>(); }  // device
 
  private:
+  struct Slot {
+    HostBuffer host_images, host_labels;
+    Buffer images, labels;
+    std::unique_ptr<Uploader> uploader;
+    int64_t count = 0;
+  };
   Context& ctx_;
   Shape sample_shape_;
   int64_t capacity_;
-  std::vector<float> host_images_;
-  std::vector<int32_t> host_labels_;
-  Buffer images_;
-  Buffer labels_;
+  std::array<Slot, 2> slots_;
+  int64_t filled_ = 0;  // prefetches so far
+  int64_t taken_ = 0;   // takes so far
+  const int32_t* labels_ = nullptr;
 };
 
 }  // namespace dtrain

@@ -164,17 +164,27 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
     }
   };
 
+  // This rank's samples for micro-step `micro` of optimizer step `step`.
+  auto prefetch = [&](int64_t step, int64_t micro) {
+    batch.prefetch(*data.train, sampler.slice(plan, step / steps_per_epoch, step % steps_per_epoch, micro,
+                                              comm.rank()));
+  };
+  if (total_steps > 0) prefetch(0, 0);
+
   for (int64_t step = 0; step < total_steps; ++step) {
     const auto t_step = Clock::now();
-    const int64_t epoch = step / steps_per_epoch;
-    const int64_t batch_in_epoch = step % steps_per_epoch;
     const double lr = lr_at(config.schedule, config.optimizer.lr, step, total_steps);
 
     ops::copy_from_host(ctx, loss_stats.data(), zeros, sizeof(zeros));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;
-      std::span<const int64_t> idx = sampler.slice(plan, epoch, batch_in_epoch, micro, comm.rank());
-      ConstTensor x = batch.load(*data.train, idx);
+      ConstTensor x = batch.take();
+      // The next micro-batch is gathered and uploaded while this one computes.
+      if (!last) {
+        prefetch(step, micro + 1);
+      } else if (step + 1 < total_steps) {
+        prefetch(step + 1, 0);
+      }
       ConstTensor logits = model->forward(x);
       Tensor dlogits(dlogits_buffer.as<float>(), logits.shape);
       ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
@@ -211,7 +221,7 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
                                {"mem_peak_mib", mib(memory.peak)}});
       if ((step + 1) % config.log.every_steps == 0 || step + 1 == total_steps) {
         const double interval = seconds_since(t_log);
-        log << "step " << step + 1 << "/" << total_steps << " | epoch " << epoch << " | loss "
+        log << "step " << step + 1 << "/" << total_steps << " | epoch " << step / steps_per_epoch << " | loss "
             << format("%.4f", loss) << " | lr " << format("%.4g", lr) << " | "
             << format("%.0f", double(samples - samples_at_log) / interval) << " samples/s | mem "
             << format("%.1f", mib(memory.in_use)) << " MiB, peak " << format("%.1f", mib(memory.peak))

@@ -114,6 +114,8 @@ class CudaBackend final : public OpsBackend {
   void synchronize(Context& ctx) override;
   void* alloc_host(size_t bytes) override;
   void free_host(void* p) override;
+  // uploader.cpp: a side stream and events per uploader (Note [Batch prefetch]).
+  std::unique_ptr<Uploader> make_uploader(Context& ctx) override;
 
   cudaStream_t stream() const { return stream_.get(); }
   int device() const { return device_; }
