@@ -7,9 +7,10 @@
 #     rank) and as 1, 2 and 4 ranks of micro 16 sharing the GPU through the MPI
 #     communicator (device.share: true): the same loss at each step within 1e-4.
 #  3. comm.backend: nccl named explicitly trains on one rank.
-# Usage: gpu_checks.sh DTRAIN MPIEXEC METRICS_CHECK SOURCE_DIR WORK_DIR HAVE_CUDA
+# Usage: gpu_checks.sh DTRAIN MPIEXEC METRICS_CHECK SOURCE_DIR WORK_DIR HAVE_CUDA [DATA_DIR]
 set -u
 dtrain=$1 mpiexec=$2 check=$3 src=$4 work=$5 have_cuda=$6
+data=${7:-/usr/share/datasets/fashion-mnist}
 
 if [ "$have_cuda" != "ON" ]; then
   echo "SKIP: this dtrain was built without the CUDA backend (no nvcc at configure time)"
@@ -32,11 +33,15 @@ compare() {
 }
 
 for model in mlp cnn; do
-  common=(train "$src/configs/fashion_mnist_$model.yaml" --set train.global_batch=64 --set train.max_steps=20
+  common=(train "$src/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set train.global_batch=64 --set train.max_steps=20
           --set eval.every_steps=0 --set log.every_steps=5 --set precision.tf32=false)
   run "${model}_cpu" "$dtrain" "${common[@]}" --set train.micro_batch=64 --set device.kind=cpu
   run "${model}_gpu" "$dtrain" "${common[@]}" --set train.micro_batch=64 --set device.kind=cuda
   compare 1e-3 20 "$work/${model}_cpu" "$work/${model}_gpu"
+  if [ ! -x "$mpiexec" ]; then
+    echo "NOT RUN: no mpirun on this machine, so the ranks sharing the GPU are not checked"
+    continue
+  fi
   for np in 1 2 4; do
     run "${model}_gpu_np${np}_shared" "$mpiexec" -np "$np" --oversubscribe "$dtrain" "${common[@]}" \
       --set train.micro_batch=16 --set device.kind=cuda --set device.share=true --set comm.backend=mpi
@@ -44,7 +49,7 @@ for model in mlp cnn; do
   compare 1e-4 20 "$work/${model}_gpu" "$work/${model}_gpu_np1_shared" "$work/${model}_gpu_np2_shared" \
     "$work/${model}_gpu_np4_shared"
 done
-run nccl_one_rank "$dtrain" train "$src/configs/fashion_mnist_mlp.yaml" --set train.max_steps=50 \
+run nccl_one_rank "$dtrain" train "$src/configs/fashion_mnist_mlp.yaml" --set "data.path=$data" --set train.max_steps=50 \
   --set device.kind=cuda --set comm.backend=nccl
 grep -q "over nccl" "$work/nccl_one_rank.log" || { echo "FAILED: the NCCL run did not use NCCL"; failures=$((failures + 1)); }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# GPU benchmark: Fashion-MNIST MLP and CNN training samples/s on one GPU, dtrain against
+# PyTorch eager and torch.compile, same model, batch, optimizer and precision (fp32,
+# TF32 off), on the same card in the same run. Run by scripts/gpu-check.sh; prints a
+# markdown table for bench/RESULTS.md. Not a test.
+#   DTRAIN_BIN   the dtrain binary (default build/dtrain)
+#   DTRAIN_DATA  the Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)
+#   STEPS        optimizer steps per run (default 600; the first 50 are not timed)
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dtrain=${DTRAIN_BIN:-$root/build/dtrain}
+data=${DTRAIN_DATA:-/usr/share/datasets/fashion-mnist}
+steps=${STEPS:-600}
+warmup=50
+work=$(mktemp -d)
+python=${PYTHON:-python3}
+
+# samples/s of a dtrain run between the end of step $warmup and the last step.
+dtrain_rate() {
+  awk -v w="$warmup" -F'[:,]' '/"kind":"train"/ {
+      for (i = 1; i < NF; i++) { if ($i == "\"step\"") s = $(i+1); if ($i == "\"samples\"") n = $(i+1); if ($i == "\"time_s\"") t = $(i+1) }
+      if (s == w) { n0 = n; t0 = t } last_n = n; last_t = t }
+    END { if (last_t > t0) printf "%.0f", (last_n - n0) / (last_t - t0); else print "nan" }' "$1/metrics.jsonl"
+}
+
+echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); torch: $($python -c 'import torch; print(torch.__version__)' 2>&1)"
+echo
+echo "| model | batch | dtrain samples/s | PyTorch eager | PyTorch compile | dtrain / eager | dtrain / compile |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for model in mlp cnn; do
+  for batch in 64 512; do
+    run=$work/${model}_$batch
+    "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
+      --set train.global_batch=$batch --set train.micro_batch=$batch --set train.max_steps=$steps \
+      --set eval.every_steps=0 --set log.every_steps=100000 --set schedule.warmup_steps=0 \
+      --set schedule.decay=none --set precision.tf32=false --run-dir "$run" >"$run.log" 2>&1 ||
+      { echo "dtrain failed:"; tail -5 "$run.log"; }
+    d=$(dtrain_rate "$run" 2>/dev/null || echo nan)
+    rate() {
+      $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
+        --data "$data" "$@" 2>"$run.torch.err" | sed -n 's/^RESULT //p' |
+        $python -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["samples_per_s"])' 2>/dev/null || echo nan
+    }
+    e=$(rate)
+    c=$(rate --compile)
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+    echo "| $model | $batch | $d | $e | $c | $(ratio "$d" "$e") | $(ratio "$d" "$c") |"
+  done
+done

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds dtrain for a GPU machine on this (CPU) machine and packs what a bare GPU
+# machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
+#   bin/  dtrain, the GPU test binaries, metrics_check
+#   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
+#         OpenBLAS, Open MPI's libraries), compressed to fit the 64 MiB a device call
+#         carries; never libcuda, cuDNN or NCCL (the GPU machine's own driver and
+#         libraries are used: scripts/gpu-check.sh finds them)
+#   data/fashion-mnist/  the dataset, which a GPU image does not ship
+# Usage: scripts/gpu-bundle.sh [CUDA_ARCHITECTURES]   (default 90: H100/H200)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+arch=${1:-90}
+build=$root/build-gpu
+out=$root/gpu-bundle
+"$root/scripts/install-deps.sh"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch"
+cmake --build "$build" --parallel "$(nproc)"
+
+rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/data"
+bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtrain_gpu_comm_tests"
+      "$build/tests/e2e/metrics_check")
+cp "${bins[@]}" "$out/bin/"
+# Libraries outside libc's core and the CUDA stack, resolved on this machine.
+for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*) ;;
+    libcuda.so*|libcudart.so*|libcublas*|libcudnn*|libnccl*) ;;
+    *) cp -L "$lib" "$out/lib/" ;;
+  esac
+done
+tar -C "$out" -cJf "$out/lib.tar.xz" lib && rm -rf "$out/lib"
+cp -r /usr/share/datasets/fashion-mnist "$out/data/"
+du -sh "$out"
+echo "bundle ready in $out; on the GPU machine run scripts/gpu-check.sh"

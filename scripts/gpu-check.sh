@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The GPU check, one command on a bare GPU machine (see bench/RESULTS.md for what was
+# seen). It uses gpu-bundle/ made by scripts/gpu-bundle.sh on a CPU machine (or a
+# build-gpu/ made on this machine when it can build), and writes every log to one
+# folder: $OUT when set (the device tool's output folder), else gpu-check-logs/.
+#   1. probe: the card, driver, toolkit, MPI and libraries present
+#   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL)
+#   3. end-to-end: GPU against CPU trajectories, equivalence on the GPU, NCCL
+#   4. the GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
+# Finishes well inside ten minutes on an H100 or H200.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+logs=${OUT:-$root/gpu-check-logs}
+mkdir -p "$logs"
+bundle=$root/gpu-bundle
+status=0
+step() { echo; echo "== $*"; }
+
+step "probe" | tee "$logs/summary.txt"
+{
+  date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  nvcc --version 2>&1 | tail -1; which mpirun cmake ninja python3 2>&1
+  python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())' 2>&1
+} | tee "$logs/probe.txt"
+
+# Libraries: the bundle's, then cuDNN and NCCL from the CUDA image or NVIDIA's wheels.
+site=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
+extra=""
+for d in "$site"/nvidia/cudnn/lib "$site"/nvidia/nccl/lib "$site"/nvidia/cublas/lib \
+         "$site"/nvidia/cuda_runtime/lib /usr/local/cuda/lib64 /usr/local/cuda/lib; do
+  [ -d "$d" ] && extra="$extra:$d"
+done
+if [ -x "$bundle/bin/dtrain" ]; then
+  bin=$bundle/bin
+  libs=$(mktemp -d)
+  tar -C "$libs" -xJf "$bundle/lib.tar.xz"
+  export LD_LIBRARY_PATH="$libs/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  echo "no gpu-bundle/: building here into build-gpu/" | tee -a "$logs/summary.txt"
+  cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/build.txt" 2>&1 &&
+    cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1 || { echo "build failed: see build.txt"; exit 1; }
+  mkdir -p "$root/build-gpu/bin"
+  for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/e2e/metrics_check; do
+    ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
+  done
+  bin=$root/build-gpu/bin
+  export LD_LIBRARY_PATH="${extra#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
+grep -q "not found" "$logs/ldd.txt" && { echo "missing libraries:"; grep "not found" "$logs/ldd.txt"; }
+source "$root/scripts/mpi-env.sh"
+# The dataset: the system's, else the bundle's copy.
+data=/usr/share/datasets/fashion-mnist
+[ -d "$data" ] || data=$bundle/data/fashion-mnist
+export DTRAIN_DATA="$data"
+export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
+
+step "gpu unit tests" | tee -a "$logs/summary.txt"
+for t in dtrain_gpu_tests dtrain_gpu_comm_tests; do
+  if "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
+  echo "$t: $r: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
+done
+
+step "end to end" | tee -a "$logs/summary.txt"
+mpiexec=$(command -v mpirun || echo none)
+if bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
+     "$data" >"$logs/e2e.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
+echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
+
+step "benchmark" | tee -a "$logs/summary.txt"
+DTRAIN_BIN=$bin/dtrain bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || status=1
+tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
+exit $status
