@@ -7,8 +7,18 @@
 // product is channel-major across samples, so it is scattered to NCHW (forward) or
 // gathered from it (backward). Backward recomputes im2col instead of keeping the
 // forward's columns: memory is the scarce resource, and im2col is cheap next to GEMM.
-// The chunk is as large as kConvWorkspaceBudget allows, since the GEMMs of
-// few-channel layers are thin and only become efficient when nb*P is wide.
+//
+// Note [conv2d chunk size]
+// The GEMMs of few-channel layers are thin and only become efficient when nb*P is
+// wide, but past a few thousand columns they gain nothing more, while the column
+// matrix of a large chunk no longer fits in cache: im2col then writes it to memory and
+// the GEMM reads it back (OpenBLAS packs it), and ranks sharing a machine compete for
+// the memory bandwidth. So the backend's chunk is as many samples as fit
+// kConvChunkBytesPerThread per thread (12 samples, nb*P = 2352, for the Fashion-MNIST
+// CNN's 16->32 layer on one thread), at most kConvWorkspaceBudget. Measured on 2 cores
+// (bench/RESULTS.md), against the whole batch in one chunk: the CNN's layer ops 1.3x
+// faster with two 1-thread processes side by side, and about 1.2x with one 2-thread
+// process.
 #include <algorithm>
 #include <cstring>
 
@@ -52,31 +62,59 @@ struct Geometry {
         ckk(s.in_channels * s.kernel * s.kernel), in_plane(s.height * s.width) {}
 };
 
-// Row (ci, kh, kw) of one sample's columns when the convolution has stride 1 and keeps
-// the size ("same" padding): dst[oh*W + ow] = plane[(oh+dh)*W + ow+dw], 0 outside the
-// plane, with dh = kh - pad and dw = kw - pad. In row-major order that is the plane
-// shifted by dh*W + dw, so the rows inside the plane are one block copy, after which
-// the |dw| entries per row that wrapped around from the neighbouring row, and the rows
-// outside, are zeroed. (Row by row it is a 14-float memcpy call per output row.)
+// Note [Same-size stride-1 columns]
+// When the convolution has stride 1 and keeps the size ("same" padding), row (ci, kh, kw)
+// of one sample's columns is col[oh*W + ow] = plane[(oh+dh)*W + ow+dw] (0 outside the
+// plane), with dh = kh - pad and dw = kw - pad. In row-major order that is the plane
+// shifted by dh*W + dw: the rows of the band that lie inside the plane are one block,
+// except for the |dw| entries per row that wrap around to the neighbouring row. So
+// im2col is one block copy plus zeroing, and col2im one block add after the wrapped
+// entries of the (scratch) columns are zeroed, instead of one short loop or memcpy
+// call per output row.
+struct ShiftedBand {
+  int64_t off;             // col[i] = plane[i + off] inside the band
+  int64_t row_lo, row_hi;  // output rows whose input row is inside the plane
+  int64_t lo, hi;          // the band [row_lo*W, row_hi*W), less the ends whose source
+                           // lies outside the plane (wrapped entries either way)
+  int64_t wrap_lo, wrap_hi;  // the columns that wrap around
+
+  ShiftedBand(int64_t h, int64_t w, int64_t dh, int64_t dw)
+      : off(dh * w + dw),
+        row_lo(std::clamp<int64_t>(-dh, 0, h)),
+        row_hi(std::clamp<int64_t>(h - dh, row_lo, h)),
+        lo(std::clamp(-off, row_lo * w, row_hi * w)),
+        hi(std::clamp(h * w - off, lo, row_hi * w)),
+        wrap_lo(dw > 0 ? std::max<int64_t>(0, w - dw) : 0),
+        wrap_hi(dw > 0 ? w : std::min(w, -dw)) {}
+
+  // Zeroes the wrapped entries of the band's rows in col. Column by column: a
+  // std::fill per row would be a memset call for 1 or 2 floats.
+  void zero_wrapped(float* col, int64_t w) const {
+    for (int64_t c = wrap_lo; c < wrap_hi; ++c) {
+      for (int64_t r = row_lo; r < row_hi; ++r) col[r * w + c] = 0.0f;
+    }
+  }
+};
+
 void im2col_same_stride1(const float* plane, int64_t h, int64_t w, int64_t dh, int64_t dw,
-                         float* dst) {
-  const int64_t row_lo = std::clamp<int64_t>(-dh, 0, h), row_hi = std::clamp<int64_t>(h - dh, row_lo, h);
-  const int64_t off = dh * w + dw;  // dst[i] = plane[i + off]
-  // The band [row_lo*W, row_hi*W), less the ends whose source lies outside the plane
-  // (entries of wrapped columns, zeroed either way).
-  const int64_t copy_lo = std::clamp(-off, row_lo * w, row_hi * w);
-  const int64_t copy_hi = std::clamp(h * w - off, copy_lo, row_hi * w);
-  std::fill(dst, dst + copy_lo, 0.0f);
-  if (copy_hi > copy_lo) {
-    std::memcpy(dst + copy_lo, plane + copy_lo + off,
-                static_cast<size_t>(copy_hi - copy_lo) * sizeof(float));
+                         float* col) {
+  const ShiftedBand band(h, w, dh, dw);
+  std::fill(col, col + band.lo, 0.0f);
+  if (band.hi > band.lo) {
+    std::memcpy(col + band.lo, plane + band.lo + band.off,
+                static_cast<size_t>(band.hi - band.lo) * sizeof(float));
   }
-  std::fill(dst + copy_hi, dst + h * w, 0.0f);
-  if (dw != 0) {
-    const int64_t c0 = dw > 0 ? std::max<int64_t>(0, w - dw) : 0;
-    const int64_t c1 = dw > 0 ? w : std::min(w, -dw);
-    for (int64_t r = row_lo; r < row_hi; ++r) std::fill(dst + r * w + c0, dst + r * w + c1, 0.0f);
-  }
+  std::fill(col + band.hi, col + h * w, 0.0f);
+  band.zero_wrapped(col, w);
+}
+
+// plane += the adjoint of im2col_same_stride1 applied to col, whose wrapped entries
+// are zeroed on the way (col is scratch).
+void col2im_same_stride1(float* col, int64_t h, int64_t w, int64_t dh, int64_t dw,
+                         float* plane) {
+  const ShiftedBand band(h, w, dh, dw);
+  band.zero_wrapped(col, w);
+  for (int64_t i = band.lo; i < band.hi; ++i) plane[i + band.off] += col[i];
 }
 
 // cols (Ci*K*K, nb*P) <- x (nb, Ci, H, W); see Note [conv2d column layout].
@@ -122,12 +160,14 @@ void im2col(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* 
   }
 }
 
-// dx (nb, Ci, H, W) = the adjoint of im2col applied to cols; overwrites dx.
-void col2im(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* cols, int64_t nb,
+// dx (nb, Ci, H, W) = the adjoint of im2col applied to cols; overwrites dx. cols is
+// scratch: the same-size stride-1 path zeroes entries of it.
+void col2im(Context& ctx, const Conv2dShape& s, const Geometry& g, float* cols, int64_t nb,
             float* dx) {
   const int64_t ld = nb * g.p;
   const int64_t k = s.kernel, st = s.stride, pad = s.padding;
   const bool parallel = nb * g.ckk * g.p >= kParallelMinWork;
+  const bool same_stride1 = st == 1 && g.ho == s.height && g.wo == s.width;
 #pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) if (parallel)
   for (int64_t n = 0; n < nb; ++n) {
     for (int64_t ci = 0; ci < s.in_channels; ++ci) {
@@ -135,7 +175,11 @@ void col2im(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* 
       std::fill(plane, plane + g.in_plane, 0.0f);
       for (int64_t kh = 0; kh < k; ++kh) {
         for (int64_t kw = 0; kw < k; ++kw) {
-          const float* src = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
+          float* src = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
+          if (same_stride1) {
+            col2im_same_stride1(src, s.height, s.width, kh - pad, kw - pad, plane);
+            continue;
+          }
           const Span cs = valid_span(kw, st, pad, s.width, g.wo);
           const int64_t shift = kw - pad;
           for (int64_t oh = 0; oh < g.ho; ++oh) {
@@ -201,6 +245,13 @@ ChunkScratch chunk_scratch(Context& ctx, const Conv2dShape& s, const Geometry& g
   return {base, base + cols_floats};
 }
 
+// The workspace budget of a conv op's call: see kConvCacheBudget.
+size_t resolve_budget(const Context& ctx, size_t budget_bytes) {
+  if (budget_bytes != kConvCacheBudget) return budget_bytes;
+  const auto threads = static_cast<size_t>(std::max(1, ctx.num_threads()));
+  return std::min(kConvWorkspaceBudget, kConvChunkBytesPerThread * threads);
+}
+
 }  // namespace
 
 int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes) {
@@ -217,7 +268,7 @@ void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const fl
   check_shape(s, "conv2d_forward");
   if (s.batch == 0) return;
   const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
   const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
   const int64_t co = s.out_channels;
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
@@ -241,7 +292,7 @@ void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, c
   check_shape(s, "conv2d_backward_data");
   if (s.batch == 0) return;
   const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
   const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
   const int64_t co = s.out_channels;
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
@@ -264,7 +315,7 @@ void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, 
   check_shape(s, "conv2d_backward_filter");
   if (s.batch == 0) return;
   const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, budget_bytes);
+  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
   const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
   const int64_t co = s.out_channels;
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {

@@ -10,8 +10,9 @@ namespace dtrain::cpu {
 // The process-wide CPU backend (stateless; per-rank state lives in the Context).
 OpsBackend& backend();
 
-// Sets the threads used by OpenBLAS and OpenMP in this process. Ranks sharing a
-// node's cores each take their share (launch/ computes it), so they never oversubscribe.
+// Sets the threads of this process's one pool (OpenMP's; OpenBLAS stays on one thread).
+// Ranks sharing a node's cores each take their share (launch/ computes it), so they
+// never oversubscribe.
 void set_num_threads(int n);
 
 }  // namespace dtrain::cpu

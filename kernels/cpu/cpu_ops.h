@@ -1,10 +1,16 @@
 // The CPU op families behind CpuBackend (private to kernels/cpu/ and its tests).
 // Each function has the contract of its namesake in kernels/ops.h.
 //
-// Threading: loops run under OpenMP with ctx.num_threads() threads; GEMM runs on
-// OpenBLAS's own threads. OpenBLAS is never called from inside an OpenMP parallel
-// region: the Debian build is the pthread one, and nesting oversubscribes the cores.
-// Reductions are split over a fixed partition, so results do not depend on scheduling.
+// Threading: one pool, OpenMP's, with ctx.num_threads() threads. Loops run on it, and
+// so does GEMM: OpenBLAS is kept to one thread, and gemm() gives each OpenMP thread a
+// slab of the product (Note [One thread pool] in gemm.cpp). With OpenBLAS's own pool
+// next to OpenMP's, its workers spin (sched_yield) for a while after every GEMM and
+// share a core with the OpenMP worker of the loop that follows: with 2 threads on 2
+// cores that made CNN training about 1.4x slower and the MLP's speed vary 2.5x from
+// run to run (bench/RESULTS.md). Reductions are split over a fixed partition, so results do
+// not depend on scheduling. GEMM results do not depend on the number of threads either;
+// a convolution's weight gradient does, in its last bits, as its chunks of samples
+// grow with the threads (Note [conv2d chunk size] in conv2d.cpp).
 #pragma once
 
 #include <cstddef>
@@ -22,6 +28,12 @@ inline constexpr int64_t kParallelMinWork = int64_t{1} << 15;
 
 // Scratch budget for the im2col column matrix and its GEMM partner of one chunk.
 inline constexpr size_t kConvWorkspaceBudget = size_t{64} << 20;
+// The backend's convolutions take this much of it per thread, so that a thread's share
+// of a chunk stays in cache (Note [conv2d chunk size] in conv2d.cpp).
+inline constexpr size_t kConvChunkBytesPerThread = size_t{4} << 20;
+// The budget argument meaning "kConvChunkBytesPerThread per thread of the context,
+// at most kConvWorkspaceBudget": the default, and what the backend uses.
+inline constexpr size_t kConvCacheBudget = 0;
 
 void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
@@ -42,13 +54,14 @@ void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes);
 // and at most the batch. A pure function, so the chunking is testable on its own.
 int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes);
 
-// The budget parameter exists for tests that force several chunks on small shapes.
+// The budget parameter exists for tests that force several chunks on small shapes, or
+// the whole batch in one (kConvWorkspaceBudget).
 void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
-                    const float* bias, float* y, size_t budget_bytes = kConvWorkspaceBudget);
+                    const float* bias, float* y, size_t budget_bytes = kConvCacheBudget);
 void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
-                          float* dx, size_t budget_bytes = kConvWorkspaceBudget);
+                          float* dx, size_t budget_bytes = kConvCacheBudget);
 void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
-                            float* dw, float* dbias, size_t budget_bytes = kConvWorkspaceBudget);
+                            float* dw, float* dbias, size_t budget_bytes = kConvCacheBudget);
 
 void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
                        int32_t* argmax);

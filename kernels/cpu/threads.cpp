@@ -7,7 +7,9 @@ namespace dtrain::cpu {
 
 void set_num_threads(int n) {
   if (n < 1) n = 1;
-  openblas_set_num_threads(n);
+  // OpenBLAS stays on the calling thread; gemm() splits large products over the
+  // OpenMP team instead (Note [One thread pool] in gemm.cpp).
+  openblas_set_num_threads(1);
   omp_set_num_threads(n);
 }
 
