@@ -287,6 +287,16 @@ void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const fl
   }
 }
 
+// dY of samples [n0, n0+nb) as (Co, nb*P) for the backward GEMMs: one sample's NCHW
+// slice already is; several are gathered into `scratch`.
+const float* channel_major_grad(Context& ctx, const Geometry& g, const float* dy, int64_t n0,
+                                int64_t nb, int64_t co, float* scratch) {
+  const float* dy0 = dy + n0 * co * g.p;
+  if (nb == 1) return dy0;
+  gather_channel_major(ctx, dy0, nb, co, g.p, scratch);
+  return scratch;
+}
+
 void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
                           float* dx, size_t budget_bytes) {
   check_shape(s, "conv2d_backward_data");
@@ -297,12 +307,7 @@ void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, c
   const int64_t co = s.out_channels;
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.batch - n0);
-    const float* dy0 = dy + n0 * co * g.p;
-    const float* dy_packed = dy0;  // one sample's NCHW slice is already channel-major
-    if (nb > 1) {
-      gather_channel_major(ctx, dy0, nb, co, g.p, ws.packed);
-      dy_packed = ws.packed;
-    }
+    const float* dy_packed = channel_major_grad(ctx, g, dy, n0, nb, co, ws.packed);
     // dcols (Ci*K*K, nb*P) = W^T x dY
     gemm(ctx, true, false, g.ckk, nb * g.p, co, 1.0f, w, g.ckk, dy_packed, nb * g.p, 0.0f,
          ws.cols, nb * g.p);
@@ -320,12 +325,7 @@ void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, 
   const int64_t co = s.out_channels;
   for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
     const int64_t nb = std::min(chunk, s.batch - n0);
-    const float* dy0 = dy + n0 * co * g.p;
-    const float* dy_packed = dy0;
-    if (nb > 1) {
-      gather_channel_major(ctx, dy0, nb, co, g.p, ws.packed);
-      dy_packed = ws.packed;
-    }
+    const float* dy_packed = channel_major_grad(ctx, g, dy, n0, nb, co, ws.packed);
     im2col(ctx, s, g, x + n0 * s.in_channels * g.in_plane, nb, ws.cols);
     // dW (Co, Ci*K*K) += dY x cols^T
     gemm(ctx, false, true, co, g.ckk, nb * g.p, 1.0f, dy_packed, nb * g.p, ws.cols, nb * g.p,

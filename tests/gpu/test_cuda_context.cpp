@@ -22,7 +22,7 @@ TEST(CudaContextAnywhere, StreamOfACpuContextIsADeviceError) {
   EXPECT_THROW(cuda_device(*cpu), DeviceError);
 }
 
-TEST(CudaContextAnywhere, WithoutADeviceMakeCudaSaysSoAndWhatToDo) {
+TEST(CudaContextAnywhere, WithoutADeviceMakeCudaSaysSoAndHowToFixIt) {
   if (cuda_device_count() != 0) {
     GTEST_SKIP() << "a CUDA device is visible; this test checks what machines without one say";
   }
