@@ -41,6 +41,7 @@ GradientReducer::GradientReducer(Communicator& comm, float* grads,
 
 void GradientReducer::launch_next() {
   const GradientBucket& b = buckets_[next_++];
+  if (before_launch_) before_launch_(b);
   in_flight_.push_back(all_reduce(comm_, std::span<float>(grads_ + b.offset, static_cast<size_t>(b.count))));
 }
 

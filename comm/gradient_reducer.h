@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -40,6 +41,11 @@ class GradientReducer {
                   int64_t cap_elements);
 
   const std::vector<GradientBucket>& buckets() const { return buckets_; }
+  // Runs `hook` on each bucket just before its all-reduce is launched, while it still
+  // holds this rank's own gradients (the trainer measures their norm there, Note
+  // [Gradient noise scale]). Work it queues on the device is ordered before the
+  // collective. An empty function removes the hook.
+  void set_before_launch(std::function<void(const GradientBucket&)> hook) { before_launch_ = std::move(hook); }
   // Backward calls this once layer `layer`'s gradients are final.
   void on_layer_done(int layer);
   // Launches every bucket not yet launched, waits for all, and re-arms for next step.
@@ -53,6 +59,7 @@ class GradientReducer {
   std::vector<GradientBucket> buckets_;
   std::vector<std::unique_ptr<Work>> in_flight_;
   size_t next_ = 0;
+  std::function<void(const GradientBucket&)> before_launch_;
 };
 
 }  // namespace dtrain

@@ -34,4 +34,9 @@ void* Context::workspace(size_t bytes) {
   return workspace_.data();
 }
 
+void Context::release_workspace() {
+  synchronize();
+  workspace_.reset();
+}
+
 }  // namespace dtrain

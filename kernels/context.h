@@ -51,6 +51,9 @@ class Context {
   // Scratch memory of at least `bytes`, valid until the next call; accounted as
   // Workspace. Ops call it; nothing else holds on to the pointer.
   void* workspace(size_t bytes);
+  // Frees the workspace (after an out-of-memory probe); the next op allocates anew.
+  // Waits for the device first: queued work may still use it.
+  void release_workspace();
   // Waits until the work queued on this context's device has finished.
   void synchronize();
 

@@ -69,6 +69,14 @@ class DeviceError : public Error {
   const char* kind() const override { return "device error"; }
 };
 
+// An allocation the device (or the allocator's byte limit) could not satisfy. The
+// batch planner's probe catches it and retries with a smaller micro-batch.
+class OutOfMemoryError : public DeviceError {
+ public:
+  using DeviceError::DeviceError;
+  const char* kind() const override { return "out of memory"; }
+};
+
 // A communication (MPI, NCCL) failure, or ranks that disagree.
 class CommError : public Error {
  public:

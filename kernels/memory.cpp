@@ -1,6 +1,10 @@
 #include "kernels/memory.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "kernels/errors.h"
@@ -27,7 +31,7 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
     msg << "out of memory on cpu: " << bytes << " bytes of " << memory_category_name(category)
         << " requested with " << stats_.in_use << " of the " << limit_
         << "-byte limit in use; lower train.micro_batch or raise the memory limit";
-    throw DeviceError(msg.str());
+    throw OutOfMemoryError(msg.str());
   }
   constexpr size_t kAlign = 64;
   void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
@@ -35,7 +39,7 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
     std::ostringstream msg;
     msg << "out of host memory: " << bytes << " bytes of " << memory_category_name(category)
         << " requested with " << stats_.in_use << " bytes in use";
-    throw DeviceError(msg.str());
+    throw OutOfMemoryError(msg.str());
   }
   const int c = static_cast<int>(category);
   stats_.in_use += bytes;
@@ -56,6 +60,31 @@ void CpuAllocator::release(void* ptr, size_t bytes, MemoryCategory category) {
 MemoryStats CpuAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
+}
+
+MemoryCapacity host_memory() {
+  MemoryCapacity c;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemTotal:") c.total = kib * 1024;
+    if (key == "MemAvailable:") c.free = kib * 1024;
+  }
+  const long page = sysconf(_SC_PAGESIZE);
+  if (c.total == 0) c.total = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(page);
+  if (c.free == 0) c.free = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<size_t>(page);
+  c.available = c.free;
+  return c;
+}
+
+MemoryCapacity CpuAllocator::capacity() const {
+  MemoryCapacity c = host_memory();
+  std::lock_guard<std::mutex> lock(mu_);
+  c.limit = limit_;
+  if (limit_ != 0) c.available = std::min(c.free, limit_ > stats_.in_use ? limit_ - stats_.in_use : 0);
+  return c;
 }
 
 void CpuAllocator::reset_peak() {

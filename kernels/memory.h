@@ -21,6 +21,19 @@ struct MemoryStats {
   std::array<size_t, kMemoryCategories> peak_by{};
 };
 
+// What a device can hold, for the batch planner and the plan report.
+struct MemoryCapacity {
+  size_t total = 0;      // the device's memory (CPU: the machine's RAM)
+  size_t free = 0;       // what the device could still give now (CPU: MemAvailable)
+  size_t limit = 0;      // the allocator's own byte limit; 0: none
+  size_t available = 0;  // what this allocator could still hand out: free memory plus
+                         // its own cache, capped by the limit
+};
+
+// The machine's RAM as /proc/meminfo reports it (MemTotal, MemAvailable); the
+// sysconf page counts where that file is missing.
+MemoryCapacity host_memory();
+
 class Allocator {
  public:
   virtual ~Allocator() = default;
@@ -31,6 +44,7 @@ class Allocator {
   virtual std::string device_name() const = 0;
   virtual MemoryStats stats() const = 0;
   virtual void reset_peak() = 0;
+  virtual MemoryCapacity capacity() const = 0;
 };
 
 // Host memory with accounting. `limit_bytes` (0 = none) makes allocations above it
@@ -43,6 +57,8 @@ class CpuAllocator final : public Allocator {
   std::string device_name() const override { return "cpu"; }
   MemoryStats stats() const override;
   void reset_peak() override;
+  MemoryCapacity capacity() const override;
+  size_t limit() const { return limit_; }
 
  private:
   mutable std::mutex mu_;

@@ -73,6 +73,9 @@ class OpsBackend {
   virtual void relu_forward(Context& ctx, const float* x, float* y, int64_t n) = 0;
   virtual void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
                              int64_t n) = 0;
+  // The most workspace (Context::workspace plus anything borrowed) the three conv2d
+  // ops of shape s take, for the memory model.
+  virtual size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) = 0;
   virtual void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,
                               const float* w, const float* bias, float* y) = 0;
   virtual void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy,
@@ -91,6 +94,7 @@ class OpsBackend {
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                             int64_t n, const AdamWHyper& h) = 0;
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
+  virtual void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) = 0;
   virtual void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
   // Waits for the work queued on ctx's device (nothing to wait for on the CPU).
@@ -178,6 +182,15 @@ inline void adamw_update(Context& ctx, float* params, const float* grads, float*
 }
 inline void fill(Context& ctx, float* x, int64_t n, float value) {
   ctx.backend().fill(ctx, x, n, value);
+}
+// out[0] += scale * (sum of x[i]^2), accumulated in double on the device (gradient
+// norms). The same inputs give the same sum every run on a device (a fixed order).
+inline void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) {
+  ctx.backend().sum_squares(ctx, x, n, scale, out);
+}
+// Workspace bytes conv2d of shape s takes (forward and both backwards), for planning.
+inline size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) {
+  return ctx.backend().conv2d_workspace_bytes(ctx, s);
 }
 inline void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) {
   ctx.backend().copy_from_host(ctx, dst, src, bytes);

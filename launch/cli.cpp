@@ -9,8 +9,8 @@ const char* main_help() {
 
 Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
-  dtrain train --help
-  dtrain --help
+  dtrain plan CONFIG.yaml [--set key=value]... [--json]
+  dtrain train --help | dtrain plan --help | dtrain --help
 
 Run it as one process, or under MPI for several ranks:
   mpirun -np 2 dtrain train configs/fashion_mnist_cnn.yaml
@@ -24,8 +24,9 @@ const char* train_help() {
   return R"(Usage: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
 
 Trains the model CONFIG.yaml describes on every rank of the job and writes the run
-directory: config.yaml (the effective config) and metrics.jsonl (one JSON object per
-line: train steps and evaluations).
+directory: config.yaml (the effective config), plan.json (the batch plan) and
+metrics.jsonl (one JSON object per line: train steps and evaluations). It starts by
+printing the batch plan (see 'dtrain plan --help').
 
 Options:
   --set key=value   override a config key, e.g. --set train.epochs=3 or
@@ -37,50 +38,83 @@ Options:
 Config sections and keys (README.md lists them with defaults):
   model.name (mlp|cnn), model.hidden, model.channels, model.kernel_size, model.cnn_hidden
   data.name (fashion_mnist|synthetic), data.path, data.train_samples, data.test_samples
-  train.global_batch, train.micro_batch, train.epochs, train.max_steps, train.seed
+  train.global_batch (N|auto), train.micro_batch (N|auto), train.epochs,
+    train.max_steps, train.seed
   optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
-    optimizer.weight_decay, optimizer.beta1, optimizer.beta2, optimizer.eps
-  schedule.warmup_steps, schedule.decay (none|cosine|step), schedule.min_lr,
-    schedule.step_size, schedule.gamma
-  eval.every_steps, eval.batch, log.every_steps
-  comm.backend (auto|mpi|self), comm.bucket_mb, device.threads
+    optimizer.weight_decay, optimizer.beta1, optimizer.beta2, optimizer.eps,
+    optimizer.lr_scaling (none|linear|sqrt), optimizer.base_batch
+  schedule.warmup_steps, schedule.warmup_epochs, schedule.decay (none|cosine|step),
+    schedule.min_lr, schedule.step_size, schedule.gamma
+  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema
+  memory.fraction, memory.limit, memory.limit_per_rank
+  comm.backend (auto|mpi|nccl|self), comm.bucket_mb
+  device.kind (auto|cpu|cuda), device.share, device.threads, precision.tf32
+)";
+}
+
+const char* plan_help() {
+  return R"(Usage: dtrain plan CONFIG.yaml [--set key=value]... [--json]
+
+Prints the batch plan of CONFIG.yaml on this job's ranks without training: per rank
+the device, its memory (total, free, limit), the bytes by category (parameters,
+gradients, optimizer state, activations, workspace), the micro-batch and the
+predicted peak; then the accumulation steps k, the global batch and the learning
+rate after optimizer.lr_scaling. Run it as 'dtrain train' would be run (one process,
+or mpirun -np N), since the plan depends on the ranks and their devices.
+
+How the plan is made: with train.micro_batch: auto each rank takes the largest
+micro-batch whose predicted peak fits in memory.fraction of its free memory (or of
+memory.limit / memory.limit_per_rank), confirmed by a probe step (a forward and a
+backward) that backs off when it runs out of memory. train.global_batch: auto is the
+sum of the micro-batches; a number G gives k = ceil(G / sum) and micro-batches
+adjusted so that k x their sum is exactly G.
+
+Options:
+  --set key=value   override a config key (as for dtrain train)
+  --json            print the plan as JSON (as RUN_DIR/plan.json) for scripts
+  -h, --help        this text
 )";
 }
 
 CliCommand parse_cli(const std::vector<std::string>& args) {
   CliCommand cmd;
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return cmd;
-  if (args[0] != "train") {
+  if (args[0] != "train" && args[0] != "plan") {
     throw UsageError("unknown command '" + args[0] + "'; run 'dtrain --help' for the commands");
   }
-  cmd.kind = CliCommand::Kind::Train;
+  const bool plan = args[0] == "plan";
+  const std::string help = plan ? "run 'dtrain plan --help'" : "run 'dtrain train --help'";
+  cmd.kind = plan ? CliCommand::Kind::Plan : CliCommand::Kind::Train;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const std::string& flag) -> std::string {
-      if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; run 'dtrain train --help'");
+      if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; " + help);
       return args[++i];
     };
     if (a == "--help" || a == "-h") {
-      cmd.kind = CliCommand::Kind::TrainHelp;
+      cmd.kind = plan ? CliCommand::Kind::PlanHelp : CliCommand::Kind::TrainHelp;
       return cmd;
+    } else if (plan && a == "--json") {
+      cmd.json = true;
     } else if (a == "--set") {
       cmd.overrides.push_back(value(a));
     } else if (a.rfind("--set=", 0) == 0) {
       cmd.overrides.push_back(a.substr(6));
-    } else if (a == "--run-dir") {
+    } else if (!plan && a == "--run-dir") {
       cmd.run_dir = value(a);
-    } else if (a.rfind("--run-dir=", 0) == 0) {
+    } else if (!plan && a.rfind("--run-dir=", 0) == 0) {
       cmd.run_dir = a.substr(10);
     } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option '" + a + "'; run 'dtrain train --help'");
+      throw UsageError("unknown option '" + a + "'; " + help);
     } else if (cmd.config_path.empty()) {
       cmd.config_path = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; run 'dtrain train --help'");
+      throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
     }
   }
   if (cmd.config_path.empty()) {
-    throw UsageError("missing CONFIG.yaml: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]");
+    throw UsageError(plan ? "missing CONFIG.yaml: dtrain plan CONFIG.yaml [--set key=value]... [--json]"
+                          : "missing CONFIG.yaml: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]");
   }
   return cmd;
 }

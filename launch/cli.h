@@ -1,6 +1,7 @@
 // The dtrain command line:
 //   dtrain --help
 //   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
+//   dtrain plan CONFIG.yaml [--set key=value]... [--json]
 #pragma once
 
 #include <string>
@@ -9,10 +10,11 @@
 namespace dtrain::launch {
 
 struct CliCommand {
-  enum class Kind { Help, TrainHelp, Train } kind = Kind::Help;
+  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan } kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
+  bool json = false;                   // plan: print JSON instead of text
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -20,5 +22,6 @@ CliCommand parse_cli(const std::vector<std::string>& args);
 
 const char* main_help();
 const char* train_help();
+const char* plan_help();
 
 }  // namespace dtrain::launch

@@ -23,17 +23,24 @@ DeviceSetup setup_device(const Config& config, Process& process) {
     const DeviceChoice choice = choose_device(config.device.kind, config.device.share, process.local_rank(),
                                               process.local_size(), visible, process.node_name());
     const int threads = process.cpu_threads(static_cast<int>(config.device.threads));
+    const auto limit = static_cast<size_t>(config.memory_limit_of(control.rank(), control.size()));
     if (choice.kind == DeviceKind::Cuda) {
       CudaOptions options;
       options.device = choice.index;
       options.tf32 = config.precision.tf32;
       options.num_threads = threads;
+      options.memory_limit_bytes = limit;
       setup.ctx = Context::make_cuda(options);
       flags[0] = 1;
       flags[1] = process.local_size() > visible ? 1 : 0;
+      // Ranks are spread over the GPUs round-robin by local rank (choose_device).
+      setup.ranks_sharing_device = (process.local_size() + visible - 1) / visible;
     } else {
-      setup.ctx = Context::make_cpu(threads);
+      setup.ctx = Context::make_cpu(threads, limit);
+      setup.ranks_sharing_device = process.local_size();
     }
+    // A per-rank limit is this rank's own memory: nothing to share.
+    if (limit != 0) setup.ranks_sharing_device = 1;
   } catch (...) {
     error = std::current_exception();
   }

@@ -1,5 +1,6 @@
 // A rank's device and the communicator for its device buffers, chosen at start-up
-// from the config (device.kind, device.share, precision.tf32, comm.backend) and what
+// from the config (device.kind, device.share, precision.tf32, memory.limit,
+// memory.limit_per_rank, comm.backend) and what
 // every rank found: NCCL when every rank has a GPU of its own (comm.backend: auto),
 // MPI otherwise (device pointers to a CUDA-aware MPI, or staged through host memory).
 #pragma once
@@ -18,6 +19,7 @@ struct DeviceSetup {
   std::unique_ptr<Context> ctx;
   std::unique_ptr<Communicator> host;  // what `comm` stages through, when it owns one
   std::unique_ptr<Communicator> comm;  // takes buffers in ctx's memory
+  int ranks_sharing_device = 1;        // ranks whose memory comes from this rank's device
 };
 
 // Collective over process.comm(): every rank calls it. A failure on any rank (no such

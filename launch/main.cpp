@@ -8,7 +8,7 @@
 
 #include "kernels/errors.h"
 #include "launch/cli.h"
-#include "launch/train_command.h"
+#include "launch/job.h"
 
 namespace {
 
@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::Help: std::cout << main_help(); return kExitOk;
     case CliCommand::Kind::TrainHelp: std::cout << train_help(); return kExitOk;
     case CliCommand::Kind::Train: return run_train(cmd);
+    case CliCommand::Kind::PlanHelp: std::cout << plan_help(); return kExitOk;
+    case CliCommand::Kind::Plan: return run_plan(cmd);
   }
   return kExitInternal;
 }

@@ -1,16 +1,8 @@
-#include "launch/train_command.h"
-
-#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
-#include <memory>
 
-#include "kernels/context.h"
-#include "kernels/errors.h"
-#include "launch/device_setup.h"
-#include "launch/process.h"
-#include "runtime/config.h"
+#include "launch/job.h"
 #include "runtime/trainer.h"
 
 namespace dtrain::launch {
@@ -23,55 +15,13 @@ std::string default_run_dir(const std::string& config_path) {
   return "runs/" + std::filesystem::path(config_path).stem().string() + "-" + stamp;
 }
 
-void report(const Error& e, int rank, int size) {
-  std::cerr << "dtrain: " << e.kind();
-  if (size > 1) std::cerr << " on rank " << rank << " of " << size;
-  std::cerr << ": " << e.what() << std::endl;
-}
-
 }  // namespace
 
 int run_train(const CliCommand& cmd) {
-  // Before MPI is up, only the launcher's rank 0 speaks: every rank reads the same
-  // file and would print the same message.
-  const int rank_hint = launcher_rank_hint();
-  Config config;
-  try {
-    config = load_config(cmd.config_path, cmd.overrides);
-  } catch (const Error& e) {
-    if (rank_hint == 0) report(e, 0, 1);
-    return e.exit_code();
-  }
-
-  std::unique_ptr<Process> process;
-  try {
-    process = std::make_unique<Process>(config.comm.backend);
-  } catch (const Error& e) {
-    if (rank_hint == 0) report(e, rank_hint, launcher_size_hint());
-    return e.exit_code();
-  }
-
-  const int rank = process->rank();
-  const int size = process->size();
-  try {
+  return run_job(cmd, [&](const Config& config, Process& process, DeviceSetup& device) {
     const std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
-    DeviceSetup device = setup_device(config, *process);
-    train(config, *device.ctx, *device.comm, process->comm(), run_dir, std::cout);
-    return kExitOk;
-  } catch (const Error& e) {
-    if (e.agreed()) {  // every rank knows (Note [Setup agreement]): end cleanly
-      if (e.should_report()) report(e, rank, size);
-      return e.exit_code();
-    }
-    report(e, rank, size);
-    process->abort_job(e.exit_code());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    std::cerr << "dtrain: internal error on rank " << rank << " of " << size << ": " << e.what()
-              << "; please report it with the config and command line" << std::endl;
-    process->abort_job(kExitInternal);
-    return kExitInternal;
-  }
+    train(config, *device.ctx, *device.comm, process.comm(), run_dir, std::cout, device.ranks_sharing_device);
+  });
 }
 
 }  // namespace dtrain::launch

@@ -47,6 +47,11 @@ void Conv2d::init(Rng& rng, float* host_params) const {
   }
 }
 
+size_t Conv2d::workspace_bytes(Context& ctx, const Shape& input, int64_t batch) const {
+  const Conv2dShape s{batch, ci_, input[1], input[2], co_, k_, 1, (k_ - 1) / 2};
+  return ops::conv2d_workspace_bytes(ctx, s);
+}
+
 Conv2dShape Conv2d::shape_for(const ConstTensor& x) const {
   return Conv2dShape{x.dim(0), ci_, x.dim(2), x.dim(3), co_, k_, 1, (k_ - 1) / 2};
 }

@@ -32,6 +32,18 @@ class Layer {
   virtual void init(Rng& rng, float* host_params) const {}
   // Bytes of per-batch state this layer keeps beyond its output, per sample.
   virtual int64_t state_bytes_per_sample(const Shape& input) const { return 0; }
+  // What one sample costs this layer from forward until backward is done: its output
+  // (none when it aliases its input) and its state. The memory model sums these.
+  int64_t activation_bytes_per_sample(const Shape& input) const {
+    const int64_t output = aliases_input() ? 0 : output_shape(input).numel() * 4;  // fp32
+    return output + state_bytes_per_sample(input);
+  }
+  // Frees the per-batch state (the next forward allocates it again).
+  virtual void release_state() {}
+  // The most workspace its ops take for a batch of `batch` samples (convolutions).
+  virtual size_t workspace_bytes(Context& ctx, const Shape& input, int64_t batch) const {
+    return 0;
+  }
   // True when the output is the input's memory under another shape (flatten). The
   // Model then passes the input through, in both directions, and never calls
   // forward or backward: the op set has no device-to-device copy, and none is needed.

@@ -19,6 +19,10 @@ class MaxPool2d final : public Layer {
   // Input (C, H, W) -> (C, H/2, W/2).
   Shape output_shape(const Shape& input) const override;
   int64_t state_bytes_per_sample(const Shape& input) const override;
+  void release_state() override {
+    argmax_.reset();
+    argmax_count_ = 0;
+  }
 
   void forward(Context& ctx, ConstTensor x, Tensor y) override;
   void backward(Context& ctx, ConstTensor x, ConstTensor y, ConstTensor dy, float* dx) override;

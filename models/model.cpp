@@ -136,13 +136,25 @@ void Model::backward(ConstTensor dy, const std::function<void(int)>& on_layer_do
 
 int64_t Model::activation_bytes_per_sample() const {
   int64_t bytes = 0;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!layers_[i]->aliases_input()) {
-      bytes += shapes_[i + 1].numel() * static_cast<int64_t>(sizeof(float));
-    }
-    bytes += layers_[i]->state_bytes_per_sample(shapes_[i]);
-  }
+  for (size_t i = 0; i < layers_.size(); ++i) bytes += layers_[i]->activation_bytes_per_sample(shapes_[i]);
   return bytes + 2 * grad_floats_per_sample_ * static_cast<int64_t>(sizeof(float));
+}
+
+size_t Model::workspace_bytes(int64_t batch) const {
+  size_t bytes = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    bytes = std::max(bytes, layers_[i]->workspace_bytes(ctx_, shapes_[i], batch));
+  }
+  return bytes;
+}
+
+void Model::release_activations() {
+  for (Buffer& b : outputs_) b.reset();
+  for (auto& layer : layers_) layer->release_state();
+  grad_a_.reset();
+  grad_b_.reset();
+  batch_capacity_ = 0;
+  batch_ = 0;
 }
 
 }  // namespace dtrain

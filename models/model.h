@@ -69,6 +69,13 @@ class Model {
   // between, each the largest input gradient a layer after the first writes. After a
   // forward of N samples the allocator holds exactly N times this as Activations.
   int64_t activation_bytes_per_sample() const;
+  // The most workspace one forward and backward of `batch` samples takes: the largest
+  // any layer asks for (the context keeps one workspace and grows it).
+  size_t workspace_bytes(int64_t batch) const;
+  // Frees the activations and the layers' per-batch state; the next forward allocates
+  // them again. Used after an out-of-memory probe so that a smaller batch starts from
+  // a clean slate.
+  void release_activations();
 
  private:
   void ensure_batch(int64_t n);

@@ -30,4 +30,14 @@ struct BatchPlan {
 BatchPlan make_uniform_plan(int64_t global_batch, int64_t micro_batch, int world_size,
                             const std::string& where);
 
+// The plan from what each rank can hold (`capacity[r]` >= 1 samples per micro-step).
+// global_batch kAuto: every rank takes its capacity, k = 1, G = the sum. A number G:
+// the smallest k >= ceil(G / sum(capacity)) that divides G into k micro-steps of at
+// least one sample per rank; each micro-step's G / k samples are split in proportion
+// to the capacities (largest remainders), each within its capacity, so that
+// k * sum(micro) == G exactly. Throws ConfigError naming `where` when G is smaller
+// than the ranks or no such k exists, with the nearest global batches that work.
+BatchPlan plan_from_capacities(const std::vector<int64_t>& capacity, int64_t global_batch,
+                               const std::string& where);
+
 }  // namespace dtrain

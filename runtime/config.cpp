@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kernels/errors.h"
+#include "runtime/byte_size.h"
 
 namespace dtrain {
 namespace {
@@ -112,6 +113,32 @@ class ConfigReader {
     }
   }
 
+  // An integer >= 1, or `auto` (stored as kAuto).
+  void read_int_or_auto(const YAML::Node& s, const std::string& sn, const std::string& key, int64_t& out) {
+    const YAML::Node node = s[key];
+    if (node && node.IsScalar() && node.Scalar() == "auto") {
+      config_.origins[sn + "." + key] = where(sn + "." + key, node);
+      out = kAuto;
+      return;
+    }
+    read(s, sn, key, out, "an integer or auto");
+    if (node && out < 1) {
+      fail(sn + "." + key, node, "key '" + sn + "." + key + "' = " + std::to_string(out) +
+                                     " is out of range: must be at least 1, or auto");
+    }
+  }
+
+  // A byte size: an integer, or a number with a unit (B, KB, MB, GB, KiB, MiB, GiB).
+  int64_t byte_size(const std::string& key, const YAML::Node& node) {
+    if (!node.IsScalar()) fail(key, node, "key '" + key + "' expects a size like 512MiB, got a " +
+                                              (node.IsSequence() ? "list" : "mapping"));
+    try {
+      return parse_byte_size(node.Scalar());
+    } catch (const std::invalid_argument& e) {
+      fail(key, node, "key '" + key + "' = '" + node.Scalar() + "': " + e.what());
+    }
+  }
+
   void read_real(const YAML::Node& s, const std::string& sn, const std::string& key, double& out,
                  double lo, double hi, bool lo_open = false, bool hi_open = false) {
     read(s, sn, key, out, "a number");
@@ -156,7 +183,7 @@ class ConfigReader {
 
   void read_all(const YAML::Node& root) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "comm", "device", "precision"});
+    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "memory", "comm", "device", "precision"});
     Config& c = config_;
     section(root, "model", {"name", "hidden", "channels", "kernel_size", "cnn_hidden"}, [&](const YAML::Node& s) {
       read_choice(s, "model", "name", c.model.name, {"mlp", "cnn"});
@@ -175,8 +202,8 @@ class ConfigReader {
       read_int(s, "data", "test_samples", c.data.test_samples, 1, int64_t{1} << 31);
     });
     section(root, "train", {"global_batch", "micro_batch", "epochs", "max_steps", "seed"}, [&](const YAML::Node& s) {
-      read_int(s, "train", "global_batch", c.train.global_batch, 1);
-      read_int(s, "train", "micro_batch", c.train.micro_batch, 1);
+      read_int_or_auto(s, "train", "global_batch", c.train.global_batch);
+      read_int_or_auto(s, "train", "micro_batch", c.train.micro_batch);
       read_int(s, "train", "epochs", c.train.epochs, 1);
       c.epochs_given = static_cast<bool>(s["epochs"]);
       read_int(s, "train", "max_steps", c.train.max_steps, 0);
@@ -184,7 +211,8 @@ class ConfigReader {
       read_int(s, "train", "seed", seed, 0);
       c.train.seed = static_cast<uint64_t>(seed);
     });
-    section(root, "optimizer", {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"},
+    section(root, "optimizer", {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps",
+                                "lr_scaling", "base_batch"},
             [&](const YAML::Node& s) {
       read_choice(s, "optimizer", "name", c.optimizer.name, {"sgd", "adamw"});
       read_real(s, "optimizer", "lr", c.optimizer.lr, 0.0, 1e3, true, false);
@@ -194,9 +222,13 @@ class ConfigReader {
       read_real(s, "optimizer", "beta1", c.optimizer.beta1, 0.0, 1.0, false, true);
       read_real(s, "optimizer", "beta2", c.optimizer.beta2, 0.0, 1.0, false, true);
       read_real(s, "optimizer", "eps", c.optimizer.eps, 0.0, 1.0, true, false);
+      read_choice(s, "optimizer", "lr_scaling", c.optimizer.lr_scaling, {"none", "linear", "sqrt"});
+      read_int(s, "optimizer", "base_batch", c.optimizer.base_batch, 1);
     });
-    section(root, "schedule", {"warmup_steps", "decay", "min_lr", "step_size", "gamma"}, [&](const YAML::Node& s) {
+    section(root, "schedule", {"warmup_steps", "warmup_epochs", "decay", "min_lr", "step_size", "gamma"},
+            [&](const YAML::Node& s) {
       read_int(s, "schedule", "warmup_steps", c.schedule.warmup_steps, 0);
+      read_real(s, "schedule", "warmup_epochs", c.schedule.warmup_epochs, 0.0, 1e6);
       read_choice(s, "schedule", "decay", c.schedule.decay, {"none", "cosine", "step"});
       read_real(s, "schedule", "min_lr", c.schedule.min_lr, 0.0, 1e3);
       read_int(s, "schedule", "step_size", c.schedule.step_size, 1);
@@ -206,9 +238,39 @@ class ConfigReader {
       read_int(s, "eval", "every_steps", c.eval.every_steps, 0);
       read_int(s, "eval", "batch", c.eval.batch, 1);
     });
-    section(root, "log", {"every_steps"}, [&](const YAML::Node& s) {
+    section(root, "log", {"every_steps", "noise_scale", "noise_ema"}, [&](const YAML::Node& s) {
       read_int(s, "log", "every_steps", c.log.every_steps, 1);
+      read(s, "log", "noise_scale", c.log.noise_scale, "true or false");
+      read_real(s, "log", "noise_ema", c.log.noise_ema, 0.0, 1.0, false, true);
     });
+    section(root, "memory", {"fraction", "limit", "limit_per_rank"}, [&](const YAML::Node& s) {
+      read_real(s, "memory", "fraction", c.memory.fraction, 0.0, 1.0, true, false);
+      if (s["limit"]) {
+        c.origins["memory.limit"] = where("memory.limit", s["limit"]);
+        c.memory.limit = byte_size("memory.limit", s["limit"]);
+      }
+      if (const YAML::Node list = s["limit_per_rank"]) {
+        c.origins["memory.limit_per_rank"] = where("memory.limit_per_rank", list);
+        if (!list.IsSequence() || list.size() == 0) {
+          fail("memory.limit_per_rank", list, "key 'memory.limit_per_rank' expects a list of sizes, one per rank, "
+                                              "like [64MiB, 32MiB]");
+        }
+        c.memory.limit_per_rank.clear();
+        for (const auto& item : list) {
+          const int64_t bytes = byte_size("memory.limit_per_rank", item);
+          if (bytes == 0) fail("memory.limit_per_rank", item, "key 'memory.limit_per_rank' has a size of 0; every rank needs memory");
+          c.memory.limit_per_rank.push_back(bytes);
+        }
+      }
+    });
+    if (c.schedule.warmup_steps > 0 && c.schedule.warmup_epochs > 0) {
+      throw ConfigError(c.where("schedule.warmup_epochs") + ": schedule.warmup_steps (" + c.where("schedule.warmup_steps") +
+                        ") and schedule.warmup_epochs are both set; keep one");
+    }
+    if (c.optimizer.lr_scaling != "none" && c.optimizer.base_batch == 0) {
+      throw ConfigError(c.where("optimizer.lr_scaling") + ": optimizer.lr_scaling is '" + c.optimizer.lr_scaling +
+                        "' but optimizer.base_batch is not set; set it to the global batch that optimizer.lr was tuned for");
+    }
     section(root, "comm", {"backend", "bucket_mb"}, [&](const YAML::Node& s) {
       read_choice(s, "comm", "backend", c.comm.backend, {"auto", "mpi", "nccl", "self"});
       read_real(s, "comm", "bucket_mb", c.comm.bucket_mb, 0.0, 1e4, true, false);
@@ -257,6 +319,16 @@ YAML::Node load_file(const std::string& file) {
 }
 
 }  // namespace
+
+int64_t Config::memory_limit_of(int rank, int world_size) const {
+  if (memory.limit_per_rank.empty()) return memory.limit;
+  if (static_cast<int>(memory.limit_per_rank.size()) != world_size) {
+    throw ConfigError(where("memory.limit_per_rank") + ": memory.limit_per_rank has " +
+                      std::to_string(memory.limit_per_rank.size()) + " entries but the job has " +
+                      std::to_string(world_size) + " rank(s); give one size per rank");
+  }
+  return memory.limit_per_rank[static_cast<size_t>(rank)];
+}
 
 std::string Config::where(const std::string& key) const {
   auto it = origins.find(key);
@@ -317,8 +389,9 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "test_samples" << YAML::Value << c.data.test_samples;
   out << YAML::EndMap;
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "global_batch" << YAML::Value << c.train.global_batch;
-  out << YAML::Key << "micro_batch" << YAML::Value << c.train.micro_batch;
+  const auto batch_value = [](int64_t v) { return v == kAuto ? std::string("auto") : std::to_string(v); };
+  out << YAML::Key << "global_batch" << YAML::Value << batch_value(c.train.global_batch);
+  out << YAML::Key << "micro_batch" << YAML::Value << batch_value(c.train.micro_batch);
   if (c.epochs_given || c.train.max_steps == 0) out << YAML::Key << "epochs" << YAML::Value << c.train.epochs;
   out << YAML::Key << "max_steps" << YAML::Value << c.train.max_steps;
   out << YAML::Key << "seed" << YAML::Value << c.train.seed;
@@ -332,9 +405,12 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "beta1" << YAML::Value << c.optimizer.beta1;
   out << YAML::Key << "beta2" << YAML::Value << c.optimizer.beta2;
   out << YAML::Key << "eps" << YAML::Value << c.optimizer.eps;
+  out << YAML::Key << "lr_scaling" << YAML::Value << c.optimizer.lr_scaling;
+  if (c.optimizer.base_batch > 0) out << YAML::Key << "base_batch" << YAML::Value << c.optimizer.base_batch;
   out << YAML::EndMap;
   out << YAML::Key << "schedule" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "warmup_steps" << YAML::Value << c.schedule.warmup_steps;
+  out << YAML::Key << "warmup_epochs" << YAML::Value << c.schedule.warmup_epochs;
   out << YAML::Key << "decay" << YAML::Value << c.schedule.decay;
   out << YAML::Key << "min_lr" << YAML::Value << c.schedule.min_lr;
   out << YAML::Key << "step_size" << YAML::Value << c.schedule.step_size;
@@ -346,6 +422,15 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << c.log.every_steps;
+  out << YAML::Key << "noise_scale" << YAML::Value << c.log.noise_scale;
+  out << YAML::Key << "noise_ema" << YAML::Value << c.log.noise_ema;
+  out << YAML::EndMap;
+  out << YAML::Key << "memory" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "fraction" << YAML::Value << c.memory.fraction;
+  out << YAML::Key << "limit" << YAML::Value << c.memory.limit;
+  if (!c.memory.limit_per_rank.empty()) {
+    out << YAML::Key << "limit_per_rank" << YAML::Value << YAML::Flow << c.memory.limit_per_rank;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "comm" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "backend" << YAML::Value << c.comm.backend;

@@ -21,9 +21,12 @@ struct DataConfig {
   int64_t test_samples = 2048;   // synthetic only
 };
 
+// train.global_batch and train.micro_batch take a number or `auto`, stored as kAuto.
+inline constexpr int64_t kAuto = 0;
+
 struct TrainConfig {
-  int64_t global_batch = 64;
-  int64_t micro_batch = 32;  // per rank, per micro-step
+  int64_t global_batch = 64;       // kAuto: the sum of the ranks' micro-batches (k = 1)
+  int64_t micro_batch = kAuto;     // per rank, per micro-step; kAuto: the batch planner's
   int64_t epochs = 1;
   int64_t max_steps = 0;     // 0: no step limit
   uint64_t seed = 1;
@@ -38,10 +41,13 @@ struct OptimizerConfig {
   double beta1 = 0.9;        // adamw
   double beta2 = 0.999;      // adamw
   double eps = 1e-8;         // adamw
+  std::string lr_scaling = "none";  // none | linear | sqrt: lr x (G / base_batch)^(1 | 1/2)
+  int64_t base_batch = 0;           // the global batch `lr` was tuned for; 0: not given
 };
 
 struct ScheduleConfig {
   int64_t warmup_steps = 0;     // linear warmup from lr/warmup_steps to lr
+  double warmup_epochs = 0.0;   // the same, in epochs (steps derived from the plan)
   std::string decay = "none";   // none | cosine | step
   double min_lr = 0.0;          // cosine: the floor reached at the last step
   int64_t step_size = 1000;     // step: multiply by gamma every step_size steps after warmup
@@ -55,6 +61,15 @@ struct EvalConfig {
 
 struct LogConfig {
   int64_t every_steps = 50;
+  bool noise_scale = true;   // estimate the gradient noise scale B_simple
+  double noise_ema = 0.95;   // the decay of its moving averages
+};
+
+// Device memory for the batch planner. Sizes are bytes, or strings like 512MiB, 2GB.
+struct MemoryConfig {
+  double fraction = 0.9;                 // of the free memory the plan may use
+  int64_t limit = 0;                     // per rank; 0: the device's memory
+  std::vector<int64_t> limit_per_rank;   // one per rank; overrides `limit`
 };
 
 struct CommConfig {
@@ -80,6 +95,7 @@ struct Config {
   ScheduleConfig schedule;
   EvalConfig eval;
   LogConfig log;
+  MemoryConfig memory;
   CommConfig comm;
   DeviceConfig device;
   PrecisionConfig precision;
@@ -90,6 +106,9 @@ struct Config {
 
   // Where a key was set ("FILE:LINE", "--set key=value"), or the file with "(default)".
   std::string where(const std::string& key) const;
+  // The memory limit of `rank` in a world of `world_size`: limit_per_rank's entry
+  // (ConfigError naming the key when the list has another length), else `limit`.
+  int64_t memory_limit_of(int rank, int world_size) const;
 };
 
 // Loads FILE and applies `overrides` ("a.b=value", value parsed as YAML) in order.

@@ -22,6 +22,10 @@ namespace dtrain {
 class DeviceBatch {
  public:
   DeviceBatch(Context& ctx, const Shape& sample_shape, int64_t capacity);
+  // Device bytes per sample of capacity: two slots of image and label.
+  static int64_t bytes_per_sample(const Shape& sample_shape) {
+    return 2 * (sample_shape.numel() * static_cast<int64_t>(sizeof(float)) + static_cast<int64_t>(sizeof(int32_t)));
+  }
 
   // Gathers the samples `indices` of `data` and starts their upload into a free slot.
   // Call it before queueing the compute the upload should overlap.

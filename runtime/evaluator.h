@@ -16,6 +16,9 @@ struct EvalResult {
   int64_t samples = 0;
 };
 
+// `batch`: samples per forward. The trainer passes min(eval.batch, its micro-batch),
+// so evaluation never needs more activation memory than training (Note [Memory
+// model], runtime/memory_model.h).
 EvalResult evaluate(Model& model, const Dataset& data, Context& ctx, Communicator& comm, int64_t batch);
 
 }  // namespace dtrain

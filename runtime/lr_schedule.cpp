@@ -20,4 +20,18 @@ double lr_at(const ScheduleConfig& s, double base_lr, int64_t step, int64_t tota
   return base_lr;
 }
 
+double scaled_lr(const OptimizerConfig& o, int64_t global_batch) {
+  if (o.lr_scaling == "none" || o.base_batch <= 0) return o.lr;
+  const double ratio = static_cast<double>(global_batch) / static_cast<double>(o.base_batch);
+  return o.lr * (o.lr_scaling == "linear" ? ratio : std::sqrt(ratio));
+}
+
+ScheduleConfig schedule_for_plan(const ScheduleConfig& schedule, int64_t steps_per_epoch) {
+  ScheduleConfig s = schedule;
+  if (s.warmup_epochs > 0.0) {
+    s.warmup_steps = std::llround(s.warmup_epochs * static_cast<double>(steps_per_epoch));
+  }
+  return s;
+}
+
 }  // namespace dtrain

@@ -14,4 +14,12 @@ namespace dtrain {
 //  step:                lr * gamma ^ floor((step - W) / step_size)
 double lr_at(const ScheduleConfig& schedule, double base_lr, int64_t step, int64_t total_steps);
 
+// optimizer.lr scaled to the global batch G: none: lr; linear: lr * G / base_batch;
+// sqrt: lr * sqrt(G / base_batch) (Goyal et al. 2017; Krizhevsky 2014).
+double scaled_lr(const OptimizerConfig& optimizer, int64_t global_batch);
+
+// The schedule with schedule.warmup_epochs turned into warmup_steps for this plan
+// (rounded to the nearest step); unchanged when warmup is given in steps.
+ScheduleConfig schedule_for_plan(const ScheduleConfig& schedule, int64_t steps_per_epoch);
+
 }  // namespace dtrain

@@ -2,9 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
-#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -14,16 +12,12 @@
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 #include "models/model.h"
-#include "runtime/batch_plan.h"
-#include "runtime/dataset.h"
-#include "runtime/device_batch.h"
 #include "runtime/evaluator.h"
-#include "runtime/global_sampler.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_writer.h"
-#include "runtime/optimizer.h"
-#include "runtime/param_check.h"
-#include "runtime/setup_agreement.h"
+#include "runtime/noise_scale.h"
+#include "runtime/step_buffers.h"
+#include "runtime/training_setup.h"
 
 namespace dtrain {
 namespace {
@@ -34,13 +28,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
-  const int64_t by_epochs = c.train.epochs * steps_per_epoch;
-  if (c.train.max_steps == 0) return by_epochs;
-  if (!c.epochs_given) return c.train.max_steps;
-  return std::min(c.train.max_steps, by_epochs);
-}
-
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 std::string format(const char* fmt, double a) {
@@ -49,63 +36,48 @@ std::string format(const char* fmt, double a) {
   return buf;
 }
 
-// Everything a run needs, built without collectives (Note [Setup agreement]).
-struct TrainingSetup {
-  BatchPlan plan;
-  DataSplits data;
-  std::unique_ptr<GlobalSampler> sampler;
-  int64_t steps_per_epoch = 0;
-  int64_t total_steps = 0;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Optimizer> optimizer;
+// How this run measures the gradient at a small batch (Note [Gradient noise scale]).
+struct NoiseProbe {
+  enum Mode { kOff, kPerRank, kFirstMicroStep } mode = kOff;
+  SmallBatchWeights mine;       // this rank's weights
+  double gradient_sq_sum = 0;   // sum over the small batches of their to_gradient_sq
+  double trace_sum = 0;         // sum over the small batches of their to_trace
+  double small_batches = 0;     // how many small-batch estimates are averaged
+  double small_batch_of_rank0 = 0;
 };
 
-TrainingSetup prepare(const Config& config, Context& ctx, const Communicator& comm, const std::string& run_dir) {
-  TrainingSetup s;
-  s.plan = make_uniform_plan(config.train.global_batch, config.train.micro_batch, comm.size(),
-                             config.where("train.global_batch"));
-  s.data = load_data(config.data, config.train.seed);
-  s.sampler = std::make_unique<GlobalSampler>(s.data.train->size(), config.train.seed);
-  s.steps_per_epoch = s.sampler->batches_per_epoch(s.plan.global_batch);
-  if (s.steps_per_epoch == 0) {
-    throw ConfigError(config.where("train.global_batch") + ": train.global_batch = " +
-                      std::to_string(s.plan.global_batch) + " is larger than the " +
-                      std::to_string(s.data.train->size()) + " training samples of " + s.data.train->name() +
-                      "; lower it");
+NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank) {
+  NoiseProbe p;
+  const int n = plan.world_size();
+  const auto big = static_cast<double>(plan.global_batch);
+  if (!config.log.noise_scale) return p;
+  if (n >= 2) {
+    p.mode = NoiseProbe::kPerRank;
+    for (int r = 0; r < n; ++r) {
+      const double small = static_cast<double>(plan.accumulation_steps * plan.micro_batch[static_cast<size_t>(r)]);
+      const SmallBatchWeights w = small_batch_weights(small, big);
+      if (r == rank) p.mine = w;
+      p.gradient_sq_sum += w.to_gradient_sq;
+      p.trace_sum += w.to_trace;
+    }
+    p.small_batches = n;
+  } else if (plan.accumulation_steps >= 2) {
+    p.mode = NoiseProbe::kFirstMicroStep;
+    p.mine = small_batch_weights(static_cast<double>(plan.micro_batch[0]), big);
+    p.gradient_sq_sum = p.mine.to_gradient_sq;
+    p.trace_sum = p.mine.to_trace;
+    p.small_batches = 1;
   }
-  s.total_steps = total_steps_of(config, s.steps_per_epoch);
-  s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
-  s.model->init(config.train.seed);
-  s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
-  if (comm.rank() == 0) {
-    std::error_code ec;
-    std::filesystem::create_directories(run_dir, ec);
-    if (ec) throw DataError("cannot create run directory '" + run_dir + "': " + ec.message() + "; pass a writable --run-dir");
-  }
-  return s;
+  return p;
 }
 
 }  // namespace
 
 TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
-                  const std::string& run_dir, std::ostream& log) {
+                  const std::string& run_dir, std::ostream& log, int ranks_sharing_device) {
   const bool leader = comm.rank() == 0;
-  TrainingSetup setup;
-  std::exception_ptr setup_error;
-  try {
-    setup = prepare(config, ctx, comm, run_dir);
-  } catch (...) {
-    setup_error = std::current_exception();
-  }
-  agree_on_setup(control, setup_error);
-  try {
-    verify_identical_params(*setup.model, ctx, control);
-  } catch (Error& e) {
-    e.set_agreed(leader);  // every rank gathered the same checksums and throws alike
-    throw;
-  }
-
-  const BatchPlan& plan = setup.plan;
+  TrainingSetup setup = setup_training(config, ctx, control, ranks_sharing_device, run_dir);
+  const BatchPlan& plan = setup.plan();
   const DataSplits& data = setup.data;
   GlobalSampler& sampler = *setup.sampler;
   const int64_t steps_per_epoch = setup.steps_per_epoch;
@@ -119,32 +91,42 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
   GradientReducer reducer(comm, model->grads(), layer_ranges, std::max<int64_t>(1, bucket_cap));
 
   const int64_t my_micro = plan.micro_batch[static_cast<size_t>(comm.rank())];
-  DeviceBatch batch(ctx, data.train->sample_shape(), my_micro);
+  const int64_t eval_chunk = std::min(my_micro, config.eval.batch);
   const int64_t classes = data.train->num_classes();
-  Buffer loss_stats(ctx.allocator(), 2 * sizeof(double), MemoryCategory::Workspace);
-  Buffer dlogits_buffer(ctx.allocator(), static_cast<size_t>(my_micro * classes) * sizeof(float),
-                        MemoryCategory::Activations);
-  const double zeros[2] = {0.0, 0.0};
+  StepBuffers step_buffers(ctx, data.train->sample_shape(), classes, my_micro);
+  DeviceBatch& batch = step_buffers.batch;
+  double* stats = step_buffers.stats.as<double>();
+  const double zeros[kStepStats] = {};
   // Contract 2: every sample's loss is divided by the global batch, never by k or n.
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(plan.global_batch));
+
+  const NoiseProbe noise = noise_probe_for(config, plan, comm.rank());
+  NoiseScaleEstimator noise_scale(config.log.noise_ema);
+  if (noise.mode == NoiseProbe::kPerRank) {
+    reducer.set_before_launch([&](const GradientBucket& b) {
+      ops::sum_squares(ctx, model->grads() + b.offset, b.count, noise.mine.a, stats + kSmallGradA);
+      ops::sum_squares(ctx, model->grads() + b.offset, b.count, noise.mine.b, stats + kSmallGradB);
+    });
+  }
 
   std::optional<MetricsWriter> metrics;
   if (leader) {
     std::ofstream(run_dir + "/config.yaml")
         << config_to_yaml(config, {"world_size: " + std::to_string(comm.size()) + " (" + comm.backend_name() + ")",
-                                   "micro_batch per rank: " + std::to_string(my_micro),
+                                   "micro_batch per rank: " + std::to_string(my_micro) + " (rank 0; plan.json has all)",
                                    "accumulation_steps: " + std::to_string(plan.accumulation_steps),
                                    "global_batch: " + std::to_string(plan.global_batch),
+                                   "effective lr: " + format("%.6g", setup.lr),
                                    "steps: " + std::to_string(total_steps)});
+    std::ofstream(run_dir + "/plan.json") << plan_json(setup.summary(config));
     std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
     metrics.emplace(run_dir + "/metrics.jsonl");
     log << "dtrain: " << comm.size() << " rank(s) over " << comm.backend_name() << ", device "
         << ctx.device_name() << " with " << ctx.num_threads() << " thread(s) per rank\n"
         << "dtrain: model " << config.model.name << " (" << model->param_count() << " parameters), data "
         << data.train->name() << " (" << data.train->size() << " train, " << data.test->size() << " test)\n"
-        << "dtrain: global batch " << plan.global_batch << " = " << comm.size() << " rank(s) x micro-batch "
-        << my_micro << " x " << plan.accumulation_steps << " accumulation step(s); " << steps_per_epoch
-        << " steps per epoch, " << total_steps << " steps; run directory " << run_dir << "\n";
+        << plan_text(setup.summary(config))
+        << "dtrain: " << total_steps << " steps; run directory " << run_dir << "\n";
     log.flush();
   }
 
@@ -153,7 +135,7 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
   auto t_log = t_start;
   int64_t samples = 0, samples_at_log = 0;
   auto run_eval = [&](int64_t step) {
-    const EvalResult e = evaluate(*model, *data.test, ctx, comm, config.eval.batch);
+    const EvalResult e = evaluate(*model, *data.test, ctx, comm, eval_chunk);
     result.eval_loss = e.loss;
     result.eval_accuracy = e.accuracy;
     if (leader) {
@@ -173,9 +155,9 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
 
   for (int64_t step = 0; step < total_steps; ++step) {
     const auto t_step = Clock::now();
-    const double lr = lr_at(config.schedule, config.optimizer.lr, step, total_steps);
+    const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
 
-    ops::copy_from_host(ctx, loss_stats.data(), zeros, sizeof(zeros));
+    ops::copy_from_host(ctx, stats, zeros, sizeof(zeros));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;
       ConstTensor x = batch.take();
@@ -186,20 +168,32 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
         prefetch(step + 1, 0);
       }
       ConstTensor logits = model->forward(x);
-      Tensor dlogits(dlogits_buffer.as<float>(), logits.shape);
+      Tensor dlogits(step_buffers.dlogits.as<float>(), logits.shape);
       ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
-                                 dlogits.data, loss_stats.as<double>());
+                                 dlogits.data, stats + kLossSum);
       if (last) {
         model->backward(dlogits, [&](int layer) { reducer.on_layer_done(layer); });
       } else {
         model->backward(dlogits);
       }
+      if (micro == 0 && noise.mode == NoiseProbe::kFirstMicroStep) {
+        ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.a, stats + kSmallGradA);
+        ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.b, stats + kSmallGradB);
+      }
     }
     reducer.finish();
-    all_reduce(comm, std::span<double>(loss_stats.as<double>(), 1))->wait();
-    double loss_sum[2];
-    ops::copy_to_host(ctx, loss_sum, loss_stats.data(), sizeof(loss_sum));
-    const double loss = loss_sum[0] / static_cast<double>(plan.global_batch);
+    if (noise.mode != NoiseProbe::kOff) {
+      ops::sum_squares(ctx, model->grads(), model->param_count(), 1.0, stats + kGradSqNorm);
+    }
+    all_reduce(comm, std::span<double>(stats, kGradSqNorm))->wait();
+    double sums[kStepStats];
+    ops::copy_to_host(ctx, sums, stats, sizeof(sums));
+    const double loss = sums[kLossSum] / static_cast<double>(plan.global_batch);
+    if (noise.mode != NoiseProbe::kOff) {
+      const double big_sq = sums[kGradSqNorm];
+      noise_scale.add((noise.gradient_sq_sum * big_sq - sums[kSmallGradA]) / noise.small_batches,
+                      (sums[kSmallGradB] - noise.trace_sum * big_sq) / noise.small_batches);
+    }
 
     optimizer->step(ctx, model->params(), model->grads(), lr);
     model->zero_grads();
@@ -210,15 +204,22 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
     if (leader) {
       const double step_s = seconds_since(t_step);
       const MemoryStats memory = ctx.allocator().stats();
-      metrics->write("train", {{"step", double(step + 1)},
-                               {"epoch", double(step) / double(steps_per_epoch)},
-                               {"loss", loss},
-                               {"lr", lr},
-                               {"samples", double(samples)},
-                               {"samples_per_s", double(plan.global_batch) / step_s},
-                               {"time_s", seconds_since(t_start)},
-                               {"mem_in_use_mib", mib(memory.in_use)},
-                               {"mem_peak_mib", mib(memory.peak)}});
+      std::vector<std::pair<std::string, double>> fields = {
+          {"step", double(step + 1)},
+          {"epoch", double(step) / double(steps_per_epoch)},
+          {"loss", loss},
+          {"lr", lr},
+          {"samples", double(samples)},
+          {"samples_per_s", double(plan.global_batch) / step_s},
+          {"time_s", seconds_since(t_start)},
+          {"mem_in_use_mib", mib(memory.in_use)},
+          {"mem_peak_mib", mib(memory.peak)}};
+      if (noise_scale.ready()) {
+        fields.push_back({"grad_sq", noise_scale.gradient_sq()});
+        fields.push_back({"trace_sigma", noise_scale.trace_sigma()});
+        fields.push_back({"noise_scale", noise_scale.b_simple()});
+      }
+      metrics->write("train", fields);
       if ((step + 1) % config.log.every_steps == 0 || step + 1 == total_steps) {
         const double interval = seconds_since(t_log);
         log << "step " << step + 1 << "/" << total_steps << " | epoch " << step / steps_per_epoch << " | loss "
@@ -236,10 +237,13 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
     }
   }
   run_eval(total_steps);
+  result.noise_scale = noise_scale.b_simple();
   if (leader) {
     log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start))
         << " s; final test accuracy " << format("%.4f", result.eval_accuracy) << " (test loss "
         << format("%.4f", result.eval_loss) << ")\n";
+    log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,
+                               config.log.noise_scale);
     log.flush();
   }
   return result;

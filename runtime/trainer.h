@@ -22,13 +22,17 @@ struct TrainResult {
   double final_loss = 0.0;  // training loss of the last step
   double eval_loss = 0.0;
   double eval_accuracy = 0.0;
+  double noise_scale = 0.0;  // B_simple at the end; 0 when not estimated
 };
 
 // Runs the whole training of `config` on this rank; rank 0 creates `run_dir` and
 // prints progress to `log`. Two communicators over the same ranks: `comm` moves
 // data in ctx's device memory (gradients, losses; NCCL on GPUs), `control` carries
 // the start-up checks in host memory (MPI or self). On the CPU they may be one object.
+// `ranks_sharing_device`: the ranks whose memory comes from the same device as this
+// one's (ranks on one CPU node, or sharing a GPU), among which the batch planner
+// divides the free memory.
 TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
-                  const std::string& run_dir, std::ostream& log);
+                  const std::string& run_dir, std::ostream& log, int ranks_sharing_device = 1);
 
 }  // namespace dtrain

@@ -237,12 +237,18 @@ struct ChunkScratch {
   float* packed;
 };
 
+int64_t chunk_cols_floats(const Geometry& g, int64_t chunk) {
+  return round_up(g.ckk * chunk * g.p, kAlignFloats);
+}
+
+size_t chunk_scratch_bytes(const Conv2dShape& s, const Geometry& g, int64_t chunk) {
+  return static_cast<size_t>(chunk_cols_floats(g, chunk) + s.out_channels * chunk * g.p) *
+         sizeof(float);
+}
+
 ChunkScratch chunk_scratch(Context& ctx, const Conv2dShape& s, const Geometry& g, int64_t chunk) {
-  const int64_t cols_floats = round_up(g.ckk * chunk * g.p, kAlignFloats);
-  const int64_t packed_floats = s.out_channels * chunk * g.p;
-  auto* base = static_cast<float*>(
-      ctx.workspace(static_cast<size_t>(cols_floats + packed_floats) * sizeof(float)));
-  return {base, base + cols_floats};
+  auto* base = static_cast<float*>(ctx.workspace(chunk_scratch_bytes(s, g, chunk)));
+  return {base, base + chunk_cols_floats(g, chunk)};
 }
 
 // The workspace budget of a conv op's call: see kConvCacheBudget.
@@ -261,6 +267,12 @@ int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes) {
       static_cast<size_t>((g.ckk + s.out_channels) * g.p) * sizeof(float);
   const auto fit = static_cast<int64_t>(budget_bytes / per_sample);
   return std::clamp<int64_t>(fit, 1, s.batch);
+}
+
+size_t conv2d_workspace_bytes(const Context& ctx, const Conv2dShape& s) {
+  if (s.batch <= 0) return 0;
+  const Geometry g(s);
+  return chunk_scratch_bytes(s, g, conv2d_chunk_samples(s, resolve_budget(ctx, kConvCacheBudget)));
 }
 
 void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,

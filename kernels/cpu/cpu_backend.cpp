@@ -30,6 +30,9 @@ class CpuBackend final : public OpsBackend {
                      int64_t n) override {
     cpu::relu_backward(ctx, y, dy, dx, n);
   }
+  size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
+    return cpu::conv2d_workspace_bytes(ctx, s);
+  }
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
                       const float* bias, float* y) override {
     cpu::conv2d_forward(ctx, s, x, w, bias, y);
@@ -65,6 +68,9 @@ class CpuBackend final : public OpsBackend {
   }
   void fill(Context& ctx, float* x, int64_t n, float value) override {
     cpu::fill(ctx, x, n, value);
+  }
+  void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) override {
+    cpu::sum_squares(ctx, x, n, scale, out);
   }
   void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
     cpu::copy_from_host(ctx, dst, src, bytes);

@@ -46,6 +46,7 @@ void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, i
 void relu_forward(Context& ctx, const float* x, float* y, int64_t n);
 void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n);
 void fill(Context& ctx, float* x, int64_t n, float value);
+void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out);
 void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes);
 void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes);
 
@@ -53,6 +54,8 @@ void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes);
 // matrix (Ci*K*K, chunk*Ho*Wo) plus an (Co, chunk*Ho*Wo) GEMM operand), at least 1
 // and at most the batch. A pure function, so the chunking is testable on its own.
 int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes);
+// The workspace the three conv2d ops of shape s ask the context for (one chunk's).
+size_t conv2d_workspace_bytes(const Context& ctx, const Conv2dShape& s);
 
 // The budget parameter exists for tests that force several chunks on small shapes, or
 // the whole batch in one (kConvWorkspaceBudget).

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "kernels/cuda/cuda_check.h"
@@ -163,6 +164,21 @@ void CudaCachingAllocator::reset_peak() {
   stats_.peak_by = stats_.in_use_by;
 }
 
+MemoryCapacity CudaCachingAllocator::capacity() const {
+  const DeviceMemoryInfo info = memory_info();
+  std::lock_guard<std::mutex> lock(mu_);
+  MemoryCapacity c;
+  c.total = info.total;
+  c.free = info.free;
+  c.limit = limit_;
+  c.available = info.free + cached_;
+  if (limit_ != 0) {
+    const size_t held = reserved_ - cached_;
+    c.available = std::min(c.available, limit_ > held ? limit_ - held : 0);
+  }
+  return c;
+}
+
 size_t CudaCachingAllocator::reserved_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return reserved_;
@@ -198,7 +214,7 @@ void CudaCachingAllocator::throw_out_of_memory(size_t requested, MemoryCategory 
   if (over_limit) msg << " of the " << limit_ << "-byte limit";
   msg << ", " << info.free << " free of " << info.total << "; lower train.micro_batch";
   if (over_limit) msg << " or raise the memory limit";
-  throw DeviceError(msg.str());
+  throw OutOfMemoryError(msg.str());
 }
 
 }  // namespace dtrain

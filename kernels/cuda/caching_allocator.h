@@ -58,6 +58,8 @@ class CudaCachingAllocator final : public Allocator {
   std::string device_name() const override { return name_; }
   MemoryStats stats() const override;
   void reset_peak() override;
+  // free: cudaMemGetInfo's; available: that plus this allocator's cache, within the limit.
+  MemoryCapacity capacity() const override;
 
   // Bytes held from the device: blocks in use plus cached ones, as rounded.
   size_t reserved_bytes() const;

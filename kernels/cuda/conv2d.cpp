@@ -3,6 +3,7 @@
 // choice], kernels/cuda/conv2d_plan.h). Forward adds the bias with add_bias;
 // backward-filter accumulates into dw (beta = 1) and into dbias with bias_backward, as
 // the op set's += contract asks; backward-data overwrites dx (beta = 0).
+#include <algorithm>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -92,6 +93,50 @@ const Perf* pick_measured(const std::vector<Perf>& results, int count, size_t wo
   return nullptr;
 }
 
+// The heuristics' candidates of each direction (descriptors only, no memory touched),
+// with the descriptor's math reset to the base: the search measures these.
+std::vector<cudnnConvolutionFwdAlgoPerf_t> forward_heuristics(cudnnHandle_t handle,
+                                                              const ConvPlan& plan) {
+  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
+  int max_count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &max_count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> results(static_cast<size_t>(max_count));
+  int count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
+                                                            plan.conv.get(), plan.y.get(),
+                                                            max_count, &count, results.data()));
+  results.resize(static_cast<size_t>(count));
+  return results;
+}
+
+std::vector<cudnnConvolutionBwdDataAlgoPerf_t> backward_data_heuristics(cudnnHandle_t handle,
+                                                                        const ConvPlan& plan) {
+  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
+  int max_count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &max_count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(static_cast<size_t>(max_count));
+  int count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+      handle, plan.w.get(), plan.y.get(), plan.conv.get(), plan.x.get(), max_count, &count,
+      results.data()));
+  results.resize(static_cast<size_t>(count));
+  return results;
+}
+
+std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> backward_filter_heuristics(
+    cudnnHandle_t handle, const ConvPlan& plan) {
+  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
+  int max_count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &max_count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results(static_cast<size_t>(max_count));
+  int count = 0;
+  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+      handle, plan.x.get(), plan.y.get(), plan.conv.get(), plan.w.get(), max_count, &count,
+      results.data()));
+  results.resize(static_cast<size_t>(count));
+  return results;
+}
+
 template <class Algo, class Perf>
 ConvAlgoChoice<Algo> to_choice(const Perf* r, const ConvPlan& plan, const char* op) {
   if (r == nullptr) {
@@ -109,14 +154,9 @@ ConvAlgoChoice<cudnnConvolutionFwdAlgo_t> choose_forward(cudnnHandle_t handle,
                                                          Allocator& allocator,
                                                          const ConvPlan& plan, const float* x,
                                                          const float* w, float* y) {
-  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
-  int max_count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &max_count));
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> results(static_cast<size_t>(max_count));
-  int count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
-                                                            plan.conv.get(), plan.y.get(),
-                                                            max_count, &count, results.data()));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> results = forward_heuristics(handle, plan);
+  const int max_count = static_cast<int>(results.size());
+  int count = max_count;
   size_t ws_bytes = search_workspace_bytes(results, count);
   Buffer ws = borrow_search_workspace(allocator, ws_bytes);
   DTRAIN_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
@@ -131,14 +171,9 @@ ConvAlgoChoice<cudnnConvolutionBwdDataAlgo_t> choose_backward_data(cudnnHandle_t
                                                                    const ConvPlan& plan,
                                                                    const float* dy,
                                                                    const float* w, float* dx) {
-  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
-  int max_count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &max_count));
-  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(static_cast<size_t>(max_count));
-  int count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-      handle, plan.w.get(), plan.y.get(), plan.conv.get(), plan.x.get(), max_count, &count,
-      results.data()));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results = backward_data_heuristics(handle, plan);
+  const int max_count = static_cast<int>(results.size());
+  int count = max_count;
   size_t ws_bytes = search_workspace_bytes(results, count);
   Buffer ws = borrow_search_workspace(allocator, ws_bytes);
   DTRAIN_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
@@ -153,14 +188,10 @@ ConvAlgoChoice<cudnnConvolutionBwdFilterAlgo_t> choose_backward_filter(cudnnHand
                                                                        const ConvPlan& plan,
                                                                        const float* x,
                                                                        const float* dy) {
-  DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
-  int max_count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &max_count));
-  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results(static_cast<size_t>(max_count));
-  int count = 0;
-  DTRAIN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-      handle, plan.x.get(), plan.y.get(), plan.conv.get(), plan.w.get(), max_count, &count,
-      results.data()));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results =
+      backward_filter_heuristics(handle, plan);
+  const int max_count = static_cast<int>(results.size());
+  int count = max_count;
   size_t ws_bytes = search_workspace_bytes(results, count);
   // The search overwrites its output; dw is accumulated into, so it gets a scratch one.
   const Conv2dShape& s = plan.shape;
@@ -198,6 +229,30 @@ ConvPlan::ConvPlan(const Conv2dShape& s, bool use_tf32) : shape(s), tf32(use_tf3
                                   << describe(s));
   DTRAIN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n,
                                                 c, h, wd));
+}
+
+size_t CudaBackend::conv2d_workspace_bytes(Context& /*ctx*/, const Conv2dShape& s) {
+  check_shape(s, "conv2d_workspace_bytes");
+  if (s.batch == 0) return 0;
+  ConvPlan& plan = conv_plans_->get(s, tf32_);
+  size_t held = 0;  // the largest chosen workspace: what the context keeps
+  if (plan.forward) held = std::max(held, plan.forward->workspace_bytes);
+  if (plan.backward_data) held = std::max(held, plan.backward_data->workspace_bytes);
+  if (plan.backward_filter) held = std::max(held, plan.backward_filter->workspace_bytes);
+  if (plan.forward && plan.backward_data && plan.backward_filter) return held;
+  // Before its first use a direction is searched: the search borrows what its
+  // candidates need (capped), on top of the workspace the context already holds, and
+  // backward-filter's search a scratch dw. A chosen workspace is at most its search's.
+  const size_t dw_bytes =
+      static_cast<size_t>(s.out_channels * s.in_channels * s.kernel * s.kernel) * sizeof(float);
+  const auto fwd = forward_heuristics(cudnn_.get(), plan);
+  const auto bwd_data = backward_data_heuristics(cudnn_.get(), plan);
+  const auto bwd_filter = backward_filter_heuristics(cudnn_.get(), plan);
+  const size_t search = std::max({search_workspace_bytes(fwd, static_cast<int>(fwd.size())),
+                                  search_workspace_bytes(bwd_data, static_cast<int>(bwd_data.size())),
+                                  search_workspace_bytes(bwd_filter, static_cast<int>(bwd_filter.size())) +
+                                      dw_bytes});
+  return std::max(held, search) + search;
 }
 
 void CudaBackend::conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,

@@ -44,7 +44,7 @@ expect 2 "unknown key 'train.globl_batch'" "$c:7" "did you mean 'train.global_ba
 
 c=$(cfg wrong_type "$base
   micro_batch: sixteen")
-expect 2 "'train.micro_batch' expects an integer, got 'sixteen'" "$c:7" -- "$dtrain" train "$c"
+expect 2 "'train.micro_batch' expects an integer or auto, got 'sixteen'" "$c:7" -- "$dtrain" train "$c"
 
 c=$(cfg out_of_range "$base
 optimizer:

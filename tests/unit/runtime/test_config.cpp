@@ -39,7 +39,7 @@ TEST_F(ConfigTest, DefaultsAndValuesAreRead) {
   EXPECT_EQ(c.model.name, "cnn");
   EXPECT_EQ(c.model.channels, (std::vector<int64_t>{8, 16}));
   EXPECT_EQ(c.train.global_batch, 128);
-  EXPECT_EQ(c.train.micro_batch, 32);  // default
+  EXPECT_EQ(c.train.micro_batch, kAuto);  // default: the batch planner sizes it
   EXPECT_EQ(c.optimizer.name, "adamw");
   EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.001);
   EXPECT_FALSE(c.epochs_given);
@@ -73,7 +73,7 @@ TEST_F(ConfigTest, UnknownSectionIsNamed) {
 TEST_F(ConfigTest, WrongTypeNamesKeyAndLine) {
   const std::string m = error_of("model:\n  name: mlp\ntrain:\n  micro_batch: lots\n");
   EXPECT_NE(m.find(path_ + ":4"), std::string::npos) << m;
-  EXPECT_NE(m.find("'train.micro_batch' expects an integer, got 'lots'"), std::string::npos) << m;
+  EXPECT_NE(m.find("'train.micro_batch' expects an integer or auto, got 'lots'"), std::string::npos) << m;
   EXPECT_NE(error_of("model:\n  hidden: 5\n").find("'model.hidden' expects a list of integers"), std::string::npos);
   EXPECT_NE(error_of("optimizer:\n  nesterov: maybe\n").find("'optimizer.nesterov' expects true or false"), std::string::npos);
   EXPECT_NE(error_of("train: 5\n").find("'train' must be a mapping"), std::string::npos);

@@ -1,0 +1,25 @@
+// What every command that runs on the job's ranks shares (dtrain train, dtrain plan):
+// the config, the process (MPI when launched by a launcher), the device and the
+// communicators, and the one place where errors become messages and exit codes
+// (DESIGN contract 7).
+#pragma once
+
+#include <functional>
+
+#include "launch/cli.h"
+#include "launch/device_setup.h"
+#include "launch/process.h"
+#include "runtime/config.h"
+
+namespace dtrain::launch {
+
+// Loads the config, starts the process and the device, and runs `body` on every rank.
+// Returns the exit code; every error is reported here, once when all ranks agreed.
+int run_job(const CliCommand& cmd, const std::function<void(const Config&, Process&, DeviceSetup&)>& body);
+
+// `dtrain train`: the run directory, then training.
+int run_train(const CliCommand& cmd);
+// `dtrain plan`: the batch plan, printed by rank 0 (text or --json).
+int run_plan(const CliCommand& cmd);
+
+}  // namespace dtrain::launch

@@ -1,0 +1,66 @@
+// The batch planner (the heart of dtrain): sizes each rank's micro-batch from its
+// device memory and derives the global batch and the accumulation steps, so that the
+// same global batch trains the same on any set of devices.
+//
+//  1. Each rank predicts its capacity: the largest micro-batch whose predicted peak
+//     (Note [Memory model]) fits in memory.fraction of its free memory (the device's
+//     free memory, or memory.limit, shared by the ranks on one device).
+//  2. The capacities are gathered; every rank computes the same plan from them
+//     (plan_from_capacities, or the fixed train.micro_batch).
+//  3. Each rank runs a probe step at its planned micro-batch. The outcomes are
+//     gathered; a rank that ran out of memory lowers its capacity to 90% of what
+//     failed, and all ranks plan and probe again, together. So no rank is ever left
+//     waiting in a collective after another ran out of memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "models/model.h"
+#include "runtime/batch_plan.h"
+#include "runtime/config.h"
+#include "runtime/dataset.h"
+#include "runtime/memory_model.h"
+#include "runtime/optimizer.h"
+
+namespace dtrain {
+
+// What one rank found, for the plan report and plan.json.
+struct RankPlanReport {
+  std::string device;
+  MemoryCapacity memory;         // the device as it reported itself
+  int64_t budget_bytes = 0;      // memory.fraction of this rank's free memory
+  int64_t capacity = 0;          // the largest micro-batch predicted to fit (after probes)
+  int64_t micro_batch = 0;       // planned
+  MemoryEstimate predicted;      // at the planned micro-batch
+  int64_t probe_peak_bytes = 0;  // the allocator's peak in the final probe step
+  int64_t probes = 0;            // probe steps run, failed ones included
+};
+
+struct PlanOutcome {
+  BatchPlan plan;
+  std::vector<RankPlanReport> ranks;  // every rank's, on every rank
+};
+
+// The memory model of training `model` with `optimizer` on ctx for data of this
+// sample shape and classes, with eval.batch `eval_batch`. Reads what ctx's allocator
+// already holds beyond the model and optimizer as library workspace.
+MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx,
+                            const Shape& sample_shape, int64_t classes, int64_t eval_batch);
+
+struct PlannerInputs {
+  MemoryCapacity device;         // ctx.allocator().capacity(), or a test's stand-in
+  int ranks_sharing_device = 1;  // ranks whose allocations come out of the same memory
+};
+
+// Collective over `control`: every rank calls it with the same config. Throws
+// ConfigError or OutOfMemoryError (agreed: reported once) when no plan fits.
+PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& optimizer,
+                          Context& ctx, const Dataset& train, Communicator& control,
+                          const PlannerInputs& inputs);
+
+}  // namespace dtrain

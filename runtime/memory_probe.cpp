@@ -1,0 +1,66 @@
+#include "runtime/memory_probe.h"
+
+#include <numeric>
+#include <vector>
+
+#include "kernels/errors.h"
+#include "kernels/ops.h"
+#include "runtime/device_batch.h"
+#include "runtime/step_buffers.h"
+
+namespace dtrain {
+
+namespace {
+
+std::vector<int64_t> first_samples(const Dataset& data, int64_t count) {
+  std::vector<int64_t> indices(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) indices[static_cast<size_t>(i)] = i % data.size();
+  return indices;
+}
+
+void run_probe(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int64_t eval_chunk) {
+  const int64_t classes = data.num_classes();
+  StepBuffers step(ctx, data.sample_shape(), classes, micro_batch);
+  const std::vector<int64_t> train_indices = first_samples(data, micro_batch);
+  step.batch.prefetch(data, train_indices);
+  ConstTensor x = step.batch.take();
+  // Training prefetches its next micro-batch while this one computes: fill the other slot.
+  step.batch.prefetch(data, train_indices);
+  ops::fill(ctx, step.stats.as<float>(), static_cast<int64_t>(step.stats.bytes() / sizeof(float)), 0.0f);
+  ConstTensor logits = model.forward(x);
+  Tensor dlogits(step.dlogits.as<float>(), logits.shape);
+  ops::softmax_cross_entropy(ctx, logits.data, step.batch.labels(), micro_batch, classes, 1.0f,
+                             dlogits.data, step.stats.as<double>());
+  model.backward(dlogits);
+
+  // Evaluation runs while the training buffers are held (and a batch is in flight).
+  DeviceBatch eval_batch(ctx, data.sample_shape(), eval_chunk);
+  Buffer eval_stats(ctx.allocator(), 2 * sizeof(double), MemoryCategory::Workspace);
+  ops::fill(ctx, eval_stats.as<float>(), 4, 0.0f);
+  ConstTensor ex = eval_batch.load(data, first_samples(data, eval_chunk));
+  ConstTensor eval_logits = model.forward(ex);
+  ops::softmax_cross_entropy(ctx, eval_logits.data, eval_batch.labels(), eval_chunk, classes, 0.0f,
+                             nullptr, eval_stats.as<double>());
+  step.batch.take();  // orders the in-flight upload before the slot is freed
+  ctx.synchronize();
+}
+
+}  // namespace
+
+int64_t probe_micro_batch(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch,
+                          int64_t eval_chunk) {
+  ctx.synchronize();
+  ctx.allocator().reset_peak();
+  try {
+    run_probe(model, ctx, data, micro_batch, eval_chunk);
+  } catch (const OutOfMemoryError&) {
+    model.release_activations();
+    ctx.release_workspace();
+    model.zero_grads();
+    throw;
+  }
+  model.zero_grads();
+  return static_cast<int64_t>(ctx.allocator().stats().peak);
+}
+
+}  // namespace dtrain

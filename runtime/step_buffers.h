@@ -1,0 +1,37 @@
+// What one rank's training step holds beyond the model: the double-buffered input
+// batch, the loss gradient and the step's scalar sums. The trainer and the planner's
+// probe step allocate the same, so the probe measures what training will hold.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "kernels/tensor.h"
+#include "runtime/device_batch.h"
+
+namespace dtrain {
+
+// The step's device scalars (doubles), all-reduced together once per step except
+// kGradSqNorm, which every rank computes from the same reduced gradients.
+enum StepStat : int {
+  kLossSum = 0,       // sum of the per-sample losses of the global batch
+  kSmallGradA = 1,    // noise scale: sum over ranks of a_r |g_r|^2 (Note [Gradient noise scale])
+  kSmallGradB = 2,    // noise scale: sum over ranks of b_r |g_r|^2
+  kGradSqNorm = 3,    // |G|^2 of the reduced gradient
+  kStepStats = 4,
+};
+
+struct StepBuffers {
+  StepBuffers(Context& ctx, const Shape& sample_shape, int64_t classes, int64_t micro_batch);
+
+  // Bytes per sample of micro-batch the buffers take: two input slots (image and
+  // label) and the loss gradient.
+  static int64_t bytes_per_sample(const Shape& sample_shape, int64_t classes);
+
+  DeviceBatch batch;
+  Buffer dlogits;  // (micro_batch, classes)
+  Buffer stats;    // kStepStats doubles
+};
+
+}  // namespace dtrain

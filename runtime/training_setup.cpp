@@ -1,0 +1,86 @@
+#include "runtime/training_setup.h"
+
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+
+#include "kernels/errors.h"
+#include "runtime/lr_schedule.h"
+#include "runtime/param_check.h"
+#include "runtime/setup_agreement.h"
+
+namespace dtrain {
+
+namespace {
+
+int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
+  const int64_t by_epochs = c.train.epochs * steps_per_epoch;
+  if (c.train.max_steps == 0) return by_epochs;
+  if (!c.epochs_given) return c.train.max_steps;
+  return std::min(c.train.max_steps, by_epochs);
+}
+
+// The parts built without collectives (Note [Setup agreement]).
+void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communicator& control,
+             const std::string& run_dir) {
+  s.data = load_data(config.data, config.train.seed);
+  s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
+  s.model->init(config.train.seed);
+  s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
+  if (control.rank() == 0 && !run_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir, ec);
+    if (ec) throw DataError("cannot create run directory '" + run_dir + "': " + ec.message() + "; pass a writable --run-dir");
+  }
+}
+
+}  // namespace
+
+PlanSummary TrainingSetup::summary(const Config& config) const {
+  PlanSummary s{planned, 0.0, 0.0, "", 0, 0, 0};
+  s.base_lr = config.optimizer.lr;
+  s.effective_lr = lr;
+  s.lr_scaling = config.optimizer.lr_scaling;
+  s.base_batch = config.optimizer.base_batch;
+  s.steps_per_epoch = steps_per_epoch;
+  s.warmup_steps = schedule.warmup_steps;
+  return s;
+}
+
+TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& control, int ranks_sharing_device,
+                             const std::string& run_dir) {
+  TrainingSetup s;
+  std::exception_ptr error;
+  try {
+    prepare(s, config, ctx, control, run_dir);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree_on_setup(control, error);
+  try {
+    verify_identical_params(*s.model, ctx, control);
+  } catch (Error& e) {
+    e.set_agreed(control.rank() == 0);  // every rank gathered the same checksums and throws alike
+    throw;
+  }
+
+  s.planned = plan_training(config, *s.model, *s.optimizer, ctx, *s.data.train, control,
+                            PlannerInputs{ctx.allocator().capacity(), ranks_sharing_device});
+  const int64_t global_batch = s.planned.plan.global_batch;
+  s.sampler = std::make_unique<GlobalSampler>(s.data.train->size(), config.train.seed);
+  s.steps_per_epoch = s.sampler->batches_per_epoch(global_batch);
+  if (s.steps_per_epoch == 0) {
+    // Every rank holds the same plan, so every rank fails here alike.
+    ConfigError e(config.where("train.global_batch") + ": the global batch " + std::to_string(global_batch) +
+                  " is larger than the " + std::to_string(s.data.train->size()) + " training samples of " +
+                  s.data.train->name() + "; lower train.global_batch");
+    e.set_agreed(control.rank() == 0);
+    throw e;
+  }
+  s.total_steps = total_steps_of(config, s.steps_per_epoch);
+  s.schedule = schedule_for_plan(config.schedule, s.steps_per_epoch);
+  s.lr = scaled_lr(config.optimizer, global_batch);
+  return s;
+}
+
+}  // namespace dtrain
