@@ -29,6 +29,11 @@ void NoiseScaleEstimator::add_from_batches(double small_sq, double small_batch, 
       (small_sq - big_sq) / (1.0 / small_batch - 1.0 / big_batch));
 }
 
+void NoiseScaleEstimator::add_weighted(double small_a, double small_b, double big_sq, double gradient_sq_weights,
+                                       double trace_weights, double count) {
+  add((gradient_sq_weights * big_sq - small_a) / count, (small_b - trace_weights * big_sq) / count);
+}
+
 double NoiseScaleEstimator::gradient_sq() const { return steps_ > 0 ? gradient_sq_ema_ / weight_ : 0.0; }
 
 double NoiseScaleEstimator::trace_sigma() const { return steps_ > 0 ? trace_ema_ / weight_ : 0.0; }

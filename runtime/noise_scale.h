@@ -41,6 +41,12 @@ class NoiseScaleEstimator {
   void add(double gradient_sq, double trace_sigma);
   // One step from mean-gradient norms at two batch sizes (the formulas above).
   void add_from_batches(double small_sq, double small_batch, double big_sq, double big_batch);
+  // One step in the trainer's form: `count` small batches each added a_r |g_r|^2 into
+  // small_a and b_r |g_r|^2 into small_b (their SmallBatchWeights); the weight sums
+  // are the sums of their to_gradient_sq and to_trace. Adds the averages of the
+  // per-batch estimates.
+  void add_weighted(double small_a, double small_b, double big_sq, double gradient_sq_weights,
+                    double trace_weights, double count);
 
   bool ready() const { return steps_ > 0; }
   int64_t steps() const { return steps_; }

@@ -43,7 +43,6 @@ struct NoiseProbe {
   double gradient_sq_sum = 0;   // sum over the small batches of their to_gradient_sq
   double trace_sum = 0;         // sum over the small batches of their to_trace
   double small_batches = 0;     // how many small-batch estimates are averaged
-  double small_batch_of_rank0 = 0;
 };
 
 NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank) {
@@ -190,9 +189,8 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
     ops::copy_to_host(ctx, sums, stats, sizeof(sums));
     const double loss = sums[kLossSum] / static_cast<double>(plan.global_batch);
     if (noise.mode != NoiseProbe::kOff) {
-      const double big_sq = sums[kGradSqNorm];
-      noise_scale.add((noise.gradient_sq_sum * big_sq - sums[kSmallGradA]) / noise.small_batches,
-                      (sums[kSmallGradB] - noise.trace_sum * big_sq) / noise.small_batches);
+      noise_scale.add_weighted(sums[kSmallGradA], sums[kSmallGradB], sums[kGradSqNorm], noise.gradient_sq_sum,
+                               noise.trace_sum, noise.small_batches);
     }
 
     optimizer->step(ctx, model->params(), model->grads(), lr);

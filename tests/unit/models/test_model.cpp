@@ -233,6 +233,51 @@ TEST_F(ModelTest, ActivationBytesMatchTheAllocator) {
   EXPECT_EQ(activations(), 6 * m->activation_bytes_per_sample());
 }
 
+TEST_F(ModelTest, EachLayerReportsItsOwnActivationBytes) {
+  auto m = build_model(*ctx_, cnn({4, 8}, 5, {16}), kMnist, 10);
+  // conv, relu, pool, conv, relu, pool, flatten, linear, relu, linear: fp32 outputs,
+  // int32 argmax for the pools, nothing for flatten (it aliases its input).
+  const std::vector<int64_t> expected = {4 * 4 * 28 * 28, 4 * 4 * 28 * 28, 2 * 4 * 4 * 14 * 14,
+                                         4 * 8 * 14 * 14, 4 * 8 * 14 * 14, 2 * 4 * 8 * 7 * 7,
+                                         0, 4 * 16, 4 * 16, 4 * 10};
+  ASSERT_EQ(m->num_layers(), static_cast<int>(expected.size()));
+  for (int i = 0; i < m->num_layers(); ++i) {
+    EXPECT_EQ(m->layer(i).activation_bytes_per_sample(m->shapes()[static_cast<size_t>(i)]),
+              expected[static_cast<size_t>(i)])
+        << m->layer(i).name();
+  }
+}
+
+TEST_F(ModelTest, WorkspaceBytesMatchWhatTheOpsTake) {
+  std::vector<float> x(static_cast<size_t>(64 * kMnist.numel()), 0.25f);
+  std::vector<float> dy(64 * 10, 0.1f);
+  for (int64_t n : {1, 7, 64}) {
+    auto fresh = Context::make_cpu(1);
+    auto model = build_model(*fresh, cnn({4, 8}, 5, {16}), kMnist, 10);
+    const ConstTensor y = model->forward(ConstTensor(x.data(), kMnist.with_batch(n)));
+    model->backward(ConstTensor(dy.data(), y.shape));
+    // The context keeps one workspace, grown to the largest request.
+    const auto taken = fresh->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Workspace)];
+    EXPECT_EQ(model->workspace_bytes(n), taken) << "batch " << n;
+  }
+}
+
+TEST_F(ModelTest, ReleasedActivationsAreFreedAndComeBack) {
+  auto m = build_model(*ctx_, cnn({4, 8}, 5, {16}), kMnist, 10);
+  m->init(1);
+  std::vector<float> x(static_cast<size_t>(8 * kMnist.numel()), 0.5f);
+  auto activations = [&] {
+    return ctx_->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Activations)];
+  };
+  const ConstTensor y = m->forward(ConstTensor(x.data(), kMnist.with_batch(8)));
+  const std::vector<float> before(y.data, y.data + y.numel());
+  m->release_activations();
+  EXPECT_EQ(activations(), 0u);  // outputs, gradient buffers and the pools' argmax
+  const ConstTensor again = m->forward(ConstTensor(x.data(), kMnist.with_batch(3)));
+  EXPECT_EQ(activations(), static_cast<size_t>(3 * m->activation_bytes_per_sample()));
+  for (int64_t i = 0; i < again.numel(); ++i) EXPECT_EQ(again.data[i], before[static_cast<size_t>(i)]);
+}
+
 TEST_F(ModelTest, UnknownModelNameIsAConfigErrorListingTheChoices) {
   ModelSpec spec;
   spec.name = "resnet";

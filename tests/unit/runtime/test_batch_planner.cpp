@@ -1,0 +1,226 @@
+// The batch planner on one rank: the memory model against the allocator's measured
+// peak, the chosen micro-batch against the largest that really runs, and the errors
+// when nothing fits. (Several ranks: tests/mpi/test_batch_planner.cpp.)
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "comm/self_communicator.h"
+#include "kernels/context.h"
+#include "kernels/errors.h"
+#include "models/model.h"
+#include "runtime/batch_planner.h"
+#include "runtime/config.h"
+#include "runtime/dataset.h"
+#include "runtime/lr_schedule.h"
+#include "runtime/memory_probe.h"
+#include "runtime/optimizer.h"
+
+namespace dtrain {
+namespace {
+
+Config config_for(const std::string& model, const std::string& optimizer = "sgd") {
+  Config c;
+  c.model.name = model;
+  c.model.channels = {16, 32};
+  c.model.cnn_hidden = {128};
+  c.data.name = "synthetic";
+  c.data.train_samples = 4096;
+  c.data.test_samples = 256;
+  c.optimizer.name = optimizer;
+  c.train.micro_batch = kAuto;
+  c.train.global_batch = kAuto;
+  return c;
+}
+
+struct Rank {
+  explicit Rank(const Config& c, size_t limit = 0)
+      : ctx(Context::make_cpu(1, limit)), data(load_data(c.data, 1)) {
+    model = build_model(*ctx, c.model, data.train->sample_shape(), data.train->num_classes());
+    model->init(1);
+    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count());
+  }
+  std::unique_ptr<Context> ctx;
+  DataSplits data;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Optimizer> optimizer;
+};
+
+// Whether a probe step of `micro` samples runs within the rank's allocator limit.
+bool runs(Rank& r, int64_t micro, int64_t eval_batch) {
+  try {
+    probe_micro_batch(*r.model, *r.ctx, *r.data.train, micro, std::min(micro, eval_batch));
+    return true;
+  } catch (const OutOfMemoryError&) {
+    return false;
+  }
+}
+
+// The largest micro-batch that runs, by bisection on real probe steps.
+int64_t largest_runnable(Rank& r, int64_t eval_batch) {
+  int64_t lo = 1, hi = 2;
+  while (runs(r, hi, eval_batch)) lo = hi, hi *= 2;
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    (runs(r, mid, eval_batch) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+class PredictionVsProbe : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
+  const Config c = config_for(GetParam().first, GetParam().second);
+  Rank r(c);
+  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->sample_shape(),
+                                             r.data.train->num_classes(), c.eval.batch);
+  // The fixed part by formula: 4 bytes per parameter for each of params and grads;
+  // SGD with momentum keeps one mirror, AdamW two.
+  const int64_t params = r.model->param_count();
+  EXPECT_EQ(memory.params_bytes, 4 * params);
+  EXPECT_EQ(memory.grads_bytes, 4 * params);
+  EXPECT_EQ(memory.optimizer_bytes, (c.optimizer.name == "adamw" ? 8 : 4) * params);
+  for (int64_t micro : {8, 100, 700}) {
+    r.model->release_activations();
+    r.ctx->release_workspace();
+    const int64_t peak = probe_micro_batch(*r.model, *r.ctx, *r.data.train, micro, std::min<int64_t>(micro, c.eval.batch));
+    const int64_t predicted = memory.predict(micro).total();
+    EXPECT_NEAR(double(predicted), double(peak), 0.1 * double(peak)) << "micro-batch " << micro;
+    RecordProperty("peak_" + std::to_string(micro), std::to_string(peak));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PredictionVsProbe,
+                         ::testing::Values(std::make_pair("mlp", "sgd"), std::make_pair("cnn", "sgd"),
+                                           std::make_pair("mlp", "adamw")),
+                         [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+TEST(BatchPlanner, ProbeLeavesParametersAndZeroGradients) {
+  const Config c = config_for("mlp");
+  Rank r(c);
+  const std::vector<float> before(r.model->params(), r.model->params() + r.model->param_count());
+  probe_micro_batch(*r.model, *r.ctx, *r.data.train, 16, 16);
+  for (int64_t i = 0; i < r.model->param_count(); ++i) {
+    ASSERT_EQ(r.model->params()[i], before[static_cast<size_t>(i)]);
+    ASSERT_EQ(r.model->grads()[i], 0.0f);
+  }
+}
+
+class ChosenVsRunnable : public ::testing::TestWithParam<std::pair<std::string, int64_t>> {};
+
+// With memory.fraction 1 there is no headroom, so the gap between the planner's choice
+// and the largest micro-batch that really runs is the memory model's own error.
+TEST_P(ChosenVsRunnable, ChosenMicroBatchIsAtLeast90PercentOfTheLargestRunnable) {
+  Config c = config_for(GetParam().first);
+  c.memory.fraction = 1.0;
+  const auto limit = static_cast<size_t>(GetParam().second);
+  Rank r(c, limit);
+  SelfCommunicator self;
+  const PlanOutcome out = plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self,
+                                        PlannerInputs{r.ctx->allocator().capacity(), 1});
+  const int64_t chosen = out.plan.micro_batch[0];
+  const int64_t largest = largest_runnable(r, c.eval.batch);
+  EXPECT_GE(double(chosen), 0.9 * double(largest)) << "chosen " << chosen << ", largest runnable " << largest;
+  EXPECT_LE(chosen, largest);
+  EXPECT_EQ(out.plan.global_batch, chosen);  // global_batch: auto on one rank
+  EXPECT_LE(out.ranks[0].probe_peak_bytes, static_cast<int64_t>(limit));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ChosenVsRunnable,
+                         ::testing::Values(std::make_pair("mlp", int64_t{8} << 20), std::make_pair("cnn", int64_t{48} << 20)),
+                         [](const auto& info) { return info.param.first; });
+
+TEST(BatchPlanner, DefaultHeadroomKeepsThePredictedPeakWithinTheFraction) {
+  Config c = config_for("cnn");
+  const size_t limit = size_t{48} << 20;
+  Rank r(c, limit);
+  SelfCommunicator self;
+  const PlanOutcome out = plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self,
+                                        PlannerInputs{r.ctx->allocator().capacity(), 1});
+  EXPECT_LE(double(out.ranks[0].predicted.total()), 0.9 * double(limit));
+  EXPECT_EQ(out.ranks[0].memory.limit, limit);
+  EXPECT_EQ(out.ranks[0].probes, 1);  // the prediction held: no back-off
+}
+
+TEST(BatchPlanner, AGivenGlobalBatchIsMetExactlyWithAccumulation) {
+  Config c = config_for("cnn");
+  c.train.global_batch = 1000;
+  Rank r(c, size_t{48} << 20);  // about 140 samples fit
+  SelfCommunicator self;
+  const PlanOutcome out = plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self,
+                                        PlannerInputs{r.ctx->allocator().capacity(), 1});
+  EXPECT_EQ(out.plan.accumulation_steps * out.plan.micro_batch[0], 1000);
+  EXPECT_GT(out.plan.accumulation_steps, 1);
+  EXPECT_LE(out.plan.micro_batch[0], out.ranks[0].capacity);
+}
+
+TEST(BatchPlanner, DeviceOverstatingItsMemoryIsCaughtByTheProbeAndBackedOff) {
+  Config c = config_for("mlp");
+  Rank r(c, size_t{6} << 20);  // the allocator holds 6 MiB
+  MemoryCapacity claimed = r.ctx->allocator().capacity();
+  claimed.available *= 4;  // the device says four times more
+  SelfCommunicator self;
+  const PlanOutcome out = plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self,
+                                        PlannerInputs{claimed, 1});
+  EXPECT_GT(out.ranks[0].probes, 1);
+  EXPECT_TRUE(runs(r, out.plan.micro_batch[0], c.eval.batch));
+}
+
+TEST(BatchPlanner, AFixedMicroBatchThatDoesNotFitIsRefusedNamingTheKey) {
+  Config c = config_for("cnn");
+  c.train.micro_batch = 5000;
+  c.origins["train.micro_batch"] = "cfg.yaml:6";
+  Rank r(c, size_t{32} << 20);
+  SelfCommunicator self;
+  try {
+    plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self, PlannerInputs{r.ctx->allocator().capacity(), 1});
+    FAIL() << "expected OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cfg.yaml:6: train.micro_batch = 5000 does not fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("set it to auto"), std::string::npos) << m;
+    EXPECT_TRUE(e.agreed());
+  }
+}
+
+TEST(BatchPlanner, AModelThatDoesNotFitAtOneSampleSaysHowMuchItNeeds) {
+  const Config c = config_for("cnn");
+  Rank r(c);
+  MemoryCapacity tiny = r.ctx->allocator().capacity();
+  tiny.available = 100 * 1024;
+  SelfCommunicator self;
+  try {
+    plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self, PlannerInputs{tiny, 1});
+    FAIL() << "expected OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("does not fit even at micro-batch 1: it needs about"), std::string::npos) << m;
+    EXPECT_NE(m.find("parameters 841.3 KiB"), std::string::npos) << m;  // 215370 parameters x 4 bytes
+    EXPECT_NE(m.find("raise memory.limit"), std::string::npos) << m;
+  }
+}
+
+TEST(LrScaling, LinearAndSqrtFollowTheGlobalBatch) {
+  OptimizerConfig o;
+  o.lr = 0.1;
+  o.base_batch = 256;
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 1024), 0.1);  // lr_scaling: none
+  o.lr_scaling = "linear";
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 1024), 0.4);
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 64), 0.025);
+  o.lr_scaling = "sqrt";
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 1024), 0.2);
+}
+
+TEST(LrScaling, WarmupEpochsBecomeStepsOfThePlan) {
+  ScheduleConfig s;
+  s.warmup_epochs = 0.5;
+  EXPECT_EQ(schedule_for_plan(s, 937).warmup_steps, 469);  // 468.5 rounds up
+  s.warmup_epochs = 0;
+  s.warmup_steps = 12;
+  EXPECT_EQ(schedule_for_plan(s, 937).warmup_steps, 12);
+}
+
+}  // namespace
+}  // namespace dtrain
