@@ -16,10 +16,11 @@ namespace dtrain {
 // kGradSqNorm, which every rank computes from the same reduced gradients.
 enum StepStat : int {
   kLossSum = 0,       // sum of the per-sample losses of the global batch
-  kSmallGradA = 1,    // noise scale: sum over ranks of a_r |g_r|^2 (Note [Gradient noise scale])
-  kSmallGradB = 2,    // noise scale: sum over ranks of b_r |g_r|^2
-  kGradSqNorm = 3,    // |G|^2 of the reduced gradient
-  kStepStats = 4,
+  kCorrect = 1,       // samples whose top class is the label (the loss op adds both)
+  kSmallGradA = 2,    // noise scale: sum over ranks of a_r |g_r|^2 (Note [Gradient noise scale])
+  kSmallGradB = 3,    // noise scale: sum over ranks of b_r |g_r|^2
+  kGradSqNorm = 4,    // |G|^2 of the reduced gradient
+  kStepStats = 5,
 };
 
 struct StepBuffers {

@@ -2,6 +2,13 @@
 //   metrics_check compare REL STEPS DIR_A DIR_B...   train loss at steps 1..STEPS of every
 //                                                     run within REL relative of DIR_A's
 //   metrics_check min-accuracy MIN DIR                the last eval_accuracy is at least MIN
+//   metrics_check plan FILE [mixed]                   a plan.json (dtrain plan --json) holds
+//                                                     k * sum(micro) == G, every micro-batch
+//                                                     within its capacity, every probe peak
+//                                                     within its limit and within 10% of the
+//                                                     prediction; `mixed`: not all equal
+//   metrics_check noise-scale DIR                     the last train line has a positive,
+//                                                     finite noise_scale
 // Exit 0 when the check holds, 1 when it does not, 2 for unusable input.
 #include <cmath>
 #include <cstdio>
@@ -82,6 +89,62 @@ int min_accuracy(double min, const std::string& dir) {
   return *last >= min ? 0 : 1;
 }
 
+int plan(const std::string& file, bool mixed) {
+  std::ifstream in(file);
+  if (!in) {
+    std::cerr << "metrics_check: cannot read " << file << "\n";
+    return 2;
+  }
+  std::optional<double> global, k, world;
+  std::vector<std::string> ranks;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("\"rank\":") != std::string::npos) {
+      ranks.push_back(line);
+      continue;
+    }
+    if (!global) global = field(line, "global_batch");
+    if (!k) k = field(line, "accumulation_steps");
+    if (!world) world = field(line, "world_size");
+  }
+  if (!global || !k || !world || ranks.size() != static_cast<size_t>(*world)) {
+    std::cerr << file << ": not a plan of " << (world ? *world : 0) << " rank(s)\n";
+    return 1;
+  }
+  int failures = 0;
+  double sum = 0, first = -1;
+  bool all_equal = true;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    const double micro = *field(ranks[r], "micro_batch"), capacity = *field(ranks[r], "capacity");
+    const double limit = *field(ranks[r], "memory_limit"), probe = *field(ranks[r], "probe_peak");
+    const double predicted = *field(ranks[r], "predicted_peak");
+    sum += micro;
+    if (first < 0) first = micro;
+    all_equal = all_equal && micro == first;
+    std::printf("rank %zu: micro-batch %.0f of capacity %.0f; predicted peak %.0f, probe peak %.0f (%+.2f%%), limit %.0f\n",
+                r, micro, capacity, predicted, probe, 100.0 * (predicted - probe) / probe, limit);
+    if (micro < 1 || micro > capacity) ++failures, std::printf("  micro-batch outside [1, capacity]\n");
+    if (limit > 0 && probe > limit) ++failures, std::printf("  probe peak above the limit\n");
+    if (std::fabs(predicted - probe) > 0.1 * probe) ++failures, std::printf("  prediction off by more than 10%%\n");
+  }
+  std::printf("global batch %.0f = %.0f x %.0f\n", *global, *k, sum);
+  if (*k * sum != *global) ++failures, std::printf("  k x sum(micro) != global batch\n");
+  if (mixed && all_equal) ++failures, std::printf("  expected different micro-batches\n");
+  return failures == 0 ? 0 : 1;
+}
+
+int noise_scale(const std::string& dir) {
+  std::optional<double> last;
+  for (const auto& line : lines_of(dir)) {
+    if (auto b = field(line, "noise_scale")) last = b;
+  }
+  if (!last) {
+    std::cerr << dir << "/metrics.jsonl has no noise_scale\n";
+    return 1;
+  }
+  std::printf("final noise scale B_simple %.1f\n", *last);
+  return std::isfinite(*last) && *last > 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,6 +153,9 @@ int main(int argc, char** argv) {
     return compare(std::atof(a[1].c_str()), std::atol(a[2].c_str()), std::vector<std::string>(a.begin() + 3, a.end()));
   }
   if (a.size() == 3 && a[0] == "min-accuracy") return min_accuracy(std::atof(a[1].c_str()), a[2]);
-  std::cerr << "usage: metrics_check compare REL STEPS DIR_A DIR_B... | metrics_check min-accuracy MIN DIR\n";
+  if (a.size() >= 2 && a[0] == "plan") return plan(a[1], a.size() >= 3 && a[2] == "mixed");
+  if (a.size() == 2 && a[0] == "noise-scale") return noise_scale(a[1]);
+  std::cerr << "usage: metrics_check compare REL STEPS DIR_A DIR_B... | metrics_check min-accuracy MIN DIR |\n"
+               "       metrics_check plan FILE [mixed] | metrics_check noise-scale DIR\n";
   return 2;
 }
