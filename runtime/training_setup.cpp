@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "kernels/errors.h"
+#include "runtime/byte_size.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/param_check.h"
 #include "runtime/setup_agreement.h"
@@ -24,9 +25,18 @@ int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
 void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communicator& control,
              const std::string& run_dir) {
   s.data = load_data(config.data, config.train.seed);
-  s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
-  s.model->init(config.train.seed);
-  s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
+  try {
+    s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
+    s.model->init(config.train.seed);
+    s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
+  } catch (const OutOfMemoryError& e) {
+    const MemoryCapacity memory = ctx.allocator().capacity();
+    throw OutOfMemoryError("the model '" + config.model.name + "' does not fit on " + ctx.device_name() +
+                           ": its parameters, gradients and optimizer state alone do not fit in " +
+                           format_bytes(double(memory.limit ? memory.limit : memory.free)) +
+                           " (before any sample); use a device with more memory, a smaller model, or raise " +
+                           "memory.limit. (" + e.what() + ")");
+  }
   if (control.rank() == 0 && !run_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(run_dir, ec);

@@ -69,6 +69,24 @@ expect 2 "train.global_batch = 100 does not divide into 2 rank(s)" "1, 2, 5, 10,
   "$mpiexec" -np 2 --oversubscribe "$dtrain" train "$c" --run-dir "$work/run"
 [ "$(grep -c 'does not divide' "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the error was printed more than once on 2 ranks"; }
 
+# The batch planner: memory that holds nothing, a global batch below the ranks, a
+# limit list of the wrong length, bad sizes and LR scaling without its base.
+c=$(cfg planner "$base")
+expect 3 "does not fit even at micro-batch 1: it needs about" "raise memory.limit" -- \
+  "$dtrain" train "$c" --set memory.limit=2.75MiB --run-dir "$work/run"
+expect 3 "the model 'mlp' does not fit on cpu" "parameters, gradients and optimizer state alone" -- \
+  "$dtrain" train "$c" --set memory.limit=1MiB --run-dir "$work/run"
+expect 2 "train.global_batch = 3 is smaller than the 4 ranks" -- \
+  "$mpiexec" -np 4 --oversubscribe "$dtrain" train "$c" --set train.global_batch=3 --run-dir "$work/run"
+[ "$(grep -c 'smaller than the 4 ranks' "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the error was printed more than once on 4 ranks"; }
+expect 2 "memory.limit_per_rank has 3 entries but the job has 2 rank(s)" -- \
+  "$mpiexec" -np 2 --oversubscribe "$dtrain" train "$c" --set "memory.limit_per_rank=[8MiB,8MiB,8MiB]" --run-dir "$work/run"
+expect 2 "--set memory.limit=64 parsecs" "unknown unit 'parsecs'" -- "$dtrain" train "$c" --set "memory.limit=64 parsecs"
+expect 2 "optimizer.lr_scaling is 'linear' but optimizer.base_batch is not set" -- \
+  "$dtrain" train "$c" --set optimizer.lr_scaling=linear
+expect 2 "schedule.warmup_steps" "and schedule.warmup_epochs are both set" -- \
+  "$dtrain" train "$c" --set schedule.warmup_steps=5 --set schedule.warmup_epochs=1
+
 # Files: a missing config, a missing dataset, a truncated dataset file.
 expect 2 "cannot open config file '$work/missing.yaml'" -- "$dtrain" train "$work/missing.yaml"
 c=$(cfg fashion "data:
@@ -88,6 +106,8 @@ fi
 expect 2 "unknown option '--epochs'" -- "$dtrain" train "$c" --epochs 3
 expect 2 "unknown command 'trian'" -- "$dtrain" trian "$c"
 expect 2 "missing CONFIG.yaml" -- "$dtrain" train
+expect 2 "missing CONFIG.yaml: dtrain plan" -- "$dtrain" plan
+expect 2 "unknown option '--run-dir'; run 'dtrain plan --help'" -- "$dtrain" plan "$c" --run-dir x
 
 echo "$((cases - failures)) passed, $failures failed"
 [ $failures = 0 ]

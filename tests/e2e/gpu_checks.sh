@@ -7,6 +7,10 @@
 #     rank) and as 1, 2 and 4 ranks of micro 16 sharing the GPU through the MPI
 #     communicator (device.share: true): the same loss at each step within 1e-4.
 #  3. comm.backend: nccl named explicitly trains on one rank.
+#  4. The batch planner on the card: dtrain plan (micro-batch auto) with the card's free
+#     memory (cudaMemGetInfo) and with memory.limit 1GiB, the prediction against the
+#     probe step's allocator peak (within 10%); then training with global batch auto
+#     (every rank's largest micro-batch) for a few steps, its plan.json checked alike.
 # Usage: gpu_checks.sh DTRAIN MPIEXEC METRICS_CHECK SOURCE_DIR WORK_DIR HAVE_CUDA [DATA_DIR]
 set -u
 dtrain=$1 mpiexec=$2 check=$3 src=$4 work=$5 have_cuda=$6
@@ -52,6 +56,24 @@ done
 run nccl_one_rank "$dtrain" train "$src/configs/fashion_mnist_mlp.yaml" --set "data.path=$data" --set train.max_steps=50 \
   --set device.kind=cuda --set comm.backend=nccl
 grep -q "over nccl" "$work/nccl_one_rank.log" || { echo "FAILED: the NCCL run did not use NCCL"; failures=$((failures + 1)); }
+
+for model in mlp cnn; do
+  plan_args=(plan "$src/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda
+             --set train.micro_batch=auto)
+  for limit in 0 1GiB; do
+    "$dtrain" "${plan_args[@]}" --set memory.limit=$limit | tee "$work/plan_${model}_limit_$limit.txt"
+    if "$dtrain" "${plan_args[@]}" --set memory.limit=$limit --json >"$work/plan_${model}_limit_$limit.json"; then
+      "$check" plan "$work/plan_${model}_limit_$limit.json" || failures=$((failures + 1))
+    else
+      echo "FAILED: dtrain plan $model (memory.limit $limit)"; failures=$((failures + 1))
+    fi
+  done
+  run "${model}_gpu_global_auto" "$dtrain" train "$src/configs/fashion_mnist_$model.yaml" --set "data.path=$data" \
+    --set device.kind=cuda --set train.micro_batch=auto --set train.global_batch=auto --set memory.limit=4GiB \
+    --set train.max_steps=3 --set eval.every_steps=0 --set log.every_steps=1
+  cat "$work/${model}_gpu_global_auto.log"
+  "$check" plan "$work/${model}_gpu_global_auto/plan.json" || failures=$((failures + 1))
+done
 
 echo "gpu checks: $failures failure(s); logs in $work"
 [ $failures = 0 ]

@@ -6,6 +6,7 @@
 //   bias gradient                  1e-4 (the CPU sums each plane in float first)
 //   cross-entropy                  dlogits 1e-6, loss sum 1e-6 relative, hits exact
 //   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding)
+//   sum of squares                 1e-12 relative (both sum in double, in other orders)
 // Outputs that an op must overwrite start as NaN on the device, so a missed element
 // shows; gradients that an op must add into start random, so += is checked.
 #include <gtest/gtest.h>
@@ -537,6 +538,58 @@ TEST_F(CudaOps, AdamWMatchesCpuOverSeveralSteps) {
 }
 
 // ----------------------------------------------------------------------- Transfers
+
+TEST_F(CudaOps, SumSquaresMatchesCpuAndAddsScaled) {
+  Rng rng(140);
+  for (const int64_t n : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{1} << 20, int64_t{3000001}}) {
+    SCOPED_TRACE(n);
+    const auto x = random_normal(rng, n);
+    double want[2] = {1.5, 0.0};
+    ops::sum_squares(cpu(), x.data(), n, 2.0, want);
+    DeviceArray<float> gx(gpu(), x);
+    const std::vector<double> start = {1.5, 0.0};
+    Buffer out(gpu().allocator(), 2 * sizeof(double), MemoryCategory::Other);
+    ops::copy_from_host(gpu(), out.data(), start.data(), 2 * sizeof(double));
+    ops::sum_squares(gpu(), gx.get(), n, 2.0, out.as<double>());
+    double got[2];
+    ops::copy_to_host(gpu(), got, out.data(), sizeof(got));
+    EXPECT_NEAR(got[0], want[0], 1e-12 * want[0]);
+    EXPECT_EQ(got[1], 0.0);  // only out[0] is written
+    // The same input gives the same bits (no atomics).
+    ops::copy_from_host(gpu(), out.data(), start.data(), 2 * sizeof(double));
+    ops::sum_squares(gpu(), gx.get(), n, 2.0, out.as<double>());
+    double again[2];
+    ops::copy_to_host(gpu(), again, out.data(), sizeof(again));
+    EXPECT_EQ(again[0], got[0]);
+  }
+}
+
+TEST_F(CudaOps, Conv2dWorkspaceBytesBoundWhatTheOpsTake) {
+  uint64_t seed = 150;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    if (s.batch == 0) continue;
+    auto fresh = Context::make_cuda(CudaOptions{});
+    const size_t predicted = ops::conv2d_workspace_bytes(*fresh, s);
+    const ConvData d = conv_data(s, ++seed);
+    const int64_t ny = s.batch * s.out_channels * s.out_height() * s.out_width();
+    Rng rng(seed);
+    DeviceArray<float> x(*fresh, d.x), w(*fresh, d.w), dy(*fresh, random_normal(rng, ny));
+    DeviceArray<float> y(*fresh, nans(ny)), dx(*fresh, nans(static_cast<int64_t>(d.x.size())));
+    DeviceArray<float> dw(*fresh, std::vector<float>(d.w.size(), 0.0f));
+    const size_t before = fresh->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Workspace)];
+    fresh->allocator().reset_peak();
+    ops::conv2d_forward(*fresh, s, x.get(), w.get(), nullptr, y.get());
+    ops::conv2d_backward_data(*fresh, s, dy.get(), w.get(), dx.get());
+    ops::conv2d_backward_filter(*fresh, s, x.get(), dy.get(), dw.get(), nullptr);
+    fresh->synchronize();
+    const size_t taken = fresh->allocator().stats().peak_by[static_cast<int>(MemoryCategory::Workspace)] - before;
+    EXPECT_LE(taken, predicted) << "the search and the chosen algorithms took more than predicted";
+    // After the search, the prediction is what the context keeps.
+    const size_t held = fresh->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Workspace)] - before;
+    EXPECT_EQ(ops::conv2d_workspace_bytes(*fresh, s), held);
+  }
+}
 
 TEST_F(CudaOps, CopiesRoundTripFromPageableAndPinnedMemory) {
   Rng rng(130);
