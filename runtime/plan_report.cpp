@@ -55,7 +55,7 @@ std::string plan_text(const PlanSummary& s) {
 std::string plan_json(const PlanSummary& s) {
   const BatchPlan& plan = s.outcome.plan;
   std::ostringstream out;
-  out.precision(17);
+  out.precision(12);
   out << "{\n  \"global_batch\": " << plan.global_batch << ",\n  \"accumulation_steps\": " << plan.accumulation_steps
       << ",\n  \"world_size\": " << plan.world_size() << ",\n  \"steps_per_epoch\": " << s.steps_per_epoch
       << ",\n  \"lr\": " << s.base_lr << ",\n  \"effective_lr\": " << s.effective_lr

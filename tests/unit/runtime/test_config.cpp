@@ -117,5 +117,72 @@ TEST_F(ConfigTest, EffectiveConfigLoadsBackToTheSameValues) {
   EXPECT_EQ(config_to_yaml(b, {"world_size: 2"}), text);
 }
 
+TEST_F(ConfigTest, BatchSizesTakeAuto) {
+  const Config c = load_config(write("train:\n  global_batch: auto\n  micro_batch: auto\n"), {});
+  EXPECT_EQ(c.train.global_batch, kAuto);
+  EXPECT_EQ(c.train.micro_batch, kAuto);
+  const Config d = load_config(write("train:\n  micro_batch: 8\n"), {"train.global_batch=auto"});
+  EXPECT_EQ(d.train.global_batch, kAuto);
+  EXPECT_EQ(d.train.micro_batch, 8);
+  EXPECT_NE(error_of("train:\n  micro_batch: 0\n").find("must be at least 1, or auto"), std::string::npos);
+}
+
+TEST_F(ConfigTest, MemoryKeysTakeSizesWithUnits) {
+  const Config c = load_config(write("memory:\n  fraction: 0.8\n  limit: 2GiB\n"),
+                               {"memory.limit_per_rank=[64MiB, 32MiB]"});
+  EXPECT_DOUBLE_EQ(c.memory.fraction, 0.8);
+  EXPECT_EQ(c.memory.limit, int64_t{2} << 30);
+  EXPECT_EQ(c.memory.limit_per_rank, (std::vector<int64_t>{int64_t{64} << 20, int64_t{32} << 20}));
+  // The per-rank list wins over the common limit, and must match the ranks.
+  EXPECT_EQ(c.memory_limit_of(1, 2), int64_t{32} << 20);
+  try {
+    c.memory_limit_of(0, 4);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--set memory.limit_per_rank=[64MiB, 32MiB]: memory.limit_per_rank has 2 entries but the job "
+                     "has 4 rank(s)"),
+              std::string::npos)
+        << m;
+  }
+  const Config plain = load_config(write("memory:\n  limit: 1000\n"), {});
+  EXPECT_EQ(plain.memory_limit_of(3, 4), 1000);
+}
+
+TEST_F(ConfigTest, BadMemoryValuesNameKeyAndLine) {
+  std::string m = error_of("memory:\n  limit: 12 furlongs\n");
+  EXPECT_NE(m.find(path_ + ":2: key 'memory.limit' = '12 furlongs': unknown unit 'furlongs'"), std::string::npos) << m;
+  m = error_of("memory:\n  fraction: 1.5\n");
+  EXPECT_NE(m.find("'memory.fraction' = 1.5 is out of range"), std::string::npos) << m;
+  m = error_of("memory:\n  limit_per_rank: 64MiB\n");
+  EXPECT_NE(m.find("expects a list of sizes, one per rank"), std::string::npos) << m;
+  m = error_of("memory:\n  limit_per_rank: [64MiB, 0]\n");
+  EXPECT_NE(m.find("has a size of 0"), std::string::npos) << m;
+}
+
+TEST_F(ConfigTest, LrScalingNeedsItsBaseAndWarmupIsGivenOnce) {
+  EXPECT_NE(error_of("optimizer:\n  lr_scaling: sqrt\n").find("optimizer.base_batch is not set"), std::string::npos);
+  EXPECT_NE(error_of("optimizer:\n  lr_scaling: cubic\n").find("is not one of: none, linear, sqrt"), std::string::npos);
+  EXPECT_NE(error_of("schedule:\n  warmup_steps: 10\n  warmup_epochs: 0.5\n").find("keep one"), std::string::npos);
+  const Config c = load_config(write("optimizer:\n  lr_scaling: linear\n  base_batch: 256\n"
+                                     "schedule:\n  warmup_epochs: 0.5\n"), {});
+  EXPECT_EQ(c.optimizer.lr_scaling, "linear");
+  EXPECT_EQ(c.optimizer.base_batch, 256);
+  EXPECT_DOUBLE_EQ(c.schedule.warmup_epochs, 0.5);
+}
+
+TEST_F(ConfigTest, PlannerKeysSurviveTheEffectiveConfig) {
+  const Config a = load_config(write("train:\n  global_batch: auto\nmemory:\n  limit_per_rank: [64MiB, 32MiB]\n"
+                                     "optimizer:\n  lr_scaling: sqrt\n  base_batch: 64\nlog:\n  noise_ema: 0.9\n"), {});
+  const Config b = load_config(write(config_to_yaml(a)), {});
+  EXPECT_EQ(b.train.global_batch, kAuto);
+  EXPECT_EQ(b.train.micro_batch, kAuto);
+  EXPECT_EQ(b.memory.limit_per_rank, a.memory.limit_per_rank);
+  EXPECT_EQ(b.optimizer.lr_scaling, "sqrt");
+  EXPECT_EQ(b.optimizer.base_batch, 64);
+  EXPECT_DOUBLE_EQ(b.log.noise_ema, 0.9);
+  EXPECT_EQ(config_to_yaml(b), config_to_yaml(a));
+}
+
 }  // namespace
 }  // namespace dtrain
