@@ -89,6 +89,8 @@ class OpsBackend {
   virtual void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                                      int64_t batch, int64_t classes, float grad_scale,
                                      float* dlogits, double* stats) = 0;
+  // The workspace softmax_cross_entropy takes for `batch` rows, for the memory model.
+  virtual size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const = 0;
   virtual void sgd_update(Context& ctx, float* params, const float* grads, float* momentum,
                           int64_t n, const SgdHyper& h) = 0;
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
@@ -168,6 +170,9 @@ inline void softmax_cross_entropy(Context& ctx, const float* logits, const int32
                                   float* dlogits, double* stats) {
   ctx.backend().softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits,
                                       stats);
+}
+inline size_t softmax_cross_entropy_workspace_bytes(Context& ctx, int64_t batch) {
+  return ctx.backend().softmax_cross_entropy_workspace_bytes(batch);
 }
 // One fused pass of SGD over a flat range: decoupled weight decay p -= lr*wd*p, then
 // buf = momentum*buf + g; p -= lr * (nesterov ? g + momentum*buf : buf).

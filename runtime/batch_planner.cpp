@@ -9,6 +9,7 @@
 
 #include "comm/typed_collectives.h"
 #include "kernels/errors.h"
+#include "kernels/ops.h"
 #include "runtime/byte_size.h"
 #include "runtime/device_batch.h"
 #include "runtime/memory_probe.h"
@@ -128,7 +129,10 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   m.eval_bytes_per_sample = DeviceBatch::bytes_per_sample(sample_shape);
   m.eval_batch = eval_batch;
   m.fixed_workspace_bytes = (kStepStats + 2) * static_cast<int64_t>(sizeof(double));
-  m.workspace_bytes = [&model](int64_t b) { return static_cast<int64_t>(model.workspace_bytes(b)); };
+  // The context keeps one workspace, grown to the largest request: the layers' or the loss's.
+  m.workspace_bytes = [&model, &ctx](int64_t b) {
+    return static_cast<int64_t>(std::max(model.workspace_bytes(b), ops::softmax_cross_entropy_workspace_bytes(ctx, b)));
+  };
   return m;
 }
 

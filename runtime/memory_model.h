@@ -10,9 +10,10 @@
 //               and the two input-gradient buffers backward ping-pongs between)
 //               + b * (2 training input slots (image + label) + the loss gradient)
 //               + e * 2 evaluation input slots
-//   workspace   the largest any layer's ops take for b samples (im2col chunks on
-//               the CPU, cuDNN's search and algorithm workspace on a GPU), what the
-//               device libraries hold (cuBLAS's workspace) and a few scalars
+//   workspace   the largest any layer's ops or the loss take for b samples (im2col
+//               chunks on the CPU, cuDNN's search and algorithm workspace on a GPU,
+//               the loss's per-row sums), what the device libraries hold (cuBLAS's
+//               workspace) and a few scalars
 // Everything comes from the same allocator (DESIGN contract 5), whose peak the
 // planner's probe step measures; tests hold the two within 10%.
 #pragma once

@@ -58,6 +58,9 @@ class CpuBackend final : public OpsBackend {
                              double* stats) override {
     cpu::softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats);
   }
+  size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
+    return static_cast<size_t>(batch) * sizeof(double);  // a loss per row (cross_entropy.cpp)
+  }
   void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                   const SgdHyper& h) override {
     cpu::sgd_update(ctx, params, grads, momentum, n, h);

@@ -138,6 +138,10 @@ __global__ void cross_entropy_totals(const double* row_loss, const int32_t* row_
 
 }  // namespace
 
+size_t CudaBackend::softmax_cross_entropy_workspace_bytes(int64_t batch) const {
+  return static_cast<size_t>(batch) * (sizeof(double) + sizeof(int32_t));
+}
+
 void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                                         int64_t batch, int64_t classes, float grad_scale,
                                         float* dlogits, double* stats) {
@@ -148,8 +152,7 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const
                 "softmax_cross_entropy: batch " << batch << " exceeds 2^31 rows");
   // Workspace: row losses (double) first, so both arrays stay aligned.
   const size_t loss_bytes = static_cast<size_t>(batch) * sizeof(double);
-  const size_t hit_bytes = static_cast<size_t>(batch) * sizeof(int32_t);
-  auto* scratch = static_cast<char*>(ctx.workspace(loss_bytes + hit_bytes));
+  auto* scratch = static_cast<char*>(ctx.workspace(softmax_cross_entropy_workspace_bytes(batch)));
   auto* row_loss = reinterpret_cast<double*>(scratch);
   auto* row_hit = reinterpret_cast<int32_t*>(scratch + loss_bytes);
 
