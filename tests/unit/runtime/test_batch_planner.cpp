@@ -88,6 +88,7 @@ TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
     const int64_t predicted = memory.predict(micro).total();
     EXPECT_NEAR(double(predicted), double(peak), 0.1 * double(peak)) << "micro-batch " << micro;
     RecordProperty("peak_" + std::to_string(micro), std::to_string(peak));
+    RecordProperty("predicted_" + std::to_string(micro), std::to_string(predicted));
   }
 }
 
@@ -121,6 +122,8 @@ TEST_P(ChosenVsRunnable, ChosenMicroBatchIsAtLeast90PercentOfTheLargestRunnable)
                                         PlannerInputs{r.ctx->allocator().capacity(), 1});
   const int64_t chosen = out.plan.micro_batch[0];
   const int64_t largest = largest_runnable(r, c.eval.batch);
+  RecordProperty("chosen", std::to_string(chosen));
+  RecordProperty("largest_runnable", std::to_string(largest));
   EXPECT_GE(double(chosen), 0.9 * double(largest)) << "chosen " << chosen << ", largest runnable " << largest;
   EXPECT_LE(chosen, largest);
   EXPECT_EQ(out.plan.global_batch, chosen);  // global_batch: auto on one rank
