@@ -14,6 +14,7 @@ enum ExitCode : int {
   kExitInternal = 1,     // a bug or an unexpected failure
   kExitBadInput = 2,     // config, command line or data file is wrong: fix the input
   kExitRuntime = 3,      // device or communication failure while running
+  kExitStopped = 4,      // stopped on a signal after writing a checkpoint: resume it
 };
 
 class Error : public std::runtime_error {

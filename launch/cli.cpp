@@ -8,7 +8,7 @@ const char* main_help() {
   return R"(dtrain: data-parallel training across MPI ranks, one per device.
 
 Usage:
-  dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
+  dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
   dtrain train --help | dtrain plan --help | dtrain --help
 
@@ -16,12 +16,14 @@ Run it as one process, or under MPI for several ranks:
   mpirun -np 2 dtrain train configs/fashion_mnist_cnn.yaml
 
 Exit codes: 0 done; 1 internal error; 2 bad input (command line, config or data
-file; the message names the key, file and line); 3 device or communication failure.
+file; the message names the key, file and line); 3 device or communication failure,
+out of memory, non-finite values, or a checkpoint that cannot be written; 4 stopped
+by SIGTERM, SIGINT or SIGUSR1 after writing a checkpoint (resume with --resume auto).
 )";
 }
 
 const char* train_help() {
-  return R"(Usage: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
+  return R"(Usage: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
 
 Trains the model CONFIG.yaml describes on every rank of the job and writes the run
 directory: config.yaml (the effective config), plan.json (the batch plan) and
@@ -33,6 +35,11 @@ Options:
                     --set 'model.hidden=[512, 256]' (the value is parsed as YAML);
                     may be repeated, applied in order after the file
   --run-dir DIR     where to write the run (default: runs/<config name>-<date-time>)
+  --resume auto|PATH
+                    continue from a checkpoint: auto takes the newest valid one in
+                    checkpoint.dir (default RUN_DIR/checkpoints; none: start afresh),
+                    skipping corrupt ones; PATH names one. Any number of ranks may
+                    resume it; the global batch stays the checkpoint's.
   -h, --help        this text
 
 Config sections and keys (README.md lists them with defaults):
@@ -100,6 +107,10 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
       cmd.overrides.push_back(value(a));
     } else if (a.rfind("--set=", 0) == 0) {
       cmd.overrides.push_back(a.substr(6));
+    } else if (!plan && a == "--resume") {
+      cmd.resume = value(a);
+    } else if (!plan && a.rfind("--resume=", 0) == 0) {
+      cmd.resume = a.substr(9);
     } else if (!plan && a == "--run-dir") {
       cmd.run_dir = value(a);
     } else if (!plan && a.rfind("--run-dir=", 0) == 0) {

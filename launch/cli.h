@@ -15,6 +15,7 @@ struct CliCommand {
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
   bool json = false;                   // plan: print JSON instead of text
+  std::string resume;                  // train: "" | "auto" | a checkpoint path
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.

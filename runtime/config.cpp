@@ -183,7 +183,8 @@ class ConfigReader {
 
   void read_all(const YAML::Node& root) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "memory", "comm", "device", "precision"});
+    check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "memory", "checkpoint",
+                           "comm", "device", "precision"});
     Config& c = config_;
     section(root, "model", {"name", "hidden", "channels", "kernel_size", "cnn_hidden"}, [&](const YAML::Node& s) {
       read_choice(s, "model", "name", c.model.name, {"mlp", "cnn"});
@@ -201,7 +202,9 @@ class ConfigReader {
       read_int(s, "data", "train_samples", c.data.train_samples, 1, int64_t{1} << 31);
       read_int(s, "data", "test_samples", c.data.test_samples, 1, int64_t{1} << 31);
     });
-    section(root, "train", {"global_batch", "micro_batch", "epochs", "max_steps", "seed"}, [&](const YAML::Node& s) {
+    section(root, "train", {"global_batch", "micro_batch", "epochs", "max_steps", "seed", "on_nonfinite"},
+            [&](const YAML::Node& s) {
+      read_choice(s, "train", "on_nonfinite", c.train.on_nonfinite, {"stop", "skip"});
       read_int_or_auto(s, "train", "global_batch", c.train.global_batch);
       read_int_or_auto(s, "train", "micro_batch", c.train.micro_batch);
       read_int(s, "train", "epochs", c.train.epochs, 1);
@@ -242,6 +245,12 @@ class ConfigReader {
       read_int(s, "log", "every_steps", c.log.every_steps, 1);
       read(s, "log", "noise_scale", c.log.noise_scale, "true or false");
       read_real(s, "log", "noise_ema", c.log.noise_ema, 0.0, 1.0, false, true);
+    });
+    section(root, "checkpoint", {"dir", "every_steps", "keep", "on_error"}, [&](const YAML::Node& s) {
+      read(s, "checkpoint", "dir", c.checkpoint.dir, "a path");
+      read_int(s, "checkpoint", "every_steps", c.checkpoint.every_steps, 0);
+      read_int(s, "checkpoint", "keep", c.checkpoint.keep, 1);
+      read_choice(s, "checkpoint", "on_error", c.checkpoint.on_error, {"stop", "continue"});
     });
     section(root, "memory", {"fraction", "limit", "limit_per_rank"}, [&](const YAML::Node& s) {
       read_real(s, "memory", "fraction", c.memory.fraction, 0.0, 1.0, true, false);
@@ -395,6 +404,7 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   if (c.epochs_given || c.train.max_steps == 0) out << YAML::Key << "epochs" << YAML::Value << c.train.epochs;
   out << YAML::Key << "max_steps" << YAML::Value << c.train.max_steps;
   out << YAML::Key << "seed" << YAML::Value << c.train.seed;
+  out << YAML::Key << "on_nonfinite" << YAML::Value << c.train.on_nonfinite;
   out << YAML::EndMap;
   out << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.optimizer.name;
@@ -424,6 +434,12 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "every_steps" << YAML::Value << c.log.every_steps;
   out << YAML::Key << "noise_scale" << YAML::Value << c.log.noise_scale;
   out << YAML::Key << "noise_ema" << YAML::Value << c.log.noise_ema;
+  out << YAML::EndMap;
+  out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "dir" << YAML::Value << c.checkpoint.dir;
+  out << YAML::Key << "every_steps" << YAML::Value << c.checkpoint.every_steps;
+  out << YAML::Key << "keep" << YAML::Value << c.checkpoint.keep;
+  out << YAML::Key << "on_error" << YAML::Value << c.checkpoint.on_error;
   out << YAML::EndMap;
   out << YAML::Key << "memory" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "fraction" << YAML::Value << c.memory.fraction;

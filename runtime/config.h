@@ -30,6 +30,14 @@ struct TrainConfig {
   int64_t epochs = 1;
   int64_t max_steps = 0;     // 0: no step limit
   uint64_t seed = 1;
+  std::string on_nonfinite = "stop";  // stop | skip: a NaN or Inf loss or gradient
+};
+
+struct CheckpointConfig {
+  std::string dir;                 // empty: RUN_DIR/checkpoints
+  int64_t every_steps = 0;         // 0: only at the end (and on a stop signal)
+  int64_t keep = 3;                // the newest N are kept
+  std::string on_error = "stop";   // stop | continue: a checkpoint that cannot be written
 };
 
 struct OptimizerConfig {
@@ -96,6 +104,7 @@ struct Config {
   EvalConfig eval;
   LogConfig log;
   MemoryConfig memory;
+  CheckpointConfig checkpoint;
   CommConfig comm;
   DeviceConfig device;
   PrecisionConfig precision;

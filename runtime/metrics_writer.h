@@ -18,6 +18,10 @@ class MetricsWriter {
   // Numbers are written with 10 significant digits; keys in the order given.
   void write(const std::string& kind, const std::vector<std::pair<std::string, double>>& fields);
 
+  // Drops the lines of steps after `step` from the file at `path` (a resumed run
+  // continues its metrics from the checkpoint's step, not after the lost steps).
+  static void keep_up_to_step(const std::string& path, int64_t step);
+
  private:
   std::string path_;
   std::ofstream out_;

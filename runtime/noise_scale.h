@@ -48,6 +48,19 @@ class NoiseScaleEstimator {
   void add_weighted(double small_a, double small_b, double big_sq, double gradient_sq_weights,
                     double trace_weights, double count);
 
+  // The moving averages, for checkpoints: {|G|^2 average, tr Sigma average, weight}.
+  struct State {
+    double gradient_sq_ema = 0, trace_ema = 0, weight = 0;
+    int64_t steps = 0;
+  };
+  State state() const { return {gradient_sq_ema_, trace_ema_, weight_, steps_}; }
+  void restore(const State& s) {
+    gradient_sq_ema_ = s.gradient_sq_ema;
+    trace_ema_ = s.trace_ema;
+    weight_ = s.weight;
+    steps_ = s.steps;
+  }
+
   bool ready() const { return steps_ > 0; }
   int64_t steps() const { return steps_; }
   // Bias-corrected moving averages (as Adam's), so early steps are not pulled to 0.

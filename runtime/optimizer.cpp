@@ -13,6 +13,7 @@ class Sgd final : public Optimizer {
   }
   const char* name() const override { return "sgd"; }
   int64_t state_bytes_per_param() const override { return sizeof(float); }
+  std::vector<float*> state_buffers() override { return {momentum_.as<float>()}; }
   void step(Context& ctx, float* params, const float* grads, double lr) override {
     const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
                      static_cast<float>(config_.weight_decay), config_.nesterov};
@@ -36,6 +37,9 @@ class AdamW final : public Optimizer {
   }
   const char* name() const override { return "adamw"; }
   int64_t state_bytes_per_param() const override { return 2 * sizeof(float); }
+  std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
+  int64_t steps_taken() const override { return t_; }
+  void set_steps_taken(int64_t t) override { t_ = t; }
   void step(Context& ctx, float* params, const float* grads, double lr) override {
     ++t_;
     const AdamWHyper h{static_cast<float>(lr), static_cast<float>(config_.beta1),

@@ -19,8 +19,9 @@ enum StepStat : int {
   kCorrect = 1,       // samples whose top class is the label (the loss op adds both)
   kSmallGradA = 2,    // noise scale: sum over ranks of a_r |g_r|^2 (Note [Gradient noise scale])
   kSmallGradB = 3,    // noise scale: sum over ranks of b_r |g_r|^2
-  kGradSqNorm = 4,    // |G|^2 of the reduced gradient
-  kStepStats = 5,
+  kStopRequests = 4,  // ranks asked to stop (a signal) when the step began
+  kGradSqNorm = 5,    // |G|^2 of the reduced gradient (not all-reduced: equal everywhere)
+  kStepStats = 6,
 };
 
 struct StepBuffers {

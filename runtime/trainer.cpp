@@ -1,10 +1,14 @@
 #include "runtime/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <span>
+#include <sstream>
 #include <vector>
 
 #include "comm/gradient_reducer.h"
@@ -12,6 +16,7 @@
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 #include "models/model.h"
+#include "runtime/checkpointing.h"
 #include "runtime/evaluator.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_writer.h"
@@ -72,10 +77,31 @@ NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank
 
 }  // namespace
 
-TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
-                  const std::string& run_dir, std::ostream& log, int ranks_sharing_device) {
+TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Communicator& control,
+                  const std::string& run_dir, std::ostream& log, const TrainOptions& options) {
   const bool leader = comm.rank() == 0;
-  TrainingSetup setup = setup_training(config, ctx, control, ranks_sharing_device, run_dir);
+  const std::string checkpoint_dir = checkpoint_dir_of(requested, run_dir);
+  std::ostringstream quiet;  // ranks other than 0 say nothing
+  std::ostream& say = leader ? log : quiet;
+
+  // A resumed run keeps the checkpoint's global batch; the planner re-plans k for
+  // this run's ranks and memory.
+  ResumePoint resume = find_resume_point(options.resume, checkpoint_dir, control, say);
+  Config config = requested;
+  if (resume.found) {
+    if (config.train.global_batch == kAuto) {
+      config.train.global_batch = resume.global_batch;
+    } else if (config.train.global_batch != resume.global_batch) {
+      ConfigError e(config.where("train.global_batch") + ": train.global_batch = " +
+                    std::to_string(config.train.global_batch) + " but checkpoint " + resume.path +
+                    " was written at global batch " + std::to_string(resume.global_batch) +
+                    "; a different global batch is a different training run. Set train.global_batch: " +
+                    std::to_string(resume.global_batch) + " (or auto) to resume it");
+      e.set_agreed(leader);
+      throw e;
+    }
+  }
+  TrainingSetup setup = setup_training(config, ctx, control, options.ranks_sharing_device, run_dir);
   const BatchPlan& plan = setup.plan();
   const DataSplits& data = setup.data;
   GlobalSampler& sampler = *setup.sampler;
@@ -95,12 +121,17 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
   StepBuffers step_buffers(ctx, data.train->sample_shape(), classes, my_micro);
   DeviceBatch& batch = step_buffers.batch;
   double* stats = step_buffers.stats.as<double>();
-  const double zeros[kStepStats] = {};
   // Contract 2: every sample's loss is divided by the global batch, never by k or n.
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(plan.global_batch));
 
   const NoiseProbe noise = noise_probe_for(config, plan, comm.rank());
   NoiseScaleEstimator noise_scale(config.log.noise_ema);
+  int64_t first_step = 0, samples = 0;
+  if (resume.found) {
+    restore_from(resume, config, plan.global_batch, *model, *optimizer, noise_scale, ctx, control);
+    first_step = std::min(resume.state.step, total_steps);
+    samples = resume.state.samples;
+  }
   if (noise.mode == NoiseProbe::kPerRank) {
     reducer.set_before_launch([&](const GradientBucket& b) {
       ops::sum_squares(ctx, model->grads() + b.offset, b.count, noise.mine.a, stats + kSmallGradA);
@@ -110,6 +141,7 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
 
   std::optional<MetricsWriter> metrics;
   if (leader) {
+    std::filesystem::create_directories(run_dir);
     std::ofstream(run_dir + "/config.yaml")
         << config_to_yaml(config, {"world_size: " + std::to_string(comm.size()) + " (" + comm.backend_name() + ")",
                                    "micro_batch per rank: " + std::to_string(my_micro) + " (rank 0; plan.json has all)",
@@ -118,7 +150,12 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
                                    "effective lr: " + format("%.6g", setup.lr),
                                    "steps: " + std::to_string(total_steps)});
     std::ofstream(run_dir + "/plan.json") << plan_json(setup.summary(config));
-    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+    // A resumed run appends to the metrics of the run it continues.
+    if (resume.found) {
+      MetricsWriter::keep_up_to_step(run_dir + "/metrics.jsonl", first_step);
+    } else {
+      std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+    }
     metrics.emplace(run_dir + "/metrics.jsonl");
     log << "dtrain: " << comm.size() << " rank(s) over " << comm.backend_name() << ", device "
         << ctx.device_name() << " with " << ctx.num_threads() << " thread(s) per rank\n"
@@ -130,9 +167,18 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
   }
 
   TrainResult result;
+  result.first_step = first_step;
+  result.steps = first_step;
   const auto t_start = Clock::now();
   auto t_log = t_start;
-  int64_t samples = 0, samples_at_log = 0;
+  int64_t samples_at_log = samples;
+  auto checkpoint = [&](int64_t steps_done) {
+    std::optional<CheckpointState> state;
+    if (leader) {
+      state = capture_state(config, plan, steps_done, samples, steps_per_epoch, *model, *optimizer, noise_scale, ctx);
+    }
+    save_checkpoint(config, checkpoint_dir, state ? &*state : nullptr, steps_done, control, log);
+  };
   auto run_eval = [&](int64_t step) {
     const EvalResult e = evaluate(*model, *data.test, ctx, comm, eval_chunk);
     result.eval_loss = e.loss;
@@ -150,13 +196,15 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
     batch.prefetch(*data.train, sampler.slice(plan, step / steps_per_epoch, step % steps_per_epoch, micro,
                                               comm.rank()));
   };
-  if (total_steps > 0) prefetch(0, 0);
+  if (first_step < total_steps) prefetch(first_step, 0);
 
-  for (int64_t step = 0; step < total_steps; ++step) {
+  for (int64_t step = first_step; step < total_steps; ++step) {
     const auto t_step = Clock::now();
     const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
 
-    ops::copy_from_host(ctx, stats, zeros, sizeof(zeros));
+    double initial[kStepStats] = {};
+    initial[kStopRequests] = options.stop_requested != nullptr && *options.stop_requested != 0 ? 1.0 : 0.0;
+    ops::copy_from_host(ctx, stats, initial, sizeof(initial));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;
       ConstTensor x = batch.take();
@@ -170,6 +218,9 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
       Tensor dlogits(step_buffers.dlogits.as<float>(), logits.shape);
       ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
                                  dlogits.data, stats + kLossSum);
+      if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
+        ops::fill(ctx, dlogits.data, 1, std::numeric_limits<float>::quiet_NaN());  // test hook
+      }
       if (last) {
         model->backward(dlogits, [&](int layer) { reducer.on_layer_done(layer); });
       } else {
@@ -181,19 +232,33 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
       }
     }
     reducer.finish();
-    if (noise.mode != NoiseProbe::kOff) {
-      ops::sum_squares(ctx, model->grads(), model->param_count(), 1.0, stats + kGradSqNorm);
-    }
+    // |G|^2 of the reduced gradient: the same on every rank, so a NaN or Inf in any
+    // rank's gradient is seen by all alike, as is one in the all-reduced loss sum.
+    ops::sum_squares(ctx, model->grads(), model->param_count(), 1.0, stats + kGradSqNorm);
     all_reduce(comm, std::span<double>(stats, kGradSqNorm))->wait();
     double sums[kStepStats];
     ops::copy_to_host(ctx, sums, stats, sizeof(sums));
     const double loss = sums[kLossSum] / static_cast<double>(plan.global_batch);
-    if (noise.mode != NoiseProbe::kOff) {
-      noise_scale.add_weighted(sums[kSmallGradA], sums[kSmallGradB], sums[kGradSqNorm], noise.gradient_sq_sum,
-                               noise.trace_sum, noise.small_batches);
+    const bool finite = std::isfinite(loss) && std::isfinite(sums[kGradSqNorm]);
+    if (!finite) {
+      const std::string what = "step " + std::to_string(step + 1) + " has a non-finite " +
+                               (std::isfinite(loss) ? "gradient (|G|^2 = " + format("%g", sums[kGradSqNorm]) + ")"
+                                                    : "loss (" + format("%g", loss) + ")");
+      if (config.train.on_nonfinite == "stop") {
+        NonFiniteError e(what + "; stopping (train.on_nonfinite: stop). Lower optimizer.lr or check the data; " +
+                         "the last checkpoint, if any, is in " + checkpoint_dir);
+        e.set_agreed(leader);  // every rank computed the same sums
+        throw e;
+      }
+      say << "dtrain: " << what << "; its update is skipped (train.on_nonfinite: skip)\n";
+      ++result.skipped_steps;
+    } else {
+      if (noise.mode != NoiseProbe::kOff) {
+        noise_scale.add_weighted(sums[kSmallGradA], sums[kSmallGradB], sums[kGradSqNorm], noise.gradient_sq_sum,
+                                 noise.trace_sum, noise.small_batches);
+      }
+      optimizer->step(ctx, model->params(), model->grads(), lr);
     }
-
-    optimizer->step(ctx, model->params(), model->grads(), lr);
     model->zero_grads();
     samples += plan.global_batch;
     result.steps = step + 1;
@@ -230,10 +295,20 @@ TrainResult train(const Config& config, Context& ctx, Communicator& comm, Commun
         samples_at_log = samples;
       }
     }
+    if (sums[kStopRequests] > 0) {  // every rank sees the same sum and stops here
+      say << "dtrain: stop requested (a signal) after step " << step + 1 << "; writing a checkpoint\n";
+      if (step + 1 < total_steps) batch.take();  // the prefetched batch is not needed
+      checkpoint(step + 1);
+      result.stopped = true;
+      return result;
+    }
+    const bool periodic = config.checkpoint.every_steps > 0 && (step + 1) % config.checkpoint.every_steps == 0;
+    if (periodic && step + 1 < total_steps) checkpoint(step + 1);
     if (config.eval.every_steps > 0 && (step + 1) % config.eval.every_steps == 0 && step + 1 < total_steps) {
       run_eval(step + 1);
     }
   }
+  if (config.checkpoint.every_steps > 0 && total_steps > first_step) checkpoint(total_steps);
   run_eval(total_steps);
   result.noise_scale = noise_scale.b_simple();
   if (leader) {

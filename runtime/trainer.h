@@ -13,26 +13,55 @@
 
 #include "comm/communicator.h"
 #include "kernels/context.h"
+#include "kernels/errors.h"
 #include "runtime/config.h"
 
 namespace dtrain {
 
+// Test hooks that inject faults where real ones are hard to arrange (launch/ fills
+// them from DTRAIN_TEST_* variables; see tests/e2e).
+struct FaultHooks {
+  int64_t nan_at_step = 0;  // 1-based step whose gradient gets a NaN on `nan_rank`; 0: none
+  int nan_rank = 0;
+};
+
+struct TrainOptions {
+  // The ranks whose memory comes from the same device as this one's (ranks on one CPU
+  // node, or sharing a GPU), among which the batch planner divides the free memory.
+  int ranks_sharing_device = 1;
+  std::string resume;  // "" | "auto" | a checkpoint path (--resume)
+  // Set (by a signal handler) to ask every rank to stop after the current step, with
+  // a checkpoint. Read once per step; null: no such request.
+  const volatile int* stop_requested = nullptr;
+  FaultHooks hooks;
+};
+
 struct TrainResult {
+  int64_t first_step = 0;  // where this run started (a resumed run: the checkpoint's step)
   int64_t steps = 0;
   double final_loss = 0.0;  // training loss of the last step
   double eval_loss = 0.0;
   double eval_accuracy = 0.0;
   double noise_scale = 0.0;  // B_simple at the end; 0 when not estimated
+  bool stopped = false;      // a stop request ended the run early, after a checkpoint
+  int64_t skipped_steps = 0; // steps whose update was skipped (train.on_nonfinite: skip)
 };
 
 // Runs the whole training of `config` on this rank; rank 0 creates `run_dir` and
 // prints progress to `log`. Two communicators over the same ranks: `comm` moves
 // data in ctx's device memory (gradients, losses; NCCL on GPUs), `control` carries
 // the start-up checks in host memory (MPI or self). On the CPU they may be one object.
-// `ranks_sharing_device`: the ranks whose memory comes from the same device as this
-// one's (ranks on one CPU node, or sharing a GPU), among which the batch planner
-// divides the free memory.
+// Throws (agreed) NonFiniteError when a loss or gradient is NaN or Inf and
+// train.on_nonfinite is stop.
 TrainResult train(const Config& config, Context& ctx, Communicator& comm, Communicator& control,
-                  const std::string& run_dir, std::ostream& log, int ranks_sharing_device = 1);
+                  const std::string& run_dir, std::ostream& log, const TrainOptions& options = {});
+
+// A NaN or Inf in the loss or the gradients (train.on_nonfinite: stop).
+class NonFiniteError : public Error {
+ public:
+  using Error::Error;
+  int exit_code() const override { return kExitRuntime; }
+  const char* kind() const override { return "non-finite values"; }
+};
 
 }  // namespace dtrain

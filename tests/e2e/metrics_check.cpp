@@ -1,6 +1,7 @@
 // Checks on the metrics.jsonl files that finished runs wrote, for the end-to-end tests.
-//   metrics_check compare REL STEPS DIR_A DIR_B...   train loss at steps 1..STEPS of every
-//                                                     run within REL relative of DIR_A's
+//   metrics_check compare REL STEPS DIR_A DIR_B...   train loss at steps 1..STEPS (or
+//                                                     FIRST-LAST) of every run within REL
+//                                                     relative of DIR_A's; REL 0: equal bits
 //   metrics_check min-accuracy MIN DIR                the last eval_accuracy is at least MIN
 //   metrics_check plan FILE [mixed]                   a plan.json (dtrain plan --json) holds
 //                                                     k * sum(micro) == G, every micro-batch
@@ -50,13 +51,13 @@ std::map<long, double> train_losses(const std::string& dir) {
   return losses;
 }
 
-int compare(double rel, long steps, const std::vector<std::string>& dirs) {
+int compare(double rel, long first, long steps, const std::vector<std::string>& dirs) {
   const auto reference = train_losses(dirs[0]);
   int failures = 0;
   for (size_t d = 1; d < dirs.size(); ++d) {
     const auto other = train_losses(dirs[d]);
     double worst = 0.0;
-    for (long s = 1; s <= steps; ++s) {
+    for (long s = first; s <= steps; ++s) {
       if (!reference.count(s) || !other.count(s)) {
         std::cerr << "step " << s << " missing in " << (reference.count(s) ? dirs[d] : dirs[0]) << "\n";
         return 1;
@@ -70,8 +71,8 @@ int compare(double rel, long steps, const std::vector<std::string>& dirs) {
         ++failures;
       }
     }
-    std::printf("%s vs %s: %ld steps, largest relative loss difference %.3g (bound %.3g)\n", dirs[d].c_str(),
-                dirs[0].c_str(), steps, worst, rel);
+    std::printf("%s vs %s: steps %ld-%ld, largest relative loss difference %.3g (bound %.3g)\n", dirs[d].c_str(),
+                dirs[0].c_str(), first, steps, worst, rel);
   }
   return failures == 0 ? 0 : 1;
 }
@@ -150,7 +151,10 @@ int noise_scale(const std::string& dir) {
 int main(int argc, char** argv) {
   const std::vector<std::string> a(argv + 1, argv + argc);
   if (a.size() >= 4 && a[0] == "compare") {
-    return compare(std::atof(a[1].c_str()), std::atol(a[2].c_str()), std::vector<std::string>(a.begin() + 3, a.end()));
+    const size_t dash = a[2].find('-');
+    const long first = dash == std::string::npos ? 1 : std::atol(a[2].c_str());
+    const long last = std::atol(a[2].c_str() + (dash == std::string::npos ? 0 : dash + 1));
+    return compare(std::atof(a[1].c_str()), first, last, std::vector<std::string>(a.begin() + 3, a.end()));
   }
   if (a.size() == 3 && a[0] == "min-accuracy") return min_accuracy(std::atof(a[1].c_str()), a[2]);
   if (a.size() >= 2 && a[0] == "plan") return plan(a[1], a.size() >= 3 && a[2] == "mixed");
