@@ -18,11 +18,13 @@ std::string default_run_dir(const std::string& config_path) {
 }
 
 // DTRAIN_TEST_NAN_AT_STEP=N (and DTRAIN_TEST_NAN_RANK=R) put a NaN into rank R's
-// gradient at step N, for the tests of train.on_nonfinite.
+// gradient at step N, for the tests of train.on_nonfinite; DTRAIN_TEST_STOP_AT_STEP=N
+// asks to stop at step N as a signal would, for exact resume tests.
 FaultHooks fault_hooks_from_environment() {
   FaultHooks hooks;
   if (const char* step = std::getenv("DTRAIN_TEST_NAN_AT_STEP")) hooks.nan_at_step = std::atoll(step);
   if (const char* rank = std::getenv("DTRAIN_TEST_NAN_RANK")) hooks.nan_rank = std::atoi(rank);
+  if (const char* step = std::getenv("DTRAIN_TEST_STOP_AT_STEP")) hooks.stop_at_step = std::atoll(step);
   return hooks;
 }
 

@@ -203,7 +203,9 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
 
     double initial[kStepStats] = {};
-    initial[kStopRequests] = options.stop_requested != nullptr && *options.stop_requested != 0 ? 1.0 : 0.0;
+    const bool signalled = options.stop_requested != nullptr && *options.stop_requested != 0;
+    const bool hooked = step + 1 == options.hooks.stop_at_step && leader;
+    initial[kStopRequests] = signalled || hooked ? 1.0 : 0.0;
     ops::copy_from_host(ctx, stats, initial, sizeof(initial));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;

@@ -23,6 +23,7 @@ namespace dtrain {
 struct FaultHooks {
   int64_t nan_at_step = 0;  // 1-based step whose gradient gets a NaN on `nan_rank`; 0: none
   int nan_rank = 0;
+  int64_t stop_at_step = 0; // rank 0 asks to stop during this 1-based step, as a signal would
 };
 
 struct TrainOptions {
