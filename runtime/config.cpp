@@ -61,6 +61,9 @@ class ConfigReader {
                   const std::vector<std::string>& allowed) const {
     if (!section.IsMap()) fail(name, section, "'" + name + "' must be a mapping of keys to values");
     for (const auto& kv : section) {
+      // A key that is itself a list or a mapping (found by tests/fuzz).
+      if (!kv.first.IsScalar()) fail(name, kv.first, "'" + (name.empty() ? std::string("the config") : name) +
+                                                         "' has a key that is not a plain name");
       const std::string key = kv.first.as<std::string>();
       if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
       std::string best;

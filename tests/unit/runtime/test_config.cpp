@@ -117,6 +117,14 @@ TEST_F(ConfigTest, EffectiveConfigLoadsBackToTheSameValues) {
   EXPECT_EQ(config_to_yaml(b, {"world_size: 2"}), text);
 }
 
+TEST_F(ConfigTest, AKeyThatIsNotAPlainNameIsAConfigError) {
+  // A YAML complex key (a list as a key): a regression found by fuzzing, which once
+  // escaped as yaml-cpp's own exception.
+  const std::string m = error_of("train:\n  ? [a, b]\n  : 1\n");
+  EXPECT_NE(m.find("'train' has a key that is not a plain name"), std::string::npos) << m;
+  EXPECT_NE(error_of("? {x: 1}\n: 2\n").find("'the config' has a key that is not a plain name"), std::string::npos);
+}
+
 TEST_F(ConfigTest, BatchSizesTakeAuto) {
   const Config c = load_config(write("train:\n  global_batch: auto\n  micro_batch: auto\n"), {});
   EXPECT_EQ(c.train.global_batch, kAuto);

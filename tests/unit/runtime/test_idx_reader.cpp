@@ -80,6 +80,16 @@ TEST_F(IdxTest, TruncatedFilesAreNamed) {
   EXPECT_NE(error_of(header_only, 1).find("truncated"), std::string::npos);
 }
 
+TEST_F(IdxTest, AHugeAnnouncedSizeInASmallFileIsTruncatedNotAnAllocation) {
+  // 4 GiB announced (65536 x 65536), 8 bytes present: a regression found by fuzzing,
+  // which once allocated the announced size before reading.
+  const std::vector<uint8_t> bytes = {0, 0, 8, 2, 0, 1, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+  for (const std::string& p : {plain("huge.idx", bytes), gz("huge.idx.gz", bytes)}) {
+    const std::string m = error_of(p, 2);
+    EXPECT_NE(m.find("truncated: the data needs 4294967296 bytes but the file ends after 8"), std::string::npos) << m;
+  }
+}
+
 TEST_F(IdxTest, WrongMagicTypeRankAndZeroDimension) {
   auto bytes = idx_bytes({10});
   bytes[0] = 0x1f;
