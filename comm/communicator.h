@@ -55,6 +55,9 @@ class Communicator {
   // buf (count elements) becomes root's buf on every rank.
   virtual std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
+  // Ends this rank's outstanding collectives at once, so a watchdog can end the job
+  // (NCCL: ncclCommAbort). Nothing to do for backends that the process exit ends.
+  virtual void abort() {}
 };
 
 }  // namespace dtrain

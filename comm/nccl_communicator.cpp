@@ -187,6 +187,12 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, Context& ctx)
   comm_ = comm;
 }
 
+void NcclCommunicator::abort() {
+  if (comm_ == nullptr) return;
+  DTRAIN_NCCL_REPORT(ncclCommAbort(comm_));
+  comm_ = nullptr;
+}
+
 NcclCommunicator::~NcclCommunicator() {
   if (comm_ == nullptr) return;
   // Destructors cannot throw: failures are reported to stderr. NCCL makes the

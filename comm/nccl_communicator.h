@@ -64,6 +64,8 @@ class NcclCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  // ncclCommAbort: collectives in flight end, and the communicator is unusable after.
+  void abort() override;
 
   // The stream the collectives run on (for tests and tracing).
   cudaStream_t stream() const { return stream_.get(); }

@@ -45,6 +45,7 @@ class StagingCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  void abort() override { host_.abort(); }
 
   // Host transfer memory kept for reuse (tests and memory reports).
   const HostBufferPool& pool() const { return pool_; }

@@ -30,6 +30,8 @@ class Process {
   Communicator& comm() { return *comm_; }
   // The same communicator as MPI, or null when this process runs without MPI.
   MpiCommunicator* mpi() { return mpi_comm_; }
+  // MPI runs with MPI_THREAD_MULTIPLE (the watchdog's heartbeats need it).
+  bool thread_multiple() const { return thread_multiple_; }
   // This node's name, for messages about devices.
   std::string node_name() const;
   int rank() const { return comm_->rank(); }
@@ -46,6 +48,7 @@ class Process {
 
  private:
   bool mpi_ = false;
+  bool thread_multiple_ = false;
   std::unique_ptr<Communicator> comm_;
   MpiCommunicator* mpi_comm_ = nullptr;
   int local_rank_ = 0;

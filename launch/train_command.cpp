@@ -2,7 +2,11 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
+#include "comm/mpi_heartbeat.h"
+#include "comm/watchdog.h"
+#include "comm/watched_communicator.h"
 #include "launch/job.h"
 #include "launch/stop_signals.h"
 #include "runtime/trainer.h"
@@ -19,12 +23,17 @@ std::string default_run_dir(const std::string& config_path) {
 
 // DTRAIN_TEST_NAN_AT_STEP=N (and DTRAIN_TEST_NAN_RANK=R) put a NaN into rank R's
 // gradient at step N, for the tests of train.on_nonfinite; DTRAIN_TEST_STOP_AT_STEP=N
-// asks to stop at step N as a signal would, for exact resume tests.
+// asks to stop at step N as a signal would, for exact resume tests;
+// DTRAIN_TEST_STALL_AT_STEP=N or DTRAIN_TEST_THROW_AT_STEP=N make rank
+// DTRAIN_TEST_FAULT_RANK stop making progress or fail there, for the no-hang tests.
 FaultHooks fault_hooks_from_environment() {
   FaultHooks hooks;
   if (const char* step = std::getenv("DTRAIN_TEST_NAN_AT_STEP")) hooks.nan_at_step = std::atoll(step);
   if (const char* rank = std::getenv("DTRAIN_TEST_NAN_RANK")) hooks.nan_rank = std::atoi(rank);
   if (const char* step = std::getenv("DTRAIN_TEST_STOP_AT_STEP")) hooks.stop_at_step = std::atoll(step);
+  if (const char* step = std::getenv("DTRAIN_TEST_STALL_AT_STEP")) hooks.stall_at_step = std::atoll(step);
+  if (const char* step = std::getenv("DTRAIN_TEST_THROW_AT_STEP")) hooks.throw_at_step = std::atoll(step);
+  if (const char* rank = std::getenv("DTRAIN_TEST_FAULT_RANK")) hooks.fault_rank = std::atoi(rank);
   return hooks;
 }
 
@@ -39,7 +48,26 @@ int run_train(const CliCommand& cmd) {
     options.resume = cmd.resume;
     options.stop_requested = install_stop_signal_handlers();
     options.hooks = fault_hooks_from_environment();
-    const TrainResult result = train(config, *device.ctx, *device.comm, process.comm(), run_dir, std::cout, options);
+    // Every collective of training is watched (Note [Collective watchdog]).
+    std::unique_ptr<Watchdog> watchdog;
+    std::unique_ptr<Communicator> watched;
+    Communicator* data = device.comm.get();
+    if (process.size() > 1 && config.comm.timeout_s > 0) {
+      std::unique_ptr<HeartbeatChannel> channel;
+      if (process.thread_multiple()) channel = std::make_unique<MpiHeartbeatChannel>(MPI_COMM_WORLD);
+      Watchdog::Hooks hooks;
+      hooks.abort = [&device, &process](const std::string& message) {
+        std::cerr << "dtrain: no progress: " << message << std::endl;
+        device.comm->abort();
+        process.abort_job(kExitRuntime);
+      };
+      watchdog = std::make_unique<Watchdog>(process.rank(), process.size(), config.comm.timeout_s, std::move(channel),
+                                            std::move(hooks));
+      watched = std::make_unique<WatchedCommunicator>(*device.comm, *watchdog);
+      data = watched.get();
+      options.on_step = [w = watchdog.get()](int64_t step) { w->set_step(step); };
+    }
+    const TrainResult result = train(config, *device.ctx, *data, process.comm(), run_dir, std::cout, options);
     stopped = result.stopped;
     leader = process.rank() == 0;
   });

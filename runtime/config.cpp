@@ -283,7 +283,8 @@ class ConfigReader {
       throw ConfigError(c.where("optimizer.lr_scaling") + ": optimizer.lr_scaling is '" + c.optimizer.lr_scaling +
                         "' but optimizer.base_batch is not set; set it to the global batch that optimizer.lr was tuned for");
     }
-    section(root, "comm", {"backend", "bucket_mb"}, [&](const YAML::Node& s) {
+    section(root, "comm", {"backend", "bucket_mb", "timeout_s"}, [&](const YAML::Node& s) {
+      read_real(s, "comm", "timeout_s", c.comm.timeout_s, 0.0, 1e6);
       read_choice(s, "comm", "backend", c.comm.backend, {"auto", "mpi", "nccl", "self"});
       read_real(s, "comm", "bucket_mb", c.comm.bucket_mb, 0.0, 1e4, true, false);
     });
@@ -454,6 +455,7 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "comm" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "backend" << YAML::Value << c.comm.backend;
   out << YAML::Key << "bucket_mb" << YAML::Value << c.comm.bucket_mb;
+  out << YAML::Key << "timeout_s" << YAML::Value << c.comm.timeout_s;
   out << YAML::EndMap;
   out << YAML::Key << "device" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "kind" << YAML::Value << c.device.kind;

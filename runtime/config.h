@@ -83,6 +83,7 @@ struct MemoryConfig {
 struct CommConfig {
   std::string backend = "auto";  // auto | mpi | nccl | self
   double bucket_mb = 25.0;       // gradient all-reduce bucket size
+  double timeout_s = 300.0;      // a collective waiting longer ends the job (0: no watchdog)
 };
 
 struct DeviceConfig {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <thread>
 #include <sstream>
 #include <vector>
 
@@ -200,6 +201,13 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
 
   for (int64_t step = first_step; step < total_steps; ++step) {
     const auto t_step = Clock::now();
+    if (options.on_step) options.on_step(step + 1);
+    if (comm.rank() == options.hooks.fault_rank) {
+      if (step + 1 == options.hooks.throw_at_step) {
+        throw CommError("injected failure at step " + std::to_string(step + 1) + " (test hook DTRAIN_TEST_THROW_AT_STEP)");
+      }
+      while (step + 1 == options.hooks.stall_at_step) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook
+    }
     const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
 
     double initial[kStepStats] = {};

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 
@@ -24,6 +25,9 @@ struct FaultHooks {
   int64_t nan_at_step = 0;  // 1-based step whose gradient gets a NaN on `nan_rank`; 0: none
   int nan_rank = 0;
   int64_t stop_at_step = 0; // rank 0 asks to stop during this 1-based step, as a signal would
+  int64_t stall_at_step = 0;  // `fault_rank` stops making progress (sleeps) at this step
+  int64_t throw_at_step = 0;  // `fault_rank` throws a CommError at this step
+  int fault_rank = 0;
 };
 
 struct TrainOptions {
@@ -35,6 +39,8 @@ struct TrainOptions {
   // a checkpoint. Read once per step; null: no such request.
   const volatile int* stop_requested = nullptr;
   FaultHooks hooks;
+  // Called as each optimizer step begins (1-based), e.g. to tell the watchdog.
+  std::function<void(int64_t)> on_step;
 };
 
 struct TrainResult {

@@ -1,0 +1,119 @@
+#include "comm/watchdog.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+namespace dtrain {
+
+namespace {
+
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", s);
+  return buf;
+}
+
+}  // namespace
+
+std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
+                              double started_s, double timeout_s) {
+  std::ostringstream silent, behind;
+  int silent_count = 0, behind_count = 0;
+  for (size_t r = 0; r < peers.size(); ++r) {
+    if (static_cast<int>(r) == self) continue;
+    const PeerProgress& p = peers[r];
+    const double quiet = now_s - (p.heard ? p.last_heard_s : std::max(started_s, p.last_heard_s));
+    if (quiet > timeout_s) {
+      silent << (silent_count++ ? "; " : "") << "rank " << r << " has not been heard from for " << seconds(quiet)
+             << (p.heard ? " (last at step " + std::to_string(p.beat.step) + ")" : " (never)")
+             << ": it stopped, or its node failed";
+    } else if (p.heard && p.beat.issued < waiting_for) {
+      behind << (behind_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
+             << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for << " issued)";
+    }
+  }
+  if (silent_count + behind_count == 0) return "no rank could be named (no heartbeats tell which one is behind)";
+  std::string out = silent.str();
+  if (behind_count) out += (silent_count ? "; " : "") + behind.str();
+  return out;
+}
+
+Watchdog::Watchdog(int rank, int size, double timeout_s, std::unique_ptr<HeartbeatChannel> channel, Hooks hooks,
+                   bool start_thread)
+    : rank_(rank), timeout_s_(timeout_s), channel_(std::move(channel)), hooks_(std::move(hooks)),
+      started_s_(hooks_.clock ? hooks_.clock() : steady_seconds()), peers_(static_cast<size_t>(size)) {
+  if (!hooks_.clock) hooks_.clock = steady_seconds;
+  if (start_thread) thread_ = std::thread([this] { run(); });
+}
+
+Watchdog::~Watchdog() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Watchdog::begin_wait(int64_t collective, const char* what) {
+  waiting_what_ = what;
+  wait_start_s_ = hooks_.clock();
+  waiting_for_ = collective;
+}
+
+void Watchdog::end_wait() { waiting_for_ = 0; }
+
+bool Watchdog::check_now() {
+  const double now = hooks_.clock();
+  // A long gap since the last pass means this process itself was paused (SIGSTOP, a
+  // swapped-out node): what it measured in the meantime says nothing about the
+  // others, so the clocks start again from now.
+  const bool paused = last_pass_s_ >= 0.0 && now - last_pass_s_ > std::max(2.0, timeout_s_ / 2.0);
+  last_pass_s_ = now;
+  if (paused) {
+    for (PeerProgress& p : peers_) p.last_heard_s = now;
+    if (waiting_for_ != 0) wait_start_s_ = now;
+  }
+  const int64_t waiting_for = waiting_for_;
+  if (channel_) {
+    channel_->send_to_all(Heartbeat{step_, issued_, waiting_for != 0 ? 1 : 0});
+    for (const auto& [from, beat] : channel_->receive()) {
+      if (from < 0 || from >= static_cast<int>(peers_.size())) continue;
+      peers_[static_cast<size_t>(from)] = PeerProgress{true, now, beat};
+    }
+  }
+  if (fired_ || waiting_for == 0) return fired_;
+  const double waited = now - wait_start_s_;
+  if (waited <= timeout_s_) return false;
+  fired_ = true;
+  std::ostringstream msg;
+  msg << "rank " << rank_ << ": the " << waiting_what_.load() << " of step " << step_ << " (collective "
+      << waiting_for << ") has waited " << seconds(waited) << ", longer than comm.timeout_s = " << timeout_s_ << " s. ";
+  msg << (channel_ ? describe_suspects(rank_, waiting_for, peers_, now, started_s_, timeout_s_)
+                   : std::string("(this MPI has no thread support, so no heartbeats name the rank that is behind)"));
+  msg << ". Ending every rank.";
+  hooks_.abort(msg.str());
+  return true;
+}
+
+void Watchdog::run() {
+  // A few passes per timeout, at most 2 per second: heartbeats stay cheap, and a stall
+  // is caught within the timeout plus one period.
+  const double period = std::clamp(timeout_s_ / 4.0, 0.05, 0.5);
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    wake_.wait_for(lock, std::chrono::duration<double>(period), [this] { return stop_; });
+    if (stop_) break;
+    lock.unlock();
+    check_now();
+    lock.lock();
+  }
+}
+
+}  // namespace dtrain

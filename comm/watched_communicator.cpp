@@ -1,0 +1,62 @@
+#include "comm/watched_communicator.h"
+
+namespace dtrain {
+
+namespace {
+
+class WatchedWork final : public Work {
+ public:
+  WatchedWork(std::unique_ptr<Work> inner, Watchdog& watchdog, int64_t number, const char* what)
+      : inner_(std::move(inner)), watchdog_(watchdog), number_(number), what_(what) {}
+  void wait() override {
+    watchdog_.begin_wait(number_, what_);
+    try {
+      inner_->wait();
+    } catch (...) {
+      watchdog_.end_wait();
+      throw;
+    }
+    watchdog_.end_wait();
+  }
+  bool done() override { return inner_->done(); }
+
+ private:
+  std::unique_ptr<Work> inner_;
+  Watchdog& watchdog_;
+  int64_t number_;
+  const char* what_;
+};
+
+}  // namespace
+
+std::unique_ptr<Work> WatchedCommunicator::watched(std::unique_ptr<Work> work, int64_t number, const char* what) {
+  return std::make_unique<WatchedWork>(std::move(work), watchdog_, number, what);
+}
+
+std::unique_ptr<Work> WatchedCommunicator::all_reduce(void* buf, size_t count, DataType type, ReduceOp op) {
+  const int64_t n = watchdog_.next_collective();
+  return watched(inner_.all_reduce(buf, count, type, op), n, "all-reduce");
+}
+
+std::unique_ptr<Work> WatchedCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_count,
+                                                          DataType type, ReduceOp op) {
+  const int64_t n = watchdog_.next_collective();
+  return watched(inner_.reduce_scatter(send, recv, recv_count, type, op), n, "reduce-scatter");
+}
+
+std::unique_ptr<Work> WatchedCommunicator::all_gather(const void* send, void* recv, size_t send_count, DataType type) {
+  const int64_t n = watchdog_.next_collective();
+  return watched(inner_.all_gather(send, recv, send_count, type), n, "all-gather");
+}
+
+std::unique_ptr<Work> WatchedCommunicator::broadcast(void* buf, size_t count, DataType type, int root) {
+  const int64_t n = watchdog_.next_collective();
+  return watched(inner_.broadcast(buf, count, type, root), n, "broadcast");
+}
+
+std::unique_ptr<Work> WatchedCommunicator::barrier() {
+  const int64_t n = watchdog_.next_collective();
+  return watched(inner_.barrier(), n, "barrier");
+}
+
+}  // namespace dtrain

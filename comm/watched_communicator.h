@@ -1,0 +1,36 @@
+// A Communicator that reports every collective to a Watchdog (Note [Collective
+// watchdog]): each one gets the next number when it is issued, and its wait() is
+// timed. The collectives themselves are the wrapped communicator's.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/watchdog.h"
+
+namespace dtrain {
+
+class WatchedCommunicator final : public Communicator {
+ public:
+  WatchedCommunicator(Communicator& inner, Watchdog& watchdog) : inner_(inner), watchdog_(watchdog) {}
+
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend_name() const override { return inner_.backend_name(); }
+  std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override;
+  std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t recv_count, DataType type,
+                                       ReduceOp op) override;
+  std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count, DataType type) override;
+  std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
+  std::unique_ptr<Work> barrier() override;
+  void abort() override { inner_.abort(); }
+
+ private:
+  std::unique_ptr<Work> watched(std::unique_ptr<Work> work, int64_t number, const char* what);
+
+  Communicator& inner_;
+  Watchdog& watchdog_;
+};
+
+}  // namespace dtrain
