@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Checkpoints end to end, under mpirun (DESIGN contract 8 and the resume contract):
-#  1. Same world size, MLP and CNN on 2 ranks: a run stopped at step 20 (the stop a
+#  1. Same world size, the MLP on 1, 2 and 4 ranks and the CNN on 2: a run stopped at step 20 (the stop a
 #     signal would ask for, by test hook) exits 4 with a checkpoint; --resume auto
 #     continues it, and steps 21-40 have bit for bit the losses of an uninterrupted run.
 #  2. Other world sizes: a checkpoint written on 4 ranks resumes on 2 and on 1 (the
 #     planner re-plans k), steps 11-30 within 1e-4 of the 4-rank run.
 #  3. A real SIGUSR1 to mpirun: every rank finishes its step, one checkpoint, exit 4;
 #     the resumed run matches the uninterrupted one bit for bit after the checkpoint.
+#     SIGTERM and SIGINT sent to one rank alone stop every rank alike.
 #  4. --resume auto skips a truncated newest checkpoint, says so, and uses the previous.
 #  5. A checkpoint of another model, or of another global batch, is refused (exit 2)
 #     with what differs.
@@ -34,15 +35,17 @@ compare() { "$check" compare "$@" || failures=$((failures + 1)); }
 
 base() { echo "$src/configs/fashion_mnist_$1.yaml" --set train.max_steps="$2" --set eval.every_steps=0 --set log.every_steps=10; }
 
-# 1. Same world size: bit-exact.
-for model in mlp cnn; do
-  run 0 "${model}_full" 2 $(base $model 40)
-  DTRAIN_TEST_STOP_AT_STEP=20 run 4 "${model}_resumed" 2 $(base $model 40)
-  [ -f "$work/${model}_resumed/checkpoints/ckpt-000000020.dtrain" ] || fail "$model: no checkpoint at step 20"
-  run 0 "${model}_resumed" 2 $(base $model 40) --resume auto
-  expect_in_log "${model}_resumed" "resuming from $work/${model}_resumed/checkpoints/ckpt-000000020.dtrain (step 20)"
-  compare 0 21-40 "$work/${model}_full" "$work/${model}_resumed"
-  compare 0 1-40 "$work/${model}_full" "$work/${model}_resumed"
+# 1. Same world size: bit-exact (the MLP on 1, 2 and 4 ranks, the CNN on 2).
+for case in mlp:1 mlp:2 mlp:4 cnn:2; do
+  model=${case%:*} np=${case#*:}
+  name=${model}_np$np
+  run 0 "${name}_full" "$np" $(base $model 40)
+  DTRAIN_TEST_STOP_AT_STEP=20 run 4 "${name}_resumed" "$np" $(base $model 40)
+  [ -f "$work/${name}_resumed/checkpoints/ckpt-000000020.dtrain" ] || fail "$name: no checkpoint at step 20"
+  run 0 "${name}_resumed" "$np" $(base $model 40) --resume auto
+  expect_in_log "${name}_resumed" "resuming from $work/${name}_resumed/checkpoints/ckpt-000000020.dtrain (step 20)"
+  compare 0 21-40 "$work/${name}_full" "$work/${name}_resumed"
+  compare 0 1-40 "$work/${name}_full" "$work/${name}_resumed"
 done
 
 # 2. Saved on 4 ranks, resumed on 2 and 1.
@@ -74,6 +77,28 @@ else
   run 0 signal_full 2 $(base cnn 600)
   compare 0 "$((stopped_at + 1))-600" "$work/signal_full" "$work/signal"
 fi
+
+# 3b. SIGTERM and SIGINT to one rank (as Slurm's scancel or a Ctrl-C would reach it):
+# that rank's request reaches every rank with the step's all-reduce; all stop, exit 4.
+for sig in TERM INT; do
+  "$mpiexec" -np 2 --oversubscribe "$dtrain" train $(base mlp 100000) --set train.epochs=100 \
+    --run-dir "$work/sig$sig" >"$work/sig$sig.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    [ -s "$work/sig$sig/metrics.jsonl" ] && break
+    sleep 0.1
+  done
+  rank1=""
+  for child in $(pgrep -P "$pid"); do
+    r=$( { tr '\0' '\n' <"/proc/$child/environ"; } 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
+    [ "$r" = 1 ] && rank1=$child
+  done
+  [ -n "$rank1" ] && kill -"$sig" "$rank1"
+  wait "$pid"
+  code=$?
+  [ "$code" = 4 ] || fail "SIG$sig to rank 1: exit $code, expected 4"
+  ls "$work/sig$sig/checkpoints/"ckpt-*.dtrain >/dev/null 2>&1 || fail "SIG$sig to rank 1: no checkpoint"
+done
 
 # 4. A truncated newest checkpoint: --resume auto takes the previous one.
 run 0 corrupt 2 $(base mlp 30) --set checkpoint.every_steps=10
