@@ -1,5 +1,8 @@
 #include "comm/watched_communicator.h"
 
+#include <chrono>
+#include <thread>
+
 namespace dtrain {
 
 namespace {
@@ -8,10 +11,14 @@ class WatchedWork final : public Work {
  public:
   WatchedWork(std::unique_ptr<Work> inner, Watchdog& watchdog, int64_t number, const char* what)
       : inner_(std::move(inner)), watchdog_(watchdog), number_(number), what_(what) {}
+  // Waits on the host until the collective has finished: NCCL's wait() only orders
+  // the compute stream after it, and a collective that never finishes would then
+  // block later in a device synchronize that nobody times.
   void wait() override {
     watchdog_.begin_wait(number_, what_);
     try {
       inner_->wait();
+      while (!inner_->done()) std::this_thread::sleep_for(std::chrono::microseconds(20));
     } catch (...) {
       watchdog_.end_wait();
       throw;

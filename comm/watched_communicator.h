@@ -1,6 +1,7 @@
 // A Communicator that reports every collective to a Watchdog (Note [Collective
 // watchdog]): each one gets the next number when it is issued, and its wait() is
-// timed. The collectives themselves are the wrapped communicator's.
+// timed, and made to block the host until the collective has finished. The
+// collectives themselves are the wrapped communicator's.
 #pragma once
 
 #include <memory>
