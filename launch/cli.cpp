@@ -1,5 +1,7 @@
 #include "launch/cli.h"
 
+#include <cstdlib>
+
 #include "kernels/errors.h"
 
 namespace dtrain::launch {
@@ -10,7 +12,8 @@ const char* main_help() {
 Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
-  dtrain train --help | dtrain plan --help | dtrain --help
+  dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml ...
+  dtrain train --help | dtrain plan --help | dtrain launch --help | dtrain --help
 
 Run it as one process, or under MPI for several ranks:
   mpirun -np 2 dtrain train configs/fashion_mnist_cnn.yaml
@@ -83,9 +86,70 @@ Options:
 )";
 }
 
+const char* launch_help() {
+  return R"(Usage: dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml [options]...
+
+Starts the command on N ranks of this machine through mpirun and returns the job's
+exit code. auto (the default): one rank per GPU, or 2 on a machine without GPUs.
+Ranks on GPUs are bound to their NUMA domain, CPU ranks to their share of the cores;
+with more ranks than cores they are not bound (oversubscribed). As root, Open MPI's
+root check is passed. SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 are forwarded to the
+job. DTRAIN_MPIEXEC names another mpirun. Clusters: see launch/slurm/.
+)";
+}
+
+namespace {
+
+CliCommand parse_launch(const std::vector<std::string>& args) {
+  CliCommand cmd;
+  cmd.kind = CliCommand::Kind::Launch;
+  size_t i = 1;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      cmd.kind = CliCommand::Kind::LaunchHelp;
+      return cmd;
+    } else if (a == "--nproc" || a.rfind("--nproc=", 0) == 0) {
+      std::string v;
+      if (a == "--nproc") {
+        if (i + 1 >= args.size()) throw UsageError("--nproc needs a value (a number or auto); run 'dtrain launch --help'");
+        v = args[++i];
+      } else {
+        v = a.substr(8);
+      }
+      if (v == "auto") {
+        cmd.nproc = 0;
+      } else {
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (end == v.c_str() || *end != 0 || n < 1 || n > 4096) {
+          throw UsageError("--nproc " + v + ": expected a number of ranks from 1 to 4096, or auto");
+        }
+        cmd.nproc = static_cast<int>(n);
+      }
+    } else if (a == "--") {
+      ++i;
+      break;
+    } else if (!a.empty() && a[0] == '-') {
+      throw UsageError("unknown option '" + a + "'; run 'dtrain launch --help'");
+    } else {
+      break;
+    }
+  }
+  cmd.launched.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+  if (cmd.launched.empty() || (cmd.launched[0] != "train" && cmd.launched[0] != "plan")) {
+    throw UsageError("dtrain launch needs the command the ranks run: dtrain launch [--nproc N] -- train CONFIG.yaml");
+  }
+  parse_cli(cmd.launched);  // the command's own errors, said here once
+  return cmd;
+}
+
+}  // namespace
+
 CliCommand parse_cli(const std::vector<std::string>& args) {
   CliCommand cmd;
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return cmd;
+  if (args[0] == "launch") return parse_launch(args);
   if (args[0] != "train" && args[0] != "plan") {
     throw UsageError("unknown command '" + args[0] + "'; run 'dtrain --help' for the commands");
   }

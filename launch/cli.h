@@ -10,12 +10,14 @@
 namespace dtrain::launch {
 
 struct CliCommand {
-  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan } kind = Kind::Help;
+  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch } kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
   bool json = false;                   // plan: print JSON instead of text
   std::string resume;                  // train: "" | "auto" | a checkpoint path
+  int nproc = 0;                       // launch: ranks; 0: auto
+  std::vector<std::string> launched;   // launch: the command the ranks run
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -24,5 +26,6 @@ CliCommand parse_cli(const std::vector<std::string>& args);
 const char* main_help();
 const char* train_help();
 const char* plan_help();
+const char* launch_help();
 
 }  // namespace dtrain::launch

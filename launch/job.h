@@ -5,6 +5,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "launch/cli.h"
 #include "launch/device_setup.h"
@@ -21,5 +23,10 @@ int run_job(const CliCommand& cmd, const std::function<void(const Config&, Proce
 int run_train(const CliCommand& cmd);
 // `dtrain plan`: the batch plan, printed by rank 0 (text or --json).
 int run_plan(const CliCommand& cmd);
+// `dtrain launch`: the command on N ranks of this machine through mpirun.
+int run_launch(const CliCommand& cmd);
+// The mpirun command line of `dtrain launch` (pure, for tests).
+std::vector<std::string> launch_arguments(const CliCommand& cmd, int gpus, int cores, bool root,
+                                          const std::string& dtrain);
 
 }  // namespace dtrain::launch

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::Train: return run_train(cmd);
     case CliCommand::Kind::PlanHelp: std::cout << plan_help(); return kExitOk;
     case CliCommand::Kind::Plan: return run_plan(cmd);
+    case CliCommand::Kind::LaunchHelp: std::cout << launch_help(); return kExitOk;
+    case CliCommand::Kind::Launch: return run_launch(cmd);
   }
   return kExitInternal;
 }
