@@ -101,6 +101,8 @@ class OpsBackend {
   virtual void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
   // Waits for the work queued on ctx's device (nothing to wait for on the CPU).
   virtual void synchronize(Context& ctx) {}
+  // The device's peak fp32 FLOP/s (FMA lanes x 2 x clock), or 0 when unknown (CPU).
+  virtual double peak_flops() const { return 0.0; }
   // Host memory for transfers to and from the device: page-locked on GPUs, so copies
   // run asynchronously at full speed; plain aligned memory on the CPU.
   virtual void* alloc_host(size_t bytes) { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }

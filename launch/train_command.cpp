@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -48,6 +50,7 @@ int run_train(const CliCommand& cmd) {
     options.resume = cmd.resume;
     options.stop_requested = install_stop_signal_handlers();
     options.hooks = fault_hooks_from_environment();
+    options.terminal = ::isatty(STDOUT_FILENO) != 0;
     // Every collective of training is watched (Note [Collective watchdog]).
     std::unique_ptr<Watchdog> watchdog;
     std::unique_ptr<Communicator> watched;

@@ -18,6 +18,10 @@ class Conv2d final : public Layer {
   // Input (Ci, H, W) -> (Co, H', W'); H' = H for odd K.
   Shape output_shape(const Shape& input) const override;
   int64_t param_count() const override { return co_ * ci_ * k_ * k_ + co_; }
+  // Per output element: Ci K K multiply-adds and the bias.
+  int64_t forward_flops_per_sample(const Shape& input) const override {
+    return output_shape(input).numel() * (2 * ci_ * k_ * k_ + 1);
+  }
   void bind(float* params, float* grads) override;
   // PyTorch's default: weight and bias uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)],
   // fan_in = Ci*K*K.

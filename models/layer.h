@@ -26,6 +26,9 @@ class Layer {
   // input does not fit (for example a kernel larger than the image).
   virtual Shape output_shape(const Shape& input) const = 0;
   virtual int64_t param_count() const { return 0; }
+  // Floating-point operations of one sample's forward pass, counting a multiply-add as
+  // two (the convention of FLOP/s figures); elementwise work counts one per element.
+  virtual int64_t forward_flops_per_sample(const Shape& input) const { return 0; }
   // `params` and `grads` point at this layer's param_count() floats in the flat buffers.
   virtual void bind(float* params, float* grads) {}
   // Fills this layer's parameters from `rng` (host memory of param_count() floats).

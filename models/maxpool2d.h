@@ -19,6 +19,8 @@ class MaxPool2d final : public Layer {
   // Input (C, H, W) -> (C, H/2, W/2).
   Shape output_shape(const Shape& input) const override;
   int64_t state_bytes_per_sample(const Shape& input) const override;
+  // A comparison per input element.
+  int64_t forward_flops_per_sample(const Shape& input) const override { return input.numel(); }
   void release_state() override {
     argmax_.reset();
     argmax_count_ = 0;

@@ -140,6 +140,12 @@ int64_t Model::activation_bytes_per_sample() const {
   return bytes + 2 * grad_floats_per_sample_ * static_cast<int64_t>(sizeof(float));
 }
 
+int64_t Model::forward_flops_per_sample() const {
+  int64_t flops = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) flops += layers_[i]->forward_flops_per_sample(shapes_[i]);
+  return flops;
+}
+
 size_t Model::workspace_bytes(int64_t batch) const {
   size_t bytes = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -69,6 +69,11 @@ class Model {
   // between, each the largest input gradient a layer after the first writes. After a
   // forward of N samples the allocator holds exactly N times this as Activations.
   int64_t activation_bytes_per_sample() const;
+  // FLOPs of one sample's forward pass (the layers' sum), and of a training step's
+  // forward and backward: backward computes two products per forward one (the input
+  // gradient and the weight gradient), so training is 3x forward, the usual count.
+  int64_t forward_flops_per_sample() const;
+  int64_t training_flops_per_sample() const { return 3 * forward_flops_per_sample(); }
   // The most workspace one forward and backward of `batch` samples takes: the largest
   // any layer asks for (the context keeps one workspace and grows it).
   size_t workspace_bytes(int64_t batch) const;

@@ -22,6 +22,7 @@
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_writer.h"
 #include "runtime/noise_scale.h"
+#include "runtime/progress.h"
 #include "runtime/step_buffers.h"
 #include "runtime/training_setup.h"
 
@@ -167,13 +168,18 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     log.flush();
   }
 
+  // Achieved FLOP/s counts the model's training FLOPs (3x forward), all ranks together.
+  const double flops_per_sample = static_cast<double>(model->training_flops_per_sample());
+  const double peak_flops = ctx.backend().peak_flops() * comm.size();
   TrainResult result;
   result.first_step = first_step;
   result.steps = first_step;
   const auto t_start = Clock::now();
   auto t_log = t_start;
   int64_t samples_at_log = samples;
+  ProgressReporter progress(say, options.terminal, first_step, total_steps, config.log.every_steps);
   auto checkpoint = [&](int64_t steps_done) {
+    progress.finish();  // the checkpoint's own line goes below the bar
     std::optional<CheckpointState> state;
     if (leader) {
       state = capture_state(config, plan, steps_done, samples, steps_per_epoch, *model, *optimizer, noise_scale, ctx);
@@ -186,9 +192,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     result.eval_accuracy = e.accuracy;
     if (leader) {
       metrics->write("eval", {{"step", double(step)}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}});
-      log << "eval  step " << step << " | test loss " << format("%.4f", e.loss) << " | test accuracy "
-          << format("%.4f", e.accuracy) << "\n";
-      log.flush();
+      progress.line("eval  step " + std::to_string(step) + " | test loss " + format("%.4f", e.loss) +
+                    " | test accuracy " + format("%.4f", e.accuracy));
     }
   };
 
@@ -260,7 +265,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         e.set_agreed(leader);  // every rank computed the same sums
         throw e;
       }
-      say << "dtrain: " << what << "; its update is skipped (train.on_nonfinite: skip)\n";
+      progress.line("dtrain: " + what + "; its update is skipped (train.on_nonfinite: skip)");
       ++result.skipped_steps;
     } else {
       if (noise.mode != NoiseProbe::kOff) {
@@ -284,6 +289,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
           {"lr", lr},
           {"samples", double(samples)},
           {"samples_per_s", double(plan.global_batch) / step_s},
+          {"flops_per_s", flops_per_sample * double(plan.global_batch) / step_s},
           {"time_s", seconds_since(t_start)},
           {"mem_in_use_mib", mib(memory.in_use)},
           {"mem_peak_mib", mib(memory.peak)}};
@@ -293,20 +299,18 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         fields.push_back({"noise_scale", noise_scale.b_simple()});
       }
       metrics->write("train", fields);
-      if ((step + 1) % config.log.every_steps == 0 || step + 1 == total_steps) {
-        const double interval = seconds_since(t_log);
-        log << "step " << step + 1 << "/" << total_steps << " | epoch " << step / steps_per_epoch << " | loss "
-            << format("%.4f", loss) << " | lr " << format("%.4g", lr) << " | "
-            << format("%.0f", double(samples - samples_at_log) / interval) << " samples/s | mem "
-            << format("%.1f", mib(memory.in_use)) << " MiB, peak " << format("%.1f", mib(memory.peak))
-            << " MiB\n";
-        log.flush();
+      // samples/s over the current log window (log.every_steps steps).
+      progress.step(StepProgress{step + 1, step / steps_per_epoch, loss, lr,
+                                 double(samples - samples_at_log) / std::max(1e-9, seconds_since(t_log)),
+                                 mib(memory.in_use), mib(memory.peak)});
+      if ((step + 1) % config.log.every_steps == 0) {
         t_log = Clock::now();
         samples_at_log = samples;
       }
     }
     if (sums[kStopRequests] > 0) {  // every rank sees the same sum and stops here
-      say << "dtrain: stop requested (a signal) after step " << step + 1 << "; writing a checkpoint\n";
+      progress.line("dtrain: stop requested (a signal) after step " + std::to_string(step + 1) +
+                    "; writing a checkpoint");
       if (step + 1 < total_steps) batch.take();  // the prefetched batch is not needed
       checkpoint(step + 1);
       result.stopped = true;
@@ -321,7 +325,14 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   if (config.checkpoint.every_steps > 0 && total_steps > first_step) checkpoint(total_steps);
   run_eval(total_steps);
   result.noise_scale = noise_scale.b_simple();
+  progress.finish();
   if (leader) {
+    const double trained = static_cast<double>(result.steps - first_step) * static_cast<double>(plan.global_batch);
+    const double flops = flops_per_sample * trained / std::max(1e-9, seconds_since(t_start));
+    log << "dtrain: throughput " << format("%.3g", flops / 1e9) << " GFLOP/s over all ranks ("
+        << format("%.3g", flops_per_sample / 1e6) << " MFLOP per training sample)";
+    if (peak_flops > 0) log << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
+    log << "\n";
     log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start))
         << " s; final test accuracy " << format("%.4f", result.eval_accuracy) << " (test loss "
         << format("%.4f", result.eval_loss) << ")\n";

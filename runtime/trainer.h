@@ -39,6 +39,8 @@ struct TrainOptions {
   // a checkpoint. Read once per step; null: no such request.
   const volatile int* stop_requested = nullptr;
   FaultHooks hooks;
+  // Rank 0's output is a terminal: a progress bar instead of lines.
+  bool terminal = false;
   // Called as each optimizer step begins (1-based), e.g. to tell the watchdog.
   std::function<void(int64_t)> on_step;
 };

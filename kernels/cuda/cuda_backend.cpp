@@ -153,4 +153,19 @@ void CudaBackend::check_device_errors() {
   throw DataError(msg.str());
 }
 
+double CudaBackend::peak_flops() const {
+  int major = 0, minor = 0, sms = 0, khz = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_) != cudaSuccess ||
+      cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device_) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0.0;
+  }
+  // FP32 lanes per SM: 64 on the data-centre Volta and Ampere (7.0, 8.0), 128 on the
+  // others since Maxwell (8.6, 8.9, 9.0 Hopper, 10.x and 12.x Blackwell).
+  const int lanes = (major == 7 || (major == 8 && minor == 0)) ? 64 : 128;
+  return 2.0 * lanes * sms * static_cast<double>(khz) * 1e3;
+}
+
 }  // namespace dtrain

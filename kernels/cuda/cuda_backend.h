@@ -116,6 +116,8 @@ class CudaBackend final : public OpsBackend {
   // Returns once the bytes are on the host (and checks Note [Label check on the device]).
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
   void synchronize(Context& ctx) override;
+  // With TF32 allowed, the tensor-core TF32 rate is not counted: this is the fp32 peak.
+  double peak_flops() const override;
   void* alloc_host(size_t bytes) override;
   void free_host(void* p) override;
   // uploader.cpp: a side stream and events per uploader (Note [Batch prefetch]).

@@ -233,6 +233,20 @@ TEST_F(ModelTest, ActivationBytesMatchTheAllocator) {
   EXPECT_EQ(activations(), 6 * m->activation_bytes_per_sample());
 }
 
+TEST_F(ModelTest, FlopsPerSampleFollowTheLayerFormulas) {
+  // MLP 784-256-128-10: GEMMs 2 in out, biases out, ReLUs one per element.
+  auto m = build_model(*ctx_, mlp({256, 128}), kMnist, 10);
+  const int64_t mlp_forward = (2 * 784 * 256 + 256) + 256 + (2 * 256 * 128 + 128) + 128 + (2 * 128 * 10 + 10);
+  EXPECT_EQ(m->forward_flops_per_sample(), mlp_forward);
+  EXPECT_EQ(m->training_flops_per_sample(), 3 * mlp_forward);
+  // CNN [4, 8] k5, hidden 16: conv 28x28x4 outputs of 2*1*25+1, relu, pool (a compare
+  // per input), conv 14x14x8 of 2*4*25+1, relu, pool, then the two linears.
+  auto c = build_model(*ctx_, cnn({4, 8}, 5, {16}), kMnist, 10);
+  const int64_t cnn_forward = 4 * 28 * 28 * 51 + 4 * 28 * 28 + 4 * 28 * 28 + 8 * 14 * 14 * 201 + 8 * 14 * 14 +
+                              8 * 14 * 14 + (2 * 392 * 16 + 16) + 16 + (2 * 16 * 10 + 10);
+  EXPECT_EQ(c->forward_flops_per_sample(), cnn_forward);
+}
+
 TEST_F(ModelTest, EachLayerReportsItsOwnActivationBytes) {
   auto m = build_model(*ctx_, cnn({4, 8}, 5, {16}), kMnist, 10);
   // conv, relu, pool, conv, relu, pool, flatten, linear, relu, linear: fp32 outputs,
