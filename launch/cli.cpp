@@ -13,7 +13,8 @@ Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
   dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml ...
-  dtrain train --help | dtrain plan --help | dtrain launch --help | dtrain --help
+  dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
+  dtrain COMMAND --help | dtrain --help
 
 Run it as one process, or under MPI for several ranks:
   mpirun -np 2 dtrain train configs/fashion_mnist_cnn.yaml
@@ -98,7 +99,45 @@ job. DTRAIN_MPIEXEC names another mpirun. Clusters: see launch/slurm/.
 )";
 }
 
+const char* plot_help() {
+  return R"(Usage: dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
+
+Draws the training loss, test accuracy, learning rate, throughput and gradient noise
+scale of one or more finished (or running) runs over the steps, runs overlaid, from
+their metrics.jsonl, with gnuplot (Debian: gnuplot-nox). --out defaults to plot.png;
+a name ending in .svg gives SVG.
+)";
+}
+
 namespace {
+
+CliCommand parse_plot(const std::vector<std::string>& args) {
+  CliCommand cmd;
+  cmd.kind = CliCommand::Kind::Plot;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      cmd.kind = CliCommand::Kind::PlotHelp;
+      return cmd;
+    } else if (a == "--out") {
+      if (i + 1 >= args.size()) throw UsageError("--out needs a file name; run 'dtrain plot --help'");
+      cmd.plot_out = args[++i];
+    } else if (a.rfind("--out=", 0) == 0) {
+      cmd.plot_out = a.substr(6);
+    } else if (!a.empty() && a[0] == '-') {
+      throw UsageError("unknown option '" + a + "'; run 'dtrain plot --help'");
+    } else {
+      cmd.plot_runs.push_back(a);
+    }
+  }
+  if (cmd.plot_runs.empty()) throw UsageError("missing RUN_DIR: dtrain plot RUN_DIR... [--out FILE.png]");
+  const std::string& out = cmd.plot_out;
+  if (!out.empty() && !(out.size() > 4 && (out.compare(out.size() - 4, 4, ".png") == 0 ||
+                                           out.compare(out.size() - 4, 4, ".svg") == 0))) {
+    throw UsageError("--out " + out + ": the image must end in .png or .svg");
+  }
+  return cmd;
+}
 
 CliCommand parse_launch(const std::vector<std::string>& args) {
   CliCommand cmd;
@@ -150,6 +189,7 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
   CliCommand cmd;
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return cmd;
   if (args[0] == "launch") return parse_launch(args);
+  if (args[0] == "plot") return parse_plot(args);
   if (args[0] != "train" && args[0] != "plan") {
     throw UsageError("unknown command '" + args[0] + "'; run 'dtrain --help' for the commands");
   }

@@ -10,7 +10,7 @@
 namespace dtrain::launch {
 
 struct CliCommand {
-  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch } kind = Kind::Help;
+  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot } kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
@@ -18,6 +18,8 @@ struct CliCommand {
   std::string resume;                  // train: "" | "auto" | a checkpoint path
   int nproc = 0;                       // launch: ranks; 0: auto
   std::vector<std::string> launched;   // launch: the command the ranks run
+  std::vector<std::string> plot_runs;  // plot: run directories
+  std::string plot_out;                // plot: the image (.png or .svg); empty: plot.png
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -27,5 +29,6 @@ const char* main_help();
 const char* train_help();
 const char* plan_help();
 const char* launch_help();
+const char* plot_help();
 
 }  // namespace dtrain::launch

@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::Plan: return run_plan(cmd);
     case CliCommand::Kind::LaunchHelp: std::cout << launch_help(); return kExitOk;
     case CliCommand::Kind::Launch: return run_launch(cmd);
+    case CliCommand::Kind::PlotHelp: std::cout << plot_help(); return kExitOk;
+    case CliCommand::Kind::Plot: return run_plot(cmd);
   }
   return kExitInternal;
 }

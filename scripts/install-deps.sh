@@ -3,9 +3,10 @@
 # they are missing. Safe to run again: it installs nothing that is already there.
 set -euo pipefail
 
-# clang and libclang-rt-dev: the test suite's libFuzzer targets (tests/fuzz).
+# clang and libclang-rt-dev: the test suite's libFuzzer targets (tests/fuzz);
+# gnuplot-nox: dtrain plot.
 packages=(cmake g++ ninja-build libopenmpi-dev openmpi-bin libyaml-cpp-dev libopenblas-dev
-          zlib1g-dev libgtest-dev dataset-fashion-mnist clang libclang-rt-dev)
+          zlib1g-dev libgtest-dev dataset-fashion-mnist clang libclang-rt-dev gnuplot-nox)
 
 missing=()
 for p in "${packages[@]}"; do

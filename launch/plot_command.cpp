@@ -1,0 +1,147 @@
+// `dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]`: loss, test accuracy, learning
+// rate, throughput and the gradient noise scale over the steps, one panel each, the
+// runs overlaid, drawn by gnuplot (Debian's gnuplot-nox) from their metrics.jsonl.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/errors.h"
+#include "launch/job.h"
+
+namespace dtrain::launch {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::optional<double> field(const std::string& line, const std::string& key) {
+  const std::string tag = "\"" + key + "\":";
+  const size_t at = line.find(tag);
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtod(line.c_str() + at + tag.size(), nullptr);
+}
+
+// The panels: a metrics key and its title, and which kind of line holds it.
+struct Panel {
+  const char* key;
+  const char* title;
+  const char* kind;
+  bool log_scale;
+};
+const Panel kPanels[] = {{"loss", "training loss", "train", true},
+                         {"eval_accuracy", "test accuracy", "eval", false},
+                         {"lr", "learning rate", "train", false},
+                         {"samples_per_s", "throughput (samples/s)", "train", false},
+                         {"noise_scale", "gradient noise scale B_simple", "train", true}};
+
+// gnuplot reads strings in double quotes; keep names printable and quote-free.
+std::string quoted(std::string s) {
+  for (char& c : s) {
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 32) c = '_';
+  }
+  return "\"" + s + "\"";
+}
+
+}  // namespace
+
+int run_plot(const CliCommand& cmd) {
+  const std::string out = cmd.plot_out.empty() ? "plot.png" : cmd.plot_out;
+  const bool svg = out.size() > 4 && out.compare(out.size() - 4, 4, ".svg") == 0;
+  const fs::path data_dir = fs::temp_directory_path() / ("dtrain_plot_" + std::to_string(::getpid()));
+  fs::create_directories(data_dir);
+
+  // One data file per run and panel: "step value" lines.
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<size_t>> points;  // per panel key, per run
+  for (size_t r = 0; r < cmd.plot_runs.size(); ++r) {
+    const std::string file = cmd.plot_runs[r] + "/metrics.jsonl";
+    std::ifstream in(file);
+    if (!in) {
+      std::cerr << "dtrain: data error: cannot read " << file << "; give run directories that dtrain train wrote"
+                << std::endl;
+      fs::remove_all(data_dir);
+      return kExitBadInput;
+    }
+    std::map<std::string, std::ofstream> series;
+    for (const Panel& p : kPanels) points[p.key].push_back(0);
+    for (const Panel& p : kPanels) series[p.key].open(data_dir / (std::to_string(r) + "_" + p.key + ".dat"));
+    size_t lines = 0;
+    for (std::string line; std::getline(in, line); ++lines) {
+      const auto step = field(line, "step");
+      if (!step) continue;
+      for (const Panel& p : kPanels) {
+        if (line.find(std::string("\"kind\":\"") + p.kind + "\"") == std::string::npos) continue;
+        if (const auto v = field(line, p.key)) {
+          series[p.key] << *step << " " << *v << "\n";
+          ++points[p.key][r];
+        }
+      }
+    }
+    if (lines == 0) {
+      std::cerr << "dtrain: data error: " << file << " is empty: the run has not logged a step yet" << std::endl;
+      fs::remove_all(data_dir);
+      return kExitBadInput;
+    }
+    names.push_back(fs::path(cmd.plot_runs[r]).lexically_normal().filename().string());
+    if (names.back().empty()) names.back() = cmd.plot_runs[r];
+  }
+
+  std::ostringstream script;
+  script << (svg ? "set terminal svg size 1500,850 dynamic font 'sans,11'\n"
+                 : "set terminal pngcairo size 1500,850 font 'sans,10'\n")
+         << "set termoption noenhanced\n"  // run names and titles are plain text, not markup
+         << "set output " << quoted(out) << "\n"
+         << "set multiplot layout 2,3 title 'dtrain: " << names.size() << " run(s)'\n"
+         << "set grid\nset key top right\nset xlabel 'step'\n";
+  for (const Panel& p : kPanels) {
+    script << "set title '" << p.title << "'\n" << (p.log_scale ? "set logscale y\n" : "unset logscale y\n");
+    const std::vector<size_t>& counts = points[p.key];
+    if (std::all_of(counts.begin(), counts.end(), [](size_t n) { return n == 0; })) {
+      // Nothing to draw (one rank without accumulation has no noise scale): say so.
+      script << "unset logscale y\nset label 1 'not measured in these runs' at graph 0.5, 0.5 center\n"
+             << "plot [0:1] [0:1] NaN notitle\nunset label 1\n";
+      continue;
+    }
+    script << "plot ";
+    bool first = true;
+    for (size_t r = 0; r < names.size(); ++r) {
+      if (counts[r] == 0) continue;
+      const fs::path dat = data_dir / (std::to_string(r) + "_" + p.key + ".dat");
+      script << (first ? "" : ", ") << quoted(dat.string()) << " using 1:2 with lines lw 1.5 title " << quoted(names[r]);
+      first = false;
+    }
+    script << "\n";
+  }
+  script << "unset multiplot\n";
+
+  FILE* gnuplot = ::popen("gnuplot", "w");
+  if (gnuplot == nullptr) {
+    std::cerr << "dtrain: cannot run gnuplot; install it (Debian: apt-get install gnuplot-nox)" << std::endl;
+    fs::remove_all(data_dir);
+    return kExitRuntime;
+  }
+  std::fputs(script.str().c_str(), gnuplot);
+  const int status = ::pclose(gnuplot);
+  fs::remove_all(data_dir);
+  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    const bool missing = WIFEXITED(status) && WEXITSTATUS(status) == 127;
+    std::cerr << "dtrain: gnuplot " << (missing ? "is not installed (Debian: apt-get install gnuplot-nox)" : "failed")
+              << "; no plot written" << std::endl;
+    return kExitRuntime;
+  }
+  std::cout << "dtrain: wrote " << out << " (" << names.size() << " run(s))" << std::endl;
+  return kExitOk;
+}
+
+}  // namespace dtrain::launch
