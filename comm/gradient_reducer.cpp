@@ -42,6 +42,7 @@ GradientReducer::GradientReducer(Communicator& comm, float* grads,
 void GradientReducer::launch_next() {
   const GradientBucket& b = buckets_[next_++];
   if (before_launch_) before_launch_(b);
+  if (on_reduced_) launched_.push_back(Clock::now());
   in_flight_.push_back(all_reduce(comm_, std::span<float>(grads_ + b.offset, static_cast<size_t>(b.count))));
 }
 
@@ -51,8 +52,12 @@ void GradientReducer::on_layer_done(int layer) {
 
 void GradientReducer::finish() {
   while (next_ < buckets_.size()) launch_next();
-  for (auto& w : in_flight_) w->wait();
+  for (size_t i = 0; i < in_flight_.size(); ++i) {
+    in_flight_[i]->wait();
+    if (on_reduced_ && i < launched_.size()) on_reduced_(i, launched_[i], Clock::now());
+  }
   in_flight_.clear();
+  launched_.clear();
   next_ = 0;
 }
 

@@ -7,6 +7,7 @@
 // It runs only on the last micro-step of an optimizer step; finish() waits for all.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,12 @@ class GradientReducer {
   // [Gradient noise scale]). Work it queues on the device is ordered before the
   // collective. An empty function removes the hook.
   void set_before_launch(std::function<void(const GradientBucket&)> hook) { before_launch_ = std::move(hook); }
+  // Runs `hook(bucket, launched, done)` in finish() as each bucket's all-reduce is
+  // seen complete, with the host times it was launched and found done (the timeline).
+  using Clock = std::chrono::steady_clock;
+  void set_on_reduced(std::function<void(size_t, Clock::time_point, Clock::time_point)> hook) {
+    on_reduced_ = std::move(hook);
+  }
   // Backward calls this once layer `layer`'s gradients are final.
   void on_layer_done(int layer);
   // Launches every bucket not yet launched, waits for all, and re-arms for next step.
@@ -60,6 +67,8 @@ class GradientReducer {
   std::vector<std::unique_ptr<Work>> in_flight_;
   size_t next_ = 0;
   std::function<void(const GradientBucket&)> before_launch_;
+  std::function<void(size_t, Clock::time_point, Clock::time_point)> on_reduced_;
+  std::vector<Clock::time_point> launched_;
 };
 
 }  // namespace dtrain

@@ -14,6 +14,7 @@ Usage:
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
   dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml ...
   dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
+  dtrain trace merge RUN_DIR [--out FILE.json]
   dtrain COMMAND --help | dtrain --help
 
 Run it as one process, or under MPI for several ranks:
@@ -109,7 +110,40 @@ a name ending in .svg gives SVG.
 )";
 }
 
+const char* trace_help() {
+  return R"(Usage: dtrain trace merge RUN_DIR [--out FILE.json]
+
+Training with --set log.trace=true writes a Chrome-trace timeline per rank to
+RUN_DIR/trace/rank-R.json (data, forward, backward, each all-reduce, the optimizer
+step, evaluation, checkpoints). This lays the ranks side by side, one row each, in one
+file (default RUN_DIR/trace.json) for chrome://tracing or ui.perfetto.dev.
+)";
+}
+
 namespace {
+
+CliCommand parse_trace(const std::vector<std::string>& args) {
+  CliCommand cmd;
+  if (args.size() >= 2 && (args[1] == "--help" || args[1] == "-h")) {
+    cmd.kind = CliCommand::Kind::TraceHelp;
+    return cmd;
+  }
+  if (args.size() < 3 || args[1] != "merge") throw UsageError("usage: dtrain trace merge RUN_DIR [--out FILE.json]");
+  cmd.kind = CliCommand::Kind::TraceMerge;
+  for (size_t i = 2; i < args.size(); ++i) {
+    if (args[i] == "--out" && i + 1 < args.size()) {
+      cmd.plot_out = args[++i];
+    } else if (!args[i].empty() && args[i][0] == '-') {
+      throw UsageError("unknown option '" + args[i] + "'; run 'dtrain trace --help'");
+    } else if (cmd.plot_runs.empty()) {
+      cmd.plot_runs.push_back(args[i]);
+    } else {
+      throw UsageError("dtrain trace merge takes one RUN_DIR");
+    }
+  }
+  if (cmd.plot_runs.empty()) throw UsageError("missing RUN_DIR: dtrain trace merge RUN_DIR [--out FILE.json]");
+  return cmd;
+}
 
 CliCommand parse_plot(const std::vector<std::string>& args) {
   CliCommand cmd;
@@ -190,6 +224,7 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") return cmd;
   if (args[0] == "launch") return parse_launch(args);
   if (args[0] == "plot") return parse_plot(args);
+  if (args[0] == "trace") return parse_trace(args);
   if (args[0] != "train" && args[0] != "plan") {
     throw UsageError("unknown command '" + args[0] + "'; run 'dtrain --help' for the commands");
   }

@@ -10,7 +10,8 @@
 namespace dtrain::launch {
 
 struct CliCommand {
-  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot } kind = Kind::Help;
+  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot, TraceHelp, TraceMerge }
+  kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
@@ -20,6 +21,7 @@ struct CliCommand {
   std::vector<std::string> launched;   // launch: the command the ranks run
   std::vector<std::string> plot_runs;  // plot: run directories
   std::string plot_out;                // plot: the image (.png or .svg); empty: plot.png
+                                       // trace merge: the merged file; empty: RUN_DIR/trace.json
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -30,5 +32,6 @@ const char* train_help();
 const char* plan_help();
 const char* launch_help();
 const char* plot_help();
+const char* trace_help();
 
 }  // namespace dtrain::launch

@@ -23,6 +23,8 @@ int run_job(const CliCommand& cmd, const std::function<void(const Config&, Proce
 int run_train(const CliCommand& cmd);
 // `dtrain plan`: the batch plan, printed by rank 0 (text or --json).
 int run_plan(const CliCommand& cmd);
+// `dtrain trace merge`: the ranks' timelines of a run in one file.
+int run_trace_merge(const CliCommand& cmd);
 // `dtrain plot`: the runs' metrics drawn by gnuplot into one image.
 int run_plot(const CliCommand& cmd);
 // `dtrain launch`: the command on N ranks of this machine through mpirun.

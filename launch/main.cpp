@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::Launch: return run_launch(cmd);
     case CliCommand::Kind::PlotHelp: std::cout << plot_help(); return kExitOk;
     case CliCommand::Kind::Plot: return run_plot(cmd);
+    case CliCommand::Kind::TraceHelp: std::cout << trace_help(); return kExitOk;
+    case CliCommand::Kind::TraceMerge: return run_trace_merge(cmd);
   }
   return kExitInternal;
 }

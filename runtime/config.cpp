@@ -244,7 +244,8 @@ class ConfigReader {
       read_int(s, "eval", "every_steps", c.eval.every_steps, 0);
       read_int(s, "eval", "batch", c.eval.batch, 1);
     });
-    section(root, "log", {"every_steps", "noise_scale", "noise_ema"}, [&](const YAML::Node& s) {
+    section(root, "log", {"every_steps", "noise_scale", "noise_ema", "trace"}, [&](const YAML::Node& s) {
+      read(s, "log", "trace", c.log.trace, "true or false");
       read_int(s, "log", "every_steps", c.log.every_steps, 1);
       read(s, "log", "noise_scale", c.log.noise_scale, "true or false");
       read_real(s, "log", "noise_ema", c.log.noise_ema, 0.0, 1.0, false, true);
@@ -438,6 +439,7 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "every_steps" << YAML::Value << c.log.every_steps;
   out << YAML::Key << "noise_scale" << YAML::Value << c.log.noise_scale;
   out << YAML::Key << "noise_ema" << YAML::Value << c.log.noise_ema;
+  out << YAML::Key << "trace" << YAML::Value << c.log.trace;
   out << YAML::EndMap;
   out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dir" << YAML::Value << c.checkpoint.dir;

@@ -70,6 +70,7 @@ struct EvalConfig {
 struct LogConfig {
   int64_t every_steps = 50;
   bool noise_scale = true;   // estimate the gradient noise scale B_simple
+  bool trace = false;        // a Chrome-trace timeline per rank in RUN_DIR/trace/
   double noise_ema = 0.95;   // the decay of its moving averages
 };
 

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <utility>
 #include <span>
 #include <thread>
 #include <sstream>
@@ -23,6 +25,7 @@
 #include "runtime/metrics_writer.h"
 #include "runtime/noise_scale.h"
 #include "runtime/progress.h"
+#include "runtime/trace_writer.h"
 #include "runtime/step_buffers.h"
 #include "runtime/training_setup.h"
 
@@ -178,7 +181,19 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   auto t_log = t_start;
   int64_t samples_at_log = samples;
   ProgressReporter progress(say, options.terminal, first_step, total_steps, config.log.every_steps);
+  // The timeline (log.trace): one file per rank, written off the training thread.
+  std::unique_ptr<TraceWriter> trace;
+  if (config.log.trace) {
+    std::filesystem::create_directories(run_dir + "/trace");
+    trace = std::make_unique<TraceWriter>(run_dir + "/trace/rank-" + std::to_string(comm.rank()) + ".json", comm.rank());
+    reducer.set_on_reduced([&](size_t bucket, GradientReducer::Clock::time_point launched,
+                               GradientReducer::Clock::time_point done) {
+      trace->complete("all-reduce bucket " + std::to_string(bucket), "comm", launched, done, result.steps + 1);
+    });
+  }
+  TraceWriter* timeline = trace.get();
   auto checkpoint = [&](int64_t steps_done) {
+    TraceScope scope(timeline, "checkpoint", "io", steps_done);
     progress.finish();  // the checkpoint's own line goes below the bar
     std::optional<CheckpointState> state;
     if (leader) {
@@ -187,6 +202,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     save_checkpoint(config, checkpoint_dir, state ? &*state : nullptr, steps_done, control, log);
   };
   auto run_eval = [&](int64_t step) {
+    TraceScope scope(timeline, "evaluation", "eval", step);
     const EvalResult e = evaluate(*model, *data.test, ctx, comm, eval_chunk);
     result.eval_loss = e.loss;
     result.eval_accuracy = e.accuracy;
@@ -197,8 +213,10 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     }
   };
 
+
   // This rank's samples for micro-step `micro` of optimizer step `step`.
   auto prefetch = [&](int64_t step, int64_t micro) {
+    TraceScope scope(timeline, "data", "data", step + 1);
     batch.prefetch(*data.train, sampler.slice(plan, step / steps_per_epoch, step % steps_per_epoch, micro,
                                               comm.rank()));
   };
@@ -222,17 +240,23 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     ops::copy_from_host(ctx, stats, initial, sizeof(initial));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;
-      ConstTensor x = batch.take();
+      ConstTensor x = [&] {
+        TraceScope scope(timeline, "data wait", "data", step + 1);
+        return batch.take();
+      }();
       // The next micro-batch is gathered and uploaded while this one computes.
       if (!last) {
         prefetch(step, micro + 1);
       } else if (step + 1 < total_steps) {
         prefetch(step + 1, 0);
       }
+      std::optional<TraceScope> forward_scope(std::in_place, timeline, "forward", "compute", step + 1);
       ConstTensor logits = model->forward(x);
       Tensor dlogits(step_buffers.dlogits.as<float>(), logits.shape);
       ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
                                  dlogits.data, stats + kLossSum);
+      forward_scope.reset();
+      TraceScope backward_scope(timeline, "backward", "compute", step + 1);
       if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
         ops::fill(ctx, dlogits.data, 1, std::numeric_limits<float>::quiet_NaN());  // test hook
       }
@@ -246,7 +270,10 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.b, stats + kSmallGradB);
       }
     }
-    reducer.finish();
+    {
+      TraceScope scope(timeline, "all-reduce wait", "comm", step + 1);
+      reducer.finish();
+    }
     // |G|^2 of the reduced gradient: the same on every rank, so a NaN or Inf in any
     // rank's gradient is seen by all alike, as is one in the all-reduced loss sum.
     ops::sum_squares(ctx, model->grads(), model->param_count(), 1.0, stats + kGradSqNorm);
@@ -272,6 +299,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         noise_scale.add_weighted(sums[kSmallGradA], sums[kSmallGradB], sums[kGradSqNorm], noise.gradient_sq_sum,
                                  noise.trace_sum, noise.small_batches);
       }
+      TraceScope scope(timeline, "optimizer step", "compute", step + 1);
       optimizer->step(ctx, model->params(), model->grads(), lr);
     }
     model->zero_grads();
