@@ -4,9 +4,10 @@
 set -euo pipefail
 
 # clang and libclang-rt-dev: the test suite's libFuzzer targets (tests/fuzz);
-# gnuplot-nox: dtrain plot.
+# gnuplot-nox: dtrain plot; slurm-wlm and munge: the suite's real Slurm test.
 packages=(cmake g++ ninja-build libopenmpi-dev openmpi-bin libyaml-cpp-dev libopenblas-dev
-          zlib1g-dev libgtest-dev dataset-fashion-mnist clang libclang-rt-dev gnuplot-nox)
+          zlib1g-dev libgtest-dev dataset-fashion-mnist clang libclang-rt-dev gnuplot-nox
+          slurm-wlm munge)
 
 missing=()
 for p in "${packages[@]}"; do
