@@ -33,7 +33,8 @@ int run_job(const CliCommand& cmd, const std::function<void(const Config&, Proce
   try {
     process = std::make_unique<Process>(config.comm.backend);
   } catch (const Error& e) {
-    if (rank_hint == 0) report(e, rank_hint, launcher_size_hint());
+    // An agreed failure is said by the rank that had it; others only by rank 0.
+    if (e.agreed() ? e.should_report() : rank_hint == 0) report(e, rank_hint, launcher_size_hint());
     return e.exit_code();
   }
 

@@ -11,6 +11,8 @@
 #include "comm/mpi_communicator.h"
 #include "comm/self_communicator.h"
 #include "kernels/errors.h"
+#include "launch/launcher_env.h"
+#include "runtime/setup_agreement.h"
 
 namespace dtrain::launch {
 namespace {
@@ -46,6 +48,8 @@ Process::Process(const std::string& backend) {
   }
   mpi_ = backend == "mpi" || (backend == "auto" && launched > 0);
   if (!mpi_) {
+    const std::string wrong = check_launcher_view(launcher_environment(), 0, 1);
+    if (!wrong.empty()) throw UsageError(wrong);
     comm_ = std::make_unique<SelfCommunicator>();
     return;
   }
@@ -63,6 +67,19 @@ Process::Process(const std::string& backend) {
   auto mpi = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
   mpi_comm_ = mpi.get();
   comm_ = std::move(mpi);
+  // Every rank checks its own variables, and all learn the outcome together.
+  std::exception_ptr error;
+  const std::string wrong = check_launcher_view(launcher_environment(), comm_->rank(), comm_->size());
+  if (!wrong.empty()) error = std::make_exception_ptr(UsageError(wrong));
+  try {
+    agree_on_setup(*comm_, error);
+  } catch (...) {
+    // The destructor does not run for a constructor that throws: end MPI here.
+    comm_.reset();
+    mpi_comm_ = nullptr;
+    MPI_Finalize();
+    throw;
+  }
 }
 
 std::string Process::node_name() const {

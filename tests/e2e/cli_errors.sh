@@ -87,6 +87,14 @@ expect 2 "optimizer.lr_scaling is 'linear' but optimizer.base_batch is not set" 
 expect 2 "schedule.warmup_steps" "and schedule.warmup_epochs are both set" -- \
   "$dtrain" train "$c" --set schedule.warmup_steps=5 --set schedule.warmup_epochs=1
 
+# Rank discovery: launcher variables that disagree with MPI's view (srun without
+# --mpi=pmix; another MPI's launcher), on one process and on 2 ranks (said once).
+expect 2 "the launcher's variables (SLURM_PROCID=1, SLURM_NTASKS=2) disagree with MPI" "srun --mpi=pmix" -- \
+  env SLURM_NTASKS=2 SLURM_PROCID=1 SLURM_STEP_ID=0 "$dtrain" train "$c" --run-dir "$work/run"
+expect 2 "the launcher's variables (PMI_RANK=5) disagree with MPI" -- \
+  "$mpiexec" -np 2 --oversubscribe -x PMI_RANK=5 "$dtrain" train "$c" --run-dir "$work/run"
+[ "$(grep -c "disagree with MPI" "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the launcher error was not said once on 2 ranks"; }
+
 # Files: a missing config, a missing dataset, a truncated dataset file.
 expect 2 "cannot open config file '$work/missing.yaml'" -- "$dtrain" train "$work/missing.yaml"
 c=$(cfg fashion "data:
