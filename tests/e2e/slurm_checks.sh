@@ -8,6 +8,8 @@
 #     --signal=USR1@90 would before a time limit); the ranks checkpoint and exit 4,
 #     the script requeues the job, and the second run resumes from the checkpoint and
 #     finishes.
+#     A job cancelled by scancel (SIGTERM to every task) checkpoints before it ends;
+#     a new job on the same run directory resumes from it.
 #  3. The same job under mpirun inside the allocation (DTRAIN_LAUNCHER=mpirun).
 # Exit 77 (a skip, with the reason) where Slurm or munge is not installed or cannot start.
 # Usage: slurm_checks.sh DTRAIN SOURCE_DIR WORK_DIR METRICS_CHECK
@@ -121,6 +123,29 @@ grep -q "stop requested (a signal) after step" <<<"$out" || fail "the preempted 
 grep -q "requeueing job $job" <<<"$out" || fail "the preempted job was not requeued"
 grep -q "resuming from $work/preempt/checkpoints/ckpt-" <<<"$out" || fail "the requeued job did not resume"
 grep -q "dtrain: done: 800 steps" <<<"$out" || fail "the requeued job did not finish"
+
+# 2b. scancel: Slurm sends SIGTERM to every task; the ranks checkpoint before they
+# go, the job ends cancelled, and a new job on the same run directory resumes.
+job=$(submit cancel "$work/cancel" -- --set train.max_steps=600)
+for _ in $(seq 1 240); do
+  [ "$(grep -c '"kind":"train"' "$work/cancel/metrics.jsonl" 2>/dev/null || echo 0)" -ge 20 ] && break
+  sleep 0.5
+done
+scancel "$job"
+for _ in $(seq 1 120); do
+  state=$(scontrol show job "$job" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+  [ "$state" = CANCELLED ] && break
+  sleep 0.5
+done
+sleep 1
+out=$(cat "$work"/jobs/cancel-*.out 2>/dev/null)
+[ "$state" = CANCELLED ] || fail "scancel: the job ended $state"
+grep -q "stop requested (a signal) after step" <<<"$out" || fail "scancel: the ranks did not stop with a checkpoint: $(tail -8 <<<"$out")"
+ls "$work/cancel/checkpoints/"ckpt-*.dtrain >/dev/null 2>&1 || fail "scancel: no checkpoint"
+submit cancel_again "$work/cancel" --wait -- --set train.max_steps=600 >/dev/null
+out=$(cat "$work"/jobs/cancel_again-*.out 2>/dev/null)
+grep -q "resuming from $work/cancel/checkpoints/ckpt-" <<<"$out" && grep -q "dtrain: done: 600 steps" <<<"$out" ||
+  fail "the job after scancel did not resume and finish: $(tail -5 <<<"$out")"
 
 # 3. mpirun inside the allocation.
 DTRAIN_LAUNCHER=mpirun submit mpirun "$work/mpirun" --wait -- --set train.max_steps=30 >/dev/null
