@@ -4,7 +4,7 @@
 # ctest, e.g. scripts/test.sh -L unit
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" --test
 "$root/scripts/build.sh"
 cd "${DTRAIN_BUILD_DIR:-$root/build}"
 ctest --output-on-failure --parallel "$(nproc)" "$@"
