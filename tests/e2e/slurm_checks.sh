@@ -16,7 +16,7 @@
 set -u
 dtrain=$1 src=$2 work=$3 check=$4
 for tool in slurmctld slurmd sbatch srun scontrol munged; do
-  command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed (scripts/install-deps.sh installs slurm-wlm and munge)"; exit 77; }
+  command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed (scripts/install-deps.sh --test installs slurm-wlm and munge)"; exit 77; }
 done
 [ "$(id -u)" = 0 ] || { echo "SKIP: starting slurmd and munged here needs root"; exit 77; }
 rm -rf "$work" && mkdir -p "$work/state" "$work/spool" "$work/munge" "$work/jobs"

@@ -9,7 +9,7 @@
 set -u
 src=$1 work=$2 seconds=$3 dtrain=$4
 if ! command -v clang++ >/dev/null; then
-  echo "SKIP: clang++ is not installed (scripts/install-deps.sh installs clang and libclang-rt-dev)"
+  echo "SKIP: clang++ is not installed (scripts/install-deps.sh --test installs clang and libclang-rt-dev)"
   exit 77
 fi
 mkdir -p "$work"
