@@ -76,6 +76,8 @@ int run_launch(const CliCommand& cmd) {
     action.sa_flags = SA_RESTART;
     sigaction(s, &action, nullptr);
   }
+  // The ranks cannot see whether this output is a terminal (Note [Progress mode]).
+  ::setenv("DTRAIN_PROGRESS", ::isatty(STDOUT_FILENO) ? "bar" : "lines", 0);
   const pid_t pid = ::fork();
   if (pid < 0) {
     std::cerr << "dtrain launch: cannot start mpirun: " << std::strerror(errno) << std::endl;

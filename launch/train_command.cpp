@@ -10,6 +10,7 @@
 #include "comm/watchdog.h"
 #include "comm/watched_communicator.h"
 #include "launch/job.h"
+#include "launch/process.h"
 #include "launch/stop_signals.h"
 #include "runtime/trainer.h"
 
@@ -39,6 +40,18 @@ FaultHooks fault_hooks_from_environment() {
   return hooks;
 }
 
+// Note [Progress mode]: a bar when rank 0 writes to a terminal. Under mpirun that
+// cannot be told from the rank (Open MPI gives ranks a pseudo-terminal even when
+// mpirun's output goes to a file), so a launched rank draws the bar only when
+// DTRAIN_PROGRESS=bar says so (dtrain launch and scripts/run.sh set it from their own
+// output); DTRAIN_PROGRESS=lines forces lines anywhere.
+bool progress_bar_wanted() {
+  const char* mode = std::getenv("DTRAIN_PROGRESS");
+  if (mode != nullptr && std::string(mode) == "bar") return true;
+  if (mode != nullptr && std::string(mode) == "lines") return false;
+  return launcher_size_hint() == 0 && ::isatty(STDOUT_FILENO) != 0;
+}
+
 }  // namespace
 
 int run_train(const CliCommand& cmd) {
@@ -50,7 +63,7 @@ int run_train(const CliCommand& cmd) {
     options.resume = cmd.resume;
     options.stop_requested = install_stop_signal_handlers();
     options.hooks = fault_hooks_from_environment();
-    options.terminal = ::isatty(STDOUT_FILENO) != 0;
+    options.terminal = progress_bar_wanted();
     // Every collective of training is watched (Note [Collective watchdog]).
     std::unique_ptr<Watchdog> watchdog;
     std::unique_ptr<Communicator> watched;

@@ -15,4 +15,6 @@ np=${DTRAIN_NP:-$([ "$gpus" -gt 0 ] && echo "$gpus" || echo 2)}
 config=${DTRAIN_CONFIG:-$root/configs/fashion_mnist_cnn.yaml}
 oversubscribe=()
 [ "$(nproc)" -lt "$np" ] && oversubscribe=(--oversubscribe)
+# The ranks cannot see whether this output is a terminal (launch/train_command.cpp).
+[ -t 1 ] && export DTRAIN_PROGRESS=${DTRAIN_PROGRESS:-bar}
 exec mpirun -np "$np" "${oversubscribe[@]}" "${DTRAIN_BUILD_DIR:-$root/build}/dtrain" train "$config" "$@"

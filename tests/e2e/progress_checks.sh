@@ -2,9 +2,10 @@
 # Progress output in both modes: on a terminal (a pseudo-terminal from util-linux
 # `script`) a bar redrawn in place with the ETA; into a file, plain lines every
 # log.every_steps and no carriage returns. Exit 77 (a skip) without `script`.
-# Usage: progress_checks.sh DTRAIN SOURCE_DIR WORK_DIR
+# Under mpirun writing to a file, plain lines too (Note [Progress mode]).
+# Usage: progress_checks.sh DTRAIN SOURCE_DIR WORK_DIR MPIEXEC
 set -u
-dtrain=$1 src=$2 work=$3
+dtrain=$1 src=$2 work=$3 mpiexec=$4
 rm -rf "$work" && mkdir -p "$work"
 failures=0
 args=(train "$src/configs/synthetic_mlp.yaml" --set train.max_steps=60 --set log.every_steps=20 --set eval.every_steps=30)
@@ -16,6 +17,12 @@ for s in 20 40 60; do
     { echo "FAILED: no plain line for step $s"; failures=$((failures + 1)); }
 done
 grep -q "^eval  step 30 | test loss" "$work/plain.out" || { echo "FAILED: no eval line"; failures=$((failures + 1)); }
+
+# Under mpirun into a file: lines, although Open MPI gives the ranks a pseudo-terminal.
+"$mpiexec" -np 2 --oversubscribe "$dtrain" "${args[@]}" --run-dir "$work/mpi" >"$work/mpi.out" 2>&1 ||
+  { echo "FAILED: the mpirun run"; failures=$((failures + 1)); }
+grep -q $'\r' "$work/mpi.out" && { echo "FAILED: a progress bar in mpirun's file output"; failures=$((failures + 1)); }
+grep -q "^step 40/60 |" "$work/mpi.out" || { echo "FAILED: no plain lines under mpirun"; failures=$((failures + 1)); }
 
 if ! command -v script >/dev/null; then
   echo "SKIP (terminal mode): util-linux 'script' is not installed"
