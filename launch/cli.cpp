@@ -51,15 +51,17 @@ Config sections and keys (README.md lists them with defaults):
   model.name (mlp|cnn), model.hidden, model.channels, model.kernel_size, model.cnn_hidden
   data.name (fashion_mnist|synthetic), data.path, data.train_samples, data.test_samples
   train.global_batch (N|auto), train.micro_batch (N|auto), train.epochs,
-    train.max_steps, train.seed
+    train.max_steps, train.seed, train.on_nonfinite (stop|skip)
   optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
     optimizer.weight_decay, optimizer.beta1, optimizer.beta2, optimizer.eps,
     optimizer.lr_scaling (none|linear|sqrt), optimizer.base_batch
   schedule.warmup_steps, schedule.warmup_epochs, schedule.decay (none|cosine|step),
     schedule.min_lr, schedule.step_size, schedule.gamma
-  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema
+  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema,
+    log.trace
   memory.fraction, memory.limit, memory.limit_per_rank
-  comm.backend (auto|mpi|nccl|self), comm.bucket_mb
+  checkpoint.dir, checkpoint.every_steps, checkpoint.keep, checkpoint.on_error
+  comm.backend (auto|mpi|nccl|self), comm.bucket_mb, comm.timeout_s
   device.kind (auto|cpu|cuda), device.share, device.threads, precision.tf32
 )";
 }
