@@ -6,6 +6,8 @@
 #   DTRAIN_BIN   the dtrain binary (default build/dtrain)
 #   DTRAIN_DATA  the Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)
 #   STEPS        optimizer steps per run (default 600; the first 50 are not timed)
+# Each run has a time limit (dtrain 2 min, PyTorch 3 min with torch.compile's
+# compilation), so that a stuck run costs a table cell, not the GPU machine's time.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dtrain=${DTRAIN_BIN:-$root/build/dtrain}
@@ -30,14 +32,14 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for model in mlp cnn; do
   for batch in 64 512; do
     run=$work/${model}_$batch
-    "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
+    timeout 120 "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
       --set train.global_batch=$batch --set train.micro_batch=$batch --set train.max_steps=$steps \
       --set eval.every_steps=0 --set log.every_steps=100000 --set schedule.warmup_steps=0 \
       --set schedule.decay=none --set precision.tf32=false --run-dir "$run" >"$run.log" 2>&1 ||
       { echo "dtrain failed:"; tail -5 "$run.log"; }
     d=$(dtrain_rate "$run" 2>/dev/null || echo nan)
     rate() {
-      $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
+      timeout 180 $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
         --data "$data" "$@" 2>"$run.torch.err" | sed -n 's/^RESULT //p' |
         $python -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["samples_per_s"])' 2>/dev/null || echo nan
     }

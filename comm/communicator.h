@@ -55,8 +55,10 @@ class Communicator {
   // buf (count elements) becomes root's buf on every rank.
   virtual std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
-  // Ends this rank's outstanding collectives at once, so a watchdog can end the job
-  // (NCCL: ncclCommAbort). Nothing to do for backends that the process exit ends.
+  // Ends this rank's outstanding collectives at once, for a rank that fails alone: its
+  // communicator can then be destroyed without waiting for peers that will never come
+  // (NCCL: ncclCommAbort). Called by the thread that uses the communicator. Nothing to
+  // do for backends that the process exit ends.
   virtual void abort() {}
 };
 

@@ -25,23 +25,28 @@ namespace {
 // address directly (host memory, or device memory under CUDA-aware MPI). MPI reads
 // the buffers as soon as a collective is issued, without knowing the device's queue,
 // so each collective first waits for the work queued on the context (a no-op on the
-// CPU). The results are in place when the MPI request completes.
+// CPU). The results are in place when the MPI request completes. Device buffers are
+// reduced with MPI's blocking collectives (MpiCommunicator::all_reduce_blocking).
 class DirectDeviceCommunicator final : public Communicator {
  public:
-  DirectDeviceCommunicator(Communicator& host, Context& ctx, std::string name)
-      : host_(host), ctx_(ctx), name_(std::move(name)) {}
+  DirectDeviceCommunicator(MpiCommunicator& host, Context& ctx, std::string name, bool blocking_reductions)
+      : host_(host), ctx_(ctx), name_(std::move(name)), blocking_reductions_(blocking_reductions) {}
 
   int rank() const override { return host_.rank(); }
   int size() const override { return host_.size(); }
   std::string backend_name() const override { return name_; }
   std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override {
     ctx_.synchronize();
-    return host_.all_reduce(buf, count, type, op);
+    if (!blocking_reductions_) return host_.all_reduce(buf, count, type, op);
+    host_.all_reduce_blocking(buf, count, type, op);
+    return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t recv_count,
                                        DataType type, ReduceOp op) override {
     ctx_.synchronize();
-    return host_.reduce_scatter(send, recv, recv_count, type, op);
+    if (!blocking_reductions_) return host_.reduce_scatter(send, recv, recv_count, type, op);
+    host_.reduce_scatter_blocking(send, recv, recv_count, type, op);
+    return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count,
                                    DataType type) override {
@@ -58,9 +63,10 @@ class DirectDeviceCommunicator final : public Communicator {
   }
 
  private:
-  Communicator& host_;
+  MpiCommunicator& host_;
   Context& ctx_;
   std::string name_;
+  bool blocking_reductions_;
 };
 
 }  // namespace
@@ -74,13 +80,14 @@ bool mpi_accepts_cuda_buffers() {
 #endif
 }
 
-std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx) {
+std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx,
+                                                          bool cuda_aware_on_every_rank) {
   switch (ctx.device_kind()) {
     case DeviceKind::Cpu:
-      return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name());
+      return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name(), false);
     case DeviceKind::Cuda:
-      if (mpi_accepts_cuda_buffers()) {
-        return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name() + "+cuda-aware");
+      if (cuda_aware_on_every_rank) {
+        return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name() + "+cuda-aware", true);
       }
       return std::make_unique<StagingCommunicator>(mpi, ctx);
   }

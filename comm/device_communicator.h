@@ -20,14 +20,18 @@ bool mpi_accepts_cuda_buffers();
 // A Communicator whose collectives take buffers in `ctx`'s memory, over `mpi`:
 //  - CPU context: the buffers are host memory, so the collectives go to `mpi` as they
 //    are (a non-owning forwarder, so callers hold a Communicator whatever the device);
-//  - CUDA context and CUDA-aware MPI: device pointers go to `mpi` directly, after the
-//    context's queued work has finished (MPI does not know the compute stream);
+//  - CUDA context, when every rank of the job has one and a CUDA-aware MPI
+//    (`cuda_aware_on_every_rank`, which the ranks agree on): device pointers go to `mpi`
+//    directly, after the context's queued work has finished (MPI does not know the
+//    compute stream), the reductions as blocking collectives (Open MPI reduces device
+//    memory only in those);
 //  - CUDA context otherwise: a StagingCommunicator (copies through pinned host memory).
-// Each rank must make the same choice (the same MPI library and device kind), which
-// holds for one job. `mpi` and `ctx` must outlive the returned communicator; its
-// contract is the Communicator one (same collectives in the same order on every rank;
-// buffers belong to a collective until its Work's wait()).
-std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx);
+// The condition is the same on every rank, so all use the same (blocking or
+// non-blocking) form of each collective. `mpi` and `ctx` must outlive the returned
+// communicator; its contract is the Communicator one (same collectives in the same
+// order on every rank; buffers belong to a collective until its Work's wait()).
+std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi, Context& ctx,
+                                                          bool cuda_aware_on_every_rank);
 
 // An NcclCommunicator (comm/nccl_communicator.h) over `bootstrap`'s ranks on the CUDA
 // context `ctx`; collective over `bootstrap`, which must take host buffers (MPI, or

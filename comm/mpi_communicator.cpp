@@ -109,6 +109,17 @@ std::unique_ptr<Work> MpiCommunicator::broadcast(void* buf, size_t count, DataTy
   return work;
 }
 
+void MpiCommunicator::all_reduce_blocking(void* buf, size_t count, DataType type, ReduceOp op) {
+  DTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, checked_count(count, "all_reduce"), to_mpi(type),
+                                 to_mpi(op), comm_));
+}
+
+void MpiCommunicator::reduce_scatter_blocking(const void* send, void* recv, size_t recv_count,
+                                              DataType type, ReduceOp op) {
+  DTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, checked_count(recv_count, "reduce_scatter"),
+                                            to_mpi(type), to_mpi(op), comm_));
+}
+
 std::unique_ptr<Work> MpiCommunicator::barrier() {
   auto work = std::make_unique<MpiWork>();
   DTRAIN_MPI_CHECK(MPI_Ibarrier(comm_, work->request()));

@@ -7,8 +7,8 @@
 // collective longer than the timeout, it names the suspects from what it heard: ranks
 // not heard from for longer than the timeout (stopped, or their node is gone) and
 // ranks that have not yet issued the collective it waits in (stuck before it), says
-// which step, and ends the job through its abort hook (launch/: ncclCommAbort, then
-// MPI_Abort). A rank killed outright is seen by the launcher first (mpirun names it);
+// which step, and ends the job through its abort hook (launch/: MPI_Abort, which ends
+// every rank and the NCCL kernels in flight with them). A rank killed outright is seen by the launcher first (mpirun names it);
 // the watchdog covers the ranks that stop making progress while alive. Tests drive it
 // without threads or MPI: check_now() runs one pass, the channel and the clock are
 // fakes, and the abort hook records instead of ending the process.
@@ -68,6 +68,7 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
 
   void set_step(int64_t step) { step_ = step; }
+  int64_t step() const { return step_; }
   // The collective about to be issued gets the next number (1-based).
   int64_t next_collective() { return ++issued_; }
   void begin_wait(int64_t collective, const char* what);

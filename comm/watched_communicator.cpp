@@ -36,34 +36,44 @@ class WatchedWork final : public Work {
 
 }  // namespace
 
-std::unique_ptr<Work> WatchedCommunicator::watched(std::unique_ptr<Work> work, int64_t number, const char* what) {
-  return std::make_unique<WatchedWork>(std::move(work), watchdog_, number, what);
+// Issuing is timed as a wait too: it may itself wait for the peers (NCCL connects a
+// path's channels inside the first collective that uses it).
+template <class Issue>
+std::unique_ptr<Work> WatchedCommunicator::issue(const char* what, Issue&& start) {
+  // Every rank sees the same step at the same collective, so all number alike.
+  if (from_first_step_ && watchdog_.step() == 0) return start();
+  const int64_t n = watchdog_.next_collective();
+  watchdog_.begin_wait(n, what);
+  std::unique_ptr<Work> work;
+  try {
+    work = start();
+  } catch (...) {
+    watchdog_.end_wait();
+    throw;
+  }
+  watchdog_.end_wait();
+  return std::make_unique<WatchedWork>(std::move(work), watchdog_, n, what);
 }
 
 std::unique_ptr<Work> WatchedCommunicator::all_reduce(void* buf, size_t count, DataType type, ReduceOp op) {
-  const int64_t n = watchdog_.next_collective();
-  return watched(inner_.all_reduce(buf, count, type, op), n, "all-reduce");
+  return issue("all-reduce", [&] { return inner_.all_reduce(buf, count, type, op); });
 }
 
 std::unique_ptr<Work> WatchedCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_count,
                                                           DataType type, ReduceOp op) {
-  const int64_t n = watchdog_.next_collective();
-  return watched(inner_.reduce_scatter(send, recv, recv_count, type, op), n, "reduce-scatter");
+  return issue("reduce-scatter", [&] { return inner_.reduce_scatter(send, recv, recv_count, type, op); });
 }
 
 std::unique_ptr<Work> WatchedCommunicator::all_gather(const void* send, void* recv, size_t send_count, DataType type) {
-  const int64_t n = watchdog_.next_collective();
-  return watched(inner_.all_gather(send, recv, send_count, type), n, "all-gather");
+  return issue("all-gather", [&] { return inner_.all_gather(send, recv, send_count, type); });
 }
 
 std::unique_ptr<Work> WatchedCommunicator::broadcast(void* buf, size_t count, DataType type, int root) {
-  const int64_t n = watchdog_.next_collective();
-  return watched(inner_.broadcast(buf, count, type, root), n, "broadcast");
+  return issue("broadcast", [&] { return inner_.broadcast(buf, count, type, root); });
 }
 
 std::unique_ptr<Work> WatchedCommunicator::barrier() {
-  const int64_t n = watchdog_.next_collective();
-  return watched(inner_.barrier(), n, "barrier");
+  return issue("barrier", [&] { return inner_.barrier(); });
 }
 
 }  // namespace dtrain

@@ -1,6 +1,7 @@
 // A Communicator that reports every collective to a Watchdog (Note [Collective
-// watchdog]): each one gets the next number when it is issued, and its wait() is
-// timed, and made to block the host until the collective has finished. The
+// watchdog]): each one gets the next number when it is issued; issuing it and its
+// wait() are timed, and wait() is made to block the host until the collective has
+// finished. The
 // collectives themselves are the wrapped communicator's.
 #pragma once
 
@@ -14,7 +15,11 @@ namespace dtrain {
 
 class WatchedCommunicator final : public Communicator {
  public:
-  WatchedCommunicator(Communicator& inner, Watchdog& watchdog) : inner_(inner), watchdog_(watchdog) {}
+  // `from_first_step`: collectives before training's first step (the watchdog's step
+  // is still 0) pass unwatched, for a communicator that set-up also uses, where ranks
+  // legitimately drift apart (data loading, the batch planner's probe steps).
+  WatchedCommunicator(Communicator& inner, Watchdog& watchdog, bool from_first_step = false)
+      : inner_(inner), watchdog_(watchdog), from_first_step_(from_first_step) {}
 
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
@@ -28,10 +33,12 @@ class WatchedCommunicator final : public Communicator {
   void abort() override { inner_.abort(); }
 
  private:
-  std::unique_ptr<Work> watched(std::unique_ptr<Work> work, int64_t number, const char* what);
+  template <class Issue>
+  std::unique_ptr<Work> issue(const char* what, Issue&& start);
 
   Communicator& inner_;
   Watchdog& watchdog_;
+  const bool from_first_step_;
 };
 
 }  // namespace dtrain

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/memory.h"
 
@@ -24,6 +25,10 @@ struct CudaOptions {
 // Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a
 // build without CUDA or on a machine without a usable driver.
 int cuda_device_count();
+// The UUID of each of those devices, in this process's order ("GPU-" and 32 hex
+// digits, as nvidia-smi -L writes them): what tells ranks whether they see the same
+// GPU under different indices. Empty where cuda_device_count() is 0.
+std::vector<std::string> cuda_device_ids();
 
 class Context {
  public:

@@ -7,6 +7,8 @@ namespace dtrain {
 
 int cuda_device_count() { return 0; }
 
+std::vector<std::string> cuda_device_ids() { return {}; }
+
 std::unique_ptr<Context> Context::make_cuda(const CudaOptions&) {
   throw DeviceError("this dtrain was built without the CUDA backend; rebuild on a machine with "
                     "the CUDA toolkit (cmake -DDTRAIN_CUDA=ON) or set device.kind: cpu");

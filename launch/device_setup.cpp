@@ -2,6 +2,8 @@
 
 #include <exception>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "comm/device_communicator.h"
 #include "comm/self_communicator.h"
@@ -12,16 +14,50 @@
 #include "runtime/setup_agreement.h"
 
 namespace dtrain::launch {
+namespace {
+
+// A rank's GPU ids as one string for the node gather, and back.
+std::string join_ids(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const std::string& id : ids) out += (out.empty() ? "" : ",") + id;
+  return out;
+}
+
+std::vector<std::string> split_ids(const std::string& joined) {
+  std::vector<std::string> ids;
+  size_t start = 0;
+  while (start < joined.size()) {
+    size_t end = joined.find(',', start);
+    if (end == std::string::npos) end = joined.size();
+    ids.push_back(joined.substr(start, end - start));
+    start = end + 1;
+  }
+  return ids;
+}
+
+}  // namespace
 
 DeviceSetup setup_device(const Config& config, Process& process) {
   Communicator& control = process.comm();
   DeviceSetup setup;
-  int32_t flags[2] = {0, 0};  // this rank has a GPU; this rank's node shares its GPUs
+  // This rank has a GPU; this rank's node shares its GPUs; this rank has a GPU and a
+  // CUDA-aware MPI.
+  int32_t flags[3] = {0, 0, 0};
   std::exception_ptr error;
+  // Which GPUs each rank of this node sees (device_binding.h). Every rank reaches the
+  // gather, also one whose query failed: the failure is agreed on below.
+  std::string seen;
   try {
-    const int visible = cuda_device_count();
+    if (config.device.kind != "cpu") seen = join_ids(cuda_device_ids());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::vector<std::vector<std::string>> visible;
+  for (const std::string& ids : process.gather_on_node(seen)) visible.push_back(split_ids(ids));
+  try {
+    if (error) std::rethrow_exception(error);
     const DeviceChoice choice = choose_device(config.device.kind, config.device.share, process.local_rank(),
-                                              process.local_size(), visible, process.node_name());
+                                              visible, process.node_name());
     const int threads = process.cpu_threads(static_cast<int>(config.device.threads));
     const auto limit = static_cast<size_t>(config.memory_limit_of(control.rank(), control.size()));
     if (choice.kind == DeviceKind::Cuda) {
@@ -32,13 +68,12 @@ DeviceSetup setup_device(const Config& config, Process& process) {
       options.memory_limit_bytes = limit;
       setup.ctx = Context::make_cuda(options);
       flags[0] = 1;
-      flags[1] = process.local_size() > visible ? 1 : 0;
-      // Ranks are spread over the GPUs round-robin by local rank (choose_device).
-      setup.ranks_sharing_device = (process.local_size() + visible - 1) / visible;
+      flags[2] = process.mpi() != nullptr && mpi_accepts_cuda_buffers() ? 1 : 0;
+      flags[1] = choice.ranks_sharing > 1 ? 1 : 0;
     } else {
       setup.ctx = Context::make_cpu(threads, limit);
-      setup.ranks_sharing_device = process.local_size();
     }
+    setup.ranks_sharing_device = choice.ranks_sharing;
     // A per-rank limit is this rank's own memory: nothing to share.
     if (limit != 0) setup.ranks_sharing_device = 1;
   } catch (...) {
@@ -46,7 +81,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
   }
   agree_on_setup(control, error);
 
-  all_reduce(control, std::span<int32_t>(flags, 2))->wait();
+  all_reduce(control, std::span<int32_t>(flags, 3))->wait();
   const bool all_gpus = flags[0] == control.size();
   const bool shared = flags[1] > 0;
   const std::string& backend = config.comm.backend;
@@ -62,7 +97,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
   if (backend == "nccl" || (backend == "auto" && all_gpus && !shared)) {
     setup.comm = make_nccl_communicator(control, *setup.ctx);
   } else if (process.mpi() != nullptr) {
-    setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx);
+    setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx, flags[2] == control.size());
   } else if (setup.ctx->device_kind() == DeviceKind::Cuda) {
     // One process without MPI: collectives on device buffers still need their copies.
     setup.host = std::make_unique<SelfCommunicator>();

@@ -2,6 +2,7 @@
 
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "kernels/context.h"
 #include "kernels/errors.h"
@@ -40,23 +41,30 @@ int run_job(const CliCommand& cmd, const std::function<void(const Config&, Proce
 
   const int rank = process->rank();
   const int size = process->size();
+  // Outside the try, so that a rank failing alone can abort its communicator before
+  // it is destroyed: destroying a healthy NCCL communicator waits for the peers, which
+  // may be inside a collective that will never complete.
+  std::optional<DeviceSetup> device;
+  const auto fail_alone = [&](int code) {
+    if (device && device->comm) device->comm->abort();
+    process->abort_job(code);
+    return code;
+  };
   try {
-    DeviceSetup device = setup_device(config, *process);
-    body(config, *process, device);
+    device.emplace(setup_device(config, *process));
+    body(config, *process, *device);
     return kExitOk;
   } catch (const Error& e) {
     if (e.agreed()) {  // every rank knows (Note [Setup agreement]): end cleanly
       if (e.should_report()) report(e, rank, size);
       return e.exit_code();
     }
-    report(e, rank, size);
-    process->abort_job(e.exit_code());
-    return e.exit_code();
+    report(e, rank, size);  // first: the abort must not swallow the cause
+    return fail_alone(e.exit_code());
   } catch (const std::exception& e) {
     std::cerr << "dtrain: internal error on rank " << rank << " of " << size << ": " << e.what()
               << "; please report it with the config and command line" << std::endl;
-    process->abort_job(kExitInternal);
-    return kExitInternal;
+    return fail_alone(kExitInternal);
   }
 }
 

@@ -46,7 +46,9 @@ Process::Process(const std::string& backend) {
     throw ConfigError("comm.backend is 'self' (one rank) but the launcher started " +
                       std::to_string(launched) + " ranks; use comm.backend: mpi or auto");
   }
-  mpi_ = backend == "mpi" || (backend == "auto" && launched > 0);
+  // NCCL needs MPI too: to exchange its unique id, for the control collectives, and to
+  // know the ranks at all.
+  mpi_ = backend == "mpi" || ((backend == "auto" || backend == "nccl") && launched > 0);
   if (!mpi_) {
     const std::string wrong = check_launcher_view(launcher_environment(), 0, 1);
     if (!wrong.empty()) throw UsageError(wrong);
@@ -59,11 +61,10 @@ Process::Process(const std::string& backend) {
   DTRAIN_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
   thread_multiple_ = provided >= MPI_THREAD_MULTIPLE;
   DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
-  MPI_Comm local;
-  DTRAIN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
-  DTRAIN_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
-  DTRAIN_MPI_CHECK(MPI_Comm_size(local, &local_size_));
-  MPI_Comm_free(&local);
+  DTRAIN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local_));
+  DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(local_, MPI_ERRORS_RETURN));
+  DTRAIN_MPI_CHECK(MPI_Comm_rank(local_, &local_rank_));
+  DTRAIN_MPI_CHECK(MPI_Comm_size(local_, &local_size_));
   auto mpi = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
   mpi_comm_ = mpi.get();
   comm_ = std::move(mpi);
@@ -77,6 +78,7 @@ Process::Process(const std::string& backend) {
     // The destructor does not run for a constructor that throws: end MPI here.
     comm_.reset();
     mpi_comm_ = nullptr;
+    MPI_Comm_free(&local_);
     MPI_Finalize();
     throw;
   }
@@ -88,12 +90,36 @@ std::string Process::node_name() const {
   return name;
 }
 
+std::vector<std::string> Process::gather_on_node(const std::string& mine) const {
+  if (!mpi_) return {mine};
+  const int length = static_cast<int>(mine.size());
+  std::vector<int> lengths(static_cast<size_t>(local_size_));
+  DTRAIN_MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, local_));
+  std::vector<int> offsets(lengths.size());
+  int total = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    offsets[i] = total;
+    total += lengths[i];
+  }
+  std::string all(static_cast<size_t>(total), '\0');
+  DTRAIN_MPI_CHECK(MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(),
+                                  MPI_CHAR, local_));
+  std::vector<std::string> out;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    out.push_back(all.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lengths[i])));
+  }
+  return out;
+}
+
 Process::~Process() {
   comm_.reset();
   if (mpi_) {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (!finalized) {
+      MPI_Comm_free(&local_);
+      MPI_Finalize();
+    }
   }
 }
 

@@ -4,8 +4,11 @@
 // nothing below launch/ initialises MPI.
 #pragma once
 
+#include <mpi.h>
+
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
@@ -38,6 +41,9 @@ class Process {
   int size() const { return comm_->size(); }
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // Every local rank's `mine`, in local-rank order (collective over this node's ranks;
+  // without MPI, just `mine`).
+  std::vector<std::string> gather_on_node(const std::string& mine) const;
   bool uses_mpi() const { return mpi_; }
   // Threads for this rank: `requested` when > 0, else the cores this process may run
   // on, shared evenly among the ranks of this node (at least one).
@@ -53,6 +59,7 @@ class Process {
   MpiCommunicator* mpi_comm_ = nullptr;
   int local_rank_ = 0;
   int local_size_ = 1;
+  MPI_Comm local_ = MPI_COMM_NULL;  // this node's ranks
 };
 
 }  // namespace dtrain::launch

@@ -28,7 +28,9 @@ std::string default_run_dir(const std::string& config_path) {
 // gradient at step N, for the tests of train.on_nonfinite; DTRAIN_TEST_STOP_AT_STEP=N
 // asks to stop at step N as a signal would, for exact resume tests;
 // DTRAIN_TEST_STALL_AT_STEP=N or DTRAIN_TEST_THROW_AT_STEP=N make rank
-// DTRAIN_TEST_FAULT_RANK stop making progress or fail there, for the no-hang tests.
+// DTRAIN_TEST_FAULT_RANK stop making progress or fail there, and
+// DTRAIN_TEST_STALL_IN_CHECKPOINT=1 makes it stop inside its first checkpoint (as on a
+// hung file system), for the no-hang tests.
 FaultHooks fault_hooks_from_environment() {
   FaultHooks hooks;
   if (const char* step = std::getenv("DTRAIN_TEST_NAN_AT_STEP")) hooks.nan_at_step = std::atoll(step);
@@ -37,6 +39,7 @@ FaultHooks fault_hooks_from_environment() {
   if (const char* step = std::getenv("DTRAIN_TEST_STALL_AT_STEP")) hooks.stall_at_step = std::atoll(step);
   if (const char* step = std::getenv("DTRAIN_TEST_THROW_AT_STEP")) hooks.throw_at_step = std::atoll(step);
   if (const char* rank = std::getenv("DTRAIN_TEST_FAULT_RANK")) hooks.fault_rank = std::atoi(rank);
+  if (const char* on = std::getenv("DTRAIN_TEST_STALL_IN_CHECKPOINT")) hooks.stall_in_checkpoint = std::atoi(on) != 0;
   return hooks;
 }
 
@@ -67,23 +70,31 @@ int run_train(const CliCommand& cmd) {
     // Every collective of training is watched (Note [Collective watchdog]).
     std::unique_ptr<Watchdog> watchdog;
     std::unique_ptr<Communicator> watched;
+    std::unique_ptr<Communicator> watched_control;
     Communicator* data = device.comm.get();
+    Communicator* control = &process.comm();
     if (process.size() > 1 && config.comm.timeout_s > 0) {
       std::unique_ptr<HeartbeatChannel> channel;
       if (process.thread_multiple()) channel = std::make_unique<MpiHeartbeatChannel>(MPI_COMM_WORLD);
       Watchdog::Hooks hooks;
-      hooks.abort = [&device, &process](const std::string& message) {
+      // MPI_Abort alone: it ends every rank, and their NCCL kernels with them. The
+      // communicator is not aborted from this thread, which would free it while the
+      // main thread may still be polling it.
+      hooks.abort = [&process](const std::string& message) {
         std::cerr << "dtrain: no progress: " << message << std::endl;
-        device.comm->abort();
         process.abort_job(kExitRuntime);
       };
       watchdog = std::make_unique<Watchdog>(process.rank(), process.size(), config.comm.timeout_s, std::move(channel),
                                             std::move(hooks));
       watched = std::make_unique<WatchedCommunicator>(*device.comm, *watchdog);
       data = watched.get();
+      // The control collectives of training too (a checkpoint's agreement waits for the
+      // writer, whose file system may hang), once the first step has begun.
+      watched_control = std::make_unique<WatchedCommunicator>(process.comm(), *watchdog, /*from_first_step=*/true);
+      control = watched_control.get();
       options.on_step = [w = watchdog.get()](int64_t step) { w->set_step(step); };
     }
-    const TrainResult result = train(config, *device.ctx, *data, process.comm(), run_dir, std::cout, options);
+    const TrainResult result = train(config, *device.ctx, *data, *control, run_dir, std::cout, options);
     stopped = result.stopped;
     leader = process.rank() == 0;
   });

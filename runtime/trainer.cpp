@@ -195,6 +195,9 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   auto checkpoint = [&](int64_t steps_done) {
     TraceScope scope(timeline, "checkpoint", "io", steps_done);
     progress.finish();  // the checkpoint's own line goes below the bar
+    while (options.hooks.stall_in_checkpoint && comm.rank() == options.hooks.fault_rank) {  // test hook
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
     std::optional<CheckpointState> state;
     if (leader) {
       state = capture_state(config, plan, steps_done, samples, steps_per_epoch, *model, *optimizer, noise_scale, ctx);

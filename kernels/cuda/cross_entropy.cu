@@ -12,12 +12,14 @@
 // are recorded, not trusted: Note [Label check on the device] (cuda_backend.h).
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "kernels/check.h"
 #include "kernels/context.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/errors.h"
 
 namespace dtrain {
 
@@ -66,12 +68,14 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     }
 
     // Each lane scans its stride of the row in order, so a strict '>' keeps the lane's
-    // first maximum; the combine keeps the lowest index among equal maxima.
+    // first maximum; the combine keeps the lowest index among equal maxima. As on the
+    // CPU, z[0] seeds the search even when NaN, and any later NaN is passed over (a
+    // lane does not start from one).
     float mx = 0.0f;
     int64_t arg = -1;
     for (int64_t c = lane; c < classes; c += kWarpSize) {
       const float v = z[c];
-      if (arg < 0 || v > mx) {
+      if (arg < 0 ? (c == 0 || v == v) : v > mx) {
         mx = v;
         arg = c;
       }
@@ -146,7 +150,11 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const
                                         int64_t batch, int64_t classes, float grad_scale,
                                         float* dlogits, double* stats) {
   if (batch == 0) return;
-  DTRAIN_ASSERT(classes > 0, "softmax_cross_entropy: " << classes << " classes");
+  if (classes <= 0) {  // as the CPU op says it
+    throw DataError("softmax_cross_entropy: " + std::to_string(classes) +
+                    " classes, so every label is out of range; check that the dataset's labels "
+                    "match the model's number of classes");
+  }
   // The label record packs the row into 32 bits (Note [Label check on the device]).
   DTRAIN_ASSERT(batch <= std::numeric_limits<int32_t>::max(),
                 "softmax_cross_entropy: batch " << batch << " exceeds 2^31 rows");

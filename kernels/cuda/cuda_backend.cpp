@@ -122,7 +122,16 @@ void CudaBackend::synchronize(Context& /*ctx*/) {
 
 void* CudaBackend::alloc_host(size_t bytes) {
   void* p = nullptr;
-  DTRAIN_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  const cudaError_t status = cudaMallocHost(&p, bytes);
+  if (status == cudaErrorMemoryAllocation) {
+    // Out of pinned host memory is out of memory to the batch planner too (it backs
+    // off); clear the error, or the next launch check would blame an innocent kernel.
+    (void)cudaGetLastError();
+    throw OutOfMemoryError("cannot pin " + std::to_string(bytes) + " bytes of host memory for " +
+                           allocator_.device_name() + " transfers (cudaMallocHost); use a smaller "
+                           "train.micro_batch or eval.batch, or free host memory");
+  }
+  DTRAIN_CUDA_CHECK(status);
   return p;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kernels/context.h"
 #include "kernels/cuda/caching_allocator.h"
@@ -33,6 +34,26 @@ int cuda_device_count() {
     return 0;
   }
   return count;
+}
+
+std::vector<std::string> cuda_device_ids() {
+  std::vector<std::string> ids;
+  const int count = cuda_device_count();
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    DTRAIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+    // The 16 bytes as 8-4-4-4-12 hex digits, nvidia-smi's form.
+    static const char* kHex = "0123456789abcdef";
+    std::string id = "GPU-";
+    for (int b = 0; b < 16; ++b) {
+      if (b == 4 || b == 6 || b == 8 || b == 10) id += '-';
+      const auto byte = static_cast<unsigned char>(prop.uuid.bytes[b]);
+      id += kHex[byte >> 4];
+      id += kHex[byte & 15];
+    }
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 std::unique_ptr<Context> Context::make_cuda(const CudaOptions& options) {

@@ -65,13 +65,13 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
 
 void CudaBackend::sgd_update(Context& /*ctx*/, float* params, const float* grads,
                              float* momentum, int64_t n, const SgdHyper& h) {
+  // Without a buffer the update is plain SGD, which is only right when momentum is 0.
+  DTRAIN_ASSERT(momentum != nullptr || h.momentum == 0.0f,
+                "sgd_update: momentum " << h.momentum << " needs a momentum buffer");
   if (n == 0) return;
   const float lr_wd = h.lr * h.weight_decay;
   const unsigned blocks = blocks_for(n, kBlockThreads);
   if (momentum == nullptr) {
-    // Without a buffer the update is plain SGD, which is only right when momentum is 0.
-    DTRAIN_ASSERT(h.momentum == 0.0f,
-                  "sgd_update: momentum " << h.momentum << " needs a momentum buffer");
     sgd_kernel<SgdKind::Plain><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, nullptr, n,
                                                                         h.lr, lr_wd, 0.0f);
   } else if (h.nesterov) {

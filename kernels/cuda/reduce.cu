@@ -1,8 +1,9 @@
 // Reductions over flat buffers on the context's stream, accumulated in double.
 //
-// Two passes with a fixed shape: each block of a grid sized by the device (not by the
-// data) sums a grid-stride share into one slot of the workspace, then one block adds
-// the slots in order. Nothing is atomic, so the same input gives the same sum.
+// Two passes with a fixed shape: each block of a grid sized by n alone (not by the
+// device, so every GPU model adds in the same order) sums a grid-stride share into one
+// slot of the workspace, then one block adds the slots in order. Nothing is atomic, so
+// the same input gives the same sum on any device.
 #include <cstdint>
 
 #include "kernels/context.h"
@@ -17,6 +18,9 @@ namespace {
 using cuda::grid_start;
 using cuda::grid_stride;
 using cuda::kBlockThreads;
+
+// Enough blocks to fill any current GPU a few times over.
+constexpr int64_t kSumBlocks = 1024;
 
 // Tree sum of the block's values in shared memory; thread 0 returns the total.
 __device__ double block_sum(double v, double* shared) {
@@ -53,7 +57,8 @@ __global__ void add_partials(const double* partial, int64_t count, double scale,
 void CudaBackend::sum_squares(Context& ctx, const float* x, int64_t n, double scale,
                               double* out) {
   if (n <= 0) return;
-  const unsigned blocks = blocks_for(n, kBlockThreads);
+  const int64_t needed = (n + kBlockThreads - 1) / kBlockThreads;
+  const auto blocks = static_cast<unsigned>(needed < kSumBlocks ? needed : kSumBlocks);
   auto* partial = static_cast<double*>(ctx.workspace(blocks * sizeof(double)));
   sum_squares_blocks<<<blocks, kBlockThreads, 0, stream()>>>(x, n, partial);
   DTRAIN_CUDA_LAUNCH_CHECK();

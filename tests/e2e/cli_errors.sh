@@ -95,6 +95,12 @@ expect 2 "the launcher's variables (PMI_RANK=5) disagree with MPI" -- \
   "$mpiexec" -np 2 --oversubscribe -x PMI_RANK=5 "$dtrain" train "$c" --run-dir "$work/run"
 [ "$(grep -c "disagree with MPI" "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the launcher error was not said once on 2 ranks"; }
 
+# comm.backend: nccl under mpirun on ranks without GPUs: the agreed error, said once
+# (not a rank-discovery error: NCCL ranks are MPI ranks too).
+expect 2 "comm.backend is 'nccl' but 0 of 2 ranks have a GPU" "use comm.backend: auto or mpi" -- \
+  "$mpiexec" -np 2 --oversubscribe "$dtrain" train "$c" --set comm.backend=nccl --set device.kind=cpu --run-dir "$work/run"
+[ "$(grep -c "comm.backend is 'nccl'" "$work/err")" = 1 ] || { failures=$((failures + 1)); echo "FAILED: the nccl error was not said once on 2 ranks"; }
+
 # Files: a missing config, a missing dataset, a truncated dataset file.
 expect 2 "cannot open config file '$work/missing.yaml'" -- "$dtrain" train "$work/missing.yaml"
 c=$(cfg fashion "data:

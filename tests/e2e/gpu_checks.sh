@@ -26,9 +26,9 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 rm -rf "$work" && mkdir -p "$work"
 failures=0
-run() {  # run NAME ARGS...: one training run into $work/NAME, its log beside it
+run() {  # run NAME ARGS...: one training run into $work/NAME, its log beside it (2 min at most)
   local name=$1; shift
-  if ! "$@" --run-dir "$work/$name" >"$work/$name.log" 2>&1; then
+  if ! timeout 120 "$@" --run-dir "$work/$name" >"$work/$name.log" 2>&1; then
     echo "FAILED to run $name:"; tail -20 "$work/$name.log"; failures=$((failures + 1))
   fi
 }

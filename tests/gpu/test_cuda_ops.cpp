@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <ostream>
@@ -442,6 +443,43 @@ TEST_F(CudaOps, SoftmaxCrossEntropyMatchesCpu) {
   }
 }
 
+// NaN logits: the correct-prediction count follows the CPU's argmax rule (z[0] seeds
+// the search even when NaN; a later NaN is passed over), wherever the NaN falls among
+// the GPU's lanes. Rows: NaN inside, NaN first, all NaN but one, no NaN.
+TEST_F(CudaOps, SoftmaxCrossEntropyCountsHitsLikeCpuWithNanLogits) {
+  const int64_t classes = 64, batch = 4;
+  std::vector<float> logits(static_cast<size_t>(batch * classes), 0.0f);
+  auto at = [&](int64_t r, int64_t c) -> float& { return logits[static_cast<size_t>(r * classes + c)]; };
+  at(0, 5) = kNaN;
+  at(0, 37) = 100.0f;
+  at(1, 0) = kNaN;
+  at(1, 37) = 100.0f;
+  for (int64_t c = 0; c < classes; ++c) at(2, c) = c == 40 ? 3.0f : kNaN;
+  at(3, 37) = 100.0f;
+  const std::vector<int32_t> labels{37, 37, 40, 37};
+  double stats[2] = {0.0, 0.0};
+  ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), batch, classes, 1.0f, nullptr, stats);
+  DeviceArray<float> glogits(gpu(), logits);
+  DeviceArray<int32_t> glabels(gpu(), labels);
+  DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+  ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f, nullptr, gstats.get());
+  EXPECT_EQ(gstats.to_host()[1], stats[1]);
+  EXPECT_EQ(stats[1], 2.0);  // rows 0 and 3: row 1 has its NaN first, row 2 too
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropyWithoutClassesIsADataErrorAsOnTheCpu) {
+  std::vector<float> logits(4, 0.0f);
+  std::vector<int32_t> labels{0, 0};
+  double stats[2] = {0.0, 0.0};
+  EXPECT_THROW(ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), 2, 0, 1.0f, nullptr, stats),
+               DataError);
+  DeviceArray<float> glogits(gpu(), logits);
+  DeviceArray<int32_t> glabels(gpu(), labels);
+  DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+  EXPECT_THROW(ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), 2, 0, 1.0f, nullptr, gstats.get()),
+               DataError);
+}
+
 TEST_F(CudaOps, SoftmaxCrossEntropyLossSumIsDeterministic) {
   Rng rng(90);
   const int64_t batch = 4096, classes = 10;
@@ -564,7 +602,10 @@ TEST_F(CudaOps, SumSquaresMatchesCpuAndAddsScaled) {
   }
 }
 
-TEST_F(CudaOps, Conv2dWorkspaceBytesBoundWhatTheOpsTake) {
+// The memory model's workspace figure is known before the first step (the algorithms
+// are chosen from the heuristics, Note [cuDNN algorithm choice]) and is what the three
+// ops then take: the context keeps one workspace, the largest any op asked for.
+TEST_F(CudaOps, Conv2dWorkspaceBytesAreWhatTheOpsTake) {
   uint64_t seed = 150;
   for (const Conv2dShape& s : kConvCases) {
     SCOPED_TRACE(::testing::PrintToString(s));
@@ -577,17 +618,61 @@ TEST_F(CudaOps, Conv2dWorkspaceBytesBoundWhatTheOpsTake) {
     DeviceArray<float> x(*fresh, d.x), w(*fresh, d.w), dy(*fresh, random_normal(rng, ny));
     DeviceArray<float> y(*fresh, nans(ny)), dx(*fresh, nans(static_cast<int64_t>(d.x.size())));
     DeviceArray<float> dw(*fresh, std::vector<float>(d.w.size(), 0.0f));
-    const size_t before = fresh->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Workspace)];
+    const auto workspace = static_cast<int>(MemoryCategory::Workspace);
+    const size_t before = fresh->allocator().stats().in_use_by[workspace];
     fresh->allocator().reset_peak();
     ops::conv2d_forward(*fresh, s, x.get(), w.get(), nullptr, y.get());
     ops::conv2d_backward_data(*fresh, s, dy.get(), w.get(), dx.get());
     ops::conv2d_backward_filter(*fresh, s, x.get(), dy.get(), dw.get(), nullptr);
     fresh->synchronize();
-    const size_t taken = fresh->allocator().stats().peak_by[static_cast<int>(MemoryCategory::Workspace)] - before;
-    EXPECT_LE(taken, predicted) << "the search and the chosen algorithms took more than predicted";
-    // After the search, the prediction is what the context keeps.
-    const size_t held = fresh->allocator().stats().in_use_by[static_cast<int>(MemoryCategory::Workspace)] - before;
-    EXPECT_EQ(ops::conv2d_workspace_bytes(*fresh, s), held);
+    const size_t taken = fresh->allocator().stats().peak_by[workspace] - before;
+    EXPECT_LE(taken, predicted) << "the ops took more workspace than predicted";
+    EXPECT_EQ(fresh->allocator().stats().in_use_by[workspace] - before, predicted);
+    EXPECT_EQ(ops::conv2d_workspace_bytes(*fresh, s), predicted);
+  }
+}
+
+// The same inputs on two fresh contexts give the same bits in every direction: the
+// algorithm choice does not depend on timings, so a resumed run or another rank on the
+// same kind of card computes exactly what the first did.
+TEST_F(CudaOps, Conv2dIsBitIdenticalAcrossFreshContexts) {
+  uint64_t seed = 170;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    if (s.batch == 0) continue;
+    const ConvData d = conv_data(s, ++seed);
+    const int64_t ny = s.batch * s.out_channels * s.out_height() * s.out_width();
+    std::vector<float> results[2][3];
+    for (auto& result : results) {
+      auto fresh = Context::make_cuda(CudaOptions{});
+      DeviceArray<float> x(*fresh, d.x), w(*fresh, d.w), b(*fresh, d.bias), dy(*fresh, d.dy);
+      DeviceArray<float> y(*fresh, nans(ny)), dx(*fresh, nans(static_cast<int64_t>(d.x.size())));
+      DeviceArray<float> dw(*fresh, std::vector<float>(d.w.size(), 0.0f));
+      ops::conv2d_forward(*fresh, s, x.get(), w.get(), b.get(), y.get());
+      ops::conv2d_backward_data(*fresh, s, dy.get(), w.get(), dx.get());
+      ops::conv2d_backward_filter(*fresh, s, x.get(), dy.get(), dw.get(), nullptr);
+      result[0] = y.to_host();
+      result[1] = dx.to_host();
+      result[2] = dw.to_host();
+    }
+    for (int k = 0; k < 3; ++k) {
+      ASSERT_EQ(results[0][k].size(), results[1][k].size());
+      EXPECT_EQ(std::memcmp(results[0][k].data(), results[1][k].data(), results[0][k].size() * sizeof(float)), 0)
+          << "direction " << k << " (0 forward, 1 backward-data, 2 backward-filter) differs between contexts";
+    }
+  }
+}
+
+// A batch whose tensors exceed cuDNN's int sizes: the memory model hears "does not
+// fit" (a figure no device holds) instead of an error, and the op says what to change.
+TEST_F(CudaOps, Conv2dBatchBeyondCudnnLimitsIsOutOfMemoryNotAnInternalError) {
+  const Conv2dShape huge{40000, 128, 28, 28, 128, 3, 1, 1};  // 4.0e9 elements per tensor
+  EXPECT_GE(ops::conv2d_workspace_bytes(gpu(), huge), size_t{1} << 50);
+  try {
+    ops::conv2d_forward(gpu(), huge, nullptr, nullptr, nullptr, nullptr);
+    ADD_FAILURE() << "no error";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(std::string(e.what()).find("use a smaller train.micro_batch"), std::string::npos) << e.what();
   }
 }
 

@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "comm/mpi_communicator.h"
 #include "comm/self_communicator.h"
 #include "comm/typed_collectives.h"
 #include "tests/mpi/mpi_env.h"
@@ -80,6 +81,25 @@ TEST(Collectives, ReduceScatterGivesEachRankItsBlockSum) {
     // sum over ranks q of (100 r + q + i) = n (100 r + i) + n(n-1)/2
     EXPECT_EQ(recv[i], n * (100.0 * r + static_cast<double>(i)) + n * (n - 1) / 2.0);
   }
+}
+
+// The blocking forms (for device buffers under CUDA-aware MPI) give the same sums.
+TEST(Collectives, BlockingReductionsMatchTheFormulas) {
+  MpiCommunicator& comm = world();
+  const int n = comm.size(), r = comm.rank();
+  std::vector<float> buf(777);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<float>(r * 3 + static_cast<int>(i % 7));
+  comm.all_reduce_blocking(buf.data(), buf.size(), DataType::Float32, ReduceOp::Sum);
+  for (size_t i = 0; i < buf.size(); ++i) {
+    ASSERT_EQ(buf[i], static_cast<float>(3 * n * (n - 1) / 2 + n * static_cast<int>(i % 7))) << i;
+  }
+  const size_t block = 19;
+  std::vector<double> send(block * static_cast<size_t>(n)), recv(block);
+  for (int j = 0; j < n; ++j) {
+    for (size_t i = 0; i < block; ++i) send[static_cast<size_t>(j) * block + i] = 100.0 * j + r + static_cast<double>(i);
+  }
+  comm.reduce_scatter_blocking(send.data(), recv.data(), block, DataType::Float64, ReduceOp::Sum);
+  for (size_t i = 0; i < block; ++i) EXPECT_EQ(recv[i], n * (100.0 * r + static_cast<double>(i)) + n * (n - 1) / 2.0);
 }
 
 TEST(Collectives, AllGatherPlacesBlocksInRankOrder) {

@@ -216,7 +216,7 @@ TEST_F(StagingTest, EmptyCollectivesComplete) {
 
 TEST(MpiDeviceCommunicator, CpuContextForwardsToMpi) {
   auto ctx = Context::make_cpu(1);
-  auto comm = make_mpi_device_communicator(world(), *ctx);
+  auto comm = make_mpi_device_communicator(world(), *ctx, /*cuda_aware_on_every_rank=*/false);
   EXPECT_EQ(comm->backend_name(), "mpi");
   EXPECT_EQ(comm->size(), world().size());
   EXPECT_EQ(comm->rank(), world().rank());

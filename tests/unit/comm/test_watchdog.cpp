@@ -3,11 +3,14 @@
 // silent rank is simulated without threads, MPI or a real kill.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "comm/self_communicator.h"
 #include "comm/watchdog.h"
+#include "comm/watched_communicator.h"
 
 namespace dtrain {
 namespace {
@@ -137,6 +140,51 @@ TEST(Watchdog, WithoutHeartbeatsTheMessageSaysWhyNoRankIsNamed) {
   rig.now += 0.6;
   ASSERT_TRUE(rig.dog->check_now());
   EXPECT_NE(rig.aborts[0].find("no heartbeats name the rank"), std::string::npos) << rig.aborts[0];
+}
+
+// A communicator whose all-reduce blocks while being issued (as NCCL's first use of a
+// path does while it connects to the peers): the test runs the watchdog's passes from
+// inside the call, with the fake clock moving on.
+struct BlockingIssue : Communicator {
+  SelfCommunicator self;
+  std::function<void()> while_issuing;
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend_name() const override { return "blocking"; }
+  std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override {
+    while_issuing();
+    return self.all_reduce(buf, count, type, op);
+  }
+  std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t n, DataType t, ReduceOp op) override {
+    return self.reduce_scatter(send, recv, n, t, op);
+  }
+  std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t n, DataType t) override {
+    return self.all_gather(send, recv, n, t);
+  }
+  std::unique_ptr<Work> broadcast(void* buf, size_t n, DataType t, int root) override {
+    return self.broadcast(buf, n, t, root);
+  }
+  std::unique_ptr<Work> barrier() override { return self.barrier(); }
+};
+
+TEST(WatchedCommunicator, ACollectiveStuckWhileBeingIssuedIsCaught) {
+  Rig rig(1.0);
+  rig.dog->set_step(3);
+  BlockingIssue inner;
+  bool fired = false;
+  inner.while_issuing = [&] {
+    for (int pass = 0; pass < 4 && !fired; ++pass) {
+      rig.peers_report(3, 0);  // the others have not issued it: they are behind
+      fired = rig.dog->check_now();
+      rig.now += 0.4;
+    }
+  };
+  WatchedCommunicator watched(inner, *rig.dog);
+  float x = 1.0f;
+  watched.all_reduce(&x, 1, DataType::Float32, ReduceOp::Sum)->wait();
+  ASSERT_TRUE(fired) << "issuing was not timed";
+  ASSERT_EQ(rig.aborts.size(), 1u);
+  EXPECT_NE(rig.aborts[0].find("the all-reduce of step 3 (collective 1)"), std::string::npos) << rig.aborts[0];
 }
 
 TEST(WatchdogSuspects, SilentAndBehindRanksAreListed) {
