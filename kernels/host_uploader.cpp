@@ -9,6 +9,7 @@ namespace {
 
 class HostUploader final : public Uploader {
  public:
+  void release() override {}
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void make_visible() override {}
   void wait_source_free() override {}

@@ -44,15 +44,18 @@ struct AdamWHyper {
 // The interface each backend implements. Call the free functions below instead.
 // Note [Batch prefetch]: an Uploader copies host transfer memory to the device on a
 // side stream, so the next micro-batch travels while the current one computes.
-//   upload(dst, src, n): queued after the work already queued on the compute stream
-//                        (which may still read dst), so call it before queueing the
-//                        work the copy should overlap;
+//   release():           the compute-stream work queued so far is the last that reads
+//                        the destinations before the next upload;
+//   upload(dst, src, n): queued after the work queued before the last release() (or,
+//                        before any release, after all work queued so far), so it
+//                        overlaps whatever compute was queued since;
 //   make_visible():      compute-stream work queued from now on sees the uploads;
 //   wait_source_free():  blocks the host until the uploads have read their sources.
 // On the CPU the copy happens at once and the rest is nothing.
 class Uploader {
  public:
   virtual ~Uploader() = default;
+  virtual void release() = 0;
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void make_visible() = 0;
   virtual void wait_source_free() = 0;

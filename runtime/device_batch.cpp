@@ -36,6 +36,10 @@ ConstTensor DeviceBatch::take() {
   Slot& s = slots_[static_cast<size_t>(taken_ % 2)];
   ++taken_;
   s.uploader->make_visible();
+  // The other slot's batch was taken before this one, and the work on it is queued
+  // before the next take: the work queued so far is its last reader, so its next
+  // upload waits for that and overlaps the work on this batch.
+  slots_[static_cast<size_t>(taken_ % 2)].uploader->release();
   labels_ = s.labels.as<int32_t>();
   return ConstTensor(s.images.as<float>(), sample_shape_.with_batch(s.count));
 }

@@ -1,8 +1,11 @@
 // Micro-batches on the device, double-buffered (Note [Batch prefetch], kernels/ops.h):
 // while one slot's batch computes, the next batch is gathered on the host into pinned
 // transfer memory and uploaded into the other slot on a side stream.
-//   prefetch(next) ... take() -> compute on it ... prefetch(next) ... take() ...
-// At most two batches are in flight: every prefetch is followed by one take.
+//   prefetch(first) take() -> queue compute on it -> prefetch(next) -> take() -> ...
+// At most two batches are in flight: every prefetch is followed by one take, and the
+// work on a taken batch must be queued before the next take (which releases its slot
+// for the upload after next). prefetch() may come before or after that work is
+// queued; after, the host's gather overlaps it too.
 #pragma once
 
 #include <array>
@@ -27,8 +30,8 @@ class DeviceBatch {
     return 2 * (sample_shape.numel() * static_cast<int64_t>(sizeof(float)) + static_cast<int64_t>(sizeof(int32_t)));
   }
 
-  // Gathers the samples `indices` of `data` and starts their upload into a free slot.
-  // Call it before queueing the compute the upload should overlap.
+  // Gathers the samples `indices` of `data` and starts their upload into a free slot;
+  // the upload overlaps the work queued since the previous take().
   void prefetch(const Dataset& data, std::span<const int64_t> indices);
   // The oldest prefetched batch: images (N, C, H, W) on the device, ready for work
   // queued from now on; labels() are its labels.

@@ -247,30 +247,33 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         TraceScope scope(timeline, "data wait", "data", step + 1);
         return batch.take();
       }();
-      // The next micro-batch is gathered and uploaded while this one computes.
-      if (!last) {
-        prefetch(step, micro + 1);
-      } else if (step + 1 < total_steps) {
-        prefetch(step + 1, 0);
-      }
       std::optional<TraceScope> forward_scope(std::in_place, timeline, "forward", "compute", step + 1);
       ConstTensor logits = model->forward(x);
       Tensor dlogits(step_buffers.dlogits.as<float>(), logits.shape);
       ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
                                  dlogits.data, stats + kLossSum);
       forward_scope.reset();
-      TraceScope backward_scope(timeline, "backward", "compute", step + 1);
-      if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
-        ops::fill(ctx, dlogits.data, 1, std::numeric_limits<float>::quiet_NaN());  // test hook
+      {
+        TraceScope backward_scope(timeline, "backward", "compute", step + 1);
+        if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
+          ops::fill(ctx, dlogits.data, 1, std::numeric_limits<float>::quiet_NaN());  // test hook
+        }
+        if (last) {
+          model->backward(dlogits, [&](int layer) { reducer.on_layer_done(layer); });
+        } else {
+          model->backward(dlogits);
+        }
+        if (micro == 0 && noise.mode == NoiseProbe::kFirstMicroStep) {
+          ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.a, stats + kSmallGradA);
+          ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.b, stats + kSmallGradB);
+        }
       }
-      if (last) {
-        model->backward(dlogits, [&](int layer) { reducer.on_layer_done(layer); });
-      } else {
-        model->backward(dlogits);
-      }
-      if (micro == 0 && noise.mode == NoiseProbe::kFirstMicroStep) {
-        ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.a, stats + kSmallGradA);
-        ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.b, stats + kSmallGradB);
+      // The next micro-batch is gathered on the host while the device runs the work
+      // just queued (on a GPU), and uploaded alongside it (Note [Batch prefetch]).
+      if (!last) {
+        prefetch(step, micro + 1);
+      } else if (step + 1 < total_steps) {
+        prefetch(step + 1, 0);
       }
     }
     {

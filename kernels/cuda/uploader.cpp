@@ -1,5 +1,7 @@
 // The CUDA Uploader (Note [Batch prefetch] in kernels/ops.h): host-to-device copies on
-// a side stream, ordered against the compute stream with two events.
+// a side stream, ordered against the compute stream with two events: ready_ (compute
+// -> copy: the destinations' last reader, recorded by release()) and done_ (copy ->
+// compute).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_backend.h"
@@ -24,10 +26,15 @@ class CudaUploader final : public Uploader {
   CudaUploader(const CudaUploader&) = delete;
   CudaUploader& operator=(const CudaUploader&) = delete;
 
+  void release() override {
+    DTRAIN_CUDA_CHECK(cudaEventRecord(ready_, compute_));
+    released_ = true;
+  }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
-    // dst may still be read by work already queued on the compute stream.
-    DTRAIN_CUDA_CHECK(cudaEventRecord(ready_, compute_));
+    // dst may still be read by work queued on the compute stream: before the last
+    // release(), or, without one, any work queued so far.
+    if (!released_) DTRAIN_CUDA_CHECK(cudaEventRecord(ready_, compute_));
     DTRAIN_CUDA_CHECK(cudaStreamWaitEvent(side_, ready_, 0));
     DTRAIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, side_));
     DTRAIN_CUDA_CHECK(cudaEventRecord(done_, side_));
@@ -45,7 +52,8 @@ class CudaUploader final : public Uploader {
   cudaStream_t side_ = nullptr;
   cudaEvent_t ready_ = nullptr;
   cudaEvent_t done_ = nullptr;
-  bool pending_ = false;  // an upload was queued, so the events have been recorded
+  bool pending_ = false;   // an upload was queued, so the events have been recorded
+  bool released_ = false;  // ready_ marks the last reader of the destinations
 };
 
 }  // namespace
