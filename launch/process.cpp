@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "comm/gather_strings.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
 #include "comm/self_communicator.h"
@@ -92,23 +93,7 @@ std::string Process::node_name() const {
 
 std::vector<std::string> Process::gather_on_node(const std::string& mine) const {
   if (!mpi_) return {mine};
-  const int length = static_cast<int>(mine.size());
-  std::vector<int> lengths(static_cast<size_t>(local_size_));
-  DTRAIN_MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, local_));
-  std::vector<int> offsets(lengths.size());
-  int total = 0;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    offsets[i] = total;
-    total += lengths[i];
-  }
-  std::string all(static_cast<size_t>(total), '\0');
-  DTRAIN_MPI_CHECK(MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(),
-                                  MPI_CHAR, local_));
-  std::vector<std::string> out;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    out.push_back(all.substr(static_cast<size_t>(offsets[i]), static_cast<size_t>(lengths[i])));
-  }
-  return out;
+  return all_gather_strings(local_, mine);
 }
 
 Process::~Process() {

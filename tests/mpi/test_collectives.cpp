@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "comm/gather_strings.h"
 #include "comm/mpi_communicator.h"
 #include "comm/self_communicator.h"
 #include "comm/typed_collectives.h"
@@ -100,6 +101,17 @@ TEST(Collectives, BlockingReductionsMatchTheFormulas) {
   }
   comm.reduce_scatter_blocking(send.data(), recv.data(), block, DataType::Float64, ReduceOp::Sum);
   for (size_t i = 0; i < block; ++i) EXPECT_EQ(recv[i], n * (100.0 * r + static_cast<double>(i)) + n * (n - 1) / 2.0);
+}
+
+// Strings of different lengths, one of them empty, in rank order (the node's GPU lists).
+TEST(Collectives, AllGatherStringsGivesEveryRankEveryString) {
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  auto of = [](int r) { return r == 1 ? std::string() : "GPU-" + std::string(static_cast<size_t>(r * 7 + 1), 'a' + r); };
+  const std::vector<std::string> all = all_gather_strings(MPI_COMM_WORLD, of(rank));
+  ASSERT_EQ(all.size(), static_cast<size_t>(size));
+  for (int r = 0; r < size; ++r) EXPECT_EQ(all[static_cast<size_t>(r)], of(r)) << "rank " << r;
 }
 
 TEST(Collectives, AllGatherPlacesBlocksInRankOrder) {
