@@ -69,6 +69,9 @@ echo "mpirun: $mpiexec" | tee -a "$logs/probe.txt"
 ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
 grep -q "not found" "$logs/ldd.txt" && { echo "missing libraries:"; grep "not found" "$logs/ldd.txt"; }
 source "$root/scripts/mpi-env.sh"
+# One machine: Open MPI's own shared-memory transport, not whatever network layer (UCX,
+# libfabric) the wheel would probe for on an unknown image.
+export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1} OMPI_MCA_btl=${OMPI_MCA_btl:-self,vader}
 # The dataset: the system's, else the bundle's copy.
 data=/usr/share/datasets/fashion-mnist
 [ -d "$data" ] || data=$bundle/data/fashion-mnist
