@@ -122,6 +122,14 @@ void restore_from(ResumePoint& point, const Config& config, int64_t global_batch
                           " optimizer buffers; this model has " + std::to_string(model.param_count()) + " and " +
                           std::to_string(optimizer.state_buffers().size()));
       }
+      // Each optimizer buffer is copied whole into one of param_count floats.
+      for (size_t i = 0; i < point.state.optimizer_state.size(); ++i) {
+        if (static_cast<int64_t>(point.state.optimizer_state[i].size()) != model.param_count()) {
+          throw ConfigError("checkpoint " + point.path + ": optimizer buffer " + std::to_string(i) + " holds " +
+                            std::to_string(point.state.optimizer_state[i].size()) + " values, not the model's " +
+                            std::to_string(model.param_count()) + "; the file is not one dtrain wrote for this run");
+        }
+      }
     } catch (...) {
       error = std::current_exception();
     }

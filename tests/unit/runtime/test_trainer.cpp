@@ -8,6 +8,8 @@
 
 #include "comm/self_communicator.h"
 #include "kernels/context.h"
+#include "kernels/errors.h"
+#include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/trainer.h"
 
@@ -103,6 +105,36 @@ TEST(Trainer, WritesEffectiveConfigAndMetrics) {
   EXPECT_NE(lines[4].find("\"eval_accuracy\":"), std::string::npos) << lines[4];
   EXPECT_GT(r.eval_accuracy, 0.0);
   EXPECT_NE(log.str().find("final test accuracy"), std::string::npos);
+}
+
+// A checkpoint whose sections pass their checksums but whose optimizer buffer has the
+// wrong length (not one dtrain wrote for this run) is refused before anything is
+// copied into the model's buffers (on a GPU that copy would overrun device memory).
+TEST(Trainer, ResumeRefusesAnOptimizerBufferOfTheWrongLength) {
+  const std::string dir = (std::filesystem::temp_directory_path() / "dtrain_trainer_bad_state").string();
+  std::filesystem::remove_all(dir);
+  const Config config = small_config(dir, {"checkpoint.every_steps=3", "checkpoint.dir=" + dir + "/ckpt"});
+  auto ctx = Context::make_cpu(1);
+  SelfCommunicator comm;
+  std::ostringstream log;
+  train(config, *ctx, comm, comm, dir + "/run", log);
+  const std::vector<std::string> written = list_checkpoints(dir + "/ckpt");
+  ASSERT_FALSE(written.empty()) << log.str();
+  CheckpointState state = read_checkpoint(written.back());
+  ASSERT_FALSE(state.optimizer_state.empty());
+  state.optimizer_state[0].resize(state.optimizer_state[0].size() + 1000, 0.0f);
+  write_checkpoint(written.back(), state);
+
+  const Config longer = small_config(dir, {"checkpoint.every_steps=3", "checkpoint.dir=" + dir + "/ckpt",
+                                           "train.max_steps=6"});
+  TrainOptions options;
+  options.resume = written.back();
+  try {
+    train(longer, *ctx, comm, comm, dir + "/run2", log, options);
+    FAIL() << "resumed from a damaged state";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("optimizer buffer 0 holds"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
