@@ -25,37 +25,42 @@ namespace {
 // address directly (host memory, or device memory under CUDA-aware MPI). MPI reads
 // the buffers as soon as a collective is issued, without knowing the device's queue,
 // so each collective first waits for the work queued on the context (a no-op on the
-// CPU). The results are in place when the MPI request completes. Device buffers are
-// reduced with MPI's blocking collectives (MpiCommunicator::all_reduce_blocking).
+// CPU). The results are in place when the MPI request completes. Device buffers go
+// through MPI's blocking collectives (MpiCommunicator::*_blocking): CUDA-aware Open MPI
+// handles device memory in those, not in its non-blocking ones.
 class DirectDeviceCommunicator final : public Communicator {
  public:
-  DirectDeviceCommunicator(MpiCommunicator& host, Context& ctx, std::string name, bool blocking_reductions)
-      : host_(host), ctx_(ctx), name_(std::move(name)), blocking_reductions_(blocking_reductions) {}
+  DirectDeviceCommunicator(MpiCommunicator& host, Context& ctx, std::string name, bool blocking)
+      : host_(host), ctx_(ctx), name_(std::move(name)), blocking_(blocking) {}
 
   int rank() const override { return host_.rank(); }
   int size() const override { return host_.size(); }
   std::string backend_name() const override { return name_; }
   std::unique_ptr<Work> all_reduce(void* buf, size_t count, DataType type, ReduceOp op) override {
     ctx_.synchronize();
-    if (!blocking_reductions_) return host_.all_reduce(buf, count, type, op);
+    if (!blocking_) return host_.all_reduce(buf, count, type, op);
     host_.all_reduce_blocking(buf, count, type, op);
     return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t recv_count,
                                        DataType type, ReduceOp op) override {
     ctx_.synchronize();
-    if (!blocking_reductions_) return host_.reduce_scatter(send, recv, recv_count, type, op);
+    if (!blocking_) return host_.reduce_scatter(send, recv, recv_count, type, op);
     host_.reduce_scatter_blocking(send, recv, recv_count, type, op);
     return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count,
                                    DataType type) override {
     ctx_.synchronize();
-    return host_.all_gather(send, recv, send_count, type);
+    if (!blocking_) return host_.all_gather(send, recv, send_count, type);
+    host_.all_gather_blocking(send, recv, send_count, type);
+    return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override {
     ctx_.synchronize();
-    return host_.broadcast(buf, count, type, root);
+    if (!blocking_) return host_.broadcast(buf, count, type, root);
+    host_.broadcast_blocking(buf, count, type, root);
+    return std::make_unique<CompletedWork>();
   }
   std::unique_ptr<Work> barrier() override {
     ctx_.synchronize();
@@ -66,7 +71,7 @@ class DirectDeviceCommunicator final : public Communicator {
   MpiCommunicator& host_;
   Context& ctx_;
   std::string name_;
-  bool blocking_reductions_;
+  bool blocking_;  // device buffers: MPI's blocking collectives only
 };
 
 }  // namespace

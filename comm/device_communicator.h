@@ -23,7 +23,7 @@ bool mpi_accepts_cuda_buffers();
 //  - CUDA context, when every rank of the job has one and a CUDA-aware MPI
 //    (`cuda_aware_on_every_rank`, which the ranks agree on): device pointers go to `mpi`
 //    directly, after the context's queued work has finished (MPI does not know the
-//    compute stream), the reductions as blocking collectives (Open MPI reduces device
+//    compute stream), as blocking collectives (CUDA-aware Open MPI handles device
 //    memory only in those);
 //  - CUDA context otherwise: a StagingCommunicator (copies through pinned host memory).
 // The condition is the same on every rank, so all use the same (blocking or

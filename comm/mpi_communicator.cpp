@@ -120,6 +120,15 @@ void MpiCommunicator::reduce_scatter_blocking(const void* send, void* recv, size
                                             to_mpi(type), to_mpi(op), comm_));
 }
 
+void MpiCommunicator::all_gather_blocking(const void* send, void* recv, size_t send_count, DataType type) {
+  const int n = checked_count(send_count, "all_gather");
+  DTRAIN_MPI_CHECK(MPI_Allgather(send, n, to_mpi(type), recv, n, to_mpi(type), comm_));
+}
+
+void MpiCommunicator::broadcast_blocking(void* buf, size_t count, DataType type, int root) {
+  DTRAIN_MPI_CHECK(MPI_Bcast(buf, checked_count(count, "broadcast"), to_mpi(type), root, comm_));
+}
+
 std::unique_ptr<Work> MpiCommunicator::barrier() {
   auto work = std::make_unique<MpiWork>();
   DTRAIN_MPI_CHECK(MPI_Ibarrier(comm_, work->request()));

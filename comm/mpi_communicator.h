@@ -28,13 +28,15 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
 
-  // The blocking forms of the reductions (complete on return). For device buffers under
-  // CUDA-aware Open MPI, which reduces device memory only in its blocking collectives
-  // (its non-blocking ones run the reduction on the host). A blocking collective never
+  // The blocking forms (complete on return). For device buffers under CUDA-aware Open
+  // MPI, which handles device memory only in its blocking collectives (its non-blocking
+  // ones, for instance, run reductions on the host). A blocking collective never
   // matches a non-blocking one: every rank must use the same form for a collective.
   void all_reduce_blocking(void* buf, size_t count, DataType type, ReduceOp op);
   void reduce_scatter_blocking(const void* send, void* recv, size_t recv_count, DataType type,
                                ReduceOp op);
+  void all_gather_blocking(const void* send, void* recv, size_t send_count, DataType type);
+  void broadcast_blocking(void* buf, size_t count, DataType type, int root);
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

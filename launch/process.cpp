@@ -61,25 +61,25 @@ Process::Process(const std::string& backend) {
   // their own while the main thread runs collectives.
   DTRAIN_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
   thread_multiple_ = provided >= MPI_THREAD_MULTIPLE;
-  DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
-  DTRAIN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local_));
-  DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(local_, MPI_ERRORS_RETURN));
-  DTRAIN_MPI_CHECK(MPI_Comm_rank(local_, &local_rank_));
-  DTRAIN_MPI_CHECK(MPI_Comm_size(local_, &local_size_));
-  auto mpi = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
-  mpi_comm_ = mpi.get();
-  comm_ = std::move(mpi);
-  // Every rank checks its own variables, and all learn the outcome together.
-  std::exception_ptr error;
-  const std::string wrong = check_launcher_view(launcher_environment(), comm_->rank(), comm_->size());
-  if (!wrong.empty()) error = std::make_exception_ptr(UsageError(wrong));
   try {
+    DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    DTRAIN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local_));
+    DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(local_, MPI_ERRORS_RETURN));
+    DTRAIN_MPI_CHECK(MPI_Comm_rank(local_, &local_rank_));
+    DTRAIN_MPI_CHECK(MPI_Comm_size(local_, &local_size_));
+    auto mpi = std::make_unique<MpiCommunicator>(MPI_COMM_WORLD);
+    mpi_comm_ = mpi.get();
+    comm_ = std::move(mpi);
+    // Every rank checks its own variables, and all learn the outcome together.
+    std::exception_ptr error;
+    const std::string wrong = check_launcher_view(launcher_environment(), comm_->rank(), comm_->size());
+    if (!wrong.empty()) error = std::make_exception_ptr(UsageError(wrong));
     agree_on_setup(*comm_, error);
   } catch (...) {
     // The destructor does not run for a constructor that throws: end MPI here.
     comm_.reset();
     mpi_comm_ = nullptr;
-    MPI_Comm_free(&local_);
+    if (local_ != MPI_COMM_NULL) MPI_Comm_free(&local_);
     MPI_Finalize();
     throw;
   }

@@ -20,7 +20,9 @@ DeviceBatch::DeviceBatch(Context& ctx, const Shape& sample_shape, int64_t capaci
 void DeviceBatch::prefetch(const Dataset& data, std::span<const int64_t> indices) {
   const auto n = static_cast<int64_t>(indices.size());
   DTRAIN_ASSERT(n <= capacity_, "batch of " << n << " exceeds capacity " << capacity_);
-  DTRAIN_ASSERT(filled_ - taken_ < 2, "prefetch without take: both slots are in flight");
+  // One batch ahead at most: a slot's release is recorded at the next take, so a second
+  // batch ahead would be uploaded over a slot whose reads were never released.
+  DTRAIN_ASSERT(filled_ == taken_, "prefetch without take: a batch is already in flight");
   Slot& s = slots_[static_cast<size_t>(filled_ % 2)];
   s.uploader->wait_source_free();  // the slot's last upload has read the host buffers
   data.gather(indices, s.host_images.as<float>(), s.host_labels.as<int32_t>());

@@ -2,10 +2,10 @@
 // while one slot's batch computes, the next batch is gathered on the host into pinned
 // transfer memory and uploaded into the other slot on a side stream.
 //   prefetch(first) take() -> queue compute on it -> prefetch(next) -> take() -> ...
-// At most two batches are in flight: every prefetch is followed by one take, and the
-// work on a taken batch must be queued before the next take (which releases its slot
-// for the upload after next). prefetch() may come before or after that work is
-// queued; after, the host's gather overlaps it too.
+// One batch is prefetched ahead at most: every prefetch is followed by one take before
+// the next prefetch, and the work on a taken batch must be queued before the next take
+// (which releases its slot for the upload after next). prefetch() may come before or
+// after that work is queued; after, the host's gather overlaps it too.
 #pragma once
 
 #include <array>

@@ -22,6 +22,7 @@ cmake --build "$build" --parallel "$(nproc)"
 
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/data"
 bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtrain_gpu_comm_tests"
+      "$build/tests/gpu/dtrain_gpu_runtime_tests"
       "$build/tests/e2e/metrics_check")
 cp "${bins[@]}" "$out/bin/"
 # Libraries outside libc's core and the CUDA stack, resolved on this machine.

@@ -58,12 +58,13 @@ else
         -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/build.txt" 2>&1 &&
     cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1 || { echo "build failed: see build.txt"; exit 1; }
   mkdir -p "$root/build-gpu/bin"
-  for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/e2e/metrics_check; do
+  for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_runtime_tests \
+           tests/e2e/metrics_check; do
     ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
   done
   bin=$root/build-gpu/bin
   mpiexec=$(command -v mpirun || echo none)
-  export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+${extra:+:}$LD_LIBRARY_PATH}"
 fi
 echo "mpirun: $mpiexec" | tee -a "$logs/probe.txt"
 ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
@@ -79,7 +80,7 @@ export DTRAIN_DATA="$data"
 export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
 
 step "gpu unit tests" | tee -a "$logs/summary.txt"
-for t in dtrain_gpu_tests dtrain_gpu_comm_tests; do
+for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_runtime_tests; do
   if timeout 300 "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
   grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"

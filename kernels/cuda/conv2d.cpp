@@ -123,6 +123,7 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
   std::vector<typename Calls::Perf> results(static_cast<size_t>(max_count));
   int count = 0;
   DTRAIN_CUDNN_CHECK(Calls::heuristics(handle, plan, max_count, &count, results.data()));
+  bool too_large = false;  // a candidate was turned down for its workspace alone
   for (const bool need_deterministic : {true, false}) {
     for (int i = 0; i < count; ++i) {
       const auto& r = results[static_cast<size_t>(i)];
@@ -134,14 +135,22 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
       size_t bytes = 0;
       if (Calls::workspace(handle, plan, r.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
       bytes = std::max(bytes, r.memory);
-      if (bytes > kConvWorkspaceLimit) continue;
+      if (bytes > kConvWorkspaceLimit) {
+        too_large = true;
+        continue;
+      }
       return {r.algo, bytes, math};
     }
   }
   std::ostringstream msg;
   msg << Calls::kOp << ": cuDNN has no usable algorithm for " << describe(plan.shape)
-      << (plan.tf32 ? " with TF32" : " without TF32")
-      << "; try other convolution sizes or precision.tf32";
+      << (plan.tf32 ? " with TF32" : " without TF32");
+  // Only too much workspace: to the batch planner, a batch that does not fit.
+  if (too_large) {
+    msg << " within " << (kConvWorkspaceLimit >> 20) << " MiB of workspace; use a smaller train.micro_batch";
+    throw OutOfMemoryError(msg.str());
+  }
+  msg << "; try other convolution sizes or precision.tf32";
   throw DeviceError(msg.str());
 }
 

@@ -42,6 +42,9 @@ class CudaUploader final : public Uploader {
   }
   void make_visible() override {
     if (pending_) DTRAIN_CUDA_CHECK(cudaStreamWaitEvent(compute_, done_, 0));
+    // The destinations are in use again from here: until the next release(), an upload
+    // waits for everything queued.
+    released_ = false;
   }
   void wait_source_free() override {
     if (pending_) DTRAIN_CUDA_CHECK(cudaEventSynchronize(done_));

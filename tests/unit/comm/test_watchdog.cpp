@@ -187,6 +187,32 @@ TEST(WatchedCommunicator, ACollectiveStuckWhileBeingIssuedIsCaught) {
   EXPECT_NE(rig.aborts[0].find("the all-reduce of step 3 (collective 1)"), std::string::npos) << rig.aborts[0];
 }
 
+// The control communicator is watched from the first step only: before it, its
+// collectives are neither numbered nor timed (set-up lets ranks drift apart); from it,
+// they are numbered in the same count as the data communicator's.
+TEST(WatchedCommunicator, FromFirstStepLeavesSetUpCollectivesUnwatched) {
+  Rig rig(1.0);
+  BlockingIssue inner;
+  bool fired = false;
+  inner.while_issuing = [&] {
+    for (int pass = 0; pass < 4 && !fired; ++pass) {
+      rig.peers_report(rig.dog->step(), 0);
+      fired = rig.dog->check_now();
+      rig.now += 0.4;
+    }
+  };
+  WatchedCommunicator control(inner, *rig.dog, /*from_first_step=*/true);
+  float x = 1.0f;
+  control.all_reduce(&x, 1, DataType::Float32, ReduceOp::Sum)->wait();  // step 0: set-up
+  EXPECT_FALSE(fired) << "a set-up collective was timed";
+  EXPECT_EQ(rig.dog->next_collective(), 1) << "a set-up collective was numbered";
+  rig.dog->set_step(1);
+  control.all_reduce(&x, 1, DataType::Float32, ReduceOp::Sum)->wait();
+  EXPECT_TRUE(fired) << "a collective of training was not timed";
+  ASSERT_EQ(rig.aborts.size(), 1u);
+  EXPECT_NE(rig.aborts[0].find("(collective 2)"), std::string::npos) << rig.aborts[0];
+}
+
 TEST(WatchdogSuspects, SilentAndBehindRanksAreListed) {
   std::vector<PeerProgress> peers(4);
   peers[1] = {true, 10.0, Heartbeat{5, 40, 1}};

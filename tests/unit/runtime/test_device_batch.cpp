@@ -1,7 +1,7 @@
 // DeviceBatch on the CPU backend: the double-buffered prefetch/take sequence returns
 // each prefetched batch in order with its own images and labels (the dataset's
 // gather is the reference), slots alternate without one overwriting a batch not yet
-// taken, and misuse (a third batch in flight, a take without prefetch) is refused.
+// taken, and misuse (a second batch ahead, a take without prefetch) is refused.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -50,17 +50,17 @@ TEST(DeviceBatch, BatchesComeBackInOrderWithTheirLabels) {
   }
 }
 
-TEST(DeviceBatch, ThirdBatchInFlightAndTakeWithoutPrefetchAreRefused) {
+TEST(DeviceBatch, SecondBatchAheadAndTakeWithoutPrefetchAreRefused) {
   auto ctx = Context::make_cpu(1);
   const SyntheticDataset data(10, 1, true);
   DeviceBatch batch(*ctx, data.sample_shape(), 4);
   EXPECT_THROW(batch.take(), Error);
   const std::vector<int64_t> idx{0, 1};
   batch.prefetch(data, idx);
-  batch.prefetch(data, idx);
   EXPECT_THROW(batch.prefetch(data, idx), Error);
-  const std::vector<int64_t> too_many{0, 1, 2, 3, 4};
   batch.take();
+  EXPECT_THROW(batch.take(), Error);
+  const std::vector<int64_t> too_many{0, 1, 2, 3, 4};
   EXPECT_THROW(batch.prefetch(data, too_many), Error);
 }
 
