@@ -8,10 +8,11 @@
 // not heard from for longer than the timeout (stopped, or their node is gone) and
 // ranks that have not yet issued the collective it waits in (stuck before it), says
 // which step, and ends the job through its abort hook (launch/: MPI_Abort, which ends
-// every rank and the NCCL kernels in flight with them). A rank killed outright is seen by the launcher first (mpirun names it);
-// the watchdog covers the ranks that stop making progress while alive. Tests drive it
-// without threads or MPI: check_now() runs one pass, the channel and the clock are
-// fakes, and the abort hook records instead of ending the process.
+// every rank and the NCCL kernels in flight with them). A rank killed outright is seen
+// by the launcher first (mpirun names it); the watchdog covers the ranks that stop
+// making progress while alive. Tests drive it without threads or MPI: check_now()
+// runs one pass, the channel and the clock are fakes, and the abort hook records
+// instead of ending the process.
 #pragma once
 
 #include <atomic>

@@ -1,8 +1,7 @@
 // A Communicator that reports every collective to a Watchdog (Note [Collective
 // watchdog]): each one gets the next number when it is issued; issuing it and its
 // wait() are timed, and wait() is made to block the host until the collective has
-// finished. The
-// collectives themselves are the wrapped communicator's.
+// finished. The collectives themselves are the wrapped communicator's.
 #pragma once
 
 #include <memory>
