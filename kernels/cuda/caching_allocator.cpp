@@ -87,7 +87,7 @@ void CudaCachingAllocator::free_cache() {
 void* CudaCachingAllocator::device_malloc(size_t size, size_t requested, MemoryCategory category) {
   if (limit_ != 0 && reserved_ + size > limit_) {
     if (reserved_ - cached_ + size <= limit_) free_cache();
-    if (reserved_ + size > limit_) throw_out_of_memory(requested, category, true);
+    if (reserved_ + size > limit_) throw_out_of_memory(requested, size, category, true);
   }
   void* ptr = nullptr;
   cudaError_t status = cudaMalloc(&ptr, size);
@@ -99,7 +99,7 @@ void* CudaCachingAllocator::device_malloc(size_t size, size_t requested, MemoryC
     status = cudaMalloc(&ptr, size);
     if (status == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();
-      throw_out_of_memory(requested, category, false);
+      throw_out_of_memory(requested, size, category, false);
     }
   }
   if (status != cudaSuccess) {
@@ -116,7 +116,7 @@ void* CudaCachingAllocator::allocate(size_t bytes, MemoryCategory category) {
   const size_t size = rounded_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   // A size near 2^64 (a negative size cast by a caller) wraps when rounded.
-  if (size < bytes) throw_out_of_memory(bytes, category, false);
+  if (size < bytes) throw_out_of_memory(bytes, bytes, category, false);
   size_t block_size = size;
   void* ptr = take_cached(size, block_size);
   if (ptr == nullptr) {
@@ -202,15 +202,18 @@ DeviceMemoryInfo CudaCachingAllocator::memory_info() const {
   return info;
 }
 
-void CudaCachingAllocator::throw_out_of_memory(size_t requested, MemoryCategory category,
-                                               bool over_limit) const {
+void CudaCachingAllocator::throw_out_of_memory(size_t requested, size_t block,
+                                               MemoryCategory category, bool over_limit) const {
   // Called with mu_ held and the device selected; reads the counters directly.
   DeviceMemoryInfo info;
   if (cudaMemGetInfo(&info.free, &info.total) != cudaSuccess) (void)cudaGetLastError();
   std::ostringstream msg;
   msg << "out of memory on " << name_ << ": " << requested << " bytes of "
-      << memory_category_name(category) << " requested with " << stats_.in_use << " in use, "
-      << reserved_ << " reserved";
+      << memory_category_name(category) << " requested";
+  // The limit counts reserved blocks, which are rounded up: name the block, or a
+  // request that seems to fit under the limit would read as a wrong refusal.
+  if (block != requested) msg << " (a " << block << "-byte block)";
+  msg << " with " << stats_.in_use << " in use, " << reserved_ << " reserved";
   if (over_limit) msg << " of the " << limit_ << "-byte limit";
   msg << ", " << info.free << " free of " << info.total << "; lower train.micro_batch";
   if (over_limit) msg << " or raise the memory limit";

@@ -86,7 +86,8 @@ class CudaCachingAllocator final : public Allocator {
   void* take_cached(size_t size, size_t& block_size);
   void* device_malloc(size_t size, size_t requested, MemoryCategory category);
   void free_cache();
-  [[noreturn]] void throw_out_of_memory(size_t requested, MemoryCategory category,
+  // `block` is the rounded size the allocator needed for `requested`.
+  [[noreturn]] void throw_out_of_memory(size_t requested, size_t block, MemoryCategory category,
                                         bool over_limit) const;
 
   const int device_;

@@ -44,7 +44,8 @@ __device__ inline void keep_first_max(float& best, int64_t& best_at, float v, in
 __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, int64_t batch,
                                    int64_t classes, float grad_scale, float* dlogits,
                                    double* row_loss, int32_t* row_hit,
-                                   unsigned long long* label_error) {
+                                   unsigned long long* label_error,
+                                   unsigned long long launch) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int64_t warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < batch;
@@ -54,10 +55,18 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     const int32_t label = labels[r];  // the same in every lane: branches stay warp-uniform
     if (label < 0 || label >= classes) {
       if (lane == 0) {
-        const unsigned long long code =
-            (static_cast<unsigned long long>(r) << 32) | static_cast<uint32_t>(label);
-        atomicMin(label_error, code);
-        label_error[1] = static_cast<unsigned long long>(classes);
+        // Launches on the stream run in order, so a record left by an earlier launch is
+        // complete here and is kept: the report names the first bad batch, not the
+        // lowest row of any batch since the last check. Blocks of this launch read
+        // either "empty" or their own launch number, so they race only on atomicMin.
+        const unsigned long long owner = label_error[2];
+        if (owner == ~0ULL || owner == launch) {
+          const unsigned long long code =
+              (static_cast<unsigned long long>(r) << 32) | static_cast<uint32_t>(label);
+          atomicMin(label_error, code);
+          label_error[1] = static_cast<unsigned long long>(classes);
+          label_error[2] = launch;
+        }
         row_loss[r] = 0.0;
         row_hit[r] = 0;
       }
@@ -167,9 +176,9 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const
   const int64_t row_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
   cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
       logits, labels, batch, classes, grad_scale, dlogits, row_loss, row_hit,
-      label_error_.as<unsigned long long>());
+      label_error_.as<unsigned long long>(), label_launches_);
   DTRAIN_CUDA_LAUNCH_CHECK();
-  label_check_pending_ = true;
+  ++label_launches_;
   cross_entropy_totals<<<1, kBlockThreads, 0, stream()>>>(row_loss, row_hit, batch, stats);
   DTRAIN_CUDA_LAUNCH_CHECK();
 }

@@ -32,7 +32,8 @@ size_t cublas_workspace_bytes(int compute_major) {
   return compute_major >= 9 ? size_t{32} << 20 : size_t{4} << 20;
 }
 
-constexpr size_t kLabelErrorBytes = 2 * sizeof(unsigned long long);
+// {row << 32 | label, classes, number of the launch that recorded} (cross_entropy.cu).
+constexpr size_t kLabelErrorBytes = 3 * sizeof(unsigned long long);
 
 CudaBackend& cuda_backend_of(Context& ctx, const char* what) {
   auto* backend = dynamic_cast<CudaBackend*>(&ctx.backend());
@@ -141,24 +142,27 @@ void CudaBackend::free_host(void* p) {
 }
 
 void CudaBackend::check_device_errors() {
-  if (!label_check_pending_) return;
+  if (label_launches_ == 0) return;
+  const unsigned long long launches = label_launches_;
   unsigned long long* host = label_error_host_.get();
   DTRAIN_CUDA_CHECK(cudaMemcpyAsync(host, label_error_.data(), kLabelErrorBytes,
                                     cudaMemcpyDeviceToHost, stream_.get()));
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-  label_check_pending_ = false;
+  label_launches_ = 0;
   if (host[0] == ~0ULL) return;
   const unsigned long long row = host[0] >> 32;
   const auto label = static_cast<int32_t>(static_cast<uint32_t>(host[0] & 0xffffffffULL));
   const unsigned long long classes = host[1];
+  const unsigned long long launch = host[2];
   // Re-arm before throwing, so a caller that handles the error starts clean.
   DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream_.get()));
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   std::ostringstream msg;
   msg << "softmax_cross_entropy: label " << label << " at row " << row
       << " of the batch is outside [0, " << classes << ") (found on " << allocator_.device_name()
-      << " at the next synchronization); check that the dataset's labels match the model's "
-         "number of classes";
+      << " at the next synchronization";
+  if (launches > 1) msg << ", in batch " << launch + 1 << " of the " << launches << " since the last one";
+  msg << "); check that the dataset's labels match the model's number of classes";
   throw DataError(msg.str());
 }
 

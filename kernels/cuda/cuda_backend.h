@@ -14,8 +14,8 @@
 // Note [Label check on the device]
 // The CPU op throws DataError for a label outside [0, classes). Labels live on the
 // device here, and reading them back before every launch would stall the stream, so
-// the cross-entropy kernel records the first bad row (and its label) in a device word
-// and skips it; the host reads the word at the next synchronization point
+// the cross-entropy kernel records the first bad row (and its label) of the first
+// launch that has one in a few device words and skips it; the host reads the word at the next synchronization point
 // (synchronize(), copy_to_host()) and throws the same DataError there. Until then the
 // bad rows contribute nothing: zero loss, zero gradient, never an out-of-range write.
 #pragma once
@@ -145,7 +145,8 @@ class CudaBackend final : public OpsBackend {
   // all ones when none; [1] = the number of classes it was checked against.
   Buffer label_error_;
   std::unique_ptr<unsigned long long, cuda_detail::PinnedDeleter> label_error_host_;
-  bool label_check_pending_ = false;
+  // Cross-entropy launches since the last check; each passes its number to the kernel.
+  unsigned long long label_launches_ = 0;
   std::unique_ptr<ConvPlanCache> conv_plans_;
 };
 

@@ -132,6 +132,25 @@ TEST_F(CudaCachingAllocatorTest, LimitFailsWithAnActionableMessage) {
   alloc.release(p, 6 * kMiB, MemoryCategory::Params);
 }
 
+// The limit counts rounded blocks: 5 MiB in use holds a 6 MiB block, and 2.5 MiB more
+// needs a 4 MiB one, so 7.5 MiB of requests fail under an 8 MiB limit. The message
+// names the block, so the refusal does not read as a miscount.
+TEST_F(CudaCachingAllocatorTest, LimitMessageNamesTheRoundedBlock) {
+  CudaCachingAllocator alloc(0, 8 * kMiB);
+  void* p = alloc.allocate(5 * kMiB, MemoryCategory::Params);
+  try {
+    alloc.allocate(5 * kMiB / 2, MemoryCategory::Activations);
+    FAIL() << "expected DeviceError: a 4 MiB block does not fit beside a 6 MiB one";
+  } catch (const DeviceError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("2621440 bytes of activations requested (a 4194304-byte block) with "
+                        "5242880 in use, 6291456 reserved of the 8388608-byte limit"),
+              std::string::npos)
+        << what;
+  }
+  alloc.release(p, 5 * kMiB, MemoryCategory::Params);
+}
+
 TEST_F(CudaCachingAllocatorTest, LimitFreesTheCacheBeforeGivingUp) {
   CudaCachingAllocator alloc(0, 8 * kMiB);
   void* p = alloc.allocate(6 * kMiB, MemoryCategory::Activations);

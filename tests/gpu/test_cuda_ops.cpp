@@ -529,6 +529,33 @@ TEST_F(CudaOps, SoftmaxCrossEntropyReportsBadLabelAtTheNextSynchronization) {
   }
 }
 
+// Micro-batches queue several cross-entropy launches before one synchronization; the
+// report must name the first batch that had a bad label, not the lowest bad row of any.
+TEST_F(CudaOps, SoftmaxCrossEntropyReportsTheFirstBadBatchOfSeveral) {
+  const int64_t batch = 6, classes = 10;
+  std::vector<float> logits(static_cast<size_t>(batch * classes), 0.5f);
+  DeviceArray<float> glogits(gpu(), logits), gdl(gpu(), nans(batch * classes));
+  DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+  DeviceArray<int32_t> good(gpu(), std::vector<int32_t>{1, 2, 3, 4, 5, 6});
+  DeviceArray<int32_t> late_row(gpu(), std::vector<int32_t>{1, 2, 3, 4, 77, 6});
+  DeviceArray<int32_t> early_row(gpu(), std::vector<int32_t>{-5, 2, 3, 4, 5, 6});
+  for (const int32_t* labels : {good.get(), late_row.get(), early_row.get()}) {
+    ops::softmax_cross_entropy(gpu(), glogits.get(), labels, batch, classes, 1.0f, gdl.get(),
+                               gstats.get());
+  }
+  try {
+    gpu().synchronize();
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("label 77 at row 4 "), std::string::npos) << what;
+    EXPECT_NE(what.find("batch 2 of the 3"), std::string::npos) << what;
+  }
+  ops::softmax_cross_entropy(gpu(), glogits.get(), good.get(), batch, classes, 1.0f, gdl.get(),
+                             gstats.get());
+  EXPECT_NO_THROW(gpu().synchronize());
+}
+
 // ---------------------------------------------------------------------- Optimizers
 
 TEST_F(CudaOps, SgdMatchesCpuOverSeveralSteps) {
