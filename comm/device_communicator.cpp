@@ -90,6 +90,8 @@ std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi,
   switch (ctx.device_kind()) {
     case DeviceKind::Cpu:
       return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name(), false);
+    case DeviceKind::CpuAsync:  // stands in for a GPU without CUDA-aware MPI
+      return std::make_unique<StagingCommunicator>(mpi, ctx);
     case DeviceKind::Cuda:
       if (cuda_aware_on_every_rank) {
         return std::make_unique<DirectDeviceCommunicator>(mpi, ctx, mpi.backend_name() + "+cuda-aware", true);

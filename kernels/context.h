@@ -13,7 +13,9 @@ namespace dtrain {
 
 class OpsBackend;
 
-enum class DeviceKind { Cpu, Cuda };
+// CpuAsync: the CPU op set run as a device, behind a queue that lags the host
+// (kernels/cpu_async/cpu_async_backend.h), to test device code paths without a GPU.
+enum class DeviceKind { Cpu, CpuAsync, Cuda };
 
 struct CudaOptions {
   int device = 0;                 // index among the devices this process sees
@@ -34,6 +36,9 @@ class Context {
  public:
   // CPU context: ops use `num_threads` threads (BLAS and OpenMP both).
   static std::unique_ptr<Context> make_cpu(int num_threads, size_t memory_limit_bytes = 0);
+  // The CPU as an asynchronous device (DeviceKind::CpuAsync): the same ops and numbers,
+  // queued on a worker thread, with a GPU's rules for memory, transfers and errors.
+  static std::unique_ptr<Context> make_cpu_async(int num_threads, size_t memory_limit_bytes = 0);
   // CUDA context on one device: its own stream, cuBLAS and cuDNN handles, and caching
   // allocator. Throws DeviceError naming the device when it cannot be used, and in
   // builds without CUDA (kernels/cuda_unavailable.cpp).

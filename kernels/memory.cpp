@@ -28,7 +28,7 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
   std::lock_guard<std::mutex> lock(mu_);
   if (limit_ != 0 && stats_.in_use + bytes > limit_) {
     std::ostringstream msg;
-    msg << "out of memory on cpu: " << bytes << " bytes of " << memory_category_name(category)
+    msg << "out of memory on " << name_ << ": " << bytes << " bytes of " << memory_category_name(category)
         << " requested with " << stats_.in_use << " of the " << limit_
         << "-byte limit in use; lower train.micro_batch or raise the memory limit";
     throw OutOfMemoryError(msg.str());
@@ -51,10 +51,16 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
 
 void CpuAllocator::release(void* ptr, size_t bytes, MemoryCategory category) {
   if (ptr == nullptr) return;
-  std::free(ptr);
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.in_use -= bytes;
-  stats_.in_use_by[static_cast<int>(category)] -= bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.in_use -= bytes;
+    stats_.in_use_by[static_cast<int>(category)] -= bytes;
+  }
+  if (dispose_) {
+    dispose_(ptr, bytes);
+  } else {
+    std::free(ptr);
+  }
 }
 
 MemoryStats CpuAllocator::stats() const {

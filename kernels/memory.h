@@ -5,8 +5,10 @@
 
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <mutex>
 #include <string>
+#include <utility>
 
 namespace dtrain {
 
@@ -51,10 +53,17 @@ class Allocator {
 // fail like a device out of memory, so memory planning is testable on the CPU.
 class CpuAllocator final : public Allocator {
  public:
+  // Frees released memory: `dispose(ptr, bytes)` takes it over and must std::free it.
+  using Dispose = std::function<void(void* ptr, size_t bytes)>;
+
   explicit CpuAllocator(size_t limit_bytes = 0) : limit_(limit_bytes) {}
+  // A device whose work runs after the host queues it (kernels/cpu_async/) frees
+  // memory in the order of its work: `dispose` does; the accounting is at release.
+  CpuAllocator(size_t limit_bytes, std::string name, Dispose dispose)
+      : limit_(limit_bytes), name_(std::move(name)), dispose_(std::move(dispose)) {}
   void* allocate(size_t bytes, MemoryCategory category) override;
   void release(void* ptr, size_t bytes, MemoryCategory category) override;
-  std::string device_name() const override { return "cpu"; }
+  std::string device_name() const override { return name_; }
   MemoryStats stats() const override;
   void reset_peak() override;
   MemoryCapacity capacity() const override;
@@ -64,6 +73,8 @@ class CpuAllocator final : public Allocator {
   mutable std::mutex mu_;
   MemoryStats stats_;
   size_t limit_;
+  std::string name_ = "cpu";
+  Dispose dispose_;
 };
 
 // An owning, move-only allocation from an Allocator.

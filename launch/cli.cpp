@@ -62,7 +62,7 @@ Config sections and keys (README.md lists them with defaults):
   memory.fraction, memory.limit, memory.limit_per_rank
   checkpoint.dir, checkpoint.every_steps, checkpoint.keep, checkpoint.on_error
   comm.backend (auto|mpi|nccl|self), comm.bucket_mb, comm.timeout_s
-  device.kind (auto|cpu|cuda), device.share, device.threads, precision.tf32
+  device.kind (auto|cpu|cpu-async|cuda), device.share, device.threads, precision.tf32
 )";
 }
 

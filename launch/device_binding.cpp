@@ -29,6 +29,7 @@ DeviceChoice choose_device(const std::string& kind, bool share, int local_rank,
   const int local_size = static_cast<int>(visible.size());
   const auto& mine = visible[static_cast<size_t>(local_rank)];
   if (kind == "cpu" || (kind == "auto" && mine.empty())) return {DeviceKind::Cpu, 0, local_size};
+  if (kind == "cpu-async") return {DeviceKind::CpuAsync, 0, local_size};
   if (mine.empty()) {
     const char* env = std::getenv("CUDA_VISIBLE_DEVICES");
     throw ConfigError("device.kind is 'cuda' but node " + node + " has no visible CUDA device" +

@@ -48,7 +48,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
   // gather, also one whose query failed: the failure is agreed on below.
   std::string seen;
   try {
-    if (config.device.kind != "cpu") seen = join_ids(cuda_device_ids());
+    if (config.device.kind == "auto" || config.device.kind == "cuda") seen = join_ids(cuda_device_ids());
   } catch (...) {
     error = std::current_exception();
   }
@@ -70,6 +70,8 @@ DeviceSetup setup_device(const Config& config, Process& process) {
       flags[0] = 1;
       flags[2] = process.mpi() != nullptr && mpi_accepts_cuda_buffers() ? 1 : 0;
       flags[1] = choice.ranks_sharing > 1 ? 1 : 0;
+    } else if (choice.kind == DeviceKind::CpuAsync) {
+      setup.ctx = Context::make_cpu_async(threads, limit);
     } else {
       setup.ctx = Context::make_cpu(threads, limit);
     }
@@ -98,7 +100,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
     setup.comm = make_nccl_communicator(control, *setup.ctx);
   } else if (process.mpi() != nullptr) {
     setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx, flags[2] == control.size());
-  } else if (setup.ctx->device_kind() == DeviceKind::Cuda) {
+  } else if (setup.ctx->device_kind() != DeviceKind::Cpu) {
     // One process without MPI: collectives on device buffers still need their copies.
     setup.host = std::make_unique<SelfCommunicator>();
     setup.comm = std::make_unique<StagingCommunicator>(*setup.host, *setup.ctx);

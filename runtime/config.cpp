@@ -290,7 +290,7 @@ class ConfigReader {
       read_real(s, "comm", "bucket_mb", c.comm.bucket_mb, 0.0, 1e4, true, false);
     });
     section(root, "device", {"kind", "share", "threads"}, [&](const YAML::Node& s) {
-      read_choice(s, "device", "kind", c.device.kind, {"auto", "cpu", "cuda"});
+      read_choice(s, "device", "kind", c.device.kind, {"auto", "cpu", "cpu-async", "cuda"});
       read(s, "device", "share", c.device.share, "true or false");
       read_int(s, "device", "threads", c.device.threads, 0, 1024);
     });

@@ -3,6 +3,9 @@
 #  1. Same world size, the MLP on 1, 2 and 4 ranks and the CNN on 2: a run stopped at step 20 (the stop a
 #     signal would ask for, by test hook) exits 4 with a checkpoint; --resume auto
 #     continues it, and steps 21-40 have bit for bit the losses of an uninterrupted run.
+#     The CNN on 2 ranks also on the asynchronous CPU device (device.kind: cpu-async,
+#     a GPU's rules for memory and transfers): stopped, saved and resumed there, it has
+#     the CPU run's bits.
 #  2. Other world sizes: a checkpoint written on 4 ranks resumes on 2 and on 1 (the
 #     planner re-plans k), steps 11-30 within 1e-4 of the 4-rank run.
 #  3. A real SIGUSR1 to mpirun: every rank finishes its step, one checkpoint, exit 4;
@@ -47,6 +50,11 @@ for case in mlp:1 mlp:2 mlp:4 cnn:2; do
   compare 0 21-40 "$work/${name}_full" "$work/${name}_resumed"
   compare 0 1-40 "$work/${name}_full" "$work/${name}_resumed"
 done
+
+DTRAIN_TEST_STOP_AT_STEP=20 run 4 cnn_np2_async 2 $(base cnn 40) --set device.kind=cpu-async
+run 0 cnn_np2_async 2 $(base cnn 40) --set device.kind=cpu-async --resume auto
+expect_in_log cnn_np2_async "resuming from $work/cnn_np2_async/checkpoints/ckpt-000000020.dtrain (step 20)"
+compare 0 1-40 "$work/cnn_np2_full" "$work/cnn_np2_async"
 
 # 2. Saved on 4 ranks, resumed on 2 and 1.
 run 0 cnn_np4 4 $(base cnn 30) --set checkpoint.every_steps=10

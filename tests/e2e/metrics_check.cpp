@@ -1,7 +1,10 @@
 // Checks on the metrics.jsonl files that finished runs wrote, for the end-to-end tests.
 //   metrics_check compare REL STEPS DIR_A DIR_B...   train loss at steps 1..STEPS (or
 //                                                     FIRST-LAST) of every run within REL
-//                                                     relative of DIR_A's; REL 0: equal bits
+//                                                     relative of DIR_A's; REL 0: equal bits;
+//                                                     so is the test loss of every evaluation
+//                                                     both runs made in that range (and, for
+//                                                     REL 0, the test accuracy)
 //   metrics_check min-accuracy MIN DIR                the last eval_accuracy is at least MIN
 //   metrics_check plan FILE [mixed]                   a plan.json (dtrain plan --json) holds
 //                                                     k * sum(micro) == G, every micro-batch
@@ -42,20 +45,51 @@ std::vector<std::string> lines_of(const std::string& dir) {
   return out;
 }
 
-std::map<long, double> train_losses(const std::string& dir) {
-  std::map<long, double> losses;
+// `key` of the records of `kind` ("train" or "eval"), by step.
+std::map<long, double> by_step(const std::string& dir, const std::string& kind, const std::string& key) {
+  std::map<long, double> values;
   for (const auto& line : lines_of(dir)) {
-    if (line.find("\"kind\":\"train\"") == std::string::npos) continue;
-    losses[static_cast<long>(*field(line, "step"))] = *field(line, "loss");
+    if (line.find("\"kind\":\"" + kind + "\"") == std::string::npos) continue;
+    values[static_cast<long>(*field(line, "step"))] = *field(line, key);
   }
-  return losses;
+  return values;
+}
+
+double relative(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(a), 1e-12); }
+
+// The evaluations both runs made at steps first..last: test loss and accuracy within
+// `rel`. Returns the number of differences beyond it.
+int compare_evals(double rel, long first, long last, const std::string& ref_dir, const std::string& dir) {
+  int failures = 0;
+  int compared = 0;
+  // Accuracy counts whole samples, so only equal-bit runs (rel 0) must agree on it:
+  // fp-level differences may flip a sample whose two top logits are nearly tied.
+  const std::vector<std::string> keys =
+      rel == 0.0 ? std::vector<std::string>{"eval_loss", "eval_accuracy"} : std::vector<std::string>{"eval_loss"};
+  for (const std::string& key : keys) {
+    const auto reference = by_step(ref_dir, "eval", key);
+    const auto other = by_step(dir, "eval", key);
+    for (const auto& [s, a] : reference) {
+      if (s < first || s > last || !other.count(s)) continue;
+      ++compared;
+      const double b = other.at(s);
+      if (relative(a, b) > rel) {
+        std::printf("step %ld: %s %.10g in %s vs %.10g in %s: relative difference %.3g > %.3g\n", s, key.c_str(), b,
+                    dir.c_str(), a, ref_dir.c_str(), relative(a, b), rel);
+        ++failures;
+      }
+    }
+  }
+  std::printf("%s vs %s: %d evaluation figures compared, %d beyond the bound\n", dir.c_str(), ref_dir.c_str(),
+              compared, failures);
+  return failures;
 }
 
 int compare(double rel, long first, long steps, const std::vector<std::string>& dirs) {
-  const auto reference = train_losses(dirs[0]);
+  const auto reference = by_step(dirs[0], "train", "loss");
   int failures = 0;
   for (size_t d = 1; d < dirs.size(); ++d) {
-    const auto other = train_losses(dirs[d]);
+    const auto other = by_step(dirs[d], "train", "loss");
     double worst = 0.0;
     for (long s = first; s <= steps; ++s) {
       if (!reference.count(s) || !other.count(s)) {
@@ -63,7 +97,7 @@ int compare(double rel, long first, long steps, const std::vector<std::string>& 
         return 1;
       }
       const double a = reference.at(s), b = other.at(s);
-      const double r = std::fabs(a - b) / std::max(std::fabs(a), 1e-12);
+      const double r = relative(a, b);
       worst = std::max(worst, r);
       if (r > rel) {
         std::printf("step %ld: loss %.10g in %s vs %.10g in %s: relative difference %.3g > %.3g\n", s, b,
@@ -73,6 +107,7 @@ int compare(double rel, long first, long steps, const std::vector<std::string>& 
     }
     std::printf("%s vs %s: steps %ld-%ld, largest relative loss difference %.3g (bound %.3g)\n", dirs[d].c_str(),
                 dirs[0].c_str(), first, steps, worst, rel);
+    failures += compare_evals(rel, first, steps, dirs[0], dirs[d]);
   }
   return failures == 0 ? 0 : 1;
 }

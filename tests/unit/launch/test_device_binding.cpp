@@ -95,6 +95,16 @@ TEST(DeviceBinding, CpuIsAlwaysAllowed) {
   EXPECT_EQ(choose_device("cpu", false, 3, all_see(8, 1), "n").kind, DeviceKind::Cpu);
 }
 
+// The asynchronous CPU device is the CPU's: any number of ranks, GPUs or not, each
+// with its share of the node's cores.
+TEST(DeviceBinding, CpuAsyncIsAlwaysAllowed) {
+  for (int gpus : {0, 1, 8}) {
+    const DeviceChoice c = choose_device("cpu-async", false, 2, all_see(4, gpus), "n");
+    EXPECT_EQ(c.kind, DeviceKind::CpuAsync);
+    EXPECT_EQ(c.ranks_sharing, 4);
+  }
+}
+
 TEST(DeviceBinding, CudaWithoutGpuIsAnError) {
   EXPECT_THROW(choose_device("cuda", false, 0, all_see(1, 0), "n"), ConfigError);
 }

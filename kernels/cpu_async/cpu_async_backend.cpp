@@ -1,0 +1,195 @@
+#include "kernels/cpu_async/cpu_async_backend.h"
+
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include "kernels/check.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu_async/async_uploader.h"
+#include "kernels/cpu_async/transfer_memory.h"
+#include "kernels/cpu_async/work_queue.h"
+#include "kernels/ops.h"
+
+namespace dtrain {
+namespace {
+
+// The allocator of the worker's own Context: it hands the CPU op the workspace the
+// host took for it from the device's allocator when queuing the op (as the CUDA
+// backend takes it), so running out of memory is an error of the call, not of the
+// queue. An op asking for more than the host took is a wrong workspace formula.
+class LentWorkspace final : public Allocator {
+ public:
+  void lend(void* ptr, size_t bytes) {
+    ptr_ = ptr;
+    bytes_ = bytes;
+  }
+  void* allocate(size_t bytes, MemoryCategory category) override {
+    DTRAIN_ASSERT(category == MemoryCategory::Workspace && bytes <= bytes_,
+                  "a cpu-async op took " << bytes << " bytes of " << memory_category_name(category)
+                                         << " beyond the " << bytes_
+                                         << " bytes of workspace its formula declared");
+    return ptr_;
+  }
+  void release(void*, size_t, MemoryCategory) override {}
+  std::string device_name() const override { return "cpu-async worker"; }
+  MemoryStats stats() const override { return {}; }
+  void reset_peak() override {}
+  MemoryCapacity capacity() const override { return {}; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class CpuAsyncBackend final : public OpsBackend {
+ public:
+  CpuAsyncBackend(std::shared_ptr<WorkQueue> compute, int num_threads)
+      : compute_(std::move(compute)),
+        side_(std::make_shared<WorkQueue>(std::chrono::microseconds{0}, nullptr)),
+        worker_ctx_(DeviceKind::Cpu, std::unique_ptr<LentWorkspace>(lent_ = new LentWorkspace),
+                    cpu_, num_threads) {}
+  ~CpuAsyncBackend() override {
+    // Queued ops use this object; the queue itself lives on in the allocator.
+    side_->drain();
+    compute_->drain();
+  }
+
+  const char* name() const override { return "cpu-async"; }
+
+  void gemm(Context&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+            int64_t ldc) override {
+    queue([=, this](Context& w) { cpu_.gemm(w, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+  }
+  void add_bias(Context&, float* y, const float* bias, int64_t outer, int64_t channels,
+                int64_t inner) override {
+    queue([=, this](Context& w) { cpu_.add_bias(w, y, bias, outer, channels, inner); });
+  }
+  void bias_backward(Context&, const float* dy, float* dbias, int64_t outer, int64_t channels,
+                     int64_t inner) override {
+    queue([=, this](Context& w) { cpu_.bias_backward(w, dy, dbias, outer, channels, inner); });
+  }
+  void relu_forward(Context&, const float* x, float* y, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.relu_forward(w, x, y, n); });
+  }
+  void relu_backward(Context&, const float* y, const float* dy, float* dx, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.relu_backward(w, y, dy, dx, n); });
+  }
+  size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
+    return cpu_.conv2d_workspace_bytes(ctx, s);
+  }
+  void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* wt,
+                      const float* bias, float* y) override {
+    queue_with_workspace(ctx, cpu_.conv2d_workspace_bytes(ctx, s),
+                         [=, this](Context& w) { cpu_.conv2d_forward(w, s, x, wt, bias, y); });
+  }
+  void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* wt,
+                            float* dx) override {
+    queue_with_workspace(ctx, cpu_.conv2d_workspace_bytes(ctx, s),
+                         [=, this](Context& w) { cpu_.conv2d_backward_data(w, s, dy, wt, dx); });
+  }
+  void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
+                              float* dw, float* dbias) override {
+    queue_with_workspace(ctx, cpu_.conv2d_workspace_bytes(ctx, s),
+                         [=, this](Context& w) { cpu_.conv2d_backward_filter(w, s, x, dy, dw, dbias); });
+  }
+  void maxpool2d_forward(Context&, const Pool2dShape& s, const float* x, float* y,
+                         int32_t* argmax) override {
+    queue([=, this](Context& w) { cpu_.maxpool2d_forward(w, s, x, y, argmax); });
+  }
+  void maxpool2d_backward(Context&, const Pool2dShape& s, const float* dy, const int32_t* argmax,
+                          float* dx) override {
+    queue([=, this](Context& w) { cpu_.maxpool2d_backward(w, s, dy, argmax, dx); });
+  }
+  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+                             double* stats) override {
+    queue_with_workspace(ctx, cpu_.softmax_cross_entropy_workspace_bytes(batch), [=, this](Context& w) {
+      cpu_.softmax_cross_entropy(w, logits, labels, batch, classes, grad_scale, dlogits, stats);
+    });
+  }
+  size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
+    return cpu_.softmax_cross_entropy_workspace_bytes(batch);
+  }
+  void sgd_update(Context&, float* params, const float* grads, float* momentum, int64_t n,
+                  const SgdHyper& h) override {
+    queue([=, this](Context& w) { cpu_.sgd_update(w, params, grads, momentum, n, h); });
+  }
+  void adamw_update(Context&, float* params, const float* grads, float* m, float* v, int64_t n,
+                    const AdamWHyper& h) override {
+    queue([=, this](Context& w) { cpu_.adamw_update(w, params, grads, m, v, n, h); });
+  }
+  void fill(Context&, float* x, int64_t n, float value) override {
+    queue([=, this](Context& w) { cpu_.fill(w, x, n, value); });
+  }
+  void sum_squares(Context&, const float* x, int64_t n, double scale, double* out) override {
+    queue([=, this](Context& w) { cpu_.sum_squares(w, x, n, scale, out); });
+  }
+  void copy_from_host(Context&, void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    std::shared_ptr<const void> source = transfer_.source_for_copy(src, bytes);
+    compute_->enqueue([dst, source, bytes] { std::memcpy(dst, source.get(), bytes); });
+  }
+  void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
+    if (bytes != 0) compute_->enqueue([dst, src, bytes] { std::memcpy(dst, src, bytes); });
+    synchronize(ctx);
+  }
+  void synchronize(Context&) override {
+    compute_->drain();
+    if (std::exception_ptr error = compute_->take_error()) std::rethrow_exception(error);
+  }
+  void* alloc_host(size_t bytes) override { return transfer_.allocate(bytes); }
+  void free_host(void* p) override {
+    // As cudaFreeHost: the device's queued work, copies included, finishes first.
+    side_->drain();
+    compute_->drain();
+    transfer_.release(p);
+  }
+  std::unique_ptr<Uploader> make_uploader(Context&) override {
+    return make_async_uploader(compute_, side_, transfer_);
+  }
+
+ private:
+  template <class Op>
+  void queue(Op op) {
+    compute_->enqueue([this, op] { op(worker_ctx_); });
+  }
+  template <class Op>
+  void queue_with_workspace(Context& ctx, size_t bytes, Op op) {
+    void* workspace = bytes == 0 ? nullptr : ctx.workspace(bytes);
+    compute_->enqueue([this, op, workspace, bytes] {
+      worker_ctx_.release_workspace();  // the previous op's loan
+      lent_->lend(workspace, bytes);
+      op(worker_ctx_);
+    });
+  }
+
+  OpsBackend& cpu_ = cpu::backend();
+  std::shared_ptr<WorkQueue> compute_;
+  std::shared_ptr<WorkQueue> side_;  // the Uploaders' copies
+  TransferMemory transfer_;
+  LentWorkspace* lent_ = nullptr;    // owned by worker_ctx_
+  Context worker_ctx_;               // used on the worker thread only
+};
+
+}  // namespace
+
+std::unique_ptr<Context> Context::make_cpu_async(int num_threads, size_t memory_limit_bytes) {
+  cpu::set_num_threads(num_threads);
+  auto compute = std::make_shared<WorkQueue>(kCpuAsyncLag, [num_threads] { cpu::set_num_threads(num_threads); });
+  // Freed memory goes back after the work queued before its release, poisoned (every
+  // byte 0xff: a NaN in each float, -1 in each int) so a late reader sees garbage.
+  auto dispose = [compute](void* ptr, size_t bytes) {
+    compute->enqueue([ptr, bytes] {
+      std::memset(ptr, 0xff, bytes);
+      std::free(ptr);
+    });
+  };
+  auto allocator = std::make_unique<CpuAllocator>(memory_limit_bytes, "cpu-async", dispose);
+  auto backend = std::make_unique<CpuAsyncBackend>(compute, num_threads);
+  return std::make_unique<Context>(DeviceKind::CpuAsync, std::move(allocator), std::move(backend),
+                                   num_threads);
+}
+
+}  // namespace dtrain
