@@ -270,6 +270,7 @@ int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes) {
 }
 
 size_t conv2d_workspace_bytes(const Context& ctx, const Conv2dShape& s) {
+  check_shape(s, "conv2d_workspace_bytes");  // a bad shape is no workspace size (as on CUDA)
   if (s.batch <= 0) return 0;
   const Geometry g(s);
   return chunk_scratch_bytes(s, g, conv2d_chunk_samples(s, resolve_budget(ctx, kConvCacheBudget)));

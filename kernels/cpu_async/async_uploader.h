@@ -1,6 +1,6 @@
 // The Uploader of the asynchronous CPU device (Note [Batch prefetch], kernels/ops.h):
-// copies run on a side queue, ordered against the compute queue by task numbers as
-// the CUDA Uploader orders its two streams with events.
+// copies run on the Uploader's own queue (`side`), ordered against the compute queue by
+// task numbers as the CUDA Uploader orders its two streams with events.
 #pragma once
 
 #include <memory>
@@ -13,6 +13,6 @@ namespace dtrain {
 
 std::unique_ptr<Uploader> make_async_uploader(std::shared_ptr<WorkQueue> compute,
                                               std::shared_ptr<WorkQueue> side,
-                                              const TransferMemory& transfer);
+                                              std::shared_ptr<const TransferMemory> transfer);
 
 }  // namespace dtrain

@@ -1,14 +1,18 @@
 #include "kernels/cpu_async/cpu_async_backend.h"
 
 #include <cstring>
+#include <future>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu_async/async_uploader.h"
 #include "kernels/cpu_async/transfer_memory.h"
 #include "kernels/cpu_async/work_queue.h"
+#include "kernels/errors.h"
 #include "kernels/ops.h"
 
 namespace dtrain {
@@ -46,13 +50,11 @@ class CpuAsyncBackend final : public OpsBackend {
  public:
   CpuAsyncBackend(std::shared_ptr<WorkQueue> compute, int num_threads)
       : compute_(std::move(compute)),
-        side_(std::make_shared<WorkQueue>(std::chrono::microseconds{0}, nullptr)),
         worker_ctx_(DeviceKind::Cpu, std::unique_ptr<LentWorkspace>(lent_ = new LentWorkspace),
                     cpu_, num_threads) {}
   ~CpuAsyncBackend() override {
     // Queued ops use this object; the queue itself lives on in the allocator.
-    side_->drain();
-    compute_->drain();
+    drain_all();
   }
 
   const char* name() const override { return "cpu-async"; }
@@ -128,7 +130,7 @@ class CpuAsyncBackend final : public OpsBackend {
   }
   void copy_from_host(Context&, void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
-    std::shared_ptr<const void> source = transfer_.source_for_copy(src, bytes);
+    std::shared_ptr<const void> source = transfer_->source_for_copy(src, bytes);
     compute_->enqueue([dst, source, bytes] { std::memcpy(dst, source.get(), bytes); });
   }
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
@@ -139,15 +141,23 @@ class CpuAsyncBackend final : public OpsBackend {
     compute_->drain();
     if (std::exception_ptr error = compute_->take_error()) std::rethrow_exception(error);
   }
-  void* alloc_host(size_t bytes) override { return transfer_.allocate(bytes); }
+  void* alloc_host(size_t bytes) override { return transfer_->allocate(bytes); }
   void free_host(void* p) override {
     // As cudaFreeHost: the device's queued work, copies included, finishes first.
-    side_->drain();
-    compute_->drain();
-    transfer_.release(p);
+    drain_all();
+    transfer_->release(p);
   }
   std::unique_ptr<Uploader> make_uploader(Context&) override {
-    return make_async_uploader(compute_, side_, transfer_);
+    // Its own queue, as each CUDA Uploader has its own stream: uploads of different
+    // Uploaders are not ordered with each other.
+    auto side = std::make_shared<WorkQueue>(std::chrono::microseconds{0}, nullptr);
+    side_queues_.push_back(side);
+    return make_async_uploader(compute_, std::move(side), transfer_);
+  }
+
+  // Work queued from now on, on the compute queue and every Uploader's, waits for `gate`.
+  void hold(const std::shared_future<void>& gate) {
+    for (const std::shared_ptr<WorkQueue>& q : live_queues()) q->enqueue([gate] { gate.wait(); });
   }
 
  private:
@@ -159,21 +169,53 @@ class CpuAsyncBackend final : public OpsBackend {
   void queue_with_workspace(Context& ctx, size_t bytes, Op op) {
     void* workspace = bytes == 0 ? nullptr : ctx.workspace(bytes);
     compute_->enqueue([this, op, workspace, bytes] {
-      worker_ctx_.release_workspace();  // the previous op's loan
+      // The loan lasts for this op only: an op queued without one that asks for
+      // workspace fails instead of reusing a pointer that may be freed by then.
+      struct EndLoan {
+        CpuAsyncBackend& b;
+        ~EndLoan() {
+          b.worker_ctx_.release_workspace();
+          b.lent_->lend(nullptr, 0);
+        }
+      } end_loan{*this};
       lent_->lend(workspace, bytes);
       op(worker_ctx_);
     });
   }
 
+  // The compute queue and the queues of the Uploaders still alive.
+  std::vector<std::shared_ptr<WorkQueue>> live_queues() {
+    std::vector<std::shared_ptr<WorkQueue>> queues{compute_};
+    std::erase_if(side_queues_, [](const std::weak_ptr<WorkQueue>& q) { return q.expired(); });
+    for (const std::weak_ptr<WorkQueue>& q : side_queues_) {
+      if (auto live = q.lock()) queues.push_back(std::move(live));
+    }
+    return queues;
+  }
+  void drain_all() {
+    // Uploads first: the compute queue may wait for them, never the other way round
+    // for work queued before.
+    std::vector<std::shared_ptr<WorkQueue>> queues = live_queues();
+    for (size_t i = queues.size(); i-- > 0;) queues[i]->drain();
+  }
+
   OpsBackend& cpu_ = cpu::backend();
   std::shared_ptr<WorkQueue> compute_;
-  std::shared_ptr<WorkQueue> side_;  // the Uploaders' copies
-  TransferMemory transfer_;
-  LentWorkspace* lent_ = nullptr;    // owned by worker_ctx_
-  Context worker_ctx_;               // used on the worker thread only
+  std::vector<std::weak_ptr<WorkQueue>> side_queues_;  // one per Uploader made
+  std::shared_ptr<TransferMemory> transfer_ = std::make_shared<TransferMemory>();
+  LentWorkspace* lent_ = nullptr;  // owned by worker_ctx_
+  Context worker_ctx_;             // used on the worker thread only
 };
 
 }  // namespace
+
+CpuAsyncHold::CpuAsyncHold(Context& ctx) {
+  auto* backend = dynamic_cast<CpuAsyncBackend*>(&ctx.backend());
+  if (backend == nullptr) throw Error(std::string("CpuAsyncHold needs a cpu-async context, not ") + ctx.backend().name());
+  backend->hold(gate_.get_future().share());
+}
+
+CpuAsyncHold::~CpuAsyncHold() { gate_.set_value(); }
 
 std::unique_ptr<Context> Context::make_cpu_async(int num_threads, size_t memory_limit_bytes) {
   cpu::set_num_threads(num_threads);

@@ -4,8 +4,8 @@
 
 namespace dtrain {
 
-WorkQueue::WorkQueue(std::chrono::microseconds lag, const std::function<void()>& on_start)
-    : lag_(lag), worker_([this, on_start] { run(on_start); }) {}
+WorkQueue::WorkQueue(std::chrono::microseconds lag, const std::function<void()>& on_start, uint64_t seed)
+    : lag_(lag), rng_(seed), worker_([this, on_start] { run(on_start); }) {}
 
 WorkQueue::~WorkQueue() {
   {
@@ -42,6 +42,12 @@ std::exception_ptr WorkQueue::take_error() {
   return std::exchange(error_, nullptr);
 }
 
+std::chrono::microseconds WorkQueue::next_lag() {
+  // Uniform in [0, 2 lag]: sometimes this queue is behind another, sometimes ahead, so
+  // over many tasks both orders of two unordered pieces of work happen.
+  return std::chrono::microseconds(static_cast<int64_t>(rng_.below(2 * static_cast<uint64_t>(lag_.count()) + 1)));
+}
+
 void WorkQueue::run(const std::function<void()>& on_start) {
   if (on_start) on_start();
   std::unique_lock<std::mutex> lock(mu_);
@@ -52,13 +58,16 @@ void WorkQueue::run(const std::function<void()>& on_start) {
     std::function<void()> task = std::move(tasks_.front());
     tasks_.pop_front();
     lock.unlock();
-    if (lag_.count() > 0) std::this_thread::sleep_for(lag_);
+    if (lag_.count() > 0) std::this_thread::sleep_for(next_lag());
     std::exception_ptr error;
     try {
       task();
     } catch (...) {
       error = std::current_exception();
     }
+    // What the task captured goes before the lock is taken again: releasing it may
+    // queue work here or wait for another queue.
+    task = nullptr;
     lock.lock();
     if (error && !error_) error_ = error;
     ++done_;

@@ -2,8 +2,9 @@
 // stream, used by the asynchronous CPU device (cpu_async_backend.h). Each task gets a
 // number (1, 2, ...) when queued; waiting for a number waits until that task and every
 // task queued before it has run, which is what recording and waiting on a CUDA event
-// does. The worker sleeps `lag` before each task, so the host that queues runs ahead
-// of the work, as it does ahead of a GPU.
+// does. The worker sleeps before each task, `lag` on average (uniform in [0, 2 lag],
+// from a seeded generator), so the host that queues runs ahead of the work, as it does
+// ahead of a GPU, and two queues overtake each other now and then.
 #pragma once
 
 #include <chrono>
@@ -15,13 +16,15 @@
 #include <mutex>
 #include <thread>
 
+#include "kernels/rng.h"
+
 namespace dtrain {
 
 class WorkQueue {
  public:
   // `on_start` runs first on the worker thread (per-thread settings such as OpenMP's
   // thread count).
-  WorkQueue(std::chrono::microseconds lag, const std::function<void()>& on_start);
+  WorkQueue(std::chrono::microseconds lag, const std::function<void()>& on_start, uint64_t seed = 1);
   // Runs every queued task, then joins the worker.
   ~WorkQueue();
   WorkQueue(const WorkQueue&) = delete;
@@ -41,8 +44,10 @@ class WorkQueue {
 
  private:
   void run(const std::function<void()>& on_start);
+  std::chrono::microseconds next_lag();  // worker thread only
 
   const std::chrono::microseconds lag_;
+  Rng rng_;
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::deque<std::function<void()>> tasks_;

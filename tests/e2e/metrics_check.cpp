@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -69,6 +70,15 @@ int compare_evals(double rel, long first, long last, const std::string& ref_dir,
   for (const std::string& key : keys) {
     const auto reference = by_step(ref_dir, "eval", key);
     const auto other = by_step(dir, "eval", key);
+    // Both runs evaluate at the same steps: an evaluation missing from one is a failure.
+    for (const auto& [run, have, lacking] : {std::tuple{&reference, &ref_dir, &dir}, std::tuple{&other, &dir, &ref_dir}}) {
+      for (const auto& [s, value] : *run) {
+        if (s >= first && s <= last && !(run == &reference ? other : reference).count(s)) {
+          std::printf("step %ld: %s evaluated in %s but not in %s\n", s, key.c_str(), have->c_str(), lacking->c_str());
+          ++failures;
+        }
+      }
+    }
     for (const auto& [s, a] : reference) {
       if (s < first || s > last || !other.count(s)) continue;
       ++compared;
@@ -80,7 +90,7 @@ int compare_evals(double rel, long first, long last, const std::string& ref_dir,
       }
     }
   }
-  std::printf("%s vs %s: %d evaluation figures compared, %d beyond the bound\n", dir.c_str(), ref_dir.c_str(),
+  std::printf("%s vs %s: %d evaluation figures compared, %d failing\n", dir.c_str(), ref_dir.c_str(),
               compared, failures);
   return failures;
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 #include <future>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/cpu_async/cpu_async_backend.h"
 #include "kernels/cpu_async/work_queue.h"
 #include "kernels/errors.h"
 #include "kernels/host_buffer.h"
@@ -26,20 +28,22 @@ using std::chrono::microseconds;
 
 TEST(WorkQueue, RunsTasksInOrderAndWaitsByNumber) {
   WorkQueue queue(microseconds{0}, nullptr);
-  std::promise<void> gate;
-  std::shared_future<void> open = gate.get_future().share();
+  std::promise<void> first_gate, second_gate;
+  std::shared_future<void> first = first_gate.get_future().share();
+  std::shared_future<void> second = second_gate.get_future().share();
   std::vector<int> ran;
+  ran.reserve(5);
   EXPECT_EQ(queue.last_queued(), 0u);
-  EXPECT_EQ(queue.enqueue([open] { open.wait(); }), 1u);
-  for (int i = 0; i < 5; ++i) queue.enqueue([&ran, i] { ran.push_back(i); });
-  EXPECT_EQ(queue.last_queued(), 6u);
+  EXPECT_EQ(queue.enqueue([first] { first.wait(); }), 1u);
+  for (int i = 0; i < 3; ++i) queue.enqueue([&ran, i] { ran.push_back(i); });
+  EXPECT_EQ(queue.enqueue([second] { second.wait(); }), 5u);
+  for (int i = 3; i < 5; ++i) queue.enqueue([&ran, i] { ran.push_back(i); });
+  EXPECT_EQ(queue.last_queued(), 7u);
   EXPECT_TRUE(ran.empty());  // held behind the first task
-  gate.set_value();
-  queue.wait_for(4);  // tasks 1..4: the gate and pushes 0, 1, 2
-  ASSERT_GE(ran.size(), 3u);
-  EXPECT_EQ(ran[0], 0);
-  EXPECT_EQ(ran[1], 1);
-  EXPECT_EQ(ran[2], 2);
+  first_gate.set_value();
+  queue.wait_for(4);  // the gate and pushes 0, 1, 2; the worker now waits at task 5
+  EXPECT_EQ(ran, (std::vector<int>{0, 1, 2}));
+  second_gate.set_value();
   queue.drain();
   EXPECT_EQ(ran, (std::vector<int>{0, 1, 2, 3, 4}));
 }
@@ -151,18 +155,64 @@ TEST(CpuAsync, GivesTheCpuBackendsBits) {
   EXPECT_GT(a.stats[0], 0.0);  // a real loss was computed
 }
 
-// The host queues and returns; the work happens later. 2000 queued fills take at least
-// 200 ms of worker lag, so the raw memory does not yet hold the last fill's value when
-// the host reads it right after queuing (unless this thread stalls for that long).
+// The host queues and returns; the work happens later (here: once the hold goes).
 TEST(CpuAsync, TheHostRunsAheadOfTheWork) {
   auto ctx = Context::make_cpu_async(1);
-  Buffer b = upload(*ctx, std::vector<float>(8, 0.0f));
+  Buffer b = upload(*ctx, std::vector<float>(8, 1.0f));
   ctx->synchronize();
-  const int fills = 2000;
-  for (int i = 1; i <= fills; ++i) ops::fill(*ctx, b.as<float>(), 8, static_cast<float>(i));
-  EXPECT_LT(b.as<float>()[7], static_cast<float>(fills)) << "the fills ran before the host went on";
+  {
+    CpuAsyncHold hold(*ctx);
+    ops::fill(*ctx, b.as<float>(), 8, 2.0f);
+    EXPECT_EQ(b.as<float>()[7], 1.0f) << "the fill ran before the host went on";
+  }
   ctx->synchronize();
-  EXPECT_EQ(b.as<float>()[7], static_cast<float>(fills));
+  EXPECT_EQ(b.as<float>()[7], 2.0f);
+}
+
+TEST(CpuAsync, HoldingAnotherKindOfContextIsAnError) {
+  auto ctx = Context::make_cpu(1);
+  EXPECT_THROW(CpuAsyncHold hold(*ctx), Error);
+}
+
+// Convolutions (which take workspace) and pooling, queued while the device is held, so
+// the workspace grows, and the old one is released, while the ops that use it still
+// wait: each op must use the workspace taken for it, and give the CPU's bits.
+TEST(CpuAsync, ConvolutionsGiveTheCpuBackendsBitsWhileTheWorkspaceGrows) {
+  Rng rng(11);
+  const Conv2dShape small{2, 3, 9, 9, 4, 3, 1, 1}, large{5, 3, 9, 9, 4, 3, 1, 1};
+  const Pool2dShape pool{5, 4, 9, 9, 2, 2};
+  const std::vector<float> x = random_normal(rng, 5 * 3 * 9 * 9), w = random_normal(rng, 4 * 3 * 3 * 3),
+                           bias = random_normal(rng, 4), dy = random_normal(rng, 5 * 4 * 9 * 9);
+  auto run = [&](Context& ctx, bool hold_device) {
+    Buffer gx = upload(ctx, x), gw = upload(ctx, w), gb = upload(ctx, bias), gdy = upload(ctx, dy);
+    const size_t y_bytes = 5 * 4 * 9 * 9 * sizeof(float);
+    Buffer y_small = upload(ctx, std::vector<float>(y_bytes / sizeof(float), 0.0f));  // 2 of 5 samples written
+    Buffer y_large(ctx.allocator(), y_bytes, MemoryCategory::Other);
+    Buffer dx(ctx.allocator(), 5 * 3 * 9 * 9 * sizeof(float), MemoryCategory::Other);
+    Buffer dw = upload(ctx, std::vector<float>(w.size(), 0.0f)), db = upload(ctx, std::vector<float>(4, 0.0f));
+    Buffer pooled(ctx.allocator(), 5 * 4 * 4 * 4 * sizeof(float), MemoryCategory::Other);
+    Buffer argmax(ctx.allocator(), 5 * 4 * 4 * 4 * sizeof(int32_t), MemoryCategory::Other);
+    ctx.release_workspace();
+    {
+      std::unique_ptr<CpuAsyncHold> hold = hold_device ? std::make_unique<CpuAsyncHold>(ctx) : nullptr;
+      ops::conv2d_forward(ctx, small, gx.as<float>(), gw.as<float>(), gb.as<float>(), y_small.as<float>());
+      ops::conv2d_forward(ctx, large, gx.as<float>(), gw.as<float>(), gb.as<float>(), y_large.as<float>());
+      ops::conv2d_backward_data(ctx, large, gdy.as<float>(), gw.as<float>(), dx.as<float>());
+      ops::conv2d_backward_filter(ctx, large, gx.as<float>(), gdy.as<float>(), dw.as<float>(), db.as<float>());
+      ops::maxpool2d_forward(ctx, pool, y_large.as<float>(), pooled.as<float>(), argmax.as<int32_t>());
+    }
+    return std::vector<std::vector<float>>{download(ctx, y_small), download(ctx, y_large), download(ctx, dx),
+                                           download(ctx, dw), download(ctx, db), download(ctx, pooled)};
+  };
+  auto cpu = Context::make_cpu(2);
+  auto async = Context::make_cpu_async(2);
+  ASSERT_LT(ops::conv2d_workspace_bytes(*async, small), ops::conv2d_workspace_bytes(*async, large));
+  const auto a = run(*cpu, false), b = run(*async, true);
+  for (size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "output " << i);
+    ASSERT_EQ(a[i].size(), b[i].size());
+    EXPECT_EQ(0, std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)));
+  }
 }
 
 // Released memory is accounted at once but freed after the work queued before the
@@ -203,38 +253,62 @@ TEST(CpuAsync, RunningOutOfMemoryIsAnErrorOfTheCall) {
 }
 
 // A copy from ordinary host memory reads it before returning, as CUDA does for
-// pageable memory; the caller may reuse it at once.
-TEST(CpuAsync, OrdinaryHostMemoryIsReadWhenTheCopyIsQueued) {
+// pageable memory; the caller may reuse it at once. A copy from transfer memory
+// (alloc_host, pinned on GPUs) reads it when the copy runs.
+TEST(CpuAsync, HostMemoryIsReadByCudasRulesForPageableAndPinned) {
   auto ctx = Context::make_cpu_async(1);
-  std::vector<float> source(1000, 5.0f);
-  Buffer b(ctx->allocator(), source.size() * sizeof(float), MemoryCategory::Other);
-  for (int i = 0; i < 20; ++i) ops::fill(*ctx, b.as<float>(), 1000, 0.0f);  // lag
-  ops::copy_from_host(*ctx, b.data(), source.data(), source.size() * sizeof(float));
-  std::fill(source.begin(), source.end(), -1.0f);
-  EXPECT_EQ(download(*ctx, b), std::vector<float>(1000, 5.0f));
+  const size_t n = 1000;
+  std::vector<float> pageable(n, 5.0f);
+  HostBuffer pinned(*ctx, n * sizeof(float));
+  std::fill(pinned.as<float>(), pinned.as<float>() + n, 5.0f);
+  Buffer from_pageable(ctx->allocator(), n * sizeof(float), MemoryCategory::Other);
+  Buffer from_pinned(ctx->allocator(), n * sizeof(float), MemoryCategory::Other);
+  {
+    CpuAsyncHold hold(*ctx);
+    ops::copy_from_host(*ctx, from_pageable.data(), pageable.data(), n * sizeof(float));
+    ops::copy_from_host(*ctx, from_pinned.data(), pinned.data(), n * sizeof(float));
+    std::fill(pageable.begin(), pageable.end(), -1.0f);
+    std::fill(pinned.as<float>(), pinned.as<float>() + n, -1.0f);  // too early: the copy reads this
+  }
+  EXPECT_EQ(download(*ctx, from_pageable), std::vector<float>(n, 5.0f));
+  EXPECT_EQ(download(*ctx, from_pinned), std::vector<float>(n, -1.0f));
 }
 
 // The Uploader (Note [Batch prefetch]): an upload waits for the reads queued before
-// release(), and the compute work queued after make_visible() sees it.
+// release(), and the work queued after make_visible() sees it. The two queues run with
+// random lags, so an upload that did not wait, or work that did not, would see the
+// other order in some of the rounds.
 TEST(CpuAsync, UploadsFollowTheReleaseAndBecomeVisible) {
   auto ctx = Context::make_cpu_async(1);
-  const size_t n = 4096;
-  Buffer dst = upload(*ctx, std::vector<float>(n, 1.0f));
-  Buffer copy(ctx->allocator(), n * sizeof(float), MemoryCategory::Other);
-  HostBuffer staging(*ctx, n * sizeof(float));
-  std::fill(staging.as<float>(), staging.as<float>() + n, 7.0f);
+  const int64_t n = 4096;
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
   auto uploader = ctx->backend().make_uploader(*ctx);
-  // The last reader of dst before the upload: copies the old values.
-  for (int i = 0; i < 20; ++i) ops::fill(*ctx, copy.as<float>(), static_cast<int64_t>(n), 0.0f);  // lag
-  ops::gemm(*ctx, false, false, 1, static_cast<int64_t>(n), 1, 1.0f, dst.as<float>(), 1, dst.as<float>(),
-            static_cast<int64_t>(n), 0.0f, copy.as<float>(), static_cast<int64_t>(n));
-  uploader->release();
-  uploader->upload(dst.data(), staging.data(), n * sizeof(float));
-  uploader->wait_source_free();
-  std::fill(staging.as<float>(), staging.as<float>() + n, -3.0f);  // the upload has read it
-  uploader->make_visible();
-  EXPECT_EQ(download(*ctx, copy), std::vector<float>(n, 1.0f));  // read before the upload
-  EXPECT_EQ(download(*ctx, dst), std::vector<float>(n, 7.0f));
+  HostBuffer staging(*ctx, bytes);
+  Buffer dst(ctx->allocator(), bytes, MemoryCategory::Other);
+  Buffer before(ctx->allocator(), bytes, MemoryCategory::Other);
+  Buffer after(ctx->allocator(), bytes, MemoryCategory::Other);
+  Buffer one = upload(*ctx, {1.0f});
+  // out = 1 x src: a read of src as an op.
+  auto read = [&](const Buffer& src, Buffer& out) {
+    ops::gemm(*ctx, false, false, 1, n, 1, 1.0f, one.as<float>(), 1, src.as<float>(), n, 0.0f,
+              out.as<float>(), n);
+  };
+  for (int round = 1; round <= 20; ++round) {
+    SCOPED_TRACE(::testing::Message() << "round " << round);
+    ops::fill(*ctx, dst.as<float>(), n, 0.0f);
+    uploader->wait_source_free();
+    std::fill(staging.as<float>(), staging.as<float>() + n, static_cast<float>(round));
+    {
+      CpuAsyncHold hold(*ctx);  // everything below is queued before any of it runs
+      read(dst, before);
+      uploader->release();
+      uploader->upload(dst.data(), staging.data(), bytes);
+      uploader->make_visible();
+      read(dst, after);
+    }
+    EXPECT_EQ(download(*ctx, before), std::vector<float>(n, 0.0f));
+    EXPECT_EQ(download(*ctx, after), std::vector<float>(n, static_cast<float>(round)));
+  }
 }
 
 }  // namespace
