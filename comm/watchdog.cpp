@@ -21,32 +21,67 @@ std::string seconds(double s) {
 
 }  // namespace
 
+double watchdog_heartbeat_period_s(double timeout_s) { return std::clamp(timeout_s / 4.0, 0.05, 0.5); }
+
+// Note [Naming the silent rank]
+// A live rank's watchdog sends a heartbeat every period and this one takes them in
+// every period, so a live peer is never more than about two periods quiet; messages
+// wait in MPI's queue while either side is descheduled, so a slow pass of this rank
+// does not make the others look silent. A peer quiet for more than three periods has
+// missed at least two beats in a row: it stopped (SIGSTOP, a hung node) or cannot
+// send. That is named however long the wait has run: the timeout bounds how long
+// this rank waits, not how long a peer may be silent, and a peer that stops after the
+// wait began (in the middle of the collective, having issued it) is silent for less
+// than the timeout when the wait ends. Ranks heard recently that have not issued the
+// collective are named as behind. Where no rank is silent or behind, the message
+// lists when each rank was last heard and what it was doing, so the reader can tell
+// a collective that every rank is inside (the network, the library) from the rest.
 std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
-                              double started_s, double timeout_s) {
-  std::ostringstream silent, behind;
-  int silent_count = 0, behind_count = 0;
+                              double started_s, double period_s) {
+  const double silent_after = 3.0 * period_s;
+  std::ostringstream silent, behind, heard;
+  int silent_count = 0, behind_count = 0, heard_count = 0, inside_count = 0;
   for (size_t r = 0; r < peers.size(); ++r) {
     if (static_cast<int>(r) == self) continue;
     const PeerProgress& p = peers[r];
     const double quiet = now_s - (p.heard ? p.last_heard_s : std::max(started_s, p.last_heard_s));
-    if (quiet > timeout_s) {
+    if (quiet > silent_after) {
       silent << (silent_count++ ? "; " : "") << "rank " << r << " has not been heard from for " << seconds(quiet)
-             << (p.heard ? " (last at step " + std::to_string(p.beat.step) + ")" : " (never)")
-             << ": it stopped, or its node failed";
+             << " (heartbeats come every " << seconds(period_s) << "; "
+             << (p.heard ? "last at step " + std::to_string(p.beat.step) + ", " + std::to_string(p.beat.issued) +
+                               " collectives issued"
+                         : std::string("never heard"))
+             << "): it stopped, or its node failed";
     } else if (p.heard && p.beat.issued < waiting_for) {
       behind << (behind_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
              << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for << " issued)";
     }
+    heard << (heard_count++ ? "; " : "") << "rank " << r;
+    if (p.heard) {
+      heard << " heard " << seconds(quiet) << " ago (step " << p.beat.step << ", " << p.beat.issued
+            << " collectives issued, " << (p.beat.waiting ? "waiting in one" : "not waiting") << ")";
+      if (p.beat.issued >= waiting_for && p.beat.waiting) ++inside_count;
+    } else {
+      heard << " not heard yet (" << seconds(quiet) << " since this rank started listening)";
+    }
   }
-  if (silent_count + behind_count == 0) return "no rank could be named (no heartbeats tell which one is behind)";
-  std::string out = silent.str();
-  if (behind_count) out += (silent_count ? "; " : "") + behind.str();
+  if (silent_count + behind_count > 0) {
+    std::string out = silent.str();
+    if (behind_count) out += (silent_count ? "; " : "") + behind.str();
+    return out;
+  }
+  std::string out = "no rank could be named: " + heard.str();
+  if (inside_count == heard_count) {
+    out += "; every rank has issued collective " + std::to_string(waiting_for) +
+           " and waits in it, so the collective itself does not finish (the network or the communication "
+           "library: check the links between the nodes)";
+  }
   return out;
 }
 
 Watchdog::Watchdog(int rank, int size, double timeout_s, std::unique_ptr<HeartbeatChannel> channel, Hooks hooks,
                    bool start_thread)
-    : rank_(rank), timeout_s_(timeout_s), channel_(std::move(channel)), hooks_(std::move(hooks)),
+    : rank_(rank), timeout_s_(timeout_s), period_s_(watchdog_heartbeat_period_s(timeout_s)), channel_(std::move(channel)), hooks_(std::move(hooks)),
       started_s_(hooks_.clock ? hooks_.clock() : steady_seconds()), peers_(static_cast<size_t>(size)) {
   if (!hooks_.clock) hooks_.clock = steady_seconds;
   if (start_thread) thread_ = std::thread([this] { run(); });
@@ -95,7 +130,7 @@ bool Watchdog::check_now() {
   std::ostringstream msg;
   msg << "rank " << rank_ << ": the " << waiting_what_.load() << " of step " << step_ << " (collective "
       << waiting_for << ") has waited " << seconds(waited) << ", longer than comm.timeout_s = " << timeout_s_ << " s. ";
-  msg << (channel_ ? describe_suspects(rank_, waiting_for, peers_, now, started_s_, timeout_s_)
+  msg << (channel_ ? describe_suspects(rank_, waiting_for, peers_, now, started_s_, period_s_)
                    : std::string("(this MPI has no thread support, so no heartbeats name the rank that is behind)"));
   msg << ". Ending every rank.";
   hooks_.abort(msg.str());
@@ -103,12 +138,10 @@ bool Watchdog::check_now() {
 }
 
 void Watchdog::run() {
-  // A few passes per timeout, at most 2 per second: heartbeats stay cheap, and a stall
-  // is caught within the timeout plus one period.
-  const double period = std::clamp(timeout_s_ / 4.0, 0.05, 0.5);
+  // A stall is caught within the timeout plus one period.
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    wake_.wait_for(lock, std::chrono::duration<double>(period), [this] { return stop_; });
+    wake_.wait_for(lock, std::chrono::duration<double>(period_s_), [this] { return stop_; });
     if (stop_) break;
     lock.unlock();
     check_now();

@@ -5,9 +5,10 @@
 // progress (step, collectives issued, whether it is waiting) to every other rank over
 // a heartbeat channel of its own, and reads theirs. When this rank has waited in one
 // collective longer than the timeout, it names the suspects from what it heard: ranks
-// not heard from for longer than the timeout (stopped, or their node is gone) and
-// ranks that have not yet issued the collective it waits in (stuck before it), says
-// which step, and ends the job through its abort hook (launch/: MPI_Abort, which ends
+// that missed their heartbeats (stopped, or their node is gone) and ranks that have
+// not yet issued the collective it waits in (stuck before it), or, where none can be
+// named, when it last heard each rank (Note [Naming the silent rank]); it says which
+// step, and ends the job through its abort hook (launch/: MPI_Abort, which ends
 // every rank and the NCCL kernels in flight with them). A rank killed outright is seen
 // by the launcher first (mpirun names it); the watchdog covers the ranks that stop
 // making progress while alive. Tests drive it without threads or MPI: check_now()
@@ -48,11 +49,14 @@ struct PeerProgress {
   Heartbeat beat;
 };
 
+// How often the watchdog sends a heartbeat and checks its wait: a few times per
+// timeout, at most twice a second (cheap), at least 20 times a second.
+double watchdog_heartbeat_period_s(double timeout_s);
+
 // Pure: the sentence naming the ranks that hold up collective number `waiting_for`
-// (1-based) at time now_s: those silent for more than timeout_s (or never heard
-// from since started_s), and those that have issued fewer collectives.
+// (1-based) at time now_s. See Note [Naming the silent rank].
 std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
-                              double started_s, double timeout_s);
+                              double started_s, double period_s);
 
 class Watchdog {
  public:
@@ -82,6 +86,7 @@ class Watchdog {
 
   const int rank_;
   const double timeout_s_;
+  const double period_s_;
   std::unique_ptr<HeartbeatChannel> channel_;
   Hooks hooks_;
   const double started_s_;

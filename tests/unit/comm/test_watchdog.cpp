@@ -72,11 +72,62 @@ TEST(Watchdog, ASilentRankIsNamedOnceTheWaitPassesTheTimeout) {
   ASSERT_EQ(rig.aborts.size(), 1u);
   const std::string& m = rig.aborts[0];
   EXPECT_NE(m.find("rank 0: the all-reduce of step 57 (collective 1) has waited 3.5 s"), std::string::npos) << m;
-  EXPECT_NE(m.find("rank 2 has not been heard from for 3.5 s (last at step 57)"), std::string::npos) << m;
+  EXPECT_NE(m.find("rank 2 has not been heard from for 3.5 s (heartbeats come every 0.5 s; last at step 57, 1 "
+                        "collectives issued)"), std::string::npos) << m;
   EXPECT_EQ(m.find("rank 1"), std::string::npos) << m;
   rig.now += 5;
   rig.dog->check_now();
   EXPECT_EQ(rig.aborts.size(), 1u);  // it fires once
+}
+
+// The stop that went unnamed (no_hang_checks, SIGSTOP of rank 3 on 4 ranks): this
+// rank waits in collective 75 from the start; rank 3 issued it too, was heard waiting
+// in it, and then stopped 1.5 s into the wait; ranks 1 and 2 finished it and wait in
+// 76. When the wait passes the 3 s timeout, rank 3 has been silent for 2 s: less than
+// the timeout, but four heartbeat periods (0.5 s each) without a beat from a rank
+// that sent one every period until then. It must be named.
+TEST(Watchdog, ARankSilentForSeveralHeartbeatPeriodsIsNamedBeforeTheTimeout) {
+  Rig rig(3.0);
+  rig.dog->set_step(12);
+  for (int i = 1; i < 75; ++i) rig.dog->next_collective();
+  const int64_t n = rig.dog->next_collective();
+  rig.dog->begin_wait(n, "all-reduce");
+  for (int pass = 0; pass <= 7; ++pass) {  // t = 0.0 .. 3.5 s, 0.5 s apart
+    rig.inbox.push_back({1, Heartbeat{12, n + 1, 1}});
+    rig.inbox.push_back({2, Heartbeat{12, n + 1, 1}});
+    if (rig.now - 100.0 <= 1.5) rig.inbox.push_back({3, Heartbeat{12, n, 1}});
+    rig.dog->check_now();
+    rig.now += 0.5;
+  }
+  ASSERT_EQ(rig.aborts.size(), 1u);
+  const std::string& m = rig.aborts[0];
+  EXPECT_NE(m.find("rank 3 has not been heard from for 2.0 s"), std::string::npos) << m;
+  EXPECT_EQ(m.find("rank 1 "), std::string::npos) << m;
+  EXPECT_EQ(m.find("rank 2 "), std::string::npos) << m;
+}
+
+// Where no rank can be named, the message says what this rank knows: when it last
+// heard from each rank and what that rank was doing, so a reader can still tell
+// a collective that every rank is inside (the network, the library) from the rest.
+TEST(Watchdog, WhenNoRankCanBeNamedTheMessageSaysWhenEachWasLastHeard) {
+  Rig rig(2.0);
+  rig.dog->set_step(4);
+  const int64_t n = rig.dog->next_collective();
+  rig.dog->begin_wait(n, "all-reduce");
+  for (int pass = 0; pass <= 5; ++pass) {  // t = 0.0 .. 2.5 s: everyone waits in it
+    rig.peers_report(4, n);
+    rig.dog->check_now();
+    rig.now += 0.5;
+  }
+  ASSERT_EQ(rig.aborts.size(), 1u);
+  const std::string& m = rig.aborts[0];
+  EXPECT_NE(m.find("no rank could be named"), std::string::npos) << m;
+  for (int r = 1; r < 4; ++r) {
+    EXPECT_NE(m.find("rank " + std::to_string(r) + " heard 0.0 s ago (step 4, 1 collectives issued, waiting in one)"),
+              std::string::npos)
+        << m;
+  }
+  EXPECT_NE(m.find("every rank has issued collective 1 and waits in it"), std::string::npos) << m;
 }
 
 TEST(Watchdog, ARankThatHasNotIssuedTheCollectiveIsNamedAsBehind) {
@@ -214,18 +265,45 @@ TEST(WatchedCommunicator, FromFirstStepLeavesSetUpCollectivesUnwatched) {
 }
 
 TEST(WatchdogSuspects, SilentAndBehindRanksAreListed) {
+  const double period = 0.5;  // silent after 3 periods: 1.5 s
   std::vector<PeerProgress> peers(4);
-  peers[1] = {true, 10.0, Heartbeat{5, 40, 1}};
+  peers[1] = {true, 18.4, Heartbeat{5, 40, 1}};
   peers[2] = {true, 19.5, Heartbeat{5, 38, 0}};
   peers[3] = {false, 0.0, {}};
-  const std::string m = describe_suspects(0, 40, peers, 20.0, 0.0, 5.0);
-  EXPECT_NE(m.find("rank 1 has not been heard from for 10.0 s (last at step 5)"), std::string::npos) << m;
+  const std::string m = describe_suspects(0, 40, peers, 20.0, 0.0, period);
+  EXPECT_NE(m.find("rank 1 has not been heard from for 1.6 s (heartbeats come every 0.5 s; last at step 5, 40 "
+                   "collectives issued)"),
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find("rank 2 is still at step 5 and has not reached this collective (38 of 40 issued)"), std::string::npos) << m;
-  EXPECT_NE(m.find("rank 3 has not been heard from for 20.0 s (never)"), std::string::npos) << m;
-  peers[1].last_heard_s = 19.0;
+  EXPECT_NE(m.find("rank 3 has not been heard from for 20.0 s (heartbeats come every 0.5 s; never heard)"),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(m.find("no rank could be named"), std::string::npos) << m;
+  peers[1].last_heard_s = 18.6;  // 1.4 s: within three periods
   peers[2].beat.issued = 40;
-  peers[3] = {true, 19.0, Heartbeat{5, 41, 1}};
-  EXPECT_NE(describe_suspects(0, 40, peers, 20.0, 0.0, 5.0).find("no rank could be named"), std::string::npos);
+  peers[3] = {true, 19.0, Heartbeat{5, 41, 0}};
+  const std::string none = describe_suspects(0, 40, peers, 20.0, 0.0, period);
+  EXPECT_NE(none.find("no rank could be named: rank 1 heard 1.4 s ago (step 5, 40 collectives issued, waiting in "
+                      "one); rank 2 heard 0.5 s ago (step 5, 40 collectives issued, not waiting); rank 3 heard "
+                      "1.0 s ago (step 5, 41 collectives issued, not waiting)"),
+            std::string::npos)
+      << none;
+  EXPECT_EQ(none.find("every rank has issued"), std::string::npos) << none;  // ranks 2 and 3 are not inside it
+}
+
+TEST(WatchdogSuspects, ARankNotYetHeardFromIsCountedFromWhenListeningStarted) {
+  std::vector<PeerProgress> peers(2);
+  EXPECT_NE(describe_suspects(0, 1, peers, 11.0, 10.0, 0.5).find("rank 1 not heard yet (1.0 s since"),
+            std::string::npos);
+  EXPECT_NE(describe_suspects(0, 1, peers, 11.6, 10.0, 0.5).find("rank 1 has not been heard from for 1.6 s"),
+            std::string::npos);
+}
+
+TEST(WatchdogSuspects, HeartbeatPeriodIsAFewPerTimeoutWithinBounds) {
+  EXPECT_DOUBLE_EQ(watchdog_heartbeat_period_s(3.0), 0.5);
+  EXPECT_DOUBLE_EQ(watchdog_heartbeat_period_s(1.0), 0.25);
+  EXPECT_DOUBLE_EQ(watchdog_heartbeat_period_s(0.1), 0.05);
 }
 
 }  // namespace
