@@ -35,7 +35,9 @@ std::unique_ptr<Communicator> make_mpi_device_communicator(MpiCommunicator& mpi,
 
 // An NcclCommunicator (comm/nccl_communicator.h) over `bootstrap`'s ranks on the CUDA
 // context `ctx`; collective over `bootstrap`, which must take host buffers (MPI, or
-// SelfCommunicator for one rank). Throws CommError in builds without CUDA.
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx);
+// SelfCommunicator for one rank). A rank whose NCCL initialisation has not completed
+// within `timeout_s` (comm.timeout_s; 0: no limit) throws CommError naming it. Throws
+// CommError in builds without CUDA.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx, double timeout_s);
 
 }  // namespace dtrain

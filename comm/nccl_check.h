@@ -1,7 +1,8 @@
 // DTRAIN_NCCL_CHECK: the NCCL member of the CHECK family (kernels/check.h). Throws
 // CommError naming the statement, file:line, the rank, NCCL's error string and NCCL's
-// last message, and says how to get NCCL's own diagnostics. DTRAIN_NCCL_REPORT is
-// the non-throwing form for destructors (writes the same message to stderr).
+// last message, and says how to get NCCL's own diagnostics. DTRAIN_NCCL_ISSUE is the
+// same for calls that may go on in the background; DTRAIN_NCCL_REPORT is the
+// non-throwing form for destructors (writes the same message to stderr).
 #pragma once
 
 #include <nccl.h>
@@ -15,6 +16,9 @@
 namespace dtrain::detail {
 
 inline bool nccl_ok(ncclResult_t status) { return status == ncclSuccess; }
+// A call on a nonblocking communicator that NCCL goes on with in the background
+// (Note [Nonblocking NCCL communicator], nccl_communicator.h).
+inline bool nccl_issued(ncclResult_t status) { return status == ncclSuccess || status == ncclInProgress; }
 
 inline std::string nccl_error_string(ncclResult_t status) {
   std::string text = ncclGetErrorString(status);
@@ -31,6 +35,12 @@ inline std::string nccl_where(int rank) { return "rank " + std::to_string(rank);
 
 #define DTRAIN_NCCL_CHECK(statement, rank)                                                  \
   DTRAIN_CHECK_LIB(::dtrain::CommError, "NCCL", statement, ::dtrain::detail::nccl_ok,        \
+                   ::dtrain::detail::nccl_error_string, ::dtrain::detail::nccl_where(rank))
+
+// DTRAIN_NCCL_CHECK for the calls on a nonblocking communicator, which also accepts
+// ncclInProgress: the caller then waits for the call to complete.
+#define DTRAIN_NCCL_ISSUE(statement, rank)                                                  \
+  DTRAIN_CHECK_LIB(::dtrain::CommError, "NCCL", statement, ::dtrain::detail::nccl_issued,    \
                    ::dtrain::detail::nccl_error_string, ::dtrain::detail::nccl_where(rank))
 
 #define DTRAIN_NCCL_REPORT(statement)                                                         \

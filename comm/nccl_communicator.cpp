@@ -1,11 +1,14 @@
 #include "comm/nccl_communicator.h"
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <span>
+#include <thread>
 
+#include "comm/completion_wait.h"
 #include "comm/device_communicator.h"
 #include "comm/nccl_check.h"
 #include "comm/typed_collectives.h"
@@ -85,6 +88,17 @@ ncclUniqueId exchange_unique_id(Communicator& bootstrap) {
   return id;
 }
 
+// How often a wait on the nonblocking communicator asks NCCL for its state: often
+// enough that a collective being issued is not held up noticeably, rarely enough that
+// the polling thread leaves the CPU to NCCL's own threads.
+constexpr double kPollPeriodS = 0.001;
+
+double monotonic_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void sleep_seconds(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
+
 }  // namespace
 
 // The Work of one NCCL collective: its completion event, recorded on the NCCL stream
@@ -99,8 +113,11 @@ class NcclWork final : public Work {
     // Note [Stream-ordered reuse] (kernels/cuda/caching_allocator.h): the caller may
     // release the buffers once the Work is gone, so the compute stream must not run
     // ahead of the collective even when nobody waited. Waiting on an event that was
-    // never recorded (a launch that failed) is a no-op.
-    if (!waited_) DTRAIN_CUDA_REPORT(cudaStreamWaitEvent(comm_.compute_, event_, 0));
+    // never recorded (a launch that failed) is a no-op. Not so once the communicator
+    // has been aborted (Note [Abort before unwinding]): the collective then never
+    // completes normally, and ncclCommAbort has returned only after freeing the
+    // device resources its kernels used, so there is nothing left to order after.
+    if (!waited_ && !comm_.aborted()) DTRAIN_CUDA_REPORT(cudaStreamWaitEvent(comm_.compute_, event_, 0));
     // Destroying an event whose record is still pending is allowed: CUDA releases it
     // once the record has completed.
     DTRAIN_CUDA_REPORT(cudaEventDestroy(event_));
@@ -110,6 +127,7 @@ class NcclWork final : public Work {
 
   void wait() override {
     if (waited_) return;
+    comm_.check_usable("wait");
     comm_.check_async_error();
     if (host_blocking_) {
       DTRAIN_CUDA_CHECK(cudaEventSynchronize(event_));
@@ -122,6 +140,7 @@ class NcclWork final : public Work {
   }
 
   bool done() override {
+    comm_.check_usable("done");
     const cudaError_t status = cudaEventQuery(event_);
     if (status == cudaSuccess) return true;
     if (status != cudaErrorNotReady) {
@@ -151,8 +170,8 @@ void NcclCommunicator::EventDeleter::operator()(cudaEvent_t e) const {
   DTRAIN_CUDA_REPORT(cudaEventDestroy(e));
 }
 
-NcclCommunicator::NcclCommunicator(Communicator& bootstrap, Context& ctx)
-    : ctx_(ctx), rank_(bootstrap.rank()), size_(bootstrap.size()) {
+NcclCommunicator::NcclCommunicator(Communicator& bootstrap, Context& ctx, double timeout_s)
+    : ctx_(ctx), rank_(bootstrap.rank()), size_(bootstrap.size()), timeout_s_(timeout_s) {
   // Everything that can fail alone comes first, so that a failure here leaves no rank
   // inside a collective; the id exchange and ncclCommInitRank come last. (A rank that
   // fails before them still leaves the others waiting in the bootstrap broadcast or in
@@ -174,23 +193,54 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, Context& ctx)
   ops::fill(ctx, barrier_scratch_.as<float>(), 1, 0.0f);
 
   const ncclUniqueId id = exchange_unique_id(bootstrap);
+  // The most common cause of a failure at this step is two ranks on one GPU, which
+  // NCCL refuses.
+  const std::string init_hint = " [CUDA device " + std::to_string(device_) +
+                                "]. NCCL needs a GPU of its own for every rank; ranks that share a GPU must "
+                                "use comm.backend: mpi";
+  // Note [Nonblocking NCCL communicator]: the call returns at once, and the
+  // initialisation goes on in NCCL's background until the wait sees it done.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
   ncclComm_t comm = nullptr;
   try {
-    DTRAIN_NCCL_CHECK(ncclCommInitRank(&comm, size_, id, rank_), rank_);
+    DTRAIN_NCCL_ISSUE(ncclCommInitRankConfig(&comm, size_, id, rank_, &config), rank_);
   } catch (const CommError& e) {
-    // The most common cause at this step is two ranks on one GPU, which NCCL refuses.
-    throw CommError(std::string(e.what()) + " [rank " + std::to_string(rank_) + " of " +
-                    std::to_string(size_) + ", CUDA device " + std::to_string(device_) +
-                    "]. NCCL needs a GPU of its own for every rank; ranks that share a GPU must "
-                    "use comm.backend: mpi");
+    if (comm != nullptr) DTRAIN_NCCL_REPORT(ncclCommAbort(comm));
+    throw CommError(std::string(e.what()) + " [rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+                    "]" + init_hint);
   }
   comm_ = comm;
+  wait_until_complete("NCCL initialisation", timeout_s_, init_hint);
 }
 
 void NcclCommunicator::abort() {
   if (comm_ == nullptr) return;
   DTRAIN_NCCL_REPORT(ncclCommAbort(comm_));
   comm_ = nullptr;
+  failed_ = true;
+}
+
+void NcclCommunicator::fail_and_abort() {
+  failed_ = true;
+  abort();
+}
+
+void NcclCommunicator::wait_until_complete(const std::string& operation, double timeout_s,
+                                           const std::string& failure_hint) {
+  CompletionHooks hooks;
+  hooks.poll = [&] {
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t queried = ncclCommGetAsyncError(comm_, &state);
+    if (queried != ncclSuccess) state = queried;
+    if (state == ncclSuccess) return CompletionState{CompletionState::kDone, ""};
+    if (state == ncclInProgress) return CompletionState{CompletionState::kInProgress, ""};
+    return CompletionState{CompletionState::kFailed, detail::nccl_error_string(state) + failure_hint};
+  };
+  hooks.abort = [this] { fail_and_abort(); };
+  hooks.clock = monotonic_seconds;
+  hooks.sleep = sleep_seconds;
+  wait_for_completion(operation, rank_, size_, timeout_s, kPollPeriodS, hooks);
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -220,13 +270,18 @@ void NcclCommunicator::check_async_error() {
   try {
     DTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async), rank_);
   } catch (...) {
-    failed_ = true;
+    fail_and_abort();
     throw;
   }
-  if (async != ncclSuccess) {
-    failed_ = true;
-    throw CommError("NCCL reported an asynchronous error on rank " + std::to_string(rank_) + ": " +
-                    detail::nccl_error_string(async) +
+  // ncclInProgress: an operation still being issued, which launch() never leaves
+  // behind; not an error.
+  if (async != ncclSuccess && async != ncclInProgress) {
+    // Note [Abort before unwinding]: the collectives in flight will never complete, so
+    // the communicator is aborted before the error unwinds past anything that would
+    // wait for them.
+    const std::string error = detail::nccl_error_string(async);
+    fail_and_abort();
+    throw CommError("NCCL reported an asynchronous error on rank " + std::to_string(rank_) + ": " + error +
                     ". Another rank may have failed or left the job; its own message names the cause");
   }
 }
@@ -242,11 +297,15 @@ std::unique_ptr<Work> NcclCommunicator::launch(const char* collective, bool host
     DTRAIN_CUDA_CHECK(cudaEventRecord(ready_.get(), compute_));
     DTRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), ready_.get(), 0));
     enqueue();
+    // Note [Nonblocking NCCL communicator]: the kernel is on the stream only once NCCL
+    // says the call is complete; the completion event must be recorded after it. No
+    // limit of its own: the watchdog times issuing (Note [Collective watchdog]).
+    wait_until_complete(std::string("NCCL ") + collective, 0.0, "");
     DTRAIN_CUDA_CHECK(cudaEventRecord(work->event(), stream_.get()));
     return work;
   } catch (...) {
     // A half-issued collective leaves this rank out of step with the others.
-    failed_ = true;
+    fail_and_abort();
     throw;
   }
 }
@@ -254,7 +313,7 @@ std::unique_ptr<Work> NcclCommunicator::launch(const char* collective, bool host
 std::unique_ptr<Work> NcclCommunicator::all_reduce(void* buf, size_t count, DataType type,
                                                    ReduceOp op) {
   return launch("all_reduce", false, [&] {
-    DTRAIN_NCCL_CHECK(ncclAllReduce(buf, buf, count, to_nccl(type), to_nccl(op), comm_, stream_.get()),
+    DTRAIN_NCCL_ISSUE(ncclAllReduce(buf, buf, count, to_nccl(type), to_nccl(op), comm_, stream_.get()),
                       rank_);
   });
 }
@@ -263,7 +322,7 @@ std::unique_ptr<Work> NcclCommunicator::reduce_scatter(const void* send, void* r
                                                        size_t recv_count, DataType type,
                                                        ReduceOp op) {
   return launch("reduce_scatter", false, [&] {
-    DTRAIN_NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, to_nccl(type), to_nccl(op), comm_,
+    DTRAIN_NCCL_ISSUE(ncclReduceScatter(send, recv, recv_count, to_nccl(type), to_nccl(op), comm_,
                                         stream_.get()),
                       rank_);
   });
@@ -272,7 +331,7 @@ std::unique_ptr<Work> NcclCommunicator::reduce_scatter(const void* send, void* r
 std::unique_ptr<Work> NcclCommunicator::all_gather(const void* send, void* recv, size_t send_count,
                                                    DataType type) {
   return launch("all_gather", false, [&] {
-    DTRAIN_NCCL_CHECK(ncclAllGather(send, recv, send_count, to_nccl(type), comm_, stream_.get()),
+    DTRAIN_NCCL_ISSUE(ncclAllGather(send, recv, send_count, to_nccl(type), comm_, stream_.get()),
                       rank_);
   });
 }
@@ -281,7 +340,7 @@ std::unique_ptr<Work> NcclCommunicator::broadcast(void* buf, size_t count, DataT
                                                   int root) {
   DTRAIN_ASSERT(root >= 0 && root < size_, "broadcast root " << root << " outside [0, " << size_ << ")");
   return launch("broadcast", false, [&] {
-    DTRAIN_NCCL_CHECK(ncclBroadcast(buf, buf, count, to_nccl(type), root, comm_, stream_.get()), rank_);
+    DTRAIN_NCCL_ISSUE(ncclBroadcast(buf, buf, count, to_nccl(type), root, comm_, stream_.get()), rank_);
   });
 }
 
@@ -290,13 +349,13 @@ std::unique_ptr<Work> NcclCommunicator::barrier() {
   // rank has issued it. Its Work blocks the host in wait() (see the class comment).
   float* scratch = barrier_scratch_.as<float>();
   return launch("barrier", true, [&] {
-    DTRAIN_NCCL_CHECK(ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, comm_, stream_.get()),
+    DTRAIN_NCCL_ISSUE(ncclAllReduce(scratch, scratch, 1, ncclFloat32, ncclSum, comm_, stream_.get()),
                       rank_);
   });
 }
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx) {
-  return std::make_unique<NcclCommunicator>(bootstrap, ctx);
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, Context& ctx, double timeout_s) {
+  return std::make_unique<NcclCommunicator>(bootstrap, ctx, timeout_s);
 }
 
 }  // namespace dtrain

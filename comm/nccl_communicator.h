@@ -39,17 +39,33 @@ class NcclWork;
 //
 // Buffers: device memory of `ctx`, owned by the collective until wait(). Errors: a
 // failed call throws CommError (NCCL) or DeviceError (CUDA); asynchronous NCCL errors
-// (a peer that failed) are reported by the next wait() or done(); after any error the
-// communicator refuses further collectives and its destructor aborts the NCCL
-// communicator instead of finalizing it. Lifetimes: `ctx` outlives the communicator,
-// and the communicator outlives its Works. Not thread-safe.
+// (a peer that failed) are reported by the next wait() or done(). Any error aborts the
+// NCCL communicator before it is thrown (Note [Abort before unwinding]), so that
+// nothing on the way out waits for collectives that will never complete: the Works
+// of an aborted communicator no longer order the compute stream after theirs, and the
+// communicator refuses further collectives, waits and queries. Lifetimes: `ctx`
+// outlives the communicator, and the communicator outlives its Works. Not thread-safe.
+//
+// Note [Nonblocking NCCL communicator]: the NCCL communicator is made nonblocking
+// (ncclConfig_t.blocking = 0), so that its initialisation can be timed: a blocking
+// ncclCommInitRank waits for every peer with no limit, before the watchdog exists,
+// and a rank that failed there hung all the others. NCCL keeps a communicator's
+// blocking mode for life, so every NCCL call on it may return ncclInProgress and
+// finish in the background; the kernel of a collective is on its stream only once
+// ncclCommGetAsyncError says ncclSuccess. Each call is therefore waited for right
+// away (wait_for_completion, comm/completion_wait.h) before anything is ordered after
+// it: the collectives behave as they did when blocking, and the initialisation ends
+// after `timeout_s` with a message naming the rank. Being nonblocking is also what
+// NCCL requires for ncclCommAbort to be safe at any point.
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap`'s ranks: NCCL rank and size are bootstrap's. Rank 0
   // makes the NCCL unique id and `bootstrap` broadcasts it, so `bootstrap` must take
   // host buffers (MpiCommunicator, or SelfCommunicator for one rank). The NCCL
-  // communicator lives on `ctx`'s device.
-  NcclCommunicator(Communicator& bootstrap, Context& ctx);
+  // communicator lives on `ctx`'s device. A rank whose NCCL initialisation has not
+  // completed after `timeout_s` (comm.timeout_s; 0: no limit) aborts it and throws
+  // CommError, as does one whose initialisation fails.
+  NcclCommunicator(Communicator& bootstrap, Context& ctx, double timeout_s);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -84,14 +100,22 @@ class NcclCommunicator final : public Communicator {
   // stream_), and returns a Work on the completion event.
   template <class Enqueue>
   std::unique_ptr<Work> launch(const char* collective, bool host_blocking, Enqueue&& enqueue);
-  // Throws CommError when NCCL reports an asynchronous error, and remembers it.
+  // Throws CommError when NCCL reports an asynchronous error, after aborting.
   void check_async_error();
   void check_usable(const char* collective) const;
+  // Marks the communicator failed and aborts the NCCL communicator (once).
+  void fail_and_abort();
+  bool aborted() const { return comm_ == nullptr; }
+  // Note [Nonblocking NCCL communicator]: returns once NCCL has completed the last call
+  // on comm_; on failure or after `timeout_s` (0: no limit), aborts and throws
+  // CommError whose message ends with `failure_hint` for a failure.
+  void wait_until_complete(const std::string& operation, double timeout_s, const std::string& failure_hint);
 
   Context& ctx_;
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;
+  double timeout_s_ = 0.0;
   cudaStream_t compute_ = nullptr;  // the context's stream; not owned
   std::unique_ptr<std::remove_pointer_t<cudaStream_t>, StreamDeleter> stream_;
   // Recorded on the compute stream before each collective. One event serves all:

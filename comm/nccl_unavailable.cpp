@@ -5,7 +5,7 @@
 
 namespace dtrain {
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, Context&) {
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, Context&, double) {
   throw CommError("this dtrain was built without the CUDA backend, so without NCCL; rebuild on a "
                   "machine with the CUDA toolkit and NCCL (cmake -DDTRAIN_CUDA=ON) or set "
                   "comm.backend: mpi");

@@ -97,7 +97,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
     throw e;
   }
   if (backend == "nccl" || (backend == "auto" && all_gpus && !shared)) {
-    setup.comm = make_nccl_communicator(control, *setup.ctx);
+    setup.comm = make_nccl_communicator(control, *setup.ctx, config.comm.timeout_s);
   } else if (process.mpi() != nullptr) {
     setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx, flags[2] == control.size());
   } else if (setup.ctx->device_kind() != DeviceKind::Cpu) {

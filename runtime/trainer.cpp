@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -45,6 +46,38 @@ std::string format(const char* fmt, double a) {
   std::snprintf(buf, sizeof(buf), fmt, a);
   return buf;
 }
+
+// Note [Abort before unwinding]
+// An error that leaves train() while collectives are in flight (a peer that died, seen
+// as an NCCL asynchronous error in reducer.finish()) must abort the data communicator
+// before anything on the way out waits for the device. The collectives in flight will
+// never complete; freeing the batch's pinned memory (DeviceBatch, cudaFreeHost)
+// synchronises the device, and a Work destroyed unwaited orders the compute stream
+// after its collective, so either would wait for ever, and the job's own abort
+// (launch/job.cpp) would come too late. This guard is declared after the buffers that
+// wait, so it is destroyed, and aborts, before them. Every error aborts: an error the
+// ranks agreed on is thrown by every rank at the same point, so they all abort alike
+// and none waits in a finalize for a peer that aborted. The NCCL communicator also
+// aborts itself before throwing the errors it detects (nccl_communicator.h); this
+// guard covers every other way out and every backend.
+class AbortCommunicatorOnError {
+ public:
+  explicit AbortCommunicatorOnError(Communicator& comm) : comm_(comm), exceptions_(std::uncaught_exceptions()) {}
+  ~AbortCommunicatorOnError() {
+    if (std::uncaught_exceptions() <= exceptions_) return;  // a normal return
+    try {
+      comm_.abort();
+    } catch (...) {
+      // Nothing may escape during unwinding; launch/job.cpp aborts again on the way out.
+    }
+  }
+  AbortCommunicatorOnError(const AbortCommunicatorOnError&) = delete;
+  AbortCommunicatorOnError& operator=(const AbortCommunicatorOnError&) = delete;
+
+ private:
+  Communicator& comm_;
+  const int exceptions_;
+};
 
 // How this run measures the gradient at a small batch (Note [Gradient noise scale]).
 struct NoiseProbe {
@@ -125,6 +158,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   const int64_t classes = data.train->num_classes();
   StepBuffers step_buffers(ctx, data.train->sample_shape(), classes, my_micro);
   DeviceBatch& batch = step_buffers.batch;
+  // Destroyed before the reducer's Works and the batch (Note [Abort before unwinding]).
+  const AbortCommunicatorOnError abort_on_error(comm);
   double* stats = step_buffers.stats.as<double>();
   // Contract 2: every sample's loss is divided by the global batch, never by k or n.
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(plan.global_batch));

@@ -82,7 +82,7 @@ class NcclOneRank : public testing::GpuTest {
     testing::GpuTest::SetUp();
     if (IsSkipped()) return;
     ctx = Context::make_cuda(CudaOptions{});
-    comm = std::make_unique<NcclCommunicator>(self, *ctx);
+    comm = std::make_unique<NcclCommunicator>(self, *ctx, /*timeout_s=*/60.0);
   }
   void TearDown() override {
     comm.reset();  // before the context whose stream and memory it uses
@@ -225,7 +225,7 @@ class StagingOnCuda : public testing::GpuTest {};
 TEST_F(NcclFactory, MakesAnNcclCommunicatorOnACudaContext) {
   auto ctx = Context::make_cuda(CudaOptions{});
   SelfCommunicator self;
-  auto comm = make_nccl_communicator(self, *ctx);
+  auto comm = make_nccl_communicator(self, *ctx, /*timeout_s=*/60.0);
   EXPECT_EQ(comm->backend_name(), "nccl");
   comm->barrier()->wait();
 }

@@ -16,7 +16,7 @@ TEST(NcclEntry, ACpuContextIsRefusedWithATypedError) {
   auto ctx = Context::make_cpu(1);
   SelfCommunicator self;
   try {
-    make_nccl_communicator(self, *ctx);
+    make_nccl_communicator(self, *ctx, /*timeout_s=*/300.0);
     FAIL() << "NCCL on a CPU context was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.exit_code(), kExitRuntime) << e.what();
