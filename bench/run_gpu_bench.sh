@@ -8,8 +8,12 @@
 #   STEPS        optimizer steps per run (default 600; the first 50 are not timed)
 #   COMPILE_AT   the batch sizes torch.compile runs at (default 512: its compilation
 #                takes most of a minute per run, and the device time is short)
+#   DEADLINE     the epoch second by which the whole benchmark must have ended (default:
+#                none); a run that would start with less than 20 s left is not run, and
+#                its cell says so
 # Each run has a time limit (dtrain 2 min, PyTorch 3 min with torch.compile's
-# compilation), so that a stuck run costs a table cell, not the GPU machine's time.
+# compilation, both cut to what is left before DEADLINE), so that a stuck run costs a
+# table cell, not the GPU machine's time.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dtrain=${DTRAIN_BIN:-$root/build/dtrain}
@@ -19,6 +23,16 @@ compile_at=" ${COMPILE_AT:-512} "
 warmup=50
 work=$(mktemp -d)
 python=${PYTHON:-python3}
+deadline=${DEADLINE:-}
+
+# limit SECONDS: SECONDS, or what is left before DEADLINE if less; 0 when under 20 s
+# are left (then the caller does not start the run).
+limit() {
+  local want=$1 left
+  [ -z "$deadline" ] && { echo "$want"; return; }
+  left=$(( deadline - $(date +%s) ))
+  if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$want" ]; then echo "$left"; else echo "$want"; fi
+}
 
 # samples/s of a dtrain run between the end of step $warmup and the last step.
 dtrain_rate() {
@@ -35,14 +49,19 @@ echo "| --- | --- | --- | --- | --- | --- | --- |"
 for model in mlp cnn; do
   for batch in 64 512; do
     run=$work/${model}_$batch
-    timeout 120 "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
+    t=$(limit 120)
+    [ "$t" = 0 ] && { echo "| $model | $batch | not run (out of time) | | | | |"; continue; }
+    timeout "$t" "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
       --set train.global_batch=$batch --set train.micro_batch=$batch --set train.max_steps=$steps \
       --set eval.every_steps=0 --set log.every_steps=100000 --set schedule.warmup_steps=0 \
       --set schedule.decay=none --set precision.tf32=false --run-dir "$run" >"$run.log" 2>&1 ||
       { echo "dtrain failed:"; tail -5 "$run.log"; }
     d=$(dtrain_rate "$run" 2>/dev/null || echo nan)
     rate() {
-      timeout 180 $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
+      local t
+      t=$(limit 180)
+      [ "$t" = 0 ] && { echo "not run (out of time)"; return; }
+      timeout "$t" $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
         --data "$data" "$@" 2>"$run.torch.err" | sed -n 's/^RESULT //p' |
         $python -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["samples_per_s"])' 2>/dev/null || echo nan
     }
