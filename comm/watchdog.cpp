@@ -33,14 +33,15 @@ double watchdog_heartbeat_period_s(double timeout_s) { return std::clamp(timeout
 // this rank waits, not how long a peer may be silent, and a peer that stops after the
 // wait began (in the middle of the collective, having issued it) is silent for less
 // than the timeout when the wait ends. Ranks heard recently that have not issued the
-// collective are named as behind. Where no rank is silent or behind, the message
+// collective are named as behind: first those busy before it, then those waiting in
+// an earlier collective, which are held up in turn. Where no rank is silent or behind, the message
 // lists when each rank was last heard and what it was doing, so the reader can tell
 // a collective that every rank is inside (the network, the library) from the rest.
 std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
                               double started_s, double period_s) {
   const double silent_after = 3.0 * period_s;
-  std::ostringstream silent, behind, heard;
-  int silent_count = 0, behind_count = 0, heard_count = 0, inside_count = 0;
+  std::ostringstream silent, behind, held, heard;
+  int silent_count = 0, behind_count = 0, held_count = 0, heard_count = 0, inside_count = 0;
   for (size_t r = 0; r < peers.size(); ++r) {
     if (static_cast<int>(r) == self) continue;
     const PeerProgress& p = peers[r];
@@ -52,9 +53,13 @@ std::string describe_suspects(int self, int64_t waiting_for, const std::vector<P
                                " collectives issued"
                          : std::string("never heard"))
              << "): it stopped, or its node failed";
-    } else if (p.heard && p.beat.issued < waiting_for) {
+    } else if (p.heard && p.beat.issued < waiting_for && !p.beat.waiting) {
       behind << (behind_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
              << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for << " issued)";
+    } else if (p.heard && p.beat.issued < waiting_for) {
+      held << (held_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
+           << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for
+           << " issued; it waits in collective " << p.beat.issued << ", held up in turn)";
     }
     heard << (heard_count++ ? "; " : "") << "rank " << r;
     if (p.heard) {
@@ -65,9 +70,12 @@ std::string describe_suspects(int self, int64_t waiting_for, const std::vector<P
       heard << " not heard yet (" << seconds(quiet) << " since this rank started listening)";
     }
   }
-  if (silent_count + behind_count > 0) {
+  // The likely causes first: silent ranks, then ranks busy before the collective, then
+  // ranks that wait in an earlier collective (held up by the others).
+  if (silent_count + behind_count + held_count > 0) {
     std::string out = silent.str();
-    if (behind_count) out += (silent_count ? "; " : "") + behind.str();
+    if (behind_count) out += (out.empty() ? "" : "; ") + behind.str();
+    if (held_count) out += (out.empty() ? "" : "; ") + held.str();
     return out;
   }
   std::string out = "no rank could be named: " + heard.str();

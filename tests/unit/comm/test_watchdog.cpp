@@ -280,6 +280,14 @@ TEST(WatchdogSuspects, SilentAndBehindRanksAreListed) {
             std::string::npos)
       << m;
   EXPECT_EQ(m.find("no rank could be named"), std::string::npos) << m;
+  // A rank that waits in an earlier collective is held up in turn: named last.
+  peers[2].beat.waiting = 1;
+  const std::string held = describe_suspects(0, 40, peers, 20.0, 0.0, period);
+  const size_t at = held.find("rank 2 is still at step 5 and has not reached this collective (38 of 40 issued; it "
+                              "waits in collective 38, held up in turn)");
+  EXPECT_NE(at, std::string::npos) << held;
+  EXPECT_LT(held.find("rank 3 has not been heard"), at) << held;
+  peers[2].beat.waiting = 0;
   peers[1].last_heard_s = 18.6;  // 1.4 s: within three periods
   peers[2].beat.issued = 40;
   peers[3] = {true, 19.0, Heartbeat{5, 41, 0}};
