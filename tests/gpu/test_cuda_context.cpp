@@ -75,6 +75,20 @@ TEST_F(CudaContext, DeviceIndexOutOfRangeNamesTheCount) {
   }
 }
 
+// The batch planner asks for the workspace of many batch sizes; each makes a cuDNN
+// plan, and release_plans() must drop them all.
+TEST_F(CudaContext, ConvolutionPlansOfEachBatchSizeAreReleasedOnRequest) {
+  auto ctx = Context::make_cuda(CudaOptions{});
+  OpsBackend& backend = ctx->backend();
+  backend.release_plans();
+  for (int64_t batch : {1, 7, 64}) {
+    backend.conv2d_workspace_bytes(*ctx, Conv2dShape{batch, 3, 28, 28, 16, 3, 1, 1});
+  }
+  EXPECT_EQ(backend.plan_count(), 3u);
+  backend.release_plans();
+  EXPECT_EQ(backend.plan_count(), 0u);
+}
+
 TEST_F(CudaContext, MemoryLimitMakesLargeRequestsFail) {
   CudaOptions options;
   options.memory_limit_bytes = size_t{96} << 20;  // room for the handles' workspace
