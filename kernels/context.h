@@ -25,11 +25,16 @@ struct CudaOptions {
 };
 
 // Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a
-// build without CUDA or on a machine without a usable driver.
+// build without CUDA, and where there is no GPU or no NVIDIA driver at all. A GPU
+// that is there but unusable (a driver older than this build's CUDA runtime, a stub
+// libcuda, ...) throws DeviceError saying what to do (Note [No GPU versus a broken
+// GPU], kernels/cuda_device_count.h), so device.kind: auto never falls back to the
+// CPU in silence.
 int cuda_device_count();
 // The UUID of each of those devices, in this process's order ("GPU-" and 32 hex
 // digits, as nvidia-smi -L writes them): what tells ranks whether they see the same
-// GPU under different indices. Empty where cuda_device_count() is 0.
+// GPU under different indices. Empty where cuda_device_count() is 0; throws where it
+// throws.
 std::vector<std::string> cuda_device_ids();
 
 class Context {

@@ -44,7 +44,9 @@ void* CpuAllocator::allocate(size_t bytes, MemoryCategory category) {
   const int c = static_cast<int>(category);
   stats_.in_use += bytes;
   stats_.in_use_by[c] += bytes;
+  stats_.reserved = stats_.in_use;
   if (stats_.in_use > stats_.peak) stats_.peak = stats_.in_use;
+  stats_.peak_reserved = stats_.peak;
   if (stats_.in_use_by[c] > stats_.peak_by[c]) stats_.peak_by[c] = stats_.in_use_by[c];
   return p;
 }
@@ -55,6 +57,7 @@ void CpuAllocator::release(void* ptr, size_t bytes, MemoryCategory category) {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.in_use -= bytes;
     stats_.in_use_by[static_cast<int>(category)] -= bytes;
+    stats_.reserved = stats_.in_use;
   }
   if (dispose_) {
     dispose_(ptr, bytes);
@@ -97,6 +100,7 @@ void CpuAllocator::reset_peak() {
   std::lock_guard<std::mutex> lock(mu_);
   stats_.peak = stats_.in_use;
   stats_.peak_by = stats_.in_use_by;
+  stats_.peak_reserved = stats_.peak;
 }
 
 Buffer::Buffer(Allocator& alloc, size_t bytes, MemoryCategory category)

@@ -1,6 +1,7 @@
 // The device allocator (DESIGN contract 5): one per device, with accounting of the
-// bytes in use and at peak, in total and by category. The planner and every memory
-// report read it; nothing allocates device memory behind its back.
+// bytes in use and at peak, in total and by category, and of the bytes it reserves
+// from the device. The planner and every memory report read it; nothing allocates
+// device memory behind its back.
 #pragma once
 
 #include <array>
@@ -16,9 +17,16 @@ enum class MemoryCategory : int { Params = 0, Grads, Optimizer, Activations, Wor
 inline constexpr int kMemoryCategories = 6;
 const char* memory_category_name(MemoryCategory c);
 
+// in_use counts the bytes the live buffers asked for (by category too); reserved the
+// bytes the allocator holds from the device for them and its cache, as the device
+// gave them (the CUDA allocator's rounded blocks, kernels/block_cache.h). reserved >=
+// in_use always; the CPU allocators hold exactly what was asked, so there they are
+// equal. Budgets and limits are about reserved: it is what the device lacks.
 struct MemoryStats {
   size_t in_use = 0;
   size_t peak = 0;
+  size_t reserved = 0;
+  size_t peak_reserved = 0;
   std::array<size_t, kMemoryCategories> in_use_by{};
   std::array<size_t, kMemoryCategories> peak_by{};
 };
@@ -45,12 +53,18 @@ class Allocator {
   virtual void release(void* ptr, size_t bytes, MemoryCategory category) = 0;
   virtual std::string device_name() const = 0;
   virtual MemoryStats stats() const = 0;
+  // Peaks (in use and reserved) start again from the present figures.
   virtual void reset_peak() = 0;
   virtual MemoryCapacity capacity() const = 0;
+  // Gives cached memory back to the device, so reserved is what the live buffers
+  // hold. Nothing to do for an allocator without a cache.
+  virtual void empty_cache() {}
 };
 
 // Host memory with accounting. `limit_bytes` (0 = none) makes allocations above it
-// fail like a device out of memory, so memory planning is testable on the CPU.
+// fail like a device out of memory, so memory planning is testable on the CPU. It
+// keeps no cache and counts what was asked, so reserved equals in use (the C
+// library's own rounding of a malloc is not memory this allocator holds).
 class CpuAllocator final : public Allocator {
  public:
   // Frees released memory: `dispose(ptr, bytes)` takes it over and must std::free it.

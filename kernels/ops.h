@@ -112,6 +112,13 @@ class OpsBackend {
   virtual void free_host(void* p) { std::free(p); }
   // An Uploader for ctx's device (Note [Batch prefetch]).
   virtual std::unique_ptr<Uploader> make_uploader(Context& ctx);
+  // State a backend keeps per op shape (the CUDA backend's cuDNN plan for each
+  // convolution shape, batch size included), made on first use and kept for reuse.
+  // The batch planner asks about many batch sizes that never run, and calls
+  // release_plans() when it is done so their plans do not stay for the whole run;
+  // the shapes that do run make theirs again on first use.
+  virtual void release_plans() {}
+  virtual size_t plan_count() const { return 0; }
 };
 
 namespace ops {

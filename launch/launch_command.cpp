@@ -63,8 +63,22 @@ std::vector<std::string> launch_arguments(const CliCommand& cmd, int gpus, int c
 
 int run_launch(const CliCommand& cmd) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  int gpus = 0;
+  try {
+    gpus = cuda_device_count();
+  } catch (const DeviceError& e) {
+    // A GPU that cannot be used: with --nproc N the ranks need not count GPUs here, and
+    // each one that wants a GPU (device.kind: auto or cuda) fails with this message
+    // itself; without it the number of ranks would silently become the CPU's.
+    if (cmd.nproc <= 0) {
+      std::cerr << "dtrain launch: " << e.kind() << ": " << e.what()
+                << " (dtrain launch counts the GPUs to choose the number of ranks: with --nproc N it does not)"
+                << std::endl;
+      return e.exit_code();
+    }
+  }
   const std::vector<std::string> args =
-      launch_arguments(cmd, cuda_device_count(), cores > 0 ? cores : 1, ::geteuid() == 0, self_path());
+      launch_arguments(cmd, gpus, cores > 0 ? cores : 1, ::geteuid() == 0, self_path());
   std::cerr << "dtrain launch:";
   for (const auto& a : args) std::cerr << " " << a;
   std::cerr << std::endl;

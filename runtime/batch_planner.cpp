@@ -31,7 +31,7 @@ struct RoundRecord {
   int64_t budget;        // bytes
   int64_t free_bytes;    // what the budget is a fraction of
   int64_t need_at_one;   // predicted bytes at micro-batch 1
-  int64_t failed_micro;  // the micro-batch whose probe ran out of memory; 0: none
+  int64_t failed_micro;  // the micro-batch whose probe did not fit; 0: none
 };
 constexpr size_t kRoundFields = sizeof(RoundRecord) / sizeof(int64_t);
 
@@ -84,7 +84,9 @@ void check_every_rank_fits(const std::vector<RoundRecord>& records, const std::v
     } else {
       msg << "the model does not fit even at micro-batch 1: it needs about "
           << format_bytes(double(rec.need_at_one)) << " (" << breakdown(model.predict(1)) << ")";
-      if (rec.failed_micro > 0) msg << ", and the probe step at micro-batch 1 ran out of memory";
+      if (rec.failed_micro > 0) {
+        msg << ", and the probe step at micro-batch 1 did not fit (out of memory, or more reserved than the budget)";
+      }
       msg << ", but memory.fraction " << config.memory.fraction << " of its "
           << format_bytes(double(rec.free_bytes)) << " free memory is " << format_bytes(double(rec.budget))
           << ". Use a device with more memory or a smaller model, or raise memory.limit or memory.fraction";
@@ -138,14 +140,23 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
 
 PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& optimizer, Context& ctx,
                           const Dataset& train, Communicator& control, const PlannerInputs& inputs) {
+  // The backend's per-shape plans of every batch size tried (the bisection's and the
+  // probes') go when planning ends, however it ends.
+  struct ReleasePlans {
+    OpsBackend& backend;
+    ~ReleasePlans() { backend.release_plans(); }
+  } release_plans{ctx.backend()};
   const int n = control.size();
   const bool auto_micro = config.train.micro_batch == kAuto;
   const MemoryModel memory = memory_model_of(model, optimizer, ctx, train.sample_shape(), train.num_classes(),
                                              config.eval.batch);
   const std::vector<std::string> devices = gather_device_names(control, ctx.device_name());
 
-  // What this rank may use: what it holds already plus its share of what is free.
-  const auto held = static_cast<int64_t>(ctx.allocator().stats().in_use);
+  // What this rank may use: what it holds already plus its share of what is free, in
+  // reserved bytes (Note [Reserved memory in the budget]). Emptied, the cache is part of
+  // neither: held is the live buffers' blocks, and available counts its bytes as free.
+  ctx.allocator().empty_cache();
+  const auto held = static_cast<int64_t>(ctx.allocator().stats().reserved);
   const int64_t share = static_cast<int64_t>(inputs.device.available) / std::max(1, inputs.ranks_sharing_device);
   RoundRecord mine{};
   mine.free_bytes = held + share;
@@ -155,7 +166,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
   const int64_t most = std::max<int64_t>(1, train.size() / n);
   mine.capacity = auto_micro ? largest_fitting_micro_batch(memory, mine.budget, most) : config.train.micro_batch;
 
-  int64_t probes = 0, peak = 0;
+  int64_t probes = 0, peak = 0, peak_reserved = 0;
   for (int round = 0; round < kMaxRounds; ++round) {
     const std::vector<RoundRecord> records = gather_records(control, mine);
     check_every_rank_fits(records, devices, config, memory, control);
@@ -163,12 +174,21 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     const int64_t micro = plan.micro_batch[static_cast<size_t>(control.rank())];
 
     int64_t fits = 1;
+    bool over_budget = false;
     std::exception_ptr error;
     try {
       model.release_activations();  // a plan smaller than the last probe starts clean
       ctx.release_workspace();
+      ctx.allocator().empty_cache();  // and its reserved peak is its own blocks only
       ++probes;
       peak = probe_micro_batch(model, ctx, train, micro, std::min(micro, config.eval.batch));
+      peak_reserved = static_cast<int64_t>(ctx.allocator().stats().peak_reserved);
+      // A chosen micro-batch must fit the budget as the device counts it; a given one
+      // only has to run.
+      if (auto_micro && peak_reserved > mine.budget) {
+        fits = 0;
+        over_budget = true;
+      }
     } catch (const OutOfMemoryError&) {
       fits = 0;
     } catch (...) {
@@ -180,6 +200,12 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     if (!fits) {
       mine.failed_micro = micro;
       mine.capacity = auto_micro ? micro * 9 / 10 : 0;
+      // Over the budget by a known amount: at least that share less (the fixed part
+      // does not shrink, so this may still be too much; the next probe tells).
+      if (over_budget) {
+        const auto scaled = static_cast<int64_t>(double(micro) * double(mine.budget) / double(peak_reserved));
+        mine.capacity = std::min(mine.capacity, scaled);
+      }
     }
     if (std::find(all_fit.begin(), all_fit.end(), int64_t{0}) != all_fit.end()) continue;
 
@@ -187,7 +213,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     const MemoryEstimate predicted = memory.predict(micro);
     std::vector<int64_t> fields = {static_cast<int64_t>(inputs.device.total), static_cast<int64_t>(inputs.device.free),
                                    static_cast<int64_t>(inputs.device.limit), static_cast<int64_t>(inputs.device.available),
-                                   mine.budget, mine.capacity, micro, peak, probes};
+                                   mine.budget, mine.capacity, micro, peak, probes, peak_reserved};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
     std::vector<int64_t> all(fields.size() * static_cast<size_t>(n));
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
@@ -204,7 +230,8 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       report.micro_batch = f[6];
       report.probe_peak_bytes = f[7];
       report.probes = f[8];
-      std::copy(f + 9, f + 9 + kMemoryCategories, report.predicted.by_category.begin());
+      report.probe_peak_reserved_bytes = f[9];
+      std::copy(f + 10, f + 10 + kMemoryCategories, report.predicted.by_category.begin());
       outcome.ranks.push_back(report);
     }
     return outcome;

@@ -8,9 +8,21 @@
 //  2. The capacities are gathered; every rank computes the same plan from them
 //     (plan_from_capacities, or the fixed train.micro_batch).
 //  3. Each rank runs a probe step at its planned micro-batch. The outcomes are
-//     gathered; a rank that ran out of memory lowers its capacity to 90% of what
-//     failed, and all ranks plan and probe again, together. So no rank is ever left
-//     waiting in a collective after another ran out of memory.
+//     gathered; a rank that ran out of memory, or (micro-batch auto) whose probe
+//     reserved more than its budget, lowers its capacity to 90% of what failed (or
+//     less, in proportion to the excess), and all ranks plan and probe again,
+//     together. So no rank is ever left waiting in a collective after another ran
+//     out of memory. The backend's per-shape plans are released at the end.
+//
+// Note [Reserved memory in the budget]
+// The memory model predicts the bytes the buffers ask for; a device allocator holds
+// more (the CUDA one rounds each buffer up to 512 B or 2 MiB blocks: in use versus
+// reserved, kernels/block_cache.h). The budget is a share of the device, so it is
+// compared with what the device gives away: the held bytes at the start and the probe
+// step's peak are reserved figures, with the allocator's cache emptied before each,
+// so stale blocks of an earlier, larger probe are not counted. The prediction only
+// picks the first candidate; the reserved peak of the probe decides. On the CPU the
+// two figures are equal and nothing changes.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +49,8 @@ struct RankPlanReport {
   int64_t capacity = 0;          // the largest micro-batch predicted to fit (after probes)
   int64_t micro_batch = 0;       // planned
   MemoryEstimate predicted;      // at the planned micro-batch
-  int64_t probe_peak_bytes = 0;  // the allocator's peak in the final probe step
+  int64_t probe_peak_bytes = 0;  // the allocator's peak in use in the final probe step
+  int64_t probe_peak_reserved_bytes = 0;  // and the peak it reserved from the device
   int64_t probes = 0;            // probe steps run, failed ones included
 };
 

@@ -47,7 +47,8 @@ std::string plan_text(const PlanSummary& s) {
         << format_bytes(double(category(k.predicted, MemoryCategory::Optimizer))) << " + activations "
         << format_bytes(double(category(k.predicted, MemoryCategory::Activations))) << " + workspace "
         << format_bytes(double(category(k.predicted, MemoryCategory::Workspace))) << "; probe step peak "
-        << format_bytes(double(k.probe_peak_bytes)) << " (" << k.probes << " probe step(s))\n";
+        << format_bytes(double(k.probe_peak_bytes)) << " in use, " << format_bytes(double(k.probe_peak_reserved_bytes))
+        << " reserved (" << k.probes << " probe step(s))\n";
   }
   return out.str();
 }
@@ -73,6 +74,7 @@ std::string plan_json(const PlanSummary& s) {
           << k.predicted.by_category[static_cast<size_t>(c)];
     }
     out << "}, \"predicted_peak\": " << k.predicted.total() << ", \"probe_peak\": " << k.probe_peak_bytes
+        << ", \"probe_peak_reserved\": " << k.probe_peak_reserved_bytes
         << ", \"probes\": " << k.probes << "}";
   }
   out << "\n  ]\n}\n";

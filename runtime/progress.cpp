@@ -41,7 +41,8 @@ std::string ProgressReporter::duration(double s) {
 void ProgressReporter::step(const StepProgress& p) {
   const std::string values = "loss " + fmt("%.4f", p.loss) + " | lr " + fmt("%.4g", p.lr) + " | " +
                              fmt("%.0f", p.samples_per_s) + " samples/s | mem " + fmt("%.1f", p.mem_mib) +
-                             " MiB, peak " + fmt("%.1f", p.peak_mib) + " MiB";
+                             " MiB, peak " + fmt("%.1f", p.peak_mib) + " MiB, reserved " +
+                             fmt("%.1f", p.reserved_mib) + " MiB";
   if (!terminal_) {
     if (p.step % every_steps_ == 0 || p.step == total_steps_) {
       out_ << "step " << p.step << "/" << total_steps_ << " | epoch " << p.epoch << " | " << values << "\n";

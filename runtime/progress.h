@@ -16,7 +16,8 @@ struct StepProgress {
   double loss = 0.0;
   double lr = 0.0;
   double samples_per_s = 0.0;
-  double mem_mib = 0.0, peak_mib = 0.0;
+  double mem_mib = 0.0, peak_mib = 0.0;  // in use: what the buffers asked for
+  double reserved_mib = 0.0;             // held from the device (kernels/memory.h)
 };
 
 class ProgressReporter {

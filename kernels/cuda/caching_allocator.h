@@ -18,17 +18,18 @@
 // Code that uses device memory on another stream (NCCL, a prefetch stream) must make
 // the context's stream wait for that work (an event) before releasing the Buffer.
 //
-// Accounting is that of CpuAllocator: in-use and peak bytes, in total and by category,
-// count the bytes requested. reserved_bytes() is what the allocator holds from the
-// device (in use plus cached, after rounding). Thread-safe.
+// The bookkeeping (size classes, blocks in use and cached, the accounting) is
+// BlockCache's (kernels/block_cache.h), tested without a GPU; this class adds the
+// device calls and a lock. In use counts the bytes requested, by category; reserved
+// what is held from the device (in use plus cached, as rounded), with its peak; the
+// byte limit applies to reserved. Thread-safe.
 #pragma once
 
 #include <cstddef>
-#include <map>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "kernels/block_cache.h"
 #include "kernels/memory.h"
 
 namespace dtrain {
@@ -40,11 +41,6 @@ struct DeviceMemoryInfo {
 
 class CudaCachingAllocator final : public Allocator {
  public:
-  // Requests below this size round to kSmallGranularity, larger ones to kLargeGranularity.
-  static constexpr size_t kSmallLimit = size_t{1} << 20;
-  static constexpr size_t kSmallGranularity = 512;
-  static constexpr size_t kLargeGranularity = size_t{2} << 20;
-
   // `device`: index among the visible devices. `limit_bytes` (0 = none) caps the bytes
   // reserved from the device, so a run can be planned as if on a smaller card.
   explicit CudaCachingAllocator(int device, size_t limit_bytes = 0);
@@ -66,24 +62,15 @@ class CudaCachingAllocator final : public Allocator {
   // Bytes held in the cache, free for reuse.
   size_t cached_bytes() const;
   // Returns every cached block to the device (waits for the device first).
-  void empty_cache();
+  void empty_cache() override;
   // The device's free and total memory, as the driver reports them.
   DeviceMemoryInfo memory_info() const;
   int device() const { return device_; }
 
   // The size a request is rounded to (see Note [Caching allocator rounding and reuse]).
-  static size_t rounded_size(size_t bytes);
+  static size_t rounded_size(size_t bytes) { return BlockCache::rounded_size(bytes); }
 
  private:
-  struct Block {
-    size_t size;       // rounded, as allocated from the device
-    size_t requested;  // as asked for; what the accounting counts
-    MemoryCategory category;
-  };
-
-  // A cached block of at least `size` that wastes at most size/8, or null; sets
-  // `block_size` to the block's real size.
-  void* take_cached(size_t size, size_t& block_size);
   void* device_malloc(size_t size, size_t requested, MemoryCategory category);
   void free_cache();
   // `block` is the rounded size the allocator needed for `requested`.
@@ -95,11 +82,7 @@ class CudaCachingAllocator final : public Allocator {
   std::string name_;
 
   mutable std::mutex mu_;
-  MemoryStats stats_;
-  size_t reserved_ = 0;
-  size_t cached_ = 0;
-  std::unordered_map<void*, Block> used_;
-  std::multimap<size_t, void*> cache_;  // rounded size -> block
+  BlockCache blocks_;
 };
 
 }  // namespace dtrain

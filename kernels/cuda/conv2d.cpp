@@ -182,6 +182,10 @@ ConvPlan::ConvPlan(cudnnHandle_t handle, const Conv2dShape& s, bool use_tf32)
   backward_filter = choose<BackwardFilterCalls>(handle, *this);
 }
 
+void CudaBackend::release_plans() { conv_plans_->clear(); }
+
+size_t CudaBackend::plan_count() const { return conv_plans_->size(); }
+
 size_t CudaBackend::conv2d_workspace_bytes(Context& /*ctx*/, const Conv2dShape& s) {
   check_valid(s, "conv2d_workspace_bytes");
   // More than any device holds, and small enough that sums of it do not overflow: the

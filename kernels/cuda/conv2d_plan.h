@@ -96,6 +96,8 @@ class ConvPlanCache {
     if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32);
     return *plan;
   }
+  size_t size() const { return plans_.size(); }
+  void clear() { plans_.clear(); }
 
  private:
   std::map<std::array<int64_t, 8>, std::unique_ptr<ConvPlan>> plans_;

@@ -122,6 +122,9 @@ class CudaBackend final : public OpsBackend {
   void free_host(void* p) override;
   // uploader.cpp: a side stream and events per uploader (Note [Batch prefetch]).
   std::unique_ptr<Uploader> make_uploader(Context& ctx) override;
+  // conv2d.cpp: the cuDNN plans, one per convolution shape (kernels/cuda/conv2d_plan.h).
+  void release_plans() override;
+  size_t plan_count() const override;
 
   cudaStream_t stream() const { return stream_.get(); }
   int device() const { return device_; }

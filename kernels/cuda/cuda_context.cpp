@@ -11,6 +11,7 @@
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda_device_count.h"
 #include "kernels/errors.h"
 
 namespace dtrain {
@@ -25,15 +26,28 @@ std::string visible_devices_note() {
 
 }  // namespace
 
+// The pure decision lives in kernels/cuda_device_count.cpp, built without CUDA; its
+// constants must be CUDA's own.
+static_assert(kCudaSuccess == cudaSuccess && kCudaErrorStubLibrary == cudaErrorStubLibrary &&
+              kCudaErrorInsufficientDriver == cudaErrorInsufficientDriver &&
+              kCudaErrorNoDevice == cudaErrorNoDevice);
+
 int cuda_device_count() {
-  int count = 0;
-  // No driver, no device, or a driver too old for this runtime all mean "no GPU here";
-  // clear the error so it does not surface at the next unrelated check.
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return count;
+  CudaDeviceQuery query;
+  const cudaError_t status = cudaGetDeviceCount(&query.count);
+  if (status == cudaSuccess) return query.count;
+  // The failure is also the thread's last error: clear it, or it would surface at the
+  // next unrelated check.
+  (void)cudaGetLastError();
+  query.error = status;
+  query.error_name = cudaGetErrorName(status);
+  query.error_text = cudaGetErrorString(status);
+  // Both work without a driver: the driver's version is then 0 (Note [No GPU versus a
+  // broken GPU], kernels/cuda_device_count.h).
+  if (cudaDriverGetVersion(&query.driver_version) != cudaSuccess) query.driver_version = 0;
+  if (cudaRuntimeGetVersion(&query.runtime_version) != cudaSuccess) query.runtime_version = CUDART_VERSION;
+  (void)cudaGetLastError();
+  return cuda_device_count_from(query);
 }
 
 std::vector<std::string> cuda_device_ids() {

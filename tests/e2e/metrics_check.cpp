@@ -163,13 +163,16 @@ int plan(const std::string& file, bool mixed) {
     const double micro = *field(ranks[r], "micro_batch"), capacity = *field(ranks[r], "capacity");
     const double limit = *field(ranks[r], "memory_limit"), probe = *field(ranks[r], "probe_peak");
     const double predicted = *field(ranks[r], "predicted_peak");
+    // The limit binds what the allocator reserves (its blocks), at least what is in use.
+    const double reserved = field(ranks[r], "probe_peak_reserved").value_or(probe);
     sum += micro;
     if (first < 0) first = micro;
     all_equal = all_equal && micro == first;
     std::printf("rank %zu: micro-batch %.0f of capacity %.0f; predicted peak %.0f, probe peak %.0f (%+.2f%%), limit %.0f\n",
                 r, micro, capacity, predicted, probe, 100.0 * (predicted - probe) / probe, limit);
     if (micro < 1 || micro > capacity) ++failures, std::printf("  micro-batch outside [1, capacity]\n");
-    if (limit > 0 && probe > limit) ++failures, std::printf("  probe peak above the limit\n");
+    if (limit > 0 && reserved > limit) ++failures, std::printf("  probe peak reserved above the limit\n");
+    if (reserved < probe) ++failures, std::printf("  probe peak reserved below the peak in use\n");
     if (std::fabs(predicted - probe) > 0.1 * probe) ++failures, std::printf("  prediction off by more than 10%%\n");
   }
   std::printf("global batch %.0f = %.0f x %.0f\n", *global, *k, sum);

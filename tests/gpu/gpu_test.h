@@ -2,7 +2,10 @@
 //
 // Every test that needs a GPU derives its fixture from GpuTest, which skips with the
 // reason when this process sees no CUDA device (the development machines and CI), so
-// the same binary really runs the tests on a GPU machine (scripts/gpu-check.sh).
+// the same binary really runs the tests on a GPU machine (scripts/gpu-check.sh, which
+// fails if any of them skips there). A GPU that is present but unusable (an old
+// driver) is not "no device": cuda_device_count() throws, and the test fails with the
+// reason (Note [No GPU versus a broken GPU], kernels/cuda_device_count.h).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -20,7 +23,7 @@
 namespace dtrain::testing {
 
 inline constexpr const char* kNoCudaDevice =
-    "no CUDA device visible (cudaGetDeviceCount = 0): GPU tests run on a GPU machine via "
+    "no CUDA device visible (no GPU, or no NVIDIA driver): GPU tests run on a GPU machine via "
     "scripts/gpu-check.sh";
 
 class GpuTest : public ::testing::Test {

@@ -67,6 +67,8 @@ TEST_F(CudaCachingAllocatorTest, AccountsRequestedBytesByCategoryWithPeaks) {
   EXPECT_EQ(s.peak, s.in_use);
   // Reserved counts the rounded blocks: 1024 B and 4 MiB.
   EXPECT_EQ(alloc.reserved_bytes(), 1024 + 4 * kMiB);
+  EXPECT_EQ(s.reserved, 1024 + 4 * kMiB);
+  EXPECT_EQ(s.peak_reserved, 1024 + 4 * kMiB);
 
   alloc.release(acts, 3 * kMiB + 5, MemoryCategory::Activations);
   s = alloc.stats();
@@ -79,6 +81,8 @@ TEST_F(CudaCachingAllocatorTest, AccountsRequestedBytesByCategoryWithPeaks) {
   EXPECT_EQ(alloc.cached_bytes(), 4 * kMiB);
   alloc.empty_cache();
   EXPECT_EQ(alloc.reserved_bytes(), 1024u);
+  EXPECT_EQ(alloc.stats().reserved, 1024u);
+  EXPECT_EQ(alloc.stats().peak_reserved, 1024 + 4 * kMiB);
   EXPECT_EQ(alloc.cached_bytes(), 0u);
 
   alloc.reset_peak();

@@ -1,0 +1,36 @@
+# The skip rule of the GPU check, sourced by scripts/gpu-check.sh and tested on its
+# own (tests/unit/scripts/test_gpu_skip_rule.sh): on a machine where nvidia-smi lists
+# a GPU, a GPU test that skipped is a failure. The GPU tests skip when dtrain sees no
+# device, so a skip there means dtrain failed to see the GPU that is present (a
+# driver, library path or build problem), and the check would otherwise pass without
+# having tested anything.
+
+# gpu_tests_skipped LOG: how many tests the gtest output LOG reports as skipped (the
+# per-test "[  SKIPPED ] Suite.Name (N ms)" lines, not the summary's list).
+gpu_tests_skipped() {
+  grep -cE '^\[  SKIPPED \] [^ ]+ \([0-9]+ ms\)$' "$1" 2>/dev/null || true
+}
+
+# gpu_skip_reasons LOG...: the distinct skip messages (the line after "file:line:
+# Skipped"), joined with " | ".
+gpu_skip_reasons() {
+  awk 'after { print; after = 0 } /: Skipped$/ { after = 1 }' "$@" 2>/dev/null | awk '!seen[$0]++' |
+    paste -sd'|' - | sed 's/|/ | /g'
+}
+
+# gpu_skip_verdict GPU_LIST LOG...: GPU_LIST is the output of `nvidia-smi -L`. When it
+# names a GPU ("GPU 0: ...") and any LOG has a skipped test, prints the failure line
+# and returns 1; otherwise prints nothing and returns 0.
+gpu_skip_verdict() {
+  local gpus=$1; shift
+  local first_gpu skipped=0 log n
+  first_gpu=$(printf '%s\n' "$gpus" | grep -m1 -E '^GPU [0-9]+:' || true)
+  [ -n "$first_gpu" ] || return 0
+  for log in "$@"; do
+    n=$(gpu_tests_skipped "$log")
+    skipped=$((skipped + ${n:-0}))
+  done
+  [ "$skipped" -gt 0 ] || return 0
+  echo "FAILED: $skipped GPU tests skipped although nvidia-smi lists a GPU ($first_gpu): $(gpu_skip_reasons "$@")"
+  return 1
+}
