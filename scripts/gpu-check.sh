@@ -7,7 +7,11 @@
 #   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL)
 #   3. end-to-end: GPU against CPU trajectories, equivalence on the GPU, NCCL
 #   4. the GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
-# Finishes well inside ten minutes on an H100 or H200.
+# The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
+# the device's 10-minute call): each step's time limit is cut to what is left, the
+# benchmark starts no run it cannot finish, and a step that ran out of time is a
+# failure named in the verdict, so the check ends with its logs instead of being
+# killed without them.
 # summary.txt opens with the verdict: PASSED, or FAILED and one line per failure, so
 # a failure is the first thing read. A GPU test that skips while nvidia-smi lists a
 # GPU is a failure (scripts/gpu-skip-rule.sh).
@@ -17,6 +21,13 @@ logs=${OUT:-$root/gpu-check-logs}
 mkdir -p "$logs"
 bundle=$root/gpu-bundle
 source "$root/scripts/gpu-skip-rule.sh"
+deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-480} - 15 ))  # 15 s for the verdict and the copy back
+# limit SECONDS: SECONDS, or the seconds left before the deadline if fewer (at least 1).
+limit() {
+  local left=$(( deadline - $(date +%s) ))
+  [ "$left" -lt 1 ] && left=1
+  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
 status=0
 failures=()
 fail() { failures+=("$*"); status=1; }
@@ -105,7 +116,12 @@ step "gpu unit tests" | tee -a "$logs/summary.txt"
 unit_logs=()
 for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_runtime_tests; do
   unit_logs+=("$logs/$t.txt")
-  if timeout 300 "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1; then r=passed; else r=FAILED; fail "$t failed: see $t.txt"; fi
+  timeout "$(limit 240)" "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1
+  case $? in
+    0) r=passed ;;
+    124) r="OUT OF TIME"; fail "$t did not finish within the check's time: see $t.txt" ;;
+    *) r=FAILED; fail "$t failed: see $t.txt" ;;
+  esac
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
   grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"
 done
@@ -115,7 +131,7 @@ if ! skips=$(gpu_skip_verdict "$gpus" "${unit_logs[@]}"); then
 fi
 
 step "end to end" | tee -a "$logs/summary.txt"
-bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
+timeout "$(limit 240)" bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
   "$data" >"$logs/e2e.txt" 2>&1
 case $? in
   0) r=passed ;;
@@ -123,11 +139,14 @@ case $? in
   77) r=skipped
       printf '%s\n' "$gpus" | grep -qE '^GPU [0-9]+:' &&
         fail "end-to-end GPU checks skipped although nvidia-smi lists a GPU: see e2e.txt" ;;
+  124) r="OUT OF TIME"; fail "end-to-end GPU checks did not finish within the check's time: see e2e.txt" ;;
   *) r=FAILED; fail "end-to-end GPU checks failed: see e2e.txt" ;;
 esac
 echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
 
 step "benchmark" | tee -a "$logs/summary.txt"
-DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
+DEADLINE=$deadline DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python timeout "$(limit 600)" bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
 tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
+grep -q "not run (out of time)" "$logs/bench.txt" && fail "benchmark runs left out for lack of time: see bench.txt"
+echo "the check took $(( $(date +%s) - deadline + ${GPU_CHECK_BUDGET_S:-480} - 15 )) s" | tee -a "$logs/summary.txt"
 exit "$status"
