@@ -18,14 +18,17 @@ struct ConvAlgoCandidate {
 };
 
 struct ConvAlgoSelection {
-  int index = -1;                    // into the candidates; -1: none was chosen
-  bool deterministic = false;        // of the chosen one
-  bool workspace_too_large = false;  // a usable candidate was refused for its workspace alone
+  int index = -1;              // into the candidates; -1: none is usable
+  bool deterministic = false;  // of the chosen one
 };
 
-// The first usable candidate that is deterministic and needs at most
-// `workspace_limit_bytes`; else the first usable one within the limit.
+// Deterministic before fast, and within the preferred workspace before beyond it:
+//  1. the first usable deterministic candidate needing at most preferred_workspace_bytes;
+//  2. else the usable deterministic one needing the least workspace (the first of equals);
+//  3. only when no usable candidate is deterministic, 1 and 2 among the others.
+// The caller charges the chosen workspace to the memory model, so a choice beyond the
+// preferred figure costs micro-batch, never a failure here.
 ConvAlgoSelection conv_select_algorithm(std::span<const ConvAlgoCandidate> candidates,
-                                        size_t workspace_limit_bytes);
+                                        size_t preferred_workspace_bytes);
 
 }  // namespace dtrain

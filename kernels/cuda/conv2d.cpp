@@ -142,20 +142,14 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
     c.workspace_bytes = std::max(bytes, r.memory);
     c.usable = true;
   }
-  const ConvAlgoSelection chosen = conv_select_algorithm(candidates, kConvWorkspaceLimit);
+  const ConvAlgoSelection chosen = conv_select_algorithm(candidates, kConvWorkspacePreferred);
   if (chosen.index >= 0) {
     const auto i = static_cast<size_t>(chosen.index);
-    return {results[i].algo, candidates[i].workspace_bytes, maths[i]};
+    return {results[i].algo, candidates[i].workspace_bytes, maths[i], chosen.deterministic};
   }
   std::ostringstream msg;
   msg << Calls::kOp << ": cuDNN has no usable algorithm for " << describe(plan.shape)
-      << (plan.tf32 ? " with TF32" : " without TF32");
-  // Only too much workspace: to the batch planner, a batch that does not fit.
-  if (chosen.workspace_too_large) {
-    msg << " within " << (kConvWorkspaceLimit >> 20) << " MiB of workspace; use a smaller train.micro_batch";
-    throw OutOfMemoryError(msg.str());
-  }
-  msg << "; try other convolution sizes or precision.tf32";
+      << (plan.tf32 ? " with TF32" : " without TF32") << "; try other convolution sizes or precision.tf32";
   throw DeviceError(msg.str());
 }
 
