@@ -111,6 +111,21 @@ BatchPlan plan_of(const Config& config, const std::vector<RoundRecord>& records,
   }
 }
 
+// Three bits per layer for the gather: set where a pass is not deterministic.
+int64_t nondeterminism_bits(const PassDeterminism& d) {
+  return (d.forward ? 0 : 1) | (d.input_gradient ? 0 : 2) | (d.param_gradient ? 0 : 4);
+}
+
+std::vector<NondeterministicLayer> nondeterministic_layers(const Model& model, const int64_t* bits) {
+  std::vector<NondeterministicLayer> out;
+  for (int i = 0; i < model.num_layers(); ++i) {
+    const int64_t b = bits[i];
+    if (b == 0) continue;
+    out.push_back({i, model.layer(i).name(), PassDeterminism{(b & 1) == 0, (b & 2) == 0, (b & 4) == 0}});
+  }
+  return out;
+}
+
 }  // namespace
 
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const Shape& sample_shape,
@@ -189,6 +204,8 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
                                    static_cast<int64_t>(inputs.device.limit), static_cast<int64_t>(inputs.device.available),
                                    mine.budget, mine.capacity, micro, peak, probes};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
+    // Every rank has the same layers, so the records have the same length.
+    for (const PassDeterminism& d : model.determinism(micro)) fields.push_back(nondeterminism_bits(d));
     std::vector<int64_t> all(fields.size() * static_cast<size_t>(n));
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;
@@ -205,6 +222,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       report.probe_peak_bytes = f[7];
       report.probes = f[8];
       std::copy(f + 9, f + 9 + kMemoryCategories, report.predicted.by_category.begin());
+      report.nondeterministic = nondeterministic_layers(model, f + 9 + kMemoryCategories);
       outcome.ranks.push_back(report);
     }
     return outcome;

@@ -194,6 +194,15 @@ size_t CudaBackend::conv2d_workspace_bytes(Context& /*ctx*/, const Conv2dShape& 
                    plan.backward_filter.workspace_bytes});
 }
 
+Conv2dDeterminism CudaBackend::conv2d_determinism(Context& /*ctx*/, const Conv2dShape& s) {
+  check_valid(s, "conv2d_determinism");
+  // Such shapes run no cuDNN algorithm at all: they fail (check_shape) or do nothing.
+  if (!fits_cudnn(s) || s.batch == 0) return {};
+  const ConvPlan& plan = conv_plans_->get(cudnn_.get(), s, tf32_);
+  return {plan.forward.deterministic, plan.backward_data.deterministic,
+          plan.backward_filter.deterministic};
+}
+
 void CudaBackend::conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,
                                  const float* w, const float* bias, float* y) {
   check_shape(s, "conv2d_forward");

@@ -17,7 +17,10 @@
 // what cudnnGet*WorkspaceSize reports for it with the math type it runs with (or the
 // heuristics' figure, if larger); conv2d_workspace_bytes reports it, so the memory
 // model charges it before the first step and a deterministic algorithm with a large
-// workspace costs micro-batch, not determinism.
+// workspace costs micro-batch, not determinism. Where cuDNN has no deterministic
+// algorithm for a direction, conv2d_determinism says so, and the runtime reports it in
+// the plan and the run's summary (Note [Determinism report], runtime/plan_report.h):
+// such a run, resumed, matches within float rounding, not bit for bit.
 //
 // Math types: with TF32 off the descriptor is CUDNN_FMA_MATH, which keeps tensor
 // cores out entirely (CUDNN_DEFAULT_MATH allows TF32 on Ampere and later); with it on,
