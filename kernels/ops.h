@@ -24,6 +24,15 @@ struct Conv2dShape {
   int64_t out_width() const { return (width + 2 * padding - kernel) / stride + 1; }
 };
 
+// Whether each conv2d op of a shape runs a deterministic algorithm: the same inputs
+// give the same bits on every run. The CPU's always do; cuDNN's do unless it offers no
+// deterministic algorithm for the shape (Note [cuDNN algorithm choice]).
+struct Conv2dDeterminism {
+  bool forward = true;
+  bool backward_data = true;
+  bool backward_filter = true;
+};
+
 struct Pool2dShape {
   int64_t batch, channels, height, width;
   int64_t window, stride;
@@ -79,6 +88,7 @@ class OpsBackend {
   // The most workspace (Context::workspace plus anything borrowed) the three conv2d
   // ops of shape s take, for the memory model.
   virtual size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) = 0;
+  virtual Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) = 0;
   virtual void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,
                               const float* w, const float* bias, float* y) = 0;
   virtual void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy,
@@ -208,6 +218,10 @@ inline void sum_squares(Context& ctx, const float* x, int64_t n, double scale, d
 // Workspace bytes conv2d of shape s takes (forward and both backwards), for planning.
 inline size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) {
   return ctx.backend().conv2d_workspace_bytes(ctx, s);
+}
+// Which conv2d ops of shape s run a deterministic algorithm, for the plan's report.
+inline Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) {
+  return ctx.backend().conv2d_determinism(ctx, s);
 }
 inline void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) {
   ctx.backend().copy_from_host(ctx, dst, src, bytes);

@@ -52,6 +52,12 @@ size_t Conv2d::workspace_bytes(Context& ctx, const Shape& input, int64_t batch) 
   return ops::conv2d_workspace_bytes(ctx, s);
 }
 
+PassDeterminism Conv2d::determinism(Context& ctx, const Shape& input, int64_t batch) const {
+  const Conv2dShape s{batch, ci_, input[1], input[2], co_, k_, 1, (k_ - 1) / 2};
+  const Conv2dDeterminism d = ops::conv2d_determinism(ctx, s);
+  return {d.forward, d.backward_data, d.backward_filter};
+}
+
 Conv2dShape Conv2d::shape_for(const ConstTensor& x) const {
   return Conv2dShape{x.dim(0), ci_, x.dim(2), x.dim(3), co_, k_, 1, (k_ - 1) / 2};
 }

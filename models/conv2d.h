@@ -27,6 +27,7 @@ class Conv2d final : public Layer {
   // fan_in = Ci*K*K.
   void init(Rng& rng, float* host_params) const override;
   size_t workspace_bytes(Context& ctx, const Shape& input, int64_t batch) const override;
+  PassDeterminism determinism(Context& ctx, const Shape& input, int64_t batch) const override;
 
   void forward(Context& ctx, ConstTensor x, Tensor y) override;
   void backward(Context& ctx, ConstTensor x, ConstTensor y, ConstTensor dy, float* dx) override;

@@ -18,6 +18,15 @@ namespace dtrain {
 
 class Rng;
 
+// Whether each pass of a layer repeats bit for bit: the same inputs give the same
+// output, input gradient and parameter gradient on every run.
+struct PassDeterminism {
+  bool forward = true;
+  bool input_gradient = true;
+  bool param_gradient = true;
+  bool all() const { return forward && input_gradient && param_gradient; }
+};
+
 class Layer {
  public:
   virtual ~Layer() = default;
@@ -46,6 +55,11 @@ class Layer {
   // The most workspace its ops take for a batch of `batch` samples (convolutions).
   virtual size_t workspace_bytes(Context& ctx, const Shape& input, int64_t batch) const {
     return 0;
+  }
+  // Which of its passes are deterministic for a batch of `batch` samples on ctx: all,
+  // unless a backend has no deterministic algorithm for an op (cuDNN convolutions).
+  virtual PassDeterminism determinism(Context& ctx, const Shape& input, int64_t batch) const {
+    return {};
   }
   // True when the output is the input's memory under another shape (flatten). The
   // Model then passes the input through, in both directions, and never calls

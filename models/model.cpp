@@ -146,6 +146,15 @@ int64_t Model::forward_flops_per_sample() const {
   return flops;
 }
 
+std::vector<PassDeterminism> Model::determinism(int64_t batch) const {
+  std::vector<PassDeterminism> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    out.push_back(layers_[i]->determinism(ctx_, shapes_[i], batch));
+    if (i == 0) out.back().input_gradient = true;  // backward passes no dx to layer 0
+  }
+  return out;
+}
+
 size_t Model::workspace_bytes(int64_t batch) const {
   size_t bytes = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {

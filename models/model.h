@@ -77,6 +77,9 @@ class Model {
   // The most workspace one forward and backward of `batch` samples takes: the largest
   // any layer asks for (the context keeps one workspace and grows it).
   size_t workspace_bytes(int64_t batch) const;
+  // Each layer's determinism in a training step of `batch` samples. The first layer's
+  // input gradient is never computed, so it counts as deterministic.
+  std::vector<PassDeterminism> determinism(int64_t batch) const;
   // Frees the activations and the layers' per-batch state; the next forward allocates
   // them again. Used after an out-of-memory probe so that a smaller batch starts from
   // a clean slate.

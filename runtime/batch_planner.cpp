@@ -113,6 +113,21 @@ BatchPlan plan_of(const Config& config, const std::vector<RoundRecord>& records,
   }
 }
 
+// Three bits per layer for the gather: set where a pass is not deterministic.
+int64_t nondeterminism_bits(const PassDeterminism& d) {
+  return (d.forward ? 0 : 1) | (d.input_gradient ? 0 : 2) | (d.param_gradient ? 0 : 4);
+}
+
+std::vector<NondeterministicLayer> nondeterministic_layers(const Model& model, const int64_t* bits) {
+  std::vector<NondeterministicLayer> out;
+  for (int i = 0; i < model.num_layers(); ++i) {
+    const int64_t b = bits[i];
+    if (b == 0) continue;
+    out.push_back({i, model.layer(i).name(), PassDeterminism{(b & 1) == 0, (b & 2) == 0, (b & 4) == 0}});
+  }
+  return out;
+}
+
 }  // namespace
 
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const Shape& sample_shape,
@@ -215,6 +230,8 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
                                    static_cast<int64_t>(inputs.device.limit), static_cast<int64_t>(inputs.device.available),
                                    mine.budget, mine.capacity, micro, peak, probes, peak_reserved};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
+    // Every rank has the same layers, so the records have the same length.
+    for (const PassDeterminism& d : model.determinism(micro)) fields.push_back(nondeterminism_bits(d));
     std::vector<int64_t> all(fields.size() * static_cast<size_t>(n));
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;
@@ -232,6 +249,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       report.probes = f[8];
       report.probe_peak_reserved_bytes = f[9];
       std::copy(f + 10, f + 10 + kMemoryCategories, report.predicted.by_category.begin());
+      report.nondeterministic = nondeterministic_layers(model, f + 10 + kMemoryCategories);
       outcome.ranks.push_back(report);
     }
     return outcome;

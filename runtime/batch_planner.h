@@ -41,6 +41,14 @@
 
 namespace dtrain {
 
+// A layer with a pass that has no deterministic algorithm at a rank's micro-batch
+// (Note [Determinism report], runtime/plan_report.h).
+struct NondeterministicLayer {
+  int layer = 0;           // index in the model
+  std::string name;        // Layer::name()
+  PassDeterminism passes;  // false: that pass is not deterministic
+};
+
 // What one rank found, for the plan report and plan.json.
 struct RankPlanReport {
   std::string device;
@@ -52,6 +60,7 @@ struct RankPlanReport {
   int64_t probe_peak_bytes = 0;  // the allocator's peak in use in the final probe step
   int64_t probe_peak_reserved_bytes = 0;  // and the peak it reserved from the device
   int64_t probes = 0;            // probe steps run, failed ones included
+  std::vector<NondeterministicLayer> nondeterministic;  // at the planned micro-batch
 };
 
 struct PlanOutcome {

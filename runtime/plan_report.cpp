@@ -1,6 +1,9 @@
 #include "runtime/plan_report.h"
 
+#include <array>
+#include <map>
 #include <sstream>
+#include <utility>
 
 #include "runtime/byte_size.h"
 
@@ -20,7 +23,54 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+constexpr std::array<const char*, 3> kPassNames = {"forward pass", "input gradient", "parameter gradient"};
+
+// The passes that are not deterministic, in kPassNames' order.
+std::vector<size_t> nondeterministic_passes(const PassDeterminism& d) {
+  std::vector<size_t> out;
+  if (!d.forward) out.push_back(0);
+  if (!d.input_gradient) out.push_back(1);
+  if (!d.param_gradient) out.push_back(2);
+  return out;
+}
+
+// "a", "a and b", "a, b and c".
+std::string join_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += i + 1 == items.size() ? " and " : ", ";
+    out += items[i];
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
+  // layer -> (name, the ranks of each pass)
+  std::map<int, std::pair<std::string, std::array<std::vector<size_t>, 3>>> layers;
+  for (size_t r = 0; r < outcome.ranks.size(); ++r) {
+    for (const NondeterministicLayer& l : outcome.ranks[r].nondeterministic) {
+      auto& entry = layers[l.layer];
+      entry.first = l.name;
+      for (size_t pass : nondeterministic_passes(l.passes)) entry.second[pass].push_back(r);
+    }
+  }
+  std::vector<std::string> notes;
+  for (const auto& [layer, entry] : layers) {
+    std::vector<std::string> parts;
+    for (size_t pass = 0; pass < kPassNames.size(); ++pass) {
+      const std::vector<size_t>& ranks = entry.second[pass];
+      if (ranks.empty()) continue;
+      std::string part = std::string("the ") + kPassNames[pass] + (ranks.size() == 1 ? " on rank " : " on ranks ");
+      for (size_t i = 0; i < ranks.size(); ++i) part += (i ? ", " : "") + std::to_string(ranks[i]);
+      parts.push_back(part);
+    }
+    notes.push_back("layer " + std::to_string(layer) + " " + entry.first + ": no deterministic algorithm for " +
+                    join_list(parts) + "; resume matches within float rounding, not bit for bit");
+  }
+  return notes;
+}
 
 std::string plan_text(const PlanSummary& s) {
   const BatchPlan& plan = s.outcome.plan;
@@ -50,6 +100,7 @@ std::string plan_text(const PlanSummary& s) {
         << format_bytes(double(k.probe_peak_bytes)) << " in use, " << format_bytes(double(k.probe_peak_reserved_bytes))
         << " reserved (" << k.probes << " probe step(s))\n";
   }
+  for (const std::string& note : determinism_notes(s.outcome)) out << "plan: " << note << "\n";
   return out.str();
 }
 
@@ -61,7 +112,11 @@ std::string plan_json(const PlanSummary& s) {
       << ",\n  \"world_size\": " << plan.world_size() << ",\n  \"steps_per_epoch\": " << s.steps_per_epoch
       << ",\n  \"lr\": " << s.base_lr << ",\n  \"effective_lr\": " << s.effective_lr
       << ",\n  \"lr_scaling\": " << json_string(s.lr_scaling) << ",\n  \"base_batch\": " << s.base_batch
-      << ",\n  \"warmup_steps\": " << s.warmup_steps << ",\n  \"ranks\": [";
+      << ",\n  \"warmup_steps\": " << s.warmup_steps;
+  const std::vector<std::string> notes = determinism_notes(s.outcome);
+  out << ",\n  \"bit_exact_resume\": " << (notes.empty() ? "true" : "false") << ",\n  \"determinism_notes\": [";
+  for (size_t i = 0; i < notes.size(); ++i) out << (i ? ", " : "") << json_string(notes[i]);
+  out << "],\n  \"ranks\": [";
   for (size_t r = 0; r < s.outcome.ranks.size(); ++r) {
     const RankPlanReport& k = s.outcome.ranks[r];
     out << (r ? "," : "") << "\n    {\"rank\": " << r << ", \"device\": " << json_string(k.device)
@@ -75,7 +130,15 @@ std::string plan_json(const PlanSummary& s) {
     }
     out << "}, \"predicted_peak\": " << k.predicted.total() << ", \"probe_peak\": " << k.probe_peak_bytes
         << ", \"probe_peak_reserved\": " << k.probe_peak_reserved_bytes
-        << ", \"probes\": " << k.probes << "}";
+        << ", \"probes\": " << k.probes << ", \"nondeterministic\": [";
+    for (size_t i = 0; i < k.nondeterministic.size(); ++i) {
+      const NondeterministicLayer& l = k.nondeterministic[i];
+      out << (i ? ", " : "") << "{\"layer\": " << l.layer << ", \"name\": " << json_string(l.name) << ", \"passes\": [";
+      const std::vector<size_t> passes = nondeterministic_passes(l.passes);
+      for (size_t p = 0; p < passes.size(); ++p) out << (p ? ", " : "") << json_string(kPassNames[passes[p]]);
+      out << "]}";
+    }
+    out << "]}";
   }
   out << "\n  ]\n}\n";
   return out.str();

@@ -1,8 +1,20 @@
 // The batch plan for people (printed by `dtrain plan` and at the start of training)
 // and for scripts (`dtrain plan --json`, RUN_DIR/plan.json).
+//
+// Note [Determinism report]
+// dtrain promises that a run resumed at the same world size repeats bit for bit. That
+// holds only where every op of a training step is deterministic, and cuDNN may have no
+// deterministic algorithm for a convolution's shape (Note [cuDNN algorithm choice],
+// kernels/cuda/conv2d_plan.h). The planner asks each rank's model which passes are not
+// deterministic at its planned micro-batch (Model::determinism) and gathers the
+// answers into every rank's RankPlanReport; determinism_notes turns them into one
+// sentence per layer, which rank 0 says once at start-up (in the plan it prints),
+// which plan.json carries, and which the run's summary repeats at the end. Only the
+// training step's shapes are asked: evaluation chunks do not feed the trajectory.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
@@ -18,6 +30,12 @@ struct PlanSummary {
   int64_t steps_per_epoch = 0;
   int64_t warmup_steps = 0;
 };
+
+// One sentence per layer that some rank runs without a deterministic algorithm, e.g.
+// "layer 2 conv2d(8->16, 3x3): no deterministic algorithm for the parameter gradient on
+// ranks 0, 1; resume matches within float rounding, not bit for bit"; none when the
+// whole step is deterministic (Note [Determinism report]).
+std::vector<std::string> determinism_notes(const PlanOutcome& outcome);
 
 std::string plan_text(const PlanSummary& summary);
 std::string plan_json(const PlanSummary& summary);

@@ -407,6 +407,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start))
         << " s; final test accuracy " << format("%.4f", result.eval_accuracy) << " (test loss "
         << format("%.4f", result.eval_loss) << ")\n";
+    // Said in the plan at start-up too; repeated where a reader of the results looks.
+    for (const std::string& note : determinism_notes(setup.planned)) log << "dtrain: " << note << "\n";
     log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,
                                config.log.noise_scale);
     log.flush();

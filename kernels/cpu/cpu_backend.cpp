@@ -33,6 +33,8 @@ class CpuBackend final : public OpsBackend {
   size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
     return cpu::conv2d_workspace_bytes(ctx, s);
   }
+  // im2col and GEMMs in a fixed order whatever the thread count (Note [One thread pool]).
+  Conv2dDeterminism conv2d_determinism(Context&, const Conv2dShape&) override { return {}; }
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
                       const float* bias, float* y) override {
     cpu::conv2d_forward(ctx, s, x, w, bias, y);

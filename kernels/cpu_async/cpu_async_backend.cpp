@@ -81,6 +81,9 @@ class CpuAsyncBackend final : public OpsBackend {
   size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
     return cpu_.conv2d_workspace_bytes(ctx, s);
   }
+  Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) override {
+    return cpu_.conv2d_determinism(ctx, s);
+  }
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* wt,
                       const float* bias, float* y) override {
     queue_with_workspace(ctx, cpu_.conv2d_workspace_bytes(ctx, s),

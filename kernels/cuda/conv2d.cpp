@@ -10,6 +10,7 @@
 
 #include "kernels/check.h"
 #include "kernels/context.h"
+#include "kernels/conv_algorithm.h"
 #include "kernels/cuda/conv2d_plan.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
@@ -114,7 +115,8 @@ struct BackwardFilterCalls {
   }
 };
 
-// The heuristics' first usable candidate (Note [cuDNN algorithm choice]).
+// The heuristics' candidates described for conv_select_algorithm (Note [cuDNN
+// algorithm choice]).
 template <class Calls>
 ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan& plan) {
   DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
@@ -123,34 +125,31 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
   std::vector<typename Calls::Perf> results(static_cast<size_t>(max_count));
   int count = 0;
   DTRAIN_CUDNN_CHECK(Calls::heuristics(handle, plan, max_count, &count, results.data()));
-  bool too_large = false;  // a candidate was turned down for its workspace alone
-  for (const bool need_deterministic : {true, false}) {
-    for (int i = 0; i < count; ++i) {
-      const auto& r = results[static_cast<size_t>(i)];
-      if (r.status != CUDNN_STATUS_SUCCESS || !math_allowed(r.mathType, plan.tf32)) continue;
-      if (need_deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
-      // Without TF32 the descriptor stays FMA-only whatever the heuristics report.
-      const cudnnMathType_t math = plan.tf32 ? r.mathType : CUDNN_FMA_MATH;
-      DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), math));
-      size_t bytes = 0;
-      if (Calls::workspace(handle, plan, r.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-      bytes = std::max(bytes, r.memory);
-      if (bytes > kConvWorkspaceLimit) {
-        too_large = true;
-        continue;
-      }
-      return {r.algo, bytes, math};
-    }
+  results.resize(static_cast<size_t>(count));
+  std::vector<ConvAlgoCandidate> candidates(results.size());
+  std::vector<cudnnMathType_t> maths(results.size(), base_math(plan.tf32));
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    ConvAlgoCandidate& c = candidates[i];
+    c.algo = static_cast<int>(r.algo);
+    c.deterministic = r.determinism == CUDNN_DETERMINISTIC;
+    if (r.status != CUDNN_STATUS_SUCCESS || !math_allowed(r.mathType, plan.tf32)) continue;
+    // Without TF32 the descriptor stays FMA-only whatever the heuristics report.
+    maths[i] = plan.tf32 ? r.mathType : CUDNN_FMA_MATH;
+    DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), maths[i]));
+    size_t bytes = 0;
+    if (Calls::workspace(handle, plan, r.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    c.workspace_bytes = std::max(bytes, r.memory);
+    c.usable = true;
+  }
+  const ConvAlgoSelection chosen = conv_select_algorithm(candidates, kConvWorkspacePreferred);
+  if (chosen.index >= 0) {
+    const auto i = static_cast<size_t>(chosen.index);
+    return {results[i].algo, candidates[i].workspace_bytes, maths[i], chosen.deterministic};
   }
   std::ostringstream msg;
   msg << Calls::kOp << ": cuDNN has no usable algorithm for " << describe(plan.shape)
-      << (plan.tf32 ? " with TF32" : " without TF32");
-  // Only too much workspace: to the batch planner, a batch that does not fit.
-  if (too_large) {
-    msg << " within " << (kConvWorkspaceLimit >> 20) << " MiB of workspace; use a smaller train.micro_batch";
-    throw OutOfMemoryError(msg.str());
-  }
-  msg << "; try other convolution sizes or precision.tf32";
+      << (plan.tf32 ? " with TF32" : " without TF32") << "; try other convolution sizes or precision.tf32";
   throw DeviceError(msg.str());
 }
 
@@ -197,6 +196,15 @@ size_t CudaBackend::conv2d_workspace_bytes(Context& /*ctx*/, const Conv2dShape& 
   const ConvPlan& plan = conv_plans_->get(cudnn_.get(), s, tf32_);
   return std::max({plan.forward.workspace_bytes, plan.backward_data.workspace_bytes,
                    plan.backward_filter.workspace_bytes});
+}
+
+Conv2dDeterminism CudaBackend::conv2d_determinism(Context& /*ctx*/, const Conv2dShape& s) {
+  check_valid(s, "conv2d_determinism");
+  // Such shapes run no cuDNN algorithm at all: they fail (check_shape) or do nothing.
+  if (!fits_cudnn(s) || s.batch == 0) return {};
+  const ConvPlan& plan = conv_plans_->get(cudnn_.get(), s, tf32_);
+  return {plan.forward.deterministic, plan.backward_data.deterministic,
+          plan.backward_filter.deterministic};
 }
 
 void CudaBackend::conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x,

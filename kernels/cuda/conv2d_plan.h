@@ -4,16 +4,23 @@
 //
 // Note [cuDNN algorithm choice]
 // Each direction's algorithm is chosen once per shape, when the shape's plan is made,
-// from cuDNN's _v7 heuristics, without measuring: the first candidate (the heuristics
-// rank them by expected speed) that is supported, deterministic, respects the TF32
-// setting and needs at most kConvWorkspaceLimit of workspace; a non-deterministic one
-// only when no deterministic one exists. Timing the candidates (cudnnFind*) would pick
-// by measurements that differ between processes, so a resumed run or another rank could
+// from cuDNN's _v7 heuristics, without measuring, by conv_select_algorithm
+// (kernels/conv_algorithm.h) over the candidates that are supported and respect the
+// TF32 setting: the first (the heuristics rank them by expected speed) deterministic
+// one needing at most kConvWorkspacePreferred of workspace; else the deterministic one
+// needing the least workspace, however much that is; a non-deterministic one only when
+// no deterministic one exists. Timing the candidates (cudnnFind*) would pick by
+// measurements that differ between processes, so a resumed run or another rank could
 // take another algorithm and its results would differ in the last bits; the heuristics
 // depend only on the shape, the GPU model and the cuDNN version, so a run resumed on
 // the same kind of card repeats bit for bit, as on the CPU. The workspace of a choice is
 // what cudnnGet*WorkspaceSize reports for it with the math type it runs with (or the
-// heuristics' figure, if larger), so the memory model knows it before the first step.
+// heuristics' figure, if larger); conv2d_workspace_bytes reports it, so the memory
+// model charges it before the first step and a deterministic algorithm with a large
+// workspace costs micro-batch, not determinism. Where cuDNN has no deterministic
+// algorithm for a direction, conv2d_determinism says so, and the runtime reports it in
+// the plan and the run's summary (Note [Determinism report], runtime/plan_report.h):
+// such a run, resumed, matches within float rounding, not bit for bit.
 //
 // Math types: with TF32 off the descriptor is CUDNN_FMA_MATH, which keeps tensor
 // cores out entirely (CUDNN_DEFAULT_MATH allows TF32 on Ampere and later); with it on,
@@ -34,8 +41,9 @@
 
 namespace dtrain {
 
-// The most workspace a chosen algorithm may need.
-inline constexpr size_t kConvWorkspaceLimit = size_t{256} << 20;
+// The workspace below which the fastest deterministic algorithm is taken; beyond it,
+// the one needing the least (Note [cuDNN algorithm choice]).
+inline constexpr size_t kConvWorkspacePreferred = size_t{256} << 20;
 
 // Owns one cuDNN descriptor; the library's create/destroy pair as template arguments.
 template <class Handle, cudnnStatus_t (*Create)(Handle*), cudnnStatus_t (*Destroy)(Handle)>
@@ -66,6 +74,7 @@ struct ConvAlgoChoice {
   Algo algo;
   size_t workspace_bytes;
   cudnnMathType_t math;
+  bool deterministic;  // false only when cuDNN offers no deterministic algorithm
 };
 
 struct ConvPlan {

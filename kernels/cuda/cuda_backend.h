@@ -86,6 +86,7 @@ class CudaBackend final : public OpsBackend {
   void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) override;
   // conv2d.cpp
   size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override;
+  Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) override;
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
                       const float* bias, float* y) override;
   void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,

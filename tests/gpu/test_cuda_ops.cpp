@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <memory>
 #include <ostream>
@@ -659,9 +660,11 @@ TEST_F(CudaOps, Conv2dWorkspaceBytesAreWhatTheOpsTake) {
   }
 }
 
-// The same inputs on two fresh contexts give the same bits in every direction: the
-// algorithm choice does not depend on timings, so a resumed run or another rank on the
-// same kind of card computes exactly what the first did.
+// The same inputs on two fresh contexts give the same bits in every direction that
+// conv2d_determinism calls deterministic: the algorithm choice does not depend on
+// timings, so a resumed run or another rank on the same kind of card computes exactly
+// what the first did. (A direction without a deterministic algorithm is the plan's
+// Note [Determinism report], not a failure of this test.)
 TEST_F(CudaOps, Conv2dIsBitIdenticalAcrossFreshContexts) {
   uint64_t seed = 170;
   for (const Conv2dShape& s : kConvCases) {
@@ -682,7 +685,14 @@ TEST_F(CudaOps, Conv2dIsBitIdenticalAcrossFreshContexts) {
       result[1] = dx.to_host();
       result[2] = dw.to_host();
     }
+    const Conv2dDeterminism det = ops::conv2d_determinism(gpu(), s);
+    const bool deterministic[3] = {det.forward, det.backward_data, det.backward_filter};
     for (int k = 0; k < 3; ++k) {
+      if (!deterministic[k]) {
+        std::cout << "note: direction " << k << " of " << ::testing::PrintToString(s)
+                  << " has no deterministic cuDNN algorithm; not compared\n";
+        continue;
+      }
       ASSERT_EQ(results[0][k].size(), results[1][k].size());
       EXPECT_EQ(std::memcmp(results[0][k].data(), results[1][k].data(), results[0][k].size() * sizeof(float)), 0)
           << "direction " << k << " (0 forward, 1 backward-data, 2 backward-filter) differs between contexts";
