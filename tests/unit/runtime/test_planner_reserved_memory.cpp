@@ -153,6 +153,10 @@ class PlanKeepingBackend final : public OpsBackend {
     plan(s);
     return cpu_.conv2d_workspace_bytes(ctx, s);
   }
+  Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) override {
+    plan(s);
+    return cpu_.conv2d_determinism(ctx, s);
+  }
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w, const float* bias,
                       float* y) override {
     plan(s);
