@@ -3,6 +3,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <span>
@@ -252,7 +253,23 @@ NcclCommunicator::~NcclCommunicator() {
     // would wait for them forever. Abort frees the communicator without waiting.
     DTRAIN_NCCL_REPORT(ncclCommAbort(comm_));
   } else {
-    // Completes the collectives already issued (nccl_version.h), then frees.
+    // Note [Nonblocking NCCL communicator]: the way down for a nonblocking communicator
+    // is ncclCommFinalize (it completes the collectives already issued, and may return
+    // ncclInProgress), a wait until it is done, then ncclCommDestroy. The wait has
+    // comm.timeout_s: a finalize that does not finish aborts instead (the wait does so,
+    // and clears comm_), so a rank never blocks in its destructor.
+    const ncclResult_t finalize = ncclCommFinalize(comm_);
+    if (finalize != ncclSuccess && finalize != ncclInProgress) {
+      DTRAIN_NCCL_REPORT(finalize);
+      fail_and_abort();
+      return;
+    }
+    try {
+      wait_until_complete("NCCL finalize", timeout_s_, "");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dtrain: %s\n", e.what());
+      return;  // aborted by the wait
+    }
     DTRAIN_NCCL_REPORT(ncclCommDestroy(comm_));
   }
   comm_ = nullptr;

@@ -1,8 +1,8 @@
 // NCCL version gates, in one place. dtrain has one code path for NCCL, so the only
 // gate is the floor below which that path does not compile or behave as written:
 //  - ncclGetLastError (2.13) gives the detail behind an error code in every message;
-//  - from 2.14 ncclCommDestroy finalizes the communicator itself (it completes the
-//    operations already issued before freeing), which the destructor relies on.
+//  - ncclCommInitRankConfig (nonblocking communicators) and ncclCommFinalize, which
+//    the destructor calls before ncclCommDestroy, are there from 2.14.
 // Should a later feature need a newer NCCL, add a DTRAIN_NCCL_HAS_<FEATURE> flag here
 // from NCCL_VERSION_CODE and use that flag, never the raw version, elsewhere.
 #pragma once

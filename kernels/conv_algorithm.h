@@ -24,11 +24,15 @@ struct ConvAlgoSelection {
 
 // Deterministic before fast, and within the preferred workspace before beyond it:
 //  1. the first usable deterministic candidate needing at most preferred_workspace_bytes;
-//  2. else the usable deterministic one needing the least workspace (the first of equals);
-//  3. only when no usable candidate is deterministic, 1 and 2 among the others.
+//  2. else the usable deterministic one needing the least workspace (the first of
+//     equals), if that is at most deterministic_cap_bytes;
+//  3. else the first usable non-deterministic one within the preferred workspace;
+//  4. else the usable one needing the least workspace, deterministic first of equals.
 // The caller charges the chosen workspace to the memory model, so a choice beyond the
-// preferred figure costs micro-batch, never a failure here.
+// preferred figure costs micro-batch, never a failure here. The cap keeps a model
+// that ran with a non-deterministic algorithm from failing to fit at all for the
+// sake of a deterministic one whose workspace would take much of the device.
 ConvAlgoSelection conv_select_algorithm(std::span<const ConvAlgoCandidate> candidates,
-                                        size_t preferred_workspace_bytes);
+                                        size_t preferred_workspace_bytes, size_t deterministic_cap_bytes);
 
 }  // namespace dtrain

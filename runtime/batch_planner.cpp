@@ -85,7 +85,8 @@ void check_every_rank_fits(const std::vector<RoundRecord>& records, const std::v
       msg << "the model does not fit even at micro-batch 1: it needs about "
           << format_bytes(double(rec.need_at_one)) << " (" << breakdown(model.predict(1)) << ")";
       if (rec.failed_micro > 0) {
-        msg << ", and the probe step at micro-batch 1 did not fit (out of memory, or more reserved than the budget)";
+        msg << ", and the probe step at micro-batch " << rec.failed_micro
+            << " did not fit (out of memory, or more reserved than the budget)";
       }
       msg << ", but memory.fraction " << config.memory.fraction << " of its "
           << format_bytes(double(rec.free_bytes)) << " free memory is " << format_bytes(double(rec.budget))
@@ -190,6 +191,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
 
     int64_t fits = 1;
     bool over_budget = false;
+    std::vector<PassDeterminism> determinism;
     std::exception_ptr error;
     try {
       model.release_activations();  // a plan smaller than the last probe starts clean
@@ -204,6 +206,9 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
         fits = 0;
         over_budget = true;
       }
+      // Asked here, before the agreement, so that a failure of the query reaches every
+      // rank through it instead of leaving the others in the report's all-gather.
+      determinism = model.determinism(micro);
     } catch (const OutOfMemoryError&) {
       fits = 0;
     } catch (...) {
@@ -231,7 +236,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
                                    mine.budget, mine.capacity, micro, peak, probes, peak_reserved};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
     // Every rank has the same layers, so the records have the same length.
-    for (const PassDeterminism& d : model.determinism(micro)) fields.push_back(nondeterminism_bits(d));
+    for (const PassDeterminism& d : determinism) fields.push_back(nondeterminism_bits(d));
     std::vector<int64_t> all(fields.size() * static_cast<size_t>(n));
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;

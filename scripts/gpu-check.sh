@@ -34,7 +34,9 @@ fail() { failures+=("$*"); status=1; }
 step() { echo; echo "== $*"; }
 # On every exit (the early ones too): the verdict first, then the summary so far.
 finish() {
-  local verdict=$logs/verdict.txt
+  local rc=$? verdict=$logs/verdict.txt
+  # An exit nobody chose (a set -u error, a signal) is a failure too, never a pass.
+  if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then fail "the check ended early (exit $rc): see the log above"; status=$rc; fi
   if [ "$status" -eq 0 ]; then
     echo "PASSED: every step of the GPU check passed" >"$verdict"
   else
@@ -45,6 +47,7 @@ finish() {
   exit "$status"
 }
 trap finish EXIT
+trap 'exit 143' TERM INT  # a kill still writes the verdict
 gpus=$(nvidia-smi -L 2>&1 || true)
 
 step "probe" | tee "$logs/summary.txt"
@@ -145,7 +148,7 @@ esac
 echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
 
 step "benchmark" | tee -a "$logs/summary.txt"
-DEADLINE=$deadline DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python timeout "$(limit 600)" bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
+DEADLINE=$((deadline - 10)) DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python timeout "$(limit 600)" bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
 tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
 grep -q "not run (out of time)" "$logs/bench.txt" && fail "benchmark runs left out for lack of time: see bench.txt"
 echo "the check took $(( $(date +%s) - deadline + ${GPU_CHECK_BUDGET_S:-480} - 15 )) s" | tee -a "$logs/summary.txt"

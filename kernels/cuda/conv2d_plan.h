@@ -8,8 +8,9 @@
 // (kernels/conv_algorithm.h) over the candidates that are supported and respect the
 // TF32 setting: the first (the heuristics rank them by expected speed) deterministic
 // one needing at most kConvWorkspacePreferred of workspace; else the deterministic one
-// needing the least workspace, however much that is; a non-deterministic one only when
-// no deterministic one exists. Timing the candidates (cudnnFind*) would pick by
+// needing the least workspace, up to a quarter of the device's memory (the cap: beyond
+// it a model that ran before could no longer fit at all); a non-deterministic one only
+// when no deterministic one is within the cap. Timing the candidates (cudnnFind*) would pick by
 // measurements that differ between processes, so a resumed run or another rank could
 // take another algorithm and its results would differ in the last bits; the heuristics
 // depend only on the shape, the GPU model and the cuDNN version, so a run resumed on
@@ -82,7 +83,7 @@ struct ConvPlan {
   // (cross-correlation, as PyTorch's conv2d) in float, NCHW, and chooses the algorithm
   // of each direction (Note [cuDNN algorithm choice]). The shape must fit cuDNN's int
   // sizes (conv2d.cpp checks).
-  ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32);
+  ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32, size_t deterministic_cap_bytes);
 
   Conv2dShape shape;
   bool tf32;
@@ -98,17 +99,21 @@ struct ConvPlan {
 // Plans by shape; a backend's TF32 setting is fixed, so the shape is the whole key.
 class ConvPlanCache {
  public:
+  // deterministic_cap_bytes: the most workspace a deterministic algorithm may take
+  // (Note [cuDNN algorithm choice]).
+  explicit ConvPlanCache(size_t deterministic_cap_bytes) : deterministic_cap_bytes_(deterministic_cap_bytes) {}
   ConvPlan& get(cudnnHandle_t handle, const Conv2dShape& s, bool tf32) {
     const std::array<int64_t, 8> key{s.batch,        s.in_channels, s.height, s.width,
                                      s.out_channels, s.kernel,      s.stride, s.padding};
     auto& plan = plans_[key];
-    if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32);
+    if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32, deterministic_cap_bytes_);
     return *plan;
   }
   size_t size() const { return plans_.size(); }
   void clear() { plans_.clear(); }
 
  private:
+  size_t deterministic_cap_bytes_;
   std::map<std::array<int64_t, 8>, std::unique_ptr<ConvPlan>> plans_;
 };
 

@@ -87,7 +87,10 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32)
   DTRAIN_CUDA_CHECK(cudaMallocHost(&host, kLabelErrorBytes));
   label_error_host_.reset(static_cast<unsigned long long*>(host));
 
-  conv_plans_ = std::make_unique<ConvPlanCache>();
+  // A deterministic convolution may take up to a quarter of what this rank may use: the
+  // allocator's limit where one is set, else the device (Note [cuDNN algorithm choice]).
+  const MemoryCapacity memory = allocator_.capacity();
+  conv_plans_ = std::make_unique<ConvPlanCache>((memory.limit != 0 ? memory.limit : memory.total) / 4);
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -43,7 +43,7 @@ for trial in $(seq 1 "$trials"); do
   extra=()
   [ "$kind" = ckpt ] && envs=(DTRAIN_TEST_STALL_IN_CHECKPOINT=1 DTRAIN_TEST_FAULT_RANK=$victim) &&
     extra=(--set checkpoint.every_steps=$step)
-  env "${envs[@]}" "$mpiexec" -np "$np" --oversubscribe "$dtrain" train "$src/configs/fashion_mnist_cnn.yaml" "${extra[@]}" \
+  env ${envs[@]+"${envs[@]}"} "$mpiexec" -np "$np" --oversubscribe "$dtrain" train "$src/configs/fashion_mnist_cnn.yaml" ${extra[@]+"${extra[@]}"} \
     --set train.max_steps=100000 --set train.epochs=100 --set comm.timeout_s=$timeout_s --set eval.every_steps=0 \
     --set log.every_steps=100000 --run-dir "$work/run$trial" >"$log" 2>&1 &
   mpirun_pid=$!

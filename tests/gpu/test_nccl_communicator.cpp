@@ -11,8 +11,14 @@
 // collective, copy_to_host would read the output before NCCL wrote it.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <memory>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/device_communicator.h"
@@ -217,6 +223,63 @@ TEST_F(NcclOneRank, AWorkDroppedWithoutWaitStillOrdersTheComputeStream) {
   queue_slow_fill(*ctx, send.data(), send.size(), 6.0f);
   comm->all_gather(send.data(), recv.data(), send.size(), DataType::Float32).reset();
   expect_all(recv.download(), 6.0f, "all_gather whose Work was dropped");
+}
+
+// Rank 0 of a job of 2 whose rank 1 never arrives: the bootstrap says so, and passes
+// the unique id to nobody (a broadcast on one rank keeps the root's data).
+struct HalfOfTwo final : Communicator {
+  SelfCommunicator self;
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  std::string backend_name() const override { return "half of two"; }
+  std::unique_ptr<Work> all_reduce(void* buf, size_t n, DataType t, ReduceOp op) override {
+    return self.all_reduce(buf, n, t, op);
+  }
+  std::unique_ptr<Work> reduce_scatter(const void* send, void* recv, size_t n, DataType t, ReduceOp op) override {
+    return self.reduce_scatter(send, recv, n, t, op);
+  }
+  std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t n, DataType t) override {
+    return self.all_gather(send, recv, n, t);
+  }
+  std::unique_ptr<Work> broadcast(void* buf, size_t n, DataType t, int root) override {
+    return self.broadcast(buf, n, t, root);
+  }
+  std::unique_ptr<Work> barrier() override { return self.barrier(); }
+};
+
+class NcclInitialisation : public testing::GpuTest {};
+
+// Issue 13, item 2.3 on the device: NCCL's own initialisation waits for the missing
+// rank, so only the timeout ends it; and ncclCommAbort of a communicator still
+// initialising must itself return (a hang here is what the item is about). The
+// constructor runs on a thread of its own; if it has not ended 30 s after its 3 s
+// limit, the test reports a hang and ends the process, so the check ends too.
+TEST_F(NcclInitialisation, AMissingRankEndsTheInitialisationAtTheTimeout) {
+  auto ctx = Context::make_cuda(CudaOptions{});
+  HalfOfTwo bootstrap;
+  const double timeout_s = 3.0;
+  const auto start = std::chrono::steady_clock::now();
+  auto result = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      NcclCommunicator comm(bootstrap, *ctx, timeout_s);
+      return "constructed";
+    } catch (const CommError& e) {
+      return e.what();
+    }
+  });
+  if (result.wait_for(std::chrono::seconds(33)) != std::future_status::ready) {
+    std::fprintf(stderr, "FAILED: NcclInitialisation: the constructor has not returned 30 s after its 3 s limit: "
+                         "ncclCommAbort of an initialising communicator hangs\n");
+    std::_Exit(1);
+  }
+  const std::string message = result.get();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(message, "constructed");
+  EXPECT_NE(message.find("rank 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("3"), std::string::npos) << message;
+  // The limit, plus a poll period, plus the abort's own teardown (seconds at most).
+  EXPECT_GE(took, timeout_s) << message;
+  EXPECT_LT(took, timeout_s + 10.0) << message;
 }
 
 class NcclFactory : public testing::GpuTest {};
