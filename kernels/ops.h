@@ -101,11 +101,41 @@ class OpsBackend {
                                   const int32_t* argmax, float* dx) = 0;
   virtual void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                                      int64_t batch, int64_t classes, float grad_scale,
-                                     float* dlogits, double* stats) = 0;
+                                     float* dlogits, double* stats, double loss_weight) = 0;
   // The workspace softmax_cross_entropy takes for `batch` rows, for the memory model.
   virtual size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const = 0;
   virtual void sgd_update(Context& ctx, float* params, const float* grads, float* momentum,
                           int64_t n, const SgdHyper& h) = 0;
+  // The transformer ops (Note [Transformer ops]). Not pure: a backend without them
+  // (a test's fake) throws Error naming the op when one is called.
+  virtual void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias,
+                                 float* y, float* mean, float* rstd, int64_t rows, int64_t channels);
+  virtual void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                                  const float* mean, const float* rstd, float* dx, float* dweight,
+                                  float* dbias, int64_t rows, int64_t channels, bool accumulate_dx);
+  virtual void gelu_forward(Context& ctx, const float* x, float* y, int64_t n);
+  virtual void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n);
+  virtual void add(Context& ctx, const float* a, const float* b, float* y, int64_t n);
+  virtual void scale(Context& ctx, float* x, int64_t n, float alpha);
+  virtual void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte,
+                                 const float* wpe, float* y, int64_t batch, int64_t seq,
+                                 int64_t channels, int64_t vocab);
+  virtual void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte,
+                                  float* dwpe, int64_t batch, int64_t seq, int64_t channels,
+                                  int64_t vocab);
+  virtual size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
+                                                    int64_t vocab) const;
+  virtual void attention_forward(Context& ctx, const float* qkv, float* out, float* probs,
+                                 int64_t batch, int64_t seq, int64_t channels, int64_t heads);
+  virtual void attention_backward(Context& ctx, const float* dout, const float* qkv,
+                                  const float* probs, float* dqkv, int64_t batch, int64_t seq,
+                                  int64_t channels, int64_t heads);
+  virtual size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
+                                           int64_t heads) const;
+  virtual void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples,
+                               int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
+  virtual void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples,
+                                int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                             int64_t n, const AdamWHyper& h) = 0;
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
@@ -184,14 +214,17 @@ inline void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* 
   ctx.backend().maxpool2d_backward(ctx, s, dy, argmax, dx);
 }
 // Softmax cross-entropy over rows of logits (batch, classes) with SUM reduction.
-// stats[0] += sum of per-sample losses; stats[1] += number of rows whose argmax is
-// the label (both in double, on the device). When dlogits is not null it is
-// overwritten with grad_scale * (softmax(logits) - onehot(label)).
+// stats[0] += loss_weight * (sum of per-row losses); stats[1] += loss_weight * (number
+// of rows whose argmax is the label), both in double, on the device. When dlogits is
+// not null it is overwritten with grad_scale * (softmax(logits) - onehot(label)).
+// dlogits may be logits itself (a language model's B x T x V logits are then held
+// once). loss_weight is 1 for a classifier (a row is a sample) and 1/T for a language
+// model (a sample's loss is the mean over its T tokens).
 inline void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                                   int64_t batch, int64_t classes, float grad_scale,
-                                  float* dlogits, double* stats) {
+                                  float* dlogits, double* stats, double loss_weight = 1.0) {
   ctx.backend().softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits,
-                                      stats);
+                                      stats, loss_weight);
 }
 inline size_t softmax_cross_entropy_workspace_bytes(Context& ctx, int64_t batch) {
   return ctx.backend().softmax_cross_entropy_workspace_bytes(batch);
@@ -209,6 +242,94 @@ inline void adamw_update(Context& ctx, float* params, const float* grads, float*
 }
 inline void fill(Context& ctx, float* x, int64_t n, float value) {
   ctx.backend().fill(ctx, x, n, value);
+}
+
+// Note [Transformer ops]
+// The ops of a GPT-2 block, on (rows, channels) activations with rows = batch x seq:
+//  - LayerNorm over the last dimension, eps 1e-5, as torch.nn.LayerNorm. Forward
+//    saves each row's mean and 1/std (rows floats each) for backward.
+//  - GELU in its tanh form (GPT-2's, torch's approximate='tanh').
+//  - Attention: qkv (B, T, 3C) holds q, k and v side by side, head h in features
+//    [h*C/H, (h+1)*C/H) of each (nanoGPT's c_attn output); out (B, T, C) holds the
+//    heads side by side. Causal, scaled by 1/sqrt(C/H). probs (B, H, T, T) is the
+//    one T x T tensor kept for backward (the softmax output; entries above the
+//    diagonal are 0); backward takes what else it needs from the workspace.
+//  - Embedding: y[b, t] = wte[token[b, t]] + wpe[t]. Its backward adds into dwte and
+//    dwpe in a fixed order (no float atomics whose order varies), so it is
+//    deterministic. A token outside [0, vocab) is a DataError naming it.
+//  - Dropout: element i of sample s is dropped when a hash of (key, sample_ids[s], i)
+//    falls below p (kernels/dropout_hash.h, the same function on every backend);
+//    kept ones are scaled by 1/(1-p). No mask is stored: backward hashes again.
+//    The key mixes the seed, the step and the layer (never the rank or micro-step), so
+//    every layout drops the same units of the same sample.
+// As everywhere: parameter gradients are ADDED, data gradients overwritten, except
+// where layernorm_backward is told to accumulate into dx (the residual stream).
+
+// y = LayerNorm(x) * weight + bias over rows of `channels`; mean and rstd: rows floats.
+inline void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias,
+                              float* y, float* mean, float* rstd, int64_t rows, int64_t channels) {
+  ctx.backend().layernorm_forward(ctx, x, weight, bias, y, mean, rstd, rows, channels);
+}
+// dweight, dbias += their gradients; dx = (accumulate_dx ? dx : 0) + input gradient.
+inline void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                               const float* mean, const float* rstd, float* dx, float* dweight,
+                               float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
+  ctx.backend().layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels,
+                                   accumulate_dx);
+}
+// y = gelu_tanh(x); x and y may alias.
+inline void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) {
+  ctx.backend().gelu_forward(ctx, x, y, n);
+}
+// dx = gelu_tanh'(x) * dy; dx may alias dy.
+inline void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n) {
+  ctx.backend().gelu_backward(ctx, x, dy, dx, n);
+}
+// y = a + b elementwise; y may alias a or b (y += b is add(y, b, y)).
+inline void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) {
+  ctx.backend().add(ctx, a, b, y, n);
+}
+// x *= alpha (gradient clipping).
+inline void scale(Context& ctx, float* x, int64_t n, float alpha) { ctx.backend().scale(ctx, x, n, alpha); }
+// y (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) int32, wte (V, C), wpe (>= T, C).
+inline void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe,
+                              float* y, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+  ctx.backend().embedding_forward(ctx, tokens, wte, wpe, y, batch, seq, channels, vocab);
+}
+// dwte[v] += sum of dy[b, t] over tokens[b, t] == v; dwpe[t] += sum over b of dy[b, t].
+inline void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte,
+                               float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+  ctx.backend().embedding_backward(ctx, dy, tokens, dwte, dwpe, batch, seq, channels, vocab);
+}
+inline size_t embedding_backward_workspace_bytes(Context& ctx, int64_t batch, int64_t seq,
+                                                 int64_t channels, int64_t vocab) {
+  return ctx.backend().embedding_backward_workspace_bytes(batch, seq, channels, vocab);
+}
+// Causal multi-head attention: out (B, T, C) from qkv (B, T, 3C); probs (B, H, T, T).
+inline void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+                              int64_t seq, int64_t channels, int64_t heads) {
+  ctx.backend().attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
+}
+// dqkv (B, T, 3C) overwritten from dout (B, T, C), the forward's qkv and probs.
+inline void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
+                               float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
+  ctx.backend().attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
+}
+// The most workspace either attention op takes, for the memory model.
+inline size_t attention_workspace_bytes(Context& ctx, int64_t batch, int64_t seq, int64_t channels,
+                                        int64_t heads) {
+  return ctx.backend().attention_workspace_bytes(batch, seq, channels, heads);
+}
+// y = dropout(x) over `samples` rows of `per_sample` elements; sample_ids (device,
+// `samples` int64) name each row's sample. x and y may alias. p = 0 copies.
+inline void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+                            const int64_t* sample_ids, uint64_t key, float p) {
+  ctx.backend().dropout_forward(ctx, x, y, samples, per_sample, sample_ids, key, p);
+}
+// dx = dy where forward kept the element (scaled by 1/(1-p)), else 0; dx may alias dy.
+inline void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+                             const int64_t* sample_ids, uint64_t key, float p) {
+  ctx.backend().dropout_backward(ctx, dy, dx, samples, per_sample, sample_ids, key, p);
 }
 // out[0] += scale * (sum of x[i]^2), accumulated in double on the device (gradient
 // norms). The same inputs give the same sum every run on a device (a fixed order).

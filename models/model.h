@@ -1,18 +1,21 @@
-// A sequential model over flat buffers (DESIGN contract 1): all parameters in one
-// device buffer, gradients in a mirror buffer; layers hold views into both. The model
-// owns the activations of the last forward pass, sized for the largest batch seen.
-// Layers that alias their input (flatten) get no output buffer and are skipped in
-// both passes: their output is their input's memory, their dx is their dy.
+// A model (DESIGN contract 1 and 2): parameters in one flat device buffer, gradients
+// in a mirror buffer, and a forward that owns the loss. The trainer, the evaluator
+// and the planner's probe see only this interface: they hand the model a batch and
+// get back sums of per-sample losses and the model's own statistics, never logits.
+//
+// Implementations: SequentialClassifier (the MLP and the CNN: a chain of layers and a
+// softmax cross-entropy), Gpt (a transformer language model with an explicit layout).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/context.h"
 #include "kernels/memory.h"
-#include "kernels/tensor.h"
+#include "models/batch.h"
 #include "models/layer.h"
 #include "models/model_spec.h"
 
@@ -23,91 +26,123 @@ struct ParamRange {
   int64_t count = 0;
 };
 
+// One parameter tensor: its name (as PyTorch's state_dict would say it, e.g.
+// "blocks.0.attn.qkv.weight"), where it lives and its shape.
+struct ParamTensor {
+  std::string name;
+  int64_t offset = 0;
+  Shape shape;
+  int64_t count() const { return shape.numel(); }
+};
+
+// The determinism of one part of the model (a layer) in a training step.
+struct PartDeterminism {
+  std::string name;
+  PassDeterminism passes;
+};
+
+// A number evaluation reports, e.g. {"accuracy", 0.91} or {"bits_per_byte", 2.1}.
+struct Metric {
+  std::string name;
+  double value = 0.0;
+};
+
+// The device doubles a forward adds into (kernels/ops.h softmax_cross_entropy order).
+enum ModelStat : int {
+  kModelLossSum = 0,  // sum of the batch's per-sample losses
+  kModelMetric = 1,   // the model's statistic: correct predictions for a classifier
+  kModelStats = 2,
+};
+
+enum class Pass { kTrain, kEval };
+
 class Model {
  public:
-  // `input` is the per-sample input shape, e.g. (1, 28, 28).
-  Model(Context& ctx, std::vector<std::unique_ptr<Layer>> layers, Shape input);
+  virtual ~Model() = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  virtual std::string describe() const = 0;  // one line for the log
+  // What a sample of this model is; the data must give the same.
+  virtual SampleLayout sample_layout() const = 0;
 
   int64_t param_count() const { return param_count_; }
   float* params() { return params_.as<float>(); }  // device memory
   float* grads() { return grads_.as<float>(); }    // device memory
   const float* params() const { return params_.as<float>(); }
   const float* grads() const { return grads_.as<float>(); }
-  // Where each layer's parameters live in the flat buffers, in layer order.
-  const std::vector<ParamRange>& layer_params() const { return layer_params_; }
-
-  int num_layers() const { return static_cast<int>(layers_.size()); }
-  const Layer& layer(int i) const { return *layers_[static_cast<size_t>(i)]; }
-  const Shape& input_shape() const { return input_; }
-  const Shape& output_shape() const { return shapes_.back(); }
-  // Per-sample shapes: shapes()[0] is the input, shapes()[i+1] layer i's output.
-  const std::vector<Shape>& shapes() const { return shapes_; }
+  // The ranges the gradient reducer buckets: contiguous, in order, covering the flat
+  // buffer; backward reports each done (on_range_done(i)) once its gradient is final.
+  // A parameter two parts share (tied weights) is one range, reported when its last
+  // user has written its gradient.
+  virtual const std::vector<ParamRange>& param_ranges() const = 0;
+  // Every parameter tensor with its name and shape, in buffer order.
+  virtual std::vector<ParamTensor> param_tensors() const = 0;
 
   // Fills the parameters from the seed (the same on every rank) and zeroes the grads.
-  // Layer i draws from Rng(Rng::mix(seed, i)), so appending a layer leaves the
-  // values of the layers before it unchanged. Before init or load_params the
-  // parameters and gradients are zero.
-  void init(uint64_t seed);
+  virtual void init(uint64_t seed) = 0;
   // Copies `count` host floats into the parameters (fixtures, checkpoints); throws
   // DataError when `count` is not param_count().
   void load_params(const float* host, int64_t count);
-
-  // Forward of a batch x (N, input...) already on the device. Returns the output
-  // (N, classes), valid until the next forward. Keeps what backward needs, x
-  // included: x must stay valid until backward is done.
-  ConstTensor forward(ConstTensor x);
-  // Backward of the last forward from dy (N, classes). Adds into the gradients.
-  // `on_layer_done(i)` runs as soon as layer i's parameter gradients are final, in
-  // reverse layer order, so gradient buckets can be reduced while backward goes on.
-  // It runs for every layer, also those without parameters. On a GPU, "final"
-  // means enqueued on the context's stream.
-  void backward(ConstTensor dy, const std::function<void(int)>& on_layer_done = {});
   void zero_grads();
 
-  // Activation bytes one sample costs: every layer output (none for aliasing layers),
-  // layer state (max-pool indices), and the two gradient buffers backward ping-pongs
-  // between, each the largest input gradient a layer after the first writes. After a
-  // forward of N samples the allocator holds exactly N times this as Activations.
-  int64_t activation_bytes_per_sample() const;
-  // FLOPs of one sample's forward pass (the layers' sum), and of a training step's
-  // forward and backward: backward computes two products per forward one (the input
-  // gradient and the weight gradient), so training is 3x forward, the usual count.
-  int64_t forward_flops_per_sample() const;
+  // Forward of a batch on the device. Adds the sum of its per-sample losses to
+  // stats[kModelLossSum] and its statistic to stats[kModelMetric] (device doubles).
+  // Pass::kTrain keeps what backward needs (the batch's memory included, which must
+  // stay valid until backward is done) and the loss gradient with each sample's loss
+  // scaled by grad_scale (1/G, contract 2); Pass::kEval keeps nothing for backward
+  // and turns dropout off.
+  virtual void forward(const Batch& batch, Pass pass, float grad_scale, double* stats) = 0;
+  // Backward of the last Pass::kTrain forward. ADDS into the gradients.
+  // on_range_done(i) runs as soon as param_ranges()[i] is final (on a GPU: enqueued on
+  // the context's stream), so buckets can be reduced while backward goes on; it runs
+  // once for every range, highest first.
+  virtual void backward(const std::function<void(int)>& on_range_done = {}) = 0;
+
+  // Activation bytes one sample of training costs, the loss gradient included: after
+  // a Pass::kTrain forward of N samples the allocator holds N times this as Activations.
+  virtual int64_t activation_bytes_per_sample() const = 0;
+  // FLOPs of one sample's forward pass (a multiply-add counts two); training is 3x.
+  virtual int64_t forward_flops_per_sample() const = 0;
   int64_t training_flops_per_sample() const { return 3 * forward_flops_per_sample(); }
-  // The most workspace one forward and backward of `batch` samples takes: the largest
-  // any layer asks for (the context keeps one workspace and grows it).
-  size_t workspace_bytes(int64_t batch) const;
-  // Each layer's determinism in a training step of `batch` samples. The first layer's
-  // input gradient is never computed, so it counts as deterministic.
-  std::vector<PassDeterminism> determinism(int64_t batch) const;
-  // Frees the activations and the layers' per-batch state; the next forward allocates
-  // them again. Used after an out-of-memory probe so that a smaller batch starts from
-  // a clean slate.
-  void release_activations();
+  // The most workspace one training forward and backward of `batch` samples takes.
+  virtual size_t workspace_bytes(int64_t batch) const = 0;
+  // The determinism of each part in a training step of `batch` samples.
+  virtual std::vector<PartDeterminism> determinism(int64_t batch) const = 0;
+  // Frees the activations; the next forward allocates them again (after an
+  // out-of-memory probe, so that a smaller batch starts from a clean slate).
+  virtual void release_activations() = 0;
+
+  // What an evaluation of `samples` samples reports beside its mean loss, from the
+  // summed statistic (accuracy for a classifier, bits per byte for bytes of text).
+  virtual std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const = 0;
+
+ protected:
+  // Allocates the flat buffers (zeroed) for `param_count` parameters.
+  Model(Context& ctx, int64_t param_count);
+  Context& ctx_;
 
  private:
-  void ensure_batch(int64_t n);
-
-  Context& ctx_;
-  std::vector<std::unique_ptr<Layer>> layers_;
-  Shape input_;
-  std::vector<Shape> shapes_;
-  std::vector<ParamRange> layer_params_;
-  int64_t param_count_ = 0;
-  int64_t grad_floats_per_sample_ = 0;  // the larger of the two ping-pong buffers' needs
+  int64_t param_count_;
   Buffer params_;
   Buffer grads_;
-  int64_t batch_capacity_ = 0;
-  int64_t batch_ = 0;                    // of the last forward; 0 before the first
-  std::vector<Buffer> outputs_;          // outputs_[i]: layer i's output (N, shapes_[i+1]...);
-                                         // empty for layers that alias their input
-  std::vector<const float*> acts_;       // acts_[0]: the input, acts_[i+1]: layer i's output
-  Buffer grad_a_, grad_b_;               // activation gradients, ping-pong in backward
 };
 
-// Builds the model a spec names for inputs of `input` shape and `classes` classes.
-// Throws ConfigError naming the model key when the spec does not fit the input.
-std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const Shape& input,
-                                   int64_t classes);
+}  // namespace dtrain
+
+namespace dtrain {
+
+// What the data tells the model builder: the sample layout, the number of classes (a
+// classifier) or of token values (a language model's vocabulary), and whether the
+// tokens are bytes (bits per byte can then be reported).
+struct DataFacts {
+  SampleLayout layout;
+  int64_t classes = 0;
+  bool tokens_are_bytes = false;
+};
+
+// Builds the model a spec names for the data. Throws ConfigError naming the model key
+// when the spec does not fit the data.
+std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const DataFacts& data);
 
 }  // namespace dtrain

@@ -15,10 +15,13 @@
 namespace dtrain {
 
 struct DataConfig {
-  std::string name = "fashion_mnist";  // fashion_mnist | synthetic
-  std::string path = "/usr/share/datasets/fashion-mnist";
+  std::string name = "fashion_mnist";  // fashion_mnist | synthetic | text | tokens
+  std::string path = "/usr/share/datasets/fashion-mnist";  // text: a file, a folder or a glob
   int64_t train_samples = 8192;  // synthetic only
   int64_t test_samples = 2048;   // synthetic only
+  double val_fraction = 0.1;     // text: the last fraction of the byte stream is validation
+  std::string train_files;       // tokens: a glob of llm.c token shards for training
+  std::string val_files;         // tokens: a glob of shards for validation
 };
 
 // train.global_batch and train.micro_batch take a number or `auto`, stored as kAuto.
@@ -51,6 +54,8 @@ struct OptimizerConfig {
   double eps = 1e-8;         // adamw
   std::string lr_scaling = "none";  // none | linear | sqrt: lr x (G / base_batch)^(1 | 1/2)
   int64_t base_batch = 0;           // the global batch `lr` was tuned for; 0: not given
+  std::string decay_filter = "matrices";  // matrices (weights of 2 or more dimensions) | all
+  double clip_grad_norm = 0.0;      // clip the reduced gradient's global norm to this; 0: off
 };
 
 struct ScheduleConfig {

@@ -57,8 +57,8 @@ class CpuBackend final : public OpsBackend {
   }
   void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                              int64_t batch, int64_t classes, float grad_scale, float* dlogits,
-                             double* stats) override {
-    cpu::softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats);
+                             double* stats, double loss_weight) override {
+    cpu::softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
     return static_cast<size_t>(batch) * sizeof(double);  // a loss per row (cross_entropy.cpp)

@@ -73,7 +73,7 @@ void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
 
 void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                            int64_t batch, int64_t classes, float grad_scale, float* dlogits,
-                           double* stats);
+                           double* stats, double loss_weight);
 
 void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                 const SgdHyper& h);

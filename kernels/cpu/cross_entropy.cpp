@@ -27,7 +27,7 @@ void check_labels(const int32_t* labels, int64_t batch, int64_t classes) {
 
 void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                            int64_t batch, int64_t classes, float grad_scale, float* dlogits,
-                           double* stats) {
+                           double* stats, double loss_weight) {
   if (batch == 0) return;
   check_labels(labels, batch, classes);
   // Per-row losses are summed serially afterwards so the total does not depend on how
@@ -39,6 +39,7 @@ void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* lab
   for (int64_t r = 0; r < batch; ++r) {
     const float* z = logits + r * classes;
     const int32_t label = labels[r];
+    const float z_label = z[label];  // read before dlogits, which may be the logits, is written
     float mx = z[0];
     int64_t arg = 0;
     for (int64_t c = 1; c < classes; ++c) {
@@ -62,13 +63,13 @@ void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* lab
       for (int64_t c = 0; c < classes; ++c) sum += std::exp(z[c] - mx);
     }
     // loss = logsumexp(z) - z[label] = log(sum) + (mx - z[label])
-    row_loss[r] = std::log(sum) + (static_cast<double>(mx) - static_cast<double>(z[label]));
+    row_loss[r] = std::log(sum) + (static_cast<double>(mx) - static_cast<double>(z_label));
     correct += arg == label ? 1 : 0;
   }
   double loss = 0.0;
   for (int64_t r = 0; r < batch; ++r) loss += row_loss[r];
-  stats[0] += loss;
-  stats[1] += static_cast<double>(correct);
+  stats[0] += loss_weight * loss;
+  stats[1] += loss_weight * static_cast<double>(correct);
 }
 
 }  // namespace dtrain::cpu

@@ -109,9 +109,9 @@ class CpuAsyncBackend final : public OpsBackend {
   }
   void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                              int64_t batch, int64_t classes, float grad_scale, float* dlogits,
-                             double* stats) override {
+                             double* stats, double loss_weight) override {
     queue_with_workspace(ctx, cpu_.softmax_cross_entropy_workspace_bytes(batch), [=, this](Context& w) {
-      cpu_.softmax_cross_entropy(w, logits, labels, batch, classes, grad_scale, dlogits, stats);
+      cpu_.softmax_cross_entropy(w, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
     });
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {

@@ -43,7 +43,7 @@ __device__ inline void keep_first_max(float& best, int64_t& best_at, float v, in
 
 __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, int64_t batch,
                                    int64_t classes, float grad_scale, float* dlogits,
-                                   double* row_loss, int32_t* row_hit,
+                                   double loss_weight, double* row_loss, int32_t* row_hit,
                                    unsigned long long* label_error,
                                    unsigned long long launch) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
@@ -106,6 +106,8 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     }
     sum = __shfl_sync(kFullMask, sum, 0);
 
+    // Read before dlogits is written: it may be the logits themselves.
+    const float z_label = z[label];
     if (d != nullptr) {
       // The CPU op's float operations in its order: exp, times scale, minus grad_scale
       // (explicitly rounded, so nvcc does not fuse them into one FMA).
@@ -116,15 +118,16 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
       }
     }
     if (lane == 0) {
-      row_loss[r] = log(sum) + (static_cast<double>(mx) - static_cast<double>(z[label]));
+      row_loss[r] = loss_weight * (log(sum) + (static_cast<double>(mx) - static_cast<double>(z_label)));
       row_hit[r] = arg == label ? 1 : 0;
     }
   }
 }
 
-// stats[0] += sum of row_loss, stats[1] += sum of row_hit; one block, fixed order.
+// stats[0] += sum of row_loss, stats[1] += hit_weight * sum of row_hit; one block,
+// fixed order.
 __global__ void cross_entropy_totals(const double* row_loss, const int32_t* row_hit,
-                                     int64_t batch, double* stats) {
+                                     int64_t batch, double hit_weight, double* stats) {
   __shared__ double loss[kBlockThreads];
   __shared__ long long hits[kBlockThreads];
   double l = 0.0;
@@ -145,7 +148,7 @@ __global__ void cross_entropy_totals(const double* row_loss, const int32_t* row_
   }
   if (threadIdx.x == 0) {
     stats[0] += loss[0];
-    stats[1] += static_cast<double>(hits[0]);
+    stats[1] += hit_weight * static_cast<double>(hits[0]);
   }
 }
 
@@ -157,7 +160,7 @@ size_t CudaBackend::softmax_cross_entropy_workspace_bytes(int64_t batch) const {
 
 void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                                         int64_t batch, int64_t classes, float grad_scale,
-                                        float* dlogits, double* stats) {
+                                        float* dlogits, double* stats, double loss_weight) {
   if (batch == 0) return;
   if (classes <= 0) {  // as the CPU op says it
     throw DataError("softmax_cross_entropy: " + std::to_string(classes) +
@@ -175,11 +178,11 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const
 
   const int64_t row_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
   cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
-      logits, labels, batch, classes, grad_scale, dlogits, row_loss, row_hit,
+      logits, labels, batch, classes, grad_scale, dlogits, loss_weight, row_loss, row_hit,
       label_error_.as<unsigned long long>(), label_launches_);
   DTRAIN_CUDA_LAUNCH_CHECK();
   ++label_launches_;
-  cross_entropy_totals<<<1, kBlockThreads, 0, stream()>>>(row_loss, row_hit, batch, stats);
+  cross_entropy_totals<<<1, kBlockThreads, 0, stream()>>>(row_loss, row_hit, batch, loss_weight, stats);
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 

@@ -101,7 +101,7 @@ class CudaBackend final : public OpsBackend {
   // cross_entropy.cu
   void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
                              int64_t batch, int64_t classes, float grad_scale, float* dlogits,
-                             double* stats) override;
+                             double* stats, double loss_weight) override;
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override;
   // optimizers.cu
   void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,

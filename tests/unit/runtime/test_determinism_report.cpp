@@ -125,8 +125,8 @@ class ClaimingBackend final : public OpsBackend {
     cpu_.maxpool2d_backward(c, s, dy, arg, dx);
   }
   void softmax_cross_entropy(Context& c, const float* logits, const int32_t* labels, int64_t batch,
-                             int64_t classes, float scale, float* dlogits, double* stats) override {
-    cpu_.softmax_cross_entropy(c, logits, labels, batch, classes, scale, dlogits, stats);
+                             int64_t classes, float scale, float* dlogits, double* stats, double loss_weight) override {
+    cpu_.softmax_cross_entropy(c, logits, labels, batch, classes, scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
     return cpu_.softmax_cross_entropy_workspace_bytes(batch);

@@ -195,8 +195,8 @@ class PlanKeepingBackend final : public OpsBackend {
     cpu_.maxpool2d_backward(ctx, s, dy, argmax, dx);
   }
   void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes,
-                             float grad_scale, float* dlogits, double* stats) override {
-    cpu_.softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats);
+                             float grad_scale, float* dlogits, double* stats, double loss_weight) override {
+    cpu_.softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
     return cpu_.softmax_cross_entropy_workspace_bytes(batch);

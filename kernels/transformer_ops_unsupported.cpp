@@ -1,0 +1,57 @@
+// The transformer ops' defaults (kernels/ops.h): a backend that does not implement an
+// op says so by name instead of computing nothing.
+#include <string>
+
+#include "kernels/errors.h"
+#include "kernels/ops.h"
+
+namespace dtrain {
+namespace {
+
+[[noreturn]] void unsupported(const OpsBackend& backend, const char* op) {
+  throw Error(std::string("the ") + backend.name() + " backend has no " + op + " op");
+}
+
+}  // namespace
+
+void OpsBackend::layernorm_forward(Context&, const float*, const float*, const float*, float*, float*, float*,
+                                   int64_t, int64_t) {
+  unsupported(*this, "layernorm_forward");
+}
+void OpsBackend::layernorm_backward(Context&, const float*, const float*, const float*, const float*,
+                                    const float*, float*, float*, float*, int64_t, int64_t, bool) {
+  unsupported(*this, "layernorm_backward");
+}
+void OpsBackend::gelu_forward(Context&, const float*, float*, int64_t) { unsupported(*this, "gelu_forward"); }
+void OpsBackend::gelu_backward(Context&, const float*, const float*, float*, int64_t) {
+  unsupported(*this, "gelu_backward");
+}
+void OpsBackend::add(Context&, const float*, const float*, float*, int64_t) { unsupported(*this, "add"); }
+void OpsBackend::scale(Context&, float*, int64_t, float) { unsupported(*this, "scale"); }
+void OpsBackend::embedding_forward(Context&, const int32_t*, const float*, const float*, float*, int64_t,
+                                   int64_t, int64_t, int64_t) {
+  unsupported(*this, "embedding_forward");
+}
+void OpsBackend::embedding_backward(Context&, const float*, const int32_t*, float*, float*, int64_t, int64_t,
+                                    int64_t, int64_t) {
+  unsupported(*this, "embedding_backward");
+}
+size_t OpsBackend::embedding_backward_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const { return 0; }
+void OpsBackend::attention_forward(Context&, const float*, float*, float*, int64_t, int64_t, int64_t, int64_t) {
+  unsupported(*this, "attention_forward");
+}
+void OpsBackend::attention_backward(Context&, const float*, const float*, const float*, float*, int64_t,
+                                    int64_t, int64_t, int64_t) {
+  unsupported(*this, "attention_backward");
+}
+size_t OpsBackend::attention_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const { return 0; }
+void OpsBackend::dropout_forward(Context&, const float*, float*, int64_t, int64_t, const int64_t*, uint64_t,
+                                 float) {
+  unsupported(*this, "dropout_forward");
+}
+void OpsBackend::dropout_backward(Context&, const float*, float*, int64_t, int64_t, const int64_t*, uint64_t,
+                                  float) {
+  unsupported(*this, "dropout_backward");
+}
+
+}  // namespace dtrain
