@@ -5,7 +5,8 @@
 
 namespace dtrain {
 
-DataSplits load_data(const DataConfig& config, uint64_t seed) {
+DataSplits load_data(const DataConfig& config, const ModelSpec& model, uint64_t seed) {
+  (void)model;  // the token streams (text, tokens) read seq_len and vocab from it
   DataSplits splits;
   if (config.name == "synthetic") {
     splits.train = std::make_unique<SyntheticDataset>(config.train_samples, seed, true);
