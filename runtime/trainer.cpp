@@ -426,10 +426,19 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         << format("%.3g", flops_per_sample / 1e6) << " MFLOP per training sample)";
     if (peak_flops > 0) log << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
     log << "\n";
-    log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start)) << " s; final "
-        << held_out << " loss " << format("%.4f", result.eval_loss);
-    for (const Metric& m : result.eval_metrics) log << ", " << held_out << " " << spaced(m.name) << " " << format("%.4f", m.value);
-    log << "\n";
+    // The model's first metric leads (a classifier's accuracy), the loss follows.
+    log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start)) << " s; final ";
+    if (result.eval_metrics.empty()) {
+      log << held_out << " loss " << format("%.4f", result.eval_loss) << "\n";
+    } else {
+      const Metric& lead = result.eval_metrics.front();
+      log << held_out << " " << spaced(lead.name) << " " << format("%.4f", lead.value) << " (" << held_out << " loss "
+          << format("%.4f", result.eval_loss);
+      for (size_t i = 1; i < result.eval_metrics.size(); ++i) {
+        log << ", " << spaced(result.eval_metrics[i].name) << " " << format("%.4f", result.eval_metrics[i].value);
+      }
+      log << ")\n";
+    }
     // Said in the plan at start-up too; repeated where a reader of the results looks.
     for (const std::string& note : determinism_notes(setup.planned)) log << "dtrain: " << note << "\n";
     log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,
