@@ -12,6 +12,8 @@
 #include "models/linear.h"
 #include "models/maxpool2d.h"
 #include "models/model.h"
+#include "models/gpt.h"
+#include "models/sequential_classifier.h"
 #include "models/relu.h"
 
 namespace dtrain {
@@ -94,8 +96,18 @@ Layers build_cnn(const ModelSpec& spec, const Shape& input, int64_t classes) {
 
 }  // namespace
 
-std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const Shape& input,
-                                   int64_t classes) {
+std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const DataFacts& data) {
+  if (spec.name == "gpt") return build_gpt(ctx, spec, data);
+  const Shape& input = data.layout.input;
+  const int64_t classes = data.classes;
+  if (spec.name != "mlp" && spec.name != "cnn") {
+    throw ConfigError("model.name: unknown model '" + spec.name + "'; accepted values: mlp, cnn, gpt");
+  }
+  if (data.layout.input_type != ElementType::kFloat32 || data.layout.target.numel() != 1) {
+    throw ConfigError("model.name: the " + spec.name + " classifies images with one label each, but the data holds " +
+                      std::string(element_name(data.layout.input_type)) + " samples of shape " +
+                      data.layout.input.str() + "; use model.name: gpt for text, or an image dataset");
+  }
   if (input.rank() < 1 || input.numel() < 1) {
     throw ConfigError("model: samples of shape " + input.str() + " are empty; check the data");
   }
@@ -103,16 +115,8 @@ std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const Sh
     throw ConfigError("model: a classifier needs at least 2 classes, the data has " +
                       std::to_string(classes));
   }
-  Layers layers;
-  if (spec.name == "mlp") {
-    layers = build_mlp(spec, input, classes);
-  } else if (spec.name == "cnn") {
-    layers = build_cnn(spec, input, classes);
-  } else {
-    throw ConfigError("model.name: unknown model '" + spec.name +
-                      "'; accepted values: mlp, cnn");
-  }
-  return std::make_unique<Model>(ctx, std::move(layers), input);
+  Layers layers = spec.name == "mlp" ? build_mlp(spec, input, classes) : build_cnn(spec, input, classes);
+  return std::make_unique<SequentialClassifier>(ctx, spec.name, std::move(layers), input);
 }
 
 }  // namespace dtrain

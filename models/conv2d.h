@@ -18,6 +18,7 @@ class Conv2d final : public Layer {
   // Input (Ci, H, W) -> (Co, H', W'); H' = H for odd K.
   Shape output_shape(const Shape& input) const override;
   int64_t param_count() const override { return co_ * ci_ * k_ * k_ + co_; }
+  std::vector<Shape> param_shapes() const override { return {Shape{co_, ci_, k_, k_}, Shape{co_}}; }
   // Per output element: Ci K K multiply-adds and the bias.
   int64_t forward_flops_per_sample(const Shape& input) const override {
     return output_shape(input).numel() * (2 * ci_ * k_ * k_ + 1);

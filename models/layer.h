@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kernels/context.h"
 #include "kernels/tensor.h"
@@ -35,6 +36,8 @@ class Layer {
   // input does not fit (for example a kernel larger than the image).
   virtual Shape output_shape(const Shape& input) const = 0;
   virtual int64_t param_count() const { return 0; }
+  // The shapes of its parameter tensors in buffer order (PyTorch's: weight, bias).
+  virtual std::vector<Shape> param_shapes() const { return {}; }
   // Floating-point operations of one sample's forward pass, counting a multiply-add as
   // two (the convention of FLOP/s figures); elementwise work counts one per element.
   virtual int64_t forward_flops_per_sample(const Shape& input) const { return 0; }

@@ -16,6 +16,7 @@ class Linear final : public Layer {
   std::string name() const override;
   Shape output_shape(const Shape& input) const override;
   int64_t param_count() const override { return out_ * in_ + out_; }
+  std::vector<Shape> param_shapes() const override { return {Shape{out_, in_}, Shape{out_}}; }
   // The GEMM (2 in out) and the bias (out).
   int64_t forward_flops_per_sample(const Shape&) const override { return 2 * in_ * out_ + out_; }
   void bind(float* params, float* grads) override;

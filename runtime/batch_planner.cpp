@@ -119,20 +119,21 @@ int64_t nondeterminism_bits(const PassDeterminism& d) {
   return (d.forward ? 0 : 1) | (d.input_gradient ? 0 : 2) | (d.param_gradient ? 0 : 4);
 }
 
-std::vector<NondeterministicLayer> nondeterministic_layers(const Model& model, const int64_t* bits) {
+std::vector<NondeterministicLayer> nondeterministic_layers(const std::vector<PartDeterminism>& parts,
+                                                          const int64_t* bits) {
   std::vector<NondeterministicLayer> out;
-  for (int i = 0; i < model.num_layers(); ++i) {
+  for (size_t i = 0; i < parts.size(); ++i) {
     const int64_t b = bits[i];
     if (b == 0) continue;
-    out.push_back({i, model.layer(i).name(), PassDeterminism{(b & 1) == 0, (b & 2) == 0, (b & 4) == 0}});
+    out.push_back({static_cast<int>(i), parts[i].name, PassDeterminism{(b & 1) == 0, (b & 2) == 0, (b & 4) == 0}});
   }
   return out;
 }
 
 }  // namespace
 
-MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const Shape& sample_shape,
-                            int64_t classes, int64_t eval_batch) {
+MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const SampleLayout& layout,
+                            int64_t eval_batch) {
   model.release_activations();
   ctx.release_workspace();
   MemoryModel m;
@@ -143,14 +144,12 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   const auto in_use = static_cast<int64_t>(ctx.allocator().stats().in_use);
   m.library_workspace_bytes = std::max<int64_t>(0, in_use - m.params_bytes - m.grads_bytes - m.optimizer_bytes);
   m.activation_bytes_per_sample = model.activation_bytes_per_sample();
-  m.batch_bytes_per_sample = StepBuffers::bytes_per_sample(sample_shape, classes);
-  m.eval_bytes_per_sample = DeviceBatch::bytes_per_sample(sample_shape);
+  m.batch_bytes_per_sample = StepBuffers::bytes_per_sample(layout);
+  m.eval_bytes_per_sample = DeviceBatch::bytes_per_sample(layout);
   m.eval_batch = eval_batch;
-  m.fixed_workspace_bytes = (kStepStats + 2) * static_cast<int64_t>(sizeof(double));
-  // The context keeps one workspace, grown to the largest request: the layers' or the loss's.
-  m.workspace_bytes = [&model, &ctx](int64_t b) {
-    return static_cast<int64_t>(std::max(model.workspace_bytes(b), ops::softmax_cross_entropy_workspace_bytes(ctx, b)));
-  };
+  m.fixed_workspace_bytes = (kStepStats + kModelStats) * static_cast<int64_t>(sizeof(double));
+  // The context keeps one workspace, grown to the largest request (the model's ops and loss).
+  m.workspace_bytes = [&model](int64_t b) { return static_cast<int64_t>(model.workspace_bytes(b)); };
   return m;
 }
 
@@ -164,8 +163,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
   } release_plans{ctx.backend()};
   const int n = control.size();
   const bool auto_micro = config.train.micro_batch == kAuto;
-  const MemoryModel memory = memory_model_of(model, optimizer, ctx, train.sample_shape(), train.num_classes(),
-                                             config.eval.batch);
+  const MemoryModel memory = memory_model_of(model, optimizer, ctx, train.layout(), config.eval.batch);
   const std::vector<std::string> devices = gather_device_names(control, ctx.device_name());
 
   // What this rank may use: what it holds already plus its share of what is free, in
@@ -191,7 +189,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
 
     int64_t fits = 1;
     bool over_budget = false;
-    std::vector<PassDeterminism> determinism;
+    std::vector<PartDeterminism> determinism;
     std::exception_ptr error;
     try {
       model.release_activations();  // a plan smaller than the last probe starts clean
@@ -236,7 +234,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
                                    mine.budget, mine.capacity, micro, peak, probes, peak_reserved};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
     // Every rank has the same layers, so the records have the same length.
-    for (const PassDeterminism& d : determinism) fields.push_back(nondeterminism_bits(d));
+    for (const PartDeterminism& d : determinism) fields.push_back(nondeterminism_bits(d.passes));
     std::vector<int64_t> all(fields.size() * static_cast<size_t>(n));
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;
@@ -254,7 +252,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       report.probes = f[8];
       report.probe_peak_reserved_bytes = f[9];
       std::copy(f + 10, f + 10 + kMemoryCategories, report.predicted.by_category.begin());
-      report.nondeterministic = nondeterministic_layers(model, f + 10 + kMemoryCategories);
+      report.nondeterministic = nondeterministic_layers(determinism, f + 10 + kMemoryCategories);
       outcome.ranks.push_back(report);
     }
     return outcome;

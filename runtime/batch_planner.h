@@ -69,10 +69,10 @@ struct PlanOutcome {
 };
 
 // The memory model of training `model` with `optimizer` on ctx for data of this
-// sample shape and classes, with eval.batch `eval_batch`. Reads what ctx's allocator
+// sample layout, with eval.batch `eval_batch`. Reads what ctx's allocator
 // already holds beyond the model and optimizer as library workspace.
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx,
-                            const Shape& sample_shape, int64_t classes, int64_t eval_batch);
+                            const SampleLayout& layout, int64_t eval_batch);
 
 struct PlannerInputs {
   MemoryCapacity device;         // ctx.allocator().capacity(), or a test's stand-in

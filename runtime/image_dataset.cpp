@@ -37,7 +37,8 @@ ImageDataset::ImageDataset(std::string name, Shape sample_shape, int64_t classes
   for (int v = 0; v < 256; ++v) lut_[v] = (static_cast<float>(v) / 255.0f - mean) / stddev;
 }
 
-void ImageDataset::gather(std::span<const int64_t> indices, float* images, int32_t* labels) const {
+void ImageDataset::gather(int64_t, std::span<const int64_t> indices, void* inputs, int32_t* labels) const {
+  auto* images = static_cast<float*>(inputs);
   const int64_t per = shape_.numel();
   for (size_t i = 0; i < indices.size(); ++i) {
     const uint8_t* src = pixels_.data() + indices[i] * per;

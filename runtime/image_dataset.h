@@ -14,9 +14,10 @@ class ImageDataset final : public Dataset {
                std::vector<int32_t> labels, float mean, float stddev);
   std::string name() const override { return name_; }
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
-  Shape sample_shape() const override { return shape_; }
+  SampleLayout layout() const override { return SampleLayout{shape_, ElementType::kFloat32, Shape{}}; }
   int64_t num_classes() const override { return classes_; }
-  void gather(std::span<const int64_t> indices, float* images, int32_t* labels) const override;
+  // inputs: normalised float32 images (NCHW); targets: labels.
+  void gather(int64_t epoch, std::span<const int64_t> indices, void* inputs, int32_t* labels) const override;
 
  private:
   std::string name_;

@@ -19,28 +19,22 @@ std::vector<int64_t> first_samples(const Dataset& data, int64_t count) {
 }
 
 void run_probe(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int64_t eval_chunk) {
-  const int64_t classes = data.num_classes();
-  StepBuffers step(ctx, data.sample_shape(), classes, micro_batch);
+  StepBuffers step(ctx, data.layout(), micro_batch);
   const std::vector<int64_t> train_indices = first_samples(data, micro_batch);
-  step.batch.prefetch(data, train_indices);
-  ConstTensor x = step.batch.take();
+  step.batch.prefetch(data, 0, train_indices);
+  const Batch batch = step.batch.take();
   // Training prefetches its next micro-batch while this one computes: fill the other slot.
-  step.batch.prefetch(data, train_indices);
+  step.batch.prefetch(data, 0, train_indices);
   ops::fill(ctx, step.stats.as<float>(), static_cast<int64_t>(step.stats.bytes() / sizeof(float)), 0.0f);
-  ConstTensor logits = model.forward(x);
-  Tensor dlogits(step.dlogits.as<float>(), logits.shape);
-  ops::softmax_cross_entropy(ctx, logits.data, step.batch.labels(), micro_batch, classes, 1.0f,
-                             dlogits.data, step.stats.as<double>());
-  model.backward(dlogits);
+  model.forward(batch, Pass::kTrain, 1.0f, step.stats.as<double>());
+  model.backward();
 
   // Evaluation runs while the training buffers are held (and a batch is in flight).
-  DeviceBatch eval_batch(ctx, data.sample_shape(), eval_chunk);
-  Buffer eval_stats(ctx.allocator(), 2 * sizeof(double), MemoryCategory::Workspace);
-  ops::fill(ctx, eval_stats.as<float>(), 4, 0.0f);
-  ConstTensor ex = eval_batch.load(data, first_samples(data, eval_chunk));
-  ConstTensor eval_logits = model.forward(ex);
-  ops::softmax_cross_entropy(ctx, eval_logits.data, eval_batch.labels(), eval_chunk, classes, 0.0f,
-                             nullptr, eval_stats.as<double>());
+  DeviceBatch eval_batch(ctx, data.layout(), eval_chunk);
+  Buffer eval_stats(ctx.allocator(), kModelStats * sizeof(double), MemoryCategory::Workspace);
+  ops::fill(ctx, eval_stats.as<float>(), 2 * kModelStats, 0.0f);
+  model.forward(eval_batch.load(data, 0, first_samples(data, eval_chunk)), Pass::kEval, 0.0f,
+                eval_stats.as<double>());
   step.batch.take();  // orders the in-flight upload before the slot is freed
   ctx.synchronize();
 }

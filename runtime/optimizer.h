@@ -1,13 +1,19 @@
-// Optimizers over the flat buffers (DESIGN contract 1): one fused update pass over
-// all parameters, with state in mirror buffers accounted as Optimizer memory.
+// Optimizers over the flat buffers (DESIGN contract 1): fused update passes over the
+// parameters, with state in mirror buffers accounted as Optimizer memory. Weight
+// decay (decoupled) applies to the spans optimizer.decay_filter selects: by default
+// the weights of two or more dimensions (matrices, convolution kernels, embeddings),
+// not biases or LayerNorm gains, as GPT-2's recipe and nanoGPT do. One update pass
+// per run of neighbouring tensors with the same decay.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/context.h"
 #include "kernels/memory.h"
+#include "models/model.h"
 #include "runtime/config.h"
 
 namespace dtrain {
@@ -27,6 +33,19 @@ class Optimizer {
   virtual void set_steps_taken(int64_t) {}
 };
 
-std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, Context& ctx, int64_t n);
+// A contiguous run of parameters that share their weight decay.
+struct DecaySpan {
+  int64_t offset = 0;
+  int64_t count = 0;
+  bool decay = true;
+};
+
+// The spans of `tensors` (in buffer order, covering [0, n)) for a decay filter:
+// "all" decays everything (one span); "matrices" decays tensors of rank >= 2.
+std::vector<DecaySpan> decay_spans(const std::vector<ParamTensor>& tensors, int64_t n,
+                                   const std::string& filter);
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, Context& ctx, int64_t n,
+                                          std::vector<DecaySpan> spans);
 
 }  // namespace dtrain

@@ -1,5 +1,5 @@
 // What one rank's training step holds beyond the model: the double-buffered input
-// batch, the loss gradient and the step's scalar sums. The trainer and the planner's
+// batch and the step's scalar sums (the model holds its own loss gradient). The trainer and the planner's
 // probe step allocate the same, so the probe measures what training will hold.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include "kernels/context.h"
 #include "kernels/memory.h"
 #include "kernels/tensor.h"
+#include "models/model.h"
 #include "runtime/device_batch.h"
 
 namespace dtrain {
@@ -15,8 +16,8 @@ namespace dtrain {
 // The step's device scalars (doubles), all-reduced together once per step except
 // kGradSqNorm, which every rank computes from the same reduced gradients.
 enum StepStat : int {
-  kLossSum = 0,       // sum of the per-sample losses of the global batch
-  kCorrect = 1,       // samples whose top class is the label (the loss op adds both)
+  kLossSum = kModelLossSum,  // sum of the per-sample losses of the global batch
+  kCorrect = kModelMetric,   // the model's statistic (a classifier's correct predictions)
   kSmallGradA = 2,    // noise scale: sum over ranks of a_r |g_r|^2 (Note [Gradient noise scale])
   kSmallGradB = 3,    // noise scale: sum over ranks of b_r |g_r|^2
   kStopRequests = 4,  // ranks asked to stop (a signal) when the step began
@@ -25,14 +26,12 @@ enum StepStat : int {
 };
 
 struct StepBuffers {
-  StepBuffers(Context& ctx, const Shape& sample_shape, int64_t classes, int64_t micro_batch);
+  StepBuffers(Context& ctx, const SampleLayout& layout, int64_t micro_batch);
 
-  // Bytes per sample of micro-batch the buffers take: two input slots (image and
-  // label) and the loss gradient.
-  static int64_t bytes_per_sample(const Shape& sample_shape, int64_t classes);
+  // Bytes per sample of micro-batch the buffers take: two input slots.
+  static int64_t bytes_per_sample(const SampleLayout& layout) { return DeviceBatch::bytes_per_sample(layout); }
 
   DeviceBatch batch;
-  Buffer dlogits;  // (micro_batch, classes)
   Buffer stats;    // kStepStats doubles
 };
 

@@ -15,7 +15,8 @@ SyntheticDataset::SyntheticDataset(int64_t size, uint64_t seed, bool train)
   for (float& p : prototypes_) p = static_cast<float>(kPrototypeScale * rng.normal());
 }
 
-void SyntheticDataset::gather(std::span<const int64_t> indices, float* images, int32_t* labels) const {
+void SyntheticDataset::gather(int64_t, std::span<const int64_t> indices, void* inputs, int32_t* labels) const {
+  auto* images = static_cast<float*>(inputs);
   const uint64_t split = Rng::mix(seed_, train_ ? 1 : 2);
   for (size_t i = 0; i < indices.size(); ++i) {
     Rng rng(Rng::mix(split, static_cast<uint64_t>(indices[i])));

@@ -15,9 +15,9 @@ class SyntheticDataset final : public Dataset {
   SyntheticDataset(int64_t size, uint64_t seed, bool train);
   std::string name() const override { return train_ ? "synthetic/train" : "synthetic/test"; }
   int64_t size() const override { return size_; }
-  Shape sample_shape() const override { return Shape{1, 28, 28}; }
+  SampleLayout layout() const override { return SampleLayout{Shape{1, 28, 28}, ElementType::kFloat32, Shape{}}; }
   int64_t num_classes() const override { return 10; }
-  void gather(std::span<const int64_t> indices, float* images, int32_t* labels) const override;
+  void gather(int64_t epoch, std::span<const int64_t> indices, void* inputs, int32_t* labels) const override;
 
  private:
   int64_t size_;

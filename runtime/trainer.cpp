@@ -39,6 +39,14 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// "bits_per_byte" -> "bits per byte", for the progress lines.
+std::string spaced(std::string name) {
+  for (char& c : name) {
+    if (c == '_') c = ' ';
+  }
+  return name;
+}
+
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 std::string format(const char* fmt, double a) {
@@ -149,14 +157,13 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   Optimizer* optimizer = setup.optimizer.get();
 
   std::vector<FlatRange> layer_ranges;
-  for (const ParamRange& r : model->layer_params()) layer_ranges.push_back({r.offset, r.count});
+  for (const ParamRange& r : model->param_ranges()) layer_ranges.push_back({r.offset, r.count});
   const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
   GradientReducer reducer(comm, model->grads(), layer_ranges, std::max<int64_t>(1, bucket_cap));
 
   const int64_t my_micro = plan.micro_batch[static_cast<size_t>(comm.rank())];
   const int64_t eval_chunk = std::min(my_micro, config.eval.batch);
-  const int64_t classes = data.train->num_classes();
-  StepBuffers step_buffers(ctx, data.train->sample_shape(), classes, my_micro);
+  StepBuffers step_buffers(ctx, data.train->layout(), my_micro);
   DeviceBatch& batch = step_buffers.batch;
   // Destroyed before the reducer's Works and the batch (Note [Abort before unwinding]).
   const AbortCommunicatorOnError abort_on_error(comm);
@@ -165,6 +172,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(plan.global_batch));
 
   const NoiseProbe noise = noise_probe_for(config, plan, comm.rank());
+  // What the held-out split is called: a classifier's test set, a text's validation split.
+  const std::string held_out = data.train->layout().input_type == ElementType::kInt32 ? "validation" : "test";
   NoiseScaleEstimator noise_scale(config.log.noise_ema);
   int64_t first_step = 0, samples = 0;
   if (resume.found) {
@@ -243,11 +252,17 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     TraceScope scope(timeline, "evaluation", "eval", step);
     const EvalResult e = evaluate(*model, *data.test, ctx, comm, eval_chunk);
     result.eval_loss = e.loss;
-    result.eval_accuracy = e.accuracy;
+    result.eval_accuracy = e.metric("accuracy");
+    result.eval_metrics = e.metrics;
     if (leader) {
-      metrics->write("eval", {{"step", double(step)}, {"eval_loss", e.loss}, {"eval_accuracy", e.accuracy}});
-      progress.line("eval  step " + std::to_string(step) + " | test loss " + format("%.4f", e.loss) +
-                    " | test accuracy " + format("%.4f", e.accuracy));
+      std::vector<std::pair<std::string, double>> fields = {{"step", double(step)}, {"eval_loss", e.loss}};
+      std::string line = "eval  step " + std::to_string(step) + " | " + held_out + " loss " + format("%.4f", e.loss);
+      for (const Metric& m : e.metrics) {
+        fields.push_back({"eval_" + m.name, m.value});
+        line += " | " + held_out + " " + spaced(m.name) + " " + format("%.4f", m.value);
+      }
+      metrics->write("eval", fields);
+      progress.line(line);
     }
   };
 
@@ -255,8 +270,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   // This rank's samples for micro-step `micro` of optimizer step `step`.
   auto prefetch = [&](int64_t step, int64_t micro) {
     TraceScope scope(timeline, "data", "data", step + 1);
-    batch.prefetch(*data.train, sampler.slice(plan, step / steps_per_epoch, step % steps_per_epoch, micro,
-                                              comm.rank()));
+    const int64_t epoch = step / steps_per_epoch;
+    batch.prefetch(*data.train, epoch, sampler.slice(plan, epoch, step % steps_per_epoch, micro, comm.rank()));
   };
   if (first_step < total_steps) prefetch(first_step, 0);
 
@@ -278,25 +293,25 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     ops::copy_from_host(ctx, stats, initial, sizeof(initial));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
       const bool last = micro + 1 == plan.accumulation_steps;
-      ConstTensor x = [&] {
+      Batch micro_batch = [&] {
         TraceScope scope(timeline, "data wait", "data", step + 1);
         return batch.take();
       }();
-      std::optional<TraceScope> forward_scope(std::in_place, timeline, "forward", "compute", step + 1);
-      ConstTensor logits = model->forward(x);
-      Tensor dlogits(step_buffers.dlogits.as<float>(), logits.shape);
-      ops::softmax_cross_entropy(ctx, logits.data, batch.labels(), x.dim(0), classes, grad_scale,
-                                 dlogits.data, stats + kLossSum);
-      forward_scope.reset();
+      micro_batch.step = step;
+      {
+        TraceScope forward_scope(timeline, "forward", "compute", step + 1);
+        model->forward(micro_batch, Pass::kTrain, grad_scale, stats + kLossSum);
+      }
       {
         TraceScope backward_scope(timeline, "backward", "compute", step + 1);
         if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
-          ops::fill(ctx, dlogits.data, 1, std::numeric_limits<float>::quiet_NaN());  // test hook
+          // Backward adds into the gradients, so the NaN reaches the reduced gradient.
+          ops::fill(ctx, model->grads(), 1, std::numeric_limits<float>::quiet_NaN());  // test hook
         }
         if (last) {
-          model->backward(dlogits, [&](int layer) { reducer.on_layer_done(layer); });
+          model->backward([&](int range) { reducer.on_layer_done(range); });
         } else {
-          model->backward(dlogits);
+          model->backward();
         }
         if (micro == 0 && noise.mode == NoiseProbe::kFirstMicroStep) {
           ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.a, stats + kSmallGradA);
@@ -341,6 +356,12 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
                                  noise.trace_sum, noise.small_batches);
       }
       TraceScope scope(timeline, "optimizer step", "compute", step + 1);
+      // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
+      const double grad_norm = std::sqrt(sums[kGradSqNorm]);
+      if (config.optimizer.clip_grad_norm > 0) {
+        const double coef = config.optimizer.clip_grad_norm / (grad_norm + 1e-6);
+        if (coef < 1.0) ops::scale(ctx, model->grads(), model->param_count(), static_cast<float>(coef));
+      }
       optimizer->step(ctx, model->params(), model->grads(), lr);
     }
     model->zero_grads();
@@ -356,6 +377,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
           {"epoch", double(step) / double(steps_per_epoch)},
           {"loss", loss},
           {"lr", lr},
+          {"grad_norm", std::sqrt(sums[kGradSqNorm])},
           {"samples", double(samples)},
           {"samples_per_s", double(plan.global_batch) / step_s},
           {"flops_per_s", flops_per_sample * double(plan.global_batch) / step_s},
@@ -404,9 +426,10 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
         << format("%.3g", flops_per_sample / 1e6) << " MFLOP per training sample)";
     if (peak_flops > 0) log << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
     log << "\n";
-    log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start))
-        << " s; final test accuracy " << format("%.4f", result.eval_accuracy) << " (test loss "
-        << format("%.4f", result.eval_loss) << ")\n";
+    log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start)) << " s; final "
+        << held_out << " loss " << format("%.4f", result.eval_loss);
+    for (const Metric& m : result.eval_metrics) log << ", " << held_out << " " << spaced(m.name) << " " << format("%.4f", m.value);
+    log << "\n";
     // Said in the plan at start-up too; repeated where a reader of the results looks.
     for (const std::string& note : determinism_notes(setup.planned)) log << "dtrain: " << note << "\n";
     log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,

@@ -11,10 +11,12 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "kernels/context.h"
 #include "kernels/errors.h"
+#include "models/model.h"
 #include "runtime/config.h"
 
 namespace dtrain {
@@ -51,7 +53,8 @@ struct TrainResult {
   int64_t steps = 0;
   double final_loss = 0.0;  // training loss of the last step
   double eval_loss = 0.0;
-  double eval_accuracy = 0.0;
+  double eval_accuracy = 0.0;  // a classifier's; 0 for other models
+  std::vector<Metric> eval_metrics;  // everything the final evaluation reported
   double noise_scale = 0.0;  // B_simple at the end; 0 when not estimated
   bool stopped = false;      // a stop request ended the run early, after a checkpoint
   int64_t skipped_steps = 0; // steps whose update was skipped (train.on_nonfinite: skip)

@@ -24,11 +24,15 @@ int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
 // The parts built without collectives (Note [Setup agreement]).
 void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communicator& control,
              const std::string& run_dir) {
-  s.data = load_data(config.data, config.train.seed);
+  s.data = load_data(config.data, config.model, config.train.seed);
   try {
-    s.model = build_model(ctx, config.model, s.data.train->sample_shape(), s.data.train->num_classes());
+    ModelSpec spec = config.model;
+    spec.seed = config.train.seed;  // dropout's masks
+    s.model = build_model(ctx, spec, s.data.train->facts());
     s.model->init(config.train.seed);
-    s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count());
+    s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count(),
+                                 decay_spans(s.model->param_tensors(), s.model->param_count(),
+                                             config.optimizer.decay_filter));
   } catch (const OutOfMemoryError& e) {
     const MemoryCapacity memory = ctx.allocator().capacity();
     throw OutOfMemoryError("the model '" + config.model.name + "' does not fit on " + ctx.device_name() +
