@@ -199,12 +199,26 @@ class ConfigReader {
       }
       read_positive_list(s, "model", "cnn_hidden", c.model.cnn_hidden, true);
     });
-    section(root, "data", {"name", "path", "train_samples", "test_samples"}, [&](const YAML::Node& s) {
-      read_choice(s, "data", "name", c.data.name, {"fashion_mnist", "synthetic"});
+    section(root, "data", {"name", "path", "train_samples", "test_samples", "val_fraction", "train_files", "val_files"},
+            [&](const YAML::Node& s) {
+      read_choice(s, "data", "name", c.data.name, {"fashion_mnist", "synthetic", "text", "tokens"});
       read(s, "data", "path", c.data.path, "a path");
       read_int(s, "data", "train_samples", c.data.train_samples, 1, int64_t{1} << 31);
       read_int(s, "data", "test_samples", c.data.test_samples, 1, int64_t{1} << 31);
+      read_real(s, "data", "val_fraction", c.data.val_fraction, 0.0, 1.0, true, true);
+      read(s, "data", "train_files", c.data.train_files, "a path or glob");
+      read(s, "data", "val_files", c.data.val_files, "a path or glob");
     });
+    if (c.data.name == "tokens") {
+      const std::pair<const char*, const std::string*> shards[] = {{"data.train_files", &c.data.train_files},
+                                                                  {"data.val_files", &c.data.val_files}};
+      for (const auto& [key, value] : shards) {
+        if (value->empty()) {
+          throw ConfigError(c.where("data.name") + ": data.name is 'tokens' but " + key +
+                            " is not set; set it to llm.c token shards (a file, a folder or a glob like data/shard_*.bin)");
+        }
+      }
+    }
     section(root, "train", {"global_batch", "micro_batch", "epochs", "max_steps", "seed", "on_nonfinite"},
             [&](const YAML::Node& s) {
       read_choice(s, "train", "on_nonfinite", c.train.on_nonfinite, {"stop", "skip"});
@@ -401,6 +415,9 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "path" << YAML::Value << c.data.path;
   out << YAML::Key << "train_samples" << YAML::Value << c.data.train_samples;
   out << YAML::Key << "test_samples" << YAML::Value << c.data.test_samples;
+  out << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction;
+  out << YAML::Key << "train_files" << YAML::Value << c.data.train_files;
+  out << YAML::Key << "val_files" << YAML::Value << c.data.val_files;
   out << YAML::EndMap;
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   const auto batch_value = [](int64_t v) { return v == kAuto ? std::string("auto") : std::to_string(v); };

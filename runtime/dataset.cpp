@@ -2,11 +2,13 @@
 
 #include "runtime/image_dataset.h"
 #include "runtime/synthetic_dataset.h"
+#include "runtime/text_dataset.h"
 
 namespace dtrain {
 
 DataSplits load_data(const DataConfig& config, const ModelSpec& model, uint64_t seed) {
-  (void)model;  // the token streams (text, tokens) read seq_len and vocab from it
+  if (config.name == "text") return load_text_data(config, model, seed);
+  if (config.name == "tokens") return load_token_data(config, model, seed);
   DataSplits splits;
   if (config.name == "synthetic") {
     splits.train = std::make_unique<SyntheticDataset>(config.train_samples, seed, true);
