@@ -18,6 +18,7 @@
 #include "kernels/context.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/index_check.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/errors.h"
 
@@ -55,18 +56,7 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     const int32_t label = labels[r];  // the same in every lane: branches stay warp-uniform
     if (label < 0 || label >= classes) {
       if (lane == 0) {
-        // Launches on the stream run in order, so a record left by an earlier launch is
-        // complete here and is kept: the report names the first bad batch, not the
-        // lowest row of any batch since the last check. Blocks of this launch read
-        // either "empty" or their own launch number, so they race only on atomicMin.
-        const unsigned long long owner = label_error[2];
-        if (owner == ~0ULL || owner == launch) {
-          const unsigned long long code =
-              (static_cast<unsigned long long>(r) << 32) | static_cast<uint32_t>(label);
-          atomicMin(label_error, code);
-          label_error[1] = static_cast<unsigned long long>(classes);
-          label_error[2] = launch;
-        }
+        cuda::record_bad_index(label_error, launch, r, label, classes);
         row_loss[r] = 0.0;
         row_hit[r] = 0;
       }

@@ -32,8 +32,10 @@ size_t cublas_workspace_bytes(int compute_major) {
   return compute_major >= 9 ? size_t{32} << 20 : size_t{4} << 20;
 }
 
-// {row << 32 | label, classes, number of the launch that recorded} (cross_entropy.cu).
-constexpr size_t kLabelErrorBytes = 3 * sizeof(unsigned long long);
+// Two bad-index records (labels, then tokens) of four words each: {position << 32 |
+// value, bound, number of the launch that recorded, row length} (kernels/cuda/index_check.cuh).
+constexpr int kRecordWords = 4;
+constexpr size_t kLabelErrorBytes = 2 * kRecordWords * sizeof(unsigned long long);
 
 CudaBackend& cuda_backend_of(Context& ctx, const char* what) {
   auto* backend = dynamic_cast<CudaBackend*>(&ctx.backend());
@@ -145,27 +147,47 @@ void CudaBackend::free_host(void* p) {
 }
 
 void CudaBackend::check_device_errors() {
-  if (label_launches_ == 0) return;
-  const unsigned long long launches = label_launches_;
+  static_assert(kTokenRecord == kRecordWords, "the token record follows the label record");
+  if (label_launches_ == 0 && token_launches_ == 0) return;
+  const unsigned long long label_launches = label_launches_;
+  const unsigned long long token_launches = token_launches_;
   unsigned long long* host = label_error_host_.get();
   DTRAIN_CUDA_CHECK(cudaMemcpyAsync(host, label_error_.data(), kLabelErrorBytes,
                                     cudaMemcpyDeviceToHost, stream_.get()));
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   label_launches_ = 0;
-  if (host[0] == ~0ULL) return;
-  const unsigned long long row = host[0] >> 32;
-  const auto label = static_cast<int32_t>(static_cast<uint32_t>(host[0] & 0xffffffffULL));
-  const unsigned long long classes = host[1];
-  const unsigned long long launch = host[2];
+  token_launches_ = 0;
+  const unsigned long long* labels = host;
+  const unsigned long long* tokens = host + kTokenRecord;
+  if (labels[0] == ~0ULL && tokens[0] == ~0ULL) return;
+  unsigned long long record[kRecordWords];
+  // A bad token comes first in a step (the embedding runs before the loss), and a
+  // language model's labels are its tokens shifted, so its report is the useful one.
+  const bool token_bad = tokens[0] != ~0ULL;
+  for (int i = 0; i < kRecordWords; ++i) record[i] = token_bad ? tokens[i] : labels[i];
   // Re-arm before throwing, so a caller that handles the error starts clean.
   DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream_.get()));
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  const unsigned long long position = record[0] >> 32;
+  const auto value = static_cast<int32_t>(static_cast<uint32_t>(record[0] & 0xffffffffULL));
+  const unsigned long long bound = record[1];
+  const unsigned long long launch = record[2];
+  const unsigned long long launches = token_bad ? token_launches : label_launches;
   std::ostringstream msg;
-  msg << "softmax_cross_entropy: label " << label << " at row " << row
-      << " of the batch is outside [0, " << classes << ") (found on " << allocator_.device_name()
-      << " at the next synchronization";
-  if (launches > 1) msg << ", in batch " << launch + 1 << " of the " << launches << " since the last one";
-  msg << "); check that the dataset's labels match the model's number of classes";
+  if (token_bad) {
+    const unsigned long long seq = record[3];
+    msg << "embedding: token " << value << " at position " << position % seq << " of sample "
+        << position / seq << " of the batch is outside [0, " << bound << ") (found on "
+        << allocator_.device_name() << " at the next synchronization";
+    if (launches > 1) msg << ", in embedding call " << launch + 1 << " of the " << launches << " since the last one";
+    msg << "); check that the dataset's tokenizer matches the model's vocab_size";
+  } else {
+    msg << "softmax_cross_entropy: label " << value << " at row " << position
+        << " of the batch is outside [0, " << bound << ") (found on " << allocator_.device_name()
+        << " at the next synchronization";
+    if (launches > 1) msg << ", in batch " << launch + 1 << " of the " << launches << " since the last one";
+    msg << "); check that the dataset's labels match the model's number of classes";
+  }
   throw DataError(msg.str());
 }
 

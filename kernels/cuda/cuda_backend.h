@@ -8,8 +8,9 @@
 //   tf32     whether GEMM and convolution may use TF32 tensor cores
 //
 // The op families live in one file each and define the members of this class:
-// gemm.cpp, conv2d.cpp, elementwise.cu, pool.cu, cross_entropy.cu, optimizers.cu;
-// cuda_backend.cpp has the handles, copies and synchronization.
+// gemm.cpp, conv2d.cpp, elementwise.cu, pool.cu, cross_entropy.cu, optimizers.cu,
+// and the transformer ops' layernorm.cu, gelu.cu, embedding.cu, attention.cu,
+// dropout.cu; cuda_backend.cpp has the handles, copies and synchronization.
 //
 // Note [Label check on the device]
 // The CPU op throws DataError for a label outside [0, classes). Labels live on the
@@ -18,6 +19,15 @@
 // launch that has one in a few device words and skips it; the host reads the word at the next synchronization point
 // (synchronize(), copy_to_host()) and throws the same DataError there. Until then the
 // bad rows contribute nothing: zero loss, zero gradient, never an out-of-range write.
+// The embedding's tokens are checked the same way, in a record of their own
+// (embedding.cu): a bad token reads no row of wte (its output row is wpe alone) and
+// adds to no row of dwte, and the next synchronization throws a DataError naming the
+// token, its sample and position. The alternative, checking tokens on the host, would
+// need them on the host before every step (they are uploaded asynchronously by the
+// prefetcher, Note [Batch prefetch]) or a device-to-host read and a stream sync per
+// call; this check costs a compare per token and nothing on the host until the next
+// synchronization, which every step has anyway (the loss read-back).
+// kernels/cuda/index_check.cuh has the device half.
 #pragma once
 
 #include <cublas_v2.h>
@@ -103,6 +113,41 @@ class CudaBackend final : public OpsBackend {
                              int64_t batch, int64_t classes, float grad_scale, float* dlogits,
                              double* stats, double loss_weight) override;
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override;
+  // layernorm.cu
+  void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+                         float* mean, float* rstd, int64_t rows, int64_t channels) override;
+  void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                          const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+                          int64_t rows, int64_t channels, bool accumulate_dx) override;
+  // The workspace layernorm_backward takes (its per-chunk parameter-gradient partials).
+  // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
+  // attention_workspace_bytes for any GPT shape, which the memory model counts.
+  static size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels);
+  // gelu.cu
+  void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) override;
+  void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n) override;
+  // elementwise.cu
+  void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) override;
+  void scale(Context& ctx, float* x, int64_t n, float alpha) override;
+  // embedding.cu
+  void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override;
+  void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override;
+  size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
+                                            int64_t vocab) const override;
+  // attention.cu
+  void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+                         int64_t seq, int64_t channels, int64_t heads) override;
+  void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
+                          float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override;
+  size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
+                                   int64_t heads) const override;
+  // dropout.cu
+  void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+                       const int64_t* sample_ids, uint64_t key, float p) override;
+  void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+                        const int64_t* sample_ids, uint64_t key, float p) override;
   // optimizers.cu
   void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                   const SgdHyper& h) override;
@@ -134,7 +179,13 @@ class CudaBackend final : public OpsBackend {
  private:
   // Blocks for a grid-stride loop over n items of `items_per_block` each.
   unsigned blocks_for(int64_t n, int64_t items_per_block) const;
-  // Throws DataError when a kernel flagged a bad label since the last check.
+  // A strided-batched row-major GEMM (attention.cu), as gemm() for `batch` operands
+  // each `stride_*` floats after the last.
+  void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                            const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                            int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+                            int64_t batch);
+  // Throws DataError when a kernel flagged a bad label or token since the last check.
   void check_device_errors();
 
   CudaCachingAllocator& allocator_;
@@ -145,12 +196,17 @@ class CudaBackend final : public OpsBackend {
   std::unique_ptr<std::remove_pointer_t<cublasHandle_t>, cuda_detail::CublasDeleter> cublas_;
   std::unique_ptr<std::remove_pointer_t<cudnnHandle_t>, cuda_detail::CudnnDeleter> cudnn_;
   Buffer cublas_workspace_;
-  // Note [Label check on the device]: [0] = (row << 32) | label of the first bad row,
-  // all ones when none; [1] = the number of classes it was checked against.
+  // Note [Label check on the device]: two records of cuda::kIndexRecordWords words
+  // (kernels/cuda/index_check.cuh), the labels' at word 0 and the tokens' at word
+  // kTokenRecord, each all ones while nothing is recorded.
+  static constexpr int kTokenRecord = 4;
+  unsigned long long* label_record() const { return label_error_.as<unsigned long long>(); }
+  unsigned long long* token_record() const { return label_error_.as<unsigned long long>() + kTokenRecord; }
   Buffer label_error_;
   std::unique_ptr<unsigned long long, cuda_detail::PinnedDeleter> label_error_host_;
-  // Cross-entropy launches since the last check; each passes its number to the kernel.
+  // Launches since the last check that may record; each passes its number to the kernel.
   unsigned long long label_launches_ = 0;
+  unsigned long long token_launches_ = 0;
   std::unique_ptr<ConvPlanCache> conv_plans_;
 };
 

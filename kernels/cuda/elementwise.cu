@@ -1,4 +1,4 @@
-// Bias, ReLU and fill on the context's stream.
+// Bias, ReLU, fill, add and scale on the context's stream.
 //
 // bias_backward is a reduction with a fixed partition (block shape and per-thread
 // strides are constants; the grid only decides which block takes which channel), and
@@ -85,6 +85,16 @@ __global__ void relu_backward_kernel(const float* y, const float* dy, float* dx,
   for (int64_t i = grid_start(); i < n; i += grid_stride()) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+// One float operation per element, so the results are the CPU's bits. Aliasing of y
+// with a or b is fine: each element is read before it is written, by one thread.
+__global__ void add_kernel(const float* a, const float* b, float* y, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) y[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float* x, int64_t n, float alpha) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) x[i] *= alpha;
+}
+
 __global__ void fill_kernel(float* x, int64_t n, float value) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) x[i] = value;
 }
@@ -131,6 +141,18 @@ void CudaBackend::relu_backward(Context& /*ctx*/, const float* y, const float* d
 void CudaBackend::fill(Context& /*ctx*/, float* x, int64_t n, float value) {
   if (n == 0) return;
   fill_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, n, value);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::add(Context& /*ctx*/, const float* a, const float* b, float* y, int64_t n) {
+  if (n == 0) return;
+  add_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(a, b, y, n);
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::scale(Context& /*ctx*/, float* x, int64_t n, float alpha) {
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, n, alpha);
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
