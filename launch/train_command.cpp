@@ -9,6 +9,7 @@
 #include "comm/mpi_heartbeat.h"
 #include "comm/watchdog.h"
 #include "comm/watched_communicator.h"
+#include "launch/environment_faults.h"
 #include "launch/job.h"
 #include "launch/process.h"
 #include "launch/stop_signals.h"
@@ -22,25 +23,6 @@ std::string default_run_dir(const std::string& config_path) {
   char stamp[32];
   std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
   return "runs/" + std::filesystem::path(config_path).stem().string() + "-" + stamp;
-}
-
-// DTRAIN_TEST_NAN_AT_STEP=N (and DTRAIN_TEST_NAN_RANK=R) put a NaN into rank R's
-// gradient at step N, for the tests of train.on_nonfinite; DTRAIN_TEST_STOP_AT_STEP=N
-// asks to stop at step N as a signal would, for exact resume tests;
-// DTRAIN_TEST_STALL_AT_STEP=N or DTRAIN_TEST_THROW_AT_STEP=N make rank
-// DTRAIN_TEST_FAULT_RANK stop making progress or fail there, and
-// DTRAIN_TEST_STALL_IN_CHECKPOINT=1 makes it stop inside its first checkpoint (as on a
-// hung file system), for the no-hang tests.
-FaultHooks fault_hooks_from_environment() {
-  FaultHooks hooks;
-  if (const char* step = std::getenv("DTRAIN_TEST_NAN_AT_STEP")) hooks.nan_at_step = std::atoll(step);
-  if (const char* rank = std::getenv("DTRAIN_TEST_NAN_RANK")) hooks.nan_rank = std::atoi(rank);
-  if (const char* step = std::getenv("DTRAIN_TEST_STOP_AT_STEP")) hooks.stop_at_step = std::atoll(step);
-  if (const char* step = std::getenv("DTRAIN_TEST_STALL_AT_STEP")) hooks.stall_at_step = std::atoll(step);
-  if (const char* step = std::getenv("DTRAIN_TEST_THROW_AT_STEP")) hooks.throw_at_step = std::atoll(step);
-  if (const char* rank = std::getenv("DTRAIN_TEST_FAULT_RANK")) hooks.fault_rank = std::atoi(rank);
-  if (const char* on = std::getenv("DTRAIN_TEST_STALL_IN_CHECKPOINT")) hooks.stall_in_checkpoint = std::atoi(on) != 0;
-  return hooks;
 }
 
 // Note [Progress mode]: a bar when rank 0 writes to a terminal. Under mpirun that
@@ -65,7 +47,8 @@ int run_train(const CliCommand& cmd) {
     options.ranks_sharing_device = device.ranks_sharing_device;
     options.resume = cmd.resume;
     options.stop_requested = install_stop_signal_handlers();
-    options.hooks = fault_hooks_from_environment();
+    const std::unique_ptr<FaultInjector> faults = faults_from_environment();
+    options.faults = faults.get();
     options.terminal = progress_bar_wanted();
     // Every collective of training is watched (Note [Collective watchdog]).
     std::unique_ptr<Watchdog> watchdog;

@@ -126,6 +126,7 @@ NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank
 TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Communicator& control,
                   const std::string& run_dir, std::ostream& log, const TrainOptions& options) {
   const bool leader = comm.rank() == 0;
+  FaultInjector& faults = options.faults != nullptr ? *options.faults : no_faults();
   const std::string checkpoint_dir = checkpoint_dir_of(requested, run_dir);
   std::ostringstream quiet;  // ranks other than 0 say nothing
   std::ostream& say = leader ? log : quiet;
@@ -239,9 +240,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   auto checkpoint = [&](int64_t steps_done) {
     TraceScope scope(timeline, "checkpoint", "io", steps_done);
     progress.finish();  // the checkpoint's own line goes below the bar
-    while (options.hooks.stall_in_checkpoint && comm.rank() == options.hooks.fault_rank) {  // test hook
-      std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
+    faults.in_checkpoint(comm.rank());
     std::optional<CheckpointState> state;
     if (leader) {
       state = capture_state(config, plan, steps_done, samples, steps_per_epoch, *model, *optimizer, noise_scale, ctx);
@@ -278,17 +277,12 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   for (int64_t step = first_step; step < total_steps; ++step) {
     const auto t_step = Clock::now();
     if (options.on_step) options.on_step(step + 1);
-    if (comm.rank() == options.hooks.fault_rank) {
-      if (step + 1 == options.hooks.throw_at_step) {
-        throw CommError("injected failure at step " + std::to_string(step + 1) + " (test hook DTRAIN_TEST_THROW_AT_STEP)");
-      }
-      while (step + 1 == options.hooks.stall_at_step) std::this_thread::sleep_for(std::chrono::seconds(1));  // test hook
-    }
+    faults.at_step_start(step + 1, comm.rank());
     const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
 
     double initial[kStepStats] = {};
     const bool signalled = options.stop_requested != nullptr && *options.stop_requested != 0;
-    const bool hooked = step + 1 == options.hooks.stop_at_step && leader;
+    const bool hooked = faults.stop_requested(step + 1, comm.rank());
     initial[kStopRequests] = signalled || hooked ? 1.0 : 0.0;
     ops::copy_from_host(ctx, stats, initial, sizeof(initial));
     for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
@@ -304,10 +298,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
       }
       {
         TraceScope backward_scope(timeline, "backward", "compute", step + 1);
-        if (last && step + 1 == options.hooks.nan_at_step && comm.rank() == options.hooks.nan_rank) {
-          // Backward adds into the gradients, so the NaN reaches the reduced gradient.
-          ops::fill(ctx, model->grads(), 1, std::numeric_limits<float>::quiet_NaN());  // test hook
-        }
+        if (last) faults.before_last_backward(step + 1, comm.rank(), ctx, model->grads(), model->param_count());
         if (last) {
           model->backward([&](int range) { reducer.on_layer_done(range); });
         } else {

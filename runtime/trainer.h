@@ -18,20 +18,9 @@
 #include "kernels/errors.h"
 #include "models/model.h"
 #include "runtime/config.h"
+#include "runtime/fault_injector.h"
 
 namespace dtrain {
-
-// Test hooks that inject faults where real ones are hard to arrange (launch/ fills
-// them from DTRAIN_TEST_* variables; see tests/e2e).
-struct FaultHooks {
-  int64_t nan_at_step = 0;  // 1-based step whose gradient gets a NaN on `nan_rank`; 0: none
-  int nan_rank = 0;
-  int64_t stop_at_step = 0; // rank 0 asks to stop during this 1-based step, as a signal would
-  int64_t stall_at_step = 0;  // `fault_rank` stops making progress (sleeps) at this step
-  bool stall_in_checkpoint = false;  // `fault_rank` stops inside its first checkpoint
-  int64_t throw_at_step = 0;  // `fault_rank` throws a CommError at this step
-  int fault_rank = 0;
-};
 
 struct TrainOptions {
   // The ranks whose memory comes from the same device as this one's (ranks on one CPU
@@ -41,7 +30,8 @@ struct TrainOptions {
   // Set (by a signal handler) to ask every rank to stop after the current step, with
   // a checkpoint. Read once per step; null: no such request.
   const volatile int* stop_requested = nullptr;
-  FaultHooks hooks;
+  // Faults to inject (tests); null: none (runtime/fault_injector.h).
+  FaultInjector* faults = nullptr;
   // Rank 0's output is a terminal: a progress bar instead of lines.
   bool terminal = false;
   // Called as each optimizer step begins (1-based), e.g. to tell the watchdog.
