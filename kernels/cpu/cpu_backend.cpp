@@ -67,6 +67,51 @@ class CpuBackend final : public OpsBackend {
                   const SgdHyper& h) override {
     cpu::sgd_update(ctx, params, grads, momentum, n, h);
   }
+  void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+                         float* mean, float* rstd, int64_t rows, int64_t channels) override {
+    cpu::layernorm_forward(ctx, x, weight, bias, y, mean, rstd, rows, channels);
+  }
+  void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                          const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+                          int64_t rows, int64_t channels, bool accumulate_dx) override {
+    cpu::layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
+  }
+  void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) override { cpu::gelu_forward(ctx, x, y, n); }
+  void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n) override {
+    cpu::gelu_backward(ctx, x, dy, dx, n);
+  }
+  void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) override { cpu::add(ctx, a, b, y, n); }
+  void scale(Context& ctx, float* x, int64_t n, float alpha) override { cpu::scale(ctx, x, n, alpha); }
+  void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
+    cpu::embedding_forward(ctx, tokens, wte, wpe, y, batch, seq, channels, vocab);
+  }
+  void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
+    cpu::embedding_backward(ctx, dy, tokens, dwte, dwpe, batch, seq, channels, vocab);
+  }
+  size_t embedding_backward_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const override {
+    return 0;  // threads split the channels (embedding.cpp)
+  }
+  void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+                         int64_t seq, int64_t channels, int64_t heads) override {
+    cpu::attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
+  }
+  void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
+                          float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
+    cpu::attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
+  }
+  size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads) const override {
+    return cpu::attention_workspace_bytes(batch, seq, channels, heads);
+  }
+  void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+                       const int64_t* sample_ids, uint64_t key, float p) override {
+    cpu::dropout_forward(ctx, x, y, samples, per_sample, sample_ids, key, p);
+  }
+  void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+                        const int64_t* sample_ids, uint64_t key, float p) override {
+    cpu::dropout_backward(ctx, dy, dx, samples, per_sample, sample_ids, key, p);
+  }
   void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                     int64_t n, const AdamWHyper& h) override {
     cpu::adamw_update(ctx, params, grads, m, v, n, h);

@@ -75,6 +75,51 @@ void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* lab
                            int64_t batch, int64_t classes, float grad_scale, float* dlogits,
                            double* stats, double loss_weight);
 
+// The transformer ops (Note [Transformer ops] in kernels/ops.h), one file per idea:
+// layernorm.cpp, gelu.cpp, elementwise.cpp (add, scale), embedding.cpp, attention.cpp,
+// dropout.cpp. None of them depends on the number of threads, bit for bit: every sum
+// runs in an order fixed by the shapes alone.
+void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+                       float* mean, float* rstd, int64_t rows, int64_t channels);
+void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                        const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+                        int64_t rows, int64_t channels, bool accumulate_dx);
+void gelu_forward(Context& ctx, const float* x, float* y, int64_t n);
+void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n);
+void add(Context& ctx, const float* a, const float* b, float* y, int64_t n);
+void scale(Context& ctx, float* x, int64_t n, float alpha);
+void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+                       int64_t batch, int64_t seq, int64_t channels, int64_t vocab);
+// Takes no workspace: threads split the channels, and each walks all (b, t) in order.
+void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+                        int64_t batch, int64_t seq, int64_t channels, int64_t vocab);
+void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+                       int64_t seq, int64_t channels, int64_t heads);
+void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
+                        float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads);
+// Budget for attention backward's T x T scratch matrices, one per (batch, head) pair in
+// flight; at least one is always taken, whatever T.
+inline constexpr size_t kAttentionWorkspaceBudget = size_t{64} << 20;
+// At most this many (batch, head) pairs are in flight in attention backward.
+inline constexpr int64_t kAttentionMaxSlots = 16;
+// How many T x T scratch matrices attention backward takes: a pure function of the
+// shape (not of the threads), so the memory model and the op agree on every backend.
+int64_t attention_scratch_slots(int64_t batch, int64_t seq, int64_t heads);
+size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads);
+void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+                     const int64_t* sample_ids, uint64_t key, float p);
+void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+                      const int64_t* sample_ids, uint64_t key, float p);
+
+// One OpenBLAS GEMM on the calling thread, for callers that run independent products
+// on the team themselves (attention's heads). Dimensions must fit OpenBLAS's integers
+// (checked by the caller, outside any parallel region); k > 0.
+void gemm_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc);
+// Throws Error when v does not fit OpenBLAS's integer type (`what` names it).
+void check_blas_dimension(int64_t v, const char* what);
+
 void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                 const SgdHyper& h);
 void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, int64_t n,

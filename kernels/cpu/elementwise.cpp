@@ -96,6 +96,16 @@ void fill(Context& ctx, float* x, int64_t n, float value) {
   for (int64_t i = 0; i < n; ++i) x[i] = value;
 }
 
+void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+void scale(Context& ctx, float* x, int64_t n, float alpha) {
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
+}
+
 void copy_from_host(Context& /*ctx*/, void* dst, const void* src, size_t bytes) {
   if (bytes != 0) std::memcpy(dst, src, bytes);
 }

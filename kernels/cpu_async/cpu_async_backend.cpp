@@ -121,6 +121,66 @@ class CpuAsyncBackend final : public OpsBackend {
                   const SgdHyper& h) override {
     queue([=, this](Context& w) { cpu_.sgd_update(w, params, grads, momentum, n, h); });
   }
+  void layernorm_forward(Context&, const float* x, const float* weight, const float* bias, float* y,
+                         float* mean, float* rstd, int64_t rows, int64_t channels) override {
+    queue([=, this](Context& w) { cpu_.layernorm_forward(w, x, weight, bias, y, mean, rstd, rows, channels); });
+  }
+  void layernorm_backward(Context&, const float* dy, const float* x, const float* weight,
+                          const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+                          int64_t rows, int64_t channels, bool accumulate_dx) override {
+    queue([=, this](Context& w) {
+      cpu_.layernorm_backward(w, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
+    });
+  }
+  void gelu_forward(Context&, const float* x, float* y, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.gelu_forward(w, x, y, n); });
+  }
+  void gelu_backward(Context&, const float* x, const float* dy, float* dx, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.gelu_backward(w, x, dy, dx, n); });
+  }
+  void add(Context&, const float* a, const float* b, float* y, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.add(w, a, b, y, n); });
+  }
+  void scale(Context&, float* x, int64_t n, float alpha) override {
+    queue([=, this](Context& w) { cpu_.scale(w, x, n, alpha); });
+  }
+  void embedding_forward(Context&, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
+    queue([=, this](Context& w) { cpu_.embedding_forward(w, tokens, wte, wpe, y, batch, seq, channels, vocab); });
+  }
+  void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
+    queue_with_workspace(ctx, cpu_.embedding_backward_workspace_bytes(batch, seq, channels, vocab),
+                         [=, this](Context& w) {
+                           cpu_.embedding_backward(w, dy, tokens, dwte, dwpe, batch, seq, channels, vocab);
+                         });
+  }
+  size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
+                                            int64_t vocab) const override {
+    return cpu_.embedding_backward_workspace_bytes(batch, seq, channels, vocab);
+  }
+  // Forward takes no workspace (probs holds the scores); backward takes its scratch.
+  void attention_forward(Context&, const float* qkv, float* out, float* probs, int64_t batch, int64_t seq,
+                         int64_t channels, int64_t heads) override {
+    queue([=, this](Context& w) { cpu_.attention_forward(w, qkv, out, probs, batch, seq, channels, heads); });
+  }
+  void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
+                          float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
+    queue_with_workspace(ctx, cpu_.attention_workspace_bytes(batch, seq, channels, heads), [=, this](Context& w) {
+      cpu_.attention_backward(w, dout, qkv, probs, dqkv, batch, seq, channels, heads);
+    });
+  }
+  size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads) const override {
+    return cpu_.attention_workspace_bytes(batch, seq, channels, heads);
+  }
+  void dropout_forward(Context&, const float* x, float* y, int64_t samples, int64_t per_sample,
+                       const int64_t* sample_ids, uint64_t key, float p) override {
+    queue([=, this](Context& w) { cpu_.dropout_forward(w, x, y, samples, per_sample, sample_ids, key, p); });
+  }
+  void dropout_backward(Context&, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+                        const int64_t* sample_ids, uint64_t key, float p) override {
+    queue([=, this](Context& w) { cpu_.dropout_backward(w, dy, dx, samples, per_sample, sample_ids, key, p); });
+  }
   void adamw_update(Context&, float* params, const float* grads, float* m, float* v, int64_t n,
                     const AdamWHyper& h) override {
     queue([=, this](Context& w) { cpu_.adamw_update(w, params, grads, m, v, n, h); });

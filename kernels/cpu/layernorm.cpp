@@ -1,0 +1,109 @@
+// LayerNorm over the last dimension (Note [Transformer ops] in kernels/ops.h).
+// Row statistics are accumulated in double; everything a row computes is that row's
+// alone, and the parameter gradients are column sums over the rows in row order, so no
+// result depends on the number of threads.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace dtrain::cpu {
+
+namespace {
+
+constexpr double kLayerNormEps = 1e-5;
+// Channels whose weight and bias gradients one thread sums over all rows.
+constexpr int64_t kColumnBlock = 64;
+
+}  // namespace
+
+void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+                       float* mean, float* rstd, int64_t rows, int64_t channels) {
+#pragma omp parallel for num_threads(ctx.num_threads()) if (rows * channels >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * channels;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < channels; ++c) sum += xr[c];
+    const double mu = sum / static_cast<double>(channels);
+    // Two passes: the variance from centred values does not cancel catastrophically.
+    double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t c = 0; c < channels; ++c) {
+      const double d = xr[c] - mu;
+      sq += d * d;
+    }
+    const double inv = 1.0 / std::sqrt(sq / static_cast<double>(channels) + kLayerNormEps);
+    const auto m = static_cast<float>(mu);
+    const auto s = static_cast<float>(inv);
+    float* yr = y + r * channels;  // may be x: each element is read before it is written
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) yr[c] = (xr[c] - m) * s * weight[c] + bias[c];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
+                        const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+                        int64_t rows, int64_t channels, bool accumulate_dx) {
+  const bool parallel = rows * channels >= kParallelMinWork;
+  // Parameter gradients first, so that dx may be dy itself. Each column is summed by
+  // one thread over all rows in order: the same bits for any team.
+  const int64_t blocks = (channels + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kColumnBlock;
+    const int64_t width = std::min(kColumnBlock, channels - c0);
+    double acc_w[kColumnBlock] = {};
+    double acc_b[kColumnBlock] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* dyr = dy + r * channels + c0;
+      const float* xr = x + r * channels + c0;
+      const float m = mean[r], s = rstd[r];
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) {
+        const float xhat = (xr[j] - m) * s;
+        acc_w[j] += static_cast<double>(dyr[j]) * xhat;
+        acc_b[j] += dyr[j];
+      }
+    }
+    for (int64_t j = 0; j < width; ++j) {
+      dweight[c0 + j] += static_cast<float>(acc_w[j]);
+      dbias[c0 + j] += static_cast<float>(acc_b[j]);
+    }
+  }
+  // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight.
+  const double inv_channels = 1.0 / static_cast<double>(channels);
+#pragma omp parallel for num_threads(ctx.num_threads()) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* dyr = dy + r * channels;
+    const float* xr = x + r * channels;
+    const float m = mean[r], s = rstd[r];
+    double sum_g = 0.0, sum_gx = 0.0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float g = dyr[c] * weight[c];
+      sum_g += g;
+      sum_gx += static_cast<double>(g) * ((xr[c] - m) * s);
+    }
+    const auto mean_g = static_cast<float>(sum_g * inv_channels);
+    const auto mean_gx = static_cast<float>(sum_gx * inv_channels);
+    float* dxr = dx + r * channels;
+    if (accumulate_dx) {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        const float xhat = (xr[c] - m) * s;
+        dxr[c] += s * (dyr[c] * weight[c] - mean_g - xhat * mean_gx);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        const float xhat = (xr[c] - m) * s;
+        dxr[c] = s * (dyr[c] * weight[c] - mean_g - xhat * mean_gx);
+      }
+    }
+  }
+}
+
+}  // namespace dtrain::cpu
