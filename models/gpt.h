@@ -1,15 +1,161 @@
-// Placeholder until the GPT lands (branch gpt-model): build_gpt names the missing model.
+// GPT-2 (Radford et al. 2019, as nanoGPT writes it) with an explicit layout of its
+// parameters and activations, as llm.c's train_gpt2.c lays them out: not a chain of
+// layers but one flat parameter buffer in nanoGPT's parameters() order and one
+// activation buffer per batch, each tensor at a fixed offset.
+//
+//   x = wte[tokens] + wpe[0..T)                    (dropout site 0)
+//   for each block l:  x = x + drop(c_proj(attn(c_attn(ln_1(x)))))   (site 1 + 2l)
+//                      x = x + drop(c_proj(gelu(c_fc(ln_2(x)))))     (site 2 + 2l)
+//   logits = ln_f(x) @ wte^T                        (the head is tied to wte, no bias)
+//
+// Attention is causal and multi-head (kernels/ops.h, Note [Transformer ops]); GELU is
+// the tanh form; LayerNorm's eps is 1e-5. Dropout (spec.dropout, training only) acts
+// at the three sites above and NOT on the attention probabilities: the op set keeps
+// no mask for them, and nanoGPT's default (flash attention) drops none either when
+// dropout is 0. Each site's mask is a function of (seed, step, site, sample id,
+// element) only (DESIGN contract 9), so any layout of ranks and micro-steps drops
+// the same units of a sample.
+//
+// Loss (DESIGN contract 2): a sample is a window of T tokens; its loss is the mean of
+// its T token cross-entropies. The logits (B*T, V) are the largest activation; a
+// training forward overwrites them in place with the loss gradient, so they are held
+// once.
+//
+// Invariants: backward ADDS into the parameter gradients; activation gradients live
+// in three scratch buffers of the activation block (Note [Gpt activation layout]).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
-#include "kernels/errors.h"
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "kernels/tensor.h"
 #include "models/model.h"
 
 namespace dtrain {
 
-inline std::unique_ptr<Model> build_gpt(Context&, const ModelSpec&, const DataFacts&) {
-  throw ConfigError("model.name: gpt is not built into this dtrain yet");
-}
+struct GptConfig {
+  int64_t n_layer = 0;   // L
+  int64_t n_head = 0;    // H
+  int64_t n_embd = 0;    // C
+  int64_t seq_len = 0;   // T
+  int64_t vocab = 0;     // V
+  float dropout = 0.0f;  // p, in [0, 1)
+  uint64_t seed = 1;     // the run's seed, for the dropout masks
+  bool tokens_are_bytes = false;  // eval reports bits per byte
+};
+
+class Gpt final : public Model {
+ public:
+  // `config` must be valid (build_gpt checks a spec against the data).
+  Gpt(Context& ctx, const GptConfig& config);
+  ~Gpt() override;
+
+  std::string describe() const override;
+  SampleLayout sample_layout() const override;
+  const GptConfig& config() const { return config_; }
+
+  // Range 0: wte (tied: written by the head and by the embedding, final after the
+  // embedding's backward, which runs last); 1: wpe; 2 + l: block l (all its
+  // tensors); L + 2: ln_f. Backward reports ln_f, blocks L-1..0, wpe, then wte.
+  const std::vector<ParamRange>& param_ranges() const override { return ranges_; }
+  // nanoGPT's names and order: transformer.wte.weight (V, C), transformer.wpe.weight
+  // (T, C), transformer.h.<l>.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc,
+  // mlp.c_proj}.{weight, bias}, transformer.ln_f.{weight, bias}. Linear weights are
+  // (out, in).
+  std::vector<ParamTensor> param_tensors() const override { return tensors_; }
+
+  // GPT-2's init: every weight normal(0, 0.02), both embeddings included; the two
+  // c_proj weights of each block normal(0, 0.02 / sqrt(2 L)); biases 0; LayerNorm
+  // weights 1, biases 0. Tensor i of param_tensors() draws from
+  // Rng(Rng::mix(seed, i)), so a tensor's values do not depend on where it lives.
+  void init(uint64_t seed) override;
+
+  // The batch's inputs and targets are (B, T) int32 tokens. Pass::kTrain keeps the
+  // activations and writes the loss gradient over the logits; Pass::kEval keeps the
+  // logits readable through logits() until the next forward.
+  void forward(const Batch& batch, Pass pass, float grad_scale, double* stats) override;
+  void backward(const std::function<void(int)>& on_range_done = {}) override;
+
+  // (B*T, V) logits of the last Pass::kEval forward (device memory). After a
+  // Pass::kTrain forward the same memory holds the loss gradient instead.
+  ConstTensor logits() const;
+
+  // Text generation (dtrain sample): an eval forward of the last min(T, n) tokens of
+  // `context` (host tokens, n >= 1) as a batch of one; returns the V logits of the
+  // last position (host floats). A shorter context is padded after its end, which
+  // causal attention never lets the last real position see.
+  std::vector<float> next_token_logits(const std::vector<int32_t>& context);
+
+  // Note [Gpt activation layout]: one Activations buffer per batch of B samples
+  // holds (floats; BT = B*T), in this order:
+  //   encoded (BT, C)                     embedding sum, after its dropout
+  //   per block l:
+  //     ln1 (BT, C)                       ln_1 output, c_attn's input
+  //     qkv (BT, 3C)                      c_attn output
+  //     probs (B, H, T, T)                the attention's softmax, kept for backward
+  //     atty (BT, C)                      the heads' outputs, attn.c_proj's input
+  //     res2 (BT, C)                      x + attention branch
+  //     ln2 (BT, C)                       ln_2 output, c_fc's input
+  //     fch (BT, 4C)                      c_fc output, GELU's input
+  //     fch_gelu (BT, 4C)                 GELU output, mlp.c_proj's input
+  //     res3 (BT, C)                      res2 + MLP branch: the block's output
+  //   lnf (BT, C)                         ln_f output, the head's input
+  //   dres (BT, C)                        backward: gradient of the residual stream
+  //   dtmp (BT, C)                        backward: a LayerNorm's dy, a branch's dy
+  //   dbig (BT, 4C)                       backward: dfch; or datty then dqkv
+  //   logits (BT, V)                      the loss gradient in place after training
+  //   per block l: ln1 mean, rstd, ln2 mean, rstd (BT each); ln_f mean, rstd (BT each)
+  // The big tensors come first and the row statistics last, so with C and T
+  // multiples of 4 every big tensor starts 16-byte aligned. A branch's output (each
+  // c_proj) is never stored: it is written into its residual's slot, dropped out in
+  // place, and the residual added. Nothing else is allocated per batch, so a sample
+  // costs activation_bytes_per_sample() exactly:
+  //   4 * (T*C*(16 L + 8) + L*(H*T*T + 4 T) + 2 T + T*V).
+  int64_t activation_bytes_per_sample() const override;
+  // 2 * (the blocks' matmul weights, 12 C^2 per block) * T, plus attention's two
+  // T x T x C products per layer (2 * 2 * T*T*C, the causal half counted as full, as
+  // GPT-2 and PaLM FLOP counts do), plus the head 2 * T*C*V. LayerNorm, GELU, the
+  // softmax and the embedding lookup are left out (a few percent at most).
+  int64_t forward_flops_per_sample() const override;
+  size_t workspace_bytes(int64_t batch) const override;
+  // One part per block, all deterministic: the CPU ops are, and the CUDA ops are by
+  // design (the embedding backward sums in a fixed order).
+  std::vector<PartDeterminism> determinism(int64_t batch) const override;
+  void release_activations() override;
+  // bits_per_byte = mean loss / ln 2 when the tokens are bytes; nothing otherwise.
+  std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const override;
+
+ private:
+  struct Block;  // one block's tensors in a flat buffer (parameters or gradients)
+  struct Acts;   // the activation buffer's tensors for a batch
+  void ensure_activations(int64_t batch);
+  Acts acts(int64_t batch) const;
+  Block block(float* base, int64_t l) const;
+
+  GptConfig config_;
+  std::vector<ParamTensor> tensors_;
+  std::vector<ParamRange> ranges_;
+  Buffer activations_;
+  int64_t capacity_ = 0;          // samples the activation buffer holds
+  int64_t batch_ = 0;             // samples of the last forward
+  bool trained_ = false;          // the last forward was Pass::kTrain (backward may run)
+  const int32_t* tokens_ = nullptr;       // of the last forward (embedding backward)
+  const int64_t* sample_ids_ = nullptr;   // of the last forward (dropout backward)
+  int64_t step_ = 0;
+};
+
+// The number of parameters of a GPT of this shape: (V + T) C + L (12 C^2 + 13 C) + 2 C.
+int64_t gpt_param_count(const GptConfig& config);
+
+// Builds a Gpt for the data: vocab = spec.vocab, or the data's token count when 0.
+// Throws ConfigError naming the model key when the spec is inconsistent (n_embd not a
+// multiple of n_head) or does not fit the data (samples that are not windows of
+// seq_len tokens, tokens beyond the vocabulary).
+std::unique_ptr<Model> build_gpt(Context& ctx, const ModelSpec& spec, const DataFacts& data);
 
 }  // namespace dtrain

@@ -189,8 +189,10 @@ class ConfigReader {
     check_keys(root, "", {"model", "data", "train", "optimizer", "schedule", "eval", "log", "memory", "checkpoint",
                            "comm", "device", "precision"});
     Config& c = config_;
-    section(root, "model", {"name", "hidden", "channels", "kernel_size", "cnn_hidden"}, [&](const YAML::Node& s) {
-      read_choice(s, "model", "name", c.model.name, {"mlp", "cnn"});
+    section(root, "model", {"name", "hidden", "channels", "kernel_size", "cnn_hidden", "n_layer", "n_head",
+                            "n_embd", "seq_len", "vocab", "dropout"},
+            [&](const YAML::Node& s) {
+      read_choice(s, "model", "name", c.model.name, {"mlp", "cnn", "gpt"});
       read_positive_list(s, "model", "hidden", c.model.hidden, true);
       read_positive_list(s, "model", "channels", c.model.channels, false);
       read_int(s, "model", "kernel_size", c.model.kernel_size, 1, 15);
@@ -198,6 +200,19 @@ class ConfigReader {
         fail("model.kernel_size", s["kernel_size"], "key 'model.kernel_size' must be odd (same padding keeps the image size)");
       }
       read_positive_list(s, "model", "cnn_hidden", c.model.cnn_hidden, true);
+      // gpt (models/gpt.h); the builder checks them against the data.
+      read_int(s, "model", "n_layer", c.model.n_layer, 1);
+      read_int(s, "model", "n_head", c.model.n_head, 1);
+      read_int(s, "model", "n_embd", c.model.n_embd, 1);
+      read_int(s, "model", "seq_len", c.model.seq_len, 1);
+      read_int(s, "model", "vocab", c.model.vocab, 0);
+      read_real(s, "model", "dropout", c.model.dropout, 0.0, 1.0, false, true);
+      if ((s["n_embd"] || s["n_head"]) && c.model.n_embd % c.model.n_head != 0) {
+        const char* key = s["n_embd"] ? "n_embd" : "n_head";
+        fail(std::string("model.") + key, s[key],
+             "key 'model.n_embd' = " + std::to_string(c.model.n_embd) + " is not a multiple of 'model.n_head' = " +
+                 std::to_string(c.model.n_head) + ": each attention head takes n_embd / n_head channels");
+      }
     });
     section(root, "data", {"name", "path", "train_samples", "test_samples", "val_fraction", "train_files", "val_files"},
             [&](const YAML::Node& s) {
@@ -409,6 +424,12 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "channels" << YAML::Value << YAML::Flow << c.model.channels;
   out << YAML::Key << "kernel_size" << YAML::Value << c.model.kernel_size;
   out << YAML::Key << "cnn_hidden" << YAML::Value << YAML::Flow << c.model.cnn_hidden;
+  out << YAML::Key << "n_layer" << YAML::Value << c.model.n_layer;
+  out << YAML::Key << "n_head" << YAML::Value << c.model.n_head;
+  out << YAML::Key << "n_embd" << YAML::Value << c.model.n_embd;
+  out << YAML::Key << "seq_len" << YAML::Value << c.model.seq_len;
+  out << YAML::Key << "vocab" << YAML::Value << c.model.vocab;
+  out << YAML::Key << "dropout" << YAML::Value << c.model.dropout;
   out << YAML::EndMap;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.data.name;

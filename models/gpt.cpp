@@ -1,0 +1,487 @@
+#include "models/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "kernels/check.h"
+#include "kernels/dropout_hash.h"
+#include "kernels/errors.h"
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+
+namespace dtrain {
+namespace {
+
+// y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear.
+void linear_forward(Context& ctx, const float* x, const float* w, const float* b, float* y, int64_t rows,
+                    int64_t in, int64_t out) {
+  ops::gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+  ops::add_bias(ctx, y, b, rows, out, 1);
+}
+
+// dW += dy^T x, db += column sums of dy, dx = dy W (overwritten).
+void linear_backward(Context& ctx, const float* dy, const float* x, const float* w, float* dx, float* dw,
+                     float* db, int64_t rows, int64_t in, int64_t out) {
+  ops::gemm(ctx, true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
+  ops::bias_backward(ctx, dy, db, rows, out, 1);
+  ops::gemm(ctx, false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+}
+
+// Dropout sites (the `site` of dropout_key): fixed numbers, so a mask never depends
+// on which sites are on.
+int64_t embedding_site() { return 0; }
+int64_t attention_site(int64_t layer) { return 1 + 2 * layer; }
+int64_t mlp_site(int64_t layer) { return 2 + 2 * layer; }
+
+}  // namespace
+
+// Pointers to one block's tensors, in nanoGPT's order.
+struct Gpt::Block {
+  float* ln1_w;      // (C)
+  float* ln1_b;      // (C)
+  float* qkv_w;      // (3C, C)  attn.c_attn
+  float* qkv_b;      // (3C)
+  float* attproj_w;  // (C, C)   attn.c_proj
+  float* attproj_b;  // (C)
+  float* ln2_w;      // (C)
+  float* ln2_b;      // (C)
+  float* fc_w;       // (4C, C)  mlp.c_fc
+  float* fc_b;       // (4C)
+  float* fcproj_w;   // (C, 4C)  mlp.c_proj
+  float* fcproj_b;   // (C)
+};
+
+// Note [Gpt activation layout] (gpt.h).
+struct Gpt::Acts {
+  struct BlockActs {
+    float* ln1;       // (BT, C)
+    float* ln1_mean;  // (BT)
+    float* ln1_rstd;  // (BT)
+    float* qkv;       // (BT, 3C)
+    float* probs;     // (B, H, T, T)
+    float* atty;      // (BT, C)
+    float* res2;      // (BT, C)
+    float* ln2;       // (BT, C)
+    float* ln2_mean;  // (BT)
+    float* ln2_rstd;  // (BT)
+    float* fch;       // (BT, 4C)
+    float* fch_gelu;  // (BT, 4C)
+    float* res3;      // (BT, C)
+  };
+  float* encoded;     // (BT, C)
+  std::vector<BlockActs> blocks;
+  float* lnf;         // (BT, C)
+  float* lnf_mean;    // (BT)
+  float* lnf_rstd;    // (BT)
+  float* dres;        // (BT, C)
+  float* dtmp;        // (BT, C)
+  float* dbig;        // (BT, 4C)
+  float* logits;      // (BT, V)
+  int64_t floats = 0;  // the total
+};
+
+int64_t gpt_param_count(const GptConfig& c) {
+  const int64_t C = c.n_embd;
+  return (c.vocab + c.seq_len) * C + c.n_layer * (12 * C * C + 13 * C) + 2 * C;
+}
+
+Gpt::Gpt(Context& ctx, const GptConfig& config) : Model(ctx, gpt_param_count(config)), config_(config) {
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab;
+  DTRAIN_ASSERT(L > 0 && C > 0 && T > 0 && V > 0 && config_.n_head > 0 && C % config_.n_head == 0,
+                "gpt: invalid shape (build_gpt checks the spec)");
+  int64_t offset = 0;
+  auto add = [&](const std::string& name, Shape shape) {
+    tensors_.push_back(ParamTensor{name, offset, shape});
+    offset += shape.numel();
+  };
+  auto range_from = [&](int64_t start) { ranges_.push_back(ParamRange{start, offset - start}); };
+
+  add("transformer.wte.weight", Shape{V, C});
+  range_from(0);
+  add("transformer.wpe.weight", Shape{T, C});
+  range_from(V * C);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t start = offset;
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    add(p + "ln_1.weight", Shape{C});
+    add(p + "ln_1.bias", Shape{C});
+    add(p + "attn.c_attn.weight", Shape{3 * C, C});
+    add(p + "attn.c_attn.bias", Shape{3 * C});
+    add(p + "attn.c_proj.weight", Shape{C, C});
+    add(p + "attn.c_proj.bias", Shape{C});
+    add(p + "ln_2.weight", Shape{C});
+    add(p + "ln_2.bias", Shape{C});
+    add(p + "mlp.c_fc.weight", Shape{4 * C, C});
+    add(p + "mlp.c_fc.bias", Shape{4 * C});
+    add(p + "mlp.c_proj.weight", Shape{C, 4 * C});
+    add(p + "mlp.c_proj.bias", Shape{C});
+    range_from(start);
+  }
+  const int64_t start = offset;
+  add("transformer.ln_f.weight", Shape{C});
+  add("transformer.ln_f.bias", Shape{C});
+  range_from(start);
+  DTRAIN_ASSERT(offset == param_count(), "gpt: layout covers " << offset << " of " << param_count());
+}
+
+Gpt::~Gpt() = default;
+
+std::string Gpt::describe() const {
+  std::ostringstream s;
+  s << "gpt: " << config_.n_layer << " layers, " << config_.n_head << " heads, n_embd " << config_.n_embd
+    << ", seq_len " << config_.seq_len << ", vocab " << config_.vocab << ", dropout " << config_.dropout
+    << " (" << param_count() << " parameters)";
+  return s.str();
+}
+
+SampleLayout Gpt::sample_layout() const {
+  SampleLayout layout;
+  layout.input = Shape{config_.seq_len};
+  layout.input_type = ElementType::kInt32;
+  layout.target = Shape{config_.seq_len};
+  return layout;
+}
+
+Gpt::Block Gpt::block(float* base, int64_t l) const {
+  const int64_t C = config_.n_embd;
+  float* p = base + tensors_[static_cast<size_t>(2 + 12 * l)].offset;
+  Block b;
+  b.ln1_w = p, p += C;
+  b.ln1_b = p, p += C;
+  b.qkv_w = p, p += 3 * C * C;
+  b.qkv_b = p, p += 3 * C;
+  b.attproj_w = p, p += C * C;
+  b.attproj_b = p, p += C;
+  b.ln2_w = p, p += C;
+  b.ln2_b = p, p += C;
+  b.fc_w = p, p += 4 * C * C;
+  b.fc_b = p, p += 4 * C;
+  b.fcproj_w = p, p += 4 * C * C;
+  b.fcproj_b = p;
+  return b;
+}
+
+Gpt::Acts Gpt::acts(int64_t batch) const {
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
+                H = config_.n_head, BT = batch * T;
+  float* base = activations_.as<float>();  // null when counting
+  int64_t offset = 0;
+  auto take = [&](int64_t floats) {
+    float* p = base ? base + offset : nullptr;
+    offset += floats;
+    return p;
+  };
+  Acts a;
+  a.blocks.resize(static_cast<size_t>(L));
+  a.encoded = take(BT * C);
+  for (auto& b : a.blocks) {
+    b.ln1 = take(BT * C);
+    b.qkv = take(BT * 3 * C);
+    b.probs = take(batch * H * T * T);
+    b.atty = take(BT * C);
+    b.res2 = take(BT * C);
+    b.ln2 = take(BT * C);
+    b.fch = take(BT * 4 * C);
+    b.fch_gelu = take(BT * 4 * C);
+    b.res3 = take(BT * C);
+  }
+  a.lnf = take(BT * C);
+  a.dres = take(BT * C);
+  a.dtmp = take(BT * C);
+  a.dbig = take(BT * 4 * C);
+  a.logits = take(BT * V);
+  for (auto& b : a.blocks) {
+    b.ln1_mean = take(BT);
+    b.ln1_rstd = take(BT);
+    b.ln2_mean = take(BT);
+    b.ln2_rstd = take(BT);
+  }
+  a.lnf_mean = take(BT);
+  a.lnf_rstd = take(BT);
+  a.floats = offset;
+  return a;
+}
+
+int64_t Gpt::activation_bytes_per_sample() const {
+  // The layout's own count for one sample: the layout is linear in the batch.
+  Gpt::Acts one = acts(1);
+  return one.floats * static_cast<int64_t>(sizeof(float));
+}
+
+void Gpt::ensure_activations(int64_t batch) {
+  if (batch <= capacity_) return;
+  activations_.reset();  // free first: the old and the new need not fit together
+  capacity_ = 0;
+  activations_ = Buffer(ctx_.allocator(), static_cast<size_t>(batch * activation_bytes_per_sample()),
+                        MemoryCategory::Activations);
+  capacity_ = batch;
+}
+
+void Gpt::release_activations() {
+  activations_.reset();
+  capacity_ = 0;
+  batch_ = 0;
+  trained_ = false;
+}
+
+int64_t Gpt::forward_flops_per_sample() const {
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab;
+  const int64_t matmul_weights = L * 12 * C * C;
+  return 2 * matmul_weights * T + L * 2 * 2 * T * T * C + 2 * T * C * V;
+}
+
+size_t Gpt::workspace_bytes(int64_t batch) const {
+  const int64_t C = config_.n_embd, T = config_.seq_len, V = config_.vocab, H = config_.n_head;
+  return std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H),
+                   ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
+                   ops::softmax_cross_entropy_workspace_bytes(ctx_, batch * T)});
+}
+
+std::vector<PartDeterminism> Gpt::determinism(int64_t) const {
+  std::vector<PartDeterminism> parts;
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    parts.push_back(PartDeterminism{"transformer.h." + std::to_string(l), PassDeterminism{}});
+  }
+  return parts;
+}
+
+std::vector<Metric> Gpt::eval_metrics(double, double loss_sum, int64_t samples) const {
+  if (!config_.tokens_are_bytes || samples <= 0) return {};
+  return {Metric{"bits_per_byte", loss_sum / static_cast<double>(samples) / std::log(2.0)}};
+}
+
+void Gpt::init(uint64_t seed) {
+  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
+  std::vector<float> host(static_cast<size_t>(param_count()));
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const ParamTensor& t = tensors_[i];
+    float* p = host.data() + t.offset;
+    const bool layernorm = t.name.find(".ln_") != std::string::npos;
+    if (ends_with(t.name, ".bias")) {
+      std::fill(p, p + t.count(), 0.0f);
+    } else if (layernorm) {
+      std::fill(p, p + t.count(), 1.0f);
+    } else {
+      Rng rng(Rng::mix(seed, i));
+      const double stddev = ends_with(t.name, "c_proj.weight") ? proj_std : 0.02;
+      for (int64_t j = 0; j < t.count(); ++j) p[j] = static_cast<float>(stddev * rng.normal());
+    }
+  }
+  load_params(host.data(), param_count());
+  zero_grads();
+}
+
+void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats) {
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
+                H = config_.n_head, B = batch.size, BT = B * T;
+  DTRAIN_ASSERT(B > 0, "gpt forward of an empty batch");
+  const bool train = pass == Pass::kTrain;
+  const float p_drop = train ? config_.dropout : 0.0f;
+  if (p_drop > 0.0f && batch.sample_ids == nullptr) {
+    throw Error("gpt: a training forward with dropout needs the batch's sample ids (dropout masks are keyed by them)");
+  }
+  trained_ = false;
+  ensure_activations(B);
+  const Acts a = acts(B);
+  float* w = params();
+  const float* wte = w;
+  const float* wpe = w + tensors_[1].offset;
+  const float* lnf_w = w + tensors_[tensors_.size() - 2].offset;
+  const float* lnf_b = w + tensors_[tensors_.size() - 1].offset;
+  auto dropout = [&](float* x, int64_t site) {
+    if (p_drop > 0.0f) {
+      ops::dropout_forward(ctx_, x, x, B, T * C, batch.sample_ids, dropout_key(config_.seed, batch.step, site),
+                           p_drop);
+    }
+  };
+
+  ops::embedding_forward(ctx_, batch.token_inputs(), wte, wpe, a.encoded, B, T, C, V);
+  dropout(a.encoded, embedding_site());
+  const float* x = a.encoded;
+  for (int64_t l = 0; l < L; ++l) {
+    const Block p = block(w, l);
+    const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
+    ops::layernorm_forward(ctx_, x, p.ln1_w, p.ln1_b, b.ln1, b.ln1_mean, b.ln1_rstd, BT, C);
+    linear_forward(ctx_, b.ln1, p.qkv_w, p.qkv_b, b.qkv, BT, C, 3 * C);
+    ops::attention_forward(ctx_, b.qkv, b.atty, b.probs, B, T, C, H);
+    linear_forward(ctx_, b.atty, p.attproj_w, p.attproj_b, b.res2, BT, C, C);
+    dropout(b.res2, attention_site(l));
+    ops::add(ctx_, b.res2, x, b.res2, BT * C);
+    ops::layernorm_forward(ctx_, b.res2, p.ln2_w, p.ln2_b, b.ln2, b.ln2_mean, b.ln2_rstd, BT, C);
+    linear_forward(ctx_, b.ln2, p.fc_w, p.fc_b, b.fch, BT, C, 4 * C);
+    ops::gelu_forward(ctx_, b.fch, b.fch_gelu, BT * 4 * C);
+    linear_forward(ctx_, b.fch_gelu, p.fcproj_w, p.fcproj_b, b.res3, BT, 4 * C, C);
+    dropout(b.res3, mlp_site(l));
+    ops::add(ctx_, b.res3, b.res2, b.res3, BT * C);
+    x = b.res3;
+  }
+  ops::layernorm_forward(ctx_, x, lnf_w, lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, BT, C);
+  // logits (BT, V) = lnf (BT, C) wte^T: the head tied to the embedding.
+  ops::gemm(ctx_, false, true, BT, V, C, 1.0f, a.lnf, C, wte, C, 0.0f, a.logits, V);
+  // A sample's loss is the mean over its T tokens: each row weighs 1/T, and the loss
+  // gradient of a row is grad_scale/T (softmax - onehot), written over the logits.
+  const double inv_t = 1.0 / static_cast<double>(T);
+  ops::softmax_cross_entropy(ctx_, a.logits, batch.targets, BT, V, static_cast<float>(grad_scale * inv_t),
+                             train ? a.logits : nullptr, stats, inv_t);
+
+  batch_ = B;
+  tokens_ = batch.token_inputs();
+  sample_ids_ = batch.sample_ids;
+  step_ = batch.step;
+  trained_ = train;
+}
+
+ConstTensor Gpt::logits() const {
+  DTRAIN_ASSERT(batch_ > 0 && !trained_, "gpt: logits() reads the last Pass::kEval forward's logits");
+  return ConstTensor(acts(batch_).logits, Shape{batch_ * config_.seq_len, config_.vocab});
+}
+
+void Gpt::backward(const std::function<void(int)>& on_range_done) {
+  DTRAIN_ASSERT(trained_, "gpt: backward without a Pass::kTrain forward before it");
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
+                H = config_.n_head, B = batch_, BT = B * T;
+  const float p_drop = config_.dropout;
+  const Acts a = acts(B);
+  float* w = params();
+  float* g = grads();
+  const size_t lnf = tensors_.size() - 2;
+  auto done = [&](int range) {
+    if (on_range_done) on_range_done(range);
+  };
+  // The gradient of a residual branch's output: dres itself without dropout, else
+  // dres through the site's mask, in dtmp.
+  auto branch_grad = [&](int64_t site) -> const float* {
+    if (p_drop <= 0.0f) return a.dres;
+    ops::dropout_backward(ctx_, a.dres, a.dtmp, B, T * C, sample_ids_, dropout_key(config_.seed, step_, site),
+                          p_drop);
+    return a.dtmp;
+  };
+
+  // Head: dwte += dlogits^T lnf; dlnf = dlogits wte (in dtmp).
+  const float* dlogits = a.logits;
+  ops::gemm(ctx_, true, false, V, C, BT, 1.0f, dlogits, V, a.lnf, C, 1.0f, g, C);
+  ops::gemm(ctx_, false, false, BT, C, V, 1.0f, dlogits, V, w, C, 0.0f, a.dtmp, C);
+  const float* x_last = L > 0 ? a.blocks.back().res3 : a.encoded;
+  ops::layernorm_backward(ctx_, a.dtmp, x_last, w + tensors_[lnf].offset, a.lnf_mean, a.lnf_rstd, a.dres,
+                          g + tensors_[lnf].offset, g + tensors_[lnf + 1].offset, BT, C, false);
+  done(static_cast<int>(L + 2));
+
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const Block p = block(w, l);
+    const Block d = block(g, l);
+    const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
+    const float* x_in = l > 0 ? a.blocks[static_cast<size_t>(l - 1)].res3 : a.encoded;
+    // dres holds d res3. MLP branch: dfch_gelu (dbig) from the branch's gradient,
+    // then dfch in place, then dln2 (dtmp); ln_2 adds its dx into dres (-> d res2).
+    const float* dmlp = branch_grad(mlp_site(l));
+    linear_backward(ctx_, dmlp, b.fch_gelu, p.fcproj_w, a.dbig, d.fcproj_w, d.fcproj_b, BT, 4 * C, C);
+    ops::gelu_backward(ctx_, b.fch, a.dbig, a.dbig, BT * 4 * C);
+    linear_backward(ctx_, a.dbig, b.ln2, p.fc_w, a.dtmp, d.fc_w, d.fc_b, BT, C, 4 * C);
+    ops::layernorm_backward(ctx_, a.dtmp, b.res2, p.ln2_w, b.ln2_mean, b.ln2_rstd, a.dres, d.ln2_w, d.ln2_b, BT,
+                            C, true);
+    // Attention branch: datty in dbig[0, BT*C), dqkv in dbig[BT*C, BT*4C), dln1 in
+    // dtmp; ln_1 adds its dx into dres (-> d x_in).
+    const float* dattn = branch_grad(attention_site(l));
+    float* datty = a.dbig;
+    float* dqkv = a.dbig + BT * C;
+    linear_backward(ctx_, dattn, b.atty, p.attproj_w, datty, d.attproj_w, d.attproj_b, BT, C, C);
+    ops::attention_backward(ctx_, datty, b.qkv, b.probs, dqkv, B, T, C, H);
+    linear_backward(ctx_, dqkv, b.ln1, p.qkv_w, a.dtmp, d.qkv_w, d.qkv_b, BT, C, 3 * C);
+    ops::layernorm_backward(ctx_, a.dtmp, x_in, p.ln1_w, b.ln1_mean, b.ln1_rstd, a.dres, d.ln1_w, d.ln1_b, BT, C,
+                            true);
+    done(static_cast<int>(2 + l));
+  }
+
+  if (p_drop > 0.0f) {
+    ops::dropout_backward(ctx_, a.dres, a.dres, B, T * C, sample_ids_,
+                          dropout_key(config_.seed, step_, embedding_site()), p_drop);
+  }
+  ops::embedding_backward(ctx_, a.dres, tokens_, g, g + tensors_[1].offset, B, T, C, V);
+  done(1);  // wpe
+  done(0);  // wte: the head's and the embedding's gradients are both in
+}
+
+std::vector<float> Gpt::next_token_logits(const std::vector<int32_t>& context) {
+  const int64_t T = config_.seq_len, V = config_.vocab;
+  if (context.empty()) throw Error("gpt: text generation needs at least one token of context");
+  const int64_t n = std::min<int64_t>(T, static_cast<int64_t>(context.size()));
+  std::vector<int32_t> tokens(static_cast<size_t>(T), 0);
+  std::copy(context.end() - n, context.end(), tokens.begin());
+  const std::vector<int32_t> targets(static_cast<size_t>(T), 0);
+  const double zero_stats[kModelStats] = {0.0, 0.0};
+
+  Allocator& alloc = ctx_.allocator();
+  Buffer d_tokens(alloc, static_cast<size_t>(T) * sizeof(int32_t), MemoryCategory::Other);
+  Buffer d_targets(alloc, static_cast<size_t>(T) * sizeof(int32_t), MemoryCategory::Other);
+  Buffer d_stats(alloc, sizeof(zero_stats), MemoryCategory::Other);
+  ops::copy_from_host(ctx_, d_tokens.data(), tokens.data(), d_tokens.bytes());
+  ops::copy_from_host(ctx_, d_targets.data(), targets.data(), d_targets.bytes());
+  ops::copy_from_host(ctx_, d_stats.data(), zero_stats, sizeof(zero_stats));
+
+  Batch batch;
+  batch.size = 1;
+  batch.inputs = d_tokens.data();
+  batch.targets = d_targets.as<int32_t>();
+  forward(batch, Pass::kEval, 0.0f, d_stats.as<double>());
+  std::vector<float> out(static_cast<size_t>(V));
+  ops::copy_to_host(ctx_, out.data(), logits().data + (n - 1) * V, out.size() * sizeof(float));
+  ctx_.synchronize();  // the buffers above are freed on return
+  return out;
+}
+
+std::unique_ptr<Model> build_gpt(Context& ctx, const ModelSpec& spec, const DataFacts& data) {
+  auto positive = [](const char* key, int64_t v) {
+    if (v < 1) {
+      throw ConfigError("key 'model." + std::string(key) + "' = " + std::to_string(v) +
+                        " is out of range: the gpt needs at least 1");
+    }
+  };
+  positive("n_layer", spec.n_layer);
+  positive("n_head", spec.n_head);
+  positive("n_embd", spec.n_embd);
+  positive("seq_len", spec.seq_len);
+  if (spec.n_embd % spec.n_head != 0) {
+    throw ConfigError("key 'model.n_embd' = " + std::to_string(spec.n_embd) + " is not a multiple of 'model.n_head' = " +
+                      std::to_string(spec.n_head) + ": each attention head takes n_embd / n_head channels");
+  }
+  if (!(spec.dropout >= 0.0 && spec.dropout < 1.0)) {
+    throw ConfigError("key 'model.dropout' = " + std::to_string(spec.dropout) + " is out of range: must be in [0, 1)");
+  }
+  if (spec.vocab < 0) {
+    throw ConfigError("key 'model.vocab' = " + std::to_string(spec.vocab) + " is out of range: must be at least 0");
+  }
+  const SampleLayout& in = data.layout;
+  const Shape window{spec.seq_len};
+  if (in.input_type != ElementType::kInt32 || in.input != window || in.target != window) {
+    throw ConfigError("model.name 'gpt' takes windows of 'model.seq_len' = " + std::to_string(spec.seq_len) +
+                      " int32 tokens with a target token each, but the data's samples are " +
+                      element_name(in.input_type) + " " + in.input.str() + " with targets " + in.target.str() +
+                      ": use a text dataset, and set model.seq_len to the data's window");
+  }
+  const int64_t vocab = spec.vocab > 0 ? spec.vocab : data.classes;
+  if (vocab < 1) {
+    throw ConfigError("key 'model.vocab' is 0 (from the data) and the data does not say how many token values "
+                      "it has: set model.vocab");
+  }
+  if (data.classes > vocab) {
+    throw ConfigError("key 'model.vocab' = " + std::to_string(vocab) + " is smaller than the data's " +
+                      std::to_string(data.classes) + " token values, which the model could not embed: set "
+                      "model.vocab to at least " + std::to_string(data.classes) + " (or 0, from the data)");
+  }
+  GptConfig config;
+  config.n_layer = spec.n_layer;
+  config.n_head = spec.n_head;
+  config.n_embd = spec.n_embd;
+  config.seq_len = spec.seq_len;
+  config.vocab = vocab;
+  config.dropout = static_cast<float>(spec.dropout);
+  config.seed = spec.seed;
+  config.tokens_are_bytes = data.tokens_are_bytes;
+  return std::make_unique<Gpt>(ctx, config);
+}
+
+}  // namespace dtrain
