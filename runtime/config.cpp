@@ -247,7 +247,7 @@ class ConfigReader {
       c.train.seed = static_cast<uint64_t>(seed);
     });
     section(root, "optimizer", {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps",
-                                "lr_scaling", "base_batch"},
+                                "lr_scaling", "base_batch", "decay_filter", "clip_grad_norm"},
             [&](const YAML::Node& s) {
       read_choice(s, "optimizer", "name", c.optimizer.name, {"sgd", "adamw"});
       read_real(s, "optimizer", "lr", c.optimizer.lr, 0.0, 1e3, true, false);
@@ -259,6 +259,8 @@ class ConfigReader {
       read_real(s, "optimizer", "eps", c.optimizer.eps, 0.0, 1.0, true, false);
       read_choice(s, "optimizer", "lr_scaling", c.optimizer.lr_scaling, {"none", "linear", "sqrt"});
       read_int(s, "optimizer", "base_batch", c.optimizer.base_batch, 1);
+      read_choice(s, "optimizer", "decay_filter", c.optimizer.decay_filter, {"matrices", "all"});
+      read_real(s, "optimizer", "clip_grad_norm", c.optimizer.clip_grad_norm, 0.0, 1e9);
     });
     section(root, "schedule", {"warmup_steps", "warmup_epochs", "decay", "min_lr", "step_size", "gamma"},
             [&](const YAML::Node& s) {
@@ -460,6 +462,8 @@ std::string config_to_yaml(const Config& c, const std::vector<std::string>& trai
   out << YAML::Key << "eps" << YAML::Value << c.optimizer.eps;
   out << YAML::Key << "lr_scaling" << YAML::Value << c.optimizer.lr_scaling;
   if (c.optimizer.base_batch > 0) out << YAML::Key << "base_batch" << YAML::Value << c.optimizer.base_batch;
+  out << YAML::Key << "decay_filter" << YAML::Value << c.optimizer.decay_filter;
+  out << YAML::Key << "clip_grad_norm" << YAML::Value << c.optimizer.clip_grad_norm;
   out << YAML::EndMap;
   out << YAML::Key << "schedule" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "warmup_steps" << YAML::Value << c.schedule.warmup_steps;
