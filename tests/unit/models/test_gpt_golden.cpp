@@ -64,7 +64,9 @@ std::vector<int32_t> tokens_of(const std::vector<float>& values) {
   return out;
 }
 
-class GptGolden : public ::testing::Test {
+// On the CPU, and on the CPU as an asynchronous device (kernels/cpu_async/): the
+// model must read nothing of the device's memory before its work has run.
+class GptGolden : public ::testing::TestWithParam<DeviceKind> {
  protected:
   void SetUp() override {
     const std::string path = std::string(DTRAIN_SOURCE_DIR) + "/tests/golden/gpt.golden";
@@ -87,10 +89,16 @@ class GptGolden : public ::testing::Test {
     data.layout.input_type = ElementType::kInt32;
     data.layout.target = Shape{spec_.seq_len};
     data.classes = spec_.vocab;
-    ctx_ = Context::make_cpu(1);
+    ctx_ = GetParam() == DeviceKind::Cpu ? Context::make_cpu(1) : Context::make_cpu_async(1);
     model_ = build_gpt(*ctx_, spec_, data);
     gpt_ = dynamic_cast<Gpt*>(model_.get());
     ASSERT_NE(gpt_, nullptr);
+  }
+
+  Buffer upload(const void* host, size_t bytes) {
+    Buffer b(ctx_->allocator(), bytes, MemoryCategory::Other);
+    ops::copy_from_host(*ctx_, b.data(), host, bytes);
+    return b;
   }
 
   Fixture f_;
@@ -101,7 +109,7 @@ class GptGolden : public ::testing::Test {
   Gpt* gpt_ = nullptr;
 };
 
-TEST_F(GptGolden, ParameterNamesShapesAndOrderAreNanoGpts) {
+TEST_P(GptGolden, ParameterNamesShapesAndOrderAreNanoGpts) {
   const auto params = f_.with_prefix("param:");
   const std::vector<ParamTensor> tensors = model_->param_tensors();
   ASSERT_EQ(tensors.size(), params.size());
@@ -115,7 +123,7 @@ TEST_F(GptGolden, ParameterNamesShapesAndOrderAreNanoGpts) {
   EXPECT_EQ(offset, model_->param_count());
 }
 
-TEST_F(GptGolden, LogitsLossAndEveryGradientMatchPyTorch) {
+TEST_P(GptGolden, LogitsLossAndEveryGradientMatchPyTorch) {
   std::vector<float> params;
   for (const auto& [name, values] : f_.with_prefix("param:")) params.insert(params.end(), values->begin(), values->end());
   ASSERT_EQ(static_cast<int64_t>(params.size()), model_->param_count());
@@ -126,26 +134,32 @@ TEST_F(GptGolden, LogitsLossAndEveryGradientMatchPyTorch) {
   ASSERT_EQ(static_cast<int64_t>(input.size()), batch_ * spec_.seq_len);
   std::vector<int64_t> ids;
   for (int64_t i = 0; i < batch_; ++i) ids.push_back(i);
-  // On the CPU device memory is host memory.
+  Buffer d_input = upload(input.data(), input.size() * sizeof(int32_t));
+  Buffer d_targets = upload(targets.data(), targets.size() * sizeof(int32_t));
+  Buffer d_ids = upload(ids.data(), ids.size() * sizeof(int64_t));
+  Buffer d_stats = upload(std::vector<double>(2 * kModelStats, 0.0).data(), 2 * kModelStats * sizeof(double));
   Batch batch;
   batch.size = batch_;
-  batch.inputs = input.data();
-  batch.targets = targets.data();
-  batch.sample_ids = ids.data();
+  batch.inputs = d_input.data();
+  batch.targets = d_targets.as<int32_t>();
+  batch.sample_ids = d_ids.as<int64_t>();
+  double* eval_stats_d = d_stats.as<double>();
+  double* train_stats_d = eval_stats_d + kModelStats;
 
-  double eval_stats[kModelStats] = {0.0, 0.0};
-  model_->forward(batch, Pass::kEval, 0.0f, eval_stats);
+  model_->forward(batch, Pass::kEval, 0.0f, eval_stats_d);
   const ConstTensor logits = gpt_->logits();
   ASSERT_EQ(logits.shape, (Shape{batch_ * spec_.seq_len, spec_.vocab}));
   EXPECT_TRUE(close_to_torch(to_host(*ctx_, logits.data, logits.numel()), f_.tensor("logits"), "logits"));
-  const float eval_loss = static_cast<float>(eval_stats[kModelLossSum] / static_cast<double>(batch_));
-  EXPECT_TRUE(close_to_torch({eval_loss}, f_.tensor("loss"), "eval loss"));
 
-  double stats[kModelStats] = {0.0, 0.0};
   model_->zero_grads();
-  model_->forward(batch, Pass::kTrain, 1.0f / static_cast<float>(batch_), stats);
+  model_->forward(batch, Pass::kTrain, 1.0f / static_cast<float>(batch_), train_stats_d);
   model_->backward();
-  const float loss = static_cast<float>(stats[kModelLossSum] / static_cast<double>(batch_));
+  double stats[2 * kModelStats];
+  ops::copy_to_host(*ctx_, stats, d_stats.data(), sizeof(stats));
+  ctx_->synchronize();
+  const float eval_loss = static_cast<float>(stats[kModelLossSum] / static_cast<double>(batch_));
+  EXPECT_TRUE(close_to_torch({eval_loss}, f_.tensor("loss"), "eval loss"));
+  const float loss = static_cast<float>(stats[kModelStats + kModelLossSum] / static_cast<double>(batch_));
   EXPECT_TRUE(close_to_torch({loss}, f_.tensor("loss"), "training loss"));
 
   const std::vector<float> grads = to_host(*ctx_, model_->grads(), model_->param_count());
@@ -154,6 +168,11 @@ TEST_F(GptGolden, LogitsLossAndEveryGradientMatchPyTorch) {
     EXPECT_TRUE(close_to_torch(ours, f_.tensor("grad:" + t.name), "gradient of " + t.name));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Gpt, GptGolden, ::testing::Values(DeviceKind::Cpu, DeviceKind::CpuAsync),
+                         [](const ::testing::TestParamInfo<DeviceKind>& info) {
+                           return info.param == DeviceKind::Cpu ? std::string("Cpu") : std::string("CpuAsync");
+                         });
 
 }  // namespace
 }  // namespace dtrain

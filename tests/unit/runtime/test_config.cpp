@@ -192,5 +192,31 @@ TEST_F(ConfigTest, PlannerKeysSurviveTheEffectiveConfig) {
   EXPECT_EQ(config_to_yaml(b), config_to_yaml(a));
 }
 
+TEST_F(ConfigTest, GptKeysAreReadCheckedAndSurviveTheEffectiveConfig) {
+  const Config a = load_config(write("model:\n  name: gpt\n  n_layer: 3\n  n_head: 6\n  n_embd: 192\n"
+                                     "  seq_len: 128\n  vocab: 0\n  dropout: 0.1\n"), {});
+  EXPECT_EQ(a.model.name, "gpt");
+  EXPECT_EQ(a.model.n_layer, 3);
+  EXPECT_EQ(a.model.n_head, 6);
+  EXPECT_EQ(a.model.n_embd, 192);
+  EXPECT_EQ(a.model.seq_len, 128);
+  EXPECT_EQ(a.model.vocab, 0);
+  EXPECT_DOUBLE_EQ(a.model.dropout, 0.1);
+  const Config b = load_config(write(config_to_yaml(a)), {});
+  EXPECT_EQ(b.model.n_layer, 3);
+  EXPECT_EQ(b.model.n_embd, 192);
+  EXPECT_DOUBLE_EQ(b.model.dropout, 0.1);
+  EXPECT_EQ(config_to_yaml(b), config_to_yaml(a));
+
+  std::string m = error_of("model:\n  name: gpt\n  n_head: 5\n  n_embd: 64\n");
+  EXPECT_NE(m.find("'model.n_embd' = 64 is not a multiple of 'model.n_head' = 5"), std::string::npos) << m;
+  EXPECT_NE(m.find(path_ + ":"), std::string::npos) << m;
+  m = error_of("model:\n  name: gpt\n", {"model.n_head=3"});
+  EXPECT_NE(m.find("--set model.n_head=3"), std::string::npos) << m;
+  EXPECT_NE(error_of("model:\n  dropout: 1.0\n").find("'model.dropout' = 1 is out of range"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  seq_len: 0\n").find("'model.seq_len' = 0 is out of range"), std::string::npos);
+  EXPECT_NE(error_of("model:\n  vocab: -1\n").find("'model.vocab' = -1 is out of range"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dtrain
