@@ -6,9 +6,11 @@
 // its next batch: everything training holds is allocated then. With b the
 // micro-batch and e <= b the evaluation chunk (eval.batch, capped at b):
 //   fixed       parameters and gradients (4 bytes each), optimizer state
-//   activations b * (model activations per sample: every layer's output and state,
-//               and the two input-gradient buffers backward ping-pongs between)
-//               + b * (2 training input slots (image + label) + the loss gradient)
+//   activations b * (the model's activations per sample, Model::activation_bytes_per_sample:
+//               for a classifier every layer's output and state, the two input-gradient
+//               buffers backward ping-pongs between and the loss gradient; for the GPT
+//               its activation block, attention's T x T per head included)
+//               + b * 2 training input slots (inputs, targets, sample ids)
 //               + e * 2 evaluation input slots
 //   workspace   the largest any layer's ops or the loss take for b samples (im2col
 //               chunks on the CPU, cuDNN's search and algorithm workspace on a GPU,
@@ -37,7 +39,7 @@ struct MemoryModel {
   int64_t optimizer_bytes = 0;
   int64_t library_workspace_bytes = 0;          // held by device libraries (cuBLAS) at start
   int64_t activation_bytes_per_sample = 0;      // the model's (Model::activation_bytes_per_sample)
-  int64_t batch_bytes_per_sample = 0;           // training input slots and loss gradient
+  int64_t batch_bytes_per_sample = 0;           // training input slots
   int64_t eval_bytes_per_sample = 0;            // evaluation input slots
   int64_t eval_batch = 0;                       // eval.batch; the chunk is min(this, b)
   int64_t fixed_workspace_bytes = 0;            // loss and metric scalars

@@ -22,6 +22,7 @@
 #include "models/model.h"
 #include "runtime/checkpointing.h"
 #include "runtime/evaluator.h"
+#include "runtime/gradient_clipping.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_writer.h"
 #include "runtime/noise_scale.h"
@@ -347,12 +348,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
                                  noise.trace_sum, noise.small_batches);
       }
       TraceScope scope(timeline, "optimizer step", "compute", step + 1);
-      // As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
-      const double grad_norm = std::sqrt(sums[kGradSqNorm]);
-      if (config.optimizer.clip_grad_norm > 0) {
-        const double coef = config.optimizer.clip_grad_norm / (grad_norm + 1e-6);
-        if (coef < 1.0) ops::scale(ctx, model->grads(), model->param_count(), static_cast<float>(coef));
-      }
+      clip_gradients(ctx, model->grads(), model->param_count(), sums[kGradSqNorm], config.optimizer.clip_grad_norm);
       optimizer->step(ctx, model->params(), model->grads(), lr);
     }
     model->zero_grads();
