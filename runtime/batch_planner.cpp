@@ -147,7 +147,7 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   m.batch_bytes_per_sample = StepBuffers::bytes_per_sample(layout);
   m.eval_bytes_per_sample = DeviceBatch::bytes_per_sample(layout);
   m.eval_batch = eval_batch;
-  m.fixed_workspace_bytes = (kStepStats + kModelStats) * static_cast<int64_t>(sizeof(double));
+  m.fixed_workspace_bytes = (int64_t{kStepStats} + int64_t{kModelStats}) * static_cast<int64_t>(sizeof(double));
   // The context keeps one workspace, grown to the largest request (the model's ops and loss).
   m.workspace_bytes = [&model](int64_t b) { return static_cast<int64_t>(model.workspace_bytes(b)); };
   return m;

@@ -122,317 +122,402 @@ NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank
   return p;
 }
 
+
+// A resumed run keeps the checkpoint's global batch; the planner re-plans k for this
+// run's ranks and memory. Any other global batch is another training run: refused.
+Config reconcile_with_checkpoint(const Config& requested, const ResumePoint& resume, bool leader) {
+  Config config = requested;
+  if (!resume.found) return config;
+  if (config.train.global_batch == kAuto) {
+    config.train.global_batch = resume.global_batch;
+  } else if (config.train.global_batch != resume.global_batch) {
+    ConfigError e(config.where("train.global_batch") + ": train.global_batch = " +
+                  std::to_string(config.train.global_batch) + " but checkpoint " + resume.path +
+                  " was written at global batch " + std::to_string(resume.global_batch) +
+                  "; a different global batch is a different training run. Set train.global_batch: " +
+                  std::to_string(resume.global_batch) + " (or auto) to resume it");
+    e.set_agreed(leader);
+    throw e;
+  }
+  return config;
+}
+
+// Rank 0's run directory: the effective config, the plan, and the metrics file (a
+// resumed run appends to the metrics of the run it continues); then the start-up lines.
+MetricsWriter open_run_directory(const std::string& run_dir, const Config& config, const TrainingSetup& setup,
+                                 const Communicator& comm, Context& ctx, int64_t first_step, bool resumed,
+                                 std::ostream& log) {
+  const BatchPlan& plan = setup.plan();
+  std::filesystem::create_directories(run_dir);
+  std::ofstream(run_dir + "/config.yaml")
+      << config_to_yaml(config, {"world_size: " + std::to_string(comm.size()) + " (" + comm.backend_name() + ")",
+                                 "micro_batch per rank: " + std::to_string(plan.micro_batch[0]) +
+                                     " (rank 0; plan.json has all)",
+                                 "accumulation_steps: " + std::to_string(plan.accumulation_steps),
+                                 "global_batch: " + std::to_string(plan.global_batch),
+                                 "effective lr: " + format("%.6g", setup.lr),
+                                 "steps: " + std::to_string(setup.total_steps)});
+  std::ofstream(run_dir + "/plan.json") << plan_json(setup.summary(config));
+  if (resumed) {
+    MetricsWriter::keep_up_to_step(run_dir + "/metrics.jsonl", first_step);
+  } else {
+    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+  }
+  const Dataset& train = *setup.data.train;
+  log << "dtrain: " << comm.size() << " rank(s) over " << comm.backend_name() << ", device " << ctx.device_name()
+      << " with " << ctx.num_threads() << " thread(s) per rank\n"
+      << "dtrain: model " << setup.model->describe() << " (" << setup.model->param_count() << " parameters), data "
+      << train.name() << " (" << train.size() << " train, " << setup.data.test->size() << " held out)\n"
+      << plan_text(setup.summary(config)) << "dtrain: " << setup.total_steps << " steps; run directory " << run_dir
+      << "\n";
+  log.flush();
+  return MetricsWriter(run_dir + "/metrics.jsonl");
+}
+
+// One rank's training run after setup: the steps, checkpoints, evaluations and the
+// summary. Every rank runs the same steps and collectives; rank 0 alone writes.
+class TrainingRun {
+ public:
+  TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint& resume, Context& ctx, Communicator& comm,
+              Communicator& control, const std::string& run_dir, std::ostream& log, const TrainOptions& options);
+  TrainResult run();
+
+ private:
+  // The sums of one step, on the host after the step's all-reduce.
+  struct StepSums {
+    double values[kStepStats];
+    double loss = 0.0;  // the mean per-sample loss of the global batch
+  };
+
+  void prefetch(int64_t step, int64_t micro);
+  StepSums accumulate_gradients(int64_t step);
+  void apply_update(int64_t step, const StepSums& sums, double lr);
+  void record(int64_t step, const StepSums& sums, double lr, Clock::time_point t_step);
+  void checkpoint(int64_t steps_done);
+  void evaluate_at(int64_t step);
+  void summarize();
+
+  const Config& config_;
+  TrainingSetup& setup_;
+  const BatchPlan& plan_;
+  Context& ctx_;
+  Communicator& comm_;
+  Communicator& control_;
+  const std::string& run_dir_;
+  std::ostream& log_;
+  const TrainOptions& options_;
+  const bool leader_;
+  FaultInjector& faults_;
+  const std::string checkpoint_dir_;
+  std::ostringstream quiet_;  // ranks other than 0 say nothing
+  std::ostream& say_;
+  Model& model_;
+  Optimizer& optimizer_;
+  // What the held-out split is called: a classifier's test set, a text's validation split.
+  const std::string held_out_;
+
+  GradientReducer reducer_;
+  StepBuffers step_buffers_;
+  // Destroyed before the reducer's Works and the batch (Note [Abort before unwinding]).
+  AbortCommunicatorOnError abort_on_error_;
+  double* stats_;
+  // Contract 2: every sample's loss is divided by the global batch, never by k or n.
+  const float grad_scale_;
+  const NoiseProbe noise_;
+  NoiseScaleEstimator noise_scale_;
+  int64_t first_step_ = 0, samples_ = 0;
+  std::optional<MetricsWriter> metrics_;
+  TrainResult result_;
+  const Clock::time_point t_start_ = Clock::now();
+  Clock::time_point t_log_ = t_start_;
+  int64_t samples_at_log_ = 0;
+  std::optional<ProgressReporter> progress_;
+  std::unique_ptr<TraceWriter> trace_;  // log.trace: one file per rank, written off the training thread
+};
+
+GradientReducer make_reducer(Communicator& comm, Model& model, const Config& config) {
+  std::vector<FlatRange> ranges;
+  for (const ParamRange& r : model.param_ranges()) ranges.push_back({r.offset, r.count});
+  const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
+  return GradientReducer(comm, model.grads(), ranges, std::max<int64_t>(1, bucket_cap));
+}
+
+TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint& resume, Context& ctx,
+                         Communicator& comm, Communicator& control, const std::string& run_dir, std::ostream& log,
+                         const TrainOptions& options)
+    : config_(config), setup_(setup), plan_(setup.plan()), ctx_(ctx), comm_(comm), control_(control),
+      run_dir_(run_dir), log_(log), options_(options), leader_(comm.rank() == 0),
+      faults_(options.faults != nullptr ? *options.faults : no_faults()),
+      checkpoint_dir_(checkpoint_dir_of(config, run_dir)), say_(leader_ ? log : quiet_), model_(*setup.model),
+      optimizer_(*setup.optimizer),
+      held_out_(setup.data.train->layout().input_type == ElementType::kInt32 ? "validation" : "test"),
+      reducer_(make_reducer(comm, model_, config)),
+      step_buffers_(ctx, setup.data.train->layout(), plan_.micro_batch[static_cast<size_t>(comm.rank())]),
+      abort_on_error_(comm), stats_(step_buffers_.stats.as<double>()),
+      grad_scale_(static_cast<float>(1.0 / static_cast<double>(plan_.global_batch))),
+      noise_(noise_probe_for(config, plan_, comm.rank())), noise_scale_(config.log.noise_ema) {
+  if (resume.found) {
+    restore_from(resume, config, plan_.global_batch, model_, optimizer_, noise_scale_, ctx, control);
+    first_step_ = std::min(resume.state.step, setup.total_steps);
+    samples_ = resume.state.samples;
+  }
+  samples_at_log_ = samples_;
+  result_.first_step = first_step_;
+  result_.steps = first_step_;
+  if (noise_.mode == NoiseProbe::kPerRank) {
+    reducer_.set_before_launch([this](const GradientBucket& b) {
+      ops::sum_squares(ctx_, model_.grads() + b.offset, b.count, noise_.mine.a, stats_ + kSmallGradA);
+      ops::sum_squares(ctx_, model_.grads() + b.offset, b.count, noise_.mine.b, stats_ + kSmallGradB);
+    });
+  }
+  if (leader_) metrics_.emplace(open_run_directory(run_dir, config, setup, comm, ctx, first_step_, resume.found, log));
+  progress_.emplace(say_, options.terminal, first_step_, setup.total_steps, config.log.every_steps);
+  if (config.log.trace) {
+    std::filesystem::create_directories(run_dir + "/trace");
+    trace_ = std::make_unique<TraceWriter>(run_dir + "/trace/rank-" + std::to_string(comm.rank()) + ".json", comm.rank());
+    reducer_.set_on_reduced([this](size_t bucket, GradientReducer::Clock::time_point launched,
+                                   GradientReducer::Clock::time_point done) {
+      trace_->complete("all-reduce bucket " + std::to_string(bucket), "comm", launched, done, result_.steps + 1);
+    });
+  }
+}
+
+// This rank's samples for micro-step `micro` of optimizer step `step`.
+void TrainingRun::prefetch(int64_t step, int64_t micro) {
+  TraceScope scope(trace_.get(), "data", "data", step + 1);
+  const int64_t epoch = step / setup_.steps_per_epoch;
+  step_buffers_.batch.prefetch(*setup_.data.train, epoch,
+                               setup_.sampler->slice(plan_, epoch, step % setup_.steps_per_epoch, micro, comm_.rank()));
+}
+
+// The k micro-steps: forward and backward ADD into the gradients; on the last one the
+// reducer all-reduces (SUM) buckets as backward finishes them. Then the step's sums.
+TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step) {
+  TraceWriter* timeline = trace_.get();
+  double initial[kStepStats] = {};
+  const bool signalled = options_.stop_requested != nullptr && *options_.stop_requested != 0;
+  initial[kStopRequests] = signalled || faults_.stop_requested(step + 1, comm_.rank()) ? 1.0 : 0.0;
+  ops::copy_from_host(ctx_, stats_, initial, sizeof(initial));
+  for (int64_t micro = 0; micro < plan_.accumulation_steps; ++micro) {
+    const bool last = micro + 1 == plan_.accumulation_steps;
+    Batch batch = [&] {
+      TraceScope scope(timeline, "data wait", "data", step + 1);
+      return step_buffers_.batch.take();
+    }();
+    batch.step = step;
+    {
+      TraceScope scope(timeline, "forward", "compute", step + 1);
+      model_.forward(batch, Pass::kTrain, grad_scale_, stats_ + kLossSum);
+    }
+    {
+      TraceScope scope(timeline, "backward", "compute", step + 1);
+      if (last) {
+        faults_.before_last_backward(step + 1, comm_.rank(), ctx_, model_.grads(), model_.param_count());
+        model_.backward([this](int range) { reducer_.on_layer_done(range); });
+      } else {
+        model_.backward();
+      }
+      if (micro == 0 && noise_.mode == NoiseProbe::kFirstMicroStep) {
+        ops::sum_squares(ctx_, model_.grads(), model_.param_count(), noise_.mine.a, stats_ + kSmallGradA);
+        ops::sum_squares(ctx_, model_.grads(), model_.param_count(), noise_.mine.b, stats_ + kSmallGradB);
+      }
+    }
+    // The next micro-batch is gathered on the host while the device runs the work
+    // just queued (on a GPU), and uploaded alongside it (Note [Batch prefetch]).
+    if (!last) {
+      prefetch(step, micro + 1);
+    } else if (step + 1 < setup_.total_steps) {
+      prefetch(step + 1, 0);
+    }
+  }
+  {
+    TraceScope scope(timeline, "all-reduce wait", "comm", step + 1);
+    reducer_.finish();
+  }
+  // |G|^2 of the reduced gradient: the same on every rank, so a NaN or Inf in any
+  // rank's gradient is seen by all alike, as is one in the all-reduced loss sum.
+  ops::sum_squares(ctx_, model_.grads(), model_.param_count(), 1.0, stats_ + kGradSqNorm);
+  all_reduce(comm_, std::span<double>(stats_, kGradSqNorm))->wait();
+  StepSums sums;
+  ops::copy_to_host(ctx_, sums.values, stats_, sizeof(sums.values));
+  sums.loss = sums.values[kLossSum] / static_cast<double>(plan_.global_batch);
+  return sums;
+}
+
+// The non-finite policy (train.on_nonfinite), then clipping and the optimizer step.
+void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
+  const double grad_sq = sums.values[kGradSqNorm];
+  if (!std::isfinite(sums.loss) || !std::isfinite(grad_sq)) {
+    const std::string what = "step " + std::to_string(step + 1) + " has a non-finite " +
+                             (std::isfinite(sums.loss) ? "gradient (|G|^2 = " + format("%g", grad_sq) + ")"
+                                                       : "loss (" + format("%g", sums.loss) + ")");
+    if (config_.train.on_nonfinite == "stop") {
+      NonFiniteError e(what + "; stopping (train.on_nonfinite: stop). Lower optimizer.lr or check the data; " +
+                       "the last checkpoint, if any, is in " + checkpoint_dir_);
+      e.set_agreed(leader_);  // every rank computed the same sums
+      throw e;
+    }
+    progress_->line("dtrain: " + what + "; its update is skipped (train.on_nonfinite: skip)");
+    ++result_.skipped_steps;
+    return;
+  }
+  if (noise_.mode != NoiseProbe::kOff) {
+    noise_scale_.add_weighted(sums.values[kSmallGradA], sums.values[kSmallGradB], grad_sq, noise_.gradient_sq_sum,
+                              noise_.trace_sum, noise_.small_batches);
+  }
+  TraceScope scope(trace_.get(), "optimizer step", "compute", step + 1);
+  clip_gradients(ctx_, model_.grads(), model_.param_count(), grad_sq, config_.optimizer.clip_grad_norm);
+  optimizer_.step(ctx_, model_.params(), model_.grads(), lr);
+}
+
+// Rank 0: the step's metrics line and progress.
+void TrainingRun::record(int64_t step, const StepSums& sums, double lr, Clock::time_point t_step) {
+  if (!leader_) return;
+  const double step_s = seconds_since(t_step);
+  const MemoryStats memory = ctx_.allocator().stats();
+  // Achieved FLOP/s counts the model's training FLOPs (3x forward), all ranks together.
+  const double flops_per_sample = static_cast<double>(model_.training_flops_per_sample());
+  std::vector<std::pair<std::string, double>> fields = {
+      {"step", double(step + 1)},
+      {"epoch", double(step) / double(setup_.steps_per_epoch)},
+      {"loss", sums.loss},
+      {"lr", lr},
+      {"grad_norm", std::sqrt(sums.values[kGradSqNorm])},
+      {"samples", double(samples_)},
+      {"samples_per_s", double(plan_.global_batch) / step_s},
+      {"flops_per_s", flops_per_sample * double(plan_.global_batch) / step_s},
+      {"time_s", seconds_since(t_start_)},
+      {"mem_in_use_mib", mib(memory.in_use)},
+      {"mem_peak_mib", mib(memory.peak)},
+      {"mem_reserved_mib", mib(memory.reserved)},
+      {"mem_peak_reserved_mib", mib(memory.peak_reserved)}};
+  if (noise_scale_.ready()) {
+    fields.push_back({"grad_sq", noise_scale_.gradient_sq()});
+    fields.push_back({"trace_sigma", noise_scale_.trace_sigma()});
+    fields.push_back({"noise_scale", noise_scale_.b_simple()});
+  }
+  metrics_->write("train", fields);
+  // samples/s over the current log window (log.every_steps steps).
+  progress_->step(StepProgress{step + 1, step / setup_.steps_per_epoch, sums.loss, lr,
+                               double(samples_ - samples_at_log_) / std::max(1e-9, seconds_since(t_log_)),
+                               mib(memory.in_use), mib(memory.peak), mib(memory.reserved)});
+  if ((step + 1) % config_.log.every_steps == 0) {
+    t_log_ = Clock::now();
+    samples_at_log_ = samples_;
+  }
+}
+
+void TrainingRun::checkpoint(int64_t steps_done) {
+  TraceScope scope(trace_.get(), "checkpoint", "io", steps_done);
+  progress_->finish();  // the checkpoint's own line goes below the bar
+  faults_.in_checkpoint(comm_.rank());
+  std::optional<CheckpointState> state;
+  if (leader_) {
+    state = capture_state(config_, plan_, steps_done, samples_, setup_.steps_per_epoch, model_, optimizer_,
+                          noise_scale_, ctx_);
+  }
+  save_checkpoint(config_, checkpoint_dir_, state ? &*state : nullptr, steps_done, control_, log_);
+}
+
+void TrainingRun::evaluate_at(int64_t step) {
+  TraceScope scope(trace_.get(), "evaluation", "eval", step);
+  const int64_t my_micro = plan_.micro_batch[static_cast<size_t>(comm_.rank())];
+  const EvalResult e = evaluate(model_, *setup_.data.test, ctx_, comm_, std::min(my_micro, config_.eval.batch));
+  result_.eval_loss = e.loss;
+  result_.eval_accuracy = e.metric("accuracy");
+  result_.eval_metrics = e.metrics;
+  if (!leader_) return;
+  std::vector<std::pair<std::string, double>> fields = {{"step", double(step)}, {"eval_loss", e.loss}};
+  std::string line = "eval  step " + std::to_string(step) + " | " + held_out_ + " loss " + format("%.4f", e.loss);
+  for (const Metric& m : e.metrics) {
+    fields.push_back({"eval_" + m.name, m.value});
+    line += " | " + held_out_ + " " + spaced(m.name) + " " + format("%.4f", m.value);
+  }
+  metrics_->write("eval", fields);
+  progress_->line(line);
+}
+
+// Rank 0: throughput, the final evaluation, determinism and the noise scale's verdict.
+void TrainingRun::summarize() {
+  if (!leader_) return;
+  const double flops_per_sample = static_cast<double>(model_.training_flops_per_sample());
+  const double peak_flops = ctx_.backend().peak_flops() * comm_.size();
+  const double trained = static_cast<double>(result_.steps - first_step_) * static_cast<double>(plan_.global_batch);
+  const double flops = flops_per_sample * trained / std::max(1e-9, seconds_since(t_start_));
+  log_ << "dtrain: throughput " << format("%.3g", flops / 1e9) << " GFLOP/s over all ranks ("
+       << format("%.3g", flops_per_sample / 1e6) << " MFLOP per training sample)";
+  if (peak_flops > 0) log_ << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
+  log_ << "\n";
+  // The model's first metric leads (a classifier's accuracy), the loss follows.
+  log_ << "dtrain: done: " << setup_.total_steps << " steps in " << format("%.1f", seconds_since(t_start_))
+       << " s; final ";
+  if (result_.eval_metrics.empty()) {
+    log_ << held_out_ << " loss " << format("%.4f", result_.eval_loss) << "\n";
+  } else {
+    const Metric& lead = result_.eval_metrics.front();
+    log_ << held_out_ << " " << spaced(lead.name) << " " << format("%.4f", lead.value) << " (" << held_out_
+         << " loss " << format("%.4f", result_.eval_loss);
+    for (size_t i = 1; i < result_.eval_metrics.size(); ++i) {
+      log_ << ", " << spaced(result_.eval_metrics[i].name) << " " << format("%.4f", result_.eval_metrics[i].value);
+    }
+    log_ << ")\n";
+  }
+  // Said in the plan at start-up too; repeated where a reader of the results looks.
+  for (const std::string& note : determinism_notes(setup_.planned)) log_ << "dtrain: " << note << "\n";
+  log_ << noise_scale_verdict(noise_scale_, plan_.global_batch, noise_.mode != NoiseProbe::kOff,
+                              config_.log.noise_scale);
+  log_.flush();
+}
+
+TrainResult TrainingRun::run() {
+  const int64_t total_steps = setup_.total_steps;
+  if (first_step_ < total_steps) prefetch(first_step_, 0);
+  for (int64_t step = first_step_; step < total_steps; ++step) {
+    const auto t_step = Clock::now();
+    if (options_.on_step) options_.on_step(step + 1);
+    faults_.at_step_start(step + 1, comm_.rank());
+    const double lr = lr_at(setup_.schedule, setup_.lr, step, total_steps);
+    const StepSums sums = accumulate_gradients(step);
+    apply_update(step, sums, lr);
+    model_.zero_grads();
+    samples_ += plan_.global_batch;
+    result_.steps = step + 1;
+    result_.final_loss = sums.loss;
+    record(step, sums, lr, t_step);
+    if (sums.values[kStopRequests] > 0) {  // every rank sees the same sum and stops here
+      progress_->line("dtrain: stop requested (a signal) after step " + std::to_string(step + 1) +
+                      "; writing a checkpoint");
+      if (step + 1 < total_steps) step_buffers_.batch.take();  // the prefetched batch is not needed
+      checkpoint(step + 1);
+      result_.stopped = true;
+      return result_;
+    }
+    const bool periodic = config_.checkpoint.every_steps > 0 && (step + 1) % config_.checkpoint.every_steps == 0;
+    if (periodic && step + 1 < total_steps) checkpoint(step + 1);
+    if (config_.eval.every_steps > 0 && (step + 1) % config_.eval.every_steps == 0 && step + 1 < total_steps) {
+      evaluate_at(step + 1);
+    }
+  }
+  if (config_.checkpoint.every_steps > 0 && total_steps > first_step_) checkpoint(total_steps);
+  evaluate_at(total_steps);
+  result_.noise_scale = noise_scale_.b_simple();
+  progress_->finish();
+  summarize();
+  return result_;
+}
+
 }  // namespace
 
 TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Communicator& control,
                   const std::string& run_dir, std::ostream& log, const TrainOptions& options) {
   const bool leader = comm.rank() == 0;
-  FaultInjector& faults = options.faults != nullptr ? *options.faults : no_faults();
-  const std::string checkpoint_dir = checkpoint_dir_of(requested, run_dir);
-  std::ostringstream quiet;  // ranks other than 0 say nothing
-  std::ostream& say = leader ? log : quiet;
-
-  // A resumed run keeps the checkpoint's global batch; the planner re-plans k for
-  // this run's ranks and memory.
-  ResumePoint resume = find_resume_point(options.resume, checkpoint_dir, control, say);
-  Config config = requested;
-  if (resume.found) {
-    if (config.train.global_batch == kAuto) {
-      config.train.global_batch = resume.global_batch;
-    } else if (config.train.global_batch != resume.global_batch) {
-      ConfigError e(config.where("train.global_batch") + ": train.global_batch = " +
-                    std::to_string(config.train.global_batch) + " but checkpoint " + resume.path +
-                    " was written at global batch " + std::to_string(resume.global_batch) +
-                    "; a different global batch is a different training run. Set train.global_batch: " +
-                    std::to_string(resume.global_batch) + " (or auto) to resume it");
-      e.set_agreed(leader);
-      throw e;
-    }
-  }
+  std::ostringstream quiet;
+  ResumePoint resume =
+      find_resume_point(options.resume, checkpoint_dir_of(requested, run_dir), control, leader ? log : quiet);
+  const Config config = reconcile_with_checkpoint(requested, resume, leader);
   TrainingSetup setup = setup_training(config, ctx, control, options.ranks_sharing_device, run_dir);
-  const BatchPlan& plan = setup.plan();
-  const DataSplits& data = setup.data;
-  GlobalSampler& sampler = *setup.sampler;
-  const int64_t steps_per_epoch = setup.steps_per_epoch;
-  const int64_t total_steps = setup.total_steps;
-  Model* model = setup.model.get();
-  Optimizer* optimizer = setup.optimizer.get();
-
-  std::vector<FlatRange> layer_ranges;
-  for (const ParamRange& r : model->param_ranges()) layer_ranges.push_back({r.offset, r.count});
-  const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
-  GradientReducer reducer(comm, model->grads(), layer_ranges, std::max<int64_t>(1, bucket_cap));
-
-  const int64_t my_micro = plan.micro_batch[static_cast<size_t>(comm.rank())];
-  const int64_t eval_chunk = std::min(my_micro, config.eval.batch);
-  StepBuffers step_buffers(ctx, data.train->layout(), my_micro);
-  DeviceBatch& batch = step_buffers.batch;
-  // Destroyed before the reducer's Works and the batch (Note [Abort before unwinding]).
-  const AbortCommunicatorOnError abort_on_error(comm);
-  double* stats = step_buffers.stats.as<double>();
-  // Contract 2: every sample's loss is divided by the global batch, never by k or n.
-  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(plan.global_batch));
-
-  const NoiseProbe noise = noise_probe_for(config, plan, comm.rank());
-  // What the held-out split is called: a classifier's test set, a text's validation split.
-  const std::string held_out = data.train->layout().input_type == ElementType::kInt32 ? "validation" : "test";
-  NoiseScaleEstimator noise_scale(config.log.noise_ema);
-  int64_t first_step = 0, samples = 0;
-  if (resume.found) {
-    restore_from(resume, config, plan.global_batch, *model, *optimizer, noise_scale, ctx, control);
-    first_step = std::min(resume.state.step, total_steps);
-    samples = resume.state.samples;
-  }
-  if (noise.mode == NoiseProbe::kPerRank) {
-    reducer.set_before_launch([&](const GradientBucket& b) {
-      ops::sum_squares(ctx, model->grads() + b.offset, b.count, noise.mine.a, stats + kSmallGradA);
-      ops::sum_squares(ctx, model->grads() + b.offset, b.count, noise.mine.b, stats + kSmallGradB);
-    });
-  }
-
-  std::optional<MetricsWriter> metrics;
-  if (leader) {
-    std::filesystem::create_directories(run_dir);
-    std::ofstream(run_dir + "/config.yaml")
-        << config_to_yaml(config, {"world_size: " + std::to_string(comm.size()) + " (" + comm.backend_name() + ")",
-                                   "micro_batch per rank: " + std::to_string(my_micro) + " (rank 0; plan.json has all)",
-                                   "accumulation_steps: " + std::to_string(plan.accumulation_steps),
-                                   "global_batch: " + std::to_string(plan.global_batch),
-                                   "effective lr: " + format("%.6g", setup.lr),
-                                   "steps: " + std::to_string(total_steps)});
-    std::ofstream(run_dir + "/plan.json") << plan_json(setup.summary(config));
-    // A resumed run appends to the metrics of the run it continues.
-    if (resume.found) {
-      MetricsWriter::keep_up_to_step(run_dir + "/metrics.jsonl", first_step);
-    } else {
-      std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
-    }
-    metrics.emplace(run_dir + "/metrics.jsonl");
-    log << "dtrain: " << comm.size() << " rank(s) over " << comm.backend_name() << ", device "
-        << ctx.device_name() << " with " << ctx.num_threads() << " thread(s) per rank\n"
-        << "dtrain: model " << config.model.name << " (" << model->param_count() << " parameters), data "
-        << data.train->name() << " (" << data.train->size() << " train, " << data.test->size() << " test)\n"
-        << plan_text(setup.summary(config))
-        << "dtrain: " << total_steps << " steps; run directory " << run_dir << "\n";
-    log.flush();
-  }
-
-  // Achieved FLOP/s counts the model's training FLOPs (3x forward), all ranks together.
-  const double flops_per_sample = static_cast<double>(model->training_flops_per_sample());
-  const double peak_flops = ctx.backend().peak_flops() * comm.size();
-  TrainResult result;
-  result.first_step = first_step;
-  result.steps = first_step;
-  const auto t_start = Clock::now();
-  auto t_log = t_start;
-  int64_t samples_at_log = samples;
-  ProgressReporter progress(say, options.terminal, first_step, total_steps, config.log.every_steps);
-  // The timeline (log.trace): one file per rank, written off the training thread.
-  std::unique_ptr<TraceWriter> trace;
-  if (config.log.trace) {
-    std::filesystem::create_directories(run_dir + "/trace");
-    trace = std::make_unique<TraceWriter>(run_dir + "/trace/rank-" + std::to_string(comm.rank()) + ".json", comm.rank());
-    reducer.set_on_reduced([&](size_t bucket, GradientReducer::Clock::time_point launched,
-                               GradientReducer::Clock::time_point done) {
-      trace->complete("all-reduce bucket " + std::to_string(bucket), "comm", launched, done, result.steps + 1);
-    });
-  }
-  TraceWriter* timeline = trace.get();
-  auto checkpoint = [&](int64_t steps_done) {
-    TraceScope scope(timeline, "checkpoint", "io", steps_done);
-    progress.finish();  // the checkpoint's own line goes below the bar
-    faults.in_checkpoint(comm.rank());
-    std::optional<CheckpointState> state;
-    if (leader) {
-      state = capture_state(config, plan, steps_done, samples, steps_per_epoch, *model, *optimizer, noise_scale, ctx);
-    }
-    save_checkpoint(config, checkpoint_dir, state ? &*state : nullptr, steps_done, control, log);
-  };
-  auto run_eval = [&](int64_t step) {
-    TraceScope scope(timeline, "evaluation", "eval", step);
-    const EvalResult e = evaluate(*model, *data.test, ctx, comm, eval_chunk);
-    result.eval_loss = e.loss;
-    result.eval_accuracy = e.metric("accuracy");
-    result.eval_metrics = e.metrics;
-    if (leader) {
-      std::vector<std::pair<std::string, double>> fields = {{"step", double(step)}, {"eval_loss", e.loss}};
-      std::string line = "eval  step " + std::to_string(step) + " | " + held_out + " loss " + format("%.4f", e.loss);
-      for (const Metric& m : e.metrics) {
-        fields.push_back({"eval_" + m.name, m.value});
-        line += " | " + held_out + " " + spaced(m.name) + " " + format("%.4f", m.value);
-      }
-      metrics->write("eval", fields);
-      progress.line(line);
-    }
-  };
-
-
-  // This rank's samples for micro-step `micro` of optimizer step `step`.
-  auto prefetch = [&](int64_t step, int64_t micro) {
-    TraceScope scope(timeline, "data", "data", step + 1);
-    const int64_t epoch = step / steps_per_epoch;
-    batch.prefetch(*data.train, epoch, sampler.slice(plan, epoch, step % steps_per_epoch, micro, comm.rank()));
-  };
-  if (first_step < total_steps) prefetch(first_step, 0);
-
-  for (int64_t step = first_step; step < total_steps; ++step) {
-    const auto t_step = Clock::now();
-    if (options.on_step) options.on_step(step + 1);
-    faults.at_step_start(step + 1, comm.rank());
-    const double lr = lr_at(setup.schedule, setup.lr, step, total_steps);
-
-    double initial[kStepStats] = {};
-    const bool signalled = options.stop_requested != nullptr && *options.stop_requested != 0;
-    const bool hooked = faults.stop_requested(step + 1, comm.rank());
-    initial[kStopRequests] = signalled || hooked ? 1.0 : 0.0;
-    ops::copy_from_host(ctx, stats, initial, sizeof(initial));
-    for (int64_t micro = 0; micro < plan.accumulation_steps; ++micro) {
-      const bool last = micro + 1 == plan.accumulation_steps;
-      Batch micro_batch = [&] {
-        TraceScope scope(timeline, "data wait", "data", step + 1);
-        return batch.take();
-      }();
-      micro_batch.step = step;
-      {
-        TraceScope forward_scope(timeline, "forward", "compute", step + 1);
-        model->forward(micro_batch, Pass::kTrain, grad_scale, stats + kLossSum);
-      }
-      {
-        TraceScope backward_scope(timeline, "backward", "compute", step + 1);
-        if (last) faults.before_last_backward(step + 1, comm.rank(), ctx, model->grads(), model->param_count());
-        if (last) {
-          model->backward([&](int range) { reducer.on_layer_done(range); });
-        } else {
-          model->backward();
-        }
-        if (micro == 0 && noise.mode == NoiseProbe::kFirstMicroStep) {
-          ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.a, stats + kSmallGradA);
-          ops::sum_squares(ctx, model->grads(), model->param_count(), noise.mine.b, stats + kSmallGradB);
-        }
-      }
-      // The next micro-batch is gathered on the host while the device runs the work
-      // just queued (on a GPU), and uploaded alongside it (Note [Batch prefetch]).
-      if (!last) {
-        prefetch(step, micro + 1);
-      } else if (step + 1 < total_steps) {
-        prefetch(step + 1, 0);
-      }
-    }
-    {
-      TraceScope scope(timeline, "all-reduce wait", "comm", step + 1);
-      reducer.finish();
-    }
-    // |G|^2 of the reduced gradient: the same on every rank, so a NaN or Inf in any
-    // rank's gradient is seen by all alike, as is one in the all-reduced loss sum.
-    ops::sum_squares(ctx, model->grads(), model->param_count(), 1.0, stats + kGradSqNorm);
-    all_reduce(comm, std::span<double>(stats, kGradSqNorm))->wait();
-    double sums[kStepStats];
-    ops::copy_to_host(ctx, sums, stats, sizeof(sums));
-    const double loss = sums[kLossSum] / static_cast<double>(plan.global_batch);
-    const bool finite = std::isfinite(loss) && std::isfinite(sums[kGradSqNorm]);
-    if (!finite) {
-      const std::string what = "step " + std::to_string(step + 1) + " has a non-finite " +
-                               (std::isfinite(loss) ? "gradient (|G|^2 = " + format("%g", sums[kGradSqNorm]) + ")"
-                                                    : "loss (" + format("%g", loss) + ")");
-      if (config.train.on_nonfinite == "stop") {
-        NonFiniteError e(what + "; stopping (train.on_nonfinite: stop). Lower optimizer.lr or check the data; " +
-                         "the last checkpoint, if any, is in " + checkpoint_dir);
-        e.set_agreed(leader);  // every rank computed the same sums
-        throw e;
-      }
-      progress.line("dtrain: " + what + "; its update is skipped (train.on_nonfinite: skip)");
-      ++result.skipped_steps;
-    } else {
-      if (noise.mode != NoiseProbe::kOff) {
-        noise_scale.add_weighted(sums[kSmallGradA], sums[kSmallGradB], sums[kGradSqNorm], noise.gradient_sq_sum,
-                                 noise.trace_sum, noise.small_batches);
-      }
-      TraceScope scope(timeline, "optimizer step", "compute", step + 1);
-      clip_gradients(ctx, model->grads(), model->param_count(), sums[kGradSqNorm], config.optimizer.clip_grad_norm);
-      optimizer->step(ctx, model->params(), model->grads(), lr);
-    }
-    model->zero_grads();
-    samples += plan.global_batch;
-    result.steps = step + 1;
-    result.final_loss = loss;
-
-    if (leader) {
-      const double step_s = seconds_since(t_step);
-      const MemoryStats memory = ctx.allocator().stats();
-      std::vector<std::pair<std::string, double>> fields = {
-          {"step", double(step + 1)},
-          {"epoch", double(step) / double(steps_per_epoch)},
-          {"loss", loss},
-          {"lr", lr},
-          {"grad_norm", std::sqrt(sums[kGradSqNorm])},
-          {"samples", double(samples)},
-          {"samples_per_s", double(plan.global_batch) / step_s},
-          {"flops_per_s", flops_per_sample * double(plan.global_batch) / step_s},
-          {"time_s", seconds_since(t_start)},
-          {"mem_in_use_mib", mib(memory.in_use)},
-          {"mem_peak_mib", mib(memory.peak)},
-          {"mem_reserved_mib", mib(memory.reserved)},
-          {"mem_peak_reserved_mib", mib(memory.peak_reserved)}};
-      if (noise_scale.ready()) {
-        fields.push_back({"grad_sq", noise_scale.gradient_sq()});
-        fields.push_back({"trace_sigma", noise_scale.trace_sigma()});
-        fields.push_back({"noise_scale", noise_scale.b_simple()});
-      }
-      metrics->write("train", fields);
-      // samples/s over the current log window (log.every_steps steps).
-      progress.step(StepProgress{step + 1, step / steps_per_epoch, loss, lr,
-                                 double(samples - samples_at_log) / std::max(1e-9, seconds_since(t_log)),
-                                 mib(memory.in_use), mib(memory.peak), mib(memory.reserved)});
-      if ((step + 1) % config.log.every_steps == 0) {
-        t_log = Clock::now();
-        samples_at_log = samples;
-      }
-    }
-    if (sums[kStopRequests] > 0) {  // every rank sees the same sum and stops here
-      progress.line("dtrain: stop requested (a signal) after step " + std::to_string(step + 1) +
-                    "; writing a checkpoint");
-      if (step + 1 < total_steps) batch.take();  // the prefetched batch is not needed
-      checkpoint(step + 1);
-      result.stopped = true;
-      return result;
-    }
-    const bool periodic = config.checkpoint.every_steps > 0 && (step + 1) % config.checkpoint.every_steps == 0;
-    if (periodic && step + 1 < total_steps) checkpoint(step + 1);
-    if (config.eval.every_steps > 0 && (step + 1) % config.eval.every_steps == 0 && step + 1 < total_steps) {
-      run_eval(step + 1);
-    }
-  }
-  if (config.checkpoint.every_steps > 0 && total_steps > first_step) checkpoint(total_steps);
-  run_eval(total_steps);
-  result.noise_scale = noise_scale.b_simple();
-  progress.finish();
-  if (leader) {
-    const double trained = static_cast<double>(result.steps - first_step) * static_cast<double>(plan.global_batch);
-    const double flops = flops_per_sample * trained / std::max(1e-9, seconds_since(t_start));
-    log << "dtrain: throughput " << format("%.3g", flops / 1e9) << " GFLOP/s over all ranks ("
-        << format("%.3g", flops_per_sample / 1e6) << " MFLOP per training sample)";
-    if (peak_flops > 0) log << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
-    log << "\n";
-    // The model's first metric leads (a classifier's accuracy), the loss follows.
-    log << "dtrain: done: " << total_steps << " steps in " << format("%.1f", seconds_since(t_start)) << " s; final ";
-    if (result.eval_metrics.empty()) {
-      log << held_out << " loss " << format("%.4f", result.eval_loss) << "\n";
-    } else {
-      const Metric& lead = result.eval_metrics.front();
-      log << held_out << " " << spaced(lead.name) << " " << format("%.4f", lead.value) << " (" << held_out << " loss "
-          << format("%.4f", result.eval_loss);
-      for (size_t i = 1; i < result.eval_metrics.size(); ++i) {
-        log << ", " << spaced(result.eval_metrics[i].name) << " " << format("%.4f", result.eval_metrics[i].value);
-      }
-      log << ")\n";
-    }
-    // Said in the plan at start-up too; repeated where a reader of the results looks.
-    for (const std::string& note : determinism_notes(setup.planned)) log << "dtrain: " << note << "\n";
-    log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,
-                               config.log.noise_scale);
-    log.flush();
-  }
-  return result;
+  TrainingRun run(config, setup, resume, ctx, comm, control, run_dir, log, options);
+  return run.run();
 }
 
 }  // namespace dtrain
