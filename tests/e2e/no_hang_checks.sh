@@ -65,9 +65,25 @@ for trial in $(seq 1 "$trials"); do
     kill) [ -n "$pid" ] && kill -9 "$pid" ;;
     stop) [ -n "$pid" ] && kill -STOP "$pid" ;;
   esac
-  # Every rank must end within the bound; a hook fires at its step, up to a few
-  # seconds after this point, so its wait is longer and its time is measured below.
-  limit=$(( bound + hooked * 20 ))
+  # A hook fires at its step, which a loaded machine may reach long after this point:
+  # first wait for the job to reach it (the metrics line of the step before, or of the
+  # checkpoint's step), for as long as the job makes progress: a job whose metrics stay
+  # unchanged for the bound has stopped before the fault, and is caught below. From
+  # there, as for the other kinds, every rank must end within the bound (the time is
+  # measured from the step's line, below).
+  if [ "$hooked" = 1 ]; then
+    [ "$kind" = ckpt ] && reach=$step || reach=$(( step - 1 ))
+    last_change=$(date +%s)
+    last_size=0
+    while kill -0 "$mpirun_pid" 2>/dev/null; do
+      grep -q "\"step\":$reach," "$work/run$trial/metrics.jsonl" 2>/dev/null && break
+      size=$(stat -c %s "$work/run$trial/metrics.jsonl" 2>/dev/null || echo 0)
+      [ "$size" != "$last_size" ] && last_size=$size && last_change=$(date +%s)
+      [ $(( $(date +%s) - last_change )) -gt "$bound" ] && break
+      sleep 0.05
+    done
+  fi
+  limit=$(( bound + hooked * 5 ))
   for _ in $(seq 1 $(( limit * 20 ))); do
     kill -0 "$mpirun_pid" 2>/dev/null || break
     sleep 0.05
