@@ -94,10 +94,11 @@ Config mlp_config() {
 }
 
 struct Rank {
-  Rank(const Config& c, std::unique_ptr<Context> context) : ctx(std::move(context)), data(load_data(c.data, 1)) {
-    model = build_model(*ctx, c.model, data.train->sample_shape(), data.train->num_classes());
+  Rank(const Config& c, std::unique_ptr<Context> context) : ctx(std::move(context)), data(load_data(c.data, c.model, 1)) {
+    model = build_model(*ctx, c.model, data.train->facts());
     model->init(1);
-    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count());
+    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count(),
+                               decay_spans(model->param_tensors(), model->param_count(), c.optimizer.decay_filter));
   }
   std::unique_ptr<Context> ctx;
   DataSplits data;
