@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "kernels/context.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
+#include "models/batch.h"
 #include "runtime/dataset.h"
 #include "runtime/device_batch.h"
 #include "tests/gpu/gpu_test.h"
@@ -26,10 +28,11 @@ class MarkerDataset final : public Dataset {
  public:
   std::string name() const override { return "marker"; }
   int64_t size() const override { return int64_t{1} << 30; }
-  Shape sample_shape() const override { return Shape{1, 28, 28}; }
+  SampleLayout layout() const override { return SampleLayout{Shape{1, 28, 28}, ElementType::kFloat32, Shape{}}; }
   int64_t num_classes() const override { return 10; }
-  void gather(std::span<const int64_t> indices, float* images, int32_t* labels) const override {
-    const auto n = static_cast<int64_t>(indices.size()) * sample_shape().numel();
+  void gather(int64_t, std::span<const int64_t> indices, void* inputs, int32_t* labels) const override {
+    const auto n = static_cast<int64_t>(indices.size()) * layout().input.numel();
+    auto* images = static_cast<float*>(inputs);
     std::fill(images, images + n, static_cast<float>(indices[0] + 1));
     std::fill(labels, labels + indices.size(), 0);
   }
@@ -43,8 +46,8 @@ TEST_F(DeviceBatchOnGpu, ReadersSeeTheirOwnBatchInTheTrainersOrder) {
   constexpr int kBatches = 5;
   auto ctx = Context::make_cuda(CudaOptions{});
   const MarkerDataset data;
-  const int64_t n = kBatch * data.sample_shape().numel();
-  DeviceBatch batch(*ctx, data.sample_shape(), kBatch);
+  const int64_t n = kBatch * data.layout().input.numel();
+  DeviceBatch batch(*ctx, data.layout(), kBatch);
   std::vector<Buffer> outs;
   for (int b = 0; b < kBatches; ++b) {
     outs.emplace_back(ctx->allocator(), static_cast<size_t>(n) * sizeof(float), MemoryCategory::Other);
@@ -54,11 +57,11 @@ TEST_F(DeviceBatchOnGpu, ReadersSeeTheirOwnBatchInTheTrainersOrder) {
     for (int64_t i = 0; i < kBatch; ++i) idx[static_cast<size_t>(i)] = b * 1000 + i;
     return idx;
   };
-  batch.prefetch(data, indices(0));
+  batch.prefetch(data, 0, indices(0));
   for (int b = 0; b < kBatches; ++b) {
-    ConstTensor x = batch.take();
-    for (int pass = 0; pass < kPasses; ++pass) ops::relu_forward(*ctx, x.data, outs[b].as<float>(), n);
-    if (b + 1 < kBatches) batch.prefetch(data, indices(b + 1));
+    const Batch x = batch.take();
+    for (int pass = 0; pass < kPasses; ++pass) ops::relu_forward(*ctx, x.float_inputs(), outs[b].as<float>(), n);
+    if (b + 1 < kBatches) batch.prefetch(data, 0, indices(b + 1));
   }
   std::vector<float> got(static_cast<size_t>(n));
   for (int b = 0; b < kBatches; ++b) {

@@ -31,10 +31,11 @@ Config mlp_config() {
 }
 
 struct Rank {
-  Rank(const Config& c, size_t limit) : ctx(Context::make_cpu(1, limit)), data(load_data(c.data, 1)) {
-    model = build_model(*ctx, c.model, data.train->sample_shape(), data.train->num_classes());
+  Rank(const Config& c, size_t limit) : ctx(Context::make_cpu(1, limit)), data(load_data(c.data, c.model, 1)) {
+    model = build_model(*ctx, c.model, data.train->facts());
     model->init(1);
-    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count());
+    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count(),
+                               decay_spans(model->param_tensors(), model->param_count(), c.optimizer.decay_filter));
   }
   std::unique_ptr<Context> ctx;
   DataSplits data;
@@ -101,8 +102,7 @@ TEST(BatchPlannerRanks, OutOfMemoryInOneRanksProbeMakesEveryRankReplanTogether) 
   EXPECT_EQ(out.plan.global_batch, out.plan.samples_per_micro_step());
   // The liar backed off to what it really holds: at most what the truth predicts.
   if (comm.rank() == liar) {
-    const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->sample_shape(),
-                                               r.data.train->num_classes(), c.eval.batch);
+    const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch);
     EXPECT_LE(memory.predict(out.plan.micro_batch[static_cast<size_t>(liar)]).total(),
               static_cast<int64_t>(limit_of(liar)));
   }

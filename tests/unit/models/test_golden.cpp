@@ -17,8 +17,9 @@
 #include <vector>
 
 #include "kernels/context.h"
-#include "kernels/ops.h"
+#include "models/batch.h"
 #include "models/model.h"
+#include "models/sequential_classifier.h"
 
 namespace dtrain {
 namespace {
@@ -137,7 +138,10 @@ void check_against_torch(const std::string& file) {
   const Shape input(dims);
   const int64_t classes = f.ints("classes").at(0);
   const int64_t batch = f.ints("batch").at(0);
-  auto model = build_model(*ctx, spec_of(f), input, classes);
+  std::unique_ptr<Model> built =
+      build_model(*ctx, spec_of(f), DataFacts{SampleLayout{input, ElementType::kFloat32, Shape{}}, classes, false});
+  auto* model = dynamic_cast<SequentialClassifier*>(built.get());
+  ASSERT_NE(model, nullptr) << f.key("model").at(0) << " is not a SequentialClassifier";
 
   // The parameter tensors, in PyTorch's parameters() order, are our flat layout:
   // each layer with parameters has a weight then a bias tensor, of its sizes.
@@ -151,7 +155,7 @@ void check_against_torch(const std::string& file) {
   ASSERT_EQ(static_cast<int64_t>(params.size()), model->param_count()) << path;
   size_t t = 0;
   for (int i = 0; i < model->num_layers(); ++i) {
-    const ParamRange r = model->layer_params()[static_cast<size_t>(i)];
+    const ParamRange r = model->param_ranges()[static_cast<size_t>(i)];
     if (r.count == 0) continue;
     ASSERT_LT(t + 1, param_names.size());
     const int64_t w = static_cast<int64_t>(f.tensor("param:" + param_names[t]).size());
@@ -167,18 +171,22 @@ void check_against_torch(const std::string& file) {
   ASSERT_EQ(static_cast<int64_t>(x.size()), batch * input.numel());
   ASSERT_EQ(static_cast<int64_t>(labels.size()), batch);
 
-  const ConstTensor logits = model->forward(ConstTensor(x.data(), input.with_batch(batch)));
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < batch; ++i) ids.push_back(i);
+  // The trainer's loss: the mean over the batch, so each sample's gradient is scaled
+  // by 1/batch.
+  model->zero_grads();
+  double stats[kModelStats] = {0.0, 0.0};
+  model->forward(Batch{batch, x.data(), labels.data(), ids.data(), 0}, Pass::kTrain,
+                 1.0f / static_cast<float>(batch), stats);
+  const ConstTensor logits = model->logits();
+  ASSERT_EQ(logits.shape, (Shape{batch, classes}));
   EXPECT_TRUE(close_to_torch(logits.data, f.tensor("logits"), "logits"));
 
-  std::vector<float> dlogits(static_cast<size_t>(logits.numel()));
-  double stats[2] = {0.0, 0.0};
-  ops::softmax_cross_entropy(*ctx, logits.data, labels.data(), batch, classes,
-                             1.0f / static_cast<float>(batch), dlogits.data(), stats);
-  const float loss = static_cast<float>(stats[0] / static_cast<double>(batch));
+  const float loss = static_cast<float>(stats[kModelLossSum] / static_cast<double>(batch));
   EXPECT_TRUE(close_to_torch(&loss, f.tensor("loss"), "loss"));
 
-  model->zero_grads();
-  model->backward(ConstTensor(dlogits.data(), logits.shape));
+  model->backward();
   int64_t offset = 0;
   for (const std::string& name : param_names) {
     const std::vector<float>& g = f.tensor("grad:" + name);

@@ -14,6 +14,7 @@
 #include <limits>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,10 @@
 #include "models/flatten.h"
 #include "models/linear.h"
 #include "models/maxpool2d.h"
+#include "models/batch.h"
 #include "models/model.h"
 #include "models/relu.h"
+#include "models/sequential_classifier.h"
 
 namespace dtrain {
 namespace {
@@ -298,8 +301,8 @@ TEST_F(LayerGradients, Conv2dBackwardTwiceDoublesParamGradsAndOverwritesInputGra
   expect_backward_accumulates(*ctx_, layer, Shape{2, 4, 5}, 72);
 }
 
-// Whole models: the loss is softmax cross-entropy over the batch, scaled by 1/batch
-// as the trainer does, and the parameters are the variables.
+// Whole models: the loss is the model's own softmax cross-entropy over the batch,
+// scaled by 1/batch as the trainer does, and the parameters are the variables.
 class ModelGradients : public ::testing::Test {
  protected:
   static constexpr int64_t kBatch = 3;
@@ -307,42 +310,44 @@ class ModelGradients : public ::testing::Test {
 
   void SetUp() override { ctx_ = Context::make_cpu(1); }
 
-  std::unique_ptr<Model> make(const ModelSpec& spec, const Shape& input) {
-    auto model = build_model(*ctx_, spec, input, kClasses);
+  std::unique_ptr<SequentialClassifier> make(const ModelSpec& spec, const Shape& input) {
+    std::unique_ptr<Model> built =
+        build_model(*ctx_, spec, DataFacts{SampleLayout{input, ElementType::kFloat32, Shape{}}, kClasses, false});
+    auto* classifier = dynamic_cast<SequentialClassifier*>(built.get());
+    if (classifier == nullptr) throw std::logic_error(spec.name + " is not a SequentialClassifier");
+    built.release();
+    std::unique_ptr<SequentialClassifier> model(classifier);
     model->init(81);
     x_ = uniform_vector(kBatch * input.numel(), 82);
     Rng rng(83);
     labels_.clear();
-    for (int64_t i = 0; i < kBatch; ++i) labels_.push_back(static_cast<int32_t>(rng.below(kClasses)));
+    ids_.clear();
+    for (int64_t i = 0; i < kBatch; ++i) {
+      labels_.push_back(static_cast<int32_t>(rng.below(kClasses)));
+      ids_.push_back(i);
+    }
     return model;
   }
 
-  ConstTensor batch(const Model& model) const {
-    return ConstTensor(x_.data(), model.input_shape().with_batch(kBatch));
-  }
+  Batch batch() const { return Batch{kBatch, x_.data(), labels_.data(), ids_.data(), 0}; }
 
   double loss(Model& model) {
-    const ConstTensor logits = model.forward(batch(model));
-    double stats[2] = {0.0, 0.0};
-    ops::softmax_cross_entropy(*ctx_, logits.data, labels_.data(), kBatch, kClasses,
-                               1.0f / kBatch, nullptr, stats);
-    return stats[0] / kBatch;
+    double stats[kModelStats] = {0.0, 0.0};
+    model.forward(batch(), Pass::kEval, 1.0f / kBatch, stats);
+    return stats[kModelLossSum] / kBatch;
   }
 
   // Zeroes the gradients, runs forward and backward once, returns the gradients.
-  std::vector<float> analytic(Model& model, const std::function<void(int)>& on_layer_done = {}) {
+  std::vector<float> analytic(Model& model, const std::function<void(int)>& on_range_done = {}) {
     model.zero_grads();
-    backward_once(model, on_layer_done);
+    backward_once(model, on_range_done);
     return grads(model);
   }
 
-  void backward_once(Model& model, const std::function<void(int)>& on_layer_done = {}) {
-    const ConstTensor logits = model.forward(batch(model));
-    std::vector<float> dlogits(static_cast<size_t>(logits.numel()));
-    double stats[2] = {0.0, 0.0};
-    ops::softmax_cross_entropy(*ctx_, logits.data, labels_.data(), kBatch, kClasses,
-                               1.0f / kBatch, dlogits.data(), stats);
-    model.backward(ConstTensor(dlogits.data(), logits.shape), on_layer_done);
+  void backward_once(Model& model, const std::function<void(int)>& on_range_done = {}) {
+    double stats[kModelStats] = {0.0, 0.0};
+    model.forward(batch(), Pass::kTrain, 1.0f / kBatch, stats);
+    model.backward(on_range_done);
   }
 
   std::vector<float> grads(const Model& model) const {
@@ -369,6 +374,7 @@ class ModelGradients : public ::testing::Test {
   std::unique_ptr<Context> ctx_;
   std::vector<float> x_;
   std::vector<int32_t> labels_;
+  std::vector<int64_t> ids_;
 };
 
 ModelSpec tiny_mlp() {
@@ -422,7 +428,7 @@ TEST_F(ModelGradients, CallbackRunsInReverseOrderWhenLayerGradientsAreFinal) {
   std::vector<std::vector<float>> seen(static_cast<size_t>(model->num_layers()));
   const std::vector<float> final_grads = analytic(*model, [&](int i) {
     order.push_back(i);
-    const ParamRange range = model->layer_params()[static_cast<size_t>(i)];
+    const ParamRange range = model->param_ranges()[static_cast<size_t>(i)];
     seen[static_cast<size_t>(i)].assign(model->grads() + range.offset,
                                         model->grads() + range.offset + range.count);
   });
@@ -430,7 +436,7 @@ TEST_F(ModelGradients, CallbackRunsInReverseOrderWhenLayerGradientsAreFinal) {
   for (int i = model->num_layers() - 1; i >= 0; --i) expected.push_back(i);
   EXPECT_EQ(order, expected);
   for (int i = 0; i < model->num_layers(); ++i) {
-    const ParamRange range = model->layer_params()[static_cast<size_t>(i)];
+    const ParamRange range = model->param_ranges()[static_cast<size_t>(i)];
     const std::vector<float> at_end(final_grads.begin() + range.offset,
                                     final_grads.begin() + range.offset + range.count);
     EXPECT_EQ(seen[static_cast<size_t>(i)], at_end) << "layer " << i << " " << model->layer(i).name();

@@ -36,10 +36,11 @@ Config config_for(const std::string& model, const std::string& optimizer = "sgd"
 
 struct Rank {
   explicit Rank(const Config& c, size_t limit = 0)
-      : ctx(Context::make_cpu(1, limit)), data(load_data(c.data, 1)) {
-    model = build_model(*ctx, c.model, data.train->sample_shape(), data.train->num_classes());
+      : ctx(Context::make_cpu(1, limit)), data(load_data(c.data, c.model, 1)) {
+    model = build_model(*ctx, c.model, data.train->facts());
     model->init(1);
-    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count());
+    optimizer = make_optimizer(c.optimizer, *ctx, model->param_count(),
+                               decay_spans(model->param_tensors(), model->param_count(), c.optimizer.decay_filter));
   }
   std::unique_ptr<Context> ctx;
   DataSplits data;
@@ -73,8 +74,7 @@ class PredictionVsProbe : public ::testing::TestWithParam<std::pair<std::string,
 TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
   const Config c = config_for(GetParam().first, GetParam().second);
   Rank r(c);
-  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->sample_shape(),
-                                             r.data.train->num_classes(), c.eval.batch);
+  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch);
   // The fixed part by formula: 4 bytes per parameter for each of params and grads;
   // SGD with momentum keeps one mirror, AdamW two.
   const int64_t params = r.model->param_count();

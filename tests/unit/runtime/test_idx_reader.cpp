@@ -145,7 +145,7 @@ TEST_F(IdxTest, FashionMnistLoaderChecksCountsAndLabels) {
   std::vector<float> image(784);
   int32_t label = -1;
   const int64_t idx = 2;
-  data->gather(std::span<const int64_t>(&idx, 1), image.data(), &label);
+  data->gather(0, std::span<const int64_t>(&idx, 1), image.data(), &label);
   EXPECT_EQ(label, 9);
   // Pixel 0 of image 2 is byte (2*784 + 0)*7 % 10 of the body: normalised by formula.
   const float byte = static_cast<float>((2 * 784) * 7 % 10);
@@ -159,7 +159,11 @@ TEST(FashionMnist, ShippedDatasetHasTheDocumentedShape) {
   auto test = load_fashion_mnist(dir, false);
   EXPECT_EQ(train->size(), 60000);
   EXPECT_EQ(test->size(), 10000);
-  EXPECT_EQ(train->sample_shape(), (Shape{1, 28, 28}));
+  const SampleLayout layout = train->layout();
+  EXPECT_EQ(layout.input, (Shape{1, 28, 28}));
+  EXPECT_EQ(layout.input_type, ElementType::kFloat32);
+  EXPECT_EQ(layout.target, Shape{});  // one label per image
+  EXPECT_EQ(train->num_classes(), 10);
 }
 
 }  // namespace
