@@ -6,6 +6,8 @@
 //                                                     both runs made in that range (and, for
 //                                                     REL 0, the test accuracy)
 //   metrics_check min-accuracy MIN DIR                the last eval_accuracy is at least MIN
+//   metrics_check max-eval-loss MAX DIR               the last eval_loss is below MAX, and its
+//                                                     eval_bits_per_byte is eval_loss / ln 2
 //   metrics_check plan FILE [mixed]                   a plan.json (dtrain plan --json) holds
 //                                                     k * sum(micro) == G, every micro-batch
 //                                                     within its capacity, every probe peak
@@ -46,12 +48,15 @@ std::vector<std::string> lines_of(const std::string& dir) {
   return out;
 }
 
-// `key` of the records of `kind` ("train" or "eval"), by step.
+// `key` of the records of `kind` ("train" or "eval") that have it, by step (a GPT's
+// evaluation has no eval_accuracy, for one).
 std::map<long, double> by_step(const std::string& dir, const std::string& kind, const std::string& key) {
   std::map<long, double> values;
   for (const auto& line : lines_of(dir)) {
     if (line.find("\"kind\":\"" + kind + "\"") == std::string::npos) continue;
-    values[static_cast<long>(*field(line, "step"))] = *field(line, key);
+    const auto step = field(line, "step");
+    const auto value = field(line, key);
+    if (step && value) values[static_cast<long>(*step)] = *value;
   }
   return values;
 }
@@ -135,6 +140,28 @@ int min_accuracy(double min, const std::string& dir) {
   return *last >= min ? 0 : 1;
 }
 
+int max_eval_loss(double max, const std::string& dir) {
+  std::optional<double> loss, bits;
+  for (const auto& line : lines_of(dir)) {
+    if (auto l = field(line, "eval_loss")) loss = l, bits = field(line, "eval_bits_per_byte");
+  }
+  if (!loss) {
+    std::cerr << dir << "/metrics.jsonl has no eval line\n";
+    return 1;
+  }
+  std::printf("final validation loss %.4f nats per token (required below %.4f)\n", *loss, max);
+  int failures = *loss < max ? 0 : 1;
+  if (!bits) {
+    std::printf("  the last eval line has no eval_bits_per_byte\n");
+    return 1;
+  }
+  const double expected = *loss / std::log(2.0);
+  std::printf("bits per byte %.6f (eval_loss / ln 2 = %.6f)\n", *bits, expected);
+  // metrics.jsonl writes 10 significant digits.
+  if (relative(expected, *bits) > 1e-8) ++failures, std::printf("  eval_bits_per_byte is not eval_loss / ln 2\n");
+  return failures == 0 ? 0 : 1;
+}
+
 int plan(const std::string& file, bool mixed) {
   std::ifstream in(file);
   if (!in) {
@@ -205,9 +232,11 @@ int main(int argc, char** argv) {
     return compare(std::atof(a[1].c_str()), first, last, std::vector<std::string>(a.begin() + 3, a.end()));
   }
   if (a.size() == 3 && a[0] == "min-accuracy") return min_accuracy(std::atof(a[1].c_str()), a[2]);
+  if (a.size() == 3 && a[0] == "max-eval-loss") return max_eval_loss(std::atof(a[1].c_str()), a[2]);
   if (a.size() >= 2 && a[0] == "plan") return plan(a[1], a.size() >= 3 && a[2] == "mixed");
   if (a.size() == 2 && a[0] == "noise-scale") return noise_scale(a[1]);
   std::cerr << "usage: metrics_check compare REL STEPS DIR_A DIR_B... | metrics_check min-accuracy MIN DIR |\n"
+               "       metrics_check max-eval-loss MAX DIR |\n"
                "       metrics_check plan FILE [mixed] | metrics_check noise-scale DIR\n";
   return 2;
 }
