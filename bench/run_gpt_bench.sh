@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# The GPT benchmark: dtrain against PyTorch on nanoGPT's CPU recipe for
+# character-level Shakespeare, side by side on the same machine.
+#
+#   bench/run_gpt_bench.sh             # 2000 steps per run, four runs: about 12 minutes
+#   ITERS=50 bench/run_gpt_bench.sh    # a quick check of the whole script
+#
+# (an idle 2-core machine; PyTorch takes about 2.5 minutes for 2000 steps and 15 s
+# for the evaluation.)
+#
+# Builds dtrain if needed (scripts/build.sh), then trains the GPT of
+# bench/gpt_shakespeare.yaml (4 layers, 4 heads, width 128, 64-byte windows, global
+# batch 12, AdamW lr 1e-3 with betas (0.9, 0.99) and weight decay 0.1 on matrices,
+# clip 1.0, warmup 100 then cosine to 1e-4; dropout 0) for ITERS steps in each layout:
+#   - dtrain, 1 rank x 2 threads: one process, micro-batch 12
+#   - dtrain, 2 ranks x 1 thread: mpirun -np 2 --bind-to none, micro-batch 6 each
+#   - PyTorch 1.13, 2 threads: bench/torch_gpt_reference.py under Debian's
+#     python3-torch (/usr/bin/python3)
+#   - PyTorch 2.x, 2 threads: the same under /opt/torch2-venv/bin/python, if it exists
+#     (python3 -m venv /opt/torch2-venv && /opt/torch2-venv/bin/pip install torch numpy)
+# and prints a markdown table: tokens/s, the wall time of the ITERS steps, the final
+# validation loss (after the last step, the mean over every non-overlapping 65-byte
+# window of the last 10% of the text), and each layout's tokens/s over PyTorch 2.x's.
+#
+# tokens/s: 12 windows x 64 tokens x the steps after the first $BENCH_WARMUP, over the
+# time they took (dtrain: samples and time_s of metrics.jsonl, from step BENCH_WARMUP
+# to the last; PyTorch: the same window, timed at the end of each step). Wall s: all
+# ITERS steps, evaluation excluded (dtrain: time_s of the last step). dtrain's final
+# validation loss is the eval_loss of metrics.jsonl's last eval line.
+#
+# Same data, order and initial weights: the reference reproduces dtrain's window
+# offsets, its sampler's permutation and its init from train.seed (see its header),
+# so the losses should agree to float32 noise; they are not bit-identical.
+#
+# Fairness: as bench/run_cpu_bench.sh. dtrain runs OpenMP with
+# OMP_WAIT_POLICY=PASSIVE (launch/main.cpp); PyTorch gets the same
+# (BENCH_TORCH_WAIT_POLICY; "default" leaves it unset) and OpenMP/BLAS thread counts
+# equal to its threads. Before each run the script waits (up to $BENCH_IDLE_WAIT s)
+# for an idle CPU, counts the CPU time that other processes took during the run, and
+# reruns a run in which they took more than 5% of the machine (up to $BENCH_RETRIES
+# times); a number that stayed disturbed is marked * in the table.
+#
+# Settings (environment): ITERS (2000), BENCH_WARMUP (20), BENCH_RETRIES (1),
+# BENCH_IDLE_WAIT (120), BENCH_DATA (/work/shared/data/tinyshakespeare.txt),
+# BENCH_LAYOUTS (all four: "dtrain-1x2 dtrain-2x1 torch-1.13 torch-2"),
+# BENCH_TORCH2_PYTHON (/opt/torch2-venv/bin/python), BENCH_TORCH_WAIT_POLICY
+# (PASSIVE), BENCH_OUT (a new temporary folder for run directories and logs),
+# DTRAIN_BUILD_DIR (build). A layout that cannot run (no PyTorch 1.13, no venv)
+# reads "missing" and the script exits with status 3 after the table; a run that
+# fails reads "failed" and the script exits with status 1 after the table. This is
+# a benchmark, not part of the test suite.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${DTRAIN_BUILD_DIR:-$root/build}
+iters=${ITERS:-2000}
+warmup=${BENCH_WARMUP:-20}
+retries=${BENCH_RETRIES:-1}
+idle_wait=${BENCH_IDLE_WAIT:-120}
+data=${BENCH_DATA:-/work/shared/data/tinyshakespeare.txt}
+layouts=${BENCH_LAYOUTS:-dtrain-1x2 dtrain-2x1 torch-1.13 torch-2}
+torch1_python=/usr/bin/python3
+py=/usr/bin/python3  # reads the results (standard library only)
+torch2_python=${BENCH_TORCH2_PYTHON:-/opt/torch2-venv/bin/python}
+torch_wait=${BENCH_TORCH_WAIT_POLICY:-PASSIVE}
+config=$root/bench/gpt_shakespeare.yaml
+out=${BENCH_OUT:-$(mktemp -d /tmp/dtrain-gpt-bench.XXXXXX)}
+mkdir -p "$out"
+
+if ! [ "$iters" -gt "$warmup" ] 2>/dev/null || ! [ "$warmup" -gt 0 ]; then
+  echo "run_gpt_bench.sh: need ITERS ($iters) > BENCH_WARMUP ($warmup) > 0" >&2
+  exit 2
+fi
+if [ ! -r "$data" ]; then
+  echo "run_gpt_bench.sh: the text $data is not readable; set BENCH_DATA to a text file" \
+    "(tinyshakespeare, 1.1 MB, is what the recipe is for)" >&2
+  exit 2
+fi
+for layout in $layouts; do
+  case $layout in dtrain-1x2 | dtrain-2x1 | torch-1.13 | torch-2) ;;
+    *) echo "run_gpt_bench.sh: unknown layout '$layout' in BENCH_LAYOUTS" \
+         "(known: dtrain-1x2 dtrain-2x1 torch-1.13 torch-2)" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ " $layouts " == *" $1 "* ]]; }
+wants_dtrain() { wants dtrain-1x2 || wants dtrain-2x1; }
+
+# ---------------------------------------------------------------- versions
+torch_version() {  # python -> "2.5.1" or nothing
+  "$1" -c 'import numpy, torch; print(torch.__version__)' 2>/dev/null || true
+}
+torch1_version=$(torch_version "$torch1_python")
+torch1_label="PyTorch 1.13 (missing)"
+if [ -n "$torch1_version" ]; then
+  deb=$(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || true)
+  torch1_label="PyTorch $torch1_version${deb:+ (Debian python3-torch $deb)}"
+elif wants torch-1.13; then
+  echo "run_gpt_bench.sh: *** PyTorch 1.13 is MISSING: $torch1_python cannot import torch and numpy;" \
+    "apt-get install python3-torch ***" >&2
+fi
+torch2_version=""
+[ -x "$torch2_python" ] && torch2_version=$(torch_version "$torch2_python")
+torch2_label="PyTorch 2.x (missing)"
+if [ -n "$torch2_version" ]; then
+  torch2_label="PyTorch $torch2_version (PyPI, $torch2_python)"
+elif wants torch-2; then
+  echo "run_gpt_bench.sh: *** PyTorch 2.x is MISSING: $torch2_python cannot import torch and numpy;" \
+    "python3 -m venv /opt/torch2-venv && /opt/torch2-venv/bin/pip install torch numpy ***" >&2
+fi
+
+dtrain=$build/dtrain
+if wants_dtrain; then
+  echo "== building dtrain (scripts/build.sh)" >&2
+  "$root/scripts/build.sh" >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
+  # shellcheck source=../scripts/mpi-env.sh
+  source "$root/scripts/mpi-env.sh"
+fi
+
+# ---------------------------------------------------------------- machine noise
+# Busy CPU jiffies of the whole machine (user, nice, system, irq, softirq).
+busy_jiffies() {
+  local f
+  read -r -a f </proc/stat
+  echo $((f[1] + f[2] + f[3] + f[6] + f[7]))
+}
+# CPU jiffies of the waited-for descendants (cutime + cstime) of process $1.
+children_jiffies() {
+  local f
+  read -r -a f <"/proc/$1/stat"
+  echo $((f[15] + f[16]))
+}
+hz=$(getconf CLK_TCK)
+cores=$(nproc)
+
+wait_for_idle() {  # up to $idle_wait s until a second with under 10% CPU use
+  local waited=0 b0 b1
+  while [ "$waited" -lt "$idle_wait" ]; do
+    b0=$(busy_jiffies); sleep 1; b1=$(busy_jiffies)
+    [ $(((b1 - b0) * 100)) -lt $((10 * hz * cores)) ] && return 0
+    waited=$((waited + 1))
+  done
+  echo "run_gpt_bench.sh: the machine stayed busy for ${idle_wait}s; measuring anyway" >&2
+}
+
+# measured CMD...: runs CMD (which prints one line) and prints "OTHER% LINE", OTHER%
+# being the share of the machine that other processes used meanwhile.
+measured() {
+  local me=$BASHPID b0 o0 t0 line b1 o1 t1  # CMD runs in a child of this (sub)shell
+  b0=$(busy_jiffies); o0=$(children_jiffies "$me"); t0=$(date +%s%N)
+  line=$("$@") || return 1
+  b1=$(busy_jiffies); o1=$(children_jiffies "$me"); t1=$(date +%s%N)
+  awk -v b=$((b1 - b0)) -v o=$((o1 - o0)) -v ns=$((t1 - t0)) -v hz="$hz" -v n="$cores" -v line="$line" \
+    'BEGIN { other = 100 * (b - o) / (ns / 1e9 * hz * n); printf "%.0f %s\n", other < 0 ? 0 : other, line }'
+}
+
+# measure CMD...: wait for idle, run, and rerun while disturbed; prints CMD's line,
+# its first field (tokens/s) with a * when still disturbed after $retries reruns.
+measure() {
+  local try result other tokens rest
+  for try in $(seq 0 "$retries"); do
+    wait_for_idle
+    result=$(measured "$@") || return 1
+    read -r other tokens rest <<<"$result"
+    if [ "$other" -le 5 ]; then
+      echo "$tokens $rest"
+      return 0
+    fi
+    echo -n "   (other processes took ${other}% of the CPU during that run" >&2
+    if [ "$try" -lt "$retries" ]; then echo "; running it again)" >&2; else echo ")" >&2; fi
+  done
+  echo "$tokens* $rest"
+}
+
+# ---------------------------------------------------------------- the runs
+# Each run prints one line: "TOKENS_PER_S WALL_S VAL_LOSS".
+
+# From a dtrain run directory: tokens/s from step $warmup to the last, the last
+# step's time_s, the last eval_loss.
+dtrain_numbers() {
+  "$py" - "$1" "$warmup" "$config" <<'EOF'
+import json, re, sys
+run_dir, warmup, bench_config = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# The run's effective config says seq_len; the bench config if it does not.
+for path in (run_dir + "/config.yaml", bench_config):
+    try:
+        with open(path) as f:
+            m = re.search(r"^\s*seq_len:\s*(\d+)", f.read(), re.M)
+    except OSError:
+        m = None
+    if m:
+        seq_len = int(m.group(1))
+        break
+else:
+    sys.exit(f"no seq_len in {run_dir}/config.yaml or {bench_config}")
+train, evals = {}, []
+with open(run_dir + "/metrics.jsonl") as f:
+    for line in f:
+        rec = json.loads(line)
+        if rec.get("kind") == "train":
+            train[int(rec["step"])] = rec
+        elif rec.get("kind") == "eval":
+            evals.append(rec)
+last = max(train) if train else 0
+if warmup not in train or last <= warmup or not evals:
+    sys.exit(f"{run_dir}/metrics.jsonl: no train line at step {warmup}, none after it, or no eval line")
+w, l = train[warmup], train[last]
+tokens_per_s = (l["samples"] - w["samples"]) * seq_len / (l["time_s"] - w["time_s"])
+print(f"{tokens_per_s:.0f} {l['time_s']:.1f} {evals[-1]['eval_loss']:.4f}")
+EOF
+}
+
+run_dtrain() {  # ranks tag
+  local ranks=$1 dir=$out/dtrain-$1x$((2 / $1))-$2
+  rm -rf "${dir:?}" "$dir.log"  # a rerun starts afresh, never resumes the run before
+  local args=(train "$config" --run-dir "$dir" --set data.path="$data" --set train.max_steps="$iters"
+    --set device.kind=cpu)
+  if [ "$ranks" = 1 ]; then
+    "$dtrain" "${args[@]}" --set device.threads=2 --set train.micro_batch=12 >"$dir.log" 2>&1
+  else
+    mpirun -np 2 --bind-to none "$dtrain" "${args[@]}" --set device.threads=1 \
+      --set train.micro_batch=6 >"$dir.log" 2>&1
+  fi || { echo "run_gpt_bench.sh: dtrain failed, see $dir.log" >&2; tail -5 "$dir.log" >&2; return 1; }
+  dtrain_numbers "$dir" || { echo "run_gpt_bench.sh: see $dir.log" >&2; return 1; }
+}
+
+run_torch() {  # python tag
+  local log=$out/torch-$2.log
+  local env_args=()
+  if [ "$torch_wait" != default ]; then env_args=(OMP_WAIT_POLICY="$torch_wait"); fi
+  env "${env_args[@]}" "$1" "$root/bench/torch_gpt_reference.py" --threads 2 --iters "$iters" \
+    --warmup "$warmup" --data "$data" >"$log" 2>&1 ||
+    { echo "run_gpt_bench.sh: PyTorch reference failed, see $log" >&2; tail -5 "$log" >&2; return 1; }
+  "$py" -c '
+import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("RESULT "):
+        r = json.loads(line[7:])
+        print("%.0f %.1f %.4f" % (r["tokens_per_s"], r["iter_wall_s"], r["final_val_loss"]))
+        break
+else:
+    sys.exit(sys.argv[1] + ": no RESULT line")' "$log"
+}
+
+declare -A result label
+label[dtrain-1x2]="dtrain, 1 rank x 2 threads"
+label[dtrain-2x1]="dtrain, 2 ranks x 1 thread"
+label[torch-1.13]="$torch1_label, 2 threads"
+label[torch-2]="$torch2_label, 2 threads"
+missing=0 failed=0
+echo "== $iters steps per run, tokens/s after the first $warmup; logs and run directories in $out" >&2
+for layout in $layouts; do
+  line="missing - -"
+  case $layout in
+    dtrain-1x2) cmd=(run_dtrain 1 "$iters") ;;
+    dtrain-2x1) cmd=(run_dtrain 2 "$iters") ;;
+    torch-1.13) cmd=(run_torch "$torch1_python" "1.13-$iters"); [ -n "$torch1_version" ] || cmd=() ;;
+    torch-2) cmd=(run_torch "$torch2_python" "2-$iters"); [ -n "$torch2_version" ] || cmd=() ;;
+  esac
+  if [ "${#cmd[@]}" = 0 ]; then
+    missing=1
+  elif ! line=$(measure "${cmd[@]}"); then
+    line="failed - -"
+    failed=1
+  fi
+  result[$layout]=$line
+  echo "   ${label[$layout]}: tokens/s, wall s, validation loss: $line" >&2
+done
+
+# ---------------------------------------------------------------- the table
+read -r base_tokens _ <<<"${result[torch-2]:-missing - -}"
+base_tokens=${base_tokens%\*}
+echo
+echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  "($dtrain, OMP_WAIT_POLICY=PASSIVE); PyTorch 1.13: $torch1_label; PyTorch 2.x: $torch2_label" \
+  "(PyTorch OMP_WAIT_POLICY=$torch_wait); $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
+  "$(basename "$data"), $iters steps of 12 x 64 tokens; tokens/s after the first $warmup steps"
+echo
+echo "| layout | tokens/s | wall s ($iters steps) | final validation loss | tokens/s / PyTorch 2.x |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+for layout in $layouts; do
+  read -r tokens wall loss <<<"${result[$layout]}"
+  ratio=-
+  if [[ $tokens =~ ^[0-9] && $base_tokens =~ ^[0-9] ]]; then
+    ratio=$(awk -v a="${tokens%\*}" -v b="$base_tokens" 'BEGIN { printf "%.2f", a / b }')
+  fi
+  echo "| ${label[$layout]} | $tokens | $wall | $loss | $ratio |"
+done
+echo
+for layout in dtrain-1x2 dtrain-2x1; do
+  wants "$layout" || continue
+  log=$out/dtrain-${layout#dtrain-}-$iters.log
+  [ -f "$log" ] && echo "- ${label[$layout]}: $(grep -m1 'dtrain: done:' "$log" || echo "no summary line in $log")"
+done
+echo "(run directories and logs: $out)"
+if grep -q '\*' <<<"${result[*]}"; then
+  echo "WARNING: the runs marked * shared the CPU with other processes even after $retries rerun(s);" \
+    "their numbers are low. Rerun on an idle machine."
+fi
+if [ "$failed" = 1 ]; then
+  echo "run_gpt_bench.sh: *** a run FAILED (see above and its log in $out) ***" >&2
+  exit 1
+fi
+if [ "$missing" = 1 ]; then
+  echo "run_gpt_bench.sh: *** a layout is MISSING (see above): no full comparison was made ***" >&2
+  exit 3
+fi
