@@ -20,6 +20,7 @@
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 #include "models/model.h"
+#include "models/sampling.h"
 #include "runtime/checkpointing.h"
 #include "runtime/evaluator.h"
 #include "runtime/lr_schedule.h"
@@ -119,6 +120,20 @@ NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank
     p.small_batches = 1;
   }
   return p;
+}
+
+// What a language model of bytes says after training, as llm.c shows: a short text
+// from a newline, the model's own distribution (temperature 1), the run's seed. Rank
+// 0 alone, after the last collective; about a hundred batch-of-one forwards.
+void print_sample(Model& model, uint64_t seed, std::ostream& log) {
+  constexpr int64_t kSampleBytes = 100;
+  SamplingOptions options;
+  options.temperature = 1.0;
+  const std::vector<int32_t> text = generate_tokens(model, {'\n'}, kSampleBytes, options, seed);
+  log << "dtrain: a sample (" << kSampleBytes << " bytes after a newline, temperature 1, seed " << seed
+      << "):\n";
+  for (const int32_t byte : text) log.put(static_cast<char>(byte));
+  log << "\n";
 }
 
 }  // namespace
@@ -434,6 +449,7 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
     for (const std::string& note : determinism_notes(setup.planned)) log << "dtrain: " << note << "\n";
     log << noise_scale_verdict(noise_scale, plan.global_batch, noise.mode != NoiseProbe::kOff,
                                config.log.noise_scale);
+    if (model->can_generate() && data.train->tokens_are_bytes()) print_sample(*model, config.train.seed, log);
     log.flush();
   }
   return result;
