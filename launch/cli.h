@@ -2,16 +2,21 @@
 //   dtrain --help
 //   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
 //   dtrain plan CONFIG.yaml [--set key=value]... [--json]
+//   dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace dtrain::launch {
 
 struct CliCommand {
-  enum class Kind { Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot, TraceHelp, TraceMerge }
-  kind = Kind::Help;
+  enum class Kind {
+    Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot, TraceHelp, TraceMerge,
+    SampleHelp, Sample
+  } kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
@@ -22,6 +27,12 @@ struct CliCommand {
   std::vector<std::string> plot_runs;  // plot: run directories
   std::string plot_out;                // plot: the image (.png or .svg); empty: plot.png
                                        // trace merge: the merged file; empty: RUN_DIR/trace.json
+  std::string sample_from;             // sample: a run directory or a checkpoint file
+  std::optional<std::string> prompt;   // sample: none: a newline (bytes) or the last token id
+  int64_t sample_tokens = 200;         // sample: tokens to generate
+  double temperature = 1.0;            // sample: >= 0; 0 takes the most likely token
+  int64_t top_k = 0;                   // sample: 0: all tokens
+  uint64_t sample_seed = 1;            // sample: the same seed gives the same text
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -33,5 +44,6 @@ const char* plan_help();
 const char* launch_help();
 const char* plot_help();
 const char* trace_help();
+const char* sample_help();
 
 }  // namespace dtrain::launch

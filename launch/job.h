@@ -27,6 +27,8 @@ int run_plan(const CliCommand& cmd);
 int run_trace_merge(const CliCommand& cmd);
 // `dtrain plot`: the runs' metrics drawn by gnuplot into one image.
 int run_plot(const CliCommand& cmd);
+// `dtrain sample`: text from a trained GPT's checkpoint, on this machine's CPU.
+int run_sample(const CliCommand& cmd);
 // `dtrain launch`: the command on N ranks of this machine through mpirun.
 int run_launch(const CliCommand& cmd);
 // The mpirun command line of `dtrain launch` (pure, for tests).

@@ -49,6 +49,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::Plot: return run_plot(cmd);
     case CliCommand::Kind::TraceHelp: std::cout << trace_help(); return kExitOk;
     case CliCommand::Kind::TraceMerge: return run_trace_merge(cmd);
+    case CliCommand::Kind::SampleHelp: std::cout << sample_help(); return kExitOk;
+    case CliCommand::Kind::Sample: return run_sample(cmd);
   }
   return kExitInternal;
 }

@@ -1,6 +1,9 @@
-// `dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]`: loss, test accuracy, learning
-// rate, throughput and the gradient noise scale over the steps, one panel each, the
-// runs overlaid, drawn by gnuplot (Debian's gnuplot-nox) from their metrics.jsonl.
+// `dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]`: training loss, the held-out loss,
+// test accuracy (classifiers) or bits per byte (text), learning rate, throughput and
+// the gradient noise scale over the steps, one panel each, the runs overlaid, drawn by
+// gnuplot (Debian's gnuplot-nox) from their metrics.jsonl. The evaluation panels are
+// drawn only where some run has their metric, so a classifier's plot and a language
+// model's each show their own.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,18 +35,35 @@ std::optional<double> field(const std::string& line, const std::string& key) {
   return std::strtod(line.c_str() + at + tag.size(), nullptr);
 }
 
-// The panels: a metrics key and its title, and which kind of line holds it.
+// The panels: a metrics key and its title, which kind of line holds it, and whether
+// the panel is left out when no run has the key (an evaluation metric of some models).
 struct Panel {
   const char* key;
   const char* title;
   const char* kind;
   bool log_scale;
+  bool optional;
 };
-const Panel kPanels[] = {{"loss", "training loss", "train", true},
-                         {"eval_accuracy", "test accuracy", "eval", false},
-                         {"lr", "learning rate", "train", false},
-                         {"samples_per_s", "throughput (samples/s)", "train", false},
-                         {"noise_scale", "gradient noise scale B_simple", "train", true}};
+const Panel kPanels[] = {{"loss", "training loss", "train", true, false},
+                         {"eval_loss", "held-out loss", "eval", true, true},
+                         {"eval_accuracy", "test accuracy", "eval", false, true},
+                         {"eval_bits_per_byte", "validation bits per byte", "eval", false, true},
+                         {"lr", "learning rate", "train", false, false},
+                         {"samples_per_s", "throughput (samples/s)", "train", false, false},
+                         {"noise_scale", "gradient noise scale B_simple", "train", true, false}};
+
+bool any_points(const std::vector<size_t>& counts) {
+  return std::any_of(counts.begin(), counts.end(), [](size_t n) { return n > 0; });
+}
+
+// The held-out split is a classifier's test set and a text's validation split.
+std::string held_out_loss_title(const std::map<std::string, std::vector<size_t>>& points) {
+  const bool test = any_points(points.at("eval_accuracy"));
+  const bool validation = any_points(points.at("eval_bits_per_byte"));
+  if (test && !validation) return "test loss";
+  if (validation && !test) return "validation loss";
+  return "test / validation loss";
+}
 
 // gnuplot reads strings in double quotes; keep names printable and quote-free.
 std::string quoted(std::string s) {
@@ -97,17 +117,24 @@ int run_plot(const CliCommand& cmd) {
     if (names.back().empty()) names.back() = cmd.plot_runs[r];
   }
 
+  std::vector<const Panel*> panels;
+  for (const Panel& p : kPanels) {
+    if (!p.optional || any_points(points[p.key])) panels.push_back(&p);
+  }
+  const size_t rows = (panels.size() + 2) / 3;
   std::ostringstream script;
-  script << (svg ? "set terminal svg size 1500,850 dynamic font 'sans,11'\n"
-                 : "set terminal pngcairo size 1500,850 font 'sans,10'\n")
+  script << (svg ? "set terminal svg size 1500," : "set terminal pngcairo size 1500,") << 425 * rows
+         << (svg ? " dynamic font 'sans,11'\n" : " font 'sans,10'\n")
          << "set termoption noenhanced\n"  // run names and titles are plain text, not markup
          << "set output " << quoted(out) << "\n"
-         << "set multiplot layout 2,3 title 'dtrain: " << names.size() << " run(s)'\n"
+         << "set multiplot layout " << rows << ",3 title 'dtrain: " << names.size() << " run(s)'\n"
          << "set grid\nset key top right\nset xlabel 'step'\n";
-  for (const Panel& p : kPanels) {
-    script << "set title '" << p.title << "'\n" << (p.log_scale ? "set logscale y\n" : "unset logscale y\n");
+  for (const Panel* panel : panels) {
+    const Panel& p = *panel;
+    const std::string title = std::string(p.key) == "eval_loss" ? held_out_loss_title(points) : p.title;
+    script << "set title '" << title << "'\n" << (p.log_scale ? "set logscale y\n" : "unset logscale y\n");
     const std::vector<size_t>& counts = points[p.key];
-    if (std::all_of(counts.begin(), counts.end(), [](size_t n) { return n == 0; })) {
+    if (!any_points(counts)) {
       // Nothing to draw (one rank without accumulation has no noise scale): say so.
       script << "unset logscale y\nset label 1 'not measured in these runs' at graph 0.5, 0.5 center\n"
              << "plot [0:1] [0:1] NaN notitle\nunset label 1\n";
@@ -118,7 +145,9 @@ int run_plot(const CliCommand& cmd) {
     for (size_t r = 0; r < names.size(); ++r) {
       if (counts[r] == 0) continue;
       const fs::path dat = data_dir / (std::to_string(r) + "_" + p.key + ".dat");
-      script << (first ? "" : ", ") << quoted(dat.string()) << " using 1:2 with lines lw 1.5 title " << quoted(names[r]);
+      // Each run keeps its colour in every panel, also where another run has no line.
+      script << (first ? "" : ", ") << quoted(dat.string()) << " using 1:2 with lines lt " << r + 1
+             << " lw 1.5 title " << quoted(names[r]);
       first = false;
     }
     script << "\n";

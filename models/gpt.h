@@ -89,7 +89,8 @@ class Gpt final : public Model {
   // `context` (host tokens, n >= 1) as a batch of one; returns the V logits of the
   // last position (host floats). A shorter context is padded after its end, which
   // causal attention never lets the last real position see.
-  std::vector<float> next_token_logits(const std::vector<int32_t>& context);
+  std::vector<float> next_token_logits(const std::vector<int32_t>& context) override;
+  bool can_generate() const override { return true; }
 
   // Note [Gpt activation layout]: one Activations buffer per batch of B samples
   // holds (floats; BT = B*T), in this order:

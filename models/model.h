@@ -117,6 +117,14 @@ class Model {
   // summed statistic (accuracy for a classifier, bits per byte for bytes of text).
   virtual std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const = 0;
 
+  // Text generation (dtrain sample, the sample at the end of training;
+  // models/sampling.h draws the tokens). Whether the model predicts the next token of
+  // a sequence, and if so, the logits of the token after `context` (host tokens, at
+  // least one) as host floats, one per token value. A model that does not generate
+  // (a classifier) throws ConfigError naming itself.
+  virtual bool can_generate() const = 0;
+  virtual std::vector<float> next_token_logits(const std::vector<int32_t>& context) = 0;
+
  protected:
   // Allocates the flat buffers (zeroed) for `param_count` parameters.
   Model(Context& ctx, int64_t param_count);

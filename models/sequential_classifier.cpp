@@ -198,4 +198,9 @@ std::vector<Metric> SequentialClassifier::eval_metrics(double metric_sum, double
   return {Metric{"accuracy", metric_sum / static_cast<double>(samples)}};
 }
 
+std::vector<float> SequentialClassifier::next_token_logits(const std::vector<int32_t>&) {
+  throw ConfigError("model '" + name_ + "' is a classifier: it predicts a label per sample, not the next token, so "
+                    "it cannot generate text; train a model.name: gpt on text to sample from it");
+}
+
 }  // namespace dtrain

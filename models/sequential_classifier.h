@@ -67,6 +67,10 @@ class SequentialClassifier final : public Model {
   void release_activations() override;
   // {"accuracy", correct / samples}.
   std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const override;
+  // A classifier predicts a label, not a next token: it cannot generate.
+  bool can_generate() const override { return false; }
+  // Throws ConfigError naming the model.
+  std::vector<float> next_token_logits(const std::vector<int32_t>& context) override;
 
  private:
   void ensure_batch(int64_t n);

@@ -381,8 +381,11 @@ std::string Config::where(const std::string& key) const {
   return source + " (default of " + key + ")";
 }
 
-Config load_config(const std::string& file, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_file(file);
+namespace {
+
+// The config in `root`, read from `file` (a path, or what the text came from), with
+// `overrides` applied.
+Config read_config(YAML::Node root, const std::string& file, const std::vector<std::string>& overrides) {
   if (!root.IsMap() && !root.IsNull()) {
     throw ConfigError(file + ":1: the config must be a mapping of sections (model, data, train, ...)");
   }
@@ -415,6 +418,22 @@ Config load_config(const std::string& file, const std::vector<std::string>& over
   config.source = file;
   ConfigReader(config, set_origins).read_all(root);
   return config;
+}
+
+}  // namespace
+
+Config load_config(const std::string& file, const std::vector<std::string>& overrides) {
+  return read_config(load_file(file), file, overrides);
+}
+
+Config load_config_from_string(const std::string& yaml, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+  }
+  return read_config(root, source, {});
 }
 
 std::string config_to_yaml(const Config& c, const std::vector<std::string>& trailer) {

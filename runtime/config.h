@@ -130,6 +130,10 @@ struct Config {
 // Loads FILE and applies `overrides` ("a.b=value", value parsed as YAML) in order.
 Config load_config(const std::string& file, const std::vector<std::string>& overrides);
 
+// Loads a config from YAML text (a checkpoint's effective config). `source` names
+// where the text came from; errors say SOURCE:LINE as they say FILE:LINE.
+Config load_config_from_string(const std::string& yaml, const std::string& source);
+
 // The effective config as YAML that load_config accepts again. `trailer` lines are
 // appended as comments (the plan, the world size).
 std::string config_to_yaml(const Config& config, const std::vector<std::string>& trailer = {});

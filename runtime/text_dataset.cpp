@@ -173,6 +173,17 @@ DataSplits load_text_data(const DataConfig& config, const ModelSpec& model, uint
   return splits;
 }
 
+DataFacts token_data_facts(const DataConfig& config, const ModelSpec& model) {
+  check_seq_len(model);
+  const bool bytes = config.name == "text";
+  if (!bytes && config.name != "tokens") {
+    throw ConfigError("data.name = '" + config.name + "' is not a stream of tokens (text or tokens)");
+  }
+  const int64_t vocab = model.vocab > 0 ? model.vocab : bytes ? kByteVocab : kGpt2Vocab;
+  const SampleLayout layout{Shape{model.seq_len}, ElementType::kInt32, Shape{model.seq_len}};
+  return DataFacts{layout, vocab, bytes};
+}
+
 DataSplits load_token_data(const DataConfig& config, const ModelSpec& model, uint64_t seed) {
   check_seq_len(model);
   const int64_t vocab = model.vocab > 0 ? model.vocab : kGpt2Vocab;

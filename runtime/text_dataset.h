@@ -86,4 +86,10 @@ DataSplits load_text_data(const DataConfig& config, const ModelSpec& model, uint
 // The vocabulary is model.vocab when given, else GPT-2's 50257.
 DataSplits load_token_data(const DataConfig& config, const ModelSpec& model, uint64_t seed);
 
+// The facts the two loaders above give the model builder (windows of model.seq_len
+// tokens, the vocabulary, bytes or not), from the config alone, without reading the
+// data: to rebuild a model from a checkpoint's config where the data may be gone.
+// data.name must be text or tokens (ConfigError otherwise).
+DataFacts token_data_facts(const DataConfig& config, const ModelSpec& model);
+
 }  // namespace dtrain

@@ -20,6 +20,7 @@
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 #include "models/model.h"
+#include "models/sampling.h"
 #include "runtime/checkpointing.h"
 #include "runtime/evaluator.h"
 #include "runtime/gradient_clipping.h"
@@ -122,6 +123,20 @@ NoiseProbe noise_probe_for(const Config& config, const BatchPlan& plan, int rank
   return p;
 }
 
+
+// What a language model of bytes says after training, as llm.c shows: a short text
+// from a newline, the model's own distribution (temperature 1), the run's seed. Rank
+// 0 alone, after the last collective; about a hundred batch-of-one forwards.
+void print_sample(Model& model, uint64_t seed, std::ostream& log) {
+  constexpr int64_t kSampleBytes = 100;
+  SamplingOptions options;
+  options.temperature = 1.0;
+  const std::vector<int32_t> text = generate_tokens(model, {'\n'}, kSampleBytes, options, seed);
+  log << "dtrain: a sample (" << kSampleBytes << " bytes after a newline, temperature 1, seed " << seed
+      << "):\n";
+  for (const int32_t byte : text) log.put(static_cast<char>(byte));
+  log << "\n";
+}
 
 // A resumed run keeps the checkpoint's global batch; the planner re-plans k for this
 // run's ranks and memory. Any other global batch is another training run: refused.
@@ -466,6 +481,7 @@ void TrainingRun::summarize() {
   for (const std::string& note : determinism_notes(setup_.planned)) log_ << "dtrain: " << note << "\n";
   log_ << noise_scale_verdict(noise_scale_, plan_.global_batch, noise_.mode != NoiseProbe::kOff,
                               config_.log.noise_scale);
+  if (model_.can_generate() && setup_.data.train->tokens_are_bytes()) print_sample(model_, config_.train.seed, log_);
   log_.flush();
 }
 

@@ -123,5 +123,24 @@ expect 2 "missing CONFIG.yaml" -- "$dtrain" train
 expect 2 "missing CONFIG.yaml: dtrain plan" -- "$dtrain" plan
 expect 2 "unknown option '--run-dir'; run 'dtrain plan --help'" -- "$dtrain" plan "$c" --run-dir x
 
+# dtrain sample: bad flag values, a path that is not there, a run without a checkpoint,
+# a file that is not a checkpoint, and a classifier's checkpoint (named).
+c=$(cfg sample_mlp "$base")
+expect 2 "missing RUN_DIR: dtrain sample" -- "$dtrain" sample
+expect 2 "--tokens -5: expected a number of tokens" -- "$dtrain" sample "$work" --tokens -5
+expect 2 "--tokens many" -- "$dtrain" sample "$work" --tokens many
+expect 2 "--temperature -1: expected a number >= 0" -- "$dtrain" sample "$work" --temperature -1
+expect 2 "--temperature hot" -- "$dtrain" sample "$work" --temperature=hot
+expect 2 "--top-k 2.5: expected 0 (all tokens) or a positive number" -- "$dtrain" sample "$work" --top-k 2.5
+expect 2 "--seed -1: expected a whole number" -- "$dtrain" sample "$work" --seed -1
+expect 2 "--prompt needs a value" -- "$dtrain" sample "$work" --prompt
+expect 2 "unknown option '--length'; run 'dtrain sample --help'" -- "$dtrain" sample "$work" --length 3
+expect 2 "$work/no_such_run does not exist" -- "$dtrain" sample "$work/no_such_run"
+"$dtrain" train "$c" --run-dir "$work/mlp_run" >/dev/null 2>&1
+expect 2 "no checkpoint in $work/mlp_run/checkpoints" "checkpoint.every_steps" -- "$dtrain" sample "$work/mlp_run"
+expect 2 "$c is not a dtrain checkpoint" -- "$dtrain" sample "$c"
+"$dtrain" train "$c" --set checkpoint.every_steps=2 --run-dir "$work/mlp_ckpt_run" >/dev/null 2>&1
+expect 2 "holds a 'mlp' model" "cannot generate text" -- "$dtrain" sample "$work/mlp_ckpt_run"
+
 echo "$((cases - failures)) passed, $failures failed"
 [ $failures = 0 ]

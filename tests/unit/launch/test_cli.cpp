@@ -29,5 +29,50 @@ TEST(Cli, MistakesAreUsageErrors) {
   EXPECT_THROW(parse_cli({"train", "a.yaml", "--bogus"}), UsageError);
 }
 
+TEST(Cli, SampleDefaultsAreANewline200TokensTemperature1NoTopKSeed1) {
+  const CliCommand c = parse_cli({"sample", "runs/x"});
+  EXPECT_EQ(c.kind, CliCommand::Kind::Sample);
+  EXPECT_EQ(c.sample_from, "runs/x");
+  EXPECT_FALSE(c.prompt.has_value());  // the command picks a newline or a token id by the model
+  EXPECT_EQ(c.sample_tokens, 200);
+  EXPECT_EQ(c.temperature, 1.0);
+  EXPECT_EQ(c.top_k, 0);
+  EXPECT_EQ(c.sample_seed, 1u);
+  EXPECT_EQ(parse_cli({"sample", "--help"}).kind, CliCommand::Kind::SampleHelp);
+}
+
+TEST(Cli, SampleOptionsInBothForms) {
+  const CliCommand c = parse_cli({"sample", "ckpt.dtrain", "--prompt", "Q: ", "--tokens=50", "--temperature", "0",
+                                  "--top-k=40", "--seed", "18446744073709551615"});
+  EXPECT_EQ(c.sample_from, "ckpt.dtrain");
+  EXPECT_EQ(c.prompt.value_or(""), "Q: ");
+  EXPECT_EQ(c.sample_tokens, 50);
+  EXPECT_EQ(c.temperature, 0.0);
+  EXPECT_EQ(c.top_k, 40);
+  EXPECT_EQ(c.sample_seed, 18446744073709551615ull);
+  EXPECT_EQ(parse_cli({"sample", "r", "--prompt="}).prompt.value_or("unset"), "");
+}
+
+TEST(Cli, SampleBadValuesAreUsageErrors) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"sample"},
+           {"sample", "a", "b"},
+           {"sample", "r", "--tokens", "-1"},
+           {"sample", "r", "--tokens", "1000001"},
+           {"sample", "r", "--tokens", "10x"},
+           {"sample", "r", "--temperature", "-0.5"},
+           {"sample", "r", "--temperature", "nan"},
+           {"sample", "r", "--temperature", "inf"},
+           {"sample", "r", "--temperature", ""},
+           {"sample", "r", "--top-k", "-3"},
+           {"sample", "r", "--top-k", "1.5"},
+           {"sample", "r", "--seed", "-1"},
+           {"sample", "r", "--seed", "18446744073709551616"},
+           {"sample", "r", "--seed"},
+           {"sample", "r", "--bogus"}}) {
+    EXPECT_THROW(parse_cli(args), UsageError) << args.back();
+  }
+}
+
 }  // namespace
 }  // namespace dtrain::launch
