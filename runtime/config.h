@@ -2,7 +2,9 @@
 // overrides. Loading is strict: an unknown key, a value of the wrong type or out of
 // range is a ConfigError naming the key and where it was written (FILE:LINE, or the
 // --set argument). Values derived later (the batch plan) report errors through
-// Config::where(key) so they can name the same place.
+// Config::where(key) so they can name the same place. Which keys exist, what each
+// accepts and the order they are written in is one table, runtime/config_schema.h: a
+// field added here needs its entry there (a test counts the fields).
 #pragma once
 
 #include <cstdint>

@@ -2,11 +2,16 @@
 // key, the file and the line.
 #include <gtest/gtest.h>
 
+#include <yaml-cpp/yaml.h>
+
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
+#include <map>
 
 #include "kernels/errors.h"
 #include "runtime/config.h"
+#include "runtime/config_schema.h"
 
 namespace dtrain {
 namespace {
@@ -216,6 +221,281 @@ TEST_F(ConfigTest, GptKeysAreReadCheckedAndSurviveTheEffectiveConfig) {
   EXPECT_NE(error_of("model:\n  dropout: 1.0\n").find("'model.dropout' = 1 is out of range"), std::string::npos);
   EXPECT_NE(error_of("model:\n  seq_len: 0\n").find("'model.seq_len' = 0 is out of range"), std::string::npos);
   EXPECT_NE(error_of("model:\n  vocab: -1\n").find("'model.vocab' = -1 is out of range"), std::string::npos);
+}
+
+// Every key of the table with a value other than its default (config.h); schedule's
+// two warmups cannot both be set, so warmup_epochs keeps its default here and
+// EveryKeySurvivesTheEffectiveConfig sets it by --set.
+const char* const kEveryKey = R"(model:
+  name: gpt
+  hidden: [64, 32, 16]
+  channels: [4, 8, 12]
+  kernel_size: 3
+  cnn_hidden: [32, 16]
+  n_layer: 2
+  n_head: 3
+  n_embd: 96
+  seq_len: 32
+  vocab: 300
+  dropout: 0.25
+data:
+  name: tokens
+  path: /srv/corpus
+  train_samples: 1000
+  test_samples: 100
+  val_fraction: 0.25
+  train_files: shards/train_*.bin
+  val_files: shards/val_*.bin
+train:
+  global_batch: 96
+  micro_batch: 12
+  epochs: 7
+  max_steps: 500
+  seed: 1234567890123
+  on_nonfinite: skip
+optimizer:
+  name: adamw
+  lr: 0.003
+  momentum: 0.5
+  nesterov: true
+  weight_decay: 0.1
+  beta1: 0.8
+  beta2: 0.95
+  eps: 1.0e-6
+  lr_scaling: sqrt
+  base_batch: 32
+  decay_filter: all
+  clip_grad_norm: 1.5
+schedule:
+  warmup_steps: 20
+  warmup_epochs: 0
+  decay: step
+  min_lr: 0.0001
+  step_size: 50
+  gamma: 0.5
+eval:
+  every_steps: 25
+  batch: 64
+log:
+  every_steps: 10
+  noise_scale: false
+  noise_ema: 0.5
+  trace: true
+checkpoint:
+  dir: /srv/checkpoints
+  every_steps: 100
+  keep: 5
+  on_error: continue
+memory:
+  fraction: 0.75
+  limit: 3GiB
+  limit_per_rank: [1GiB, 512MiB]
+comm:
+  backend: nccl
+  bucket_mb: 12.5
+  timeout_s: 60
+device:
+  kind: cpu-async
+  share: true
+  threads: 3
+precision:
+  tf32: true
+)";
+
+// The values of kEveryKey, written out again by hand.
+void expect_every_key_of_the_fixture(const Config& c) {
+  EXPECT_EQ(c.model.name, "gpt");
+  EXPECT_EQ(c.model.hidden, (std::vector<int64_t>{64, 32, 16}));
+  EXPECT_EQ(c.model.channels, (std::vector<int64_t>{4, 8, 12}));
+  EXPECT_EQ(c.model.kernel_size, 3);
+  EXPECT_EQ(c.model.cnn_hidden, (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_EQ(c.model.n_head, 3);
+  EXPECT_EQ(c.model.n_embd, 96);
+  EXPECT_EQ(c.model.seq_len, 32);
+  EXPECT_EQ(c.model.vocab, 300);
+  EXPECT_DOUBLE_EQ(c.model.dropout, 0.25);
+  EXPECT_EQ(c.data.name, "tokens");
+  EXPECT_EQ(c.data.path, "/srv/corpus");
+  EXPECT_EQ(c.data.train_samples, 1000);
+  EXPECT_EQ(c.data.test_samples, 100);
+  EXPECT_DOUBLE_EQ(c.data.val_fraction, 0.25);
+  EXPECT_EQ(c.data.train_files, "shards/train_*.bin");
+  EXPECT_EQ(c.data.val_files, "shards/val_*.bin");
+  EXPECT_EQ(c.train.global_batch, 96);
+  EXPECT_EQ(c.train.micro_batch, 12);
+  EXPECT_EQ(c.train.epochs, 7);
+  EXPECT_TRUE(c.epochs_given);
+  EXPECT_EQ(c.train.max_steps, 500);
+  EXPECT_EQ(c.train.seed, uint64_t{1234567890123});
+  EXPECT_EQ(c.train.on_nonfinite, "skip");
+  EXPECT_EQ(c.optimizer.name, "adamw");
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.003);
+  EXPECT_DOUBLE_EQ(c.optimizer.momentum, 0.5);
+  EXPECT_TRUE(c.optimizer.nesterov);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1.0e-6);
+  EXPECT_EQ(c.optimizer.lr_scaling, "sqrt");
+  EXPECT_EQ(c.optimizer.base_batch, 32);
+  EXPECT_EQ(c.optimizer.decay_filter, "all");
+  EXPECT_DOUBLE_EQ(c.optimizer.clip_grad_norm, 1.5);
+  EXPECT_EQ(c.schedule.decay, "step");
+  EXPECT_DOUBLE_EQ(c.schedule.min_lr, 0.0001);
+  EXPECT_EQ(c.schedule.step_size, 50);
+  EXPECT_DOUBLE_EQ(c.schedule.gamma, 0.5);
+  EXPECT_EQ(c.eval.every_steps, 25);
+  EXPECT_EQ(c.eval.batch, 64);
+  EXPECT_EQ(c.log.every_steps, 10);
+  EXPECT_FALSE(c.log.noise_scale);
+  EXPECT_DOUBLE_EQ(c.log.noise_ema, 0.5);
+  EXPECT_TRUE(c.log.trace);
+  EXPECT_EQ(c.checkpoint.dir, "/srv/checkpoints");
+  EXPECT_EQ(c.checkpoint.every_steps, 100);
+  EXPECT_EQ(c.checkpoint.keep, 5);
+  EXPECT_EQ(c.checkpoint.on_error, "continue");
+  EXPECT_DOUBLE_EQ(c.memory.fraction, 0.75);
+  EXPECT_EQ(c.memory.limit, int64_t{3} << 30);
+  EXPECT_EQ(c.memory.limit_per_rank, (std::vector<int64_t>{int64_t{1} << 30, int64_t{512} << 20}));
+  EXPECT_EQ(c.comm.backend, "nccl");
+  EXPECT_DOUBLE_EQ(c.comm.bucket_mb, 12.5);
+  EXPECT_DOUBLE_EQ(c.comm.timeout_s, 60.0);
+  EXPECT_EQ(c.device.kind, "cpu-async");
+  EXPECT_TRUE(c.device.share);
+  EXPECT_EQ(c.device.threads, 3);
+  EXPECT_TRUE(c.precision.tf32);
+}
+
+// "section.key" of every key in a YAML text of sections, in the text's order.
+std::vector<std::string> keys_written_in(const std::string& yaml) {
+  std::vector<std::string> keys;
+  for (const auto& section : YAML::Load(yaml)) {
+    for (const auto& key : section.second) {
+      keys.push_back(section.first.as<std::string>() + "." + key.first.as<std::string>());
+    }
+  }
+  return keys;
+}
+
+// What `got` lacks and what it has too many of, against `want`, for a failure message.
+std::string key_difference(const std::vector<std::string>& got, const std::vector<std::string>& want) {
+  std::string out;
+  for (const auto& k : want) {
+    if (std::find(got.begin(), got.end(), k) == got.end()) out += " missing " + k + ";";
+  }
+  for (const auto& k : got) {
+    if (std::find(want.begin(), want.end(), k) == want.end()) out += " extra " + k + ";";
+  }
+  return out.empty() ? " same keys, another order" : out;
+}
+
+std::vector<std::string> keys_of_the_table() {
+  std::vector<std::string> keys;
+  for (const ConfigSection& section : config_schema()) {
+    for (const ConfigKey& key : section.keys) keys.push_back(section.name + "." + key.name);
+  }
+  return keys;
+}
+
+TEST_F(ConfigTest, TheEveryKeyFixtureSetsEveryKeyOfTheTable) {
+  // A key added to the table and not to kEveryKey fails here, so the round trip
+  // below covers it.
+  EXPECT_EQ(keys_written_in(kEveryKey), keys_of_the_table())
+      << key_difference(keys_written_in(kEveryKey), keys_of_the_table());
+}
+
+TEST_F(ConfigTest, EveryKeySurvivesTheEffectiveConfig) {
+  const Config a = load_config(write(kEveryKey), {});
+  expect_every_key_of_the_fixture(a);
+  EXPECT_EQ(a.schedule.warmup_steps, 20);
+  const std::string text = config_to_yaml(a);
+  const Config b = load_config(write(text), {});
+  expect_every_key_of_the_fixture(b);
+  EXPECT_EQ(b.schedule.warmup_steps, 20);
+  EXPECT_EQ(config_to_yaml(b), text);
+
+  const Config e = load_config(write(kEveryKey), {"schedule.warmup_steps=0", "schedule.warmup_epochs=1.5"});
+  const Config f = load_config(write(config_to_yaml(e)), {});
+  expect_every_key_of_the_fixture(f);
+  EXPECT_EQ(f.schedule.warmup_steps, 0);
+  EXPECT_DOUBLE_EQ(f.schedule.warmup_epochs, 1.5);
+}
+
+TEST_F(ConfigTest, TheWriterWritesEveryKeyOfTheTableInItsOrder) {
+  const Config c = load_config(write(kEveryKey), {});
+  const std::vector<std::string> written = keys_written_in(config_to_yaml(c));
+  EXPECT_EQ(written, keys_of_the_table()) << key_difference(written, keys_of_the_table());
+}
+
+TEST_F(ConfigTest, ADefaultConfigIsWrittenWithoutItsUnsetOptionalKeys) {
+  // The writer leaves out a key whose value the reader would refuse and whose default
+  // the reader restores: base_batch 0 (not given) and an empty limit_per_rank.
+  std::vector<std::string> expected = keys_of_the_table();
+  std::erase(expected, "optimizer.base_batch");
+  std::erase(expected, "memory.limit_per_rank");
+  const std::vector<std::string> written = keys_written_in(config_to_yaml(Config{}));
+  EXPECT_EQ(written, expected) << key_difference(written, expected);
+
+  // train.epochs is left out when max_steps ends the run and epochs was not written,
+  // and loading that back leaves it not given.
+  const Config steps = load_config(write("train:\n  max_steps: 20\n"), {});
+  std::erase(expected, "train.epochs");
+  const std::string text = config_to_yaml(steps);
+  EXPECT_EQ(keys_written_in(text), expected) << key_difference(keys_written_in(text), expected);
+  EXPECT_FALSE(load_config(write(text), {}).epochs_given);
+}
+
+TEST_F(ConfigTest, UnknownKeyListsTheKnownKeysOfItsSection) {
+  const std::string m = error_of("eval:\n  batches: 10\n");
+  EXPECT_NE(m.find(path_ + ":2: unknown key 'eval.batches'; did you mean 'eval.batch'? Known keys in 'eval': "
+                   "every_steps, batch"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(error_of("precision:\n  fp8: true\n").find("Known keys in 'precision': tf32"), std::string::npos);
+}
+
+// The number of members of the aggregate S: the most initializers S{...} accepts,
+// each AnyMember converting to whatever its member is.
+struct AnyMember {
+  template <class T>
+  operator T() const;
+};
+template <class S, class... Members>
+constexpr size_t member_count() {
+  if constexpr (requires { S{Members{}..., AnyMember{}}; }) {
+    return member_count<S, Members..., AnyMember>();
+  } else {
+    return sizeof...(Members);
+  }
+}
+
+TEST_F(ConfigTest, EveryFieldOfTheConfigStructsHasAKeyInTheTable) {
+  struct ThreeMembers {
+    int64_t a = 1;
+    std::string b;
+    std::vector<int64_t> c;
+  };
+  ASSERT_EQ(member_count<ThreeMembers>(), 3u);  // the counter itself
+
+  std::map<std::string, size_t> keys;
+  for (const ConfigSection& section : config_schema()) keys[section.name] = section.keys.size();
+  const char* kHint = ": a field without its entry in runtime/config_schema.cpp, or an entry without its field";
+  // ModelSpec::seed is not a key: the runtime copies train.seed into it.
+  EXPECT_EQ(member_count<ModelSpec>(), keys["model"] + 1) << "ModelSpec" << kHint;
+  EXPECT_EQ(member_count<DataConfig>(), keys["data"]) << "DataConfig" << kHint;
+  EXPECT_EQ(member_count<TrainConfig>(), keys["train"]) << "TrainConfig" << kHint;
+  EXPECT_EQ(member_count<OptimizerConfig>(), keys["optimizer"]) << "OptimizerConfig" << kHint;
+  EXPECT_EQ(member_count<ScheduleConfig>(), keys["schedule"]) << "ScheduleConfig" << kHint;
+  EXPECT_EQ(member_count<EvalConfig>(), keys["eval"]) << "EvalConfig" << kHint;
+  EXPECT_EQ(member_count<LogConfig>(), keys["log"]) << "LogConfig" << kHint;
+  EXPECT_EQ(member_count<CheckpointConfig>(), keys["checkpoint"]) << "CheckpointConfig" << kHint;
+  EXPECT_EQ(member_count<MemoryConfig>(), keys["memory"]) << "MemoryConfig" << kHint;
+  EXPECT_EQ(member_count<CommConfig>(), keys["comm"]) << "CommConfig" << kHint;
+  EXPECT_EQ(member_count<DeviceConfig>(), keys["device"]) << "DeviceConfig" << kHint;
+  EXPECT_EQ(member_count<PrecisionConfig>(), keys["precision"]) << "PrecisionConfig" << kHint;
+  // Config: one member per section, then source, origins and epochs_given.
+  EXPECT_EQ(member_count<Config>(), keys.size() + 3);
 }
 
 }  // namespace
