@@ -54,6 +54,12 @@ void check_across_keys(const Config& c) {
       }
     }
   }
+  // data.path's default is Fashion-MNIST's folder; read as text it would train a
+  // language model on image files without a word.
+  if (c.data.name == "text" && c.origins.count("data.path") == 0) {
+    throw ConfigError(c.where("data.name") + ": data.name is 'text' but data.path is not set; set it to a text " +
+                      "file, a folder or a glob (for example /usr/share/games/fortunes/*[!t8], from the fortunes package)");
+  }
   if (c.schedule.warmup_steps > 0 && c.schedule.warmup_epochs > 0) {
     throw ConfigError(c.where("schedule.warmup_epochs") + ": schedule.warmup_steps (" + c.where("schedule.warmup_steps") +
                       ") and schedule.warmup_epochs are both set; keep one");

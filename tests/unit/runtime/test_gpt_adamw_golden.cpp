@@ -112,16 +112,32 @@ TEST(GptAdamWGolden, FiveClippedStepsWithMatrixDecayMatchPyTorch) {
   ops::copy_to_host(*ctx, after.data(), model->params(), after.size() * sizeof(float));
   ctx->synchronize();
   const auto finals = f.with_prefix("final:");
-  ASSERT_EQ(finals.size(), model->param_tensors().size());
+  const std::vector<ParamTensor> tensors = model->param_tensors();
+  ASSERT_EQ(finals.size(), tensors.size());
   int decayed = 0;
   for (size_t i = 0; i < finals.size(); ++i) {
-    const ParamTensor& p = model->param_tensors()[i];
+    const ParamTensor& p = tensors[i];
     ASSERT_EQ(finals[i].first, p.name);
-    const std::vector<float> ours(after.begin() + p.offset, after.begin() + p.offset + p.count());
+    std::vector<float> ours(after.begin() + p.offset, after.begin() + p.offset + p.count());
+    std::vector<float> torch = *finals[i].second;
+    if (p.name.find("attn.c_attn.bias") != std::string::npos) {
+      // The key bias's gradient is 0 in exact arithmetic: it adds q . b_k to every
+      // score of a query's row, which the softmax ignores. Both implementations get
+      // rounding noise there (~1e-9), which Adam's m / (sqrt(v) + eps) turns into
+      // steps of about +-lr with the noise's sign. So that slice [C, 2C) can only be
+      // held to the most Adam moves it: steps x lr (plus the decoupled decay, 0 here).
+      const int64_t c = spec.n_embd;
+      for (int64_t j = c; j < 2 * c; ++j) {
+        EXPECT_LE(std::abs(ours[static_cast<size_t>(j)] - torch[static_cast<size_t>(j)]), 2.0 * steps * lr * 1.001)
+            << p.name << "[" << j << "]";
+      }
+      ours.erase(ours.begin() + c, ours.begin() + 2 * c);
+      torch.erase(torch.begin() + c, torch.begin() + 2 * c);
+    }
     // 5 steps of lr 1e-3 move each parameter by up to 5e-3 from values of ~0.02 to 1;
     // float rounding in the gradients (1e-5 relative, above) changes the moves by far
     // less than 1e-4 of the tensor's norm.
-    EXPECT_LT(relative_error(ours, *finals[i].second), 1e-4) << p.name;
+    EXPECT_LT(relative_error(ours, torch), 1e-4) << p.name;
     decayed += p.shape.rank() >= 2 ? 1 : 0;
   }
   EXPECT_GT(decayed, 0);

@@ -349,7 +349,9 @@ TEST(TextConfigTest, DataKeysOfTheTokenStreamsAreReadAndWritten) {
   EXPECT_EQ(d.data.train_files, c.data.train_files);
   EXPECT_EQ(d.data.val_files, c.data.val_files);
   EXPECT_DOUBLE_EQ(d.data.val_fraction, 0.2);
-  EXPECT_EQ(load_config(file, {"data.name=text"}).data.name, "text");
+  EXPECT_EQ(load_config(file, {"data.name=text", "data.path=corpus.txt"}).data.name, "text");
+  // Without a path, text would read data.path's default, the Fashion-MNIST folder: refused.
+  EXPECT_THROW(load_config(file, {"data.name=text"}), ConfigError);
 }
 
 TEST(TextConfigTest, BadDataKeysAreNamed) {
