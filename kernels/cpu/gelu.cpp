@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace dtrain::cpu {
 
@@ -18,7 +19,7 @@ void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
     const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
-    y[i] = 0.5f * v * (1.0f + std::tanh(u));
+    y[i] = 0.5f * v * (1.0f + simd_tanh(u));
   }
 }
 
@@ -28,7 +29,7 @@ void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
     const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
-    const float t = std::tanh(u);
+    const float t = simd_tanh(u);
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
     dx[i] = (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du) * dy[i];
   }

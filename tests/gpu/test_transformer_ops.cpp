@@ -6,7 +6,8 @@
 //                                    says (kernels/dropout_hash.h); kept values 1e-6
 //                                    (1/(1-p) may be applied as a product or a quotient)
 //   GELU                             1e-6 forward, 1e-5 backward: tanhf is within 2 ulp
-//                                    on the GPU and 1 on the host, and the derivative
+//                                    on the GPU, the host's simd_tanh within 1.2e-7
+//                                    (kernels/cpu/vector_math.h), and the derivative
 //                                    multiplies tanh's error by up to ~5 for |x| <= 10
 //   LayerNorm forward                2e-5: mean and variance are sums of C terms in
 //                                    another order (double here); a wrong variance
