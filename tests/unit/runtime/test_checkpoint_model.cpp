@@ -142,7 +142,7 @@ TEST_F(CheckpointModelTest, ARunDirectoryMeansItsNewestReadableCheckpoint) {
   const std::string run = dir_ + "/run";
   fs::create_directories(run + "/checkpoints");
   for (const int64_t step : {10, 30, 20}) {
-    std::ofstream(checkpoint_path(run + "/checkpoints", step)) << "placeholder";
+    std::ofstream(checkpoint_path(run + "/checkpoints", step)) << "not a checkpoint";  // named like one, unreadable as one
   }
   // None reads: each is named with its reason.
   try {
