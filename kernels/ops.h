@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "kernels/context.h"
+#include "kernels/dtype.h"
 
 namespace dtrain {
 
@@ -76,11 +77,13 @@ class OpsBackend {
   virtual const char* name() const = 0;
 
   virtual void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                    float beta, float* c, int64_t ldc) = 0;
-  virtual void add_bias(Context& ctx, float* y, const float* bias, int64_t outer,
+                    float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb,
+                    float beta, TypedPtr c, int64_t ldc) = 0;
+  // The workspace one gemm of these shapes and types takes, for the memory model.
+  virtual size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c) const { return 0; }
+  virtual void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer,
                         int64_t channels, int64_t inner) = 0;
-  virtual void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+  virtual void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                              int64_t channels, int64_t inner) = 0;
   virtual void relu_forward(Context& ctx, const float* x, float* y, int64_t n) = 0;
   virtual void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
@@ -99,45 +102,46 @@ class OpsBackend {
                                  int32_t* argmax) = 0;
   virtual void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
                                   const int32_t* argmax, float* dx) = 0;
-  virtual void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+  virtual void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
                                      int64_t batch, int64_t classes, float grad_scale,
-                                     float* dlogits, double* stats, double loss_weight) = 0;
+                                     TypedPtr dlogits, double* stats, double loss_weight) = 0;
   // The workspace softmax_cross_entropy takes for `batch` rows, for the memory model.
   virtual size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const = 0;
   virtual void sgd_update(Context& ctx, float* params, const float* grads, float* momentum,
                           int64_t n, const SgdHyper& h) = 0;
   // The transformer ops (Note [Transformer ops]). Not pure: a backend without them
   // (a test's fake) throws Error naming the op when one is called.
-  virtual void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias,
-                                 float* y, float* mean, float* rstd, int64_t rows, int64_t channels);
-  virtual void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
-                                  const float* mean, const float* rstd, float* dx, float* dweight,
+  virtual void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias,
+                                 TypedPtr y, float* mean, float* rstd, int64_t rows, int64_t channels);
+  virtual void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                                  const float* mean, const float* rstd, TypedPtr dx, float* dweight,
                                   float* dbias, int64_t rows, int64_t channels, bool accumulate_dx);
-  virtual void gelu_forward(Context& ctx, const float* x, float* y, int64_t n);
-  virtual void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n);
-  virtual void add(Context& ctx, const float* a, const float* b, float* y, int64_t n);
+  virtual void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
+  virtual void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
+  virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
   virtual void scale(Context& ctx, float* x, int64_t n, float alpha);
-  virtual void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte,
-                                 const float* wpe, float* y, int64_t batch, int64_t seq,
+  virtual void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
+  virtual void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte,
+                                 ConstTypedPtr wpe, TypedPtr y, int64_t batch, int64_t seq,
                                  int64_t channels, int64_t vocab);
-  virtual void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte,
+  virtual void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte,
                                   float* dwpe, int64_t batch, int64_t seq, int64_t channels,
                                   int64_t vocab);
   virtual size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
                                                     int64_t vocab) const;
-  virtual void attention_forward(Context& ctx, const float* qkv, float* out, float* probs,
+  virtual void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs,
                                  int64_t batch, int64_t seq, int64_t channels, int64_t heads);
-  virtual void attention_backward(Context& ctx, const float* dout, const float* qkv,
-                                  const float* probs, float* dqkv, int64_t batch, int64_t seq,
+  virtual void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv,
+                                  ConstTypedPtr probs, TypedPtr dqkv, int64_t batch, int64_t seq,
                                   int64_t channels, int64_t heads);
   virtual size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
-                                           int64_t heads) const;
-  virtual void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples,
+                                           int64_t heads, DType type) const;
+  virtual void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples,
                                int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
-  virtual void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples,
+  virtual void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples,
                                 int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
-                            int64_t n, const AdamWHyper& h) = 0;
+                            bf16* params_bf16, int64_t n, const AdamWHyper& h) = 0;
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
   virtual void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) = 0;
   virtual void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
@@ -164,18 +168,23 @@ class OpsBackend {
 namespace ops {
 
 // C = alpha * op(A) * op(B) + beta * C, with op(A) m x k and op(B) k x n.
+// Types (Note [bf16 storage]): A, B and C all fp32; or A and B bf16, C bf16 or fp32
+// (fp32 accumulation either way; a bf16 C is rounded once, after beta * C is added).
 inline void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
-                 float beta, float* c, int64_t ldc) {
+                 float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb,
+                 float beta, TypedPtr c, int64_t ldc) {
   ctx.backend().gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-// y[o, c, i] += bias[c], with y viewed as (outer, channels, inner).
-inline void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+inline size_t gemm_workspace_bytes(Context& ctx, int64_t m, int64_t n, int64_t k, DType ab, DType c) {
+  return ctx.backend().gemm_workspace_bytes(m, n, k, ab, c);
+}
+// y[o, c, i] += bias[c], with y viewed as (outer, channels, inner); y and bias of one type.
+inline void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
                      int64_t inner) {
   ctx.backend().add_bias(ctx, y, bias, outer, channels, inner);
 }
-// dbias[c] += sum over o and i of dy[o, c, i].
-inline void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+// dbias[c] += sum over o and i of dy[o, c, i] (dy fp32 or bf16, dbias fp32).
+inline void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                           int64_t channels, int64_t inner) {
   ctx.backend().bias_backward(ctx, dy, dbias, outer, channels, inner);
 }
@@ -220,9 +229,11 @@ inline void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* 
 // dlogits may be logits itself (a language model's B x T x V logits are then held
 // once). loss_weight is 1 for a classifier (a row is a sample) and 1/T for a language
 // model (a sample's loss is the mean over its T tokens).
-inline void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+// In bf16 (logits and dlogits of one type) the loss and the softmax are computed in
+// fp32 and only the stored gradient is rounded.
+inline void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
                                   int64_t batch, int64_t classes, float grad_scale,
-                                  float* dlogits, double* stats, double loss_weight = 1.0) {
+                                  TypedPtr dlogits, double* stats, double loss_weight = 1.0) {
   ctx.backend().softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits,
                                       stats, loss_weight);
 }
@@ -236,9 +247,11 @@ inline void sgd_update(Context& ctx, float* params, const float* grads, float* m
   ctx.backend().sgd_update(ctx, params, grads, momentum, n, h);
 }
 // One fused pass of AdamW (Loshchilov and Hutter) over a flat range, as PyTorch's AdamW.
+// params_bf16, when not null, receives the updated parameters rounded to bf16 in the
+// same pass (the bf16 copy a model computes with, Note [bf16 storage]).
 inline void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
-                         int64_t n, const AdamWHyper& h) {
-  ctx.backend().adamw_update(ctx, params, grads, m, v, n, h);
+                         int64_t n, const AdamWHyper& h, bf16* params_bf16 = nullptr) {
+  ctx.backend().adamw_update(ctx, params, grads, m, v, params_bf16, n, h);
 }
 inline void fill(Context& ctx, float* x, int64_t n, float value) {
   ctx.backend().fill(ctx, x, n, value);
@@ -264,40 +277,46 @@ inline void fill(Context& ctx, float* x, int64_t n, float value) {
 //    every layout drops the same units of the same sample.
 // As everywhere: parameter gradients are ADDED, data gradients overwritten, except
 // where layernorm_backward is told to accumulate into dx (the residual stream).
+// Types (Note [bf16 storage]): the typed tensors of one call are all fp32 or all bf16
+// (the LayerNorm's weight and bias, and the embedding's tables, included); row
+// statistics and parameter gradients are always fp32.
 
 // y = LayerNorm(x) * weight + bias over rows of `channels`; mean and rstd: rows floats.
-inline void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias,
-                              float* y, float* mean, float* rstd, int64_t rows, int64_t channels) {
+inline void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias,
+                              TypedPtr y, float* mean, float* rstd, int64_t rows, int64_t channels) {
   ctx.backend().layernorm_forward(ctx, x, weight, bias, y, mean, rstd, rows, channels);
 }
 // dweight, dbias += their gradients; dx = (accumulate_dx ? dx : 0) + input gradient.
-inline void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
-                               const float* mean, const float* rstd, float* dx, float* dweight,
+inline void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                               const float* mean, const float* rstd, TypedPtr dx, float* dweight,
                                float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
   ctx.backend().layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels,
                                    accumulate_dx);
 }
 // y = gelu_tanh(x); x and y may alias.
-inline void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) {
+inline void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {
   ctx.backend().gelu_forward(ctx, x, y, n);
 }
 // dx = gelu_tanh'(x) * dy; dx may alias dy.
-inline void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n) {
+inline void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) {
   ctx.backend().gelu_backward(ctx, x, dy, dx, n);
 }
 // y = a + b elementwise; y may alias a or b (y += b is add(y, b, y)).
-inline void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) {
+inline void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) {
   ctx.backend().add(ctx, a, b, y, n);
 }
 // x *= alpha (gradient clipping).
 inline void scale(Context& ctx, float* x, int64_t n, float alpha) { ctx.backend().scale(ctx, x, n, alpha); }
+// y = x converted to y's type (fp32 to bf16 rounds to nearest even; bf16 to fp32 is
+// exact; the same type copies). x and y do not overlap.
+inline void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) { ctx.backend().convert(ctx, x, y, n); }
 // y (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) int32, wte (V, C), wpe (>= T, C).
-inline void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe,
-                              float* y, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+inline void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe,
+                              TypedPtr y, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
   ctx.backend().embedding_forward(ctx, tokens, wte, wpe, y, batch, seq, channels, vocab);
 }
 // dwte[v] += sum of dy[b, t] over tokens[b, t] == v; dwpe[t] += sum over b of dy[b, t].
-inline void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte,
+inline void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte,
                                float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
   ctx.backend().embedding_backward(ctx, dy, tokens, dwte, dwpe, batch, seq, channels, vocab);
 }
@@ -306,28 +325,28 @@ inline size_t embedding_backward_workspace_bytes(Context& ctx, int64_t batch, in
   return ctx.backend().embedding_backward_workspace_bytes(batch, seq, channels, vocab);
 }
 // Causal multi-head attention: out (B, T, C) from qkv (B, T, 3C); probs (B, H, T, T).
-inline void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+inline void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                               int64_t seq, int64_t channels, int64_t heads) {
   ctx.backend().attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
 }
 // dqkv (B, T, 3C) overwritten from dout (B, T, C), the forward's qkv and probs.
-inline void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
-                               float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
+inline void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
+                               TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
   ctx.backend().attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
 }
 // The most workspace either attention op takes, for the memory model.
 inline size_t attention_workspace_bytes(Context& ctx, int64_t batch, int64_t seq, int64_t channels,
-                                        int64_t heads) {
-  return ctx.backend().attention_workspace_bytes(batch, seq, channels, heads);
+                                        int64_t heads, DType type = DType::kF32) {
+  return ctx.backend().attention_workspace_bytes(batch, seq, channels, heads, type);
 }
 // y = dropout(x) over `samples` rows of `per_sample` elements; sample_ids (device,
 // `samples` int64) name each row's sample. x and y may alias. p = 0 copies.
-inline void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+inline void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                             const int64_t* sample_ids, uint64_t key, float p) {
   ctx.backend().dropout_forward(ctx, x, y, samples, per_sample, sample_ids, key, p);
 }
 // dx = dy where forward kept the element (scaled by 1/(1-p)), else 0; dx may alias dy.
-inline void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+inline void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples, int64_t per_sample,
                              const int64_t* sample_ids, uint64_t key, float p) {
   ctx.backend().dropout_backward(ctx, dy, dx, samples, per_sample, sample_ids, key, p);
 }

@@ -14,42 +14,43 @@ namespace {
 
 }  // namespace
 
-void OpsBackend::layernorm_forward(Context&, const float*, const float*, const float*, float*, float*, float*,
+void OpsBackend::layernorm_forward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, TypedPtr, float*, float*,
                                    int64_t, int64_t) {
   unsupported(*this, "layernorm_forward");
 }
-void OpsBackend::layernorm_backward(Context&, const float*, const float*, const float*, const float*,
-                                    const float*, float*, float*, float*, int64_t, int64_t, bool) {
+void OpsBackend::layernorm_backward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, const float*,
+                                    const float*, TypedPtr, float*, float*, int64_t, int64_t, bool) {
   unsupported(*this, "layernorm_backward");
 }
-void OpsBackend::gelu_forward(Context&, const float*, float*, int64_t) { unsupported(*this, "gelu_forward"); }
-void OpsBackend::gelu_backward(Context&, const float*, const float*, float*, int64_t) {
+void OpsBackend::gelu_forward(Context&, ConstTypedPtr, TypedPtr, int64_t) { unsupported(*this, "gelu_forward"); }
+void OpsBackend::gelu_backward(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t) {
   unsupported(*this, "gelu_backward");
 }
-void OpsBackend::add(Context&, const float*, const float*, float*, int64_t) { unsupported(*this, "add"); }
+void OpsBackend::add(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t) { unsupported(*this, "add"); }
+void OpsBackend::convert(Context&, ConstTypedPtr, TypedPtr, int64_t) { unsupported(*this, "convert"); }
 void OpsBackend::scale(Context&, float*, int64_t, float) { unsupported(*this, "scale"); }
-void OpsBackend::embedding_forward(Context&, const int32_t*, const float*, const float*, float*, int64_t,
+void OpsBackend::embedding_forward(Context&, const int32_t*, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t,
                                    int64_t, int64_t, int64_t) {
   unsupported(*this, "embedding_forward");
 }
-void OpsBackend::embedding_backward(Context&, const float*, const int32_t*, float*, float*, int64_t, int64_t,
+void OpsBackend::embedding_backward(Context&, ConstTypedPtr, const int32_t*, float*, float*, int64_t, int64_t,
                                     int64_t, int64_t) {
   unsupported(*this, "embedding_backward");
 }
 size_t OpsBackend::embedding_backward_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const { return 0; }
-void OpsBackend::attention_forward(Context&, const float*, float*, float*, int64_t, int64_t, int64_t, int64_t) {
+void OpsBackend::attention_forward(Context&, ConstTypedPtr, TypedPtr, TypedPtr, int64_t, int64_t, int64_t, int64_t) {
   unsupported(*this, "attention_forward");
 }
-void OpsBackend::attention_backward(Context&, const float*, const float*, const float*, float*, int64_t,
+void OpsBackend::attention_backward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t,
                                     int64_t, int64_t, int64_t) {
   unsupported(*this, "attention_backward");
 }
-size_t OpsBackend::attention_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const { return 0; }
-void OpsBackend::dropout_forward(Context&, const float*, float*, int64_t, int64_t, const int64_t*, uint64_t,
+size_t OpsBackend::attention_workspace_bytes(int64_t, int64_t, int64_t, int64_t, DType) const { return 0; }
+void OpsBackend::dropout_forward(Context&, ConstTypedPtr, TypedPtr, int64_t, int64_t, const int64_t*, uint64_t,
                                  float) {
   unsupported(*this, "dropout_forward");
 }
-void OpsBackend::dropout_backward(Context&, const float*, float*, int64_t, int64_t, const int64_t*, uint64_t,
+void OpsBackend::dropout_backward(Context&, ConstTypedPtr, TypedPtr, int64_t, int64_t, const int64_t*, uint64_t,
                                   float) {
   unsupported(*this, "dropout_backward");
 }

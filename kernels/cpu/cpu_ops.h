@@ -122,7 +122,9 @@ void check_blas_dimension(int64_t v, const char* what);
 
 void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                 const SgdHyper& h);
-void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, int64_t n,
-                  const AdamWHyper& h);
+void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, bf16* params_bf16,
+                  int64_t n, const AdamWHyper& h);
+// Note [bf16 storage]: fp32 to bf16 rounds to nearest even, bf16 to fp32 widens.
+void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
 
 }  // namespace dtrain::cpu

@@ -43,8 +43,8 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
   }
 }
 
-void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, int64_t n,
-                  const AdamWHyper& h) {
+void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v, bf16* params_bf16,
+                  int64_t n, const AdamWHyper& h) {
   DTRAIN_ASSERT(h.step >= 1, "adamw_update: step " << h.step << " must count from 1");
   // Bias corrections in double: 1 - beta^t loses most of its digits in float when
   // beta is close to 1 and t is small.
@@ -67,6 +67,11 @@ void adamw_update(Context& ctx, float* params, const float* grads, float* m, flo
     v[i] = vi;
     params[i] = params[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
   }
+  // The bf16 copy in a second pass over the (cache-warm) block would cost as much; one
+  // loop keeps the update and its copy in one place.
+  if (params_bf16 == nullptr) return;
+#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) params_bf16[i] = float_to_bf16(params[i]);
 }
 
 }  // namespace dtrain::cpu

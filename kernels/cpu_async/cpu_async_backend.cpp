@@ -60,15 +60,15 @@ class CpuAsyncBackend final : public OpsBackend {
   const char* name() const override { return "cpu-async"; }
 
   void gemm(Context&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+            ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
             int64_t ldc) override {
     queue([=, this](Context& w) { cpu_.gemm(w, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
   }
-  void add_bias(Context&, float* y, const float* bias, int64_t outer, int64_t channels,
+  void add_bias(Context&, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
                 int64_t inner) override {
     queue([=, this](Context& w) { cpu_.add_bias(w, y, bias, outer, channels, inner); });
   }
-  void bias_backward(Context&, const float* dy, float* dbias, int64_t outer, int64_t channels,
+  void bias_backward(Context&, ConstTypedPtr dy, float* dbias, int64_t outer, int64_t channels,
                      int64_t inner) override {
     queue([=, this](Context& w) { cpu_.bias_backward(w, dy, dbias, outer, channels, inner); });
   }
@@ -107,8 +107,8 @@ class CpuAsyncBackend final : public OpsBackend {
                           float* dx) override {
     queue([=, this](Context& w) { cpu_.maxpool2d_backward(w, s, dy, argmax, dx); });
   }
-  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
-                             int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+  void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, TypedPtr dlogits,
                              double* stats, double loss_weight) override {
     queue_with_workspace(ctx, cpu_.softmax_cross_entropy_workspace_bytes(batch), [=, this](Context& w) {
       cpu_.softmax_cross_entropy(w, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
@@ -121,34 +121,34 @@ class CpuAsyncBackend final : public OpsBackend {
                   const SgdHyper& h) override {
     queue([=, this](Context& w) { cpu_.sgd_update(w, params, grads, momentum, n, h); });
   }
-  void layernorm_forward(Context&, const float* x, const float* weight, const float* bias, float* y,
+  void layernorm_forward(Context&, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y,
                          float* mean, float* rstd, int64_t rows, int64_t channels) override {
     queue([=, this](Context& w) { cpu_.layernorm_forward(w, x, weight, bias, y, mean, rstd, rows, channels); });
   }
-  void layernorm_backward(Context&, const float* dy, const float* x, const float* weight,
-                          const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+  void layernorm_backward(Context&, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                          const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                           int64_t rows, int64_t channels, bool accumulate_dx) override {
     queue([=, this](Context& w) {
       cpu_.layernorm_backward(w, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
     });
   }
-  void gelu_forward(Context&, const float* x, float* y, int64_t n) override {
+  void gelu_forward(Context&, ConstTypedPtr x, TypedPtr y, int64_t n) override {
     queue([=, this](Context& w) { cpu_.gelu_forward(w, x, y, n); });
   }
-  void gelu_backward(Context&, const float* x, const float* dy, float* dx, int64_t n) override {
+  void gelu_backward(Context&, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override {
     queue([=, this](Context& w) { cpu_.gelu_backward(w, x, dy, dx, n); });
   }
-  void add(Context&, const float* a, const float* b, float* y, int64_t n) override {
+  void add(Context&, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override {
     queue([=, this](Context& w) { cpu_.add(w, a, b, y, n); });
   }
   void scale(Context&, float* x, int64_t n, float alpha) override {
     queue([=, this](Context& w) { cpu_.scale(w, x, n, alpha); });
   }
-  void embedding_forward(Context&, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+  void embedding_forward(Context&, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
     queue([=, this](Context& w) { cpu_.embedding_forward(w, tokens, wte, wpe, y, batch, seq, channels, vocab); });
   }
-  void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+  void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte, float* dwpe,
                           int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
     queue_with_workspace(ctx, cpu_.embedding_backward_workspace_bytes(batch, seq, channels, vocab),
                          [=, this](Context& w) {
@@ -160,30 +160,34 @@ class CpuAsyncBackend final : public OpsBackend {
     return cpu_.embedding_backward_workspace_bytes(batch, seq, channels, vocab);
   }
   // Forward takes no workspace (probs holds the scores); backward takes its scratch.
-  void attention_forward(Context&, const float* qkv, float* out, float* probs, int64_t batch, int64_t seq,
+  void attention_forward(Context&, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch, int64_t seq,
                          int64_t channels, int64_t heads) override {
     queue([=, this](Context& w) { cpu_.attention_forward(w, qkv, out, probs, batch, seq, channels, heads); });
   }
-  void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
-                          float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
-    queue_with_workspace(ctx, cpu_.attention_workspace_bytes(batch, seq, channels, heads), [=, this](Context& w) {
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
+                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
+    queue_with_workspace(ctx, cpu_.attention_workspace_bytes(batch, seq, channels, heads, qkv.type), [=, this](Context& w) {
       cpu_.attention_backward(w, dout, qkv, probs, dqkv, batch, seq, channels, heads);
     });
   }
-  size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads) const override {
-    return cpu_.attention_workspace_bytes(batch, seq, channels, heads);
+  size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                   DType type) const override {
+    return cpu_.attention_workspace_bytes(batch, seq, channels, heads, type);
   }
-  void dropout_forward(Context&, const float* x, float* y, int64_t samples, int64_t per_sample,
+  void dropout_forward(Context&, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                        const int64_t* sample_ids, uint64_t key, float p) override {
     queue([=, this](Context& w) { cpu_.dropout_forward(w, x, y, samples, per_sample, sample_ids, key, p); });
   }
-  void dropout_backward(Context&, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+  void dropout_backward(Context&, ConstTypedPtr dy, TypedPtr dx, int64_t samples, int64_t per_sample,
                         const int64_t* sample_ids, uint64_t key, float p) override {
     queue([=, this](Context& w) { cpu_.dropout_backward(w, dy, dx, samples, per_sample, sample_ids, key, p); });
   }
-  void adamw_update(Context&, float* params, const float* grads, float* m, float* v, int64_t n,
-                    const AdamWHyper& h) override {
-    queue([=, this](Context& w) { cpu_.adamw_update(w, params, grads, m, v, n, h); });
+  void adamw_update(Context&, float* params, const float* grads, float* m, float* v, bf16* params_bf16,
+                    int64_t n, const AdamWHyper& h) override {
+    queue([=, this](Context& w) { cpu_.adamw_update(w, params, grads, m, v, params_bf16, n, h); });
+  }
+  void convert(Context&, ConstTypedPtr x, TypedPtr y, int64_t n) override {
+    queue([=, this](Context& w) { cpu_.convert(w, x, y, n); });
   }
   void fill(Context&, float* x, int64_t n, float value) override {
     queue([=, this](Context& w) { cpu_.fill(w, x, n, value); });

@@ -157,14 +157,14 @@ void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, in
 }
 
 size_t CudaBackend::attention_workspace_bytes(int64_t batch, int64_t seq, int64_t /*channels*/,
-                                              int64_t heads) const {
+                                              int64_t heads, DType /*type*/) const {
   if (batch == 0 || seq == 0 || heads == 0) return 0;
   const HeadLoop loop(batch, heads);
   return static_cast<size_t>(loop.count) * static_cast<size_t>(seq) * static_cast<size_t>(seq) * sizeof(float);
 }
 
-void CudaBackend::attention_forward(Context& /*ctx*/, const float* qkv, float* out, float* probs, int64_t batch,
-                                    int64_t seq, int64_t channels, int64_t heads) {
+void CudaBackend::attention_forward(Context& /*ctx*/, ConstTypedPtr qkv_t, TypedPtr out_t, TypedPtr probs_t, int64_t batch,
+                                    int64_t seq, int64_t channels, int64_t heads) { const float* qkv = qkv_t.f32(); float* out = out_t.f32(); float* probs = probs_t.f32();
   if (batch == 0 || seq == 0 || channels == 0) return;
   const AttentionShape s = attention_shape(batch, seq, channels, heads);
   const HeadLoop loop(batch, heads);
@@ -188,14 +188,14 @@ void CudaBackend::attention_forward(Context& /*ctx*/, const float* qkv, float* o
   }
 }
 
-void CudaBackend::attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
-                                     float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
+void CudaBackend::attention_backward(Context& ctx, ConstTypedPtr dout_t, ConstTypedPtr qkv_t, ConstTypedPtr probs_t,
+                                     TypedPtr dqkv_t, int64_t batch, int64_t seq, int64_t channels, int64_t heads) { const float* dout = dout_t.f32(); const float* qkv = qkv_t.f32(); const float* probs = probs_t.f32(); float* dqkv = dqkv_t.f32();
   if (batch == 0 || seq == 0 || channels == 0) return;
   const AttentionShape s = attention_shape(batch, seq, channels, heads);
   const HeadLoop loop(batch, heads);
   const int64_t T = seq, C = channels, hs = s.head_size;
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
-  auto* dprobs = static_cast<float*>(ctx.workspace(attention_workspace_bytes(batch, seq, channels, heads)));
+  auto* dprobs = static_cast<float*>(ctx.workspace(attention_workspace_bytes(batch, seq, channels, heads, DType::kF32)));
   const float* q = qkv;
   const float* k = qkv + C;
   const float* v = qkv + 2 * C;

@@ -148,9 +148,9 @@ size_t CudaBackend::softmax_cross_entropy_workspace_bytes(int64_t batch) const {
   return static_cast<size_t>(batch) * (sizeof(double) + sizeof(int32_t));
 }
 
-void CudaBackend::softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
+void CudaBackend::softmax_cross_entropy(Context& ctx, ConstTypedPtr logits_t, const int32_t* labels,
                                         int64_t batch, int64_t classes, float grad_scale,
-                                        float* dlogits, double* stats, double loss_weight) {
+                                        TypedPtr dlogits_t, double* stats, double loss_weight) { const float* logits = logits_t.f32(); float* dlogits = dlogits_t.f32();
   if (batch == 0) return;
   if (classes <= 0) {  // as the CPU op says it
     throw DataError("softmax_cross_entropy: " + std::to_string(classes) +

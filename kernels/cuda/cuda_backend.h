@@ -81,12 +81,12 @@ class CudaBackend final : public OpsBackend {
 
   // gemm.cpp
   void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-            float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-            float* c, int64_t ldc) override;
+            float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta,
+            TypedPtr c, int64_t ldc) override;
   // elementwise.cu
-  void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+  void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
                 int64_t inner) override;
-  void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer,
+  void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                      int64_t channels, int64_t inner) override;
   void relu_forward(Context& ctx, const float* x, float* y, int64_t n) override;
   void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
@@ -109,50 +109,50 @@ class CudaBackend final : public OpsBackend {
   void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
                           const int32_t* argmax, float* dx) override;
   // cross_entropy.cu
-  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
-                             int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+  void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, TypedPtr dlogits,
                              double* stats, double loss_weight) override;
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override;
   // layernorm.cu
-  void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+  void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y,
                          float* mean, float* rstd, int64_t rows, int64_t channels) override;
-  void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
-                          const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+  void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                          const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                           int64_t rows, int64_t channels, bool accumulate_dx) override;
   // The workspace layernorm_backward takes (its per-chunk parameter-gradient partials).
   // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
   // attention_workspace_bytes for any GPT shape, which the memory model counts.
   static size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels);
   // gelu.cu
-  void gelu_forward(Context& ctx, const float* x, float* y, int64_t n) override;
-  void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n) override;
+  void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override;
+  void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override;
   // elementwise.cu
-  void add(Context& ctx, const float* a, const float* b, float* y, int64_t n) override;
+  void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override;
   void scale(Context& ctx, float* x, int64_t n, float alpha) override;
   // embedding.cu
-  void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+  void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override;
-  void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+  void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte, float* dwpe,
                           int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override;
   size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
                                             int64_t vocab) const override;
   // attention.cu
-  void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+  void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                          int64_t seq, int64_t channels, int64_t heads) override;
-  void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
-                          float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override;
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
+                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override;
   size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
-                                   int64_t heads) const override;
+                                   int64_t heads, DType type) const override;
   // dropout.cu
-  void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+  void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                        const int64_t* sample_ids, uint64_t key, float p) override;
-  void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+  void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples, int64_t per_sample,
                         const int64_t* sample_ids, uint64_t key, float p) override;
   // optimizers.cu
   void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                   const SgdHyper& h) override;
   void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
-                    int64_t n, const AdamWHyper& h) override;
+                    bf16* params_bf16, int64_t n, const AdamWHyper& h) override;
 
   // cuda_backend.cpp
   // Queued on the stream. A pageable `src` may be reused as soon as this returns (CUDA

@@ -38,8 +38,8 @@ void check_probability(float p) {
 
 }  // namespace
 
-void CudaBackend::dropout_forward(Context& /*ctx*/, const float* x, float* y, int64_t samples,
-                                  int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p) {
+void CudaBackend::dropout_forward(Context& /*ctx*/, ConstTypedPtr x_t, TypedPtr y_t, int64_t samples,
+                                  int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p) { const float* x = x_t.f32(); float* y = y_t.f32();
   check_probability(p);
   const int64_t n = samples * per_sample;
   if (n == 0) return;
@@ -57,8 +57,8 @@ void CudaBackend::dropout_forward(Context& /*ctx*/, const float* x, float* y, in
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples,
-                                   int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p) {
+void CudaBackend::dropout_backward(Context& ctx, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t samples,
+                                   int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p) { const float* dy = dy_t.f32(); float* dx = dx_t.f32();
   dropout_forward(ctx, dy, dx, samples, per_sample, sample_ids, key, p);
 }
 

@@ -101,8 +101,8 @@ __global__ void fill_kernel(float* x, int64_t n, float value) {
 
 }  // namespace
 
-void CudaBackend::add_bias(Context& /*ctx*/, float* y, const float* bias, int64_t outer,
-                           int64_t channels, int64_t inner) {
+void CudaBackend::add_bias(Context& /*ctx*/, TypedPtr y_t, ConstTypedPtr bias_t, int64_t outer,
+                           int64_t channels, int64_t inner) { const float* bias = bias_t.f32(); float* y = y_t.f32();
   const int64_t total = outer * channels * inner;
   if (total == 0) return;
   add_bias_kernel<<<blocks_for(total, kBlockThreads), kBlockThreads, 0, stream()>>>(
@@ -110,8 +110,8 @@ void CudaBackend::add_bias(Context& /*ctx*/, float* y, const float* bias, int64_
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::bias_backward(Context& /*ctx*/, const float* dy, float* dbias, int64_t outer,
-                                int64_t channels, int64_t inner) {
+void CudaBackend::bias_backward(Context& /*ctx*/, ConstTypedPtr dy_t, float* dbias, int64_t outer,
+                                int64_t channels, int64_t inner) { const float* dy = dy_t.f32();
   if (channels == 0 || outer == 0 || inner == 0) return;  // nothing to add
   if (inner == 1) {
     const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
@@ -144,7 +144,7 @@ void CudaBackend::fill(Context& /*ctx*/, float* x, int64_t n, float value) {
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::add(Context& /*ctx*/, const float* a, const float* b, float* y, int64_t n) {
+void CudaBackend::add(Context& /*ctx*/, ConstTypedPtr a_t, ConstTypedPtr b_t, TypedPtr y_t, int64_t n) { const float* a = a_t.f32(); const float* b = b_t.f32(); float* y = y_t.f32();
   if (n == 0) return;
   add_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(a, b, y, n);
   DTRAIN_CUDA_LAUNCH_CHECK();

@@ -138,8 +138,8 @@ __global__ void embedding_wpe_sums(const float* dy, int64_t batch, int64_t seq, 
 
 }  // namespace
 
-void CudaBackend::embedding_forward(Context& /*ctx*/, const int32_t* tokens, const float* wte, const float* wpe,
-                                    float* y, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+void CudaBackend::embedding_forward(Context& /*ctx*/, const int32_t* tokens, ConstTypedPtr wte_t, ConstTypedPtr wpe_t,
+                                    TypedPtr y_t, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) { const float* wte = wte_t.f32(); const float* wpe = wpe_t.f32(); float* y = y_t.f32();
   const int64_t n = batch * seq * channels;
   if (n == 0) return;
   check_sizes(batch, seq, vocab);
@@ -155,8 +155,8 @@ size_t CudaBackend::embedding_backward_workspace_bytes(int64_t batch, int64_t se
   return sort_layout(batch * seq, vocab).total;
 }
 
-void CudaBackend::embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte,
-                                     float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+void CudaBackend::embedding_backward(Context& ctx, ConstTypedPtr dy_t, const int32_t* tokens, float* dwte,
+                                     float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) { const float* dy = dy_t.f32();
   const int64_t positions = batch * seq;
   if (positions * channels == 0) return;
   check_sizes(batch, seq, vocab);

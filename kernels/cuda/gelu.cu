@@ -46,13 +46,13 @@ __global__ void gelu_backward_kernel(const float* x, const float* dy, float* dx,
 
 }  // namespace
 
-void CudaBackend::gelu_forward(Context& /*ctx*/, const float* x, float* y, int64_t n) {
+void CudaBackend::gelu_forward(Context& /*ctx*/, ConstTypedPtr x_t, TypedPtr y_t, int64_t n) { const float* x = x_t.f32(); float* y = y_t.f32();
   if (n == 0) return;
   gelu_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, y, n);
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::gelu_backward(Context& /*ctx*/, const float* x, const float* dy, float* dx, int64_t n) {
+void CudaBackend::gelu_backward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t n) { const float* x = x_t.f32(); const float* dy = dy_t.f32(); float* dx = dx_t.f32();
   if (n == 0) return;
   gelu_backward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, dy, dx, n);
   DTRAIN_CUDA_LAUNCH_CHECK();

@@ -25,8 +25,8 @@ int to_blas(int64_t v, const char* what) {
 }  // namespace
 
 void CudaBackend::gemm(Context& /*ctx*/, bool trans_a, bool trans_b, int64_t m, int64_t n,
-                       int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                       int64_t ldb, float beta, float* c, int64_t ldc) {
+                       int64_t k, float alpha, ConstTypedPtr a_t, int64_t lda, ConstTypedPtr b_t,
+                       int64_t ldb, float beta, TypedPtr c_t, int64_t ldc) { const float* a = a_t.f32(); const float* b = b_t.f32(); float* c = c_t.f32();
   if (m == 0 || n == 0) return;
   // With k == 0 the row-major leading dimensions of A and B may legally be 0, which
   // cuBLAS rejects even though it reads nothing; it then only scales C by beta (and

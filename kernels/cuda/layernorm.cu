@@ -177,8 +177,8 @@ size_t CudaBackend::layernorm_backward_workspace_bytes(int64_t rows, int64_t cha
   return 2 * static_cast<size_t>(chunk_plan(rows).chunks) * static_cast<size_t>(channels) * sizeof(double);
 }
 
-void CudaBackend::layernorm_forward(Context& /*ctx*/, const float* x, const float* weight, const float* bias,
-                                    float* y, float* mean, float* rstd, int64_t rows, int64_t channels) {
+void CudaBackend::layernorm_forward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTypedPtr weight_t, ConstTypedPtr bias_t,
+                                    TypedPtr y_t, float* mean, float* rstd, int64_t rows, int64_t channels) { const float* x = x_t.f32(); const float* weight = weight_t.f32(); const float* bias = bias_t.f32(); float* y = y_t.f32();
   if (rows == 0 || channels == 0) return;
   const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   layernorm_forward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
@@ -186,9 +186,9 @@ void CudaBackend::layernorm_forward(Context& /*ctx*/, const float* x, const floa
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
-                                     const float* mean, const float* rstd, float* dx, float* dweight,
-                                     float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
+void CudaBackend::layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstTypedPtr x_t, ConstTypedPtr weight_t,
+                                     const float* mean, const float* rstd, TypedPtr dx_t, float* dweight,
+                                     float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) { const float* dy = dy_t.f32(); const float* x = x_t.f32(); const float* weight = weight_t.f32(); float* dx = dx_t.f32();
   if (rows == 0 || channels == 0) return;
   const ChunkPlan plan = chunk_plan(rows);
   auto* partial_w = static_cast<double*>(ctx.workspace(layernorm_backward_workspace_bytes(rows, channels)));

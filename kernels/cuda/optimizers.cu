@@ -85,7 +85,8 @@ void CudaBackend::sgd_update(Context& /*ctx*/, float* params, const float* grads
 }
 
 void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* grads, float* m,
-                               float* v, int64_t n, const AdamWHyper& h) {
+                               float* v, bf16* params_bf16, int64_t n, const AdamWHyper& h) {
+  DTRAIN_ASSERT(params_bf16 == nullptr, "adamw_update: the bf16 parameter copy is not written on CUDA yet");
   DTRAIN_ASSERT(h.step >= 1, "adamw_update: step " << h.step << " must count from 1");
   if (n == 0) return;
   // Bias corrections in double, as the CPU op: 1 - beta^t loses most of its digits in

@@ -89,14 +89,14 @@ class ClaimingBackend final : public OpsBackend {
     return d;
   }
 
-  void gemm(Context& c, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-            int64_t lda, const float* b, int64_t ldb, float beta, float* y, int64_t ldc) override {
+  void gemm(Context& c, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, ConstTypedPtr a,
+            int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr y, int64_t ldc) override {
     cpu_.gemm(c, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, y, ldc);
   }
-  void add_bias(Context& c, float* y, const float* bias, int64_t o, int64_t ch, int64_t i) override {
+  void add_bias(Context& c, TypedPtr y, ConstTypedPtr bias, int64_t o, int64_t ch, int64_t i) override {
     cpu_.add_bias(c, y, bias, o, ch, i);
   }
-  void bias_backward(Context& c, const float* dy, float* db, int64_t o, int64_t ch, int64_t i) override {
+  void bias_backward(Context& c, ConstTypedPtr dy, float* db, int64_t o, int64_t ch, int64_t i) override {
     cpu_.bias_backward(c, dy, db, o, ch, i);
   }
   void relu_forward(Context& c, const float* x, float* y, int64_t n) override { cpu_.relu_forward(c, x, y, n); }
@@ -124,8 +124,8 @@ class ClaimingBackend final : public OpsBackend {
                           float* dx) override {
     cpu_.maxpool2d_backward(c, s, dy, arg, dx);
   }
-  void softmax_cross_entropy(Context& c, const float* logits, const int32_t* labels, int64_t batch,
-                             int64_t classes, float scale, float* dlogits, double* stats, double loss_weight) override {
+  void softmax_cross_entropy(Context& c, ConstTypedPtr logits, const int32_t* labels, int64_t batch,
+                             int64_t classes, float scale, TypedPtr dlogits, double* stats, double loss_weight) override {
     cpu_.softmax_cross_entropy(c, logits, labels, batch, classes, scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
@@ -134,9 +134,9 @@ class ClaimingBackend final : public OpsBackend {
   void sgd_update(Context& c, float* p, const float* g, float* m, int64_t n, const SgdHyper& h) override {
     cpu_.sgd_update(c, p, g, m, n, h);
   }
-  void adamw_update(Context& c, float* p, const float* g, float* m, float* v, int64_t n,
+  void adamw_update(Context& c, float* p, const float* g, float* m, float* v, bf16* p16, int64_t n,
                     const AdamWHyper& h) override {
-    cpu_.adamw_update(c, p, g, m, v, n, h);
+    cpu_.adamw_update(c, p, g, m, v, p16, n, h);
   }
   void fill(Context& c, float* x, int64_t n, float value) override { cpu_.fill(c, x, n, value); }
   void sum_squares(Context& c, const float* x, int64_t n, double scale, double* out) override {

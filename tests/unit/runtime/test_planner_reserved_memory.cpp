@@ -180,14 +180,14 @@ class PlanKeepingBackend final : public OpsBackend {
     cpu_.conv2d_backward_filter(ctx, s, x, dy, dw, dbias);
   }
   // The rest is the CPU's.
-  void gemm(Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-            const float* b, int64_t ldb, float beta, float* c, int64_t ldc) override {
+  void gemm(Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, ConstTypedPtr a, int64_t lda,
+            ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c, int64_t ldc) override {
     cpu_.gemm(ctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
-  void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels, int64_t inner) override {
+  void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels, int64_t inner) override {
     cpu_.add_bias(ctx, y, bias, outer, channels, inner);
   }
-  void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, int64_t channels,
+  void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer, int64_t channels,
                      int64_t inner) override {
     cpu_.bias_backward(ctx, dy, dbias, outer, channels, inner);
   }
@@ -202,8 +202,8 @@ class PlanKeepingBackend final : public OpsBackend {
                           float* dx) override {
     cpu_.maxpool2d_backward(ctx, s, dy, argmax, dx);
   }
-  void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes,
-                             float grad_scale, float* dlogits, double* stats, double loss_weight) override {
+  void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels, int64_t batch, int64_t classes,
+                             float grad_scale, TypedPtr dlogits, double* stats, double loss_weight) override {
     cpu_.softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
@@ -212,9 +212,9 @@ class PlanKeepingBackend final : public OpsBackend {
   void sgd_update(Context& ctx, float* p, const float* g, float* m, int64_t n, const SgdHyper& h) override {
     cpu_.sgd_update(ctx, p, g, m, n, h);
   }
-  void adamw_update(Context& ctx, float* p, const float* g, float* m, float* v, int64_t n,
+  void adamw_update(Context& ctx, float* p, const float* g, float* m, float* v, bf16* p16, int64_t n,
                     const AdamWHyper& h) override {
-    cpu_.adamw_update(ctx, p, g, m, v, n, h);
+    cpu_.adamw_update(ctx, p, g, m, v, p16, n, h);
   }
   void fill(Context& ctx, float* x, int64_t n, float value) override { cpu_.fill(ctx, x, n, value); }
   void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) override {
