@@ -97,7 +97,14 @@ Layers build_cnn(const ModelSpec& spec, const Shape& input, int64_t classes) {
 }  // namespace
 
 std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const DataFacts& data) {
+  if (spec.compute != "fp32" && spec.compute != "bf16") {
+    throw ConfigError("key 'precision.compute' = '" + spec.compute + "': accepted values: fp32, bf16");
+  }
   if (spec.name == "gpt") return build_gpt(ctx, spec, data);
+  if (spec.compute != "fp32") {
+    throw ConfigError("key 'precision.compute' = '" + spec.compute + "': the " + spec.name +
+                      " computes in fp32 only (bf16 is the gpt's); set precision.compute: fp32");
+  }
   const Shape& input = data.layout.input;
   const int64_t classes = data.classes;
   if (spec.name != "mlp" && spec.name != "cnn") {

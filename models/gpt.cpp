@@ -14,14 +14,14 @@ namespace dtrain {
 namespace {
 
 // y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear.
-void linear_forward(Context& ctx, const float* x, const float* w, const float* b, float* y, int64_t rows,
+void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr b, TypedPtr y, int64_t rows,
                     int64_t in, int64_t out) {
   ops::gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
   ops::add_bias(ctx, y, b, rows, out, 1);
 }
 
 // dW += dy^T x, db += column sums of dy, dx = dy W (overwritten).
-void linear_backward(Context& ctx, const float* dy, const float* x, const float* w, float* dx, float* dw,
+void linear_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr w, TypedPtr dx, float* dw,
                      float* db, int64_t rows, int64_t in, int64_t out) {
   ops::gemm(ctx, true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
   ops::bias_backward(ctx, dy, db, rows, out, 1);
@@ -36,49 +36,52 @@ int64_t mlp_site(int64_t layer) { return 2 + 2 * layer; }
 
 }  // namespace
 
-// Pointers to one block's tensors, in nanoGPT's order.
+// Where one block's tensors start in a flat buffer (parameters, their bf16 copy or
+// gradients: one layout), in nanoGPT's order, in elements.
 struct Gpt::Block {
-  float* ln1_w;      // (C)
-  float* ln1_b;      // (C)
-  float* qkv_w;      // (3C, C)  attn.c_attn
-  float* qkv_b;      // (3C)
-  float* attproj_w;  // (C, C)   attn.c_proj
-  float* attproj_b;  // (C)
-  float* ln2_w;      // (C)
-  float* ln2_b;      // (C)
-  float* fc_w;       // (4C, C)  mlp.c_fc
-  float* fc_b;       // (4C)
-  float* fcproj_w;   // (C, 4C)  mlp.c_proj
-  float* fcproj_b;   // (C)
+  int64_t ln1_w;      // (C)
+  int64_t ln1_b;      // (C)
+  int64_t qkv_w;      // (3C, C)  attn.c_attn
+  int64_t qkv_b;      // (3C)
+  int64_t attproj_w;  // (C, C)   attn.c_proj
+  int64_t attproj_b;  // (C)
+  int64_t ln2_w;      // (C)
+  int64_t ln2_b;      // (C)
+  int64_t fc_w;       // (4C, C)  mlp.c_fc
+  int64_t fc_b;       // (4C)
+  int64_t fcproj_w;   // (C, 4C)  mlp.c_proj
+  int64_t fcproj_b;   // (C)
 };
 
-// Note [Gpt activation layout] (gpt.h).
+// Note [Gpt activation layout] (gpt.h). The big tensors are in the compute type; the
+// row statistics are fp32.
 struct Gpt::Acts {
   struct BlockActs {
-    float* ln1;       // (BT, C)
-    float* ln1_mean;  // (BT)
-    float* ln1_rstd;  // (BT)
-    float* qkv;       // (BT, 3C)
-    float* probs;     // (B, H, T, T)
-    float* atty;      // (BT, C)
-    float* res2;      // (BT, C)
-    float* ln2;       // (BT, C)
-    float* ln2_mean;  // (BT)
-    float* ln2_rstd;  // (BT)
-    float* fch;       // (BT, 4C)
-    float* fch_gelu;  // (BT, 4C)
-    float* res3;      // (BT, C)
+    TypedPtr ln1;      // (BT, C)
+    float* ln1_mean;   // (BT)
+    float* ln1_rstd;   // (BT)
+    TypedPtr qkv;      // (BT, 3C)
+    TypedPtr probs;    // (B, H, T, T)
+    TypedPtr atty;     // (BT, C)
+    TypedPtr res2;     // (BT, C)
+    TypedPtr ln2;      // (BT, C)
+    float* ln2_mean;   // (BT)
+    float* ln2_rstd;   // (BT)
+    TypedPtr fch;      // (BT, 4C)
+    TypedPtr fch_gelu; // (BT, 4C)
+    TypedPtr res3;     // (BT, C)
   };
-  float* encoded;     // (BT, C)
+  TypedPtr encoded;    // (BT, C)
   std::vector<BlockActs> blocks;
-  float* lnf;         // (BT, C)
-  float* lnf_mean;    // (BT)
-  float* lnf_rstd;    // (BT)
-  float* dres;        // (BT, C)
-  float* dtmp;        // (BT, C)
-  float* dbig;        // (BT, 4C)
-  float* logits;      // (BT, V)
-  int64_t floats = 0;  // the total
+  TypedPtr lnf;        // (BT, C)
+  float* lnf_mean;     // (BT)
+  float* lnf_rstd;     // (BT)
+  TypedPtr dres;       // (BT, C)
+  TypedPtr dtmp;       // (BT, C)
+  TypedPtr dbig;       // (BT, 4C)
+  TypedPtr logits;     // (BT, V)
+  int64_t elements = 0;     // of the compute type, in all
+  int64_t stat_floats = 0;  // the row statistics, in all
 };
 
 int64_t gpt_param_count(const GptConfig& c) {
@@ -86,7 +89,8 @@ int64_t gpt_param_count(const GptConfig& c) {
   return (c.vocab + c.seq_len) * C + c.n_layer * (12 * C * C + 13 * C) + 2 * C;
 }
 
-Gpt::Gpt(Context& ctx, const GptConfig& config) : Model(ctx, gpt_param_count(config)), config_(config) {
+Gpt::Gpt(Context& ctx, const GptConfig& config)
+    : Model(ctx, gpt_param_count(config), config.compute), config_(config) {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab;
   DTRAIN_ASSERT(L > 0 && C > 0 && T > 0 && V > 0 && config_.n_head > 0 && C % config_.n_head == 0,
                 "gpt: invalid shape (build_gpt checks the spec)");
@@ -143,9 +147,9 @@ SampleLayout Gpt::sample_layout() const {
   return layout;
 }
 
-Gpt::Block Gpt::block(float* base, int64_t l) const {
+Gpt::Block Gpt::block(int64_t l) const {
   const int64_t C = config_.n_embd;
-  float* p = base + tensors_[static_cast<size_t>(2 + 12 * l)].offset;
+  int64_t p = tensors_[static_cast<size_t>(2 + 12 * l)].offset;
   Block b;
   b.ln1_w = p, p += C;
   b.ln1_b = p, p += C;
@@ -162,17 +166,24 @@ Gpt::Block Gpt::block(float* base, int64_t l) const {
   return b;
 }
 
-Gpt::Acts Gpt::acts(int64_t batch) const {
+Gpt::Acts Gpt::acts(int64_t batch, DType type) const {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
                 H = config_.n_head, BT = batch * T;
-  float* base = activations_.as<float>();  // null when counting
-  int64_t offset = 0;
-  auto take = [&](int64_t floats) {
-    float* p = base ? base + offset : nullptr;
-    offset += floats;
+  // Null when counting (or for a type the buffers do not hold).
+  const bool live = type == config_.compute;
+  const TypedPtr base(live ? activations_.data() : nullptr, type);
+  float* stats = live ? row_stats_.as<float>() : nullptr;
+  Acts a;
+  auto take = [&](int64_t elements) {
+    const TypedPtr p = base.at(a.elements);
+    a.elements += elements;
     return p;
   };
-  Acts a;
+  auto take_stat = [&] {
+    float* p = stats ? stats + a.stat_floats : nullptr;
+    a.stat_floats += BT;
+    return p;
+  };
   a.blocks.resize(static_cast<size_t>(L));
   a.encoded = take(BT * C);
   for (auto& b : a.blocks) {
@@ -192,34 +203,38 @@ Gpt::Acts Gpt::acts(int64_t batch) const {
   a.dbig = take(BT * 4 * C);
   a.logits = take(BT * V);
   for (auto& b : a.blocks) {
-    b.ln1_mean = take(BT);
-    b.ln1_rstd = take(BT);
-    b.ln2_mean = take(BT);
-    b.ln2_rstd = take(BT);
+    b.ln1_mean = take_stat();
+    b.ln1_rstd = take_stat();
+    b.ln2_mean = take_stat();
+    b.ln2_rstd = take_stat();
   }
-  a.lnf_mean = take(BT);
-  a.lnf_rstd = take(BT);
-  a.floats = offset;
+  a.lnf_mean = take_stat();
+  a.lnf_rstd = take_stat();
   return a;
 }
 
-int64_t Gpt::activation_bytes_per_sample() const {
+int64_t Gpt::activation_bytes_per_sample_in(DType type) const {
   // The layout's own count for one sample: the layout is linear in the batch.
-  Gpt::Acts one = acts(1);
-  return one.floats * static_cast<int64_t>(sizeof(float));
+  const Gpt::Acts one = acts(1, type);
+  return one.elements * static_cast<int64_t>(dtype_size(type)) + one.stat_floats * static_cast<int64_t>(sizeof(float));
 }
 
 void Gpt::ensure_activations(int64_t batch) {
   if (batch <= capacity_) return;
   activations_.reset();  // free first: the old and the new need not fit together
+  row_stats_.reset();
   capacity_ = 0;
-  activations_ = Buffer(ctx_.allocator(), static_cast<size_t>(batch * activation_bytes_per_sample()),
+  const Acts a = acts(batch, config_.compute);
+  activations_ = Buffer(ctx_.allocator(), static_cast<size_t>(a.elements) * dtype_size(config_.compute),
                         MemoryCategory::Activations);
+  row_stats_ = Buffer(ctx_.allocator(), static_cast<size_t>(a.stat_floats) * sizeof(float),
+                      MemoryCategory::Activations);
   capacity_ = batch;
 }
 
 void Gpt::release_activations() {
   activations_.reset();
+  row_stats_.reset();
   capacity_ = 0;
   batch_ = 0;
   trained_ = false;
@@ -231,11 +246,19 @@ int64_t Gpt::forward_flops_per_sample() const {
   return 2 * matmul_weights * T + L * 2 * 2 * T * T * C + 2 * T * C * V;
 }
 
-size_t Gpt::workspace_bytes(int64_t batch) const {
-  const int64_t C = config_.n_embd, T = config_.seq_len, V = config_.vocab, H = config_.n_head;
-  return std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H),
-                   ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
-                   ops::softmax_cross_entropy_workspace_bytes(ctx_, batch * T)});
+size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
+  const int64_t C = config_.n_embd, T = config_.seq_len, V = config_.vocab, H = config_.n_head, BT = batch * T;
+  size_t most = std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H, type),
+                          ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
+                          ops::softmax_cross_entropy_workspace_bytes(ctx_, BT)});
+  // Every GEMM of a step: each linear's forward (rows x out x in) and its two
+  // backward products, with the head as a linear from C to V.
+  for (const auto& [in, out] : {std::pair{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}, {C, V}}) {
+    most = std::max({most, ops::gemm_workspace_bytes(ctx_, BT, out, in, type, type),
+                     ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
+                     ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
+  }
+  return most;
 }
 
 std::vector<PartDeterminism> Gpt::determinism(int64_t) const {
@@ -286,13 +309,13 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
   }
   trained_ = false;
   ensure_activations(B);
-  const Acts a = acts(B);
-  float* w = params();
-  const float* wte = w;
-  const float* wpe = w + tensors_[1].offset;
-  const float* lnf_w = w + tensors_[tensors_.size() - 2].offset;
-  const float* lnf_b = w + tensors_[tensors_.size() - 1].offset;
-  auto dropout = [&](float* x, int64_t site) {
+  const Acts a = acts(B, config_.compute);
+  const TypedPtr w = weights();
+  const ConstTypedPtr wte = w;
+  const ConstTypedPtr wpe = w.at(tensors_[1].offset);
+  const ConstTypedPtr lnf_w = w.at(tensors_[tensors_.size() - 2].offset);
+  const ConstTypedPtr lnf_b = w.at(tensors_[tensors_.size() - 1].offset);
+  auto dropout = [&](TypedPtr x, int64_t site) {
     if (p_drop > 0.0f) {
       ops::dropout_forward(ctx_, x, x, B, T * C, batch.sample_ids, dropout_key(config_.seed, batch.step, site),
                            p_drop);
@@ -301,20 +324,20 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
 
   ops::embedding_forward(ctx_, batch.token_inputs(), wte, wpe, a.encoded, B, T, C, V);
   dropout(a.encoded, embedding_site());
-  const float* x = a.encoded;
+  TypedPtr x = a.encoded;
   for (int64_t l = 0; l < L; ++l) {
-    const Block p = block(w, l);
+    const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
-    ops::layernorm_forward(ctx_, x, p.ln1_w, p.ln1_b, b.ln1, b.ln1_mean, b.ln1_rstd, BT, C);
-    linear_forward(ctx_, b.ln1, p.qkv_w, p.qkv_b, b.qkv, BT, C, 3 * C);
+    ops::layernorm_forward(ctx_, x, w.at(p.ln1_w), w.at(p.ln1_b), b.ln1, b.ln1_mean, b.ln1_rstd, BT, C);
+    linear_forward(ctx_, b.ln1, w.at(p.qkv_w), w.at(p.qkv_b), b.qkv, BT, C, 3 * C);
     ops::attention_forward(ctx_, b.qkv, b.atty, b.probs, B, T, C, H);
-    linear_forward(ctx_, b.atty, p.attproj_w, p.attproj_b, b.res2, BT, C, C);
+    linear_forward(ctx_, b.atty, w.at(p.attproj_w), w.at(p.attproj_b), b.res2, BT, C, C);
     dropout(b.res2, attention_site(l));
     ops::add(ctx_, b.res2, x, b.res2, BT * C);
-    ops::layernorm_forward(ctx_, b.res2, p.ln2_w, p.ln2_b, b.ln2, b.ln2_mean, b.ln2_rstd, BT, C);
-    linear_forward(ctx_, b.ln2, p.fc_w, p.fc_b, b.fch, BT, C, 4 * C);
+    ops::layernorm_forward(ctx_, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean, b.ln2_rstd, BT, C);
+    linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, BT, C, 4 * C);
     ops::gelu_forward(ctx_, b.fch, b.fch_gelu, BT * 4 * C);
-    linear_forward(ctx_, b.fch_gelu, p.fcproj_w, p.fcproj_b, b.res3, BT, 4 * C, C);
+    linear_forward(ctx_, b.fch_gelu, w.at(p.fcproj_w), w.at(p.fcproj_b), b.res3, BT, 4 * C, C);
     dropout(b.res3, mlp_site(l));
     ops::add(ctx_, b.res3, b.res2, b.res3, BT * C);
     x = b.res3;
@@ -326,7 +349,7 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
   // gradient of a row is grad_scale/T (softmax - onehot), written over the logits.
   const double inv_t = 1.0 / static_cast<double>(T);
   ops::softmax_cross_entropy(ctx_, a.logits, batch.targets, BT, V, static_cast<float>(grad_scale * inv_t),
-                             train ? a.logits : nullptr, stats, inv_t);
+                             train ? a.logits : TypedPtr(), stats, inv_t);
 
   batch_ = B;
   tokens_ = batch.token_inputs();
@@ -335,9 +358,13 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
   trained_ = train;
 }
 
-ConstTensor Gpt::logits() const {
+TypedPtr Gpt::weights() {
+  return config_.compute == DType::kBF16 ? TypedPtr(param_copy()) : TypedPtr(params());
+}
+
+ConstTypedPtr Gpt::logits() const {
   DTRAIN_ASSERT(batch_ > 0 && !trained_, "gpt: logits() reads the last Pass::kEval forward's logits");
-  return ConstTensor(acts(batch_).logits, Shape{batch_ * config_.seq_len, config_.vocab});
+  return acts(batch_, config_.compute).logits;
 }
 
 void Gpt::backward(const std::function<void(int)>& on_range_done) {
@@ -345,8 +372,8 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
                 H = config_.n_head, B = batch_, BT = B * T;
   const float p_drop = config_.dropout;
-  const Acts a = acts(B);
-  float* w = params();
+  const Acts a = acts(B, config_.compute);
+  const TypedPtr w = weights();
   float* g = grads();
   const size_t lnf = tensors_.size() - 2;
   auto done = [&](int range) {
@@ -354,7 +381,7 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
   };
   // The gradient of a residual branch's output: dres itself without dropout, else
   // dres through the site's mask, in dtmp.
-  auto branch_grad = [&](int64_t site) -> const float* {
+  auto branch_grad = [&](int64_t site) -> ConstTypedPtr {
     if (p_drop <= 0.0f) return a.dres;
     ops::dropout_backward(ctx_, a.dres, a.dtmp, B, T * C, sample_ids_, dropout_key(config_.seed, step_, site),
                           p_drop);
@@ -362,37 +389,36 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
   };
 
   // Head: dwte += dlogits^T lnf; dlnf = dlogits wte (in dtmp).
-  const float* dlogits = a.logits;
+  const ConstTypedPtr dlogits = a.logits;
   ops::gemm(ctx_, true, false, V, C, BT, 1.0f, dlogits, V, a.lnf, C, 1.0f, g, C);
   ops::gemm(ctx_, false, false, BT, C, V, 1.0f, dlogits, V, w, C, 0.0f, a.dtmp, C);
-  const float* x_last = L > 0 ? a.blocks.back().res3 : a.encoded;
-  ops::layernorm_backward(ctx_, a.dtmp, x_last, w + tensors_[lnf].offset, a.lnf_mean, a.lnf_rstd, a.dres,
+  const ConstTypedPtr x_last = L > 0 ? a.blocks.back().res3 : a.encoded;
+  ops::layernorm_backward(ctx_, a.dtmp, x_last, w.at(tensors_[lnf].offset), a.lnf_mean, a.lnf_rstd, a.dres,
                           g + tensors_[lnf].offset, g + tensors_[lnf + 1].offset, BT, C, false);
   done(static_cast<int>(L + 2));
 
   for (int64_t l = L - 1; l >= 0; --l) {
-    const Block p = block(w, l);
-    const Block d = block(g, l);
+    const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
-    const float* x_in = l > 0 ? a.blocks[static_cast<size_t>(l - 1)].res3 : a.encoded;
+    const ConstTypedPtr x_in = l > 0 ? a.blocks[static_cast<size_t>(l - 1)].res3 : a.encoded;
     // dres holds d res3. MLP branch: dfch_gelu (dbig) from the branch's gradient,
     // then dfch in place, then dln2 (dtmp); ln_2 adds its dx into dres (-> d res2).
-    const float* dmlp = branch_grad(mlp_site(l));
-    linear_backward(ctx_, dmlp, b.fch_gelu, p.fcproj_w, a.dbig, d.fcproj_w, d.fcproj_b, BT, 4 * C, C);
+    const ConstTypedPtr dmlp = branch_grad(mlp_site(l));
+    linear_backward(ctx_, dmlp, b.fch_gelu, w.at(p.fcproj_w), a.dbig, g + p.fcproj_w, g + p.fcproj_b, BT, 4 * C, C);
     ops::gelu_backward(ctx_, b.fch, a.dbig, a.dbig, BT * 4 * C);
-    linear_backward(ctx_, a.dbig, b.ln2, p.fc_w, a.dtmp, d.fc_w, d.fc_b, BT, C, 4 * C);
-    ops::layernorm_backward(ctx_, a.dtmp, b.res2, p.ln2_w, b.ln2_mean, b.ln2_rstd, a.dres, d.ln2_w, d.ln2_b, BT,
-                            C, true);
+    linear_backward(ctx_, a.dbig, b.ln2, w.at(p.fc_w), a.dtmp, g + p.fc_w, g + p.fc_b, BT, C, 4 * C);
+    ops::layernorm_backward(ctx_, a.dtmp, b.res2, w.at(p.ln2_w), b.ln2_mean, b.ln2_rstd, a.dres, g + p.ln2_w,
+                            g + p.ln2_b, BT, C, true);
     // Attention branch: datty in dbig[0, BT*C), dqkv in dbig[BT*C, BT*4C), dln1 in
     // dtmp; ln_1 adds its dx into dres (-> d x_in).
-    const float* dattn = branch_grad(attention_site(l));
-    float* datty = a.dbig;
-    float* dqkv = a.dbig + BT * C;
-    linear_backward(ctx_, dattn, b.atty, p.attproj_w, datty, d.attproj_w, d.attproj_b, BT, C, C);
+    const ConstTypedPtr dattn = branch_grad(attention_site(l));
+    const TypedPtr datty = a.dbig;
+    const TypedPtr dqkv = a.dbig.at(BT * C);
+    linear_backward(ctx_, dattn, b.atty, w.at(p.attproj_w), datty, g + p.attproj_w, g + p.attproj_b, BT, C, C);
     ops::attention_backward(ctx_, datty, b.qkv, b.probs, dqkv, B, T, C, H);
-    linear_backward(ctx_, dqkv, b.ln1, p.qkv_w, a.dtmp, d.qkv_w, d.qkv_b, BT, C, 3 * C);
-    ops::layernorm_backward(ctx_, a.dtmp, x_in, p.ln1_w, b.ln1_mean, b.ln1_rstd, a.dres, d.ln1_w, d.ln1_b, BT, C,
-                            true);
+    linear_backward(ctx_, dqkv, b.ln1, w.at(p.qkv_w), a.dtmp, g + p.qkv_w, g + p.qkv_b, BT, C, 3 * C);
+    ops::layernorm_backward(ctx_, a.dtmp, x_in, w.at(p.ln1_w), b.ln1_mean, b.ln1_rstd, a.dres, g + p.ln1_w,
+                            g + p.ln1_b, BT, C, true);
     done(static_cast<int>(2 + l));
   }
 
@@ -427,8 +453,16 @@ std::vector<float> Gpt::next_token_logits(const std::vector<int32_t>& context) {
   batch.inputs = d_tokens.data();
   batch.targets = d_targets.as<int32_t>();
   forward(batch, Pass::kEval, 0.0f, d_stats.as<double>());
+  // The last position's row, in the compute type, widened on the host.
+  const ConstTypedPtr row = logits().at((n - 1) * V);
   std::vector<float> out(static_cast<size_t>(V));
-  ops::copy_to_host(ctx_, out.data(), logits().data + (n - 1) * V, out.size() * sizeof(float));
+  if (row.type == DType::kF32) {
+    ops::copy_to_host(ctx_, out.data(), row.data, out.size() * sizeof(float));
+  } else {
+    std::vector<bf16> narrow(static_cast<size_t>(V));
+    ops::copy_to_host(ctx_, narrow.data(), row.data, narrow.size() * sizeof(bf16));
+    std::transform(narrow.begin(), narrow.end(), out.begin(), bf16_to_float);
+  }
   ctx_.synchronize();  // the buffers above are freed on return
   return out;
 }
@@ -481,6 +515,7 @@ std::unique_ptr<Model> build_gpt(Context& ctx, const ModelSpec& spec, const Data
   config.dropout = static_cast<float>(spec.dropout);
   config.seed = spec.seed;
   config.tokens_are_bytes = data.tokens_are_bytes;
+  config.compute = spec.compute == "bf16" ? DType::kBF16 : DType::kF32;
   return std::make_unique<Gpt>(ctx, config);
 }
 

@@ -47,6 +47,7 @@ struct GptConfig {
   float dropout = 0.0f;  // p, in [0, 1)
   uint64_t seed = 1;     // the run's seed, for the dropout masks
   bool tokens_are_bytes = false;  // eval reports bits per byte
+  DType compute = DType::kF32;    // Note [bf16 storage] (kernels/dtype.h)
 };
 
 class Gpt final : public Model {
@@ -81,9 +82,9 @@ class Gpt final : public Model {
   void forward(const Batch& batch, Pass pass, float grad_scale, double* stats) override;
   void backward(const std::function<void(int)>& on_range_done = {}) override;
 
-  // (B*T, V) logits of the last Pass::kEval forward (device memory). After a
-  // Pass::kTrain forward the same memory holds the loss gradient instead.
-  ConstTensor logits() const;
+  // (B*T, V) logits of the last Pass::kEval forward (device memory, in the compute
+  // type). After a Pass::kTrain forward the same memory holds the loss gradient.
+  ConstTypedPtr logits() const;
 
   // Text generation (dtrain sample): an eval forward of the last min(T, n) tokens of
   // `context` (host tokens, n >= 1) as a batch of one; returns the V logits of the
@@ -92,8 +93,9 @@ class Gpt final : public Model {
   std::vector<float> next_token_logits(const std::vector<int32_t>& context) override;
   bool can_generate() const override { return true; }
 
-  // Note [Gpt activation layout]: one Activations buffer per batch of B samples
-  // holds (floats; BT = B*T), in this order:
+  // Note [Gpt activation layout]: two Activations buffers per batch of B samples:
+  // one in the compute type (fp32 or bf16) holds the big tensors (elements; BT = B*T),
+  // in this order:
   //   encoded (BT, C)                     embedding sum, after its dropout
   //   per block l:
   //     ln1 (BT, C)                       ln_1 output, c_attn's input
@@ -110,20 +112,21 @@ class Gpt final : public Model {
   //   dtmp (BT, C)                        backward: a LayerNorm's dy, a branch's dy
   //   dbig (BT, 4C)                       backward: dfch; or datty then dqkv
   //   logits (BT, V)                      the loss gradient in place after training
+  // and one of fp32 holds the row statistics:
   //   per block l: ln1 mean, rstd, ln2 mean, rstd (BT each); ln_f mean, rstd (BT each)
-  // The big tensors come first and the row statistics last, so with C and T
-  // multiples of 4 every big tensor starts 16-byte aligned. A branch's output (each
+  // Two buffers keep every tensor aligned whatever the element size: with C and T
+  // multiples of 8 every big tensor starts 16-byte aligned. A branch's output (each
   // c_proj) is never stored: it is written into its residual's slot, dropped out in
   // place, and the residual added. Nothing else is allocated per batch, so a sample
-  // costs activation_bytes_per_sample() exactly:
-  //   4 * (T*C*(16 L + 8) + L*(H*T*T + 4 T) + 2 T + T*V).
-  int64_t activation_bytes_per_sample() const override;
+  // costs activation_bytes_per_sample() exactly, with e the compute type's size:
+  //   e * (T*C*(16 L + 8) + L*H*T*T + T*V) + 4 * (4 L + 2) T.
+  int64_t activation_bytes_per_sample_in(DType compute) const override;
   // 2 * (the blocks' matmul weights, 12 C^2 per block) * T, plus attention's two
   // T x T x C products per layer (2 * 2 * T*T*C, the causal half counted as full, as
   // GPT-2 and PaLM FLOP counts do), plus the head 2 * T*C*V. LayerNorm, GELU, the
   // softmax and the embedding lookup are left out (a few percent at most).
   int64_t forward_flops_per_sample() const override;
-  size_t workspace_bytes(int64_t batch) const override;
+  size_t workspace_bytes_in(int64_t batch, DType compute) const override;
   // One part per block, all deterministic: the CPU ops are, and the CUDA ops are by
   // design (the embedding backward sums in a fixed order).
   std::vector<PartDeterminism> determinism(int64_t batch) const override;
@@ -132,16 +135,21 @@ class Gpt final : public Model {
   std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const override;
 
  private:
-  struct Block;  // one block's tensors in a flat buffer (parameters or gradients)
-  struct Acts;   // the activation buffer's tensors for a batch
+  struct Block;  // where one block's tensors are in the flat buffers
+  struct Acts;   // the activation buffers' tensors for a batch
   void ensure_activations(int64_t batch);
-  Acts acts(int64_t batch) const;
-  Block block(float* base, int64_t l) const;
+  // The tensors of a batch laid out in `type`: live pointers when `type` is the
+  // compute type and the buffers are allocated, null ones (for counting) otherwise.
+  Acts acts(int64_t batch, DType type) const;
+  Block block(int64_t l) const;
+  // The parameters the ops read: params() in fp32, param_copy() in bf16.
+  TypedPtr weights();
 
   GptConfig config_;
   std::vector<ParamTensor> tensors_;
   std::vector<ParamRange> ranges_;
-  Buffer activations_;
+  Buffer activations_;  // the big tensors, in the compute type
+  Buffer row_stats_;    // LayerNorm's mean and 1/std, fp32
   int64_t capacity_ = 0;          // samples the activation buffer holds
   int64_t batch_ = 0;             // samples of the last forward
   bool trained_ = false;          // the last forward was Pass::kTrain (backward may run)

@@ -7,13 +7,22 @@
 
 namespace dtrain {
 
-Model::Model(Context& ctx, int64_t param_count) : ctx_(ctx), param_count_(param_count) {
+Model::Model(Context& ctx, int64_t param_count, DType compute)
+    : ctx_(ctx), param_count_(param_count), compute_(compute) {
   const size_t bytes = static_cast<size_t>(param_count_) * sizeof(float);
   params_ = Buffer(ctx_.allocator(), bytes, MemoryCategory::Params);
   grads_ = Buffer(ctx_.allocator(), bytes, MemoryCategory::Grads);
+  if (compute_ == DType::kBF16) {
+    param_copy_ = Buffer(ctx_.allocator(), static_cast<size_t>(param_count_) * sizeof(bf16), MemoryCategory::Params);
+  }
   // Defined contents before init() or load_params(): a model is never built on garbage.
   ops::fill(ctx_, params(), param_count_, 0.0f);
+  params_changed();
   zero_grads();
+}
+
+void Model::params_changed() {
+  if (compute_ == DType::kBF16) ops::convert(ctx_, params(), param_copy(), param_count_);
 }
 
 void Model::load_params(const float* host, int64_t count) {
@@ -24,6 +33,7 @@ void Model::load_params(const float* host, int64_t count) {
     throw DataError(msg.str());
   }
   ops::copy_from_host(ctx_, params(), host, static_cast<size_t>(count) * sizeof(float));
+  params_changed();
 }
 
 void Model::zero_grads() { ops::fill(ctx_, grads(), param_count_, 0.0f); }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/dtype.h"
 #include "kernels/memory.h"
 #include "models/batch.h"
 #include "models/layer.h"
@@ -71,6 +72,20 @@ class Model {
   float* grads() { return grads_.as<float>(); }    // device memory
   const float* params() const { return params_.as<float>(); }
   const float* grads() const { return grads_.as<float>(); }
+  // The type the model computes and stores activations in (Note [bf16 storage] in
+  // kernels/dtype.h). With bf16 the model computes with a bf16 copy of the fp32
+  // parameters: param_copy() (device, param_count() elements; null in fp32). The
+  // optimizer refreshes it in its update pass; whatever else writes params() calls
+  // params_changed() after (load_params does).
+  DType compute_type() const { return compute_; }
+  bf16* param_copy() { return param_copy_.as<bf16>(); }
+  const bf16* param_copy() const { return param_copy_.as<bf16>(); }
+  void params_changed();
+  // Parameter bytes on the device: the fp32 parameters and, in bf16, their copy.
+  int64_t param_bytes() const { return param_bytes_in(compute_); }
+  int64_t param_bytes_in(DType compute) const {
+    return param_count_ * static_cast<int64_t>(sizeof(float) + (compute == DType::kBF16 ? sizeof(bf16) : 0));
+  }
   // The ranges the gradient reducer buckets: contiguous, in order, covering the flat
   // buffer; backward reports each done (on_range_done(i)) once its gradient is final.
   // A parameter two parts share (tied weights) is one range, reported when its last
@@ -81,8 +96,8 @@ class Model {
 
   // Fills the parameters from the seed (the same on every rank) and zeroes the grads.
   virtual void init(uint64_t seed) = 0;
-  // Copies `count` host floats into the parameters (fixtures, checkpoints); throws
-  // DataError when `count` is not param_count().
+  // Copies `count` host floats into the parameters (fixtures, checkpoints) and
+  // refreshes the bf16 copy; throws DataError when `count` is not param_count().
   void load_params(const float* host, int64_t count);
   void zero_grads();
 
@@ -101,12 +116,15 @@ class Model {
 
   // Activation bytes one sample of training costs, the loss gradient included: after
   // a Pass::kTrain forward of N samples the allocator holds N times this as Activations.
-  virtual int64_t activation_bytes_per_sample() const = 0;
+  int64_t activation_bytes_per_sample() const { return activation_bytes_per_sample_in(compute_); }
+  // The same were the model to compute in `compute` (the plan compares precisions).
+  virtual int64_t activation_bytes_per_sample_in(DType compute) const = 0;
   // FLOPs of one sample's forward pass (a multiply-add counts two); training is 3x.
   virtual int64_t forward_flops_per_sample() const = 0;
   int64_t training_flops_per_sample() const { return 3 * forward_flops_per_sample(); }
   // The most workspace one training forward and backward of `batch` samples takes.
-  virtual size_t workspace_bytes(int64_t batch) const = 0;
+  size_t workspace_bytes(int64_t batch) const { return workspace_bytes_in(batch, compute_); }
+  virtual size_t workspace_bytes_in(int64_t batch, DType compute) const = 0;
   // The determinism of each part in a training step of `batch` samples.
   virtual std::vector<PartDeterminism> determinism(int64_t batch) const = 0;
   // Frees the activations; the next forward allocates them again (after an
@@ -126,14 +144,17 @@ class Model {
   virtual std::vector<float> next_token_logits(const std::vector<int32_t>& context) = 0;
 
  protected:
-  // Allocates the flat buffers (zeroed) for `param_count` parameters.
-  Model(Context& ctx, int64_t param_count);
+  // Allocates the flat buffers (zeroed) for `param_count` parameters, and their bf16
+  // copy when the model computes in bf16.
+  Model(Context& ctx, int64_t param_count, DType compute = DType::kF32);
   Context& ctx_;
 
  private:
   int64_t param_count_;
+  DType compute_;
   Buffer params_;
   Buffer grads_;
+  Buffer param_copy_;
 };
 
 }  // namespace dtrain

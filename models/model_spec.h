@@ -21,6 +21,7 @@ struct ModelSpec {
   int64_t vocab = 0;       // token values; 0: from the data (256 for bytes of text)
   double dropout = 0.0;    // on the embeddings and both residual branches of each block
   uint64_t seed = 1;       // the run's seed (train.seed), for dropout's masks
+  std::string compute = "fp32";  // precision.compute: fp32 | bf16 (the runtime fills it, as seed)
 };
 
 }  // namespace dtrain

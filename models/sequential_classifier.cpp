@@ -155,7 +155,7 @@ void SequentialClassifier::backward(const std::function<void(int)>& on_layer_don
   }
 }
 
-int64_t SequentialClassifier::activation_bytes_per_sample() const {
+int64_t SequentialClassifier::activation_bytes_per_sample_in(DType) const {
   int64_t bytes = 0;
   for (size_t i = 0; i < layers_.size(); ++i) bytes += layers_[i]->activation_bytes_per_sample(shapes_[i]);
   return bytes + (2 * grad_floats_per_sample_ + classes()) * static_cast<int64_t>(sizeof(float));
@@ -176,7 +176,7 @@ std::vector<PartDeterminism> SequentialClassifier::determinism(int64_t batch) co
   return out;
 }
 
-size_t SequentialClassifier::workspace_bytes(int64_t batch) const {
+size_t SequentialClassifier::workspace_bytes_in(int64_t batch, DType) const {
   size_t bytes = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
     bytes = std::max(bytes, layers_[i]->workspace_bytes(ctx_, shapes_[i], batch));

@@ -57,10 +57,11 @@ class SequentialClassifier final : public Model {
   // Every layer output (none for aliasing layers), layer state (max-pool indices), the
   // two gradient buffers backward ping-pongs between (each the largest input gradient
   // a layer after the first writes), and the loss gradient (N, classes).
-  int64_t activation_bytes_per_sample() const override;
+  // fp32 only (build_model refuses bf16 for a classifier): `compute` is not consulted.
+  int64_t activation_bytes_per_sample_in(DType compute) const override;
   int64_t forward_flops_per_sample() const override;
   // The largest any layer's ops or the loss take (the context keeps one workspace).
-  size_t workspace_bytes(int64_t batch) const override;
+  size_t workspace_bytes_in(int64_t batch, DType compute) const override;
   // One part per layer. The first layer's input gradient is never computed, so it
   // counts as deterministic.
   std::vector<PartDeterminism> determinism(int64_t batch) const override;

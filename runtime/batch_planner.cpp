@@ -138,7 +138,7 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   ctx.release_workspace();
   MemoryModel m;
   const int64_t params = model.param_count();
-  m.params_bytes = params * static_cast<int64_t>(sizeof(float));
+  m.params_bytes = model.param_bytes();
   m.grads_bytes = params * static_cast<int64_t>(sizeof(float));
   m.optimizer_bytes = params * optimizer.state_bytes_per_param();
   const auto in_use = static_cast<int64_t>(ctx.allocator().stats().in_use);
@@ -150,6 +150,14 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   m.fixed_workspace_bytes = (int64_t{kStepStats} + int64_t{kModelStats}) * static_cast<int64_t>(sizeof(double));
   // The context keeps one workspace, grown to the largest request (the model's ops and loss).
   m.workspace_bytes = [&model](int64_t b) { return static_cast<int64_t>(model.workspace_bytes(b)); };
+  return m;
+}
+
+MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DType compute) {
+  MemoryModel m = measured;
+  m.params_bytes = model.param_bytes_in(compute);
+  m.activation_bytes_per_sample = model.activation_bytes_per_sample_in(compute);
+  m.workspace_bytes = [&model, compute](int64_t b) { return static_cast<int64_t>(model.workspace_bytes_in(b, compute)); };
   return m;
 }
 
@@ -179,6 +187,10 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
   // A rank never needs more than its share of the training set per micro-step.
   const int64_t most = std::max<int64_t>(1, train.size() / n);
   mine.capacity = auto_micro ? largest_fitting_micro_batch(memory, mine.budget, most) : config.train.micro_batch;
+  const int64_t fp32_capacity =
+      model.compute_type() == DType::kF32
+          ? -1
+          : largest_fitting_micro_batch(memory_model_in(memory, model, DType::kF32), mine.budget, most);
 
   int64_t probes = 0, peak = 0, peak_reserved = 0;
   for (int round = 0; round < kMaxRounds; ++round) {
@@ -231,7 +243,8 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     const MemoryEstimate predicted = memory.predict(micro);
     std::vector<int64_t> fields = {static_cast<int64_t>(inputs.device.total), static_cast<int64_t>(inputs.device.free),
                                    static_cast<int64_t>(inputs.device.limit), static_cast<int64_t>(inputs.device.available),
-                                   mine.budget, mine.capacity, micro, peak, probes, peak_reserved};
+                                   mine.budget, mine.capacity, micro, peak, probes, peak_reserved,
+                                   fp32_capacity};
     fields.insert(fields.end(), predicted.by_category.begin(), predicted.by_category.end());
     // Every rank has the same layers, so the records have the same length.
     for (const PartDeterminism& d : determinism) fields.push_back(nondeterminism_bits(d.passes));
@@ -251,8 +264,9 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       report.probe_peak_bytes = f[7];
       report.probes = f[8];
       report.probe_peak_reserved_bytes = f[9];
-      std::copy(f + 10, f + 10 + kMemoryCategories, report.predicted.by_category.begin());
-      report.nondeterministic = nondeterministic_layers(determinism, f + 10 + kMemoryCategories);
+      report.fp32_capacity = f[10];
+      std::copy(f + 11, f + 11 + kMemoryCategories, report.predicted.by_category.begin());
+      report.nondeterministic = nondeterministic_layers(determinism, f + 11 + kMemoryCategories);
       outcome.ranks.push_back(report);
     }
     return outcome;

@@ -60,6 +60,9 @@ struct RankPlanReport {
   int64_t probe_peak_bytes = 0;  // the allocator's peak in use in the final probe step
   int64_t probe_peak_reserved_bytes = 0;  // and the peak it reserved from the device
   int64_t probes = 0;            // probe steps run, failed ones included
+  // A bf16 model: the largest micro-batch the memory model predicts for the same
+  // budget were it fp32 (what bf16 buys); -1 for an fp32 model.
+  int64_t fp32_capacity = -1;
   std::vector<NondeterministicLayer> nondeterministic;  // at the planned micro-batch
 };
 
@@ -73,6 +76,9 @@ struct PlanOutcome {
 // already holds beyond the model and optimizer as library workspace.
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx,
                             const SampleLayout& layout, int64_t eval_batch);
+// The same memory model were `model` to compute in `compute`: its parameter copy,
+// activations and workspace in that type, the rest as measured.
+MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DType compute);
 
 struct PlannerInputs {
   MemoryCapacity device;         // ctx.allocator().capacity(), or a test's stand-in

@@ -92,6 +92,7 @@ struct CommConfig {
   std::string backend = "auto";  // auto | mpi | nccl | self
   double bucket_mb = 25.0;       // gradient all-reduce bucket size
   double timeout_s = 300.0;      // a collective waiting longer ends the job (0: no watchdog)
+  std::string reduce_dtype = "fp32";  // fp32 | bf16: the gradients' type on the wire
 };
 
 struct DeviceConfig {
@@ -102,6 +103,7 @@ struct DeviceConfig {
 
 struct PrecisionConfig {
   bool tf32 = false;  // allow TF32 tensor-core math on GPUs (fp32 results then differ)
+  std::string compute = "fp32";  // fp32 | bf16: activations and GEMM inputs (Note [bf16 storage])
 };
 
 struct Config {

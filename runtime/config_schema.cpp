@@ -161,6 +161,8 @@ std::vector<ConfigSection> make_schema() {
             "gradient all-reduce bucket size"},
            {"timeout_s", Real{.field = comm(&CommConfig::timeout_s), .lo = 0.0, .hi = 1e6},
             "a collective waiting longer ends the job (0: no watchdog)"},
+           {"reduce_dtype", Choice{comm(&CommConfig::reduce_dtype), {"fp32", "bf16"}},
+            "the gradients' type on the wire: fp32, or bf16 (half the bytes)"},
        }},
       {"device",
        {
@@ -173,6 +175,8 @@ std::vector<ConfigSection> make_schema() {
       {"precision",
        {
            {"tf32", Boolean{precision(&PrecisionConfig::tf32)}, "allow TF32 tensor-core math on GPUs"},
+           {"compute", Choice{precision(&PrecisionConfig::compute), {"fp32", "bf16"}},
+            "fp32, or bf16 activations and GEMM inputs with fp32 master weights (gpt only)"},
        }},
   };
 }

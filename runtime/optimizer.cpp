@@ -17,12 +17,13 @@ class Sgd final : public Optimizer {
   const char* name() const override { return "sgd"; }
   int64_t state_bytes_per_param() const override { return sizeof(float); }
   std::vector<float*> state_buffers() override { return {momentum_.as<float>()}; }
-  void step(Context& ctx, float* params, const float* grads, double lr) override {
+  void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16) override {
     for (const DecaySpan& s : spans_) {
       const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
                        s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, config_.nesterov};
       ops::sgd_update(ctx, params + s.offset, grads + s.offset, momentum_.as<float>() + s.offset, s.count, h);
     }
+    if (params_bf16 != nullptr) ops::convert(ctx, params, params_bf16, n_);
   }
 
  private:
@@ -46,14 +47,14 @@ class AdamW final : public Optimizer {
   std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
   int64_t steps_taken() const override { return t_; }
   void set_steps_taken(int64_t t) override { t_ = t; }
-  void step(Context& ctx, float* params, const float* grads, double lr) override {
+  void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16) override {
     ++t_;
     for (const DecaySpan& s : spans_) {
       const AdamWHyper h{static_cast<float>(lr), static_cast<float>(config_.beta1),
                          static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
                          s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, t_};
       ops::adamw_update(ctx, params + s.offset, grads + s.offset, m_.as<float>() + s.offset,
-                        v_.as<float>() + s.offset, s.count, h);
+                        v_.as<float>() + s.offset, s.count, h, params_bf16 ? params_bf16 + s.offset : nullptr);
     }
   }
 

@@ -22,8 +22,11 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   virtual const char* name() const = 0;
-  // One update of params (n floats, device) from grads with learning rate lr.
-  virtual void step(Context& ctx, float* params, const float* grads, double lr) = 0;
+  // One update of params (n floats, device) from grads with learning rate lr. When
+  // params_bf16 is not null it receives the updated parameters rounded to bf16 (the
+  // model's compute copy, Note [bf16 storage]), in the update's own pass where the op
+  // can.
+  virtual void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16 = nullptr) = 0;
   // Bytes of optimizer state per parameter.
   virtual int64_t state_bytes_per_param() const = 0;
   // The state as flat device buffers of n floats each (SGD: momentum; AdamW: m, v),

@@ -84,6 +84,11 @@ std::string plan_text(const PlanSummary& s) {
   }
   if (s.warmup_steps > 0) out << ", warmup " << s.warmup_steps << " steps";
   out << "\n";
+  out << "plan: precision: " << s.compute << " compute";
+  if (s.compute == "bf16") out << " (bf16 activations and GEMM inputs, fp32 master weights and optimizer state)";
+  out << "; gradients reduced in " << s.reduce_dtype;
+  if (s.reduce_dtype == "bf16") out << " (half the bytes of fp32 on the wire)";
+  out << "\n";
   for (size_t r = 0; r < s.outcome.ranks.size(); ++r) {
     const RankPlanReport& k = s.outcome.ranks[r];
     out << "plan: rank " << r << " " << k.device << ": memory " << format_bytes(double(k.memory.total)) << " total, "
@@ -99,6 +104,10 @@ std::string plan_text(const PlanSummary& s) {
         << format_bytes(double(category(k.predicted, MemoryCategory::Workspace))) << "; probe step peak "
         << format_bytes(double(k.probe_peak_bytes)) << " in use, " << format_bytes(double(k.probe_peak_reserved_bytes))
         << " reserved (" << k.probes << " probe step(s))\n";
+    if (k.fp32_capacity >= 0) {
+      out << "plan:   bf16 fits up to " << k.capacity << " per micro-batch in this budget; fp32 would fit "
+          << k.fp32_capacity << " (memory model)\n";
+    }
   }
   for (const std::string& note : determinism_notes(s.outcome)) out << "plan: " << note << "\n";
   return out.str();
@@ -112,7 +121,8 @@ std::string plan_json(const PlanSummary& s) {
       << ",\n  \"world_size\": " << plan.world_size() << ",\n  \"steps_per_epoch\": " << s.steps_per_epoch
       << ",\n  \"lr\": " << s.base_lr << ",\n  \"effective_lr\": " << s.effective_lr
       << ",\n  \"lr_scaling\": " << json_string(s.lr_scaling) << ",\n  \"base_batch\": " << s.base_batch
-      << ",\n  \"warmup_steps\": " << s.warmup_steps;
+      << ",\n  \"warmup_steps\": " << s.warmup_steps << ",\n  \"compute\": " << json_string(s.compute)
+      << ",\n  \"reduce_dtype\": " << json_string(s.reduce_dtype);
   const std::vector<std::string> notes = determinism_notes(s.outcome);
   out << ",\n  \"bit_exact_resume\": " << (notes.empty() ? "true" : "false") << ",\n  \"determinism_notes\": [";
   for (size_t i = 0; i < notes.size(); ++i) out << (i ? ", " : "") << json_string(notes[i]);
@@ -130,7 +140,7 @@ std::string plan_json(const PlanSummary& s) {
     }
     out << "}, \"predicted_peak\": " << k.predicted.total() << ", \"probe_peak\": " << k.probe_peak_bytes
         << ", \"probe_peak_reserved\": " << k.probe_peak_reserved_bytes
-        << ", \"probes\": " << k.probes << ", \"nondeterministic\": [";
+        << ", \"probes\": " << k.probes << ", \"fp32_capacity\": " << k.fp32_capacity << ", \"nondeterministic\": [";
     for (size_t i = 0; i < k.nondeterministic.size(); ++i) {
       const NondeterministicLayer& l = k.nondeterministic[i];
       out << (i ? ", " : "") << "{\"layer\": " << l.layer << ", \"name\": " << json_string(l.name) << ", \"passes\": [";

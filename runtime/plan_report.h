@@ -29,6 +29,8 @@ struct PlanSummary {
   int64_t base_batch = 0;
   int64_t steps_per_epoch = 0;
   int64_t warmup_steps = 0;
+  std::string compute = "fp32";       // precision.compute
+  std::string reduce_dtype = "fp32";  // comm.reduce_dtype
 };
 
 // One sentence per layer that some rank runs without a deterministic algorithm, e.g.

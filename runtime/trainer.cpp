@@ -382,7 +382,7 @@ void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
   }
   TraceScope scope(trace_.get(), "optimizer step", "compute", step + 1);
   clip_gradients(ctx_, model_.grads(), model_.param_count(), grad_sq, config_.optimizer.clip_grad_norm);
-  optimizer_.step(ctx_, model_.params(), model_.grads(), lr);
+  optimizer_.step(ctx_, model_.params(), model_.grads(), lr, model_.param_copy());
 }
 
 // Rank 0: the step's metrics line and progress.

@@ -28,6 +28,7 @@ void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communi
   try {
     ModelSpec spec = config.model;
     spec.seed = config.train.seed;  // dropout's masks
+    spec.compute = config.precision.compute;
     s.model = build_model(ctx, spec, s.data.train->facts());
     s.model->init(config.train.seed);
     s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count(),
@@ -55,6 +56,8 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
   s.base_lr = config.optimizer.lr;
   s.effective_lr = lr;
   s.lr_scaling = config.optimizer.lr_scaling;
+  s.compute = config.precision.compute;
+  s.reduce_dtype = config.comm.reduce_dtype;
   s.base_batch = config.optimizer.base_batch;
   s.steps_per_epoch = steps_per_epoch;
   s.warmup_steps = schedule.warmup_steps;

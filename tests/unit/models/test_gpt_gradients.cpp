@@ -318,12 +318,12 @@ TEST(GptGradients, NextTokenLogitsSeeOnlyTheContext) {
   b.targets.assign(static_cast<size_t>(T), 0);
   b.ids = {0};
   f.loss(b, Pass::kEval);
-  const std::vector<float> row = to_host(*f.ctx, gpt->logits().data + 2 * V, V);
+  const std::vector<float> row = to_host(*f.ctx, gpt->logits().f32() + 2 * V, V);
   for (int64_t v = 0; v < V; ++v) EXPECT_NEAR(next[static_cast<size_t>(v)], row[static_cast<size_t>(v)], 1e-5);
   // A longer context keeps its last T tokens.
   const std::vector<float> tail = gpt->next_token_logits({3, 3, 4, 1, 9, 10, 7});
   f.loss(b, Pass::kEval);
-  const std::vector<float> last = to_host(*f.ctx, gpt->logits().data + (T - 1) * V, V);
+  const std::vector<float> last = to_host(*f.ctx, gpt->logits().f32() + (T - 1) * V, V);
   for (int64_t v = 0; v < V; ++v) EXPECT_NEAR(tail[static_cast<size_t>(v)], last[static_cast<size_t>(v)], 1e-5);
   EXPECT_THROW(gpt->next_token_logits({}), Error);
 }

@@ -294,12 +294,14 @@ comm:
   backend: nccl
   bucket_mb: 12.5
   timeout_s: 60
+  reduce_dtype: bf16
 device:
   kind: cpu-async
   share: true
   threads: 3
 precision:
   tf32: true
+  compute: bf16
 )";
 
 // The values of kEveryKey, written out again by hand.
@@ -361,10 +363,12 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_EQ(c.comm.backend, "nccl");
   EXPECT_DOUBLE_EQ(c.comm.bucket_mb, 12.5);
   EXPECT_DOUBLE_EQ(c.comm.timeout_s, 60.0);
+  EXPECT_EQ(c.comm.reduce_dtype, "bf16");
   EXPECT_EQ(c.device.kind, "cpu-async");
   EXPECT_TRUE(c.device.share);
   EXPECT_EQ(c.device.threads, 3);
   EXPECT_TRUE(c.precision.tf32);
+  EXPECT_EQ(c.precision.compute, "bf16");
 }
 
 // "section.key" of every key in a YAML text of sections, in the text's order.
@@ -481,8 +485,9 @@ TEST_F(ConfigTest, EveryFieldOfTheConfigStructsHasAKeyInTheTable) {
   std::map<std::string, size_t> keys;
   for (const ConfigSection& section : config_schema()) keys[section.name] = section.keys.size();
   const char* kHint = ": a field without its entry in runtime/config_schema.cpp, or an entry without its field";
-  // ModelSpec::seed is not a key: the runtime copies train.seed into it.
-  EXPECT_EQ(member_count<ModelSpec>(), keys["model"] + 1) << "ModelSpec" << kHint;
+  // ModelSpec::seed and ::compute are not keys: the runtime copies train.seed and
+  // precision.compute into them.
+  EXPECT_EQ(member_count<ModelSpec>(), keys["model"] + 2) << "ModelSpec" << kHint;
   EXPECT_EQ(member_count<DataConfig>(), keys["data"]) << "DataConfig" << kHint;
   EXPECT_EQ(member_count<TrainConfig>(), keys["train"]) << "TrainConfig" << kHint;
   EXPECT_EQ(member_count<OptimizerConfig>(), keys["optimizer"]) << "OptimizerConfig" << kHint;
