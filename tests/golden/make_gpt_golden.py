@@ -145,7 +145,8 @@ def random_batch(vocab, seq_len):
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 
 
-def main():
+def seeded_model():
+    """The fixture's model, its parameters drawn from SEED (the RNG then draws batches)."""
     # One thread: the same summation order on every run, so the fixture regenerates
     # byte for byte.
     torch.set_num_threads(1)
@@ -163,6 +164,11 @@ def main():
             else:
                 p.copy_(torch.randn(p.shape) * 0.2)
             p.copy_(round_to_significant(p, 4))
+    return model
+
+
+def main():
+    model = seeded_model()
     names = [name for name, _ in model.named_parameters()]
 
     lines = ["# dtrain golden fixture; do not edit. Regenerate with:",
