@@ -40,7 +40,11 @@
 # reruns a run in which they took more than 5% of the machine (up to $BENCH_RETRIES
 # times); a number that stayed disturbed is marked * in the table.
 #
-# Settings (environment): ITERS (2000), BENCH_WARMUP (20), BENCH_RETRIES (1),
+# BENCH_PRECISION=bf16 runs every layout in bf16 mixed precision: dtrain with
+# precision.compute: bf16, PyTorch under torch.autocast("cpu", torch.bfloat16) with
+# fp32 master weights (torch_gpt_reference.py --precision bf16).
+#
+# Settings (environment): ITERS (2000), BENCH_WARMUP (20), BENCH_RETRIES (1), BENCH_PRECISION (fp32),
 # BENCH_IDLE_WAIT (120), BENCH_DATA (/work/shared/data/tinyshakespeare.txt),
 # BENCH_LAYOUTS (all four: "dtrain-1x2 dtrain-2x1 torch-1.13 torch-2"),
 # BENCH_TORCH2_PYTHON (/opt/torch2-venv/bin/python), BENCH_TORCH_WAIT_POLICY
@@ -58,6 +62,7 @@ retries=${BENCH_RETRIES:-1}
 idle_wait=${BENCH_IDLE_WAIT:-120}
 data=${BENCH_DATA:-/work/shared/data/tinyshakespeare.txt}
 layouts=${BENCH_LAYOUTS:-dtrain-1x2 dtrain-2x1 torch-1.13 torch-2}
+precision=${BENCH_PRECISION:-fp32}
 torch1_python=/usr/bin/python3
 py=/usr/bin/python3  # reads the results (standard library only)
 torch2_python=${BENCH_TORCH2_PYTHON:-/opt/torch2-venv/bin/python}
@@ -70,6 +75,7 @@ if ! [ "$iters" -gt "$warmup" ] 2>/dev/null || ! [ "$warmup" -gt 0 ]; then
   echo "run_gpt_bench.sh: need ITERS ($iters) > BENCH_WARMUP ($warmup) > 0" >&2
   exit 2
 fi
+case $precision in fp32 | bf16) ;; *) echo "run_gpt_bench.sh: BENCH_PRECISION is fp32 or bf16, not '$precision'" >&2; exit 2 ;; esac
 if [ ! -r "$data" ]; then
   echo "run_gpt_bench.sh: the text $data is not readable; set BENCH_DATA to a text file" \
     "(tinyshakespeare, 1.1 MB, is what the recipe is for)" >&2
@@ -212,7 +218,7 @@ run_dtrain() {  # ranks tag
   local ranks=$1 dir=$out/dtrain-$1x$((2 / $1))-$2
   rm -rf "${dir:?}" "$dir.log"  # a rerun starts afresh, never resumes the run before
   local args=(train "$config" --run-dir "$dir" --set data.path="$data" --set train.max_steps="$iters"
-    --set device.kind=cpu)
+    --set device.kind=cpu --set precision.compute="$precision")
   if [ "$ranks" = 1 ]; then
     "$dtrain" "${args[@]}" --set device.threads=2 --set train.micro_batch=12 >"$dir.log" 2>&1
   else
@@ -227,7 +233,7 @@ run_torch() {  # python tag
   local env_args=()
   if [ "$torch_wait" != default ]; then env_args=(OMP_WAIT_POLICY="$torch_wait"); fi
   env "${env_args[@]}" "$1" "$root/bench/torch_gpt_reference.py" --threads 2 --iters "$iters" \
-    --warmup "$warmup" --data "$data" >"$log" 2>&1 ||
+    --warmup "$warmup" --data "$data" --precision "$precision" >"$log" 2>&1 ||
     { echo "run_gpt_bench.sh: PyTorch reference failed, see $log" >&2; tail -5 "$log" >&2; return 1; }
   "$py" -c '
 import json, sys
@@ -250,10 +256,10 @@ echo "== $iters steps per run, tokens/s after the first $warmup; logs and run di
 for layout in $layouts; do
   line="missing - -"
   case $layout in
-    dtrain-1x2) cmd=(run_dtrain 1 "$iters") ;;
-    dtrain-2x1) cmd=(run_dtrain 2 "$iters") ;;
-    torch-1.13) cmd=(run_torch "$torch1_python" "1.13-$iters"); [ -n "$torch1_version" ] || cmd=() ;;
-    torch-2) cmd=(run_torch "$torch2_python" "2-$iters"); [ -n "$torch2_version" ] || cmd=() ;;
+    dtrain-1x2) cmd=(run_dtrain 1 "$precision-$iters") ;;
+    dtrain-2x1) cmd=(run_dtrain 2 "$precision-$iters") ;;
+    torch-1.13) cmd=(run_torch "$torch1_python" "1.13-$precision-$iters"); [ -n "$torch1_version" ] || cmd=() ;;
+    torch-2) cmd=(run_torch "$torch2_python" "2-$precision-$iters"); [ -n "$torch2_version" ] || cmd=() ;;
   esac
   if [ "${#cmd[@]}" = 0 ]; then
     missing=1
@@ -272,7 +278,7 @@ echo
 echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   "($dtrain, OMP_WAIT_POLICY=PASSIVE); PyTorch 1.13: $torch1_label; PyTorch 2.x: $torch2_label" \
   "(PyTorch OMP_WAIT_POLICY=$torch_wait); $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
-  "$(basename "$data"), $iters steps of 12 x 64 tokens; tokens/s after the first $warmup steps"
+  "$(basename "$data"), $iters steps of 12 x 64 tokens, $precision; tokens/s after the first $warmup steps"
 echo
 echo "| layout | tokens/s | wall s ($iters steps) | final validation loss | tokens/s / PyTorch 2.x |"
 echo "| --- | ---: | ---: | ---: | ---: |"
@@ -287,7 +293,7 @@ done
 echo
 for layout in dtrain-1x2 dtrain-2x1; do
   wants "$layout" || continue
-  log=$out/dtrain-${layout#dtrain-}-$iters.log
+  log=$out/dtrain-${layout#dtrain-}-$precision-$iters.log
   [ -f "$log" ] && echo "- ${label[$layout]}: $(grep -m1 'dtrain: done:' "$log" || echo "no summary line in $log")"
 done
 echo "(run directories and logs: $out)"

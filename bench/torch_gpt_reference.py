@@ -93,6 +93,9 @@ def parse_args():
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0, help="global gradient 2-norm bound (0: off)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: forward (and evaluation) under torch.autocast('cpu', torch.bfloat16), "
+                        "fp32 master weights and AdamW state, as dtrain's precision.compute: bf16")
     a = p.parse_args()
     if not 0 < a.warmup < a.iters:
         p.error(f"need 0 < --warmup ({a.warmup}) < --iters ({a.iters})")
@@ -319,6 +322,15 @@ def init_weights(model, args):
                     p.copy_(torch.from_numpy(values).view(p.shape))
 
 
+def autocast(args):
+    """bf16 autocast for --precision bf16, else nothing."""
+    import contextlib
+    import torch
+    if args.precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def lr_at(args, step):
     """runtime/lr_schedule.cpp's lr_at with decay cosine, total steps = --iters."""
     w = args.warmup_steps
@@ -339,7 +351,8 @@ def evaluate(model, data, args):
         for first in range(0, n, args.eval_batch):
             starts = [data.train_len + i * args.seq_len for i in range(first, min(n, first + args.eval_batch))]
             x, y = data.windows(starts)
-            logits = model(x)
+            with autocast(args):
+                logits = model(x).float()
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
             total += float(per_token.view(y.shape).double().mean(dim=1).sum())
     model.train()
@@ -375,7 +388,8 @@ def main():
                             lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps)
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
-    print(f"torch {torch.__version__} ({sys.executable}), {args.threads} thread(s); {n_params} parameters; "
+    print(f"torch {torch.__version__} ({sys.executable}), {args.threads} thread(s), {args.precision}; "
+          f"{n_params} parameters; "
           f"{args.data}: {data.train_len} train bytes ({data.train_windows} windows an epoch), "
           f"{data.val_len} validation bytes ({data.val_windows} windows); order {args.order}, init {args.init}",
           flush=True)
@@ -398,7 +412,8 @@ def main():
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = data.windows(batches[step])
-        logits = model(x)
+        with autocast(args):
+            logits = model(x).float()
         loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))  # = mean over windows of their means
         opt.zero_grad(set_to_none=True)
         loss.backward()
