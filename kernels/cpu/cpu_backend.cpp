@@ -11,16 +11,19 @@ class CpuBackend final : public OpsBackend {
   const char* name() const override { return "cpu"; }
 
   void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-            float alpha, ConstTypedPtr a_t, int64_t lda, ConstTypedPtr b_t, int64_t ldb, float beta,
-            TypedPtr c_t, int64_t ldc) override { const float* a = a_t.f32(); const float* b = b_t.f32(); float* c = c_t.f32();
+            float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta,
+            TypedPtr c, int64_t ldc) override {
     cpu::gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
-  void add_bias(Context& ctx, TypedPtr y_t, ConstTypedPtr bias_t, int64_t outer, int64_t channels,
-                int64_t inner) override { const float* bias = bias_t.f32(); float* y = y_t.f32();
+  size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c) const override {
+    return cpu::gemm_workspace_bytes(m, n, k, ab, c);
+  }
+  void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
+                int64_t inner) override {
     cpu::add_bias(ctx, y, bias, outer, channels, inner);
   }
-  void bias_backward(Context& ctx, ConstTypedPtr dy_t, float* dbias, int64_t outer,
-                     int64_t channels, int64_t inner) override { const float* dy = dy_t.f32();
+  void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
+                     int64_t channels, int64_t inner) override {
     cpu::bias_backward(ctx, dy, dbias, outer, channels, inner);
   }
   void relu_forward(Context& ctx, const float* x, float* y, int64_t n) override {
@@ -55,9 +58,9 @@ class CpuBackend final : public OpsBackend {
                           const int32_t* argmax, float* dx) override {
     cpu::maxpool2d_backward(ctx, s, dy, argmax, dx);
   }
-  void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits_t, const int32_t* labels,
-                             int64_t batch, int64_t classes, float grad_scale, TypedPtr dlogits_t,
-                             double* stats, double loss_weight) override { const float* logits = logits_t.f32(); float* dlogits = dlogits_t.f32();
+  void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
+                             int64_t batch, int64_t classes, float grad_scale, TypedPtr dlogits,
+                             double* stats, double loss_weight) override {
     cpu::softmax_cross_entropy(ctx, logits, labels, batch, classes, grad_scale, dlogits, stats, loss_weight);
   }
   size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const override {
@@ -67,50 +70,50 @@ class CpuBackend final : public OpsBackend {
                   const SgdHyper& h) override {
     cpu::sgd_update(ctx, params, grads, momentum, n, h);
   }
-  void layernorm_forward(Context& ctx, ConstTypedPtr x_t, ConstTypedPtr weight_t, ConstTypedPtr bias_t, TypedPtr y_t,
-                         float* mean, float* rstd, int64_t rows, int64_t channels) override { const float* x = x_t.f32(); const float* weight = weight_t.f32(); const float* bias = bias_t.f32(); float* y = y_t.f32();
+  void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y,
+                         float* mean, float* rstd, int64_t rows, int64_t channels) override {
     cpu::layernorm_forward(ctx, x, weight, bias, y, mean, rstd, rows, channels);
   }
-  void layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstTypedPtr x_t, ConstTypedPtr weight_t,
-                          const float* mean, const float* rstd, TypedPtr dx_t, float* dweight, float* dbias,
-                          int64_t rows, int64_t channels, bool accumulate_dx) override { const float* dy = dy_t.f32(); const float* x = x_t.f32(); const float* weight = weight_t.f32(); float* dx = dx_t.f32();
+  void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                          const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
+                          int64_t rows, int64_t channels, bool accumulate_dx) override {
     cpu::layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
   }
-  void gelu_forward(Context& ctx, ConstTypedPtr x_t, TypedPtr y_t, int64_t n) override { const float* x = x_t.f32(); float* y = y_t.f32(); cpu::gelu_forward(ctx, x, y, n); }
-  void gelu_backward(Context& ctx, ConstTypedPtr x_t, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t n) override { const float* x = x_t.f32(); const float* dy = dy_t.f32(); float* dx = dx_t.f32();
+  void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override { cpu::gelu_forward(ctx, x, y, n); }
+  void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override {
     cpu::gelu_backward(ctx, x, dy, dx, n);
   }
-  void add(Context& ctx, ConstTypedPtr a_t, ConstTypedPtr b_t, TypedPtr y_t, int64_t n) override { const float* a = a_t.f32(); const float* b = b_t.f32(); float* y = y_t.f32(); cpu::add(ctx, a, b, y, n); }
+  void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override { cpu::add(ctx, a, b, y, n); }
   void scale(Context& ctx, float* x, int64_t n, float alpha) override { cpu::scale(ctx, x, n, alpha); }
-  void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte_t, ConstTypedPtr wpe_t, TypedPtr y_t,
-                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override { const float* wte = wte_t.f32(); const float* wpe = wpe_t.f32(); float* y = y_t.f32();
+  void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
+                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
     cpu::embedding_forward(ctx, tokens, wte, wpe, y, batch, seq, channels, vocab);
   }
-  void embedding_backward(Context& ctx, ConstTypedPtr dy_t, const int32_t* tokens, float* dwte, float* dwpe,
-                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override { const float* dy = dy_t.f32();
+  void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte, float* dwpe,
+                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override {
     cpu::embedding_backward(ctx, dy, tokens, dwte, dwpe, batch, seq, channels, vocab);
   }
   size_t embedding_backward_workspace_bytes(int64_t, int64_t, int64_t, int64_t) const override {
     return 0;  // threads split the channels (embedding.cpp)
   }
-  void attention_forward(Context& ctx, ConstTypedPtr qkv_t, TypedPtr out_t, TypedPtr probs_t, int64_t batch,
-                         int64_t seq, int64_t channels, int64_t heads) override { const float* qkv = qkv_t.f32(); float* out = out_t.f32(); float* probs = probs_t.f32();
+  void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
+                         int64_t seq, int64_t channels, int64_t heads) override {
     cpu::attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
   }
-  void attention_backward(Context& ctx, ConstTypedPtr dout_t, ConstTypedPtr qkv_t, ConstTypedPtr probs_t,
-                          TypedPtr dqkv_t, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override { const float* dout = dout_t.f32(); const float* qkv = qkv_t.f32(); const float* probs = probs_t.f32(); float* dqkv = dqkv_t.f32();
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
+                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
     cpu::attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
   }
   size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
-                                   DType) const override {
-    return cpu::attention_workspace_bytes(batch, seq, channels, heads);
+                                   DType type) const override {
+    return cpu::attention_workspace_bytes(batch, seq, channels, heads, type);
   }
-  void dropout_forward(Context& ctx, ConstTypedPtr x_t, TypedPtr y_t, int64_t samples, int64_t per_sample,
-                       const int64_t* sample_ids, uint64_t key, float p) override { const float* x = x_t.f32(); float* y = y_t.f32();
+  void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
+                       const int64_t* sample_ids, uint64_t key, float p) override {
     cpu::dropout_forward(ctx, x, y, samples, per_sample, sample_ids, key, p);
   }
-  void dropout_backward(Context& ctx, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t samples, int64_t per_sample,
-                        const int64_t* sample_ids, uint64_t key, float p) override { const float* dy = dy_t.f32(); float* dx = dx_t.f32();
+  void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples, int64_t per_sample,
+                        const int64_t* sample_ids, uint64_t key, float p) override {
     cpu::dropout_backward(ctx, dy, dx, samples, per_sample, sample_ids, key, p);
   }
   void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,

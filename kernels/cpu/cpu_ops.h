@@ -35,13 +35,31 @@ inline constexpr size_t kConvChunkBytesPerThread = size_t{4} << 20;
 // at most kConvWorkspaceBudget": the default, and what the backend uses.
 inline constexpr size_t kConvCacheBudget = 0;
 
-void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc);
+// Scratch budget of a GEMM on bf16 inputs, which widens blocks of op(A), op(B) and
+// (for a bf16 C) C to fp32 and runs the fp32 GEMM on them (Note [bf16 GEMM] in
+// gemm.cpp). One block of 32 rows and columns is always taken, whatever k.
+inline constexpr size_t kGemmWorkspaceBudget = size_t{64} << 20;
 
-void add_bias(Context& ctx, float* y, const float* bias, int64_t outer, int64_t channels,
+// The block of C one widened product covers: rows of op(A) and columns of op(B).
+struct GemmBlock {
+  int64_t rows, cols;
+};
+// The blocks of a bf16 GEMM (c_bf16: C is bf16 too): the whole product when it fits
+// `budget_bytes`, else the largest blocks that do. A pure function of the shape, so
+// the workspace formula and the op agree whatever the threads.
+GemmBlock gemm_bf16_block(int64_t m, int64_t n, int64_t k, bool c_bf16, size_t budget_bytes);
+// The workspace gemm takes: 0 for fp32, the widened block for bf16 inputs (k > 0).
+size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c,
+                            size_t budget_bytes = kGemmWorkspaceBudget);
+
+// Types as ops::gemm. The budget parameter exists for tests that force several blocks.
+void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
+          int64_t ldc, size_t budget_bytes = kGemmWorkspaceBudget);
+
+void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
               int64_t inner);
-void bias_backward(Context& ctx, const float* dy, float* dbias, int64_t outer, int64_t channels,
+void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer, int64_t channels,
                    int64_t inner);
 void relu_forward(Context& ctx, const float* x, float* y, int64_t n);
 void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, int64_t n);
@@ -71,44 +89,50 @@ void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float
 void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dy,
                         const int32_t* argmax, float* dx);
 
-void softmax_cross_entropy(Context& ctx, const float* logits, const int32_t* labels,
-                           int64_t batch, int64_t classes, float grad_scale, float* dlogits,
+void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
+                           int64_t batch, int64_t classes, float grad_scale, TypedPtr dlogits,
                            double* stats, double loss_weight);
 
 // The transformer ops (Note [Transformer ops] in kernels/ops.h), one file per idea:
 // layernorm.cpp, gelu.cpp, elementwise.cpp (add, scale), embedding.cpp, attention.cpp,
 // dropout.cpp. None of them depends on the number of threads, bit for bit: every sum
-// runs in an order fixed by the shapes alone.
-void layernorm_forward(Context& ctx, const float* x, const float* weight, const float* bias, float* y,
+// runs in an order fixed by the shapes alone. Each takes fp32 or bf16 tensors
+// (kernels/cpu/storage.h) with the contract of its namesake in kernels/ops.h.
+void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y,
                        float* mean, float* rstd, int64_t rows, int64_t channels);
-void layernorm_backward(Context& ctx, const float* dy, const float* x, const float* weight,
-                        const float* mean, const float* rstd, float* dx, float* dweight, float* dbias,
+void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
+                        const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                         int64_t rows, int64_t channels, bool accumulate_dx);
-void gelu_forward(Context& ctx, const float* x, float* y, int64_t n);
-void gelu_backward(Context& ctx, const float* x, const float* dy, float* dx, int64_t n);
-void add(Context& ctx, const float* a, const float* b, float* y, int64_t n);
+void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
+void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
+void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
 void scale(Context& ctx, float* x, int64_t n, float alpha);
-void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
+void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
                        int64_t batch, int64_t seq, int64_t channels, int64_t vocab);
 // Takes no workspace: threads split the channels, and each walks all (b, t) in order.
-void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
+void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte, float* dwpe,
                         int64_t batch, int64_t seq, int64_t channels, int64_t vocab);
-void attention_forward(Context& ctx, const float* qkv, float* out, float* probs, int64_t batch,
+void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                        int64_t seq, int64_t channels, int64_t heads);
-void attention_backward(Context& ctx, const float* dout, const float* qkv, const float* probs,
-                        float* dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads);
-// Budget for attention backward's T x T scratch matrices, one per (batch, head) pair in
-// flight; at least one is always taken, whatever T.
+void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
+                        TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads);
+// Budget for the attention ops' scratch, one slot per (batch, head) pair in flight; at
+// least one slot is always taken, whatever T. A slot is one T x T matrix for fp32
+// backward (fp32 forward takes none), and for bf16 the pair's operands widened to fp32
+// (Note [bf16 attention] in attention.cpp).
 inline constexpr size_t kAttentionWorkspaceBudget = size_t{64} << 20;
 // At most this many (batch, head) pairs are in flight in attention backward.
 inline constexpr int64_t kAttentionMaxSlots = 16;
-// How many T x T scratch matrices attention backward takes: a pure function of the
-// shape (not of the threads), so the memory model and the op agree on every backend.
-int64_t attention_scratch_slots(int64_t batch, int64_t seq, int64_t heads);
-size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads);
-void dropout_forward(Context& ctx, const float* x, float* y, int64_t samples, int64_t per_sample,
+// The bytes of one slot of the attention ops' scratch.
+size_t attention_slot_bytes(int64_t seq, int64_t channels, int64_t heads, DType type);
+// How many slots the attention ops take: a pure function of the shape (not of the
+// threads), so the memory model and the op agree on every backend.
+int64_t attention_scratch_slots(int64_t batch, int64_t seq, int64_t channels, int64_t heads, DType type);
+size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                 DType type = DType::kF32);
+void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                      const int64_t* sample_ids, uint64_t key, float p);
-void dropout_backward(Context& ctx, const float* dy, float* dx, int64_t samples, int64_t per_sample,
+void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples, int64_t per_sample,
                       const int64_t* sample_ids, uint64_t key, float p);
 
 // One OpenBLAS GEMM on the calling thread, for callers that run independent products

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/storage.h"
 #include "kernels/errors.h"
 
 namespace dtrain::cpu {
@@ -26,25 +27,23 @@ void check_tokens(const char* op, const int32_t* tokens, int64_t batch, int64_t 
   }
 }
 
-}  // namespace
-
-void embedding_forward(Context& ctx, const int32_t* tokens, const float* wte, const float* wpe, float* y,
-                       int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
-  check_tokens("embedding_forward", tokens, batch, seq, vocab);
+template <class T>
+void embedding_forward_typed(Context& ctx, const int32_t* tokens, const T* wte, const T* wpe, T* y,
+                             int64_t batch, int64_t seq, int64_t channels) {
   const int64_t rows = batch * seq;
 #pragma omp parallel for num_threads(ctx.num_threads()) if (rows * channels >= kParallelMinWork)
   for (int64_t i = 0; i < rows; ++i) {
-    const float* te = wte + static_cast<int64_t>(tokens[i]) * channels;
-    const float* pe = wpe + (i % seq) * channels;
-    float* yr = y + i * channels;
+    const T* te = wte + static_cast<int64_t>(tokens[i]) * channels;
+    const T* pe = wpe + (i % seq) * channels;
+    T* yr = y + i * channels;
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) yr[c] = te[c] + pe[c];
+    for (int64_t c = 0; c < channels; ++c) yr[c] = narrow<T>(widen(te[c]) + widen(pe[c]));
   }
 }
 
-void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, float* dwte, float* dwpe,
-                        int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
-  check_tokens("embedding_backward", tokens, batch, seq, vocab);
+template <class T>
+void embedding_backward_typed(Context& ctx, const T* dy, const int32_t* tokens, float* dwte, float* dwpe,
+                              int64_t batch, int64_t seq, int64_t channels) {
   // Each thread owns a block of channels of every row of dwte and dwpe and adds the
   // rows of dy into them in (b, t) order: repeated tokens add in a fixed order, with no
   // atomics and no workspace, for any number of threads.
@@ -56,17 +55,38 @@ void embedding_backward(Context& ctx, const float* dy, const int32_t* tokens, fl
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < seq; ++t) {
         const int64_t i = b * seq + t;
-        const float* g = dy + i * channels + c0;
+        const T* g = dy + i * channels + c0;
         float* te = dwte + static_cast<int64_t>(tokens[i]) * channels + c0;
         float* pe = dwpe + t * channels + c0;
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
-          te[j] += g[j];
-          pe[j] += g[j];
+          const float gj = widen(g[j]);
+          te[j] += gj;
+          pe[j] += gj;
         }
       }
     }
   }
+}
+
+}  // namespace
+
+void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
+                       int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+  const DType type = common_type("embedding_forward", {{"wte", wte}, {"wpe", wpe}, {"y", y}});
+  check_tokens("embedding_forward", tokens, batch, seq, vocab);
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_forward_typed(ctx, tokens, typed<T>(wte), typed<T>(wpe), typed<T>(y), batch, seq, channels);
+  });
+}
+
+void embedding_backward(Context& ctx, ConstTypedPtr dy, const int32_t* tokens, float* dwte, float* dwpe,
+                        int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
+  check_tokens("embedding_backward", tokens, batch, seq, vocab);
+  with_storage(dy.type, [&](auto tag) {
+    embedding_backward_typed(ctx, typed<decltype(tag)>(dy), tokens, dwte, dwpe, batch, seq, channels);
+  });
 }
 
 }  // namespace dtrain::cpu

@@ -1,13 +1,17 @@
-// GEMM on OpenBLAS, split over the OpenMP team; see Note [One thread pool].
+// GEMM on OpenBLAS, split over the OpenMP team; see Note [One thread pool]. bf16
+// inputs are widened to fp32 block by block; see Note [bf16 GEMM].
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/storage.h"
+#include "kernels/errors.h"
 
 namespace dtrain::cpu {
 
@@ -38,34 +42,10 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
               static_cast<blasint>(ldc));
 }
 
-}  // namespace
-
-void check_blas_dimension(int64_t v, const char* what) { to_blas(v, what); }
-
-void gemm_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                 int64_t ldc) {
-  sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-          float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-          float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0 || alpha == 0.0f) {
-    // BLAS rejects lda < 1 even when k == 0; the product is empty, so only scale C.
-    // beta == 0 overwrites, so NaN garbage in C does not survive (as in BLAS).
-    for (int64_t i = 0; i < m; ++i) {
-      float* row = c + i * ldc;
-      for (int64_t j = 0; j < n; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
-    }
-    return;
-  }
-  // Checked here, outside the parallel region, where the error may be thrown.
-  for (const auto& [v, what] : {std::pair{m, "m"}, {n, "n"}, {k, "k"}, {lda, "lda"},
-                                {ldb, "ldb"}, {ldc, "ldc"}}) {
-    to_blas(v, what);
-  }
+// The fp32 product on the team, dimensions already checked by to_blas.
+void sgemm_team(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                float* c, int64_t ldc) {
   // Note [One thread pool]: each thread computes a slab of C, split along the longer of
   // its dimensions: columns (a slab of op(B)) or rows (a slab of op(A)). Every element
   // of C is still one OpenBLAS dot product over the whole of k, so the result is the
@@ -91,6 +71,156 @@ void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
       sgemm(trans_a, trans_b, hi - lo, n, k, alpha, a_slab, lda, b, ldb, beta, c + lo * ldc,
             ldc);
     }
+  }
+}
+
+// C = beta * C, the whole product when it is empty (k == 0 or alpha == 0). BLAS
+// rejects lda < 1 even when k == 0, so it is not called. beta == 0 overwrites, so NaN
+// garbage in C does not survive (as in BLAS).
+template <class T>
+void scale_only(int64_t m, int64_t n, float beta, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    T* row = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) row[j] = narrow<T>(beta == 0.0f ? 0.0f : beta * widen(row[j]));
+  }
+}
+
+// dst (rows, cols), packed, = src (rows, cols) with row stride ld, widened.
+void widen_block(Context& ctx, const bf16* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
+#pragma omp parallel for num_threads(ctx.num_threads()) if (rows * cols >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) widen_row(src + r * ld, cols, dst + r * cols);
+}
+
+// dst (rows, cols) with row stride ld = src (rows, cols), packed, rounded.
+void narrow_block(Context& ctx, const float* src, int64_t rows, int64_t cols, bf16* dst, int64_t ld) {
+#pragma omp parallel for num_threads(ctx.num_threads()) if (rows * cols >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) narrow_row(src + r * cols, cols, dst + r * ld);
+}
+
+int64_t gemm_bf16_floats(int64_t rows, int64_t cols, int64_t k, bool c_bf16) {
+  return rows * k + k * cols + (c_bf16 ? rows * cols : 0);
+}
+
+// Note [bf16 GEMM]
+// A GEMM on bf16 A and B widens them to fp32 (exact) and runs the fp32 GEMM, so C is
+// exactly the fp32 GEMM of the widened inputs (a bf16 C: that, rounded once, after
+// beta * C is added; its old value is widened into the fp32 block first). The widened
+// copies are bounded by kGemmWorkspaceBudget: C is covered in blocks of rows of op(A)
+// and columns of op(B) (gemm_bf16_block), each one fp32 product over the whole of k on
+// the team (Note [One thread pool]), so every element of C is still one OpenBLAS dot
+// product over all of k, as in the fp32 GEMM; k is never split. Blocks are chosen to
+// widen each element once where the budget allows: the whole product; else all of
+// op(B) with bands of op(A)'s rows (or the reverse); else square blocks, where op(B)'s
+// blocks are widened again for each band of rows. Widened blocks keep A's and B's own
+// layout (a transposed operand stays transposed), so widening is a contiguous copy.
+// A product is only blocked when its widened operands exceed the budget, and its
+// blocks are then millions of multiply-adds, computed by the same OpenBLAS kernels as
+// the whole product would be: OpenBLAS's kernels for small products (below about 10^6
+// multiply-adds on x86) round some elements differently, which is why the blocks are
+// never small slivers. test_bf16_ops.cpp holds blocked products to the whole fp32 one.
+void gemm_bf16(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float beta, TypedPtr c, int64_t ldc,
+               size_t budget_bytes) {
+  const bool c_bf16 = c.type == DType::kBF16;
+  const GemmBlock blk = gemm_bf16_block(m, n, k, c_bf16, budget_bytes);
+  auto* aw = static_cast<float*>(
+      ctx.workspace(static_cast<size_t>(gemm_bf16_floats(blk.rows, blk.cols, k, c_bf16)) * sizeof(float)));
+  float* bw = aw + blk.rows * k;
+  float* cw = bw + k * blk.cols;
+  const bool one_column_block = blk.cols >= n;
+  for (int64_t i0 = 0; i0 < m; i0 += blk.rows) {
+    const int64_t rows = std::min(blk.rows, m - i0);
+    // op(A)'s rows [i0, i0 + rows): A's columns when it is transposed.
+    if (trans_a) {
+      widen_block(ctx, a + i0, lda, k, rows, aw);
+    } else {
+      widen_block(ctx, a + i0 * lda, lda, rows, k, aw);
+    }
+    const int64_t aw_ld = trans_a ? rows : k;
+    for (int64_t j0 = 0; j0 < n; j0 += blk.cols) {
+      const int64_t cols = std::min(blk.cols, n - j0);
+      if (i0 == 0 || !one_column_block) {
+        if (trans_b) {
+          widen_block(ctx, b + j0 * ldb, ldb, cols, k, bw);
+        } else {
+          widen_block(ctx, b + j0, ldb, k, cols, bw);
+        }
+      }
+      const int64_t bw_ld = trans_b ? k : cols;
+      if (!c_bf16) {
+        sgemm_team(ctx, trans_a, trans_b, rows, cols, k, alpha, aw, aw_ld, bw, bw_ld, beta,
+                   c.f32() + i0 * ldc + j0, ldc);
+        continue;
+      }
+      bf16* cb = c.b16() + i0 * ldc + j0;
+      if (beta != 0.0f) widen_block(ctx, cb, ldc, rows, cols, cw);
+      sgemm_team(ctx, trans_a, trans_b, rows, cols, k, alpha, aw, aw_ld, bw, bw_ld, beta, cw, cols);
+      narrow_block(ctx, cw, rows, cols, cb, ldc);
+    }
+  }
+}
+
+}  // namespace
+
+GemmBlock gemm_bf16_block(int64_t m, int64_t n, int64_t k, bool c_bf16, size_t budget_bytes) {
+  const auto budget = static_cast<int64_t>(budget_bytes / sizeof(float));
+  const int64_t c_floats = c_bf16 ? 1 : 0;
+  if (k <= 0 || gemm_bf16_floats(m, n, k, c_bf16) <= budget) return {m, n};
+  // The most rows (each of `per_row` floats) that fit beside `fixed` floats, in whole
+  // slab units; 0 when not even one unit fits.
+  auto fitting = [&](int64_t fixed, int64_t per_row) -> int64_t {
+    if (fixed >= budget) return 0;
+    return (budget - fixed) / per_row / kGemmSlabAlign * kGemmSlabAlign;
+  };
+  if (const int64_t rows = fitting(k * n, k + c_floats * n); rows > 0) return {std::min(rows, m), n};
+  if (const int64_t cols = fitting(m * k, k + c_floats * m); cols > 0) return {m, std::min(cols, n)};
+  // Square blocks: the largest side s with 2 s k (+ s^2 for a bf16 C) within the budget.
+  const double kd = static_cast<double>(k), bd = static_cast<double>(budget);
+  int64_t side = static_cast<int64_t>(c_bf16 ? std::sqrt(kd * kd + bd) - kd : bd / (2.0 * kd));
+  side = std::max(kGemmSlabAlign, side / kGemmSlabAlign * kGemmSlabAlign);
+  auto fits = [&](int64_t s) { return gemm_bf16_floats(s, s, k, c_bf16) <= budget; };
+  while (fits(side + kGemmSlabAlign)) side += kGemmSlabAlign;  // the square root's rounding
+  while (side > kGemmSlabAlign && !fits(side)) side -= kGemmSlabAlign;
+  return {std::min(side, m), std::min(side, n)};
+}
+
+size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c, size_t budget_bytes) {
+  if (ab == DType::kF32 || m <= 0 || n <= 0 || k <= 0) return 0;
+  const bool c_bf16 = c == DType::kBF16;
+  const GemmBlock blk = gemm_bf16_block(m, n, k, c_bf16, budget_bytes);
+  return static_cast<size_t>(gemm_bf16_floats(blk.rows, blk.cols, k, c_bf16)) * sizeof(float);
+}
+
+void check_blas_dimension(int64_t v, const char* what) { to_blas(v, what); }
+
+void gemm_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc) {
+  sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+          float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta,
+          TypedPtr c, int64_t ldc, size_t budget_bytes) {
+  const DType ab = common_type("gemm", {{"A", a}, {"B", b}});
+  if (ab == DType::kF32 && c.type != DType::kF32) {
+    throw Error("gemm: C is bf16 but A and B are fp32; a bf16 C needs bf16 A and B (Note [bf16 storage] in "
+                "kernels/dtype.h)");
+  }
+  if (m == 0 || n == 0) return;
+  if (k == 0 || alpha == 0.0f) {
+    with_storage(c.type, [&](auto tag) { scale_only(m, n, beta, typed<decltype(tag)>(c), ldc); });
+    return;
+  }
+  // Checked here, outside the parallel region, where the error may be thrown.
+  for (const auto& [v, what] : {std::pair{m, "m"}, {n, "n"}, {k, "k"}, {lda, "lda"},
+                                {ldb, "ldb"}, {ldc, "ldc"}}) {
+    to_blas(v, what);
+  }
+  if (ab == DType::kF32) {
+    sgemm_team(ctx, trans_a, trans_b, m, n, k, alpha, a.f32(), lda, b.f32(), ldb, beta, c.f32(), ldc);
+  } else {
+    gemm_bf16(ctx, trans_a, trans_b, m, n, k, alpha, a.b16(), lda, b.b16(), ldb, beta, c, ldc, budget_bytes);
   }
 }
 

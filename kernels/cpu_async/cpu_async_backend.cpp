@@ -59,10 +59,16 @@ class CpuAsyncBackend final : public OpsBackend {
 
   const char* name() const override { return "cpu-async"; }
 
-  void gemm(Context&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+  void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
             ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
             int64_t ldc) override {
-    queue([=, this](Context& w) { cpu_.gemm(w, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+    // bf16 inputs are widened into workspace (none for fp32).
+    queue_with_workspace(ctx, cpu_.gemm_workspace_bytes(m, n, k, a.type, c.type), [=, this](Context& w) {
+      cpu_.gemm(w, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    });
+  }
+  size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c) const override {
+    return cpu_.gemm_workspace_bytes(m, n, k, ab, c);
   }
   void add_bias(Context&, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
                 int64_t inner) override {
@@ -159,10 +165,15 @@ class CpuAsyncBackend final : public OpsBackend {
                                             int64_t vocab) const override {
     return cpu_.embedding_backward_workspace_bytes(batch, seq, channels, vocab);
   }
-  // Forward takes no workspace (probs holds the scores); backward takes its scratch.
-  void attention_forward(Context&, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch, int64_t seq,
+  // fp32 forward takes no workspace (probs holds the scores); bf16 forward widens its
+  // operands into the scratch backward takes.
+  void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch, int64_t seq,
                          int64_t channels, int64_t heads) override {
-    queue([=, this](Context& w) { cpu_.attention_forward(w, qkv, out, probs, batch, seq, channels, heads); });
+    const size_t bytes =
+        qkv.type == DType::kF32 ? 0 : cpu_.attention_workspace_bytes(batch, seq, channels, heads, qkv.type);
+    queue_with_workspace(ctx, bytes, [=, this](Context& w) {
+      cpu_.attention_forward(w, qkv, out, probs, batch, seq, channels, heads);
+    });
   }
   void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
                           TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
