@@ -10,6 +10,8 @@
 // A warp per row suits the classifier heads here (10 to a few thousand classes):
 // eight rows per block and coalesced reads of each row. Labels outside [0, classes)
 // are recorded, not trusted: Note [Label check on the device] (cuda_backend.h).
+// With bf16 logits (and dlogits) everything is computed in float from the widened
+// logits, as in fp32, and only the stored gradient is rounded (kernels/cuda/storage.cuh).
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -20,14 +22,17 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/index_check.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/errors.h"
 
 namespace dtrain {
 
 namespace {
 
+using cuda::from_float;
 using cuda::kBlockThreads;
 using cuda::kWarpSize;
+using cuda::to_float;
 
 constexpr int kRowsPerBlock = kBlockThreads / kWarpSize;
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -42,8 +47,9 @@ __device__ inline void keep_first_max(float& best, int64_t& best_at, float v, in
   }
 }
 
-__global__ void cross_entropy_rows(const float* logits, const int32_t* labels, int64_t batch,
-                                   int64_t classes, float grad_scale, float* dlogits,
+template <class T>
+__global__ void cross_entropy_rows(const T* logits, const int32_t* labels, int64_t batch,
+                                   int64_t classes, float grad_scale, T* dlogits,
                                    double loss_weight, double* row_loss, int32_t* row_hit,
                                    unsigned long long* label_error,
                                    unsigned long long launch) {
@@ -51,8 +57,8 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
   const int64_t warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < batch;
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
-    const float* z = logits + r * classes;
-    float* d = dlogits == nullptr ? nullptr : dlogits + r * classes;
+    const T* z = logits + r * classes;
+    T* d = dlogits == nullptr ? nullptr : dlogits + r * classes;
     const int32_t label = labels[r];  // the same in every lane: branches stay warp-uniform
     if (label < 0 || label >= classes) {
       if (lane == 0) {
@@ -61,7 +67,7 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
         row_hit[r] = 0;
       }
       if (d != nullptr) {
-        for (int64_t c = lane; c < classes; c += kWarpSize) d[c] = 0.0f;
+        for (int64_t c = lane; c < classes; c += kWarpSize) d[c] = from_float<T>(0.0f);
       }
       continue;
     }
@@ -73,7 +79,7 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     float mx = 0.0f;
     int64_t arg = -1;
     for (int64_t c = lane; c < classes; c += kWarpSize) {
-      const float v = z[c];
+      const float v = to_float(z[c]);
       if (arg < 0 ? (c == 0 || v == v) : v > mx) {
         mx = v;
         arg = c;
@@ -90,21 +96,21 @@ __global__ void cross_entropy_rows(const float* logits, const int32_t* labels, i
     arg = __shfl_sync(kFullMask, arg, 0);
 
     double sum = 0.0;
-    for (int64_t c = lane; c < classes; c += kWarpSize) sum += expf(z[c] - mx);
+    for (int64_t c = lane; c < classes; c += kWarpSize) sum += expf(to_float(z[c]) - mx);
     for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
       sum += __shfl_down_sync(kFullMask, sum, offset);
     }
     sum = __shfl_sync(kFullMask, sum, 0);
 
     // Read before dlogits is written: it may be the logits themselves.
-    const float z_label = z[label];
+    const float z_label = to_float(z[label]);
     if (d != nullptr) {
       // The CPU op's float operations in its order: exp, times scale, minus grad_scale
       // (explicitly rounded, so nvcc does not fuse them into one FMA).
       const auto scale = static_cast<float>(static_cast<double>(grad_scale) / sum);
       for (int64_t c = lane; c < classes; c += kWarpSize) {
-        const float p = __fmul_rn(expf(z[c] - mx), scale);
-        d[c] = c == label ? __fsub_rn(p, grad_scale) : p;
+        const float p = __fmul_rn(expf(to_float(z[c]) - mx), scale);
+        d[c] = from_float<T>(c == label ? __fsub_rn(p, grad_scale) : p);
       }
     }
     if (lane == 0) {
@@ -150,7 +156,7 @@ size_t CudaBackend::softmax_cross_entropy_workspace_bytes(int64_t batch) const {
 
 void CudaBackend::softmax_cross_entropy(Context& ctx, ConstTypedPtr logits_t, const int32_t* labels,
                                         int64_t batch, int64_t classes, float grad_scale,
-                                        TypedPtr dlogits_t, double* stats, double loss_weight) { const float* logits = logits_t.f32(); float* dlogits = dlogits_t.f32();
+                                        TypedPtr dlogits_t, double* stats, double loss_weight) {
   if (batch == 0) return;
   if (classes <= 0) {  // as the CPU op says it
     throw DataError("softmax_cross_entropy: " + std::to_string(classes) +
@@ -167,9 +173,13 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, ConstTypedPtr logits_t, co
   auto* row_hit = reinterpret_cast<int32_t*>(scratch + loss_bytes);
 
   const int64_t row_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
-  cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
-      logits, labels, batch, classes, grad_scale, dlogits, loss_weight, row_loss, row_hit,
-      label_error_.as<unsigned long long>(), label_launches_);
+  cuda::storage_dispatch(logits_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+        cuda::typed<T>(logits_t, "softmax_cross_entropy"), labels, batch, classes, grad_scale,
+        cuda::typed<T>(dlogits_t, "softmax_cross_entropy"), loss_weight, row_loss, row_hit,
+        label_error_.as<unsigned long long>(), label_launches_);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
   ++label_launches_;
   cross_entropy_totals<<<1, kBlockThreads, 0, stream()>>>(row_loss, row_hit, batch, loss_weight, stats);

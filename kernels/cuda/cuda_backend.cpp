@@ -74,9 +74,12 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32)
   // The default math mode computes SGEMM in full FP32 (as PyTorch's default matmul);
   // CUBLAS_PEDANTIC_MATH would also forbid what only environment variables can enable
   // (BF16x9 emulation), at a documented speed cost. With tf32 the user opted into
-  // TF32 tensor cores.
-  DTRAIN_CUBLAS_CHECK(
-      cublasSetMathMode(blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // TF32 tensor cores. A GEMM with a bf16 C keeps any split-K reduction in fp32 (the
+  // compute type) rather than bf16, so C is rounded once (Note [bf16 storage]); fp32
+  // GEMMs have no narrower output type, and the flag changes nothing for them.
+  const auto base_math = tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+  DTRAIN_CUBLAS_CHECK(cublasSetMathMode(
+      blas, static_cast<cublasMath_t>(base_math | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
 
   cudnnHandle_t dnn = nullptr;
   DTRAIN_CUDNN_CHECK(cudnnCreate(&dnn));

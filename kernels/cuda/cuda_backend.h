@@ -9,8 +9,11 @@
 //
 // The op families live in one file each and define the members of this class:
 // gemm.cpp, conv2d.cpp, elementwise.cu, pool.cu, cross_entropy.cu, optimizers.cu,
-// and the transformer ops' layernorm.cu, gelu.cu, embedding.cu, attention.cu,
-// dropout.cu; cuda_backend.cpp has the handles, copies and synchronization.
+// convert.cu, and the transformer ops' layernorm.cu, gelu.cu, embedding.cu,
+// attention.cu, dropout.cu; cuda_backend.cpp has the handles, copies and
+// synchronization. The ops that take typed tensors run fp32 or bf16 (Note [bf16
+// storage], kernels/dtype.h); their kernels are templates on the storage type
+// (kernels/cuda/storage.cuh).
 //
 // Note [Label check on the device]
 // The CPU op throws DataError for a label outside [0, classes). Labels live on the
@@ -129,6 +132,8 @@ class CudaBackend final : public OpsBackend {
   // elementwise.cu
   void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override;
   void scale(Context& ctx, float* x, int64_t n, float alpha) override;
+  // convert.cu
+  void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override;
   // embedding.cu
   void embedding_forward(Context& ctx, const int32_t* tokens, ConstTypedPtr wte, ConstTypedPtr wpe, TypedPtr y,
                          int64_t batch, int64_t seq, int64_t channels, int64_t vocab) override;
@@ -179,11 +184,11 @@ class CudaBackend final : public OpsBackend {
  private:
   // Blocks for a grid-stride loop over n items of `items_per_block` each.
   unsigned blocks_for(int64_t n, int64_t items_per_block) const;
-  // A strided-batched row-major GEMM (attention.cu), as gemm() for `batch` operands
-  // each `stride_*` floats after the last.
+  // A strided-batched row-major GEMM (gemm.cpp, for attention.cu), as gemm() with its
+  // types for `batch` operands each `stride_*` elements after the last.
   void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                            const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-                            int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
+                            ConstTypedPtr a, int64_t lda, int64_t stride_a, ConstTypedPtr b, int64_t ldb,
+                            int64_t stride_b, float beta, TypedPtr c, int64_t ldc, int64_t stride_c,
                             int64_t batch);
   // Throws DataError when a kernel flagged a bad label or token since the last check.
   void check_device_errors();

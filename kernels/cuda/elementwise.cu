@@ -1,4 +1,6 @@
-// Bias, ReLU, fill, add and scale on the context's stream.
+// Bias, ReLU, fill, add and scale on the context's stream. Bias and add take fp32 or
+// bf16 tensors (kernels/cuda/storage.cuh: computed in float, each stored value rounded
+// once); relu, fill and scale are fp32 only.
 //
 // bias_backward is a reduction with a fixed partition (block shape and per-thread
 // strides are constants; the grid only decides which block takes which channel), and
@@ -8,29 +10,48 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace dtrain {
 
 namespace {
 
+using cuda::from_float;
 using cuda::grid_start;
 using cuda::grid_stride;
 using cuda::kBlockThreads;
+using cuda::kPackElements;
 using cuda::kWarpSize;
+using cuda::Pack;
+using cuda::to_float;
+using cuda::typed;
 
 // Rows summed in parallel per channel by bias_backward_rows (the block's y extent).
 constexpr int kRowGroups = kBlockThreads / kWarpSize;
 
-__global__ void add_bias_kernel(float* y, const float* bias, int64_t total, int64_t channels,
-                                int64_t inner) {
-  for (int64_t i = grid_start(); i < total; i += grid_stride()) {
-    y[i] += bias[(i / inner) % channels];
+// `packs` > 0 only when inner == 1 and kPackElements divides channels: a pack then lies
+// in one row, and its bias is one pack of the bias vector.
+template <class T>
+__global__ void add_bias_kernel(T* y, const T* bias, int64_t total, int64_t channels,
+                                int64_t inner, int64_t packs) {
+  auto* yp = reinterpret_cast<Pack<T>*>(y);
+  const auto* bp = reinterpret_cast<const Pack<T>*>(bias);
+  for (int64_t p = grid_start(); p < packs; p += grid_stride()) {
+    Pack<T> v = yp[p];
+    const Pack<T> b = bp[(p * kPackElements) % channels / kPackElements];
+#pragma unroll
+    for (int k = 0; k < kPackElements; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(b.v[k]));
+    yp[p] = v;
+  }
+  for (int64_t i = packs * kPackElements + grid_start(); i < total; i += grid_stride()) {
+    y[i] = from_float<T>(to_float(y[i]) + to_float(bias[(i / inner) % channels]));
   }
 }
 
 // dbias[c] += sum_o dy[o, c] for dy (outer, channels): a warp-wide tile of 32 channels
 // per block, so the rows are read coalesced; kRowGroups threads share each channel.
-__global__ void bias_backward_rows(const float* dy, float* dbias, int64_t outer,
+template <class T>
+__global__ void bias_backward_rows(const T* dy, float* dbias, int64_t outer,
                                    int64_t channels) {
   __shared__ double partial[kRowGroups][kWarpSize];
   const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
@@ -38,7 +59,7 @@ __global__ void bias_backward_rows(const float* dy, float* dbias, int64_t outer,
     const int64_t c = tile * kWarpSize + threadIdx.x;
     double acc = 0.0;
     if (c < channels) {
-      for (int64_t o = threadIdx.y; o < outer; o += kRowGroups) acc += dy[o * channels + c];
+      for (int64_t o = threadIdx.y; o < outer; o += kRowGroups) acc += to_float(dy[o * channels + c]);
     }
     partial[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
@@ -52,7 +73,8 @@ __global__ void bias_backward_rows(const float* dy, float* dbias, int64_t outer,
 }
 
 // dbias[c] += sum over o, i of dy[o, c, i]: one block per channel.
-__global__ void bias_backward_planes(const float* dy, float* dbias, int64_t outer,
+template <class T>
+__global__ void bias_backward_planes(const T* dy, float* dbias, int64_t outer,
                                      int64_t channels, int64_t inner) {
   __shared__ double partial[kBlockThreads];
   const int64_t per_channel = outer * inner;
@@ -60,7 +82,7 @@ __global__ void bias_backward_planes(const float* dy, float* dbias, int64_t oute
     double acc = 0.0;
     for (int64_t j = threadIdx.x; j < per_channel; j += kBlockThreads) {
       const int64_t o = j / inner;
-      acc += dy[(o * channels + c) * inner + (j - o * inner)];
+      acc += to_float(dy[(o * channels + c) * inner + (j - o * inner)]);
     }
     partial[threadIdx.x] = acc;
     __syncthreads();
@@ -85,10 +107,15 @@ __global__ void relu_backward_kernel(const float* y, const float* dy, float* dx,
   for (int64_t i = grid_start(); i < n; i += grid_stride()) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-// One float operation per element, so the results are the CPU's bits. Aliasing of y
-// with a or b is fine: each element is read before it is written, by one thread.
-__global__ void add_kernel(const float* a, const float* b, float* y, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) y[i] = a[i] + b[i];
+// One float operation per element (and one rounding to bf16), so the results are the
+// CPU's bits. Aliasing of y with a or b is fine: each element is read before it is
+// written, by one thread.
+struct AddOp {
+  __device__ float operator()(int64_t /*i*/, float a, float b) const { return a + b; }
+};
+template <class T>
+__global__ void add_kernel(const T* a, const T* b, T* y, int64_t n, int64_t packs) {
+  cuda::map_elements(a, b, y, n, packs, AddOp{});
 }
 
 __global__ void scale_kernel(float* x, int64_t n, float alpha) {
@@ -102,25 +129,35 @@ __global__ void fill_kernel(float* x, int64_t n, float value) {
 }  // namespace
 
 void CudaBackend::add_bias(Context& /*ctx*/, TypedPtr y_t, ConstTypedPtr bias_t, int64_t outer,
-                           int64_t channels, int64_t inner) { const float* bias = bias_t.f32(); float* y = y_t.f32();
+                           int64_t channels, int64_t inner) {
   const int64_t total = outer * channels * inner;
   if (total == 0) return;
-  add_bias_kernel<<<blocks_for(total, kBlockThreads), kBlockThreads, 0, stream()>>>(
-      y, bias, total, channels, inner);
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* y = typed<T>(y_t, "add_bias");
+    const T* bias = typed<T>(bias_t, "add_bias");
+    const int64_t packs = inner == 1 && channels % kPackElements == 0 ? cuda::pack_count(total, y, bias) : 0;
+    add_bias_kernel<<<blocks_for(total, kBlockThreads), kBlockThreads, 0, stream()>>>(
+        y, bias, total, channels, inner, packs);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
 void CudaBackend::bias_backward(Context& /*ctx*/, ConstTypedPtr dy_t, float* dbias, int64_t outer,
-                                int64_t channels, int64_t inner) { const float* dy = dy_t.f32();
+                                int64_t channels, int64_t inner) {
   if (channels == 0 || outer == 0 || inner == 0) return;  // nothing to add
-  if (inner == 1) {
-    const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
-    bias_backward_rows<<<blocks_for(tiles, 1), dim3(kWarpSize, kRowGroups), 0, stream()>>>(
-        dy, dbias, outer, channels);
-  } else {
-    bias_backward_planes<<<blocks_for(channels, 1), kBlockThreads, 0, stream()>>>(
-        dy, dbias, outer, channels, inner);
-  }
+  cuda::storage_dispatch(dy_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* dy = typed<T>(dy_t, "bias_backward");
+    if (inner == 1) {
+      const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
+      bias_backward_rows<<<blocks_for(tiles, 1), dim3(kWarpSize, kRowGroups), 0, stream()>>>(
+          dy, dbias, outer, channels);
+    } else {
+      bias_backward_planes<<<blocks_for(channels, 1), kBlockThreads, 0, stream()>>>(
+          dy, dbias, outer, channels, inner);
+    }
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
@@ -144,9 +181,16 @@ void CudaBackend::fill(Context& /*ctx*/, float* x, int64_t n, float value) {
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::add(Context& /*ctx*/, ConstTypedPtr a_t, ConstTypedPtr b_t, TypedPtr y_t, int64_t n) { const float* a = a_t.f32(); const float* b = b_t.f32(); float* y = y_t.f32();
+void CudaBackend::add(Context& /*ctx*/, ConstTypedPtr a_t, ConstTypedPtr b_t, TypedPtr y_t, int64_t n) {
   if (n == 0) return;
-  add_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(a, b, y, n);
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* a = typed<T>(a_t, "add");
+    const T* b = typed<T>(b_t, "add");
+    T* y = typed<T>(y_t, "add");
+    add_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(a, b, y, n,
+                                                                             cuda::pack_count(n, a, b, y));
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 

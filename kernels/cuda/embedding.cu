@@ -14,6 +14,9 @@
 // Tokens come from the batch, so they are checked on the device: Note [Label check on
 // the device] (cuda_backend.h), the token record. A bad token's forward row is wpe[t]
 // alone, and backward leaves it out of dwte (its position still adds to dwpe).
+//
+// In bf16 (wte, wpe, y and dy; dwte and dwpe stay fp32) forward rounds each sum once,
+// and backward adds the widened dy in the same order as in fp32.
 #include <cub/device/device_radix_sort.cuh>
 
 #include <cstdint>
@@ -25,14 +28,18 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/index_check.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace dtrain {
 
 namespace {
 
+using cuda::from_float;
 using cuda::grid_start;
 using cuda::grid_stride;
 using cuda::kBlockThreads;
+using cuda::to_float;
+using cuda::typed;
 
 // Sub-buffers of the workspace start on this boundary (cub wants 256-byte alignment
 // for its temporary storage, and the key and value arrays are read coalesced).
@@ -79,7 +86,8 @@ void check_sizes(int64_t batch, int64_t seq, int64_t vocab) {
   DTRAIN_ASSERT(vocab < std::numeric_limits<int32_t>::max(), "embedding: vocab " << vocab << " exceeds 2^31 - 1");
 }
 
-__global__ void embedding_forward_kernel(const int32_t* tokens, const float* wte, const float* wpe, float* y,
+template <class T>
+__global__ void embedding_forward_kernel(const int32_t* tokens, const T* wte, const T* wpe, T* y,
                                          int64_t seq, int64_t channels, int64_t vocab, int64_t n,
                                          unsigned long long* record, unsigned long long launch) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
@@ -87,12 +95,12 @@ __global__ void embedding_forward_kernel(const int32_t* tokens, const float* wte
     const int64_t c = i - position * channels;
     const int64_t t = position % seq;
     const int32_t token = tokens[position];
-    const float pos = wpe[t * channels + c];
+    const float pos = to_float(wpe[t * channels + c]);
     if (token < 0 || token >= vocab) {
       if (c == 0) cuda::record_bad_index(record, launch, position, token, vocab, seq);
-      y[i] = pos;
+      y[i] = from_float<T>(pos);
     } else {
-      y[i] = wte[token * channels + c] + pos;
+      y[i] = from_float<T>(to_float(wte[token * channels + c]) + pos);
     }
   }
 }
@@ -113,7 +121,8 @@ __global__ void embedding_sort_input(const int32_t* tokens, int64_t positions, i
 
 // One block per run of equal keys (the block at the run's first index does it all;
 // the others find they are not a start and move on), its threads over channels.
-__global__ void embedding_wte_runs(const float* dy, const uint32_t* keys, const int32_t* positions,
+template <class T>
+__global__ void embedding_wte_runs(const T* dy, const uint32_t* keys, const int32_t* positions,
                                    int64_t count, int64_t channels, int64_t vocab, float* dwte) {
   for (int64_t i = blockIdx.x; i < count; i += gridDim.x) {
     const uint32_t key = keys[i];
@@ -121,17 +130,18 @@ __global__ void embedding_wte_runs(const float* dy, const uint32_t* keys, const 
     float* row = dwte + static_cast<int64_t>(key) * channels;
     for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
       float acc = row[c];
-      for (int64_t j = i; j < count && keys[j] == key; ++j) acc += dy[positions[j] * channels + c];
+      for (int64_t j = i; j < count && keys[j] == key; ++j) acc += to_float(dy[positions[j] * channels + c]);
       row[c] = acc;
     }
   }
 }
 
-__global__ void embedding_wpe_sums(const float* dy, int64_t batch, int64_t seq, int64_t channels, float* dwpe) {
+template <class T>
+__global__ void embedding_wpe_sums(const T* dy, int64_t batch, int64_t seq, int64_t channels, float* dwpe) {
   const int64_t n = seq * channels;
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     float acc = dwpe[i];
-    for (int64_t b = 0; b < batch; ++b) acc += dy[b * n + i];
+    for (int64_t b = 0; b < batch; ++b) acc += to_float(dy[b * n + i]);
     dwpe[i] = acc;
   }
 }
@@ -139,12 +149,17 @@ __global__ void embedding_wpe_sums(const float* dy, int64_t batch, int64_t seq, 
 }  // namespace
 
 void CudaBackend::embedding_forward(Context& /*ctx*/, const int32_t* tokens, ConstTypedPtr wte_t, ConstTypedPtr wpe_t,
-                                    TypedPtr y_t, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) { const float* wte = wte_t.f32(); const float* wpe = wpe_t.f32(); float* y = y_t.f32();
+                                    TypedPtr y_t, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
   const int64_t n = batch * seq * channels;
   if (n == 0) return;
   check_sizes(batch, seq, vocab);
-  embedding_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(
-      tokens, wte, wpe, y, seq, channels, vocab, n, token_record(), token_launches_);
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr const char* kOp = "embedding_forward";
+    embedding_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(
+        tokens, typed<T>(wte_t, kOp), typed<T>(wpe_t, kOp), typed<T>(y_t, kOp), seq, channels, vocab, n,
+        token_record(), token_launches_);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
   ++token_launches_;
 }
@@ -156,7 +171,7 @@ size_t CudaBackend::embedding_backward_workspace_bytes(int64_t batch, int64_t se
 }
 
 void CudaBackend::embedding_backward(Context& ctx, ConstTypedPtr dy_t, const int32_t* tokens, float* dwte,
-                                     float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) { const float* dy = dy_t.f32();
+                                     float* dwpe, int64_t batch, int64_t seq, int64_t channels, int64_t vocab) {
   const int64_t positions = batch * seq;
   if (positions * channels == 0) return;
   check_sizes(batch, seq, vocab);
@@ -175,11 +190,15 @@ void CudaBackend::embedding_backward(Context& ctx, ConstTypedPtr dy_t, const int
   DTRAIN_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scratch + l.temp, temp_bytes, keys_in, keys_out,
                                                     positions_in, positions_out, static_cast<int>(positions),
                                                     0, key_bits(vocab), stream()));
-  embedding_wte_runs<<<blocks_for(positions, 1), kBlockThreads, 0, stream()>>>(
-      dy, keys_out, positions_out, positions, channels, vocab, dwte);
-  DTRAIN_CUDA_LAUNCH_CHECK();
-  embedding_wpe_sums<<<blocks_for(seq * channels, kBlockThreads), kBlockThreads, 0, stream()>>>(
-      dy, batch, seq, channels, dwpe);
+  cuda::storage_dispatch(dy_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* dy = typed<T>(dy_t, "embedding_backward");
+    embedding_wte_runs<<<blocks_for(positions, 1), kBlockThreads, 0, stream()>>>(
+        dy, keys_out, positions_out, positions, channels, vocab, dwte);
+    DTRAIN_CUDA_LAUNCH_CHECK();
+    embedding_wpe_sums<<<blocks_for(seq * channels, kBlockThreads), kBlockThreads, 0, stream()>>>(
+        dy, batch, seq, channels, dwpe);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 

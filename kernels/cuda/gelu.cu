@@ -6,55 +6,78 @@
 // The derivative uses 1 - tanh^2 for sech^2 rather than 1/cosh^2, which overflows
 // for |u| > 89 in float. In float, with tanhf (CUDA's is within 2 ulp, the host's
 // within 1), so a GPU result is within a few ulp of the CPU's, not the same bits.
+// In bf16 the same float formulas run on the widened inputs, and each result is
+// rounded once (kernels/cuda/storage.cuh).
 #include <cstdint>
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace dtrain {
 
 namespace {
 
-using cuda::grid_start;
-using cuda::grid_stride;
 using cuda::kBlockThreads;
+using cuda::typed;
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCoeff = 0.044715f;
 
-// x and y may alias: each element is read, then written, by one thread.
-__global__ void gelu_forward_kernel(const float* x, float* y, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float v = x[i];
+struct GeluForward {
+  __device__ float operator()(int64_t /*i*/, float v) const {
     const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
-    y[i] = 0.5f * v * (1.0f + tanhf(u));
+    return 0.5f * v * (1.0f + tanhf(u));
   }
-}
+};
 
-// dx may alias dy.
-__global__ void gelu_backward_kernel(const float* x, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float v = x[i];
+struct GeluBackward {
+  __device__ float operator()(int64_t /*i*/, float v, float dy) const {
     const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
     const float t = tanhf(u);
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCoeff * v * v);
     const float grad = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
-    dx[i] = grad * dy[i];
+    return grad * dy;
   }
+};
+
+// x and y may alias: each element is read, then written, by one thread.
+template <class T>
+__global__ void gelu_forward_kernel(const T* x, T* y, int64_t n, int64_t packs) {
+  cuda::map_elements(x, y, n, packs, GeluForward{});
+}
+
+// dx may alias dy.
+template <class T>
+__global__ void gelu_backward_kernel(const T* x, const T* dy, T* dx, int64_t n, int64_t packs) {
+  cuda::map_elements(x, dy, dx, n, packs, GeluBackward{});
 }
 
 }  // namespace
 
-void CudaBackend::gelu_forward(Context& /*ctx*/, ConstTypedPtr x_t, TypedPtr y_t, int64_t n) { const float* x = x_t.f32(); float* y = y_t.f32();
+void CudaBackend::gelu_forward(Context& /*ctx*/, ConstTypedPtr x_t, TypedPtr y_t, int64_t n) {
   if (n == 0) return;
-  gelu_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, y, n);
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* x = typed<T>(x_t, "gelu_forward");
+    T* y = typed<T>(y_t, "gelu_forward");
+    gelu_forward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, y, n,
+                                                                                      cuda::pack_count(n, x, y));
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::gelu_backward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t n) { const float* x = x_t.f32(); const float* dy = dy_t.f32(); float* dx = dx_t.f32();
+void CudaBackend::gelu_backward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTypedPtr dy_t, TypedPtr dx_t, int64_t n) {
   if (n == 0) return;
-  gelu_backward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, dy, dx, n);
+  cuda::storage_dispatch(dx_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* x = typed<T>(x_t, "gelu_backward");
+    const T* dy = typed<T>(dy_t, "gelu_backward");
+    T* dx = typed<T>(dx_t, "gelu_backward");
+    gelu_backward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(
+        x, dy, dx, n, cuda::pack_count(n, x, dy, dx));
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 

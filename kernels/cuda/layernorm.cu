@@ -16,21 +16,29 @@
 // or grid), one block per (32-channel tile, chunk) writes the chunk's partial sums in
 // double to the workspace, and a second kernel adds each channel's partials in chunk
 // order. The same inputs give the same bits on every run and every GPU.
+//
+// In bf16 (x, weight, bias, y, dy and dx; the row statistics and parameter gradients
+// stay fp32) every kernel widens what it reads and computes as in fp32; y and dx are
+// rounded once when stored, dx after the accumulation (dx = round(dx + grad)).
 #include <cstdint>
 
 #include "kernels/context.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace dtrain {
 
 namespace {
 
+using cuda::from_float;
 using cuda::grid_start;
 using cuda::grid_stride;
 using cuda::kBlockThreads;
 using cuda::kWarpSize;
+using cuda::to_float;
+using cuda::typed;
 
 constexpr int kRowsPerBlock = kBlockThreads / kWarpSize;
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -60,28 +68,29 @@ __device__ inline double warp_sum(double v) {
 }
 
 // y may alias x: each element is read by the lane that writes it, after the row's sums.
-__global__ void layernorm_forward_rows(const float* x, const float* weight, const float* bias, float* y,
-                                       float* mean, float* rstd, int64_t rows, int64_t channels) {
+template <class T>
+__global__ void layernorm_forward_rows(const T* x, const T* weight, const T* bias, T* y, float* mean,
+                                       float* rstd, int64_t rows, int64_t channels) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int64_t warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
-    const float* xr = x + r * channels;
+    const T* xr = x + r * channels;
     double sum = 0.0;
-    for (int64_t c = lane; c < channels; c += kWarpSize) sum += xr[c];
+    for (int64_t c = lane; c < channels; c += kWarpSize) sum += to_float(xr[c]);
     const double m = warp_sum(sum) / static_cast<double>(channels);
     // Two passes (deviations from the mean), so a large mean does not cancel the variance.
     double sq = 0.0;
     for (int64_t c = lane; c < channels; c += kWarpSize) {
-      const double d = static_cast<double>(xr[c]) - m;
+      const double d = static_cast<double>(to_float(xr[c])) - m;
       sq += d * d;
     }
     const double var = warp_sum(sq) / static_cast<double>(channels);
     const auto mf = static_cast<float>(m);
     const auto rs = static_cast<float>(1.0 / sqrt(var + kEps));
-    float* yr = y + r * channels;
+    T* yr = y + r * channels;
     for (int64_t c = lane; c < channels; c += kWarpSize) {
-      yr[c] = (xr[c] - mf) * rs * weight[c] + bias[c];
+      yr[c] = from_float<T>((to_float(xr[c]) - mf) * rs * to_float(weight[c]) + to_float(bias[c]));
     }
     if (lane == 0) {
       mean[r] = mf;
@@ -92,39 +101,41 @@ __global__ void layernorm_forward_rows(const float* x, const float* weight, cons
 
 // dx (= or +=) per row; dx may alias dy (each element is read before it is written,
 // by the lane that writes it).
-__global__ void layernorm_backward_rows(const float* dy, const float* x, const float* weight,
-                                        const float* mean, const float* rstd, float* dx, int64_t rows,
-                                        int64_t channels, bool accumulate) {
+template <class T>
+__global__ void layernorm_backward_rows(const T* dy, const T* x, const T* weight, const float* mean,
+                                        const float* rstd, T* dx, int64_t rows, int64_t channels,
+                                        bool accumulate) {
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int64_t warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
-    const float* xr = x + r * channels;
-    const float* dyr = dy + r * channels;
+    const T* xr = x + r * channels;
+    const T* dyr = dy + r * channels;
     const float m = mean[r];
     const float rs = rstd[r];
     double g_sum = 0.0, gx_sum = 0.0;
     for (int64_t c = lane; c < channels; c += kWarpSize) {
-      const float xhat = (xr[c] - m) * rs;
-      const float g = dyr[c] * weight[c];
+      const float xhat = (to_float(xr[c]) - m) * rs;
+      const float g = to_float(dyr[c]) * to_float(weight[c]);
       g_sum += g;
       gx_sum += static_cast<double>(g) * xhat;
     }
     const auto g_mean = static_cast<float>(warp_sum(g_sum) / static_cast<double>(channels));
     const auto gx_mean = static_cast<float>(warp_sum(gx_sum) / static_cast<double>(channels));
-    float* dxr = dx + r * channels;
+    T* dxr = dx + r * channels;
     for (int64_t c = lane; c < channels; c += kWarpSize) {
-      const float xhat = (xr[c] - m) * rs;
-      const float g = dyr[c] * weight[c];
+      const float xhat = (to_float(xr[c]) - m) * rs;
+      const float g = to_float(dyr[c]) * to_float(weight[c]);
       const float grad = rs * (g - g_mean - xhat * gx_mean);
-      dxr[c] = accumulate ? dxr[c] + grad : grad;
+      dxr[c] = from_float<T>(accumulate ? to_float(dxr[c]) + grad : grad);
     }
   }
 }
 
 // Block (tile, chunk) with 32 x kRowGroups threads: the chunk's sums of dy * xhat and
 // dy for the tile's 32 channels, into partial_w/partial_b[chunk * channels + c].
-__global__ void layernorm_param_partials(const float* dy, const float* x, const float* mean,
+template <class T>
+__global__ void layernorm_param_partials(const T* dy, const T* x, const float* mean,
                                          const float* rstd, int64_t rows, int64_t channels,
                                          int64_t rows_per_chunk, double* partial_w, double* partial_b) {
   __shared__ double sw[kRowGroups][kWarpSize];
@@ -136,8 +147,8 @@ __global__ void layernorm_param_partials(const float* dy, const float* x, const 
   double acc_w = 0.0, acc_b = 0.0;
   if (c < channels) {
     for (int64_t r = first + threadIdx.y; r < last; r += kRowGroups) {
-      const float g = dy[r * channels + c];
-      const float xhat = (x[r * channels + c] - mean[r]) * rstd[r];
+      const float g = to_float(dy[r * channels + c]);
+      const float xhat = (to_float(x[r * channels + c]) - mean[r]) * rstd[r];
       acc_w += static_cast<double>(g) * xhat;
       acc_b += g;
     }
@@ -178,36 +189,49 @@ size_t CudaBackend::layernorm_backward_workspace_bytes(int64_t rows, int64_t cha
 }
 
 void CudaBackend::layernorm_forward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTypedPtr weight_t, ConstTypedPtr bias_t,
-                                    TypedPtr y_t, float* mean, float* rstd, int64_t rows, int64_t channels) { const float* x = x_t.f32(); const float* weight = weight_t.f32(); const float* bias = bias_t.f32(); float* y = y_t.f32();
+                                    TypedPtr y_t, float* mean, float* rstd, int64_t rows, int64_t channels) {
   if (rows == 0 || channels == 0) return;
   const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  layernorm_forward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
-      x, weight, bias, y, mean, rstd, rows, channels);
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr const char* kOp = "layernorm_forward";
+    layernorm_forward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+        typed<T>(x_t, kOp), typed<T>(weight_t, kOp), typed<T>(bias_t, kOp), typed<T>(y_t, kOp), mean, rstd, rows,
+        channels);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
 void CudaBackend::layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstTypedPtr x_t, ConstTypedPtr weight_t,
                                      const float* mean, const float* rstd, TypedPtr dx_t, float* dweight,
-                                     float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) { const float* dy = dy_t.f32(); const float* x = x_t.f32(); const float* weight = weight_t.f32(); float* dx = dx_t.f32();
+                                     float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
   if (rows == 0 || channels == 0) return;
   const ChunkPlan plan = chunk_plan(rows);
   auto* partial_w = static_cast<double*>(ctx.workspace(layernorm_backward_workspace_bytes(rows, channels)));
   double* partial_b = partial_w + plan.chunks * channels;
 
-  // The parameter sums read dy before the row kernel may overwrite it (dx aliasing dy).
-  const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
-  layernorm_param_partials<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(plan.chunks)),
-                             dim3(kWarpSize, kRowGroups), 0, stream()>>>(
-      dy, x, mean, rstd, rows, channels, plan.rows_per_chunk, partial_w, partial_b);
-  DTRAIN_CUDA_LAUNCH_CHECK();
-  layernorm_param_totals<<<blocks_for(channels, kBlockThreads), kBlockThreads, 0, stream()>>>(
-      partial_w, partial_b, plan.chunks, channels, dweight, dbias);
-  DTRAIN_CUDA_LAUNCH_CHECK();
+  cuda::storage_dispatch(dx_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr const char* kOp = "layernorm_backward";
+    const T* dy = typed<T>(dy_t, kOp);
+    const T* x = typed<T>(x_t, kOp);
+    const T* weight = typed<T>(weight_t, kOp);
+    T* dx = typed<T>(dx_t, kOp);
+    // The parameter sums read dy before the row kernel may overwrite it (dx aliasing dy).
+    const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
+    layernorm_param_partials<<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(plan.chunks)),
+                               dim3(kWarpSize, kRowGroups), 0, stream()>>>(
+        dy, x, mean, rstd, rows, channels, plan.rows_per_chunk, partial_w, partial_b);
+    DTRAIN_CUDA_LAUNCH_CHECK();
+    layernorm_param_totals<<<blocks_for(channels, kBlockThreads), kBlockThreads, 0, stream()>>>(
+        partial_w, partial_b, plan.chunks, channels, dweight, dbias);
+    DTRAIN_CUDA_LAUNCH_CHECK();
 
-  const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  layernorm_backward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
-      dy, x, weight, mean, rstd, dx, rows, channels, accumulate_dx);
-  DTRAIN_CUDA_LAUNCH_CHECK();
+    const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+    layernorm_backward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+        dy, x, weight, mean, rstd, dx, rows, channels, accumulate_dx);
+    DTRAIN_CUDA_LAUNCH_CHECK();
+  });
 }
 
 }  // namespace dtrain

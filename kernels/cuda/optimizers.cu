@@ -3,6 +3,8 @@
 // host as the CPU op does, and the per-element arithmetic uses explicitly rounded float
 // operations in the CPU op's order, so nvcc cannot contract them into FMAs; with IEEE
 // sqrt and division on both sides, the two backends are meant to compute the same bits.
+// AdamW may also write the bf16 copy of the updated parameters (Note [bf16 storage]) in
+// the same pass: __float2bfloat16_rn of the stored fp32 value, float_to_bf16's rounding.
 #include <cmath>
 #include <cstdint>
 
@@ -10,6 +12,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace dtrain {
 
@@ -46,8 +49,10 @@ struct AdamWScalars {
   float decay;         // 1 - lr * weight_decay
 };
 
-__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, int64_t n,
-                             AdamWScalars k) {
+// params_bf16 is read only when kBf16Copy.
+template <bool kBf16Copy>
+__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, __nv_bfloat16* params_bf16,
+                             int64_t n, AdamWScalars k) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     const float g = grads[i];
     const float mi = __fadd_rn(__fmul_rn(k.beta1, m[i]), __fmul_rn(k.one_minus_beta1, g));
@@ -56,8 +61,9 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
     m[i] = mi;
     v[i] = vi;
     const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), k.inv_sqrt_bc2), k.eps);
-    params[i] = __fsub_rn(__fmul_rn(params[i], k.decay),
-                          __fdiv_rn(__fmul_rn(k.step_size, mi), denom));
+    const float p = __fsub_rn(__fmul_rn(params[i], k.decay), __fdiv_rn(__fmul_rn(k.step_size, mi), denom));
+    params[i] = p;
+    if constexpr (kBf16Copy) params_bf16[i] = cuda::from_float<__nv_bfloat16>(p);
   }
 }
 
@@ -86,7 +92,6 @@ void CudaBackend::sgd_update(Context& /*ctx*/, float* params, const float* grads
 
 void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* grads, float* m,
                                float* v, bf16* params_bf16, int64_t n, const AdamWHyper& h) {
-  DTRAIN_ASSERT(params_bf16 == nullptr, "adamw_update: the bf16 parameter copy is not written on CUDA yet");
   DTRAIN_ASSERT(h.step >= 1, "adamw_update: step " << h.step << " must count from 1");
   if (n == 0) return;
   // Bias corrections in double, as the CPU op: 1 - beta^t loses most of its digits in
@@ -103,8 +108,13 @@ void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* gra
   k.step_size = static_cast<float>(h.lr / bc1);
   k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   k.decay = 1.0f - h.lr * h.weight_decay;
-  adamw_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(params, grads, m, v,
-                                                                            n, k);
+  const unsigned blocks = blocks_for(n, kBlockThreads);
+  if (params_bf16 == nullptr) {
+    adamw_kernel<false><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v, nullptr, n, k);
+  } else {
+    adamw_kernel<true><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v,
+                                                                reinterpret_cast<__nv_bfloat16*>(params_bf16), n, k);
+  }
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 

@@ -1,4 +1,5 @@
-// Shared by the GPU tests: the skip rule and device arrays.
+// Shared by the GPU tests: the skip rule, the CUDA-against-CPU fixture, inputs and
+// device arrays.
 //
 // Every test that needs a GPU derives its fixture from GpuTest, which skips with the
 // reason when this process sees no CUDA device (the development machines and CI), so
@@ -13,12 +14,14 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <vector>
 
 #include "kernels/context.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
+#include "kernels/rng.h"
 
 namespace dtrain::testing {
 
@@ -32,6 +35,36 @@ class GpuTest : public ::testing::Test {
     if (cuda_device_count() == 0) GTEST_SKIP() << kNoCudaDevice;
   }
 };
+
+// An op on the CUDA context against the same op on the CPU context, the oracle (DESIGN
+// contract 6). TF32 is off, so GEMMs are full fp32.
+class CudaAgainstCpuTest : public GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    gpu_ = Context::make_cuda(CudaOptions{});
+    cpu_ = Context::make_cpu(2);
+  }
+  Context& gpu() { return *gpu_; }
+  Context& cpu() { return *cpu_; }
+
+ private:
+  std::unique_ptr<Context> gpu_;
+  std::unique_ptr<Context> cpu_;
+};
+
+// n seeded normal values: offset + scale * N(0, 1).
+inline std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(offset + scale * rng.normal());
+  return v;
+}
+
+// The start of an output an op must overwrite: any element it misses shows.
+inline std::vector<float> nans(int64_t n) {
+  return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+}
 
 // A device copy of a host vector, and back.
 template <class T>

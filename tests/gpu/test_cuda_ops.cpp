@@ -1,11 +1,17 @@
 // Every op of kernels/ops.h on the CUDA context against the CPU op (DESIGN contract 6:
 // the CPU op is the oracle), on fresh seeded random inputs, several shapes including
-// odd ones, with a tolerance per op:
+// odd ones. The tests of CudaOpsIn run in fp32 and in bf16 (tests/gpu/stored_types.h:
+// a bf16 result may differ by one rounding more than the fp32 bound below). The
+// tolerance per op:
 //   GEMM, convolution (TF32 off)   1e-4 of the result's magnitude (sum order differs)
+//   bf16 GEMM                      the bound of two fp32 sums of the same exact products
+//                                  in other orders (gemm_slack), and a bf16 C's rounding
 //   bias, relu, fill, max-pool     equal bits (the same float operations in the same order)
 //   bias gradient                  1e-4 (the CPU sums each plane in float first)
 //   cross-entropy                  dlogits 1e-6, loss sum 1e-6 relative, hits exact
-//   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding)
+//   convert                        equal bits to float_to_bf16, and to the exact widening
+//   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding); AdamW's
+//                                  bf16 copy equal bits to float_to_bf16 of its result
 //   sum of squares                 1e-12 relative (both sum in double, in other orders)
 // Outputs that an op must overwrite start as NaN on the device, so a missed element
 // shows; gradients that an op must add into start random, so += is checked.
@@ -16,10 +22,13 @@
 #include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <ostream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
@@ -28,6 +37,7 @@
 #include "kernels/ops.h"
 #include "kernels/rng.h"
 #include "tests/gpu/gpu_test.h"
+#include "tests/gpu/stored_types.h"
 
 namespace dtrain {
 
@@ -44,16 +54,20 @@ void PrintTo(const Pool2dShape& s, std::ostream* os) {
 namespace {
 
 using testing::all_close;
+using testing::close_to_norm;
 using testing::DeviceArray;
+using testing::exactly;
+using testing::gamma_n;
+using testing::nans;
 using testing::norm_close;
+using testing::random_normal;
+using testing::same_bits;
+using testing::stored;
+using testing::stored_nans;
+using testing::to_bf16;
+using testing::widen;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = static_cast<float>(scale * rng.normal());
-  return v;
-}
 
 // Small integers, so equal values (ties) are common.
 std::vector<float> random_levels(Rng& rng, int64_t n, uint64_t levels) {
@@ -62,22 +76,12 @@ std::vector<float> random_levels(Rng& rng, int64_t n, uint64_t levels) {
   return v;
 }
 
-std::vector<float> nans(int64_t n) { return std::vector<float>(static_cast<size_t>(n), kNaN); }
+class CudaOps : public testing::CudaAgainstCpuTest {};
 
-class CudaOps : public testing::GpuTest {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped()) return;
-    gpu_ = Context::make_cuda(CudaOptions{});
-    cpu_ = Context::make_cpu(2);
-  }
-  Context& gpu() { return *gpu_; }
-  Context& cpu() { return *cpu_; }
-
-  std::unique_ptr<Context> gpu_;
-  std::unique_ptr<Context> cpu_;
-};
+// The tests run for each stored type T (float, bf16) of the typed tensors.
+template <class T>
+class CudaOpsIn : public testing::CudaAgainstCpuTest {};
+TYPED_TEST_SUITE(CudaOpsIn, testing::StoredTypes, testing::StoredTypeNames);
 
 // ---------------------------------------------------------------------------- GEMM
 
@@ -85,32 +89,56 @@ struct GemmCase {
   int64_t m, n, k;
 };
 
+// The operands of a GEMM case, row-major with leading dimensions wider than the rows,
+// so strided operands are exercised; A and B of type AB, C of type C.
+template <class AB, class C>
+struct GemmOperands {
+  int64_t lda, ldb, ldc;
+  std::vector<AB> a, b;
+  std::vector<C> c;
+};
+
+template <class AB, class C>
+GemmOperands<AB, C> gemm_operands(const GemmCase& g, bool ta, bool tb, Rng& rng) {
+  const int64_t a_rows = ta ? g.k : g.m, a_cols = ta ? g.m : g.k;
+  const int64_t b_rows = tb ? g.n : g.k, b_cols = tb ? g.k : g.n;
+  GemmOperands<AB, C> o{a_cols + 3, b_cols + 2, g.n + 1, {}, {}, {}};
+  o.a = stored<AB>(random_normal(rng, a_rows * o.lda));
+  o.b = stored<AB>(random_normal(rng, b_rows * o.ldb));
+  o.c = stored<C>(random_normal(rng, g.m * o.ldc));
+  return o;
+}
+
+// The m x n part of C (its padding columns are not part of the product).
+template <class T>
+std::vector<T> product_part(const std::vector<T>& c, const GemmCase& g, int64_t ldc) {
+  std::vector<T> out;
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = 0; j < g.n; ++j) out.push_back(c[i * ldc + j]);
+  }
+  return out;
+}
+
+// Runs the case on both backends (C starts as NaN on the device when beta is 0, so it
+// must be overwritten); returns the m x n parts of the GPU's C and the CPU's.
+template <class AB, class C>
+std::pair<std::vector<C>, std::vector<C>> run_gemm(Context& gpu, Context& cpu, const GemmCase& g, bool ta, bool tb,
+                                                   float alpha, float beta, GemmOperands<AB, C> o) {
+  DeviceArray<AB> da(gpu, o.a), db(gpu, o.b);
+  DeviceArray<C> dc(gpu, beta == 0.0f ? stored_nans<C>(g.m * o.ldc) : o.c);
+  ops::gemm(cpu, ta, tb, g.m, g.n, g.k, alpha, o.a.data(), o.lda, o.b.data(), o.ldb, beta, o.c.data(), o.ldc);
+  ops::gemm(gpu, ta, tb, g.m, g.n, g.k, alpha, da.get(), o.lda, db.get(), o.ldb, beta, dc.get(), o.ldc);
+  return {product_part(dc.to_host(), g, o.ldc), product_part(o.c, g, o.ldc)};
+}
+
 void check_gemm(Context& gpu, Context& cpu, const GemmCase& g, bool ta, bool tb, float alpha,
                 float beta, uint64_t seed, double tol) {
   SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k
                                     << " trans_a=" << ta << " trans_b=" << tb
                                     << " alpha=" << alpha << " beta=" << beta);
   Rng rng(seed);
-  // Leading dimensions wider than the rows, so strided operands are exercised.
-  const int64_t a_rows = ta ? g.k : g.m, a_cols = ta ? g.m : g.k;
-  const int64_t b_rows = tb ? g.n : g.k, b_cols = tb ? g.k : g.n;
-  const int64_t lda = a_cols + 3, ldb = b_cols + 2, ldc = g.n + 1;
-  const auto a = random_normal(rng, a_rows * lda);
-  const auto b = random_normal(rng, b_rows * ldb);
-  auto c = random_normal(rng, g.m * ldc);
-  DeviceArray<float> da(gpu, a), db(gpu, b), dc(gpu, beta == 0.0f ? nans(g.m * ldc) : c);
-  ops::gemm(cpu, ta, tb, g.m, g.n, g.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
-  ops::gemm(gpu, ta, tb, g.m, g.n, g.k, alpha, da.get(), lda, db.get(), ldb, beta, dc.get(), ldc);
-  auto got = dc.to_host();
-  // The padding columns of C are not part of the product; compare the m x n part.
-  std::vector<float> got_mn, want_mn;
-  for (int64_t i = 0; i < g.m; ++i) {
-    for (int64_t j = 0; j < g.n; ++j) {
-      got_mn.push_back(got[i * ldc + j]);
-      want_mn.push_back(c[i * ldc + j]);
-    }
-  }
-  EXPECT_TRUE(norm_close(got_mn, want_mn, tol));
+  const auto [got, want] = run_gemm(gpu, cpu, g, ta, tb, alpha, beta, gemm_operands<float, float>(g, ta, tb, rng));
+  EXPECT_TRUE(norm_close(got, want, tol));
 }
 
 TEST_F(CudaOps, GemmMatchesCpuForAllTransposesAndScalings) {
@@ -137,6 +165,91 @@ TEST_F(CudaOps, GemmWithEmptyInnerDimensionOnlyScalesC) {
   // Transposed operands: A^T is stored (k, m), so lda = m is the least legal; B^T is (n, k).
   ops::gemm(gpu(), true, true, 2, 3, 0, 1.0f, nullptr, 2, nullptr, 0, 0.0f, garbage.get(), 3);
   EXPECT_TRUE(all_close(garbage.to_host(), std::vector<float>(6, 0.0f), 0.0));
+}
+
+// The bound on |C_gpu - C_cpu| before C is rounded. Both compute
+//   X = alpha * sum_l a_il b_lj + beta * c_ij
+// from the same bf16 values, whose products are exact in fp32; each sums them in
+// fp32 in its own order, with alpha's and beta's operations k + 2 roundings at most, so
+// each is within gamma_{k+2} * S of X (Higham, Accuracy and Stability, 3.1), with
+//   S = |alpha| sum_l |a_il| |b_lj| + |beta| |c_ij|,
+// and they are within 2 gamma_{k+2} S of each other. A bf16 C adds bf16_close's ulp.
+template <class C>
+std::vector<double> gemm_slack(const GemmCase& g, bool ta, bool tb, float alpha, float beta,
+                               const GemmOperands<bf16, C>& o) {
+  const auto a = testing::values(o.a), b = testing::values(o.b), c_old = testing::values(o.c);
+  const int64_t lda = o.lda, ldb = o.ldb, ldc = o.ldc;
+  std::vector<double> slack(static_cast<size_t>(g.m * g.n));
+  const double factor = 2.0 * gamma_n(g.k + 2);
+  for (int64_t i = 0; i < g.m; ++i) {
+    for (int64_t j = 0; j < g.n; ++j) {
+      double s = 0.0;
+      for (int64_t l = 0; l < g.k; ++l) {
+        const double av = ta ? a[l * lda + i] : a[i * lda + l];
+        const double bv = tb ? b[j * ldb + l] : b[l * ldb + j];
+        s += std::fabs(av * bv);
+      }
+      s = std::fabs(alpha) * s + (beta == 0.0f ? 0.0 : std::fabs(beta) * std::fabs(c_old[i * ldc + j]));
+      slack[i * g.n + j] = factor * s;
+    }
+  }
+  return slack;
+}
+
+template <class C>
+void check_gemm_bf16(Context& gpu, Context& cpu, const GemmCase& g, bool ta, bool tb, float alpha, float beta,
+                     uint64_t seed) {
+  SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k << " trans_a=" << ta
+                                    << " trans_b=" << tb << " alpha=" << alpha << " beta=" << beta << " C "
+                                    << dtype_name(testing::dtype_of<C>));
+  Rng rng(seed);
+  const auto operands = gemm_operands<bf16, C>(g, ta, tb, rng);
+  const auto slack = gemm_slack(g, ta, tb, alpha, beta, operands);  // m x n
+  const auto [got, want] = run_gemm(gpu, cpu, g, ta, tb, alpha, beta, operands);
+  if constexpr (std::is_same_v<C, bf16>) {
+    EXPECT_TRUE(testing::bf16_close(got, want, slack));
+  } else {
+    size_t failures = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= slack[i]) && ++failures <= 5) {
+        ADD_FAILURE() << "[" << i << "] got " << got[i] << ", want " << want[i] << ", allowed " << slack[i];
+      }
+    }
+    EXPECT_EQ(failures, 0u);
+  }
+}
+
+TEST_F(CudaOps, Bf16GemmMatchesCpuWithinTheSumOrderBound) {
+  uint64_t seed = 300;
+  for (const GemmCase& g : {GemmCase{1, 1, 1}, GemmCase{7, 5, 9}, GemmCase{67, 131, 45}, GemmCase{129, 65, 257},
+                            GemmCase{256, 512, 128}, GemmCase{8, 16, 3000}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (const auto& [alpha, beta] : {std::pair{0.7f, -0.3f}, std::pair{1.0f, 0.0f}, std::pair{-1.5f, 1.0f}}) {
+          check_gemm_bf16<bf16>(gpu(), cpu(), g, ta, tb, alpha, beta, ++seed);
+          check_gemm_bf16<float>(gpu(), cpu(), g, ta, tb, alpha, beta, ++seed);
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, Bf16GemmWithEmptyInnerDimensionOnlyScalesABf16C) {
+  const auto c = to_bf16({1.0f, -2.0f, 3.0f, 4.0f, 5.0f, 6.0f});
+  DeviceArray<bf16> dc(gpu(), c);
+  // No operands at all: their type is C's.
+  ops::gemm(gpu(), false, false, 2, 3, 0, 1.0f, nullptr, 0, nullptr, 3, 0.5f, dc.get(), 3);
+  EXPECT_TRUE(same_bits(dc.to_host(), to_bf16({0.5f, -1.0f, 1.5f, 2.0f, 2.5f, 3.0f})));
+  DeviceArray<bf16> garbage(gpu(), stored_nans<bf16>(6));
+  ops::gemm(gpu(), true, true, 2, 3, 0, 1.0f, nullptr, 2, nullptr, 0, 0.0f, garbage.get(), 3);
+  EXPECT_TRUE(same_bits(garbage.to_host(), to_bf16(std::vector<float>(6, 0.0f))));
+}
+
+TEST_F(CudaOps, Bf16GemmRejectsOperandsOfTwoTypesAndFp32OperandsWithABf16C) {
+  DeviceArray<float> f(gpu(), std::vector<float>(4, 1.0f));
+  DeviceArray<bf16> h(gpu(), to_bf16(std::vector<float>(4, 1.0f)));
+  EXPECT_THROW(ops::gemm(gpu(), false, false, 2, 2, 2, 1.0f, f.get(), 2, h.get(), 2, 0.0f, f.get(), 2), Error);
+  EXPECT_THROW(ops::gemm(gpu(), false, false, 2, 2, 2, 1.0f, f.get(), 2, f.get(), 2, 0.0f, h.get(), 2), Error);
 }
 
 class CudaOpsTf32 : public testing::GpuTest {};
@@ -167,35 +280,39 @@ struct BiasCase {
   int64_t outer, channels, inner;
 };
 // inner == 1 is the linear-layer path (channel tiles of 32, 130 spans several);
-// 2000 channels with inner > 1 take more channels than the grid has blocks.
-const BiasCase kBiasCases[] = {{3, 5, 7},    {4, 9, 1},     {300, 130, 1}, {8, 64, 100},
-                               {1, 1, 1},    {10000, 10, 1}, {2, 2000, 3},  {64, 32, 784}};
+// 2000 channels with inner > 1 take more channels than the grid has blocks; rows of
+// 768 and 8 channels (inner 1) split into bf16's 16-byte packs, read as vectors.
+const BiasCase kBiasCases[] = {{3, 5, 7},     {4, 9, 1},    {300, 130, 1}, {8, 64, 100}, {1, 1, 1},
+                               {10000, 10, 1}, {2, 2000, 3}, {64, 32, 784}, {33, 768, 1}, {5, 8, 1}};
 
-TEST_F(CudaOps, AddBiasMatchesCpuExactly) {
+TYPED_TEST(CudaOpsIn, AddBiasMatchesCpuExactly) {
+  using T = TypeParam;
   Rng rng(21);
   for (const BiasCase& bc : kBiasCases) {
     SCOPED_TRACE(::testing::Message()
                  << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
-    auto y = random_normal(rng, bc.outer * bc.channels * bc.inner);
-    const auto bias = random_normal(rng, bc.channels);
-    DeviceArray<float> dy(gpu(), y), dbias(gpu(), bias);
-    ops::add_bias(cpu(), y.data(), bias.data(), bc.outer, bc.channels, bc.inner);
-    ops::add_bias(gpu(), dy.get(), dbias.get(), bc.outer, bc.channels, bc.inner);
-    EXPECT_TRUE(all_close(dy.to_host(), y, 0.0));
+    auto y = stored<T>(random_normal(rng, bc.outer * bc.channels * bc.inner));
+    const auto bias = stored<T>(random_normal(rng, bc.channels));
+    DeviceArray<T> dy(this->gpu(), y), dbias(this->gpu(), bias);
+    ops::add_bias(this->cpu(), y.data(), bias.data(), bc.outer, bc.channels, bc.inner);
+    ops::add_bias(this->gpu(), dy.get(), dbias.get(), bc.outer, bc.channels, bc.inner);
+    EXPECT_TRUE(exactly(dy.to_host(), y));
   }
 }
 
-TEST_F(CudaOps, BiasBackwardAccumulatesLikeCpu) {
+TYPED_TEST(CudaOpsIn, BiasBackwardAccumulatesLikeCpu) {
+  using T = TypeParam;
   Rng rng(22);
   for (const BiasCase& bc : kBiasCases) {
     SCOPED_TRACE(::testing::Message()
                  << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
-    const auto dy = random_normal(rng, bc.outer * bc.channels * bc.inner);
+    const auto dy = stored<T>(random_normal(rng, bc.outer * bc.channels * bc.inner));
     auto dbias = random_normal(rng, bc.channels);
-    DeviceArray<float> ddy(gpu(), dy), ddbias(gpu(), dbias);
+    DeviceArray<T> ddy(this->gpu(), dy);
+    DeviceArray<float> ddbias(this->gpu(), dbias);
     for (int call = 0; call < 2; ++call) {  // += twice
-      ops::bias_backward(cpu(), dy.data(), dbias.data(), bc.outer, bc.channels, bc.inner);
-      ops::bias_backward(gpu(), ddy.get(), ddbias.get(), bc.outer, bc.channels, bc.inner);
+      ops::bias_backward(this->cpu(), dy.data(), dbias.data(), bc.outer, bc.channels, bc.inner);
+      ops::bias_backward(this->gpu(), ddy.get(), ddbias.get(), bc.outer, bc.channels, bc.inner);
     }
     EXPECT_TRUE(all_close(ddbias.to_host(), dbias, 1e-4));
   }
@@ -402,45 +519,50 @@ struct XentCase {
   double logit_scale;
 };
 
-TEST_F(CudaOps, SoftmaxCrossEntropyMatchesCpu) {
+// dlogits in a separate array, and over the logits themselves (as ops.h allows).
+TYPED_TEST(CudaOpsIn, SoftmaxCrossEntropyMatchesCpu) {
+  using T = TypeParam;
   const XentCase cases[] = {{1, 1, 1.0},    {7, 10, 1.0},    {64, 10, 3.0},  {33, 1000, 1.0},
                             {5, 50257, 2.0}, {1000, 3, 1.0}, {16, 10, 1e4},  {40, 37, 50.0}};
   uint64_t seed = 80;
   for (const XentCase& xc : cases) {
-    SCOPED_TRACE(::testing::Message() << "batch=" << xc.batch << " classes=" << xc.classes
-                                      << " logit scale=" << xc.logit_scale);
-    Rng rng(++seed);
-    const auto logits = random_normal(rng, xc.batch * xc.classes, xc.logit_scale);
-    std::vector<int32_t> labels(static_cast<size_t>(xc.batch));
-    for (int32_t& l : labels) {
-      l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(xc.classes)));
+    for (const bool in_place : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "batch=" << xc.batch << " classes=" << xc.classes
+                                        << " logit scale=" << xc.logit_scale << " in place=" << in_place);
+      Rng rng(++seed);
+      auto logits = stored<T>(random_normal(rng, xc.batch * xc.classes, xc.logit_scale));
+      std::vector<int32_t> labels(static_cast<size_t>(xc.batch));
+      for (int32_t& l : labels) {
+        l = static_cast<int32_t>(rng.below(static_cast<uint64_t>(xc.classes)));
+      }
+      const float grad_scale = 1.0f / 48.0f;
+      const int64_t n = xc.batch * xc.classes;
+
+      DeviceArray<T> glogits(this->gpu(), logits), gdl(this->gpu(), stored_nans<T>(n));
+      DeviceArray<int32_t> glabels(this->gpu(), labels);
+      DeviceArray<double> gstats(this->gpu(), std::vector<double>{1.5, 2.0});
+      // Without dlogits only the statistics move (the evaluation path).
+      double stats[2] = {1.5, 2.0};  // += is part of the contract
+      ops::softmax_cross_entropy(this->cpu(), logits.data(), labels.data(), xc.batch, xc.classes, grad_scale,
+                                 nullptr, stats);
+      ops::softmax_cross_entropy(this->gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes, grad_scale,
+                                 nullptr, gstats.get());
+      const auto without = gstats.to_host();
+      EXPECT_NEAR(without[0], stats[0], 1e-6 * std::fabs(stats[0]));
+      EXPECT_EQ(without[1], stats[1]);
+
+      std::vector<T> dl(static_cast<size_t>(n));
+      T* cpu_out = in_place ? logits.data() : dl.data();
+      T* gpu_out = in_place ? glogits.get() : gdl.get();
+      ops::softmax_cross_entropy(this->cpu(), logits.data(), labels.data(), xc.batch, xc.classes, grad_scale,
+                                 cpu_out, stats);
+      ops::softmax_cross_entropy(this->gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes, grad_scale,
+                                 gpu_out, gstats.get());
+      const auto got_stats = gstats.to_host();
+      EXPECT_NEAR(got_stats[0], stats[0], 1e-6 * std::fabs(stats[0]));
+      EXPECT_EQ(got_stats[1], stats[1]);
+      EXPECT_TRUE(close_to_norm(in_place ? glogits.to_host() : gdl.to_host(), in_place ? logits : dl, 1e-6));
     }
-    const float grad_scale = 1.0f / 48.0f;
-    const int64_t n = xc.batch * xc.classes;
-
-    std::vector<float> dl(static_cast<size_t>(n));
-    double stats[2] = {1.5, 2.0};  // += is part of the contract
-    ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), xc.batch, xc.classes,
-                               grad_scale, dl.data(), stats);
-
-    DeviceArray<float> glogits(gpu(), logits), gdl(gpu(), nans(n));
-    DeviceArray<int32_t> glabels(gpu(), labels);
-    DeviceArray<double> gstats(gpu(), std::vector<double>{1.5, 2.0});
-    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes,
-                               grad_scale, gdl.get(), gstats.get());
-    const auto got_stats = gstats.to_host();
-    EXPECT_NEAR(got_stats[0], stats[0], 1e-6 * std::fabs(stats[0]));
-    EXPECT_EQ(got_stats[1], stats[1]);
-    EXPECT_TRUE(norm_close(gdl.to_host(), dl, 1e-6));
-
-    // Without dlogits only the statistics move (the evaluation path).
-    ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), xc.batch, xc.classes,
-                               grad_scale, nullptr, stats);
-    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), xc.batch, xc.classes,
-                               grad_scale, nullptr, gstats.get());
-    const auto again = gstats.to_host();
-    EXPECT_NEAR(again[0], stats[0], 1e-6 * std::fabs(stats[0]));
-    EXPECT_EQ(again[1], stats[1]);
   }
 }
 
@@ -557,6 +679,71 @@ TEST_F(CudaOps, SoftmaxCrossEntropyReportsTheFirstBadBatchOfSeveral) {
   EXPECT_NO_THROW(gpu().synchronize());
 }
 
+// ------------------------------------------------------------------------- Convert
+
+// fp32 values with every rounding case of float_to_bf16: random magnitudes from tiny
+// to huge, signed zeros, infinities, a value beyond bf16's largest (rounds to
+// infinity), bf16's largest itself, ties to even in both directions, and subnormals.
+std::vector<float> conversion_inputs(Rng& rng, int64_t n) {
+  std::vector<float> v = random_normal(rng, n);
+  for (size_t i = 0; i < v.size(); i += 3) v[i] *= std::ldexp(1.0f, static_cast<int>(rng.below(200)) - 100);
+  const float special[] = {0.0f,
+                           -0.0f,
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::max(),
+                           3.3895314e38f,                  // bf16's largest, 0x7f7f
+                           1.0f + std::ldexp(1.0f, -8),    // tie: rounds down to even 1.0
+                           1.0f + 3 * std::ldexp(1.0f, -8),  // tie: rounds up to even
+                           -(1.0f + 3 * std::ldexp(1.0f, -8)),
+                           1e-40f,
+                           -3e-39f,
+                           std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::min()};
+  for (size_t i = 0; i < std::size(special) && i < v.size(); ++i) v[i] = special[i];
+  return v;
+}
+
+// ops::convert of elements [offset, offset + n) of x into a fresh array of Out, read
+// back; element 0 (not converted when offset is 1) reads as `first`.
+template <class Out, class In>
+std::vector<Out> converted(Context& gpu, In* x, int64_t offset, int64_t n, Out first) {
+  DeviceArray<Out> y(gpu, testing::stored_nans<Out>(n + offset));
+  ops::convert(gpu, x + offset, y.get() + offset, n);
+  auto got = y.to_host();
+  if (offset == 1) got[0] = first;
+  return got;
+}
+
+TEST_F(CudaOps, ConvertRoundsLikeFloatToBf16AndWidensExactly) {
+  Rng rng(320);
+  for (const int64_t n : {int64_t{13}, int64_t{4096}, int64_t{1'000'003}}) {
+    for (const int64_t offset : {int64_t{0}, int64_t{1}}) {
+      SCOPED_TRACE(::testing::Message() << "n=" << n << " offset=" << offset);
+      const auto x = conversion_inputs(rng, n + offset);
+      std::vector<bf16> want(x.size());
+      for (size_t i = 0; i < x.size(); ++i) want[i] = float_to_bf16(x[i]);
+      DeviceArray<float> gx(gpu(), x);
+      DeviceArray<bf16> gy(gpu(), want);
+      EXPECT_TRUE(same_bits(converted<bf16>(gpu(), gx.get(), offset, n, want[0]), want));
+      // bf16 to fp32 is exact; the same type copies.
+      EXPECT_TRUE(same_bits(converted<float>(gpu(), gy.get(), offset, n, bf16_to_float(want[0])), widen(want)));
+      EXPECT_TRUE(same_bits(converted<bf16>(gpu(), gy.get(), offset, n, want[0]), want));
+      EXPECT_TRUE(same_bits(converted<float>(gpu(), gx.get(), offset, n, x[0]), x));
+    }
+  }
+}
+
+TEST_F(CudaOps, ConvertKeepsNaNANaN) {
+  DeviceArray<float> x(gpu(), std::vector<float>{kNaN, -kNaN, 1.0f});
+  DeviceArray<bf16> y(gpu(), to_bf16({0.0f, 0.0f, 0.0f}));
+  ops::convert(gpu(), x.get(), y.get(), 3);
+  const auto got = widen(y.to_host());
+  EXPECT_TRUE(std::isnan(got[0]));
+  EXPECT_TRUE(std::isnan(got[1]));
+  EXPECT_EQ(got[2], 1.0f);
+}
+
 // ---------------------------------------------------------------------- Optimizers
 
 TEST_F(CudaOps, SgdMatchesCpuOverSeveralSteps) {
@@ -601,6 +788,29 @@ TEST_F(CudaOps, AdamWMatchesCpuOverSeveralSteps) {
   EXPECT_TRUE(all_close(gp.to_host(), p, 1e-6));
   EXPECT_TRUE(all_close(gm.to_host(), m, 1e-6));
   EXPECT_TRUE(all_close(gv.to_host(), v, 1e-6));
+}
+
+TEST_F(CudaOps, AdamWWritesTheRoundedParametersInTheSamePass) {
+  const int64_t n = 100'003;
+  Rng rng(321);
+  auto p = random_normal(rng, n);
+  std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+  DeviceArray<float> gp(gpu(), p), gm(gpu(), m), gv(gpu(), v);
+  DeviceArray<bf16> gcopy(gpu(), stored_nans<bf16>(n));
+  for (int64_t step = 1; step <= 4; ++step) {
+    const AdamWHyper h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step};
+    const auto g = random_normal(rng, n, 0.5);
+    DeviceArray<float> gg(gpu(), g);
+    ops::adamw_update(cpu(), p.data(), g.data(), m.data(), v.data(), n, h);
+    ops::adamw_update(gpu(), gp.get(), gg.get(), gm.get(), gv.get(), n, h, gcopy.get());
+  }
+  // The fp32 update is the one without a copy (test_cuda_ops.cpp's bound) ...
+  const auto params = gp.to_host();
+  EXPECT_TRUE(all_close(params, p, 1e-6));
+  EXPECT_TRUE(all_close(gm.to_host(), m, 1e-6));
+  EXPECT_TRUE(all_close(gv.to_host(), v, 1e-6));
+  // ... and the copy is exactly its rounding.
+  EXPECT_TRUE(same_bits(gcopy.to_host(), to_bf16(params)));
 }
 
 // ----------------------------------------------------------------------- Transfers
