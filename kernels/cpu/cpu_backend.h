@@ -1,5 +1,6 @@
-// The CPU backend of the op set: OpenBLAS for GEMM, OpenMP loops for the rest.
-// One file per op family (gemm.cpp, elementwise.cpp, conv2d.cpp, pool.cpp,
+// The CPU backend of the op set: OpenBLAS for GEMM, oneDNN for convolutions, OpenMP
+// loops for the rest.
+// One file per op family (gemm.cpp, elementwise.cpp, conv2d.cpp on oneDNN, pool.cpp,
 // cross_entropy.cpp, optimizers.cpp); cpu_backend.cpp binds them to OpsBackend.
 #pragma once
 
@@ -7,7 +8,9 @@
 
 namespace dtrain::cpu {
 
-// The process-wide CPU backend (stateless; per-rank state lives in the Context).
+// The process-wide CPU backend. Per-rank state lives in the Context; the backend keeps
+// only the oneDNN primitives of each convolution shape (release_plans() drops them),
+// shared by the process's contexts and safe to use from several threads.
 OpsBackend& backend();
 
 // Sets the threads of this process's one pool (OpenMP's; OpenBLAS stays on one thread).

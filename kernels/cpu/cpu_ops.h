@@ -8,9 +8,9 @@
 // share a core with the OpenMP worker of the loop that follows: with 2 threads on 2
 // cores that made CNN training about 1.4x slower and the MLP's speed vary 2.5x from
 // run to run (bench/RESULTS.md). Reductions are split over a fixed partition, so results do
-// not depend on scheduling. GEMM results do not depend on the number of threads either;
-// a convolution's weight gradient does, in its last bits, as its chunks of samples
-// grow with the threads (Note [conv2d chunk size] in conv2d.cpp).
+// not depend on scheduling. GEMM results do not depend on the number of threads either,
+// nor do convolutions: oneDNN's primitives run one to a thread, over groups of samples
+// fixed by the batch (Note [oneDNN convolutions] in conv2d.cpp).
 #pragma once
 
 #include <cstddef>
@@ -25,15 +25,6 @@ namespace dtrain::cpu {
 // a plain `if` applies to the simd construct too (OpenMP 5), and small loops would
 // then also lose their vectorisation.
 inline constexpr int64_t kParallelMinWork = int64_t{1} << 15;
-
-// Scratch budget for the im2col column matrix and its GEMM partner of one chunk.
-inline constexpr size_t kConvWorkspaceBudget = size_t{64} << 20;
-// The backend's convolutions take this much of it per thread, so that a thread's share
-// of a chunk stays in cache (Note [conv2d chunk size] in conv2d.cpp).
-inline constexpr size_t kConvChunkBytesPerThread = size_t{4} << 20;
-// The budget argument meaning "kConvChunkBytesPerThread per thread of the context,
-// at most kConvWorkspaceBudget": the default, and what the backend uses.
-inline constexpr size_t kConvCacheBudget = 0;
 
 // Scratch budget of a GEMM on bf16 inputs, which widens blocks of op(A), op(B) and
 // (for a bf16 C) C to fp32 and runs the fp32 GEMM on them (Note [bf16 GEMM] in
@@ -68,21 +59,41 @@ void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* 
 void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes);
 void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes);
 
-// Samples per im2col chunk: as many as fit `budget_bytes` of workspace (the column
-// matrix (Ci*K*K, chunk*Ho*Wo) plus an (Co, chunk*Ho*Wo) GEMM operand), at least 1
-// and at most the batch. A pure function, so the chunking is testable on its own.
-int64_t conv2d_chunk_samples(const Conv2dShape& s, size_t budget_bytes);
-// The workspace the three conv2d ops of shape s ask the context for (one chunk's).
-size_t conv2d_workspace_bytes(const Context& ctx, const Conv2dShape& s);
+// Throws Error naming `op` when s is no valid convolution.
+void conv2d_check_shape(const Conv2dShape& s, const char* op);
 
-// The budget parameter exists for tests that force several chunks on small shapes, or
-// the whole batch in one (kConvWorkspaceBudget).
-void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* x, const float* w,
-                    const float* bias, float* y, size_t budget_bytes = kConvCacheBudget);
-void conv2d_backward_data(Context& ctx, const Conv2dShape& s, const float* dy, const float* w,
-                          float* dx, size_t budget_bytes = kConvCacheBudget);
-void conv2d_backward_filter(Context& ctx, const Conv2dShape& s, const float* x, const float* dy,
-                            float* dw, float* dbias, size_t budget_bytes = kConvCacheBudget);
+// The convolutions on oneDNN (Note [oneDNN convolutions] in conv2d.cpp), with the
+// primitives of each shape from `plans` (conv2d_plan.h; the backend owns one).
+class ConvPlanCache;
+
+// At most this many groups of samples per convolution call, so at most this many
+// threads of a rank work on one.
+inline constexpr int64_t kConvMaxGroups = 16;
+// Below this many multiply-adds a convolution call runs on one thread.
+inline constexpr int64_t kConvParallelMinMacs = int64_t{1} << 20;
+// The backward-weights partials in flight take at most this much workspace (at least
+// one partial is always taken).
+inline constexpr size_t kConvPartialBytes = size_t{16} << 20;
+
+// A batch split into `count` groups of consecutive samples: the first `larger` groups
+// hold size + 1 samples, the others `size`. A function of the batch alone, never of
+// the threads, so that results are not either.
+struct ConvSampleGroups {
+  int64_t count = 0, size = 0, larger = 0;
+  int64_t first(int64_t g) const { return g * size + (g < larger ? g : larger); }
+  int64_t samples(int64_t g) const { return size + (g < larger ? 1 : 0); }
+};
+// min(batch, kConvMaxGroups) groups whose sizes differ by at most one.
+ConvSampleGroups conv2d_sample_groups(int64_t batch);
+
+// The workspace the three ops of shape s take with ctx's threads, to the byte.
+size_t conv2d_workspace_bytes(Context& ctx, ConvPlanCache& plans, const Conv2dShape& s);
+void conv2d_forward(Context& ctx, ConvPlanCache& plans, const Conv2dShape& s, const float* x,
+                    const float* w, const float* bias, float* y);
+void conv2d_backward_data(Context& ctx, ConvPlanCache& plans, const Conv2dShape& s,
+                          const float* dy, const float* w, float* dx);
+void conv2d_backward_filter(Context& ctx, ConvPlanCache& plans, const Conv2dShape& s,
+                            const float* x, const float* dy, float* dw, float* dbias);
 
 void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* x, float* y,
                        int32_t* argmax);

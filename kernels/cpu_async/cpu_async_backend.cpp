@@ -87,6 +87,10 @@ class CpuAsyncBackend final : public OpsBackend {
   size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) override {
     return cpu_.conv2d_workspace_bytes(ctx, s);
   }
+  // The CPU backend's plans, which the worker's ops use. Dropping them while ops are
+  // queued is safe: an op keeps the plan it runs alive.
+  void release_plans() override { cpu_.release_plans(); }
+  size_t plan_count() const override { return cpu_.plan_count(); }
   Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) override {
     return cpu_.conv2d_determinism(ctx, s);
   }

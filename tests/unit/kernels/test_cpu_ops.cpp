@@ -1,6 +1,7 @@
 // The CPU op set against naive references written here: plain loops by definition,
 // accumulated in double, on seeded random inputs with odd shapes. Each expected value
 // comes from the definition of the op (or a closed formula), never from the backend.
+// The convolutions have their own file, test_cpu_conv2d.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,15 +21,11 @@
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 #include "kernels/rng.h"
+#include "tests/unit/kernels/cpu_test_util.h"
 
 namespace dtrain {
 
 // Readable parameters in failure messages (found by argument-dependent lookup).
-void PrintTo(const Conv2dShape& s, std::ostream* os) {
-  *os << "N=" << s.batch << " Ci=" << s.in_channels << " H=" << s.height << " W=" << s.width
-      << " Co=" << s.out_channels << " K=" << s.kernel << " stride=" << s.stride
-      << " pad=" << s.padding;
-}
 void PrintTo(const Pool2dShape& s, std::ostream* os) {
   *os << "N=" << s.batch << " C=" << s.channels << " H=" << s.height << " W=" << s.width
       << " window=" << s.window << " stride=" << s.stride;
@@ -36,49 +33,19 @@ void PrintTo(const Pool2dShape& s, std::ostream* os) {
 
 namespace {
 
-constexpr double kRelTol = 1e-4;
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+using cpu_test::all_close;
+using cpu_test::kNaN;
+using cpu_test::kRelTol;
+using cpu_test::random_normal;
+using cpu_test::to_double;
 
 std::unique_ptr<Context> make_context() { return Context::make_cpu(2); }
-
-std::vector<float> random_normal(Rng& rng, size_t n, double scale = 1.0) {
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(scale * rng.normal());
-  return v;
-}
 
 // Small integers, so equal values (ties) are common.
 std::vector<float> random_levels(Rng& rng, size_t n, uint64_t levels) {
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(rng.below(levels));
   return v;
-}
-
-std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-// |got - ref| <= tol * (1 + |ref| + scale) everywhere; reports the first few offenders.
-// `scale` (optional, per element) is the size of the terms a long reduction cancelled
-// down to ref: float accumulation error grows with it, not with the result.
-::testing::AssertionResult all_close(const std::vector<float>& got, const std::vector<double>& ref,
-                                     double tol = kRelTol,
-                                     const std::vector<double>* scale = nullptr) {
-  if (got.size() != ref.size()) {
-    return ::testing::AssertionFailure()
-           << "size " << got.size() << " != reference size " << ref.size();
-  }
-  std::ostringstream bad;
-  size_t failures = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    const double extra = scale != nullptr ? (*scale)[i] : 0.0;
-    if (!(err <= tol * (1.0 + std::fabs(ref[i]) + extra))) {
-      if (failures < 5) bad << "\n  [" << i << "] got " << got[i] << ", want " << ref[i];
-      ++failures;
-    }
-  }
-  if (failures == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << failures << " of " << got.size()
-                                       << " elements differ:" << bad.str();
 }
 
 // ---------------------------------------------------------------------------- GEMM
@@ -247,234 +214,6 @@ TEST(CpuElementwise, FillAndHostCopiesRoundTrip) {
   }
 }
 
-// -------------------------------------------------------------------------- Conv2d
-
-std::string conv_name(const Conv2dShape& s) {
-  std::ostringstream o;
-  o << "N" << s.batch << "_Ci" << s.in_channels << "_" << s.height << "x" << s.width << "_Co"
-    << s.out_channels << "_K" << s.kernel << "_S" << s.stride << "_P" << s.padding;
-  return o.str();
-}
-
-int64_t in_index(const Conv2dShape& s, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return ((n * s.in_channels + c) * s.height + h) * s.width + w;
-}
-int64_t out_index(const Conv2dShape& s, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return ((n * s.out_channels + c) * s.out_height() + h) * s.out_width() + w;
-}
-int64_t w_index(const Conv2dShape& s, int64_t co, int64_t ci, int64_t kh, int64_t kw) {
-  return ((co * s.in_channels + ci) * s.kernel + kh) * s.kernel + kw;
-}
-
-// Calls f(n, co, oh, ow, ci, kh, kw, input index, output index, weight index) for every
-// multiply of the direct convolution that reads a real (non-padding) input.
-template <class F>
-void for_each_tap(const Conv2dShape& s, F f) {
-  for (int64_t n = 0; n < s.batch; ++n)
-    for (int64_t co = 0; co < s.out_channels; ++co)
-      for (int64_t oh = 0; oh < s.out_height(); ++oh)
-        for (int64_t ow = 0; ow < s.out_width(); ++ow)
-          for (int64_t ci = 0; ci < s.in_channels; ++ci)
-            for (int64_t kh = 0; kh < s.kernel; ++kh)
-              for (int64_t kw = 0; kw < s.kernel; ++kw) {
-                const int64_t ih = oh * s.stride - s.padding + kh;
-                const int64_t iw = ow * s.stride - s.padding + kw;
-                if (ih < 0 || ih >= s.height || iw < 0 || iw >= s.width) continue;
-                f(in_index(s, n, ci, ih, iw), out_index(s, n, co, oh, ow),
-                  w_index(s, co, ci, kh, kw), co);
-              }
-}
-
-struct ConvData {
-  std::vector<float> x, w, bias, dy;
-  ConvData(const Conv2dShape& s, uint64_t seed) {
-    Rng rng(seed);
-    x = random_normal(rng, s.batch * s.in_channels * s.height * s.width);
-    w = random_normal(rng, s.out_channels * s.in_channels * s.kernel * s.kernel, 0.5);
-    bias = random_normal(rng, s.out_channels);
-    dy = random_normal(rng, s.batch * s.out_channels * s.out_height() * s.out_width());
-  }
-  size_t y_size() const { return dy.size(); }
-};
-
-std::vector<double> conv_forward_ref(const Conv2dShape& s, const ConvData& d, bool with_bias) {
-  std::vector<double> y(d.dy.size(), 0.0);
-  const int64_t plane = s.out_height() * s.out_width();
-  if (with_bias) {
-    for (size_t i = 0; i < y.size(); ++i) y[i] = d.bias[(i / plane) % s.out_channels];
-  }
-  for_each_tap(s, [&](int64_t xi, int64_t yi, int64_t wi, int64_t) {
-    y[yi] += double{d.x[xi]} * d.w[wi];
-  });
-  return y;
-}
-
-std::vector<double> conv_backward_data_ref(const Conv2dShape& s, const ConvData& d) {
-  std::vector<double> dx(d.x.size(), 0.0);
-  for_each_tap(s, [&](int64_t xi, int64_t yi, int64_t wi, int64_t) {
-    dx[xi] += double{d.dy[yi]} * d.w[wi];
-  });
-  return dx;
-}
-
-// dw_norm, when given, receives the 2-norm of the products summed into each dw element.
-void conv_backward_filter_ref(const Conv2dShape& s, const ConvData& d, std::vector<double>& dw,
-                              std::vector<double>& dbias, std::vector<double>* dw_norm = nullptr) {
-  dw.assign(d.w.size(), 0.0);
-  dbias.assign(s.out_channels, 0.0);
-  std::vector<double> sq(d.w.size(), 0.0);
-  for_each_tap(s, [&](int64_t xi, int64_t yi, int64_t wi, int64_t) {
-    const double term = double{d.dy[yi]} * d.x[xi];
-    dw[wi] += term;
-    sq[wi] += term * term;
-  });
-  if (dw_norm != nullptr) {
-    dw_norm->resize(sq.size());
-    for (size_t i = 0; i < sq.size(); ++i) (*dw_norm)[i] = std::sqrt(sq[i]);
-  }
-  const int64_t plane = s.out_height() * s.out_width();
-  for (size_t i = 0; i < d.dy.size(); ++i) dbias[(i / plane) % s.out_channels] += d.dy[i];
-}
-
-// Bytes of workspace one sample needs, by the layout in Note [conv2d column layout].
-size_t conv_bytes_per_sample(const Conv2dShape& s) {
-  const int64_t p = s.out_height() * s.out_width();
-  return static_cast<size_t>((s.in_channels * s.kernel * s.kernel + s.out_channels) * p) *
-         sizeof(float);
-}
-
-enum class Budget { Default, OneSample, TwoSamples };
-
-size_t budget_bytes(const Conv2dShape& s, Budget b) {
-  switch (b) {
-    case Budget::Default: return cpu::kConvWorkspaceBudget;
-    case Budget::OneSample: return 1;
-    case Budget::TwoSamples: return 2 * conv_bytes_per_sample(s) + 7;
-  }
-  return 0;
-}
-
-// Non-square inputs, padding 0/1/2 (also padding >= kernel), stride 1 and 2,
-// batches of 1 and 3, a 1x1 kernel.
-const Conv2dShape kConvShapes[] = {
-    {1, 2, 5, 7, 3, 3, 1, 1}, {3, 3, 8, 6, 4, 3, 2, 0}, {3, 2, 7, 9, 5, 5, 2, 2},
-    {2, 4, 6, 5, 2, 1, 1, 0}, {3, 1, 4, 4, 2, 2, 1, 2}, {3, 3, 9, 11, 4, 3, 2, 1},
-    {1, 3, 6, 4, 2, 3, 1, 0},
-};
-
-const char* budget_name(Budget b) {
-  switch (b) {
-    case Budget::Default: return "whole_batch";
-    case Budget::OneSample: return "chunk1";
-    case Budget::TwoSamples: return "chunk2";
-  }
-  return "unknown";
-}
-
-void PrintTo(Budget b, std::ostream* os) { *os << budget_name(b); }
-
-class CpuConv2d : public ::testing::TestWithParam<std::tuple<Conv2dShape, Budget>> {};
-
-TEST_P(CpuConv2d, ForwardMatchesDirectConvolution) {
-  const auto [s, b] = GetParam();
-  auto ctx = make_context();
-  const ConvData d(s, 31);
-  for (bool with_bias : {true, false}) {
-    SCOPED_TRACE(with_bias ? "with bias" : "without bias");
-    std::vector<float> y(d.y_size(), kNaN);
-    cpu::conv2d_forward(*ctx, s, d.x.data(), d.w.data(), with_bias ? d.bias.data() : nullptr,
-                        y.data(), budget_bytes(s, b));
-    EXPECT_TRUE(all_close(y, conv_forward_ref(s, d, with_bias)));
-  }
-}
-
-TEST_P(CpuConv2d, BackwardDataMatchesDirectAdjointAndOverwritesDx) {
-  const auto [s, b] = GetParam();
-  auto ctx = make_context();
-  const ConvData d(s, 32);
-  std::vector<float> dx(d.x.size(), kNaN);
-  cpu::conv2d_backward_data(*ctx, s, d.dy.data(), d.w.data(), dx.data(), budget_bytes(s, b));
-  EXPECT_TRUE(all_close(dx, conv_backward_data_ref(s, d)));
-}
-
-TEST_P(CpuConv2d, BackwardFilterAccumulatesDirectGradient) {
-  const auto [s, b] = GetParam();
-  auto ctx = make_context();
-  const ConvData d(s, 33);
-  std::vector<double> dw_ref, dbias_ref;
-  conv_backward_filter_ref(s, d, dw_ref, dbias_ref);
-  Rng rng(34);
-  auto dw = random_normal(rng, d.w.size());
-  auto dbias = random_normal(rng, s.out_channels);
-  for (size_t i = 0; i < dw.size(); ++i) dw_ref[i] = dw[i] + 2.0 * dw_ref[i];
-  for (size_t i = 0; i < dbias.size(); ++i) dbias_ref[i] = dbias[i] + 2.0 * dbias_ref[i];
-  for (int call = 0; call < 2; ++call) {
-    cpu::conv2d_backward_filter(*ctx, s, d.x.data(), d.dy.data(), dw.data(), dbias.data(),
-                                budget_bytes(s, b));
-  }
-  EXPECT_TRUE(all_close(dw, dw_ref));
-  EXPECT_TRUE(all_close(dbias, dbias_ref));
-
-  // A null dbias is allowed and leaves only dw updated.
-  auto dw_only = std::vector<float>(d.w.size(), 0.0f);
-  cpu::conv2d_backward_filter(*ctx, s, d.x.data(), d.dy.data(), dw_only.data(), nullptr,
-                              budget_bytes(s, b));
-  std::vector<double> once;
-  conv_backward_filter_ref(s, d, once, dbias_ref);
-  EXPECT_TRUE(all_close(dw_only, once));
-}
-
-std::string conv_case_name(const ::testing::TestParamInfo<CpuConv2d::ParamType>& info) {
-  return conv_name(std::get<0>(info.param)) + "_" + budget_name(std::get<1>(info.param));
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    ShapesAndChunks, CpuConv2d,
-    ::testing::Combine(::testing::ValuesIn(kConvShapes),
-                       ::testing::Values(Budget::Default, Budget::OneSample, Budget::TwoSamples)),
-    conv_case_name);
-
-TEST(CpuConv2dChunks, ChunkIsTheSamplesThatFitTheBudgetClampedToTheBatch) {
-  const Conv2dShape s{10, 3, 9, 7, 4, 3, 1, 1};
-  const size_t per = conv_bytes_per_sample(s);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, 1), 1);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, per - 1), 1);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, per), 1);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, 3 * per + per / 2), 3);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, 10 * per), 10);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(s, 100 * per), 10);
-  EXPECT_EQ(cpu::conv2d_chunk_samples(Conv2dShape{0, 3, 9, 7, 4, 3, 1, 1}, per), 0);
-}
-
-// Through the public ops with the real budget: a batch too large for one chunk.
-TEST(CpuConv2dChunks, DefaultBudgetSplitsALargeBatchAndStillMatches) {
-  const Conv2dShape s{28, 16, 64, 64, 8, 3, 1, 1};
-  const int64_t chunk = cpu::conv2d_chunk_samples(s, cpu::kConvWorkspaceBudget);
-  ASSERT_GT(chunk, 1);
-  ASSERT_LT(chunk, s.batch);
-  ASSERT_NE(s.batch % chunk, 0) << "the last chunk should be a partial one";
-  auto ctx = make_context();
-  const ConvData d(s, 35);
-
-  std::vector<float> y(d.y_size(), kNaN);
-  ops::conv2d_forward(*ctx, s, d.x.data(), d.w.data(), d.bias.data(), y.data());
-  EXPECT_TRUE(all_close(y, conv_forward_ref(s, d, true)));
-
-  std::vector<float> dx(d.x.size(), kNaN);
-  ops::conv2d_backward_data(*ctx, s, d.dy.data(), d.w.data(), dx.data());
-  EXPECT_TRUE(all_close(dx, conv_backward_data_ref(s, d)));
-
-  std::vector<float> dw(d.w.size(), 0.0f), dbias(s.out_channels, 0.0f);
-  ops::conv2d_backward_filter(*ctx, s, d.x.data(), d.dy.data(), dw.data(), dbias.data());
-  std::vector<double> dw_ref, dbias_ref, dw_norm;
-  conv_backward_filter_ref(s, d, dw_ref, dbias_ref, &dw_norm);
-  // Each dw element sums 28*64*64 products in float inside GEMM, so its error is
-  // relative to the size of those products; a lost or doubled chunk would still
-  // move it by orders of magnitude more than this bound.
-  EXPECT_TRUE(all_close(dw, dw_ref, 1e-5, &dw_norm));
-  EXPECT_TRUE(all_close(dbias, dbias_ref));
-}
-
 // ------------------------------------------------------------------------- MaxPool
 
 std::string pool_name(const Pool2dShape& s) {
@@ -543,10 +282,12 @@ TEST_P(CpuMaxPool, ForwardAndBackwardMatchNaiveWithFirstMaxTieRule) {
 }
 
 // Odd sizes that floor, overlapping windows (stride < window), non-square planes,
+// rows of 2x2 windows that are not a multiple of four long (7: the CNN's second pool),
 // and one large enough to run in parallel.
 INSTANTIATE_TEST_SUITE_P(Shapes, CpuMaxPool,
                          ::testing::Values(Pool2dShape{1, 1, 4, 4, 2, 2},
                                            Pool2dShape{3, 2, 7, 5, 2, 2},
+                                           Pool2dShape{2, 3, 14, 15, 2, 2},
                                            Pool2dShape{2, 3, 7, 9, 3, 2},
                                            Pool2dShape{1, 2, 5, 6, 3, 1},
                                            Pool2dShape{3, 4, 6, 6, 3, 3},
