@@ -14,7 +14,9 @@
 
 namespace dtrain {
 
-enum class DataType { Float32, Float64, Int32, Int64, UInt64, UInt8 };
+// BFloat16: the bf16 of kernels/dtype.h (2 bytes). Its Sum rounds every pairwise
+// combination to bf16 (Note [bf16 sum], comm/bf16_sum.h).
+enum class DataType { Float32, Float64, Int32, Int64, UInt64, UInt8, BFloat16 };
 enum class ReduceOp { Sum };
 
 size_t data_type_size(DataType t);

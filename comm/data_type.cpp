@@ -10,6 +10,7 @@ size_t data_type_size(DataType t) {
     case DataType::Int64: return 8;
     case DataType::UInt64: return 8;
     case DataType::UInt8: return 1;
+    case DataType::BFloat16: return 2;
   }
   return 0;
 }
@@ -22,6 +23,7 @@ const char* data_type_name(DataType t) {
     case DataType::Int64: return "int64";
     case DataType::UInt64: return "uint64";
     case DataType::UInt8: return "uint8";
+    case DataType::BFloat16: return "bfloat16";
   }
   return "unknown";
 }

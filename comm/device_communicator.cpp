@@ -28,6 +28,8 @@ namespace {
 // CPU). The results are in place when the MPI request completes. Device buffers go
 // through MPI's blocking collectives (MpiCommunicator::*_blocking): CUDA-aware Open MPI
 // handles device memory in those, not in its non-blocking ones.
+// A bf16 SUM's op runs on the host (comm/mpi_communicator.h): CUDA-aware Open MPI
+// stages the device buffers of a reduction through host memory before it applies one.
 class DirectDeviceCommunicator final : public Communicator {
  public:
   DirectDeviceCommunicator(MpiCommunicator& host, Context& ctx, std::string name, bool blocking)

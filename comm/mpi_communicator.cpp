@@ -3,6 +3,7 @@
 #include <climits>
 #include <string>
 
+#include "comm/bf16_sum.h"
 #include "comm/mpi_check.h"
 
 namespace dtrain {
@@ -16,15 +17,15 @@ MPI_Datatype to_mpi(DataType t) {
     case DataType::Int64: return MPI_INT64_T;
     case DataType::UInt64: return MPI_UINT64_T;
     case DataType::UInt8: return MPI_UINT8_T;
+    case DataType::BFloat16: return MPI_UINT16_T;  // bit patterns; only bf16_sum_ reads them as numbers
   }
   throw CommError("MPI backend: unknown data type");
 }
 
-MPI_Op to_mpi(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum: return MPI_SUM;
-  }
-  throw CommError("MPI backend: unknown reduce op");
+// The MPI_User_function of the bf16 SUM: inout = in + inout, element by element.
+// `datatype` is always MPI_UINT16_T here: the op is only ever paired with BFloat16.
+void bf16_sum_op(void* in, void* inout, int* len, MPI_Datatype* /*datatype*/) {
+  bf16_sum_into(static_cast<const bf16*>(in), static_cast<bf16*>(inout), static_cast<size_t>(*len));
 }
 
 // MPI counts are ints; dtrain's buffers stay far below that, and a larger one is a
@@ -67,19 +68,30 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   DTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   DTRAIN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
   DTRAIN_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  DTRAIN_MPI_CHECK(MPI_Op_create(&bf16_sum_op, /*commute=*/1, &bf16_sum_));
 }
 
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+  if (finalized) return;
+  // Freeing an op only marks it: collectives still in flight complete with it.
+  if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+MPI_Op MpiCommunicator::op_for(ReduceOp op, DataType type) const {
+  switch (op) {
+    case ReduceOp::Sum: return type == DataType::BFloat16 ? bf16_sum_ : MPI_SUM;
+  }
+  throw CommError("MPI backend: unknown reduce op");
 }
 
 std::unique_ptr<Work> MpiCommunicator::all_reduce(void* buf, size_t count, DataType type,
                                                   ReduceOp op) {
   auto work = std::make_unique<MpiWork>();
   DTRAIN_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, checked_count(count, "all_reduce"),
-                                  to_mpi(type), to_mpi(op), comm_, work->request()));
+                                  to_mpi(type), op_for(op, type), comm_, work->request()));
   return work;
 }
 
@@ -88,7 +100,7 @@ std::unique_ptr<Work> MpiCommunicator::reduce_scatter(const void* send, void* re
                                                       ReduceOp op) {
   auto work = std::make_unique<MpiWork>();
   DTRAIN_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, checked_count(recv_count, "reduce_scatter"),
-                                             to_mpi(type), to_mpi(op), comm_, work->request()));
+                                             to_mpi(type), op_for(op, type), comm_, work->request()));
   return work;
 }
 
@@ -111,13 +123,13 @@ std::unique_ptr<Work> MpiCommunicator::broadcast(void* buf, size_t count, DataTy
 
 void MpiCommunicator::all_reduce_blocking(void* buf, size_t count, DataType type, ReduceOp op) {
   DTRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, checked_count(count, "all_reduce"), to_mpi(type),
-                                 to_mpi(op), comm_));
+                                 op_for(op, type), comm_));
 }
 
 void MpiCommunicator::reduce_scatter_blocking(const void* send, void* recv, size_t recv_count,
                                               DataType type, ReduceOp op) {
   DTRAIN_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, checked_count(recv_count, "reduce_scatter"),
-                                            to_mpi(type), to_mpi(op), comm_));
+                                            to_mpi(type), op_for(op, type), comm_));
 }
 
 void MpiCommunicator::all_gather_blocking(const void* send, void* recv, size_t send_count, DataType type) {

@@ -2,6 +2,14 @@
 // collectives (MPI_Iallreduce and friends) so callers can overlap them with compute.
 // The caller owns MPI's lifetime (launch/); this class only duplicates the given
 // communicator so its traffic never mixes with anyone else's.
+//
+// MPI has no bf16 type: DataType::BFloat16 travels as MPI_UINT16_T (the bit patterns),
+// and its SUM is a user-defined, commutative MPI_Op that adds in fp32 and rounds each
+// combination to bf16 (Note [bf16 sum], comm/bf16_sum.h). The combination order is the
+// MPI library's, fixed for a given world size and message size, so runs are
+// reproducible. The op runs on the host: under CUDA-aware Open MPI its coll/cuda
+// component stages device buffers of reductions through host memory before any op
+// sees them.
 #pragma once
 
 #include <mpi.h>
@@ -39,7 +47,10 @@ class MpiCommunicator final : public Communicator {
   void broadcast_blocking(void* buf, size_t count, DataType type, int root);
 
  private:
+  MPI_Op op_for(ReduceOp op, DataType type) const;
+
   MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Op bf16_sum_ = MPI_OP_NULL;  // Note [bf16 sum]
   int rank_ = 0;
   int size_ = 1;
 };

@@ -29,6 +29,9 @@ ncclDataType_t to_nccl(DataType t) {
     case DataType::Int64: return ncclInt64;
     case DataType::UInt64: return ncclUint64;
     case DataType::UInt8: return ncclUint8;
+    // NCCL rounds each step's bf16 partial sum to bf16 (Note [bf16 sum],
+    // comm/bf16_sum.h); the order of the steps is its ring's or tree's.
+    case DataType::BFloat16: return ncclBfloat16;
   }
   throw CommError("NCCL backend: unknown data type");
 }

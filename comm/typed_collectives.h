@@ -9,6 +9,7 @@
 
 #include "comm/communicator.h"
 #include "kernels/check.h"
+#include "kernels/dtype.h"
 
 namespace dtrain {
 
@@ -21,6 +22,7 @@ constexpr DataType data_type_of() {
   else if constexpr (std::is_same_v<U, int64_t>) return DataType::Int64;
   else if constexpr (std::is_same_v<U, uint64_t>) return DataType::UInt64;
   else if constexpr (std::is_same_v<U, uint8_t>) return DataType::UInt8;
+  else if constexpr (std::is_same_v<U, bf16>) return DataType::BFloat16;
   else static_assert(sizeof(U) == 0, "no collective data type for this C++ type");
 }
 

@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "runtime/byte_size.h"
 #include "runtime/device_batch.h"
+#include "runtime/gradient_wire.h"
 #include "runtime/memory_probe.h"
 #include "runtime/setup_agreement.h"
 #include "runtime/step_buffers.h"
@@ -133,7 +134,7 @@ std::vector<NondeterministicLayer> nondeterministic_layers(const std::vector<Par
 }  // namespace
 
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const SampleLayout& layout,
-                            int64_t eval_batch) {
+                            int64_t eval_batch, const std::string& reduce_dtype) {
   model.release_activations();
   ctx.release_workspace();
   MemoryModel m;
@@ -141,8 +142,10 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   m.params_bytes = model.param_bytes();
   m.grads_bytes = params * static_cast<int64_t>(sizeof(float));
   m.optimizer_bytes = params * optimizer.state_bytes_per_param();
+  m.reduce_staging_bytes = gradient_wire_staging_bytes(reduce_dtype, params);
   const auto in_use = static_cast<int64_t>(ctx.allocator().stats().in_use);
-  m.library_workspace_bytes = std::max<int64_t>(0, in_use - m.params_bytes - m.grads_bytes - m.optimizer_bytes);
+  m.library_workspace_bytes = std::max<int64_t>(
+      0, in_use - m.params_bytes - m.grads_bytes - m.reduce_staging_bytes - m.optimizer_bytes);
   m.activation_bytes_per_sample = model.activation_bytes_per_sample();
   m.batch_bytes_per_sample = StepBuffers::bytes_per_sample(layout);
   m.eval_bytes_per_sample = DeviceBatch::bytes_per_sample(layout);
@@ -171,7 +174,8 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
   } release_plans{ctx.backend()};
   const int n = control.size();
   const bool auto_micro = config.train.micro_batch == kAuto;
-  const MemoryModel memory = memory_model_of(model, optimizer, ctx, train.layout(), config.eval.batch);
+  const MemoryModel memory =
+      memory_model_of(model, optimizer, ctx, train.layout(), config.eval.batch, config.comm.reduce_dtype);
   const std::vector<std::string> devices = gather_device_names(control, ctx.device_name());
 
   // What this rank may use: what it holds already plus its share of what is free, in

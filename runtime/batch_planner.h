@@ -72,10 +72,12 @@ struct PlanOutcome {
 };
 
 // The memory model of training `model` with `optimizer` on ctx for data of this
-// sample layout, with eval.batch `eval_batch`. Reads what ctx's allocator
-// already holds beyond the model and optimizer as library workspace.
+// sample layout, with eval.batch `eval_batch` and comm.reduce_dtype `reduce_dtype`,
+// whose staging buffer ctx's allocator must already hold (TrainingSetup allocates it
+// with the model). Reads what the allocator holds beyond those as library workspace.
 MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx,
-                            const SampleLayout& layout, int64_t eval_batch);
+                            const SampleLayout& layout, int64_t eval_batch,
+                            const std::string& reduce_dtype);
 // The same memory model were `model` to compute in `compute`: its parameter copy,
 // activations and workspace in that type, the rest as measured.
 MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DType compute);

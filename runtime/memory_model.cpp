@@ -14,7 +14,7 @@ MemoryEstimate MemoryModel::predict(int64_t b) const {
   MemoryEstimate m;
   auto at = [&](MemoryCategory c) -> int64_t& { return m.by_category[static_cast<size_t>(c)]; };
   at(MemoryCategory::Params) = params_bytes;
-  at(MemoryCategory::Grads) = grads_bytes;
+  at(MemoryCategory::Grads) = grads_bytes + reduce_staging_bytes;
   at(MemoryCategory::Optimizer) = optimizer_bytes;
   at(MemoryCategory::Activations) =
       b * (activation_bytes_per_sample + batch_bytes_per_sample) + e * eval_bytes_per_sample;

@@ -5,7 +5,9 @@
 // A rank's peak comes while an evaluation runs after a training step has prefetched
 // its next batch: everything training holds is allocated then. With b the
 // micro-batch and e <= b the evaluation chunk (eval.batch, capped at b):
-//   fixed       parameters and gradients (4 bytes each), optimizer state
+//   fixed       parameters and gradients (4 bytes each), optimizer state, and with
+//               comm.reduce_dtype bf16 the gradients' bf16 wire copy (2 bytes each,
+//               counted with the gradients; Note [Narrow gradient reduction])
 //   activations b * (the model's activations per sample, Model::activation_bytes_per_sample:
 //               for a classifier every layer's output and state, the two input-gradient
 //               buffers backward ping-pongs between and the loss gradient; for the GPT
@@ -36,6 +38,7 @@ struct MemoryEstimate {
 struct MemoryModel {
   int64_t params_bytes = 0;
   int64_t grads_bytes = 0;
+  int64_t reduce_staging_bytes = 0;             // comm.reduce_dtype's wire copy (runtime/gradient_wire.h)
   int64_t optimizer_bytes = 0;
   int64_t library_workspace_bytes = 0;          // held by device libraries (cuBLAS) at start
   int64_t activation_bytes_per_sample = 0;      // the model's (Model::activation_bytes_per_sample)

@@ -24,6 +24,7 @@
 #include "runtime/checkpointing.h"
 #include "runtime/evaluator.h"
 #include "runtime/gradient_clipping.h"
+#include "runtime/gradient_wire.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_writer.h"
 #include "runtime/noise_scale.h"
@@ -250,11 +251,15 @@ class TrainingRun {
   std::unique_ptr<TraceWriter> trace_;  // log.trace: one file per rank, written off the training thread
 };
 
-GradientReducer make_reducer(Communicator& comm, Model& model, const Config& config) {
+// Buckets of comm.bucket_mb of fp32 gradients, whatever type they travel in
+// (comm.reduce_dtype: Note [Narrow gradient reduction]).
+GradientReducer make_reducer(Communicator& comm, Context& ctx, Model& model, const Buffer& reduce_staging,
+                             const Config& config) {
   std::vector<FlatRange> ranges;
   for (const ParamRange& r : model.param_ranges()) ranges.push_back({r.offset, r.count});
   const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
-  return GradientReducer(comm, model.grads(), ranges, std::max<int64_t>(1, bucket_cap));
+  return GradientReducer(comm, model.grads(), ranges, std::max<int64_t>(1, bucket_cap),
+                         gradient_wire(ctx, config.comm.reduce_dtype, reduce_staging));
 }
 
 TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint& resume, Context& ctx,
@@ -266,7 +271,7 @@ TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint
       checkpoint_dir_(checkpoint_dir_of(config, run_dir)), say_(leader_ ? log : quiet_), model_(*setup.model),
       optimizer_(*setup.optimizer),
       held_out_(setup.data.train->layout().input_type == ElementType::kInt32 ? "validation" : "test"),
-      reducer_(make_reducer(comm, model_, config)),
+      reducer_(make_reducer(comm, ctx, model_, setup.reduce_staging, config)),
       step_buffers_(ctx, setup.data.train->layout(), plan_.micro_batch[static_cast<size_t>(comm.rank())]),
       abort_on_error_(comm), stats_(step_buffers_.stats.as<double>()),
       grad_scale_(static_cast<float>(1.0 / static_cast<double>(plan_.global_batch))),
@@ -280,6 +285,8 @@ TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint
   result_.first_step = first_step_;
   result_.steps = first_step_;
   if (noise_.mode == NoiseProbe::kPerRank) {
+    // This rank's own fp32 gradients: the hook runs before a bucket is narrowed to
+    // comm.reduce_dtype (Note [Narrow gradient reduction]).
     reducer_.set_before_launch([this](const GradientBucket& b) {
       ops::sum_squares(ctx_, model_.grads() + b.offset, b.count, noise_.mine.a, stats_ + kSmallGradA);
       ops::sum_squares(ctx_, model_.grads() + b.offset, b.count, noise_.mine.b, stats_ + kSmallGradB);

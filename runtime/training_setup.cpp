@@ -6,6 +6,7 @@
 
 #include "kernels/errors.h"
 #include "runtime/byte_size.h"
+#include "runtime/gradient_wire.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/param_check.h"
 #include "runtime/setup_agreement.h"
@@ -34,6 +35,7 @@ void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communi
     s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count(),
                                  decay_spans(s.model->param_tensors(), s.model->param_count(),
                                              config.optimizer.decay_filter));
+    s.reduce_staging = allocate_gradient_wire_staging(ctx, config.comm.reduce_dtype, s.model->param_count());
   } catch (const OutOfMemoryError& e) {
     const MemoryCapacity memory = ctx.allocator().capacity();
     throw OutOfMemoryError("the model '" + config.model.name + "' does not fit on " + ctx.device_name() +

@@ -9,6 +9,7 @@
 
 #include "comm/communicator.h"
 #include "kernels/context.h"
+#include "kernels/memory.h"
 #include "models/model.h"
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
@@ -23,6 +24,9 @@ struct TrainingSetup {
   DataSplits data;
   std::unique_ptr<Model> model;
   std::unique_ptr<Optimizer> optimizer;
+  // comm.reduce_dtype bf16: the gradients' bf16 copy that buckets travel in (empty
+  // for fp32), allocated before planning so the plan counts it (runtime/gradient_wire.h).
+  Buffer reduce_staging;
   PlanOutcome planned;
   std::unique_ptr<GlobalSampler> sampler;
   int64_t steps_per_epoch = 0;

@@ -5,6 +5,14 @@
 //                                                     so is the test loss of every evaluation
 //                                                     both runs made in that range (and, for
 //                                                     REL 0, the test accuracy)
+//   metrics_check compare-rounded EPS STEPS DIR_A DIR_B...
+//                                                     train loss at steps 1..STEPS of every run
+//                                                     within 1e-4 relative plus EPS times DIR_A's
+//                                                     loss path up to that step (the sum of
+//                                                     |L(s+1) - L(s)| over s < t): runs whose
+//                                                     updates differ by at most EPS relative
+//                                                     (Note [Rounded-gradient bound]); so is
+//                                                     the test loss of every evaluation
 //   metrics_check min-accuracy MIN DIR                the last eval_accuracy is at least MIN
 //   metrics_check max-eval-loss MAX DIR               the last eval_loss is below MAX, and its
 //                                                     eval_bits_per_byte is eval_loss / ln 2
@@ -127,6 +135,65 @@ int compare(double rel, long first, long steps, const std::vector<std::string>& 
   return failures == 0 ? 0 : 1;
 }
 
+// Note [Rounded-gradient bound]
+// Two runs of the same training whose gradients differ by rounding of relative size
+// at most eps per element (comm.reduce_dtype bf16: 2^-8 per rounding, one for the
+// narrowing and one for each combination of the all-reduce that a value goes
+// through; relative to the magnitudes summed, which is the gradient's own size unless
+// the ranks' gradients cancel) take updates that differ by about eps relative at most,
+// momentum included (a weighted sum of such gradients). To first order, the loss change an update causes
+// then differs by at most eps of that change, and these differences add up over the
+// steps: |L'(t) - L(t)| <= eps * sum over s < t of |L(s+1) - L(s)|, the reference's
+// loss path. Its step-to-step changes include the batch-to-batch noise of the loss,
+// which only loosens the bound. On top comes what runs of the same gradients differ
+// by anyway (fp32 summation order across layouts): 1e-4 relative, as `compare` allows.
+// The bound holds at step 1 with the 1e-4 alone (no update has been made yet), and
+// grows with how far the loss has travelled, not with the number of steps.
+double path_bound(double eps, const std::map<long, double>& reference, long step) {
+  double path = 0.0;
+  for (long s = 1; s < step; ++s) {
+    if (reference.count(s) && reference.count(s + 1)) path += std::fabs(reference.at(s + 1) - reference.at(s));
+  }
+  return eps * path;
+}
+
+int compare_rounded(double eps, long steps, const std::vector<std::string>& dirs) {
+  constexpr double kSameGradients = 1e-4;
+  const auto reference = by_step(dirs[0], "train", "loss");
+  int failures = 0;
+  for (size_t d = 1; d < dirs.size(); ++d) {
+    double worst = 0.0;  // the largest share of its bound that a difference takes
+    for (const std::string kind : {"train", "eval"}) {
+      const std::string key = kind == "train" ? "loss" : "eval_loss";
+      const auto ref = by_step(dirs[0], kind, key);
+      const auto other = by_step(dirs[d], kind, key);
+      for (long s = 1; s <= steps; ++s) {
+        if (kind == "train" && (!ref.count(s) || !other.count(s))) {
+          std::cerr << "step " << s << " missing in " << (ref.count(s) ? dirs[d] : dirs[0]) << "\n";
+          return 1;
+        }
+        if (ref.count(s) != other.count(s)) {
+          std::printf("step %ld: %s in only one of %s and %s\n", s, key.c_str(), dirs[0].c_str(), dirs[d].c_str());
+          ++failures;
+          continue;
+        }
+        if (!ref.count(s)) continue;
+        const double a = ref.at(s), b = other.at(s);
+        const double bound = kSameGradients * std::fabs(a) + path_bound(eps, reference, s);
+        worst = std::max(worst, std::fabs(a - b) / bound);
+        if (std::fabs(a - b) > bound) {
+          std::printf("step %ld: %s %.10g in %s vs %.10g in %s: difference %.3g > bound %.3g\n", s, key.c_str(), b,
+                      dirs[d].c_str(), a, dirs[0].c_str(), std::fabs(a - b), bound);
+          ++failures;
+        }
+      }
+    }
+    std::printf("%s vs %s: steps 1-%ld, the largest difference is %.3g of its bound (eps %.6g)\n", dirs[d].c_str(),
+                dirs[0].c_str(), steps, worst, eps);
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 int min_accuracy(double min, const std::string& dir) {
   std::optional<double> last;
   for (const auto& line : lines_of(dir)) {
@@ -231,11 +298,16 @@ int main(int argc, char** argv) {
     const long last = std::atol(a[2].c_str() + (dash == std::string::npos ? 0 : dash + 1));
     return compare(std::atof(a[1].c_str()), first, last, std::vector<std::string>(a.begin() + 3, a.end()));
   }
+  if (a.size() >= 4 && a[0] == "compare-rounded") {
+    return compare_rounded(std::atof(a[1].c_str()), std::atol(a[2].c_str()),
+                           std::vector<std::string>(a.begin() + 3, a.end()));
+  }
   if (a.size() == 3 && a[0] == "min-accuracy") return min_accuracy(std::atof(a[1].c_str()), a[2]);
   if (a.size() == 3 && a[0] == "max-eval-loss") return max_eval_loss(std::atof(a[1].c_str()), a[2]);
   if (a.size() >= 2 && a[0] == "plan") return plan(a[1], a.size() >= 3 && a[2] == "mixed");
   if (a.size() == 2 && a[0] == "noise-scale") return noise_scale(a[1]);
   std::cerr << "usage: metrics_check compare REL STEPS DIR_A DIR_B... | metrics_check min-accuracy MIN DIR |\n"
+               "       metrics_check compare-rounded EPS STEPS DIR_A DIR_B... |\n"
                "       metrics_check max-eval-loss MAX DIR |\n"
                "       metrics_check plan FILE [mixed] | metrics_check noise-scale DIR\n";
   return 2;

@@ -27,6 +27,7 @@
 #include "comm/staging_communicator.h"
 #include "comm/typed_collectives.h"
 #include "kernels/context.h"
+#include "kernels/dtype.h"
 #include "kernels/errors.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
@@ -164,6 +165,32 @@ TYPED_TEST(NcclTyped, OutOfPlaceCollectivesMoveWholeElements) {
   EXPECT_EQ(send.download(), input) << "all_reduce";
   broadcast(*this->comm, std::span<TypeParam>(send.data(), n), 0)->wait();
   EXPECT_EQ(send.download(), input) << "broadcast";
+}
+
+// DataType::BFloat16 is ncclBfloat16 (comm.reduce_dtype bf16): 2-byte elements, so a
+// wrong mapping moves the wrong number of bytes and leaves the sentinels wrong.
+TEST_F(NcclOneRank, Bf16CollectivesMoveTwoByteElements) {
+  const size_t n = 1001;
+  auto bits_of = [](const std::vector<bf16>& v) {
+    std::vector<uint16_t> bits;
+    for (bf16 b : v) bits.push_back(b.bits);
+    return bits;
+  };
+  std::vector<bf16> input(n), sentinel(n + 8, float_to_bf16(99.0f));
+  for (size_t i = 0; i < n; ++i) input[i] = float_to_bf16(static_cast<float>(i % 50) * 0.375f - 3.0f);
+  DeviceVector<bf16> send(*ctx, n), recv(*ctx, n + 8);
+  send.upload(input);
+  std::vector<bf16> expected = input;
+  expected.resize(n + 8, float_to_bf16(99.0f));
+
+  recv.upload(sentinel);
+  all_gather(*comm, std::span<const bf16>(send.data(), n), std::span<bf16>(recv.data(), n))->wait();
+  EXPECT_EQ(bits_of(recv.download()), bits_of(expected)) << "all_gather";
+  recv.upload(sentinel);
+  reduce_scatter(*comm, std::span<const bf16>(send.data(), n), std::span<bf16>(recv.data(), n))->wait();
+  EXPECT_EQ(bits_of(recv.download()), bits_of(expected)) << "reduce_scatter";
+  all_reduce(*comm, std::span<bf16>(send.data(), n))->wait();
+  EXPECT_EQ(bits_of(send.download()), bits_of(input)) << "all_reduce";
 }
 
 TEST_F(NcclOneRank, BroadcastFromRootZeroKeepsTheData) {

@@ -2,6 +2,7 @@
 // the rank and the world size.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <span>
@@ -11,6 +12,7 @@
 #include "comm/mpi_communicator.h"
 #include "comm/self_communicator.h"
 #include "comm/typed_collectives.h"
+#include "kernels/dtype.h"
 #include "tests/mpi/mpi_env.h"
 
 namespace dtrain {
@@ -101,6 +103,64 @@ TEST(Collectives, BlockingReductionsMatchTheFormulas) {
   }
   comm.reduce_scatter_blocking(send.data(), recv.data(), block, DataType::Float64, ReduceOp::Sum);
   for (size_t i = 0; i < block; ++i) EXPECT_EQ(recv[i], n * (100.0 * r + static_cast<double>(i)) + n * (n - 1) / 2.0);
+}
+
+// bf16 (Note [bf16 sum]): sums of small integers are exact in bf16 (8 significant
+// bits hold every integer up to 256), whatever order MPI combines the ranks in.
+TEST(Bf16Collectives, AllReduceSumOfSmallIntegersEqualsFormula) {
+  MpiCommunicator& comm = world();
+  const int n = comm.size(), r = comm.rank();
+  std::vector<bf16> buf(1001);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = float_to_bf16(static_cast<float>(r * 3 + static_cast<int>(i % 7)));
+  std::vector<bf16> blocking = buf;
+  all_reduce(comm, std::span<bf16>(buf))->wait();
+  comm.all_reduce_blocking(blocking.data(), blocking.size(), DataType::BFloat16, ReduceOp::Sum);
+  int wrong = 0;
+  for (size_t i = 0; i < buf.size(); ++i) {
+    // sum over ranks q of (3q + i%7) = 3 n(n-1)/2 + n (i%7) <= 18 + 24
+    const float expected = static_cast<float>(3 * n * (n - 1) / 2 + n * static_cast<int>(i % 7));
+    wrong += bf16_to_float(buf[i]) != expected;
+    wrong += bf16_to_float(blocking[i]) != expected;
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+// Every combination rounds to bf16: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 and goes
+// to the even 1, where an fp32 sum would keep 1.00390625; 1 + 2^-7 plus 2^-8 goes up to
+// 1 + 2^-6. Rank 0 holds the 1s, rank 1 the 2^-8s, the others zeros, which every
+// combination keeps exactly, so the result is the same in any order.
+TEST(Bf16Collectives, EachSumRoundsToNearestEven) {
+  MpiCommunicator& comm = world();
+  const float half_ulp = std::ldexp(1.0f, -8), ulp = std::ldexp(1.0f, -7);
+  const std::vector<float> mine = comm.rank() == 0   ? std::vector<float>{1.0f, 1.0f + ulp}
+                                  : comm.rank() == 1 ? std::vector<float>{half_ulp, half_ulp}
+                                                     : std::vector<float>{0.0f, 0.0f};
+  std::vector<bf16> buf = {float_to_bf16(mine[0]), float_to_bf16(mine[1])};
+  all_reduce(comm, std::span<bf16>(buf))->wait();
+  const bool summed = comm.size() >= 2;  // one rank: nothing to add
+  EXPECT_EQ(bf16_to_float(buf[0]), 1.0f);
+  EXPECT_EQ(bf16_to_float(buf[1]), summed ? 1.0f + 2 * ulp : 1.0f + ulp);
+}
+
+// The gradient reducer needs every rank to hold the same sum (the parameters must stay
+// identical): rank-dependent values that need rounding, gathered and compared bitwise.
+TEST(Bf16Collectives, EveryRankHoldsTheSameRoundedSum) {
+  MpiCommunicator& comm = world();
+  const int n = comm.size(), r = comm.rank();
+  const size_t count = 4099;
+  std::vector<bf16> buf(count);
+  for (size_t i = 0; i < count; ++i) {
+    const float x = 0.1f * static_cast<float>(i) + static_cast<float>(r);
+    buf[i] = float_to_bf16(std::sin(x) * (1.0f + 0.3f * static_cast<float>(r)));
+  }
+  all_reduce(comm, std::span<bf16>(buf))->wait();
+  std::vector<bf16> all(count * static_cast<size_t>(n));
+  all_gather(comm, std::span<const bf16>(buf), std::span<bf16>(all))->wait();
+  int differ = 0;
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < count; ++i) differ += all[static_cast<size_t>(q) * count + i].bits != buf[i].bits;
+  }
+  EXPECT_EQ(differ, 0);
 }
 
 // Strings of different lengths, one of them empty, in rank order (the node's GPU lists).

@@ -12,6 +12,7 @@
 #include "comm/device_communicator.h"
 #include "comm/staging_communicator.h"
 #include "comm/typed_collectives.h"
+#include "kernels/dtype.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
 #include "tests/mpi/mpi_env.h"
@@ -73,6 +74,22 @@ TYPED_TEST(StagingAllReduceTyped, SumEqualsFormula) {
     const auto expected = static_cast<TypeParam>(n * (n - 1) / 2 + n * static_cast<int>(i % 5));
     ASSERT_EQ(out[i], expected) << "element " << i;
   }
+}
+
+// bf16 (2-byte elements, an odd count) through the staging buffers: small integers,
+// whose sums bf16 holds exactly (Note [bf16 sum]).
+TEST_F(StagingTest, Bf16AllReduceSumEqualsFormula) {
+  std::vector<bf16> input(1001);
+  for (size_t i = 0; i < input.size(); ++i) input[i] = float_to_bf16(static_cast<float>(r + static_cast<int>(i % 5)));
+  DeviceArray<bf16> dev(*ctx, input.size());
+  dev.upload(input);
+  comm.all_reduce(dev.data(), dev.size(), DataType::BFloat16, ReduceOp::Sum)->wait();
+  const auto out = dev.download();
+  int wrong = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    wrong += bf16_to_float(out[i]) != static_cast<float>(n * (n - 1) / 2 + n * static_cast<int>(i % 5));
+  }
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST_F(StagingTest, ReduceScatterGivesEachRankItsBlockSum) {

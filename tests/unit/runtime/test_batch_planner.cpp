@@ -13,6 +13,7 @@
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
 #include "runtime/dataset.h"
+#include "runtime/gradient_wire.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/memory_probe.h"
 #include "runtime/optimizer.h"
@@ -74,7 +75,8 @@ class PredictionVsProbe : public ::testing::TestWithParam<std::pair<std::string,
 TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
   const Config c = config_for(GetParam().first, GetParam().second);
   Rank r(c);
-  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch);
+  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch,
+                                               c.comm.reduce_dtype);
   // The fixed part by formula: 4 bytes per parameter for each of params and grads;
   // SGD with momentum keeps one mirror, AdamW two.
   const int64_t params = r.model->param_count();
@@ -96,6 +98,36 @@ INSTANTIATE_TEST_SUITE_P(Models, PredictionVsProbe,
                          ::testing::Values(std::make_pair("mlp", "sgd"), std::make_pair("cnn", "sgd"),
                                            std::make_pair("mlp", "adamw")),
                          [](const auto& info) { return info.param.first + "_" + info.param.second; });
+
+// comm.reduce_dtype bf16 keeps a bf16 copy of the gradients (runtime/gradient_wire.h):
+// 2 bytes per parameter more, in the prediction and in the probe's measured peak
+// alike, so the model's error stays what it is for fp32 (none on the CPU for the MLP).
+TEST(BatchPlanner, Bf16ReduceStagingAddsTwoBytesPerParameterToPredictionAndPeak) {
+  Config c = config_for("mlp");
+  Rank r(c);
+  const int64_t params = r.model->param_count();
+  const int64_t micro = 100;
+  auto predicted_and_peak = [&](const std::string& reduce_dtype) {
+    const MemoryModel memory =
+        memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch, reduce_dtype);
+    r.model->release_activations();
+    r.ctx->release_workspace();
+    const int64_t peak =
+        probe_micro_batch(*r.model, *r.ctx, *r.data.train, micro, std::min<int64_t>(micro, c.eval.batch));
+    return std::make_pair(memory.predict(micro), peak);
+  };
+  const auto [fp32, fp32_peak] = predicted_and_peak("fp32");
+  const Buffer staging = allocate_gradient_wire_staging(*r.ctx, "bf16", params);  // as TrainingSetup does
+  EXPECT_EQ(r.ctx->allocator().stats().in_use_by[static_cast<size_t>(MemoryCategory::Grads)],
+            static_cast<size_t>(6 * params));
+  const auto [bf16, bf16_peak] = predicted_and_peak("bf16");
+  const auto grads = static_cast<size_t>(MemoryCategory::Grads);
+  EXPECT_EQ(fp32.by_category[grads], 4 * params);
+  EXPECT_EQ(bf16.by_category[grads], 6 * params);
+  EXPECT_EQ(bf16.total() - fp32.total(), 2 * params);
+  EXPECT_EQ(bf16_peak - fp32_peak, 2 * params);
+  EXPECT_EQ(bf16.total() - bf16_peak, fp32.total() - fp32_peak);  // the model's error is unchanged
+}
 
 TEST(BatchPlanner, ProbeLeavesParametersAndZeroGradients) {
   const Config c = config_for("mlp");
