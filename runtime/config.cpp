@@ -64,6 +64,10 @@ void check_across_keys(const Config& c) {
     throw ConfigError(c.where("schedule.warmup_epochs") + ": schedule.warmup_steps (" + c.where("schedule.warmup_steps") +
                       ") and schedule.warmup_epochs are both set; keep one");
   }
+  if (c.precision.compute == "bf16" && c.model.name != "gpt") {
+    throw ConfigError(c.where("precision.compute") + ": precision.compute is 'bf16' but the " + c.model.name +
+                      " computes in fp32 only (bf16 is the gpt's); set precision.compute: fp32");
+  }
   if (c.optimizer.lr_scaling != "none" && c.optimizer.base_batch == 0) {
     throw ConfigError(c.where("optimizer.lr_scaling") + ": optimizer.lr_scaling is '" + c.optimizer.lr_scaling +
                       "' but optimizer.base_batch is not set; set it to the global batch that optimizer.lr was tuned for");

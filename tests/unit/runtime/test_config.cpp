@@ -173,6 +173,13 @@ TEST_F(ConfigTest, BadMemoryValuesNameKeyAndLine) {
   EXPECT_NE(m.find("has a size of 0"), std::string::npos) << m;
 }
 
+TEST_F(ConfigTest, Bf16ComputeIsTheGptsAndNamesWhereItWasSet) {
+  const std::string m = error_of("model:\n  name: cnn\nprecision:\n  compute: bf16\n");
+  EXPECT_NE(m.find(path_ + ":4: precision.compute is 'bf16' but the cnn computes in fp32 only"), std::string::npos) << m;
+  EXPECT_NE(error_of("precision:\n  compute: fp16\n").find("is not one of: fp32, bf16"), std::string::npos);
+  EXPECT_NE(error_of("comm:\n  reduce_dtype: fp8\n").find("is not one of: fp32, bf16"), std::string::npos);
+}
+
 TEST_F(ConfigTest, LrScalingNeedsItsBaseAndWarmupIsGivenOnce) {
   EXPECT_NE(error_of("optimizer:\n  lr_scaling: sqrt\n").find("optimizer.base_batch is not set"), std::string::npos);
   EXPECT_NE(error_of("optimizer:\n  lr_scaling: cubic\n").find("is not one of: none, linear, sqrt"), std::string::npos);
