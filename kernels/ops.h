@@ -148,6 +148,11 @@ class OpsBackend {
   virtual void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
   // Waits for the work queued on ctx's device (nothing to wait for on the CPU).
   virtual void synchronize(Context& ctx) {}
+  // How many times the host has waited for the device's queued work so far
+  // (synchronize(), copy_to_host()): the trainer reports it per step, so a step that
+  // stalls the queue more than its one read-back of the loss shows. -1 where nothing
+  // is queued (the CPU, whose ops run as they are called).
+  virtual int64_t host_syncs() const { return -1; }
   // The device's peak fp32 FLOP/s (FMA lanes x 2 x clock), or 0 when unknown (CPU).
   virtual double peak_flops() const { return 0.0; }
   // Host memory for transfers to and from the device: page-locked on GPUs, so copies

@@ -7,6 +7,7 @@
 
 #include "comm/device_communicator.h"
 #include "comm/self_communicator.h"
+#include "comm/single_rank_communicator.h"
 #include "comm/staging_communicator.h"
 #include "comm/typed_collectives.h"
 #include "kernels/errors.h"
@@ -101,9 +102,11 @@ DeviceSetup setup_device(const Config& config, Process& process) {
   } else if (process.mpi() != nullptr) {
     setup.comm = make_mpi_device_communicator(*process.mpi(), *setup.ctx, flags[2] == control.size());
   } else if (setup.ctx->device_kind() != DeviceKind::Cpu) {
-    // One process without MPI: collectives on device buffers still need their copies.
+    // One process without MPI: the collectives with an output buffer still need their
+    // copies; the others are nothing (comm/single_rank_communicator.h).
     setup.host = std::make_unique<SelfCommunicator>();
-    setup.comm = std::make_unique<StagingCommunicator>(*setup.host, *setup.ctx);
+    setup.staged = std::make_unique<StagingCommunicator>(*setup.host, *setup.ctx);
+    setup.comm = std::make_unique<SingleRankCommunicator>(*setup.staged);
   } else {
     setup.comm = std::make_unique<SelfCommunicator>();
   }

@@ -18,6 +18,7 @@ namespace dtrain::launch {
 struct DeviceSetup {
   std::unique_ptr<Context> ctx;
   std::unique_ptr<Communicator> host;  // what `comm` stages through, when it owns one
+  std::unique_ptr<Communicator> staged;  // one process on a device: `host` staged for `comm`
   std::unique_ptr<Communicator> comm;  // takes buffers in ctx's memory
   int ranks_sharing_device = 1;        // ranks whose memory comes from this rank's device
 };

@@ -203,6 +203,7 @@ class TrainingRun {
   struct StepSums {
     double values[kStepStats];
     double loss = 0.0;  // the mean per-sample loss of the global batch
+    int64_t host_syncs = -1;  // the host's waits for the device in the step (OpsBackend::host_syncs)
   };
 
   void prefetch(int64_t step, int64_t micro);
@@ -413,6 +414,7 @@ void TrainingRun::record(int64_t step, const StepSums& sums, double lr, Clock::t
       {"mem_peak_mib", mib(memory.peak)},
       {"mem_reserved_mib", mib(memory.reserved)},
       {"mem_peak_reserved_mib", mib(memory.peak_reserved)}};
+  if (sums.host_syncs >= 0) fields.push_back({"host_syncs", double(sums.host_syncs)});
   if (noise_scale_.ready()) {
     fields.push_back({"grad_sq", noise_scale_.gradient_sq()});
     fields.push_back({"trace_sigma", noise_scale_.trace_sigma()});
@@ -500,9 +502,11 @@ TrainResult TrainingRun::run() {
     if (options_.on_step) options_.on_step(step + 1);
     faults_.at_step_start(step + 1, comm_.rank());
     const double lr = lr_at(setup_.schedule, setup_.lr, step, total_steps);
-    const StepSums sums = accumulate_gradients(step);
+    const int64_t syncs_before = ctx_.backend().host_syncs();
+    StepSums sums = accumulate_gradients(step);
     apply_update(step, sums, lr);
     model_.zero_grads();
+    if (syncs_before >= 0) sums.host_syncs = ctx_.backend().host_syncs() - syncs_before;
     samples_ += plan_.global_batch;
     result_.steps = step + 1;
     result_.final_loss = sums.loss;

@@ -220,6 +220,7 @@ class CpuAsyncBackend final : public OpsBackend {
     synchronize(ctx);
   }
   void synchronize(Context&) override {
+    ++host_syncs_;
     compute_->drain();
     if (std::exception_ptr error = compute_->take_error()) std::rethrow_exception(error);
   }
@@ -229,6 +230,7 @@ class CpuAsyncBackend final : public OpsBackend {
     drain_all();
     transfer_->release(p);
   }
+  int64_t host_syncs() const override { return host_syncs_; }
   std::unique_ptr<Uploader> make_uploader(Context&) override {
     // Its own queue, as each CUDA Uploader has its own stream: uploads of different
     // Uploaders are not ordered with each other.
@@ -283,6 +285,7 @@ class CpuAsyncBackend final : public OpsBackend {
 
   OpsBackend& cpu_ = cpu::backend();
   std::shared_ptr<WorkQueue> compute_;
+  int64_t host_syncs_ = 0;  // synchronize() calls (copy_to_host counts through it)
   std::vector<std::weak_ptr<WorkQueue>> side_queues_;  // one per Uploader made
   std::shared_ptr<TransferMemory> transfer_ = std::make_shared<TransferMemory>();
   LentWorkspace* lent_ = nullptr;  // owned by worker_ctx_

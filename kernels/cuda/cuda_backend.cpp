@@ -120,12 +120,14 @@ void CudaBackend::copy_to_host(Context& /*ctx*/, void* dst, const void* src, siz
   if (bytes != 0) {
     DTRAIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()));
     DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    ++host_syncs_;
   }
   check_device_errors();
 }
 
 void CudaBackend::synchronize(Context& /*ctx*/) {
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  ++host_syncs_;
   check_device_errors();
 }
 

@@ -167,6 +167,7 @@ class CudaBackend final : public OpsBackend {
   // Returns once the bytes are on the host (and checks Note [Label check on the device]).
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
   void synchronize(Context& ctx) override;
+  int64_t host_syncs() const override { return host_syncs_; }
   // With TF32 allowed, the tensor-core TF32 rate is not counted: this is the fp32 peak.
   double peak_flops() const override;
   void* alloc_host(size_t bytes) override;
@@ -194,6 +195,7 @@ class CudaBackend final : public OpsBackend {
   void check_device_errors();
 
   CudaCachingAllocator& allocator_;
+  int64_t host_syncs_ = 0;
   const int device_;
   const bool tf32_;
   int sm_count_ = 1;

@@ -288,6 +288,22 @@ int noise_scale(const std::string& dir) {
   return std::isfinite(*last) && *last > 0 ? 0 : 1;
 }
 
+// Every one of `steps` training steps waited for the device at most `most` times
+// (host_syncs, OpsBackend::host_syncs): a step's only wait is its read-back of the loss.
+int host_syncs(long most, long steps, const std::string& dir) {
+  const std::map<long, double> syncs = by_step(dir, "train", "host_syncs");
+  if (static_cast<long>(syncs.size()) != steps) {
+    std::cerr << dir << "/metrics.jsonl: host_syncs on " << syncs.size() << " steps, expected " << steps << "\n";
+    return 1;
+  }
+  int failures = 0;
+  for (const auto& [step, n] : syncs) {
+    if (n > most) ++failures, std::printf("step %ld: the host waited for the device %.0f times (at most %ld)\n", step, n, most);
+  }
+  std::printf("%zu steps, each with at most %ld host wait(s): %s\n", syncs.size(), most, failures ? "no" : "yes");
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -306,9 +322,11 @@ int main(int argc, char** argv) {
   if (a.size() == 3 && a[0] == "max-eval-loss") return max_eval_loss(std::atof(a[1].c_str()), a[2]);
   if (a.size() >= 2 && a[0] == "plan") return plan(a[1], a.size() >= 3 && a[2] == "mixed");
   if (a.size() == 2 && a[0] == "noise-scale") return noise_scale(a[1]);
+  if (a.size() == 4 && a[0] == "host-syncs") return host_syncs(std::atol(a[1].c_str()), std::atol(a[2].c_str()), a[3]);
   std::cerr << "usage: metrics_check compare REL STEPS DIR_A DIR_B... | metrics_check min-accuracy MIN DIR |\n"
                "       metrics_check compare-rounded EPS STEPS DIR_A DIR_B... |\n"
                "       metrics_check max-eval-loss MAX DIR |\n"
-               "       metrics_check plan FILE [mixed] | metrics_check noise-scale DIR\n";
+               "       metrics_check plan FILE [mixed] | metrics_check noise-scale DIR |\n"
+               "       metrics_check host-syncs MAX STEPS DIR\n";
   return 2;
 }
