@@ -346,8 +346,10 @@ TEST(Bf16Gemm, WorkspaceBytesAreWhatTheOpTakes) {
       std::vector<bf16> cb(g.m * g.n);
       std::vector<float> cf(g.m * g.n);
       const TypedPtr c = c_type == DType::kBF16 ? TypedPtr(cb.data()) : TypedPtr(cf.data());
-      ops::gemm(*ctx, false, true, g.m, g.n, g.k, 1.0f, a.data(), g.k, b.data(), g.k, 0.0f, c, g.n);
-      const size_t formula = ops::gemm_workspace_bytes(*ctx, g.m, g.n, g.k, DType::kBF16, c_type);
+      // The emulated GEMM, whatever DTRAIN_CPU_BF16 gives the backend (the native one's
+      // workspace: test_cpu_gemm_native.cpp).
+      cpu::gemm(*ctx, false, true, g.m, g.n, g.k, 1.0f, a.data(), g.k, b.data(), g.k, 0.0f, c, g.n);
+      const size_t formula = cpu::gemm_workspace_bytes(g.m, g.n, g.k, DType::kBF16, c_type);
       EXPECT_EQ(workspace_in_use(*ctx), formula);
       // The whole product fits: op(A), op(B) and, for a bf16 C, C, all widened.
       const int64_t floats = g.m * g.k + g.k * g.n + (c_type == DType::kBF16 ? g.m * g.n : 0);
