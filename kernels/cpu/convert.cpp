@@ -30,15 +30,9 @@ void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {
   if (x.type == y.type) {
     std::memcpy(y.data, x.data, static_cast<size_t>(n) * dtype_size(x.type));
   } else if (y.type == DType::kBF16) {
-    const float* src = x.f32();
-    bf16* dst = y.b16();
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+    narrow_team(ctx, x.f32(), n, y.b16());
   } else {
-    const bf16* src = x.b16();
-    float* dst = y.f32();
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
+    widen_team(ctx, x.b16(), n, y.f32());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/conv2d_plan.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/gemm_native.h"
 
 namespace dtrain::cpu {
 
@@ -14,9 +15,16 @@ class CpuBackend final : public OpsBackend {
   void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
             float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta,
             TypedPtr c, int64_t ldc) override {
-    cpu::gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (bf16_gemm_ == Bf16Gemm::kNative) {
+      cpu::gemm_native(ctx, gemm_plans_, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      cpu::gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
   }
   size_t gemm_workspace_bytes(int64_t m, int64_t n, int64_t k, DType ab, DType c) const override {
+    if (bf16_gemm_ == Bf16Gemm::kNative && ab == DType::kBF16) {
+      return cpu::gemm_native_workspace_bytes(gemm_plans_, m, n, k, c);
+    }
     return cpu::gemm_workspace_bytes(m, n, k, ab, c);
   }
   void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
@@ -135,11 +143,19 @@ class CpuBackend final : public OpsBackend {
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override {
     cpu::copy_to_host(ctx, dst, src, bytes);
   }
-  void release_plans() override { conv_plans_.clear(); }
-  size_t plan_count() const override { return conv_plans_.size(); }
+  void release_plans() override {
+    conv_plans_.clear();
+    gemm_plans_.clear();
+  }
+  size_t plan_count() const override { return conv_plans_.size() + gemm_plans_.size(); }
 
  private:
   ConvPlanCache conv_plans_;  // the oneDNN primitives of each convolution group shape
+  // The bf16 GEMM of DTRAIN_CPU_BF16 (Note [Native bf16 GEMM] in gemm_native.cpp), and
+  // the native one's primitives of each slab shape (mutable: the workspace query makes
+  // descriptors the way the op would).
+  const Bf16Gemm bf16_gemm_ = bf16_gemm_from_environment();
+  mutable GemmPlanCache gemm_plans_;
 };
 
 }  // namespace

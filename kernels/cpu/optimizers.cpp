@@ -2,6 +2,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/storage.h"
 
 namespace dtrain::cpu {
 
@@ -67,11 +68,10 @@ void adamw_update(Context& ctx, float* params, const float* grads, float* m, flo
     v[i] = vi;
     params[i] = params[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
   }
-  // The bf16 copy in a second pass over the (cache-warm) block would cost as much; one
-  // loop keeps the update and its copy in one place.
+  // The bf16 copy: a second pass over the (cache-warm) parameters, in the widest
+  // vectors the CPU has (Note [Conversion clones] in storage.cpp).
   if (params_bf16 == nullptr) return;
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-  for (int64_t i = 0; i < n; ++i) params_bf16[i] = float_to_bf16(params[i]);
+  narrow_team(ctx, params, n, params_bf16);
 }
 
 }  // namespace dtrain::cpu

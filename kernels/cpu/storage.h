@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "kernels/dtype.h"
+#include "kernels/ops.h"
 
 namespace dtrain::cpu {
 
@@ -28,15 +29,14 @@ inline T narrow(float v) {
   }
 }
 
-// dst[0, n) = src[0, n) widened / rounded; on the calling thread.
-inline void widen_row(const bf16* src, int64_t n, float* dst) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) dst[i] = widen(src[i]);
-}
-inline void narrow_row(const float* src, int64_t n, bf16* dst) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) dst[i] = narrow<bf16>(src[i]);
-}
+// dst[0, n) = src[0, n) widened / rounded, on the calling thread: widen() and
+// narrow<bf16>() over a row, in the widest vectors the CPU has (Note [Conversion
+// clones] in storage.cpp).
+void widen_row(const bf16* src, int64_t n, float* dst);
+void narrow_row(const float* src, int64_t n, bf16* dst);
+// The same over [0, n) on ctx's team, in chunks of whole cache lines.
+void widen_team(Context& ctx, const bf16* src, int64_t n, float* dst);
+void narrow_team(Context& ctx, const float* src, int64_t n, bf16* dst);
 
 template <class T>
 const T* typed(ConstTypedPtr p) {

@@ -18,6 +18,7 @@
 
 #include "kernels/context.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/storage.h"
 #include "kernels/dropout_hash.h"
 #include "kernels/dtype.h"
 #include "kernels/errors.h"
@@ -98,6 +99,36 @@ size_t workspace_in_use(Context& ctx) {
 }
 
 // -------------------------------------------------------------- float_to_bf16
+
+// The row conversions (one clone per ISA, Note [Conversion clones] in
+// kernels/cpu/storage.cpp) against the scalar definitions, element by element: every
+// bf16 pattern with low halves that round down, tie (to even, both ways), round up and
+// carry into the exponent, NaN payloads, infinities and denormals, at lengths with
+// vector tails.
+TEST(Bf16RowConversion, EqualsTheScalarConversionOnEveryPattern) {
+  std::vector<float> in;
+  for (uint32_t hi = 0; hi < 0x10000u; ++hi) {
+    for (uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu}) in.push_back(float_of(hi << 16 | lo));
+  }
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{33}, static_cast<int64_t>(in.size())}) {
+    std::vector<bf16> got(n);
+    cpu::narrow_row(in.data(), n, got.data());
+    std::vector<float> back(n);
+    cpu::widen_row(got.data(), n, back.data());
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(got[i].bits, float_to_bf16(in[i]).bits) << "n=" << n << " input 0x" << std::hex << bits_of(in[i]);
+      ASSERT_EQ(bits_of(back[i]), bits_of(bf16_to_float(got[i]))) << "n=" << n << " element " << i;
+    }
+  }
+  auto ctx = Context::make_cpu(2);
+  std::vector<bf16> team(in.size());
+  cpu::narrow_team(*ctx, in.data(), static_cast<int64_t>(in.size()), team.data());
+  for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(team[i].bits, float_to_bf16(in[i]).bits) << "element " << i;
+  std::vector<float> wide(in.size());
+  cpu::widen_team(*ctx, team.data(), static_cast<int64_t>(team.size()), wide.data());
+  for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(bits_of(wide[i]), bits_of(bf16_to_float(team[i])));
+}
+
 
 TEST(Bf16Conversion, RoundsToNearestEvenOnHandWorkedBitPatterns) {
   struct Case {
@@ -346,8 +377,10 @@ TEST(Bf16Gemm, WorkspaceBytesAreWhatTheOpTakes) {
       std::vector<bf16> cb(g.m * g.n);
       std::vector<float> cf(g.m * g.n);
       const TypedPtr c = c_type == DType::kBF16 ? TypedPtr(cb.data()) : TypedPtr(cf.data());
-      ops::gemm(*ctx, false, true, g.m, g.n, g.k, 1.0f, a.data(), g.k, b.data(), g.k, 0.0f, c, g.n);
-      const size_t formula = ops::gemm_workspace_bytes(*ctx, g.m, g.n, g.k, DType::kBF16, c_type);
+      // The emulated GEMM, whatever DTRAIN_CPU_BF16 gives the backend (the native one's
+      // workspace: test_cpu_gemm_native.cpp).
+      cpu::gemm(*ctx, false, true, g.m, g.n, g.k, 1.0f, a.data(), g.k, b.data(), g.k, 0.0f, c, g.n);
+      const size_t formula = cpu::gemm_workspace_bytes(g.m, g.n, g.k, DType::kBF16, c_type);
       EXPECT_EQ(workspace_in_use(*ctx), formula);
       // The whole product fits: op(A), op(B) and, for a bf16 C, C, all widened.
       const int64_t floats = g.m * g.k + g.k * g.n + (c_type == DType::kBF16 ? g.m * g.n : 0);
