@@ -31,5 +31,20 @@ TEST(VectorMath, TanhIsWithinItsAbsoluteBoundAndOdd) {
   EXPECT_EQ(simd_tanh(40.0f), 1.0f);
 }
 
+// The clamp limits the range by integer min/max on order keys; out-of-range inputs
+// take the bounds' values, and a NaN does not vanish into one.
+TEST(VectorMath, ExpClampsItsRangeAndKeepsNaNVisible) {
+  EXPECT_EQ(simd_exp(-1000.0f), simd_exp(-87.0f));
+  EXPECT_EQ(simd_exp(1000.0f), simd_exp(88.0f));
+  EXPECT_GT(simd_exp(-87.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(simd_exp(NAN)));
+  EXPECT_TRUE(std::isnan(simd_exp(-NAN)));
+  EXPECT_TRUE(std::isnan(simd_tanh(NAN)));
+  EXPECT_EQ(clamp_vectorisable(-3.0f, -2.0f, 5.0f), -2.0f);
+  EXPECT_EQ(clamp_vectorisable(-1.5f, -2.0f, 5.0f), -1.5f);
+  EXPECT_EQ(clamp_vectorisable(7.0f, -2.0f, 5.0f), 5.0f);
+  EXPECT_EQ(clamp_vectorisable(-0.0f, -2.0f, 5.0f), -0.0f);
+}
+
 }  // namespace
 }  // namespace dtrain::cpu
