@@ -116,6 +116,9 @@ class OpsBackend {
   virtual void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                                   const float* mean, const float* rstd, TypedPtr dx, float* dweight,
                                   float* dbias, int64_t rows, int64_t channels, bool accumulate_dx);
+  virtual void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                                     ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean,
+                                     float* rstd, int64_t rows, int64_t channels);
   virtual void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
   virtual void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
   virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
@@ -231,6 +234,8 @@ inline void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* 
 // model (a sample's loss is the mean over its T tokens).
 // In bf16 (logits and dlogits of one type) the loss and the softmax are computed in
 // fp32 and only the stored gradient is rounded.
+// On CUDA this is the fused classifier (Note [Fused classifier] in
+// kernels/cuda/cross_entropy.cu): no probabilities are materialised.
 inline void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
                                   int64_t batch, int64_t classes, float grad_scale,
                                   TypedPtr dlogits, double* stats, double loss_weight = 1.0) {
@@ -281,6 +286,17 @@ inline void fill(Context& ctx, float* x, int64_t n, float value) {
 // (the LayerNorm's weight and bias, and the embedding's tables, included); row
 // statistics and parameter gradients are always fp32.
 
+// Note [Fused residual LayerNorm]
+// A GPT block closes with a residual add whose sum the next LayerNorm (the next block's
+// ln_1, or ln_f) reads at once. add_layernorm_forward does both in one pass per row:
+// a and b are read once and the sum written once, and the LayerNorm reads the row back
+// from cache, where the chain reads a, b, writes the sum and then reads it again from
+// memory. Its contract is "the chain, bit for bit", not "within a tolerance": the
+// LayerNorm normalises the STORED sum (in bf16 the rounded one), as the chain does, so
+// fusing changes no number a model computes (the golden tests hold unchanged) and no
+// byte it holds (no workspace, no new activation). Backward needs nothing new:
+// layernorm_backward already accumulates its dx into the residual stream's gradient.
+
 // y = LayerNorm(x) * weight + bias over rows of `channels`; mean and rstd: rows floats.
 inline void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias,
                               TypedPtr y, float* mean, float* rstd, int64_t rows, int64_t channels) {
@@ -292,6 +308,17 @@ inline void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, 
                                float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
   ctx.backend().layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels,
                                    accumulate_dx);
+}
+// The residual add fused with the LayerNorm that reads its sum (Note [Fused residual
+// LayerNorm]): residual_out = a + b, rounded once when stored as add() rounds it, then
+// y = LayerNorm(residual_out) * weight + bias with mean and rstd, computed from the
+// STORED residual_out exactly as layernorm_forward computes them. On every backend the
+// result is bit for bit that backend's add() followed by its layernorm_forward(); it
+// takes no workspace. residual_out may alias a or b; y aliases none of the others.
+inline void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                                  ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                                  int64_t rows, int64_t channels) {
+  ctx.backend().add_layernorm_forward(ctx, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
 }
 // y = gelu_tanh(x); x and y may alias.
 inline void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {

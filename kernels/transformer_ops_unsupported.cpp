@@ -22,6 +22,10 @@ void OpsBackend::layernorm_backward(Context&, ConstTypedPtr, ConstTypedPtr, Cons
                                     const float*, TypedPtr, float*, float*, int64_t, int64_t, bool) {
   unsupported(*this, "layernorm_backward");
 }
+void OpsBackend::add_layernorm_forward(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, ConstTypedPtr,
+                                       ConstTypedPtr, TypedPtr, float*, float*, int64_t, int64_t) {
+  unsupported(*this, "add_layernorm_forward");
+}
 void OpsBackend::gelu_forward(Context&, ConstTypedPtr, TypedPtr, int64_t) { unsupported(*this, "gelu_forward"); }
 void OpsBackend::gelu_backward(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t) {
   unsupported(*this, "gelu_backward");

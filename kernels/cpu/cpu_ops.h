@@ -114,6 +114,10 @@ void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, Cons
 void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                         const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                         int64_t rows, int64_t channels, bool accumulate_dx);
+// In layernorm.cpp: the same row code as layernorm_forward, after add's rounding.
+void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                           ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                           int64_t rows, int64_t channels);
 void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
 void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
 void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);

@@ -142,6 +142,13 @@ class CpuAsyncBackend final : public OpsBackend {
       cpu_.layernorm_backward(w, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
     });
   }
+  void add_layernorm_forward(Context&, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out, ConstTypedPtr weight,
+                             ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd, int64_t rows,
+                             int64_t channels) override {
+    queue([=, this](Context& w) {
+      cpu_.add_layernorm_forward(w, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
+    });
+  }
   void gelu_forward(Context&, ConstTypedPtr x, TypedPtr y, int64_t n) override {
     queue([=, this](Context& w) { cpu_.gelu_forward(w, x, y, n); });
   }

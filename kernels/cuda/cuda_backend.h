@@ -122,6 +122,9 @@ class CudaBackend final : public OpsBackend {
   void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                           const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                           int64_t rows, int64_t channels, bool accumulate_dx) override;
+  void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                             ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                             int64_t rows, int64_t channels) override;
   // The workspace layernorm_backward takes (its per-chunk parameter-gradient partials).
   // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
   // attention_workspace_bytes for any GPT shape, which the memory model counts.
