@@ -41,6 +41,9 @@ struct Pool2dShape {
   int64_t out_width() const { return (width - window) / stride + 1; }
 };
 
+// What a fused linear forward applies to its product (ops::linear_forward).
+enum class LinearEpilogue : uint8_t { kBias, kBiasGelu };
+
 struct SgdHyper {
   float lr, momentum, weight_decay;
   bool nesterov;
@@ -119,6 +122,9 @@ class OpsBackend {
   virtual void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
                                      ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean,
                                      float* rstd, int64_t rows, int64_t channels);
+  virtual void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre,
+                              TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue);
+  virtual size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const;
   virtual void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
   virtual void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
   virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
@@ -319,6 +325,30 @@ inline void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b
                                   ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
                                   int64_t rows, int64_t channels) {
   ctx.backend().add_layernorm_forward(ctx, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
+}
+// Note [Fused linear epilogue]
+// A linear layer's forward is a GEMM followed by its bias (and, for the MLP's c_fc,
+// GELU). cuBLASLt can apply both in the GEMM's epilogue, on the fp32 accumulator,
+// before anything is stored: so the fused op's contract is ONE rounding per stored
+// value, not the chain's. With v = x W^T + bias, in fp32 (the product as ops::gemm
+// computes it, then the bias added in fp32):
+//   kBias:      y = round(v)                        (pre is not touched; may be null)
+//   kBiasGelu:  pre = round(v), y = round(gelu_tanh(v))
+// where round is the identity in fp32, so in fp32 the op is the chain gemm, add_bias,
+// gelu_forward exactly. In bf16 the chain rounds the product, then the sum with the
+// bias, then takes GELU of the rounded pre; the fused op differs from it by at most
+// a rounding or two (tests/unit/kernels/test_fused_ops.cpp derives the bound). GELU's
+// backward reads the stored (rounded) pre, as the chain's does.
+//
+// y (rows, out) = epilogue(x (rows, in) W (out, in)^T + bias (out)); x, w, bias, pre
+// and y all of one type. pre and y alias nothing. Takes at most
+// linear_forward_workspace_bytes(rows, in, out, type) of workspace.
+inline void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre,
+                           TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) {
+  ctx.backend().linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+}
+inline size_t linear_forward_workspace_bytes(Context& ctx, int64_t rows, int64_t in, int64_t out, DType type) {
+  return ctx.backend().linear_forward_workspace_bytes(rows, in, out, type);
 }
 // y = gelu_tanh(x); x and y may alias.
 inline void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {

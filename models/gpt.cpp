@@ -13,11 +13,11 @@
 namespace dtrain {
 namespace {
 
-// y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear.
+// y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear: the bias in the
+// GEMM's epilogue (Note [Fused linear epilogue], kernels/ops.h).
 void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr b, TypedPtr y, int64_t rows,
                     int64_t in, int64_t out) {
-  ops::gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-  ops::add_bias(ctx, y, b, rows, out, 1);
+  ops::linear_forward(ctx, x, w, b, nullptr, y, rows, in, out, LinearEpilogue::kBias);
 }
 
 // dW += dy^T x, db += column sums of dy, dx = dy W (overwritten).
@@ -251,10 +251,12 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   size_t most = std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H, type),
                           ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
                           ops::softmax_cross_entropy_workspace_bytes(ctx_, BT)});
-  // Every GEMM of a step: each linear's forward (rows x out x in) and its two
-  // backward products, with the head as a linear from C to V.
+  // Every GEMM of a step: each linear's forward (rows x out x in; a linear_forward, its
+  // epilogue included, except the head's plain GEMM) and its two backward products,
+  // with the head as a linear from C to V.
   for (const auto& [in, out] : {std::pair{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}, {C, V}}) {
     most = std::max({most, ops::gemm_workspace_bytes(ctx_, BT, out, in, type, type),
+                     ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type),
                      ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
                      ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
   }
@@ -344,8 +346,9 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
     dropout(b.res2, attention_site(l));
     ops::add_layernorm_forward(ctx_, b.res2, x, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean,
                                b.ln2_rstd, BT, C);
-    linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, BT, C, 4 * C);
-    ops::gelu_forward(ctx_, b.fch, b.fch_gelu, BT * 4 * C);
+    // c_fc with bias and GELU in one epilogue: fch keeps the pre-GELU value for backward.
+    ops::linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, b.fch_gelu, BT, C, 4 * C,
+                        LinearEpilogue::kBiasGelu);
     linear_forward(ctx_, b.fch_gelu, w.at(p.fcproj_w), w.at(p.fcproj_b), b.res3, BT, 4 * C, C);
     dropout(b.res3, mlp_site(l));
     if (l + 1 < L) {

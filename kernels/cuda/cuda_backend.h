@@ -129,6 +129,10 @@ class CudaBackend final : public OpsBackend {
   // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
   // attention_workspace_bytes for any GPT shape, which the memory model counts.
   static size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels);
+  // linear.cu
+  void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                      int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override;
+  size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const override;
   // gelu.cu
   void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override;
   void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override;

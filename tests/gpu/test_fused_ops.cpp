@@ -7,6 +7,11 @@
 //                           (test_transformer_ops.cpp); and against the CUDA add then
 //                           layernorm_forward: equal bits (the contract, Note [Fused
 //                           residual LayerNorm]).
+//   linear_forward          (Note [Fused linear epilogue]) per element, with S the sum
+//                           of |x||w| over k plus |bias|: pre within 2 gamma_{k+2} S
+//                           (two fp32 sums of the same exact products in other orders,
+//                           test_cuda_ops.cpp's GEMM bound), y within 1.13 times that
+//                           (max |gelu'| < 1.13) plus GELU's 1e-6; bf16 adds an ulp.
 //   softmax_cross_entropy   already llm.c's fused classifier (Note [Fused classifier],
 //                           kernels/cuda/cross_entropy.cu): test_cuda_ops.cpp checks
 //                           its values in place; here, that a GPT-sized call in place
@@ -16,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/context.h"
@@ -32,6 +38,7 @@ using testing::all_close;
 using testing::close_relative;
 using testing::DeviceArray;
 using testing::exactly;
+using testing::gamma_n;
 using testing::nans;
 using testing::random_normal;
 using testing::stored;
@@ -83,6 +90,64 @@ TYPED_TEST(FusedOpsIn, AddLayerNormMatchesCpuAndIsTheCudaChainBitForBit) {
     EXPECT_TRUE(exactly(gy.to_host(), cy.to_host()));
     EXPECT_TRUE(exactly(gmean.to_host(), cmean.to_host()));
     EXPECT_TRUE(exactly(grstd.to_host(), crstd.to_host()));
+  }
+}
+
+// got within slack of want per element: fp32 directly, bf16 with an ulp more.
+template <class T>
+::testing::AssertionResult within(const std::vector<T>& got, const std::vector<T>& want,
+                                  const std::vector<double>& slack) {
+  if constexpr (std::is_same_v<T, float>) {
+    size_t failures = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= slack[i])) ++failures;
+    }
+    if (failures == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << failures << " of " << want.size() << " elements beyond the bound";
+  } else {
+    return testing::bf16_close(got, want, slack);
+  }
+}
+
+TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
+  using T = TypeParam;
+  struct Case {
+    int64_t rows, in, out;
+  };
+  Rng rng(43);
+  for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 48, 192}, Case{130, 768, 3072}, Case{96, 3072, 768}}) {
+    for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
+      const bool gelu = e == LinearEpilogue::kBiasGelu;
+      SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << "->" << c.out << (gelu ? " gelu" : " bias"));
+      const int64_t n = c.rows * c.out;
+      const auto x = stored<T>(random_normal(rng, c.rows * c.in));
+      const auto w = stored<T>(random_normal(rng, c.out * c.in, 0.05));
+      const auto bias = stored<T>(random_normal(rng, c.out, 0.5));
+      std::vector<T> pre(static_cast<size_t>(n)), y(pre.size());
+      ops::linear_forward(this->cpu(), x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out,
+                          e);
+      DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gb(this->gpu(), bias);
+      DeviceArray<T> gpre(this->gpu(), stored_nans<T>(n)), gy(this->gpu(), stored_nans<T>(n));
+      ops::linear_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gpre.get(), gy.get(), c.rows, c.in, c.out, e);
+
+      const auto xv = testing::values(x), wv = testing::values(w), bv = testing::values(bias);
+      std::vector<double> pre_slack(static_cast<size_t>(n)), y_slack(pre_slack.size());
+      const double factor = 2.0 * gamma_n(c.in + 2);
+      const auto yv = testing::values(y);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        for (int64_t o = 0; o < c.out; ++o) {
+          double sum = std::fabs(bv[o]);
+          for (int64_t k = 0; k < c.in; ++k) sum += std::fabs(static_cast<double>(xv[r * c.in + k]) * wv[o * c.in + k]);
+          const size_t i = static_cast<size_t>(r * c.out + o);
+          pre_slack[i] = factor * sum;
+          y_slack[i] = gelu ? 1.13 * factor * sum + 1e-6 * (1.0 + std::fabs(yv[i])) : factor * sum;
+        }
+      }
+      EXPECT_TRUE(within(gy.to_host(), y, y_slack));
+      if (gelu) {
+        EXPECT_TRUE(within(gpre.to_host(), pre, pre_slack));
+      }
+    }
   }
 }
 

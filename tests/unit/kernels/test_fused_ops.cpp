@@ -3,8 +3,14 @@
 // give the CPU's bits, taking only the workspace it declared).
 //   add_layernorm_forward   bit for bit add() then layernorm_forward() (Note [Fused
 //                           residual LayerNorm]), also with the sum written over a or b.
+//   linear_forward          (Note [Fused linear epilogue]) fp32: bit for bit gemm,
+//                           add_bias, gelu_forward; bf16: bit for bit the fp32 op of the
+//                           widened inputs, rounded once per stored value (so it differs
+//                           from the bf16 chain, within the bound derived below).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -181,6 +187,162 @@ TYPED_TEST(FusedOpsIn, CpuAsyncAddLayerNormGivesTheCpuBackendsBits) {
   EXPECT_TRUE(same_bits(res_a, res_c));
   EXPECT_TRUE(same_bits(y_a, y_c));
   EXPECT_TRUE(same_bits(s_a, s_c));
+}
+
+// ------------------------------------------------------------- linear_forward
+
+template <class T>
+std::vector<float> widened_values(const std::vector<T>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if constexpr (std::is_same_v<T, float>) {
+      out[i] = v[i];
+    } else {
+      out[i] = bf16_to_float(v[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<bf16> rounded(const std::vector<float>& v) {
+  std::vector<bf16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
+  return out;
+}
+
+struct LinearCase {
+  int64_t rows, in, out;
+};
+// Small and odd shapes, GPT-like ones, and one whose bf16 product exceeds the GEMM's
+// workspace budget, so it is computed in two bands of rows (gemm_bf16_block).
+const LinearCase kLinearCases[] = {{1, 1, 1}, {7, 5, 3}, {64, 48, 192}, {96, 192, 48}, {4000, 64, 4200}};
+
+// The chain the fused op replaces, on ctx's backend: y = x W^T, y += bias, and for
+// GELU pre = that, y = gelu(pre).
+template <class T>
+void linear_chain(Context& ctx, const std::vector<T>& x, const std::vector<T>& w, const std::vector<T>& bias,
+                  std::vector<T>& pre, std::vector<T>& y, const LinearCase& c, LinearEpilogue e) {
+  T* product = e == LinearEpilogue::kBiasGelu ? pre.data() : y.data();
+  ops::gemm(ctx, false, true, c.rows, c.out, c.in, 1.0f, x.data(), c.in, w.data(), c.in, 0.0f, product, c.out);
+  ops::add_bias(ctx, product, bias.data(), c.rows, c.out, 1);
+  if (e == LinearEpilogue::kBiasGelu) ops::gelu_forward(ctx, pre.data(), y.data(), c.rows * c.out);
+}
+
+TEST(FusedLinear, Fp32IsTheGemmBiasGeluChainBitForBit) {
+  auto ctx = Context::make_cpu(2);
+  Rng rng(34);
+  for (const LinearCase& c : kLinearCases) {
+    for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
+      SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << "->" << c.out
+                                        << (e == LinearEpilogue::kBiasGelu ? " gelu" : " bias"));
+      const auto x = random_values<float>(rng, c.rows * c.in), w = random_values<float>(rng, c.out * c.in, 0.1);
+      const auto bias = random_values<float>(rng, c.out);
+      std::vector<float> pre_ref(static_cast<size_t>(c.rows * c.out)), y_ref(pre_ref.size());
+      linear_chain(*ctx, x, w, bias, pre_ref, y_ref, c, e);
+      auto pre = nan_filled<float>(c.rows * c.out), y = nan_filled<float>(c.rows * c.out);
+      ops::linear_forward(*ctx, x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out, e);
+      EXPECT_TRUE(same_bits(y, y_ref));
+      if (e == LinearEpilogue::kBiasGelu) {
+        EXPECT_TRUE(same_bits(pre, pre_ref));
+      }
+    }
+  }
+}
+
+// The spacing of bf16 values at |v| (8 significant bits).
+double bf16_spacing(double v) {
+  v = std::fabs(v);
+  if (v < std::ldexp(1.0, -126)) return std::ldexp(1.0, -133);
+  int e = 0;
+  std::frexp(v, &e);  // v = f 2^e, f in [0.5, 1)
+  return std::ldexp(1.0, e - 8);
+}
+
+// In bf16 the op is the fp32 op of the widened inputs, each stored value rounded once;
+// against the bf16 chain (which rounds the product, then the sum, and takes GELU of
+// the rounded pre) it differs, per element with p the fp32 product, by at most
+//   pre: |round(round(p) + b) - round(p + b)| <= ulp(p)/2 + ulp(pre)
+//        (the product's rounding, then half an ulp for each side's last rounding);
+//   y:   L (ulp(p)/2 + ulp(pre)/2) + ulp(y), with L = max |gelu'| < 1.13, since the
+//        chain takes GELU of its rounded pre, within ulp(p)/2 + ulp(pre)/2 of p + b,
+//        plus a float's evaluation error of GELU (1e-6 relative is ample).
+TEST(FusedLinear, Bf16RoundsOnceAndStaysWithinTheDerivedBoundOfTheChain) {
+  auto ctx = Context::make_cpu(2);
+  Rng rng(35);
+  for (const LinearCase& c : kLinearCases) {
+    for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
+      const bool gelu = e == LinearEpilogue::kBiasGelu;
+      SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << "->" << c.out << (gelu ? " gelu" : " bias"));
+      const int64_t n = c.rows * c.out;
+      const auto x = random_values<bf16>(rng, c.rows * c.in), w = random_values<bf16>(rng, c.out * c.in, 0.1);
+      const auto bias = random_values<bf16>(rng, c.out);
+      auto pre = nan_filled<bf16>(n), y = nan_filled<bf16>(n);
+      ops::linear_forward(*ctx, x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out, e);
+
+      // The contract: the fp32 op (itself the fp32 chain, above) of the widened inputs, rounded once.
+      std::vector<float> pre32(static_cast<size_t>(n)), y32(pre32.size());
+      ops::linear_forward(*ctx, widened_values(x).data(), widened_values(w).data(), widened_values(bias).data(),
+                          pre32.data(), y32.data(), c.rows, c.in, c.out, e);
+      EXPECT_TRUE(same_bits(y, rounded(y32)));
+      if (gelu) {
+        EXPECT_TRUE(same_bits(pre, rounded(pre32)));
+      }
+
+      // Against the bf16 chain, within the bound above.
+      std::vector<bf16> pre_chain(static_cast<size_t>(n)), y_chain(pre_chain.size());
+      linear_chain(*ctx, x, w, bias, pre_chain, y_chain, c, e);
+      std::vector<float> p(static_cast<size_t>(n));  // the fp32 product
+      ops::gemm(*ctx, false, true, c.rows, c.out, c.in, 1.0f, x.data(), c.in, w.data(), c.in, 0.0f, p.data(), c.out);
+      const std::vector<bf16>& pre_fused = gelu ? pre : y;
+      const std::vector<bf16>& pre_ref = gelu ? pre_chain : y_chain;
+      int64_t differ = 0, bad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double f = bf16_to_float(pre_fused[i]), ch = bf16_to_float(pre_ref[i]);
+        const double pre_bound = bf16_spacing(p[i]) / 2 + bf16_spacing(std::max(std::fabs(f), std::fabs(ch)));
+        differ += f != ch;
+        bad += !(std::fabs(f - ch) <= pre_bound);
+        if (gelu) {
+          const double yf = bf16_to_float(y[i]), yc = bf16_to_float(y_chain[i]);
+          const double y_bound = 1.13 * (bf16_spacing(p[i]) / 2 + bf16_spacing(ch) / 2) +
+                                 bf16_spacing(std::max(std::fabs(yf), std::fabs(yc))) +
+                                 1e-6 * (1.0 + std::fabs(yc));
+          bad += !(std::fabs(yf - yc) <= y_bound);
+        }
+      }
+      EXPECT_EQ(bad, 0) << "elements beyond the bound, of " << n;
+      // Not vacuous: rounding once does differ from rounding twice somewhere.
+      if (n >= 1000) {
+        EXPECT_GT(differ, 0);
+      }
+    }
+  }
+}
+
+TEST(FusedLinear, CpuAsyncGivesTheCpuBackendsBitsWithinItsDeclaredWorkspace) {
+  const LinearCase c{96, 64, 256};
+  Rng rng(36);
+  const auto x = random_values<bf16>(rng, c.rows * c.in), w = random_values<bf16>(rng, c.out * c.in, 0.1);
+  const auto bias = random_values<bf16>(rng, c.out);
+  auto run = [&](Context& ctx, bool hold_device) {
+    Buffer gx = upload(ctx, x), gw = upload(ctx, w), gb = upload(ctx, bias);
+    Buffer gpre = upload(ctx, nan_filled<bf16>(c.rows * c.out)), gy = upload(ctx, nan_filled<bf16>(c.rows * c.out));
+    ctx.release_workspace();
+    {
+      std::unique_ptr<CpuAsyncHold> hold = hold_device ? std::make_unique<CpuAsyncHold>(ctx) : nullptr;
+      ops::linear_forward(ctx, gx.as<bf16>(), gw.as<bf16>(), gb.as<bf16>(), gpre.as<bf16>(), gy.as<bf16>(), c.rows,
+                          c.in, c.out, LinearEpilogue::kBiasGelu);
+    }
+    return std::make_pair(download<bf16>(ctx, gpre), download<bf16>(ctx, gy));
+  };
+  auto cpu = Context::make_cpu(2);
+  auto async = Context::make_cpu_async(2);
+  EXPECT_GT(ops::linear_forward_workspace_bytes(*async, c.rows, c.in, c.out, DType::kBF16), 0u);
+  EXPECT_EQ(ops::linear_forward_workspace_bytes(*async, c.rows, c.in, c.out, DType::kBF16),
+            ops::linear_forward_workspace_bytes(*cpu, c.rows, c.in, c.out, DType::kBF16));
+  const auto [pre_c, y_c] = run(*cpu, false);
+  const auto [pre_a, y_a] = run(*async, true);
+  EXPECT_TRUE(same_bits(pre_a, pre_c));
+  EXPECT_TRUE(same_bits(y_a, y_c));
 }
 
 }  // namespace
