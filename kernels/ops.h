@@ -41,6 +41,9 @@ struct Pool2dShape {
   int64_t out_width() const { return (width - window) / stride + 1; }
 };
 
+// What a fused linear forward applies to its product (ops::linear_forward).
+enum class LinearEpilogue : uint8_t { kBias, kBiasGelu };
+
 struct SgdHyper {
   float lr, momentum, weight_decay;
   bool nesterov;
@@ -116,6 +119,12 @@ class OpsBackend {
   virtual void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                                   const float* mean, const float* rstd, TypedPtr dx, float* dweight,
                                   float* dbias, int64_t rows, int64_t channels, bool accumulate_dx);
+  virtual void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                                     ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean,
+                                     float* rstd, int64_t rows, int64_t channels);
+  virtual void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre,
+                              TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue);
+  virtual size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const;
   virtual void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
   virtual void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
   virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
@@ -236,6 +245,8 @@ inline void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* 
 // model (a sample's loss is the mean over its T tokens).
 // In bf16 (logits and dlogits of one type) the loss and the softmax are computed in
 // fp32 and only the stored gradient is rounded.
+// On CUDA this is the fused classifier (Note [Fused classifier] in
+// kernels/cuda/cross_entropy.cu): no probabilities are materialised.
 inline void softmax_cross_entropy(Context& ctx, ConstTypedPtr logits, const int32_t* labels,
                                   int64_t batch, int64_t classes, float grad_scale,
                                   TypedPtr dlogits, double* stats, double loss_weight = 1.0) {
@@ -286,6 +297,17 @@ inline void fill(Context& ctx, float* x, int64_t n, float value) {
 // (the LayerNorm's weight and bias, and the embedding's tables, included); row
 // statistics and parameter gradients are always fp32.
 
+// Note [Fused residual LayerNorm]
+// A GPT block closes with a residual add whose sum the next LayerNorm (the next block's
+// ln_1, or ln_f) reads at once. add_layernorm_forward does both in one pass per row:
+// a and b are read once and the sum written once, and the LayerNorm reads the row back
+// from cache, where the chain reads a, b, writes the sum and then reads it again from
+// memory. Its contract is "the chain, bit for bit", not "within a tolerance": the
+// LayerNorm normalises the STORED sum (in bf16 the rounded one), as the chain does, so
+// fusing changes no number a model computes (the golden tests hold unchanged) and no
+// byte it holds (no workspace, no new activation). Backward needs nothing new:
+// layernorm_backward already accumulates its dx into the residual stream's gradient.
+
 // y = LayerNorm(x) * weight + bias over rows of `channels`; mean and rstd: rows floats.
 inline void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias,
                               TypedPtr y, float* mean, float* rstd, int64_t rows, int64_t channels) {
@@ -297,6 +319,41 @@ inline void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, 
                                float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
   ctx.backend().layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels,
                                    accumulate_dx);
+}
+// The residual add fused with the LayerNorm that reads its sum (Note [Fused residual
+// LayerNorm]): residual_out = a + b, rounded once when stored as add() rounds it, then
+// y = LayerNorm(residual_out) * weight + bias with mean and rstd, computed from the
+// STORED residual_out exactly as layernorm_forward computes them. On every backend the
+// result is bit for bit that backend's add() followed by its layernorm_forward(); it
+// takes no workspace. residual_out may alias a or b; y aliases none of the others.
+inline void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                                  ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                                  int64_t rows, int64_t channels) {
+  ctx.backend().add_layernorm_forward(ctx, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
+}
+// Note [Fused linear epilogue]
+// A linear layer's forward is a GEMM followed by its bias (and, for the MLP's c_fc,
+// GELU). cuBLASLt can apply both in the GEMM's epilogue, on the fp32 accumulator,
+// before anything is stored: so the fused op's contract is ONE rounding per stored
+// value, not the chain's. With v = x W^T + bias, in fp32 (the product as ops::gemm
+// computes it, then the bias added in fp32):
+//   kBias:      y = round(v)                        (pre is not touched; may be null)
+//   kBiasGelu:  pre = round(v), y = round(gelu_tanh(v))
+// where round is the identity in fp32, so in fp32 the op is the chain gemm, add_bias,
+// gelu_forward exactly. In bf16 the chain rounds the product, then the sum with the
+// bias, then takes GELU of the rounded pre; the fused op differs from it by at most
+// a rounding or two (tests/unit/kernels/test_fused_ops.cpp derives the bound). GELU's
+// backward reads the stored (rounded) pre, as the chain's does.
+//
+// y (rows, out) = epilogue(x (rows, in) W (out, in)^T + bias (out)); x, w, bias, pre
+// and y all of one type. pre and y alias nothing. Takes at most
+// linear_forward_workspace_bytes(rows, in, out, type) of workspace.
+inline void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre,
+                           TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) {
+  ctx.backend().linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+}
+inline size_t linear_forward_workspace_bytes(Context& ctx, int64_t rows, int64_t in, int64_t out, DType type) {
+  return ctx.backend().linear_forward_workspace_bytes(rows, in, out, type);
 }
 // y = gelu_tanh(x); x and y may alias.
 inline void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {

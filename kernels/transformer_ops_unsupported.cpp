@@ -22,6 +22,15 @@ void OpsBackend::layernorm_backward(Context&, ConstTypedPtr, ConstTypedPtr, Cons
                                     const float*, TypedPtr, float*, float*, int64_t, int64_t, bool) {
   unsupported(*this, "layernorm_backward");
 }
+void OpsBackend::add_layernorm_forward(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, ConstTypedPtr,
+                                       ConstTypedPtr, TypedPtr, float*, float*, int64_t, int64_t) {
+  unsupported(*this, "add_layernorm_forward");
+}
+void OpsBackend::linear_forward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, TypedPtr, TypedPtr, int64_t,
+                                int64_t, int64_t, LinearEpilogue) {
+  unsupported(*this, "linear_forward");
+}
+size_t OpsBackend::linear_forward_workspace_bytes(int64_t, int64_t, int64_t, DType) const { return 0; }
 void OpsBackend::gelu_forward(Context&, ConstTypedPtr, TypedPtr, int64_t) { unsupported(*this, "gelu_forward"); }
 void OpsBackend::gelu_backward(Context&, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t) {
   unsupported(*this, "gelu_backward");

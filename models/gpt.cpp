@@ -13,11 +13,11 @@
 namespace dtrain {
 namespace {
 
-// y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear.
+// y (rows, out) = x (rows, in) W^T + b, with W (out, in) as nn.Linear: the bias in the
+// GEMM's epilogue (Note [Fused linear epilogue], kernels/ops.h).
 void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr b, TypedPtr y, int64_t rows,
                     int64_t in, int64_t out) {
-  ops::gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-  ops::add_bias(ctx, y, b, rows, out, 1);
+  ops::linear_forward(ctx, x, w, b, nullptr, y, rows, in, out, LinearEpilogue::kBias);
 }
 
 // dW += dy^T x, db += column sums of dy, dx = dy W (overwritten).
@@ -251,10 +251,12 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   size_t most = std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H, type),
                           ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
                           ops::softmax_cross_entropy_workspace_bytes(ctx_, BT)});
-  // Every GEMM of a step: each linear's forward (rows x out x in) and its two
-  // backward products, with the head as a linear from C to V.
+  // Every GEMM of a step: each linear's forward (rows x out x in; a linear_forward, its
+  // epilogue included, except the head's plain GEMM) and its two backward products,
+  // with the head as a linear from C to V.
   for (const auto& [in, out] : {std::pair{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}, {C, V}}) {
     most = std::max({most, ops::gemm_workspace_bytes(ctx_, BT, out, in, type, type),
+                     ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type),
                      ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
                      ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
   }
@@ -324,25 +326,42 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
 
   ops::embedding_forward(ctx_, batch.token_inputs(), wte, wpe, a.encoded, B, T, C, V);
   dropout(a.encoded, embedding_site());
+  // Each residual add is fused with the LayerNorm that reads its sum (Note [Fused
+  // residual LayerNorm], kernels/ops.h): res2 with ln_2, and each block's res3 with the
+  // next block's ln_1 (ln_f after the last). Only block 0's ln_1, on the embedding, is
+  // a plain LayerNorm.
+  {
+    const Block p0 = block(0);
+    const Acts::BlockActs& b0 = a.blocks.front();
+    ops::layernorm_forward(ctx_, a.encoded, w.at(p0.ln1_w), w.at(p0.ln1_b), b0.ln1, b0.ln1_mean, b0.ln1_rstd, BT,
+                           C);
+  }
   TypedPtr x = a.encoded;
   for (int64_t l = 0; l < L; ++l) {
     const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
-    ops::layernorm_forward(ctx_, x, w.at(p.ln1_w), w.at(p.ln1_b), b.ln1, b.ln1_mean, b.ln1_rstd, BT, C);
     linear_forward(ctx_, b.ln1, w.at(p.qkv_w), w.at(p.qkv_b), b.qkv, BT, C, 3 * C);
     ops::attention_forward(ctx_, b.qkv, b.atty, b.probs, B, T, C, H);
     linear_forward(ctx_, b.atty, w.at(p.attproj_w), w.at(p.attproj_b), b.res2, BT, C, C);
     dropout(b.res2, attention_site(l));
-    ops::add(ctx_, b.res2, x, b.res2, BT * C);
-    ops::layernorm_forward(ctx_, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean, b.ln2_rstd, BT, C);
-    linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, BT, C, 4 * C);
-    ops::gelu_forward(ctx_, b.fch, b.fch_gelu, BT * 4 * C);
+    ops::add_layernorm_forward(ctx_, b.res2, x, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean,
+                               b.ln2_rstd, BT, C);
+    // c_fc with bias and GELU in one epilogue: fch keeps the pre-GELU value for backward.
+    ops::linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, b.fch_gelu, BT, C, 4 * C,
+                        LinearEpilogue::kBiasGelu);
     linear_forward(ctx_, b.fch_gelu, w.at(p.fcproj_w), w.at(p.fcproj_b), b.res3, BT, 4 * C, C);
     dropout(b.res3, mlp_site(l));
-    ops::add(ctx_, b.res3, b.res2, b.res3, BT * C);
+    if (l + 1 < L) {
+      const Block next = block(l + 1);
+      const Acts::BlockActs& nb = a.blocks[static_cast<size_t>(l + 1)];
+      ops::add_layernorm_forward(ctx_, b.res3, b.res2, b.res3, w.at(next.ln1_w), w.at(next.ln1_b), nb.ln1,
+                                 nb.ln1_mean, nb.ln1_rstd, BT, C);
+    } else {
+      ops::add_layernorm_forward(ctx_, b.res3, b.res2, b.res3, lnf_w, lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, BT,
+                                 C);
+    }
     x = b.res3;
   }
-  ops::layernorm_forward(ctx_, x, lnf_w, lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, BT, C);
   // logits (BT, V) = lnf (BT, C) wte^T: the head tied to the embedding.
   ops::gemm(ctx_, false, true, BT, V, C, 1.0f, a.lnf, C, wte, C, 0.0f, a.logits, V);
   // A sample's loss is the mean over its T tokens: each row weighs 1/T, and the loss

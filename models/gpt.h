@@ -117,7 +117,9 @@ class Gpt final : public Model {
   // Two buffers keep every tensor aligned whatever the element size: with C and T
   // multiples of 8 every big tensor starts 16-byte aligned. A branch's output (each
   // c_proj) is never stored: it is written into its residual's slot, dropped out in
-  // place, and the residual added. Nothing else is allocated per batch, so a sample
+  // place, and the residual added in the same pass as the LayerNorm that reads the sum
+  // (ln_2, the next block's ln_1, or ln_f: Note [Fused residual LayerNorm] in
+  // kernels/ops.h). Nothing else is allocated per batch, so a sample
   // costs activation_bytes_per_sample() exactly, with e the compute type's size:
   //   e * (T*C*(16 L + 8) + L*H*T*T + T*V) + 4 * (4 L + 2) T.
   int64_t activation_bytes_per_sample_in(DType compute) const override;

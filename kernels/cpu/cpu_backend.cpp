@@ -89,6 +89,18 @@ class CpuBackend final : public OpsBackend {
                           int64_t rows, int64_t channels, bool accumulate_dx) override {
     cpu::layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
   }
+  void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                             ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                             int64_t rows, int64_t channels) override {
+    cpu::add_layernorm_forward(ctx, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
+  }
+  void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                      int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override {
+    cpu::linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+  }
+  size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const override {
+    return cpu::linear_forward_workspace_bytes(rows, in, out, type);
+  }
   void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override { cpu::gelu_forward(ctx, x, y, n); }
   void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override {
     cpu::gelu_backward(ctx, x, dy, dx, n);

@@ -48,6 +48,13 @@ void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
           ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
           int64_t ldc, size_t budget_bytes = kGemmWorkspaceBudget);
 
+// In gemm.cpp: the fused linear forward (Note [Fused linear epilogue] in kernels/ops.h),
+// its epilogue applied to each fp32 block of the product before it is stored.
+void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                    int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue);
+// The bf16 product's blocks, as gemm's for a bf16 C; 0 for fp32.
+size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type);
+
 void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
               int64_t inner);
 void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer, int64_t channels,
@@ -114,6 +121,10 @@ void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, Cons
 void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                         const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                         int64_t rows, int64_t channels, bool accumulate_dx);
+// In layernorm.cpp: the same row code as layernorm_forward, after add's rounding.
+void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                           ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                           int64_t rows, int64_t channels);
 void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
 void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
 void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/storage.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -10,17 +11,10 @@ namespace dtrain::cpu {
 
 namespace {
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluCubic = 0.044715f;
-
 template <class T>
 void gelu_forward_typed(Context& ctx, const T* x, T* y, int64_t n) {
 #pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = widen(x[i]);
-    const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
-    y[i] = narrow<T>(0.5f * v * (1.0f + simd_tanh(u)));
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = narrow<T>(gelu_tanh(widen(x[i])));
 }
 
 template <class T>

@@ -7,9 +7,12 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/storage.h"
 #include "kernels/errors.h"
 
@@ -118,10 +121,19 @@ int64_t gemm_bf16_floats(int64_t rows, int64_t cols, int64_t k, bool c_bf16) {
 // the whole product would be: OpenBLAS's kernels for small products (below about 10^6
 // multiply-adds on x86) round some elements differently, which is why the blocks are
 // never small slivers. test_bf16_ops.cpp holds blocked products to the whole fp32 one.
+//
+// store_block, when given, replaces C's bf16 store (the fused linear epilogue, Note
+// [Fused linear epilogue] in kernels/ops.h): it receives each fp32 block of alpha *
+// op(A) op(B) (beta must be 0; c is then unused) as (block, i0, j0, rows, cols), the
+// block packed with row stride cols, and stores what it derives from it. The blocks
+// and the workspace are those of a bf16 C.
+struct NoStore {};
+template <class Store = NoStore>
 void gemm_bf16(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float beta, TypedPtr c, int64_t ldc,
-               size_t budget_bytes) {
-  const bool c_bf16 = c.type == DType::kBF16;
+               size_t budget_bytes, Store store_block = {}) {
+  constexpr bool kCustomStore = !std::is_same_v<Store, NoStore>;
+  const bool c_bf16 = kCustomStore || c.type == DType::kBF16;
   const GemmBlock blk = gemm_bf16_block(m, n, k, c_bf16, budget_bytes);
   auto* aw = static_cast<float*>(
       ctx.workspace(static_cast<size_t>(gemm_bf16_floats(blk.rows, blk.cols, k, c_bf16)) * sizeof(float)));
@@ -147,6 +159,11 @@ void gemm_bf16(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, i
         }
       }
       const int64_t bw_ld = trans_b ? k : cols;
+      if constexpr (kCustomStore) {
+        sgemm_team(ctx, trans_a, trans_b, rows, cols, k, alpha, aw, aw_ld, bw, bw_ld, 0.0f, cw, cols);
+        store_block(static_cast<const float*>(cw), i0, j0, rows, cols);
+        continue;
+      }
       if (!c_bf16) {
         sgemm_team(ctx, trans_a, trans_b, rows, cols, k, alpha, aw, aw_ld, bw, bw_ld, beta,
                    c.f32() + i0 * ldc + j0, ldc);
@@ -156,6 +173,32 @@ void gemm_bf16(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, i
       if (beta != 0.0f) widen_block(ctx, cb, ldc, rows, cols, cw);
       sgemm_team(ctx, trans_a, trans_b, rows, cols, k, alpha, aw, aw_ld, bw, bw_ld, beta, cw, cols);
       narrow_block(ctx, cw, rows, cols, cb, ldc);
+    }
+  }
+}
+
+// The linear epilogue on rows [r0, r0 + rows) and columns [j0, j0 + cols) of the
+// output: v = block + bias in fp32, stored once (Note [Fused linear epilogue]). The
+// expressions are add_bias's and gelu_forward's, so fp32 gives the chain's bits.
+template <class T>
+void linear_epilogue(Context& ctx, const float* block, int64_t ld_block, int64_t r0, int64_t j0, int64_t rows,
+                     int64_t cols, const T* bias, T* pre, T* y, int64_t ld, LinearEpilogue epilogue) {
+  const bool gelu = epilogue == LinearEpilogue::kBiasGelu;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (rows * cols >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* vr = block + r * ld_block;
+    T* yr = y + (r0 + r) * ld + j0;
+    if (gelu) {
+      T* pr = pre + (r0 + r) * ld + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) {
+        const float v = vr[j] + widen(bias[j0 + j]);
+        pr[j] = narrow<T>(v);
+        yr[j] = narrow<T>(gelu_tanh(v));
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = narrow<T>(vr[j] + widen(bias[j0 + j]));
     }
   }
 }
@@ -222,6 +265,43 @@ void gemm(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_
   } else {
     gemm_bf16(ctx, trans_a, trans_b, m, n, k, alpha, a.b16(), lda, b.b16(), ldb, beta, c, ldc, budget_bytes);
   }
+}
+
+size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) {
+  // The bf16 product is blocked as for a bf16 C; fp32 runs in y (or pre) itself.
+  return gemm_workspace_bytes(rows, out, in, type, type);
+}
+
+void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                    int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) {
+  const bool gelu = epilogue == LinearEpilogue::kBiasGelu;
+  const DType type = common_type("linear_forward", {{"x", x}, {"w", w}, {"bias", bias}, {"pre", pre}, {"y", y}});
+  if (gelu && pre.data == nullptr) throw Error("linear_forward: the GELU epilogue needs pre, to keep for backward");
+  if (rows == 0 || out == 0) return;
+  if (type == DType::kF32) {
+    // The product into its stored place, then the epilogue over it in place: the chain.
+    float* product = gelu ? pre.f32() : y.f32();
+    gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, product, out);
+    linear_epilogue(ctx, product, out, 0, 0, rows, out, bias.f32(), gelu ? pre.f32() : nullptr, y.f32(), out,
+                    epilogue);
+    return;
+  }
+  if (in == 0) {
+    std::vector<float> zeros(static_cast<size_t>(out), 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      linear_epilogue(ctx, zeros.data(), out, r, 0, 1, out, bias.b16(), gelu ? pre.b16() : nullptr, y.b16(), out,
+                      epilogue);
+    }
+    return;
+  }
+  for (const auto& [v, what] : {std::pair{rows, "rows"}, {in, "in"}, {out, "out"}}) to_blas(v, what);
+  const bf16* b16_bias = bias.b16();
+  bf16* b16_pre = gelu ? pre.b16() : nullptr;
+  bf16* b16_y = y.b16();
+  gemm_bf16(ctx, false, true, rows, out, in, 1.0f, x.b16(), in, w.b16(), in, 0.0f, TypedPtr(), out,
+            kGemmWorkspaceBudget, [&](const float* block, int64_t i0, int64_t j0, int64_t r, int64_t c) {
+              linear_epilogue(ctx, block, c, i0, j0, r, c, b16_bias, b16_pre, b16_y, out, epilogue);
+            });
 }
 
 }  // namespace dtrain::cpu

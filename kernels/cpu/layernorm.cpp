@@ -16,33 +16,58 @@ constexpr double kLayerNormEps = 1e-5;
 // Channels whose weight and bias gradients one thread sums over all rows.
 constexpr int64_t kColumnBlock = 64;
 
+// One row: y = LayerNorm(x) * weight + bias, with the row's mean and 1/std. Not
+// inlined, so that layernorm_forward and add_layernorm_forward run the same machine
+// code for it (the simd sums' order is the compiler's choice per copy) and give the
+// same bits (Note [Fused residual LayerNorm] in kernels/ops.h).
+template <class T>
+[[gnu::noinline]] void layernorm_row(const T* xr, const T* weight, const T* bias, T* yr, float* mean,
+                                     float* rstd, int64_t channels) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < channels; ++c) sum += widen(xr[c]);
+  const double mu = sum / static_cast<double>(channels);
+  // Two passes: the variance from centred values does not cancel catastrophically.
+  double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t c = 0; c < channels; ++c) {
+    const double d = widen(xr[c]) - mu;
+    sq += d * d;
+  }
+  const double inv = 1.0 / std::sqrt(sq / static_cast<double>(channels) + kLayerNormEps);
+  const auto m = static_cast<float>(mu);
+  const auto s = static_cast<float>(inv);
+  // yr may be xr: each element is read before it is written.
+#pragma omp simd
+  for (int64_t c = 0; c < channels; ++c) {
+    yr[c] = narrow<T>((widen(xr[c]) - m) * s * widen(weight[c]) + widen(bias[c]));
+  }
+  *mean = m;
+  *rstd = s;
+}
+
 template <class T>
 void layernorm_forward_typed(Context& ctx, const T* x, const T* weight, const T* bias, T* y, float* mean,
                              float* rstd, int64_t rows, int64_t channels) {
 #pragma omp parallel for num_threads(ctx.num_threads()) if (rows * channels >= kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * channels;
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < channels; ++c) sum += widen(xr[c]);
-    const double mu = sum / static_cast<double>(channels);
-    // Two passes: the variance from centred values does not cancel catastrophically.
-    double sq = 0.0;
-#pragma omp simd reduction(+ : sq)
-    for (int64_t c = 0; c < channels; ++c) {
-      const double d = widen(xr[c]) - mu;
-      sq += d * d;
-    }
-    const double inv = 1.0 / std::sqrt(sq / static_cast<double>(channels) + kLayerNormEps);
-    const auto m = static_cast<float>(mu);
-    const auto s = static_cast<float>(inv);
-    T* yr = y + r * channels;  // may be x: each element is read before it is written
+    layernorm_row(x + r * channels, weight, bias, y + r * channels, mean + r, rstd + r, channels);
+  }
+}
+
+// Each row: the sum as add() stores it (one rounding), then layernorm_row on the
+// stored sum while the row is in cache.
+template <class T>
+void add_layernorm_forward_typed(Context& ctx, const T* a, const T* b, T* residual, const T* weight,
+                                 const T* bias, T* y, float* mean, float* rstd, int64_t rows, int64_t channels) {
+#pragma omp parallel for num_threads(ctx.num_threads()) if (rows * channels >= kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* ar = a + r * channels;
+    const T* br = b + r * channels;
+    T* rr = residual + r * channels;  // may be ar or br: each element is read before it is written
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) {
-      yr[c] = narrow<T>((widen(xr[c]) - m) * s * widen(weight[c]) + widen(bias[c]));
-    }
-    mean[r] = m;
-    rstd[r] = s;
+    for (int64_t c = 0; c < channels; ++c) rr[c] = narrow<T>(widen(ar[c]) + widen(br[c]));
+    layernorm_row(rr, weight, bias, y + r * channels, mean + r, rstd + r, channels);
   }
 }
 
@@ -120,6 +145,22 @@ void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, Cons
     using T = decltype(tag);
     layernorm_forward_typed(ctx, typed<T>(x), typed<T>(weight), typed<T>(bias), typed<T>(y), mean, rstd, rows,
                             channels);
+  });
+}
+
+void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                           ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                           int64_t rows, int64_t channels) {
+  const DType type = common_type("add_layernorm_forward", {{"a", a},
+                                                           {"b", b},
+                                                           {"residual_out", residual_out},
+                                                           {"weight", weight},
+                                                           {"bias", bias},
+                                                           {"y", y}});
+  with_storage(type, [&](auto tag) {
+    using T = decltype(tag);
+    add_layernorm_forward_typed(ctx, typed<T>(a), typed<T>(b), typed<T>(residual_out), typed<T>(weight),
+                                typed<T>(bias), typed<T>(y), mean, rstd, rows, channels);
   });
 }
 

@@ -142,6 +142,22 @@ class CpuAsyncBackend final : public OpsBackend {
       cpu_.layernorm_backward(w, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels, accumulate_dx);
     });
   }
+  void add_layernorm_forward(Context&, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out, ConstTypedPtr weight,
+                             ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd, int64_t rows,
+                             int64_t channels) override {
+    queue([=, this](Context& w) {
+      cpu_.add_layernorm_forward(w, a, b, residual_out, weight, bias, y, mean, rstd, rows, channels);
+    });
+  }
+  void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                      int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override {
+    queue_with_workspace(ctx, cpu_.linear_forward_workspace_bytes(rows, in, out, y.type), [=, this](Context& w_ctx) {
+      cpu_.linear_forward(w_ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+    });
+  }
+  size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const override {
+    return cpu_.linear_forward_workspace_bytes(rows, in, out, type);
+  }
   void gelu_forward(Context&, ConstTypedPtr x, TypedPtr y, int64_t n) override {
     queue([=, this](Context& w) { cpu_.gelu_forward(w, x, y, n); });
   }

@@ -1,5 +1,19 @@
 // Softmax cross-entropy, one warp per row, then a fixed-order reduction into stats.
 //
+// Note [Fused classifier]
+// This is llm.c's fused classifier (its fused_classifier kernel): the loss and the
+// loss gradient of a row come from one kernel that reads the row's logits and writes
+// dlogits over them in place (the GPT passes dlogits = logits), so the (B*T, V)
+// probabilities are never materialised and the logits are the one V-wide activation
+// held (Note [Gpt activation layout]). Its workspace is a loss and a hit per ROW
+// (softmax_cross_entropy_workspace_bytes(batch), independent of V), checked by
+// tests/gpu/test_fused_ops.cpp. One difference from llm.c: the row is read three
+// times (max, sum of exponentials, gradient) where llm.c reads it twice (an online
+// softmax keeps the max and the rescaled sum in one pass). Merging the first two reads
+// is the one saving left here; it changes the order of the sum, so the CPU comparison
+// bound of the cross-entropy test would have to be rederived, and it was left for a
+// session with a GPU to measure it.
+//
 // Per row: the max (and the first index reaching it, as the CPU's strict-'>' scan),
 // then sum(exp(z - max)) in double, loss = log(sum) + max - z[label], and, when asked,
 // dlogits = grad_scale * (softmax - onehot). Shifting by the max keeps every exponent

@@ -122,10 +122,17 @@ class CudaBackend final : public OpsBackend {
   void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                           const float* mean, const float* rstd, TypedPtr dx, float* dweight, float* dbias,
                           int64_t rows, int64_t channels, bool accumulate_dx) override;
+  void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
+                             ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
+                             int64_t rows, int64_t channels) override;
   // The workspace layernorm_backward takes (its per-chunk parameter-gradient partials).
   // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
   // attention_workspace_bytes for any GPT shape, which the memory model counts.
   static size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels);
+  // linear.cu
+  void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
+                      int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override;
+  size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const override;
   // gelu.cu
   void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override;
   void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override;

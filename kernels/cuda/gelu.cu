@@ -12,6 +12,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gelu.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/storage.cuh"
 
@@ -22,21 +23,18 @@ namespace {
 using cuda::kBlockThreads;
 using cuda::typed;
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluCoeff = 0.044715f;
+using cuda::kGeluCubic;
+using cuda::kSqrt2OverPi;
 
 struct GeluForward {
-  __device__ float operator()(int64_t /*i*/, float v) const {
-    const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
-    return 0.5f * v * (1.0f + tanhf(u));
-  }
+  __device__ float operator()(int64_t /*i*/, float v) const { return cuda::gelu_tanh(v); }
 };
 
 struct GeluBackward {
   __device__ float operator()(int64_t /*i*/, float v, float dy) const {
-    const float u = kSqrt2OverPi * (v + kGeluCoeff * v * v * v);
+    const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
     const float t = tanhf(u);
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCoeff * v * v);
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
     const float grad = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
     return grad * dy;
   }

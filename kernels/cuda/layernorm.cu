@@ -1,5 +1,6 @@
 // LayerNorm over the last dimension (Note [Transformer ops], kernels/ops.h): eps 1e-5,
-// biased variance, as torch.nn.LayerNorm.
+// biased variance, as torch.nn.LayerNorm; and the residual add fused with it (Note
+// [Fused residual LayerNorm]), which runs the same row code after the add.
 //
 // Forward and the input gradient take one warp per row (GPT widths are a few hundred
 // to a few thousand channels: coalesced reads, eight rows per block). Row sums are
@@ -67,7 +68,34 @@ __device__ inline double warp_sum(double v) {
   return v;
 }
 
-// y may alias x: each element is read by the lane that writes it, after the row's sums.
+// One row by one warp: yr = LayerNorm(xr) * weight + bias; lane 0 stores the row's mean
+// and rstd. yr may be xr: each element is read by the lane that writes it, after the
+// row's sums. Shared by layernorm_forward and add_layernorm_forward, so that the two
+// give the same bits (Note [Fused residual LayerNorm], kernels/ops.h).
+template <class T>
+__device__ void layernorm_row(const T* xr, const T* weight, const T* bias, T* yr, float* mean, float* rstd,
+                              int64_t channels, int lane) {
+  double sum = 0.0;
+  for (int64_t c = lane; c < channels; c += kWarpSize) sum += to_float(xr[c]);
+  const double m = warp_sum(sum) / static_cast<double>(channels);
+  // Two passes (deviations from the mean), so a large mean does not cancel the variance.
+  double sq = 0.0;
+  for (int64_t c = lane; c < channels; c += kWarpSize) {
+    const double d = static_cast<double>(to_float(xr[c])) - m;
+    sq += d * d;
+  }
+  const double var = warp_sum(sq) / static_cast<double>(channels);
+  const auto mf = static_cast<float>(m);
+  const auto rs = static_cast<float>(1.0 / sqrt(var + kEps));
+  for (int64_t c = lane; c < channels; c += kWarpSize) {
+    yr[c] = from_float<T>((to_float(xr[c]) - mf) * rs * to_float(weight[c]) + to_float(bias[c]));
+  }
+  if (lane == 0) {
+    *mean = mf;
+    *rstd = rs;
+  }
+}
+
 template <class T>
 __global__ void layernorm_forward_rows(const T* x, const T* weight, const T* bias, T* y, float* mean,
                                        float* rstd, int64_t rows, int64_t channels) {
@@ -75,27 +103,26 @@ __global__ void layernorm_forward_rows(const T* x, const T* weight, const T* bia
   const int64_t warp = threadIdx.x / kWarpSize;
   for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < rows;
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
-    const T* xr = x + r * channels;
-    double sum = 0.0;
-    for (int64_t c = lane; c < channels; c += kWarpSize) sum += to_float(xr[c]);
-    const double m = warp_sum(sum) / static_cast<double>(channels);
-    // Two passes (deviations from the mean), so a large mean does not cancel the variance.
-    double sq = 0.0;
-    for (int64_t c = lane; c < channels; c += kWarpSize) {
-      const double d = static_cast<double>(to_float(xr[c])) - m;
-      sq += d * d;
-    }
-    const double var = warp_sum(sq) / static_cast<double>(channels);
-    const auto mf = static_cast<float>(m);
-    const auto rs = static_cast<float>(1.0 / sqrt(var + kEps));
-    T* yr = y + r * channels;
-    for (int64_t c = lane; c < channels; c += kWarpSize) {
-      yr[c] = from_float<T>((to_float(xr[c]) - mf) * rs * to_float(weight[c]) + to_float(bias[c]));
-    }
-    if (lane == 0) {
-      mean[r] = mf;
-      rstd[r] = rs;
-    }
+    layernorm_row(x + r * channels, weight, bias, y + r * channels, mean + r, rstd + r, channels, lane);
+  }
+}
+
+// The residual add, rounded as add() rounds it, then layernorm_row on the stored sum.
+// Each lane re-reads only the elements it wrote itself (the same strided columns), so
+// no synchronisation is needed and the row's second read comes from L1/L2. residual
+// may be a or b (each element is read, then written, by one lane).
+template <class T>
+__global__ void add_layernorm_forward_rows(const T* a, const T* b, T* residual, const T* weight, const T* bias,
+                                           T* y, float* mean, float* rstd, int64_t rows, int64_t channels) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int64_t warp = threadIdx.x / kWarpSize;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + warp; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const T* ar = a + r * channels;
+    const T* br = b + r * channels;
+    T* rr = residual + r * channels;
+    for (int64_t c = lane; c < channels; c += kWarpSize) rr[c] = from_float<T>(to_float(ar[c]) + to_float(br[c]));
+    layernorm_row(static_cast<const T*>(rr), weight, bias, y + r * channels, mean + r, rstd + r, channels, lane);
   }
 }
 
@@ -198,6 +225,21 @@ void CudaBackend::layernorm_forward(Context& /*ctx*/, ConstTypedPtr x_t, ConstTy
     layernorm_forward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
         typed<T>(x_t, kOp), typed<T>(weight_t, kOp), typed<T>(bias_t, kOp), typed<T>(y_t, kOp), mean, rstd, rows,
         channels);
+  });
+  DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+void CudaBackend::add_layernorm_forward(Context& /*ctx*/, ConstTypedPtr a_t, ConstTypedPtr b_t,
+                                        TypedPtr residual_t, ConstTypedPtr weight_t, ConstTypedPtr bias_t,
+                                        TypedPtr y_t, float* mean, float* rstd, int64_t rows, int64_t channels) {
+  if (rows == 0 || channels == 0) return;
+  const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  cuda::storage_dispatch(y_t.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr const char* kOp = "add_layernorm_forward";
+    add_layernorm_forward_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+        typed<T>(a_t, kOp), typed<T>(b_t, kOp), typed<T>(residual_t, kOp), typed<T>(weight_t, kOp),
+        typed<T>(bias_t, kOp), typed<T>(y_t, kOp), mean, rstd, rows, channels);
   });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }

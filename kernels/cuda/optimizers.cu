@@ -5,6 +5,9 @@
 // sqrt and division on both sides, the two backends are meant to compute the same bits.
 // AdamW may also write the bf16 copy of the updated parameters (Note [bf16 storage]) in
 // the same pass: __float2bfloat16_rn of the stored fp32 value, float_to_bf16's rounding.
+// That is the fusion issue 15 asks of the optimizer (as llm.c's adamw kernel writes its
+// low-precision copy): no separate convert() pass reads the fp32 parameters again after
+// the update; tests/gpu/test_cuda_ops.cpp checks the copy's bits.
 #include <cmath>
 #include <cstdint>
 

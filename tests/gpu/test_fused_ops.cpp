@@ -1,0 +1,180 @@
+// The fused ops of kernels/ops.h on the CUDA context, in fp32 and bf16
+// (tests/gpu/stored_types.h), against the CPU's fused op (the oracle, itself tested
+// bit for bit against the unfused chain in tests/unit/kernels/test_fused_ops.cpp), and
+// against the CUDA chain they replace:
+//   add_layernorm_forward   the sum: equal bits (one float operation per element);
+//                           y and the row statistics: LayerNorm forward's 2e-5
+//                           (test_transformer_ops.cpp); and against the CUDA add then
+//                           layernorm_forward: equal bits (the contract, Note [Fused
+//                           residual LayerNorm]).
+//   linear_forward          (Note [Fused linear epilogue]) per element, with S the sum
+//                           of |x||w| over k plus |bias|: pre within 2 gamma_{k+2} S
+//                           (two fp32 sums of the same exact products in other orders,
+//                           test_cuda_ops.cpp's GEMM bound), y within 1.13 times that
+//                           (max |gelu'| < 1.13) plus GELU's 1e-6; bf16 adds an ulp.
+//   softmax_cross_entropy   already llm.c's fused classifier (Note [Fused classifier],
+//                           kernels/cuda/cross_entropy.cu): test_cuda_ops.cpp checks
+//                           its values in place; here, that a GPT-sized call in place
+//                           takes no device memory beyond its per-row workspace, so
+//                           no probabilities are materialised.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+#include "tests/gpu/gpu_test.h"
+#include "tests/gpu/stored_types.h"
+
+namespace dtrain {
+namespace {
+
+using testing::all_close;
+using testing::close_relative;
+using testing::DeviceArray;
+using testing::exactly;
+using testing::gamma_n;
+using testing::nans;
+using testing::random_normal;
+using testing::stored;
+using testing::stored_nans;
+
+template <class T>
+class FusedOpsIn : public testing::CudaAgainstCpuTest {};
+TYPED_TEST_SUITE(FusedOpsIn, testing::StoredTypes, testing::StoredTypeNames);
+
+struct RowsCase {
+  int64_t rows, channels;
+};
+// One channel, widths below, at and above a warp, GPT-2's 768, and many rows.
+const RowsCase kRowsCases[] = {{1, 1}, {3, 5}, {17, 32}, {40, 33}, {64, 768}, {5003, 40}};
+
+TYPED_TEST(FusedOpsIn, AddLayerNormMatchesCpuAndIsTheCudaChainBitForBit) {
+  using T = TypeParam;
+  Rng rng(41);
+  for (const RowsCase& c : kRowsCases) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
+    const int64_t n = c.rows * c.channels;
+    const auto a = stored<T>(random_normal(rng, n, 0.3));
+    const auto b = stored<T>(random_normal(rng, n, 2.0, 3.0));
+    const auto w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
+    const auto bias = stored<T>(random_normal(rng, c.channels, 0.5));
+
+    std::vector<T> res(static_cast<size_t>(n)), y(res.size());
+    std::vector<float> mean(static_cast<size_t>(c.rows)), rstd(mean.size());
+    ops::add_layernorm_forward(this->cpu(), a.data(), b.data(), res.data(), w.data(), bias.data(), y.data(),
+                               mean.data(), rstd.data(), c.rows, c.channels);
+
+    // The fused op, with the sum written over a (as the GPT does).
+    DeviceArray<T> ga(this->gpu(), a), gb(this->gpu(), b), gw(this->gpu(), w), gbias(this->gpu(), bias);
+    DeviceArray<T> gy(this->gpu(), stored_nans<T>(n));
+    DeviceArray<float> gmean(this->gpu(), nans(c.rows)), grstd(this->gpu(), nans(c.rows));
+    ops::add_layernorm_forward(this->gpu(), ga.get(), gb.get(), ga.get(), gw.get(), gbias.get(), gy.get(),
+                               gmean.get(), grstd.get(), c.rows, c.channels);
+    EXPECT_TRUE(exactly(ga.to_host(), res));
+    EXPECT_TRUE(close_relative(gy.to_host(), y, 2e-5));
+    EXPECT_TRUE(all_close(gmean.to_host(), mean, 2e-5));
+    EXPECT_TRUE(all_close(grstd.to_host(), rstd, 2e-5));
+
+    // The CUDA chain it replaces.
+    DeviceArray<T> ca(this->gpu(), a), cb(this->gpu(), b), cy(this->gpu(), stored_nans<T>(n));
+    DeviceArray<float> cmean(this->gpu(), nans(c.rows)), crstd(this->gpu(), nans(c.rows));
+    ops::add(this->gpu(), ca.get(), cb.get(), ca.get(), n);
+    ops::layernorm_forward(this->gpu(), ca.get(), gw.get(), gbias.get(), cy.get(), cmean.get(), crstd.get(), c.rows,
+                           c.channels);
+    EXPECT_TRUE(exactly(gy.to_host(), cy.to_host()));
+    EXPECT_TRUE(exactly(gmean.to_host(), cmean.to_host()));
+    EXPECT_TRUE(exactly(grstd.to_host(), crstd.to_host()));
+  }
+}
+
+// got within slack of want per element: fp32 directly, bf16 with an ulp more.
+template <class T>
+::testing::AssertionResult within(const std::vector<T>& got, const std::vector<T>& want,
+                                  const std::vector<double>& slack) {
+  if constexpr (std::is_same_v<T, float>) {
+    size_t failures = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= slack[i])) ++failures;
+    }
+    if (failures == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << failures << " of " << want.size() << " elements beyond the bound";
+  } else {
+    return testing::bf16_close(got, want, slack);
+  }
+}
+
+TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
+  using T = TypeParam;
+  struct Case {
+    int64_t rows, in, out;
+  };
+  Rng rng(43);
+  for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 48, 192}, Case{130, 768, 3072}, Case{96, 3072, 768}}) {
+    for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
+      const bool gelu = e == LinearEpilogue::kBiasGelu;
+      SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << "->" << c.out << (gelu ? " gelu" : " bias"));
+      const int64_t n = c.rows * c.out;
+      const auto x = stored<T>(random_normal(rng, c.rows * c.in));
+      const auto w = stored<T>(random_normal(rng, c.out * c.in, 0.05));
+      const auto bias = stored<T>(random_normal(rng, c.out, 0.5));
+      std::vector<T> pre(static_cast<size_t>(n)), y(pre.size());
+      ops::linear_forward(this->cpu(), x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out,
+                          e);
+      DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gb(this->gpu(), bias);
+      DeviceArray<T> gpre(this->gpu(), stored_nans<T>(n)), gy(this->gpu(), stored_nans<T>(n));
+      ops::linear_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gpre.get(), gy.get(), c.rows, c.in, c.out, e);
+
+      const auto xv = testing::values(x), wv = testing::values(w), bv = testing::values(bias);
+      std::vector<double> pre_slack(static_cast<size_t>(n)), y_slack(pre_slack.size());
+      const double factor = 2.0 * gamma_n(c.in + 2);
+      const auto yv = testing::values(y);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        for (int64_t o = 0; o < c.out; ++o) {
+          double sum = std::fabs(bv[o]);
+          for (int64_t k = 0; k < c.in; ++k) sum += std::fabs(static_cast<double>(xv[r * c.in + k]) * wv[o * c.in + k]);
+          const size_t i = static_cast<size_t>(r * c.out + o);
+          pre_slack[i] = factor * sum;
+          y_slack[i] = gelu ? 1.13 * factor * sum + 1e-6 * (1.0 + std::fabs(yv[i])) : factor * sum;
+        }
+      }
+      EXPECT_TRUE(within(gy.to_host(), y, y_slack));
+      if (gelu) {
+        EXPECT_TRUE(within(gpre.to_host(), pre, pre_slack));
+      }
+    }
+  }
+}
+
+TYPED_TEST(FusedOpsIn, ClassifierInPlaceTakesOnlyItsPerRowWorkspace) {
+  using T = TypeParam;
+  const int64_t rows = 256, vocab = 50257;  // GPT-2's vocabulary
+  Rng rng(42);
+  DeviceArray<T> glogits(this->gpu(), stored<T>(random_normal(rng, rows * vocab, 2.0)));
+  std::vector<int32_t> labels(static_cast<size_t>(rows));
+  for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(vocab));
+  DeviceArray<int32_t> glabels(this->gpu(), labels);
+  DeviceArray<double> gstats(this->gpu(), std::vector<double>{0.0, 0.0});
+  const size_t declared = ops::softmax_cross_entropy_workspace_bytes(this->gpu(), rows);
+  // A row of probabilities alone would take more than the whole declared workspace.
+  ASSERT_LT(declared, static_cast<size_t>(vocab) * sizeof(T));
+  this->gpu().release_workspace();
+  this->gpu().synchronize();
+  Allocator& alloc = this->gpu().allocator();
+  const size_t before = alloc.stats().in_use;
+  alloc.reset_peak();
+  ops::softmax_cross_entropy(this->gpu(), glogits.get(), glabels.get(), rows, vocab, 1.0f / rows, glogits.get(),
+                             gstats.get(), 1.0);
+  this->gpu().synchronize();
+  EXPECT_LE(alloc.stats().peak - before, declared);
+  const auto stats = gstats.to_host();
+  EXPECT_TRUE(std::isfinite(stats[0]) && stats[0] > 0.0);
+}
+
+}  // namespace
+}  // namespace dtrain
