@@ -251,13 +251,20 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   size_t most = std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H, type),
                           ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
                           ops::softmax_cross_entropy_workspace_bytes(ctx_, BT)});
-  // Every GEMM of a step: each linear's forward (rows x out x in; a linear_forward, its
-  // epilogue included, except the head's plain GEMM) and its two backward products,
-  // with the head as a linear from C to V.
-  for (const auto& [in, out] : {std::pair{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}, {C, V}}) {
-    most = std::max({most, ops::gemm_workspace_bytes(ctx_, BT, out, in, type, type),
-                     ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type),
-                     ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
+  // Every GEMM of a step, exactly those (a backend's scratch may differ by shape, and
+  // the CPU's memory model is exact): each block linear's fused forward (rows x out x
+  // in, its epilogue included), the head's plain forward GEMM, and every linear's two
+  // backward products, with the head as a linear from C to V.
+  most = std::max(most, ops::gemm_workspace_bytes(ctx_, BT, V, C, type, type));
+  struct Linear {
+    int64_t in, out;
+    bool head;
+  };
+  for (const Linear& l : {Linear{C, 3 * C, false}, Linear{C, C, false}, Linear{C, 4 * C, false},
+                          Linear{4 * C, C, false}, Linear{C, V, true}}) {
+    const int64_t in = l.in, out = l.out;
+    if (!l.head) most = std::max(most, ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type));
+    most = std::max({most, ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
                      ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
   }
   return most;
