@@ -53,6 +53,7 @@ finish() {
     { echo "GPU CHECK FAILED (${#failures[@]} failure(s)):"; printf '  %s\n' "${failures[@]}"; echo; } >"$verdict"
   fi
   cat "$verdict" "$logs/summary.txt" >"$logs/summary.new" 2>/dev/null && mv "$logs/summary.new" "$logs/summary.txt"
+  [ -n "${libs:-}" ] && rm -rf "$libs"  # the unpacked bundle libraries and Open MPI
   echo; cat "$verdict"
   exit "$status"
 }
