@@ -55,6 +55,8 @@
 # a benchmark, not part of the test suite.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=bench_lib.sh
+source "$root/bench/bench_lib.sh"
 build=${DTRAIN_BUILD_DIR:-$root/build}
 iters=${ITERS:-2000}
 warmup=${BENCH_WARMUP:-20}
@@ -91,8 +93,8 @@ wants() { [[ " $layouts " == *" $1 "* ]]; }
 wants_dtrain() { wants dtrain-1x2 || wants dtrain-2x1; }
 
 # ---------------------------------------------------------------- versions
-torch_version() {  # python -> "2.5.1" or nothing
-  "$1" -c 'import numpy, torch; print(torch.__version__)' 2>/dev/null || true
+torch_version() {  # python -> "2.5.1" or nothing (the reference needs numpy too)
+  bench_torch_version "$1" -- numpy
 }
 torch1_version=$(torch_version "$torch1_python")
 torch1_label="PyTorch 1.13 (missing)"
@@ -117,7 +119,7 @@ dtrain=$build/dtrain
 if wants_dtrain; then
   echo "== building dtrain (scripts/build.sh)" >&2
   "$root/scripts/build.sh" >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
-  # shellcheck source=../scripts/mpi-env.sh
+  # shellcheck source-path=SCRIPTDIR source=../scripts/mpi-env.sh
   source "$root/scripts/mpi-env.sh"
 fi
 
@@ -180,38 +182,11 @@ measure() {
 # Each run prints one line: "TOKENS_PER_S WALL_S VAL_LOSS".
 
 # From a dtrain run directory: tokens/s from step $warmup to the last, the last
-# step's time_s, the last eval_loss.
+# step's time_s, the last eval_loss (seq_len from the run's config.yaml, else the
+# bench config's).
 dtrain_numbers() {
-  "$py" - "$1" "$warmup" "$config" <<'EOF'
-import json, re, sys
-run_dir, warmup, bench_config = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-# The run's effective config says seq_len; the bench config if it does not.
-for path in (run_dir + "/config.yaml", bench_config):
-    try:
-        with open(path) as f:
-            m = re.search(r"^\s*seq_len:\s*(\d+)", f.read(), re.M)
-    except OSError:
-        m = None
-    if m:
-        seq_len = int(m.group(1))
-        break
-else:
-    sys.exit(f"no seq_len in {run_dir}/config.yaml or {bench_config}")
-train, evals = {}, []
-with open(run_dir + "/metrics.jsonl") as f:
-    for line in f:
-        rec = json.loads(line)
-        if rec.get("kind") == "train":
-            train[int(rec["step"])] = rec
-        elif rec.get("kind") == "eval":
-            evals.append(rec)
-last = max(train) if train else 0
-if warmup not in train or last <= warmup or not evals:
-    sys.exit(f"{run_dir}/metrics.jsonl: no train line at step {warmup}, none after it, or no eval line")
-w, l = train[warmup], train[last]
-tokens_per_s = (l["samples"] - w["samples"]) * seq_len / (l["time_s"] - w["time_s"])
-print(f"{tokens_per_s:.0f} {l['time_s']:.1f} {evals[-1]['eval_loss']:.4f}")
-EOF
+  "$py" "$root/bench/dtrain_metrics.py" "$1" --warmup "$warmup" --config "$config" \
+    --format '{tokens_per_s:.0f} {wall_s:.1f} {eval_loss:.4f}'
 }
 
 run_dtrain() {  # ranks tag

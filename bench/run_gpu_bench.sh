@@ -16,33 +16,26 @@
 # table cell, not the GPU machine's time.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=bench_lib.sh
+source "$root/bench/bench_lib.sh"
 dtrain=${DTRAIN_BIN:-$root/build/dtrain}
 data=${DTRAIN_DATA:-/usr/share/datasets/fashion-mnist}
 steps=${STEPS:-600}
 compile_at=" ${COMPILE_AT:-512} "
 warmup=50
-work=$(mktemp -d)
-python=${PYTHON:-python3}
+work=$(mktemp -d "${TMPDIR:-/tmp}/dtrain-gpu-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+read -r -a python <<<"${PYTHON:-python3}"  # a command of one or more words
 deadline=${DEADLINE:-}
 
-# limit SECONDS: SECONDS, or what is left before DEADLINE if less; 0 when under 20 s
-# are left (then the caller does not start the run).
-limit() {
-  local want=$1 left
-  [ -z "$deadline" ] && { echo "$want"; return; }
-  left=$(( deadline - $(date +%s) ))
-  if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$want" ]; then echo "$left"; else echo "$want"; fi
-}
+limit() { bench_limit "$deadline" "$1"; }
 
 # samples/s of a dtrain run between the end of step $warmup and the last step.
 dtrain_rate() {
-  awk -v w="$warmup" -F'[:,]' '/"kind":"train"/ {
-      for (i = 1; i < NF; i++) { if ($i == "\"step\"") s = $(i+1); if ($i == "\"samples\"") n = $(i+1); if ($i == "\"time_s\"") t = $(i+1) }
-      if (s == w) { n0 = n; t0 = t } last_n = n; last_t = t }
-    END { if (last_t > t0) printf "%.0f", (last_n - n0) / (last_t - t0); else print "nan" }' "$1/metrics.jsonl"
+  "${python[@]}" "$root/bench/dtrain_metrics.py" "$1" --warmup "$warmup" --format '{samples_per_s:.0f}'
 }
 
-echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); torch: $($python -c 'import torch; print(torch.__version__)' 2>&1)"
+echo "card: $(bench_gpu_name); torch: $(bench_torch_version "${python[@]}")"
 echo
 echo "| model | batch | dtrain samples/s | PyTorch eager | PyTorch compile | dtrain / eager | dtrain / compile |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -52,7 +45,7 @@ for model in mlp cnn; do
     t=$(limit 120)
     [ "$t" = 0 ] && { echo "| $model | $batch | not run (out of time) | | | | |"; continue; }
     timeout "$t" "$dtrain" train "$root/configs/fashion_mnist_$model.yaml" --set "data.path=$data" --set device.kind=cuda \
-      --set train.global_batch=$batch --set train.micro_batch=$batch --set train.max_steps=$steps \
+      --set train.global_batch=$batch --set train.micro_batch=$batch --set train.max_steps="$steps" \
       --set eval.every_steps=0 --set log.every_steps=100000 --set schedule.warmup_steps=0 \
       --set schedule.decay=none --set precision.tf32=false --run-dir "$run" >"$run.log" 2>&1 ||
       { echo "dtrain failed:"; tail -5 "$run.log"; }
@@ -61,14 +54,13 @@ for model in mlp cnn; do
       local t
       t=$(limit 180)
       [ "$t" = 0 ] && { echo "not run (out of time)"; return; }
-      timeout "$t" $python "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps $steps --warmup $warmup \
-        --data "$data" "$@" 2>"$run.torch.err" | sed -n 's/^RESULT //p' |
-        $python -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["samples_per_s"])' 2>/dev/null || echo nan
+      timeout "$t" "${python[@]}" "$root/bench/torch_gpu_reference.py" --model $model --batch $batch --steps "$steps" \
+        --warmup $warmup --data "$data" "$@" 2>"$run.torch.err" | sed -n 's/^RESULT //p' |
+        "${python[@]}" -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["samples_per_s"])' 2>/dev/null || echo nan
     }
     e=$(rate)
     c="not run"
     [[ "$compile_at" == *" $batch "* ]] && c=$(rate --compile)
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
-    echo "| $model | $batch | $d | $e | $c | $(ratio "$d" "$e") | $(ratio "$d" "$c") |"
+    echo "| $model | $batch | $d | $e | $c | $(bench_ratio "$d" "$e") | $(bench_ratio "$d" "$c") |"
   done
 done

@@ -224,7 +224,10 @@ class TextData:
 
 
 # ---------------------------------------------------------------- model
-def build_model(args, vocab):
+def build_model(args, vocab, attention="explicit"):
+    """nanoGPT's GPT of args' shape. attention "explicit": the softmax written out (as
+    this benchmark's CPU runs have it); "sdpa": F.scaled_dot_product_attention with
+    is_causal=True (flash attention on a GPU; bench/torch_gpt_gpu_reference.py)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -235,8 +238,9 @@ def build_model(args, vocab):
             self.c_attn = nn.Linear(args.n_embd, 3 * args.n_embd)
             self.c_proj = nn.Linear(args.n_embd, args.n_embd)
             self.resid_dropout = nn.Dropout(args.dropout)
-            self.register_buffer("mask", torch.tril(torch.ones(args.seq_len, args.seq_len, dtype=torch.bool))
-                                 .view(1, 1, args.seq_len, args.seq_len), persistent=False)
+            if attention == "explicit":
+                self.register_buffer("mask", torch.tril(torch.ones(args.seq_len, args.seq_len, dtype=torch.bool))
+                                     .view(1, 1, args.seq_len, args.seq_len), persistent=False)
 
         def forward(self, x):
             b, t, c = x.shape  # (B, T, C)
@@ -245,11 +249,15 @@ def build_model(args, vocab):
             q = q.view(b, t, h, c // h).transpose(1, 2)  # (B, H, T, hs)
             k = k.view(b, t, h, c // h).transpose(1, 2)
             v = v.view(b, t, h, c // h).transpose(1, 2)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))  # (B, H, T, T)
-            att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))
-            att = F.softmax(att, dim=-1)
             # No dropout on the probabilities: dtrain has none there (models/gpt.h).
-            y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
+            if attention == "sdpa":
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+            else:
+                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))  # (B, H, T, T)
+                att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))
+                att = F.softmax(att, dim=-1)
+                y = att @ v
+            y = y.transpose(1, 2).contiguous().view(b, t, c)
             return self.resid_dropout(self.c_proj(y))
 
     class Mlp(nn.Module):
@@ -301,8 +309,8 @@ def build_model(args, vocab):
 
 def init_weights(model, args):
     """GPT-2's init: weights normal(0, 0.02), c_proj weights normal(0, 0.02/sqrt(2L)),
-    biases 0, LayerNorm weights 1; drawn as dtrain draws them, or by torch."""
-    import numpy as np
+    biases 0, LayerNorm weights 1; drawn as dtrain draws them, or by torch (which
+    needs no numpy, and draws on the parameters' device)."""
     import torch
     proj_std = 0.02 / math.sqrt(2 * args.n_layer)
     if args.init == "torch":
@@ -318,6 +326,7 @@ def init_weights(model, args):
                 if args.init == "torch":
                     torch.nn.init.normal_(p, mean=0.0, std=std)
                 else:
+                    import numpy as np
                     values = (std * dtrain_normals(mix(args.seed, i), p.numel())).astype(np.float32)
                     p.copy_(torch.from_numpy(values).view(p.shape))
 

@@ -12,6 +12,7 @@
 #         links against): its libmpi and its mpirun run the ranks whether or not the GPU
 #         image has an MPI of its own
 #   data/fashion-mnist/  the dataset, which a GPU image does not ship
+#   commit.txt  the commit the binaries were built from (git describe --dirty)
 # Usage: scripts/gpu-bundle.sh [CUDA_ARCHITECTURES]   (default 90: H100/H200)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +28,9 @@ bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtra
       "$build/tests/gpu/dtrain_gpu_runtime_tests"
       "$build/tests/e2e/metrics_check")
 cp "${bins[@]}" "$out/bin/"
+# The commit the binaries come from, for the benchmark tables (the tree copied to a GPU
+# machine may come without .git); -dirty when the tree had changes.
+git -C "$root" describe --always --dirty >"$out/commit.txt" 2>/dev/null || echo unknown >"$out/commit.txt"
 # Libraries outside libc's core and the CUDA stack, resolved on this machine.
 for b in "${bins[@]}"; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
@@ -40,7 +44,7 @@ done
 if ldd "$build/dtrain" | grep -q 'libdnnl\.so'; then
   compgen -G "$out/lib/libdnnl.so*" >/dev/null || { echo "gpu-bundle.sh: dtrain links oneDNN, but libdnnl is not in the bundle" >&2; exit 1; }
 fi
-tar -C "$out" -cJf "$out/lib.tar.xz" lib && rm -rf "$out/lib"
+tar -C "$out" -cJf "$out/lib.tar.xz" lib && rm -rf "${out:?}/lib"
 cp -r /usr/share/datasets/fashion-mnist "$out/data/"
 # Any manylinux wheel of the series works: it is Python-independent (py3-none).
 python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \

@@ -6,12 +6,18 @@
 #   1. probe: the card, driver, toolkit, MPI and libraries present
 #   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL)
 #   3. end-to-end: GPU against CPU trajectories, equivalence on the GPU, NCCL
-#   4. the GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
+#   4. the GPT end-to-end in fp32: GPU against CPU (tests/e2e/gpu_gpt_checks.sh)
+#   5. the GPT benchmark (bench/run_gpt_gpu_bench.sh: GPT-2 124M in bf16, dtrain
+#      against PyTorch eager and torch.compile), only when the GPT's fp32 checks passed
+#      (dtrain_gpu_tests, which holds the transformer ops, and step 4)
+#   6. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
 # The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
 # the device's 10-minute call): each step's time limit is cut to what is left, the
-# benchmark starts no run it cannot finish, and a step that ran out of time is a
+# benchmarks start no run they cannot finish, and a step that ran out of time is a
 # failure named in the verdict, so the check ends with its logs instead of being
-# killed without them.
+# killed without them. Steps 2 and 3 leave the GPT steps their share (GPT_BENCH_S,
+# default 175 s, for the benchmark, and 60 s for step 4); the GPT benchmark keeps to
+# its share, and the MLP/CNN benchmark has what is left.
 # summary.txt opens with the verdict: PASSED, or FAILED and one line per failure, so
 # a failure is the first thing read. A GPU test that skips while nvidia-smi lists a
 # GPU is a failure (scripts/gpu-skip-rule.sh).
@@ -22,17 +28,21 @@ mkdir -p "$logs"
 bundle=$root/gpu-bundle
 source "$root/scripts/gpu-skip-rule.sh"
 deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-480} - 15 ))  # 15 s for the verdict and the copy back
-# limit SECONDS: SECONDS, or the seconds left before the deadline if fewer (at least 1).
+gpt_bench_s=${GPT_BENCH_S:-175}  # the GPT benchmark's share (bench/run_gpt_gpu_bench.sh's runs)
+gpt_checks_s=60                  # the GPT's fp32 end-to-end check's (about 20 s expected)
+# limit SECONDS [RESERVE]: SECONDS, or the seconds left before the deadline less RESERVE
+# (what later steps are promised) if fewer (at least 1).
 limit() {
-  local left=$(( deadline - $(date +%s) ))
+  local left=$(( deadline - ${2:-0} - $(date +%s) ))
   [ "$left" -lt 1 ] && left=1
-  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+  if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
 }
 status=0
 failures=()
 fail() { failures+=("$*"); status=1; }
 step() { echo; echo "== $*"; }
 # On every exit (the early ones too): the verdict first, then the summary so far.
+# shellcheck disable=SC2317  # reached through the EXIT trap
 finish() {
   local rc=$? verdict=$logs/verdict.txt
   # An exit nobody chose (a set -u error, a signal) is a failure too, never a pass.
@@ -43,6 +53,7 @@ finish() {
     { echo "GPU CHECK FAILED (${#failures[@]} failure(s)):"; printf '  %s\n' "${failures[@]}"; echo; } >"$verdict"
   fi
   cat "$verdict" "$logs/summary.txt" >"$logs/summary.new" 2>/dev/null && mv "$logs/summary.new" "$logs/summary.txt"
+  [ -n "${libs:-}" ] && rm -rf "$libs"  # the unpacked bundle libraries and Open MPI
   echo; cat "$verdict"
   exit "$status"
 }
@@ -63,11 +74,11 @@ step "probe" | tee "$logs/summary.txt"
 # in the Python that holds PyTorch (their folder layout differs between CUDA versions,
 # so each library is looked up by its file name).
 cuda_dirs() {
-  local site
+  local site d dirs=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib)
   site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)
+  for d in $site; do dirs+=("$d/nvidia"); done
   for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libnccl.so.2; do
-    find /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
-         $(for d in $site; do echo "$d/nvidia"; done) -name "$lib" 2>/dev/null | head -1
+    find "${dirs[@]}" -name "$lib" 2>/dev/null | head -1
   done | xargs -r -n1 dirname | awk '!seen[$0]++' | paste -sd:
 }
 extra=$(cuda_dirs)
@@ -89,9 +100,11 @@ if [ -x "$bundle/bin/dtrain" ]; then
   export LD_LIBRARY_PATH="$ompi/lib:$libs/lib${extra:+:$extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   echo "no gpu-bundle/: building here into build-gpu/" | tee -a "$logs/summary.txt"
-  cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/build.txt" 2>&1 &&
-    cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1 || { fail "build failed: see build.txt"; exit 1; }
+  if ! cmake -S "$root" -B "$root/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_CUDA=ON \
+         -DCMAKE_CUDA_ARCHITECTURES=90 >"$logs/build.txt" 2>&1 ||
+     ! cmake --build "$root/build-gpu" >>"$logs/build.txt" 2>&1; then
+    fail "build failed: see build.txt"; exit 1
+  fi
   mkdir -p "$root/build-gpu/bin"
   for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_runtime_tests \
            tests/e2e/metrics_check; do
@@ -102,6 +115,10 @@ else
   export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+${extra:+:}$LD_LIBRARY_PATH}"
 fi
 echo "mpirun: $mpiexec" | tee -a "$logs/probe.txt"
+# The commit the binaries were built from: the bundle's record (the GPU machine's copy
+# of the tree may lack .git), else this tree's.
+commit=$(cat "$bundle/commit.txt" 2>/dev/null || git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+echo "dtrain commit: $commit" | tee -a "$logs/probe.txt"
 ldd "$bin/dtrain" >"$logs/ldd.txt" 2>&1
 grep -q "not found" "$logs/ldd.txt" && { echo "missing libraries:"; grep "not found" "$logs/ldd.txt"; }
 grep -q "not found" "$logs/ldd.txt" && fail "libraries of dtrain not found: see ldd.txt"
@@ -117,14 +134,16 @@ export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
 
 step "gpu unit tests" | tee -a "$logs/summary.txt"
 unit_logs=()
+gpt_ops=untested  # dtrain_gpu_tests' verdict: the CUDA op set, the GPT's ops included
 for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_runtime_tests; do
   unit_logs+=("$logs/$t.txt")
-  timeout "$(limit 240)" "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1
+  timeout "$(limit 240 $((gpt_checks_s + gpt_bench_s)))" "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1
   case $? in
     0) r=passed ;;
     124) r="OUT OF TIME"; fail "$t did not finish within the check's time: see $t.txt" ;;
     *) r=FAILED; fail "$t failed: see $t.txt" ;;
   esac
+  [ "$t" = dtrain_gpu_tests ] && gpt_ops=$r
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
   grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"
 done
@@ -134,7 +153,7 @@ if ! skips=$(gpu_skip_verdict "$gpus" "${unit_logs[@]}"); then
 fi
 
 step "end to end" | tee -a "$logs/summary.txt"
-timeout "$(limit 240)" bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
+timeout "$(limit 240 $((gpt_checks_s + gpt_bench_s)))" bash "$root/tests/e2e/gpu_checks.sh" "$bin/dtrain" "$mpiexec" "$bin/metrics_check" "$root" "$logs/e2e" ON \
   "$data" >"$logs/e2e.txt" 2>&1
 case $? in
   0) r=passed ;;
@@ -146,6 +165,35 @@ case $? in
   *) r=FAILED; fail "end-to-end GPU checks failed: see e2e.txt" ;;
 esac
 echo "gpu_checks: $r" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED|NOT RUN" "$logs/e2e.txt" | tee -a "$logs/summary.txt"
+
+step "gpt end to end (fp32, GPU against CPU)" | tee -a "$logs/summary.txt"
+timeout "$(limit 90 "$gpt_bench_s")" bash "$root/tests/e2e/gpu_gpt_checks.sh" "$bin/dtrain" "$bin/metrics_check" "$root" \
+  "$logs/gpt_e2e" ON >"$logs/gpt_e2e.txt" 2>&1
+case $? in
+  0) gpt_e2e=passed ;;
+  77) gpt_e2e=skipped
+      printf '%s\n' "$gpus" | grep -qE '^GPU [0-9]+:' &&
+        fail "GPT end-to-end checks skipped although nvidia-smi lists a GPU: see gpt_e2e.txt" ;;
+  124) gpt_e2e="OUT OF TIME"; fail "GPT end-to-end checks did not finish within the check's time: see gpt_e2e.txt" ;;
+  *) gpt_e2e=FAILED; fail "GPT end-to-end checks failed: see gpt_e2e.txt" ;;
+esac
+echo "gpu_gpt_checks: $gpt_e2e" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED" "$logs/gpt_e2e.txt" | tee -a "$logs/summary.txt"
+
+step "gpt benchmark" | tee -a "$logs/summary.txt"
+if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
+  # Its own deadline: its share, or what is left if less; the MLP/CNN benchmark has the rest.
+  gpt_deadline=$(( $(date +%s) + gpt_bench_s ))
+  [ "$gpt_deadline" -gt $((deadline - 10)) ] && gpt_deadline=$((deadline - 10))
+  DEADLINE=$gpt_deadline DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python GPT_BENCH_LOGS=$logs/gpt_bench DTRAIN_COMMIT=$commit \
+    timeout "$(limit $((gpt_bench_s + 10)))" bash "$root/bench/run_gpt_gpu_bench.sh" >"$logs/gpt_bench.txt" 2>&1 ||
+    fail "the GPT benchmark failed (dtrain's GPT run crashed or ran out of time): see gpt_bench.txt"
+  grep -v 'random tokens in \[' "$logs/gpt_bench.txt" | tee -a "$logs/summary.txt"  # all but the shards' lines
+  grep -q "not run (out of time)" "$logs/gpt_bench.txt" && fail "GPT benchmark runs left out for lack of time: see gpt_bench.txt"
+else
+  echo "not run: the GPT's fp32 GPU checks did not pass (dtrain_gpu_tests: $gpt_ops; GPT end to end: $gpt_e2e)" |
+    tee -a "$logs/summary.txt"
+  fail "the GPT benchmark did not run: the GPT's fp32 GPU checks did not pass"
+fi
 
 step "benchmark" | tee -a "$logs/summary.txt"
 DEADLINE=$((deadline - 10)) DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python timeout "$(limit 600)" bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"

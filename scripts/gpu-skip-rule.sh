@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The skip rule of the GPU check, sourced by scripts/gpu-check.sh and tested on its
 # own (tests/unit/scripts/test_gpu_skip_rule.sh): on a machine where nvidia-smi lists
 # a GPU, a GPU test that skipped is a failure. The GPU tests skip when dtrain sees no

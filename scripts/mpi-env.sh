@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that start ranks: the Open MPI settings this project needs.
 # Root may run Open MPI (containers and CI run as root); Open MPI refuses otherwise.
 if [ "$(id -u)" = 0 ]; then
