@@ -10,6 +10,7 @@
 #     on both): the loss at every step, and the validation loss at steps 10 and 20,
 #     within 1e-3 relative. Dropout's masks are a hash of the sample and the element
 #     (kernels/dropout_hash.h), the same on both devices.
+#  (3. below: the same in bf16, and one host wait per step.)
 #  2. Token shards at the benchmark's vocabulary: the same model on llm.c shards of
 #     random tokens below 50257 (bench/gen_token_shard.py) with model.vocab 50304, 10
 #     steps, compared alike: the embedding, the tied head and the cross-entropy at
@@ -60,6 +61,18 @@ else
   echo "FAILED: cannot write the token shards with ${python[*]} (bench/gen_token_shard.py)"
   failures=$((failures + 1))
 fi
+
+# 3. bf16 (precision.compute: bf16) on the GPU against the CPU's bf16, the oracle (Note
+#    [bf16 storage]): run 1's text, 20 steps. The backends sum their GEMMs in other
+#    orders, so a stored bf16 value may differ by one bf16 ulp wherever its fp32 value
+#    lay near a rounding boundary, in every tensor (not only in the parameters, as
+#    between layouts, which agree within 2e-3): the losses are held to 1e-2, five
+#    times bf16's unit roundoff. And the GPU step waits for the device once (the
+#    loss's read-back): host_syncs at most 1 on every step.
+run gpt_bf16_cpu "$dtrain" "${text[@]}" --set precision.compute=bf16 --set device.kind=cpu
+run gpt_bf16_gpu "$dtrain" "${text[@]}" --set precision.compute=bf16 --set device.kind=cuda --set log.every_steps=1
+compare 1e-2 20 "$work/gpt_bf16_cpu" "$work/gpt_bf16_gpu"
+if ! "$check" host-syncs 1 20 "$work/gpt_bf16_gpu"; then failures=$((failures + 1)); fi
 
 echo "gpu gpt checks: $failures failure(s); logs in $work"
 [ $failures = 0 ]
