@@ -40,7 +40,7 @@ struct TrainConfig {
 
 struct CheckpointConfig {
   std::string dir;                 // empty: RUN_DIR/checkpoints
-  int64_t every_steps = 0;         // 0: only at the end (and on a stop signal)
+  int64_t every_steps = 0;         // every N steps and at the end; 0: only on a stop signal
   int64_t keep = 3;                // the newest N are kept
   std::string on_error = "stop";   // stop | continue: a checkpoint that cannot be written
 };

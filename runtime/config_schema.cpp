@@ -139,7 +139,7 @@ std::vector<ConfigSection> make_schema() {
        {
            {"dir", Text{checkpoint(&CheckpointConfig::dir), "a path"}, "empty: RUN_DIR/checkpoints"},
            {"every_steps", Integer{checkpoint(&CheckpointConfig::every_steps), 0},
-            "0: only at the end (and on a stop signal)"},
+            "write one every N steps and at the end; 0: only on a stop signal"},
            {"keep", Integer{checkpoint(&CheckpointConfig::keep), 1}, "the newest N are kept"},
            {"on_error", Choice{checkpoint(&CheckpointConfig::on_error), {"stop", "continue"}},
             "a checkpoint that cannot be written: stop, or continue"},
