@@ -268,7 +268,9 @@ def capacity_search(torch, dev, train_step, batch_of, opt, start, a):
     if budget <= 0:
         free, _ = torch.cuda.mem_get_info(dev)
         budget, rule = int(0.9 * (free + torch.cuda.memory_reserved(dev))), "0.9 of free + held (dtrain's rule)"
-    torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), dev)
+    # This call wants a device index; torch.device("cuda") has none (the current one).
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), index)
     deadline = time.monotonic() + a.capacity_search_s
     tried = []
 
