@@ -28,6 +28,9 @@ bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtra
       "$build/tests/gpu/dtrain_gpu_runtime_tests"
       "$build/tests/e2e/metrics_check")
 cp "${bins[@]}" "$out/bin/"
+# Without their symbol tables: the bundle and the tree travel in 64 MiB, which the
+# unstripped binaries (15 MB) took over the limit on 2026-12-04.
+strip "$out"/bin/*
 # The commit the binaries come from, for the benchmark tables (the tree copied to a GPU
 # machine may come without .git); -dirty when the tree had changes.
 git -C "$root" describe --always --dirty >"$out/commit.txt" 2>/dev/null || echo unknown >"$out/commit.txt"
