@@ -10,7 +10,9 @@
 #   5. the GPT benchmark (bench/run_gpt_gpu_bench.sh: GPT-2 124M in bf16, dtrain
 #      against PyTorch eager and torch.compile), only when the GPT's fp32 checks passed
 #      (dtrain_gpu_tests, which holds the transformer ops, and step 4)
-#   6. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
+#   6. the GPT's kernels timed one by one under ncu (bench/profile_gpt_kernels.sh):
+#      where the GPU step's time goes; informational, so it fails nothing
+#   7. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh)
 # The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
 # the device's 10-minute call): each step's time limit is cut to what is left, the
 # benchmarks start no run they cannot finish, and a step that ran out of time is a
@@ -193,6 +195,17 @@ else
   echo "not run: the GPT's fp32 GPU checks did not pass (dtrain_gpu_tests: $gpt_ops; GPT end to end: $gpt_e2e)" |
     tee -a "$logs/summary.txt"
   fail "the GPT benchmark did not run: the GPT's fp32 GPU checks did not pass"
+fi
+
+step "gpt kernel profile" | tee -a "$logs/summary.txt"
+if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
+  # A profile says where to work next; it checks nothing, so its outcome fails nothing.
+  DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python PROFILE_LOGS=$logs/gpt_profile \
+    timeout "$(limit 100 30)" bash "$root/bench/profile_gpt_kernels.sh" >"$logs/gpt_profile.txt" 2>&1
+  echo "profile_gpt_kernels.sh: exit $?" >>"$logs/gpt_profile.txt"
+  head -40 "$logs/gpt_profile.txt" | tee -a "$logs/summary.txt"
+else
+  echo "not run: the GPT's fp32 GPU checks did not pass" | tee -a "$logs/summary.txt"
 fi
 
 step "benchmark" | tee -a "$logs/summary.txt"
