@@ -302,7 +302,7 @@ def capacity_search(torch, dev, train_step, batch_of, opt, start, a):
                 break
         else:
             b = (lo + hi) // 2
-    torch.cuda.set_per_process_memory_fraction(1.0, dev)
+    torch.cuda.set_per_process_memory_fraction(1.0, index)
     return {"fits": lo, "out_of_memory_at": hi, "exact": hi is not None and hi - lo == 1, "budget": budget,
             "budget_rule": rule, "total_memory": total, "tried": tried,
             "seconds": round(a.capacity_search_s - max(0.0, deadline - time.monotonic()), 1)}
