@@ -138,13 +138,17 @@ class OpsBackend {
                                   int64_t vocab);
   virtual size_t embedding_backward_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
                                                     int64_t vocab) const;
-  virtual void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs,
+  virtual void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr saved,
                                  int64_t batch, int64_t seq, int64_t channels, int64_t heads);
-  virtual void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv,
-                                  ConstTypedPtr probs, TypedPtr dqkv, int64_t batch, int64_t seq,
+  virtual void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
+                                  ConstTypedPtr saved, TypedPtr dqkv, int64_t batch, int64_t seq,
                                   int64_t channels, int64_t heads);
   virtual size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
                                            int64_t heads, DType type) const;
+  // The bytes of attention's saved state. The default: the probabilities, B*H*T*T
+  // values of the type; a fused backend keeps less (Note [Fused attention]).
+  virtual size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                       DType type) const;
   virtual void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples,
                                int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples,
@@ -386,15 +390,24 @@ inline size_t embedding_backward_workspace_bytes(Context& ctx, int64_t batch, in
                                                  int64_t channels, int64_t vocab) {
   return ctx.backend().embedding_backward_workspace_bytes(batch, seq, channels, vocab);
 }
-// Causal multi-head attention: out (B, T, C) from qkv (B, T, 3C); probs (B, H, T, T).
-inline void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
+// Causal multi-head attention: out (B, T, C) from qkv (B, T, 3C). `saved` holds what
+// backward needs besides qkv and out, attention_saved_bytes of it (a pointer of the
+// compute type): the softmax probabilities (B, H, T, T) where a backend materialises
+// them (the CPU's, and CUDA's unfused path), or each row's log-sum-exp (B, H, T) fp32
+// where it fuses (Note [Fused attention], kernels/cuda/fused_attention.h).
+inline void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr saved, int64_t batch,
                               int64_t seq, int64_t channels, int64_t heads) {
-  ctx.backend().attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
+  ctx.backend().attention_forward(ctx, qkv, out, saved, batch, seq, channels, heads);
 }
-// dqkv (B, T, 3C) overwritten from dout (B, T, C), the forward's qkv and probs.
-inline void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
-                               TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
-  ctx.backend().attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
+// dqkv (B, T, 3C) overwritten from dout (B, T, C) and the forward's qkv, out and saved.
+inline void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
+                               ConstTypedPtr saved, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
+                               int64_t heads) {
+  ctx.backend().attention_backward(ctx, dout, qkv, out, saved, dqkv, batch, seq, channels, heads);
+}
+inline size_t attention_saved_bytes(Context& ctx, int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                    DType type) {
+  return ctx.backend().attention_saved_bytes(batch, seq, channels, heads, type);
 }
 // The most workspace either attention op takes, for the memory model.
 inline size_t attention_workspace_bytes(Context& ctx, int64_t batch, int64_t seq, int64_t channels,

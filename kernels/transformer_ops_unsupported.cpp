@@ -50,11 +50,14 @@ size_t OpsBackend::embedding_backward_workspace_bytes(int64_t, int64_t, int64_t,
 void OpsBackend::attention_forward(Context&, ConstTypedPtr, TypedPtr, TypedPtr, int64_t, int64_t, int64_t, int64_t) {
   unsupported(*this, "attention_forward");
 }
-void OpsBackend::attention_backward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, TypedPtr, int64_t,
-                                    int64_t, int64_t, int64_t) {
+void OpsBackend::attention_backward(Context&, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, ConstTypedPtr, TypedPtr,
+                                    int64_t, int64_t, int64_t, int64_t) {
   unsupported(*this, "attention_backward");
 }
 size_t OpsBackend::attention_workspace_bytes(int64_t, int64_t, int64_t, int64_t, DType) const { return 0; }
+size_t OpsBackend::attention_saved_bytes(int64_t batch, int64_t seq, int64_t, int64_t heads, DType type) const {
+  return static_cast<size_t>(batch * heads * seq * seq) * dtype_size(type);  // the probabilities
+}
 void OpsBackend::dropout_forward(Context&, ConstTypedPtr, TypedPtr, int64_t, int64_t, const int64_t*, uint64_t,
                                  float) {
   unsupported(*this, "dropout_forward");

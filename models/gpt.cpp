@@ -61,7 +61,7 @@ struct Gpt::Acts {
     float* ln1_mean;   // (BT)
     float* ln1_rstd;   // (BT)
     TypedPtr qkv;      // (BT, 3C)
-    TypedPtr probs;    // (B, H, T, T)
+    TypedPtr attn;     // attention's saved state (ops::attention_saved_bytes)
     TypedPtr atty;     // (BT, C)
     TypedPtr res2;     // (BT, C)
     TypedPtr ln2;      // (BT, C)
@@ -184,12 +184,18 @@ Gpt::Acts Gpt::acts(int64_t batch, DType type) const {
     a.stat_floats += BT;
     return p;
   };
+  // Attention's saved state, in elements of the type: the probabilities (B, H, T, T),
+  // or a fused backend's row statistics (Note [Fused attention]). Its bytes are
+  // linear in the batch, as the rest of the layout is.
+  const size_t saved_bytes = ops::attention_saved_bytes(ctx_, batch, T, C, H, type);
+  DTRAIN_ASSERT(saved_bytes % dtype_size(type) == 0, "gpt: attention's saved state is not whole elements");
+  const auto saved = static_cast<int64_t>(saved_bytes / dtype_size(type));
   a.blocks.resize(static_cast<size_t>(L));
   a.encoded = take(BT * C);
   for (auto& b : a.blocks) {
     b.ln1 = take(BT * C);
     b.qkv = take(BT * 3 * C);
-    b.probs = take(batch * H * T * T);
+    b.attn = take(saved);
     b.atty = take(BT * C);
     b.res2 = take(BT * C);
     b.ln2 = take(BT * C);
@@ -348,7 +354,7 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
     const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
     linear_forward(ctx_, b.ln1, w.at(p.qkv_w), w.at(p.qkv_b), b.qkv, BT, C, 3 * C);
-    ops::attention_forward(ctx_, b.qkv, b.atty, b.probs, B, T, C, H);
+    ops::attention_forward(ctx_, b.qkv, b.atty, b.attn, B, T, C, H);
     linear_forward(ctx_, b.atty, w.at(p.attproj_w), w.at(p.attproj_b), b.res2, BT, C, C);
     dropout(b.res2, attention_site(l));
     ops::add_layernorm_forward(ctx_, b.res2, x, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean,
@@ -441,7 +447,7 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
     const TypedPtr datty = a.dbig;
     const TypedPtr dqkv = a.dbig.at(BT * C);
     linear_backward(ctx_, dattn, b.atty, w.at(p.attproj_w), datty, g + p.attproj_w, g + p.attproj_b, BT, C, C);
-    ops::attention_backward(ctx_, datty, b.qkv, b.probs, dqkv, B, T, C, H);
+    ops::attention_backward(ctx_, datty, b.qkv, b.atty, b.attn, dqkv, B, T, C, H);
     linear_backward(ctx_, dqkv, b.ln1, w.at(p.qkv_w), a.dtmp, g + p.qkv_w, g + p.qkv_b, BT, C, 3 * C);
     ops::layernorm_backward(ctx_, a.dtmp, x_in, w.at(p.ln1_w), b.ln1_mean, b.ln1_rstd, a.dres, g + p.ln1_w,
                             g + p.ln1_b, BT, C, true);

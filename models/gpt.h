@@ -100,7 +100,10 @@ class Gpt final : public Model {
   //   per block l:
   //     ln1 (BT, C)                       ln_1 output, c_attn's input
   //     qkv (BT, 3C)                      c_attn output
-  //     probs (B, H, T, T)                the attention's softmax, kept for backward
+  //     attn (S / e elements)             attention's saved state, S bytes a sample:
+  //                                       the softmax (H*T*T values) where the backend
+  //                                       materialises it, or each row's log-sum-exp
+  //                                       (H*T floats) where it fuses (CUDA bf16)
   //     atty (BT, C)                      the heads' outputs, attn.c_proj's input
   //     res2 (BT, C)                      x + attention branch
   //     ln2 (BT, C)                       ln_2 output, c_fc's input
@@ -121,7 +124,8 @@ class Gpt final : public Model {
   // (ln_2, the next block's ln_1, or ln_f: Note [Fused residual LayerNorm] in
   // kernels/ops.h). Nothing else is allocated per batch, so a sample
   // costs activation_bytes_per_sample() exactly, with e the compute type's size:
-  //   e * (T*C*(16 L + 8) + L*H*T*T + T*V) + 4 * (4 L + 2) T.
+  //   e * (T*C*(16 L + 8) + T*V) + L*S + 4 * (4 L + 2) T,
+  // with S = attention_saved_bytes for one sample (e*H*T*T unfused, 4*H*T fused).
   int64_t activation_bytes_per_sample_in(DType compute) const override;
   // 2 * (the blocks' matmul weights, 12 C^2 per block) * T, plus attention's two
   // T x T x C products per layer (2 * 2 * T*T*C, the causal half counted as full, as

@@ -72,14 +72,15 @@ step "probe" | tee "$logs/summary.txt"
 } | tee "$logs/probe.txt"
 
 # Libraries: the bundle's, Open MPI from the bundled wheel, and the CUDA libraries
-# (cuBLAS, cuDNN, NCCL) from wherever the image has them: the toolkit or NVIDIA's wheels
+# (cuBLAS, cuDNN, NCCL, and NVRTC for cuDNN's engines that compile at run time, as its
+# fused attention may) from wherever the image has them: the toolkit or NVIDIA's wheels
 # in the Python that holds PyTorch (their folder layout differs between CUDA versions,
 # so each library is looked up by its file name).
 cuda_dirs() {
   local site d dirs=(/usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib)
   site=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)
   for d in $site; do dirs+=("$d/nvidia"); done
-  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libnccl.so.2; do
+  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libnccl.so.2 libnvrtc.so.13; do
     find "${dirs[@]}" -name "$lib" 2>/dev/null | head -1
   done | xargs -r -n1 dirname | awk '!seen[$0]++' | paste -sd:
 }

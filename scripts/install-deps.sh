@@ -15,6 +15,13 @@ if [ "${1:-}" = --test ]; then
   packages+=(clang libclang-rt-dev slurm-wlm munge)
 fi
 
+# With a CUDA toolkit: the cuDNN frontend's headers (fused attention), from PyPI into
+# .deps/. Without them the CUDA backend still builds, with unfused attention.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  python3 "$root/scripts/fetch_cudnn_frontend.py" "$root/.deps" || true
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -122,8 +122,11 @@ class CpuBackend final : public OpsBackend {
                          int64_t seq, int64_t channels, int64_t heads) override {
     cpu::attention_forward(ctx, qkv, out, probs, batch, seq, channels, heads);
   }
-  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
-                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
+  // The saved state is the probabilities (the default attention_saved_bytes); backward
+  // does not read out.
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr /*out*/,
+                          ConstTypedPtr probs, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
+                          int64_t heads) override {
     cpu::attention_backward(ctx, dout, qkv, probs, dqkv, batch, seq, channels, heads);
   }
   size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,

@@ -195,10 +195,11 @@ class CpuAsyncBackend final : public OpsBackend {
       cpu_.attention_forward(w, qkv, out, probs, batch, seq, channels, heads);
     });
   }
-  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
-                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override {
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
+                          ConstTypedPtr probs, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
+                          int64_t heads) override {
     queue_with_workspace(ctx, cpu_.attention_workspace_bytes(batch, seq, channels, heads, qkv.type), [=, this](Context& w) {
-      cpu_.attention_backward(w, dout, qkv, probs, dqkv, batch, seq, channels, heads);
+      cpu_.attention_backward(w, dout, qkv, out, probs, dqkv, batch, seq, channels, heads);
     });
   }
   size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,

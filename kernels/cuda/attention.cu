@@ -1,5 +1,8 @@
-// Causal multi-head self-attention (Note [Transformer ops], kernels/ops.h) from
-// cuBLAS strided-batched GEMMs and two softmax kernels.
+// Causal multi-head self-attention (Note [Transformer ops], kernels/ops.h): fused, by
+// cuDNN's SDPA, where it takes the shape (Note [Fused attention],
+// kernels/cuda/fused_attention.h), and otherwise, the fp32 path included, unfused here
+// from cuBLAS strided-batched GEMMs and two softmax kernels, which keep the
+// probabilities as the saved state.
 //
 // Layout: qkv (B, T, 3C) with head h of q, k and v in features h*hs + [0, hs) of the
 // thirds, hs = C / H; out (B, T, C) with head h in features h*hs + [0, hs). So head
@@ -220,9 +223,19 @@ unsigned row_blocks(int64_t rows) {
 size_t CudaBackend::attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                               DType type) const {
   if (batch == 0 || seq == 0 || heads == 0 || channels == 0) return 0;
+  const FusedAttentionShape shape{batch, seq, channels, heads};
+  if (fused_attention_->supports(shape, type)) return fused_attention_->workspace_bytes(shape);
   const HeadLoop loop(batch, heads);
   const WorkspaceLayout l = workspace_layout(loop.count, seq, channels / heads, type);
   return l.forward_bytes > l.backward_bytes ? l.forward_bytes : l.backward_bytes;
+}
+
+size_t CudaBackend::attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                          DType type) const {
+  if (fused_attention_->supports(FusedAttentionShape{batch, seq, channels, heads}, type)) {
+    return static_cast<size_t>(batch * heads * seq) * sizeof(float);  // each row's log-sum-exp
+  }
+  return OpsBackend::attention_saved_bytes(batch, seq, channels, heads, type);
 }
 
 void CudaBackend::attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
@@ -231,8 +244,15 @@ void CudaBackend::attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr ou
   const DType type = qkv.type;
   constexpr const char* kOp = "attention_forward";
   DTRAIN_ASSERT(out.type == type && probs.type == type,
-                "cuda " << kOp << ": qkv, out and probs share one type; got " << dtype_name(qkv.type) << ", "
+                "cuda " << kOp << ": qkv, out and saved share one type; got " << dtype_name(qkv.type) << ", "
                         << dtype_name(out.type) << ", " << dtype_name(probs.type));
+  const FusedAttentionShape shape{batch, seq, channels, heads};
+  if (fused_attention_->supports(shape, type)) {
+    const size_t bytes = fused_attention_->workspace_bytes(shape);
+    fused_attention_->forward(shape, qkv.data, out.data, static_cast<float*>(probs.data),
+                              bytes == 0 ? nullptr : ctx.workspace(bytes));
+    return;
+  }
   const AttentionShape s = attention_shape(batch, seq, channels, heads);
   const HeadLoop loop(batch, heads);
   const int64_t T = seq, C = channels, hs = s.head_size;
@@ -263,14 +283,23 @@ void CudaBackend::attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr ou
   }
 }
 
-void CudaBackend::attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
-                                     TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) {
+void CudaBackend::attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
+                                     ConstTypedPtr probs, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
+                                     int64_t heads) {
   if (batch == 0 || seq == 0 || channels == 0) return;
   const DType type = qkv.type;
   constexpr const char* kOp = "attention_backward";
-  DTRAIN_ASSERT(dout.type == type && probs.type == type && dqkv.type == type,
-                "cuda " << kOp << ": dout, qkv, probs and dqkv share one type; got " << dtype_name(dout.type) << ", "
-                        << dtype_name(qkv.type) << ", " << dtype_name(probs.type) << ", " << dtype_name(dqkv.type));
+  DTRAIN_ASSERT(dout.type == type && out.type == type && probs.type == type && dqkv.type == type,
+                "cuda " << kOp << ": dout, qkv, out, saved and dqkv share one type; got " << dtype_name(dout.type)
+                        << ", " << dtype_name(qkv.type) << ", " << dtype_name(out.type) << ", "
+                        << dtype_name(probs.type) << ", " << dtype_name(dqkv.type));
+  const FusedAttentionShape shape{batch, seq, channels, heads};
+  if (fused_attention_->supports(shape, type)) {
+    const size_t bytes = fused_attention_->workspace_bytes(shape);
+    fused_attention_->backward(shape, qkv.data, out.data, dout.data, static_cast<const float*>(probs.data),
+                               dqkv.data, bytes == 0 ? nullptr : ctx.workspace(bytes));
+    return;
+  }
   const AttentionShape s = attention_shape(batch, seq, channels, heads);
   const HeadLoop loop(batch, heads);
   const int64_t T = seq, C = channels, hs = s.head_size;

@@ -52,7 +52,7 @@ cudaStream_t cuda_stream(Context& ctx) { return cuda_backend_of(ctx, "cuda_strea
 
 int cuda_device(Context& ctx) { return cuda_backend_of(ctx, "cuda_device").device(); }
 
-CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32)
+CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32, bool fused_attention)
     : allocator_(allocator), device_(device), tf32_(tf32) {
   int major = 0;
   DTRAIN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
@@ -85,6 +85,7 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32)
   DTRAIN_CUDNN_CHECK(cudnnCreate(&dnn));
   cudnn_.reset(dnn);
   DTRAIN_CUDNN_CHECK(cudnnSetStream(dnn, stream));
+  fused_attention_ = std::make_unique<FusedAttention>(dnn, fused_attention);
 
   label_error_ = Buffer(allocator_, kLabelErrorBytes, MemoryCategory::Other);
   DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream));

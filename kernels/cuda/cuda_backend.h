@@ -42,6 +42,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/fused_attention.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
 
@@ -75,7 +76,7 @@ class CudaBackend final : public OpsBackend {
  public:
   // Makes the stream and handles on `device`, which must be the current device.
   // `allocator` must outlive the backend (the Context destroys them in that order).
-  CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32);
+  CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32, bool fused_attention);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -151,10 +152,15 @@ class CudaBackend final : public OpsBackend {
   // attention.cu
   void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                          int64_t seq, int64_t channels, int64_t heads) override;
-  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr probs,
-                          TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels, int64_t heads) override;
+  // Fused (cuDNN SDPA) where fused_attention() takes the shape, else unfused.
+  void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
+                          ConstTypedPtr saved, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
+                          int64_t heads) override;
   size_t attention_workspace_bytes(int64_t batch, int64_t seq, int64_t channels,
                                    int64_t heads, DType type) const override;
+  size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                               DType type) const override;
+  const FusedAttention& fused_attention() const { return *fused_attention_; }
   // dropout.cu
   void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                        const int64_t* sample_ids, uint64_t key, float p) override;
@@ -222,6 +228,7 @@ class CudaBackend final : public OpsBackend {
   unsigned long long label_launches_ = 0;
   unsigned long long token_launches_ = 0;
   std::unique_ptr<ConvPlanCache> conv_plans_;
+  std::unique_ptr<FusedAttention> fused_attention_;
 };
 
 }  // namespace dtrain

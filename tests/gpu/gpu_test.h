@@ -54,6 +54,14 @@ class CudaAgainstCpuTest : public GpuTest {
   std::unique_ptr<Context> cpu_;
 };
 
+// A CUDA context whose attention always takes the unfused path, which keeps the
+// probabilities (Note [Fused attention], kernels/cuda/fused_attention.h).
+inline std::unique_ptr<Context> make_cuda_unfused_attention() {
+  CudaOptions options;
+  options.fused_attention = false;
+  return Context::make_cuda(options);
+}
+
 // n seeded normal values: offset + scale * N(0, 1).
 inline std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   std::vector<float> v(static_cast<size_t>(n));

@@ -509,10 +509,14 @@ AttentionBounds attention_bounds(const AttentionCase& a, const std::vector<float
 }
 
 
+// The unfused path, which keeps the probabilities (the fused one, which the shapes
+// with head sizes of 8 and more would take in bf16, has tests/gpu/test_fused_attention.cpp).
 // Backward runs on the CPU's probabilities on both backends, so both have the same
 // inputs (in bf16 the forwards' stored probabilities may differ by a rounding).
 TYPED_TEST(TransformerOpsIn, AttentionMatchesCpu) {
   using Stored = TypeParam;
+  const auto unfused = testing::make_cuda_unfused_attention();
+  Context& gpu = *unfused;
   Rng rng(10);
   for (const AttentionCase& a : kAttentionCases) {
     SCOPED_TRACE(::testing::Message() << "B=" << a.batch << " T=" << a.seq << " C=" << a.channels
@@ -525,14 +529,14 @@ TYPED_TEST(TransformerOpsIn, AttentionMatchesCpu) {
     std::vector<Stored> out(static_cast<size_t>(n_out)), probs(static_cast<size_t>(n_probs));
     std::vector<Stored> dqkv(static_cast<size_t>(n_qkv));
     ops::attention_forward(this->cpu(), qkv.data(), out.data(), probs.data(), a.batch, T, a.channels, a.heads);
-    ops::attention_backward(this->cpu(), dout.data(), qkv.data(), probs.data(), dqkv.data(), a.batch, T,
+    ops::attention_backward(this->cpu(), dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), a.batch, T,
                             a.channels, a.heads);
-    DeviceArray<Stored> gqkv(this->gpu(), qkv), gout(this->gpu(), stored_nans<Stored>(n_out)),
-        gprobs(this->gpu(), stored_nans<Stored>(n_probs));
-    DeviceArray<Stored> cpu_probs(this->gpu(), probs), gdout(this->gpu(), dout),
-        gdqkv(this->gpu(), stored_nans<Stored>(n_qkv));
-    ops::attention_forward(this->gpu(), gqkv.get(), gout.get(), gprobs.get(), a.batch, T, a.channels, a.heads);
-    ops::attention_backward(this->gpu(), gdout.get(), gqkv.get(), cpu_probs.get(), gdqkv.get(), a.batch, T,
+    DeviceArray<Stored> gqkv(gpu, qkv), gout(gpu, stored_nans<Stored>(n_out)),
+        gprobs(gpu, stored_nans<Stored>(n_probs));
+    DeviceArray<Stored> cpu_probs(gpu, probs), gdout(gpu, dout),
+        gdqkv(gpu, stored_nans<Stored>(n_qkv));
+    ops::attention_forward(gpu, gqkv.get(), gout.get(), gprobs.get(), a.batch, T, a.channels, a.heads);
+    ops::attention_backward(gpu, gdout.get(), gqkv.get(), gout.get(), cpu_probs.get(), gdqkv.get(), a.batch, T,
                             a.channels, a.heads);
     const auto got_probs = gprobs.to_host();
     const auto got_probs_v = testing::values(got_probs);
@@ -555,28 +559,38 @@ TYPED_TEST(TransformerOpsIn, AttentionMatchesCpu) {
   }
 }
 
+// On both paths (fp32 has only the unfused one): the workspace the ops take is at
+// most what the memory model is told, and the saved state is what it is told.
 TYPED_TEST(TransformerOpsIn, AttentionWorkspaceBytesAreWhatTheOpsTake) {
   using T = TypeParam;
-  for (const AttentionCase& a : {AttentionCase{2, 64, 48, 4}, AttentionCase{8, 32, 32, 2}}) {
-    SCOPED_TRACE(::testing::Message() << "B=" << a.batch << " H=" << a.heads);
-    auto fresh = Context::make_cuda(CudaOptions{});
-    const size_t predicted =
-        ops::attention_workspace_bytes(*fresh, a.batch, a.seq, a.channels, a.heads, testing::dtype_of<T>);
-    Rng rng(11);
-    DeviceArray<T> qkv(*fresh, stored<T>(random_normal(rng, a.batch * a.seq * 3 * a.channels)));
-    DeviceArray<T> dout(*fresh, stored<T>(random_normal(rng, a.batch * a.seq * a.channels)));
-    DeviceArray<T> out(*fresh, stored_nans<T>(a.batch * a.seq * a.channels));
-    DeviceArray<T> probs(*fresh, stored_nans<T>(a.batch * a.heads * a.seq * a.seq));
-    DeviceArray<T> dqkv(*fresh, stored_nans<T>(a.batch * a.seq * 3 * a.channels));
-    const auto workspace = static_cast<int>(MemoryCategory::Workspace);
-    const size_t before = fresh->allocator().stats().in_use_by[workspace];
-    fresh->allocator().reset_peak();
-    ops::attention_forward(*fresh, qkv.get(), out.get(), probs.get(), a.batch, a.seq, a.channels, a.heads);
-    ops::attention_backward(*fresh, dout.get(), qkv.get(), probs.get(), dqkv.get(), a.batch, a.seq, a.channels,
-                            a.heads);
-    fresh->synchronize();
-    EXPECT_GT(predicted, 0u);
-    EXPECT_LE(fresh->allocator().stats().peak_by[workspace] - before, predicted);
+  for (const bool fused : {false, true}) {
+    for (const AttentionCase& a : {AttentionCase{2, 64, 48, 4}, AttentionCase{8, 32, 32, 2}, AttentionCase{2, 64, 128, 2}}) {
+      SCOPED_TRACE(::testing::Message() << "fused=" << fused << " B=" << a.batch << " H=" << a.heads);
+      CudaOptions options;
+      options.fused_attention = fused;
+      auto fresh = Context::make_cuda(options);
+      const DType type = testing::dtype_of<T>;
+      const size_t predicted = ops::attention_workspace_bytes(*fresh, a.batch, a.seq, a.channels, a.heads, type);
+      const size_t saved_bytes = ops::attention_saved_bytes(*fresh, a.batch, a.seq, a.channels, a.heads, type);
+      const bool probs_saved = saved_bytes == static_cast<size_t>(a.batch * a.heads * a.seq * a.seq) * sizeof(T);
+      const bool stats_saved = saved_bytes == static_cast<size_t>(a.batch * a.heads * a.seq) * sizeof(float);
+      EXPECT_TRUE(fused ? probs_saved || stats_saved : probs_saved) << saved_bytes << " bytes saved";
+      Rng rng(11);
+      DeviceArray<T> qkv(*fresh, stored<T>(random_normal(rng, a.batch * a.seq * 3 * a.channels)));
+      DeviceArray<T> dout(*fresh, stored<T>(random_normal(rng, a.batch * a.seq * a.channels)));
+      DeviceArray<T> out(*fresh, stored_nans<T>(a.batch * a.seq * a.channels));
+      DeviceArray<T> saved(*fresh, stored_nans<T>(static_cast<int64_t>(saved_bytes / sizeof(T))));
+      DeviceArray<T> dqkv(*fresh, stored_nans<T>(a.batch * a.seq * 3 * a.channels));
+      const auto workspace = static_cast<int>(MemoryCategory::Workspace);
+      const size_t before = fresh->allocator().stats().in_use_by[workspace];
+      fresh->allocator().reset_peak();
+      ops::attention_forward(*fresh, qkv.get(), out.get(), saved.get(), a.batch, a.seq, a.channels, a.heads);
+      ops::attention_backward(*fresh, dout.get(), qkv.get(), out.get(), saved.get(), dqkv.get(), a.batch, a.seq,
+                              a.channels, a.heads);
+      fresh->synchronize();
+      EXPECT_LE(fresh->allocator().stats().peak_by[workspace] - before, predicted);
+      for (const float v : testing::values(dqkv.to_host())) ASSERT_TRUE(std::isfinite(v));
+    }
   }
 }
 

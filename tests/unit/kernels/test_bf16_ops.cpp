@@ -684,10 +684,10 @@ TEST(Bf16Attention, BackwardIsTheRoundedFp32OpOnTheStoredProbabilities) {
     std::vector<bf16> out(dout.size()), probs(a.B * a.H * a.T * a.T);
     ops::attention_forward(*ctx, qkv.data(), out.data(), probs.data(), a.B, a.T, a.C, a.H);
     std::vector<float> dqkv_ref(qkv.size());
-    ops::attention_backward(*ctx, widened(dout).data(), widened(qkv).data(), widened(probs).data(), dqkv_ref.data(),
+    ops::attention_backward(*ctx, widened(dout).data(), widened(qkv).data(), widened(out).data(), widened(probs).data(), dqkv_ref.data(),
                             a.B, a.T, a.C, a.H);
     std::vector<bf16> dqkv(qkv.size(), kNaNBits);
-    ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), a.B, a.T, a.C, a.H);
+    ops::attention_backward(*ctx, dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), a.B, a.T, a.C, a.H);
     EXPECT_TRUE(same_bits(dqkv, rounded(dqkv_ref)));
   }
 }
@@ -709,7 +709,7 @@ TEST(Bf16Attention, WorkspaceBytesAreWhatTheOpsTake) {
     std::vector<bf16> out(dout.size()), probs(a.B * a.H * a.T * a.T), dqkv(qkv.size());
     ops::attention_forward(*ctx, qkv.data(), out.data(), probs.data(), a.B, a.T, a.C, a.H);
     const size_t forward = workspace_in_use(*ctx);
-    ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), a.B, a.T, a.C, a.H);
+    ops::attention_backward(*ctx, dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), a.B, a.T, a.C, a.H);
     const size_t formula = ops::attention_workspace_bytes(*ctx, a.B, a.T, a.C, a.H, DType::kBF16);
     EXPECT_EQ(forward, formula);  // forward asks for the same scratch
     EXPECT_EQ(workspace_in_use(*ctx), formula);
@@ -792,7 +792,7 @@ std::vector<std::vector<uint8_t>> run_bf16_ops(int threads) {
     const auto qkv = random_bf16(rng, B * T * 3 * C), dout = random_bf16(rng, B * T * C);
     std::vector<bf16> att(B * T * C), probs(B * H * T * T), dqkv(qkv.size());
     ops::attention_forward(*ctx, qkv.data(), att.data(), probs.data(), B, T, C, H);
-    ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, C, H);
+    ops::attention_backward(*ctx, dout.data(), qkv.data(), att.data(), probs.data(), dqkv.data(), B, T, C, H);
     keep(att);
     keep(probs);
     keep(dqkv);

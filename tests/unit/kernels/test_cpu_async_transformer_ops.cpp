@@ -72,7 +72,7 @@ TEST(CpuAsyncTransformerOps, ForwardAndBackwardGiveTheCpuBackendsBits) {
       ops::attention_forward(ctx, gqkv.as<float>(), att.as<float>(), probs.as<float>(), B, T, C, H);
       ops::add(ctx, drop.as<float>(), att.as<float>(), drop.as<float>(), n);
       ops::scale(ctx, drop.as<float>(), n, 0.5f);
-      ops::attention_backward(ctx, gdout.as<float>(), gqkv.as<float>(), probs.as<float>(), dqkv.as<float>(), B, T,
+      ops::attention_backward(ctx, gdout.as<float>(), gqkv.as<float>(), att.as<float>(), probs.as<float>(), dqkv.as<float>(), B, T,
                               C, H);
       ops::dropout_backward(ctx, gdout.as<float>(), dy.as<float>(), B, T * C, gids.as<int64_t>(), key, 0.25f);
       ops::gelu_backward(ctx, y.as<float>(), dy.as<float>(), dy.as<float>(), n);
@@ -156,7 +156,7 @@ TEST(CpuAsyncTransformerOps, Bf16ForwardAndBackwardGiveTheCpuBackendsBits) {
       ops::gemm(ctx, true, false, V, C, BT, 1.0f, logits.as<bf16>(), V, drop.as<bf16>(), C, 1.0f, dwte.as<float>(), C);
       ops::dropout_backward(ctx, dy.as<bf16>(), datt.as<bf16>(), B, T * C, gids.as<int64_t>(), key, 0.25f);
       ops::gelu_backward(ctx, att.as<bf16>(), datt.as<bf16>(), datt.as<bf16>(), BT * C);
-      ops::attention_backward(ctx, datt.as<bf16>(), qkv.as<bf16>(), probs.as<bf16>(), dqkv.as<bf16>(), B, T, C, H);
+      ops::attention_backward(ctx, datt.as<bf16>(), qkv.as<bf16>(), att.as<bf16>(), probs.as<bf16>(), dqkv.as<bf16>(), B, T, C, H);
       ops::bias_backward(ctx, dqkv.as<bf16>(), dbq.as<float>(), BT, 3 * C, 1);
       ops::gemm(ctx, true, false, 3 * C, C, BT, 1.0f, dqkv.as<bf16>(), 3 * C, y.as<bf16>(), C, 1.0f, dwq.as<float>(), C);
       ops::gemm(ctx, false, false, BT, C, 3 * C, 1.0f, dqkv.as<bf16>(), 3 * C, gwq.as<bf16>(), C, 0.0f, dx.as<bf16>(),

@@ -321,7 +321,7 @@ TEST(TransformerOpsAttention, BackwardMatchesFiniteDifferences) {
       [&](const std::vector<double>& v) { return dot(dout_d, attention_ref(v, B, T, C, H).out); }, to_double(qkv));
   std::vector<float> out(B * T * C), probs(B * H * T * T), dqkv(qkv.size(), kNaN);
   ops::attention_forward(*ctx, qkv.data(), out.data(), probs.data(), B, T, C, H);
-  ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, C, H);
+  ops::attention_backward(*ctx, dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), B, T, C, H);
   EXPECT_TRUE(all_close(dqkv, fd));
   EXPECT_GE(ops::attention_workspace_bytes(*ctx, B, T, C, H), size_t{T * T * sizeof(float)});
 }
@@ -357,7 +357,7 @@ TEST(TransformerOpsAttention, IsCausalAFutureKeyOrValueChangesNoEarlierOutput) {
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t i = 0; i < future * C; ++i) dout[b * T * C + i] = static_cast<float>(rng.normal());
   }
-  ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, C, H);
+  ops::attention_backward(*ctx, dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), B, T, C, H);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = future; t < T; ++t) {
       for (int64_t f = 0; f < 3 * C; ++f) ASSERT_EQ(dqkv[(b * T + t) * 3 * C + f], 0.0f) << "t=" << t << " f=" << f;
@@ -373,7 +373,7 @@ TEST(TransformerOpsAttention, GivesTheSameBitsOnOneAndTwoThreads) {
     auto ctx = Context::make_cpu(threads);
     std::vector<float> out(B * T * C), probs(B * H * T * T), dqkv(qkv.size());
     ops::attention_forward(*ctx, qkv.data(), out.data(), probs.data(), B, T, C, H);
-    ops::attention_backward(*ctx, dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, C, H);
+    ops::attention_backward(*ctx, dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), B, T, C, H);
     return std::vector<std::vector<float>>{out, probs, dqkv};
   };
   const auto one = run(1), two = run(2), three = run(3);
