@@ -115,6 +115,29 @@ TYPED_TEST(TransformerOpsIn, LayerNormForwardMatchesCpu) {
   }
 }
 
+// A backward test's inputs, and the CPU forward's row statistics: both backwards read
+// them, so only backward is compared.
+template <class T>
+struct LayerNormBackwardInputs {
+  std::vector<T> x, w, dy;
+  std::vector<float> mean, rstd;
+};
+template <class T>
+LayerNormBackwardInputs<T> layernorm_backward_inputs(Context& cpu, Rng& rng, const RowsCase& c) {
+  const int64_t n = c.rows * c.channels;
+  LayerNormBackwardInputs<T> in;
+  in.x = stored<T>(random_normal(rng, n, 2.0, -1.0));
+  in.w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
+  const auto b = stored<T>(random_normal(rng, c.channels, 0.5));
+  in.dy = stored<T>(random_normal(rng, n));
+  std::vector<T> y(static_cast<size_t>(n));
+  in.mean.resize(static_cast<size_t>(c.rows));
+  in.rstd.resize(in.mean.size());
+  ops::layernorm_forward(cpu, in.x.data(), in.w.data(), b.data(), y.data(), in.mean.data(), in.rstd.data(), c.rows,
+                         c.channels);
+  return in;
+}
+
 TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
   using T = TypeParam;
   Rng rng(2);
@@ -123,15 +146,7 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
       SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels
                                         << " accumulate_dx=" << accumulate);
       const int64_t n = c.rows * c.channels;
-      const auto x = stored<T>(random_normal(rng, n, 2.0, -1.0));
-      const auto w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
-      const auto b = stored<T>(random_normal(rng, c.channels, 0.5));
-      const auto dy = stored<T>(random_normal(rng, n));
-      // Both backwards read the CPU forward's statistics, so only backward is compared.
-      std::vector<T> y(static_cast<size_t>(n));
-      std::vector<float> mean(static_cast<size_t>(c.rows)), rstd(mean.size());
-      ops::layernorm_forward(this->cpu(), x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), c.rows,
-                             c.channels);
+      const auto [x, w, dy, mean, rstd] = layernorm_backward_inputs<T>(this->cpu(), rng, c);
       auto dx = accumulate ? stored<T>(random_normal(rng, n)) : stored_nans<T>(n);
       auto dw = random_normal(rng, c.channels);
       auto db = random_normal(rng, c.channels);
@@ -160,15 +175,7 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardInPlaceMatchesCpuInEitherForm) {
   Rng rng(5);
   for (const RowsCase& c : {RowsCase{16384, 768}, RowsCase{4099, 520}}) {
     SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
-    const int64_t n = c.rows * c.channels;
-    const auto x = stored<T>(random_normal(rng, n, 2.0, -1.0));
-    const auto w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
-    const auto b = stored<T>(random_normal(rng, c.channels, 0.5));
-    const auto dy = stored<T>(random_normal(rng, n));
-    std::vector<T> y(static_cast<size_t>(n));
-    std::vector<float> mean(static_cast<size_t>(c.rows)), rstd(mean.size());
-    ops::layernorm_forward(this->cpu(), x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), c.rows,
-                           c.channels);
+    const auto [x, w, dy, mean, rstd] = layernorm_backward_inputs<T>(this->cpu(), rng, c);
     const auto dw0 = random_normal(rng, c.channels);
     const auto db0 = random_normal(rng, c.channels);
     auto dx = dy;  // becomes dy + the input gradient
