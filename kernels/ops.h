@@ -88,6 +88,8 @@ class OpsBackend {
                         int64_t channels, int64_t inner) = 0;
   virtual void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                              int64_t channels, int64_t inner) = 0;
+  // The workspace one bias_backward of this shape takes, for the memory model.
+  virtual size_t bias_backward_workspace_bytes(int64_t outer, int64_t channels, int64_t inner) const { return 0; }
   virtual void relu_forward(Context& ctx, const float* x, float* y, int64_t n) = 0;
   virtual void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
                              int64_t n) = 0;
@@ -119,6 +121,8 @@ class OpsBackend {
   virtual void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr weight,
                                   const float* mean, const float* rstd, TypedPtr dx, float* dweight,
                                   float* dbias, int64_t rows, int64_t channels, bool accumulate_dx);
+  // The workspace one layernorm_backward of this shape takes, for the memory model.
+  virtual size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels) const { return 0; }
   virtual void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
                                      ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean,
                                      float* rstd, int64_t rows, int64_t channels);
@@ -205,6 +209,9 @@ inline void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer
 inline void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                           int64_t channels, int64_t inner) {
   ctx.backend().bias_backward(ctx, dy, dbias, outer, channels, inner);
+}
+inline size_t bias_backward_workspace_bytes(Context& ctx, int64_t outer, int64_t channels, int64_t inner) {
+  return ctx.backend().bias_backward_workspace_bytes(outer, channels, inner);
 }
 // y = max(x, 0). x and y may alias.
 inline void relu_forward(Context& ctx, const float* x, float* y, int64_t n) {
@@ -323,6 +330,9 @@ inline void layernorm_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, 
                                float* dbias, int64_t rows, int64_t channels, bool accumulate_dx) {
   ctx.backend().layernorm_backward(ctx, dy, x, weight, mean, rstd, dx, dweight, dbias, rows, channels,
                                    accumulate_dx);
+}
+inline size_t layernorm_backward_workspace_bytes(Context& ctx, int64_t rows, int64_t channels) {
+  return ctx.backend().layernorm_backward_workspace_bytes(rows, channels);
 }
 // The residual add fused with the LayerNorm that reads its sum (Note [Fused residual
 // LayerNorm]): residual_out = a + b, rounded once when stored as add() rounds it, then

@@ -256,11 +256,13 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   const int64_t C = config_.n_embd, T = config_.seq_len, V = config_.vocab, H = config_.n_head, BT = batch * T;
   size_t most = std::max({ops::attention_workspace_bytes(ctx_, batch, T, C, H, type),
                           ops::embedding_backward_workspace_bytes(ctx_, batch, T, C, V),
-                          ops::softmax_cross_entropy_workspace_bytes(ctx_, BT)});
+                          ops::softmax_cross_entropy_workspace_bytes(ctx_, BT),
+                          ops::layernorm_backward_workspace_bytes(ctx_, BT, C)});
   // Every GEMM of a step, exactly those (a backend's scratch may differ by shape, and
   // the CPU's memory model is exact): each block linear's fused forward (rows x out x
   // in, its epilogue included), the head's plain forward GEMM, and every linear's two
-  // backward products, with the head as a linear from C to V.
+  // backward products, with the head as a linear from C to V; and each block linear's
+  // bias gradient (the head has no bias).
   most = std::max(most, ops::gemm_workspace_bytes(ctx_, BT, V, C, type, type));
   struct Linear {
     int64_t in, out;
@@ -269,7 +271,10 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   for (const Linear& l : {Linear{C, 3 * C, false}, Linear{C, C, false}, Linear{C, 4 * C, false},
                           Linear{4 * C, C, false}, Linear{C, V, true}}) {
     const int64_t in = l.in, out = l.out;
-    if (!l.head) most = std::max(most, ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type));
+    if (!l.head) {
+      most = std::max({most, ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type),
+                       ops::bias_backward_workspace_bytes(ctx_, BT, out, 1)});
+    }
     most = std::max({most, ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
                      ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
   }

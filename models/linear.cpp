@@ -32,6 +32,10 @@ void Linear::bind(float* params, float* grads) {
   dbias_ = grads + out_ * in_;
 }
 
+size_t Linear::workspace_bytes(Context& ctx, const Shape& /*input*/, int64_t batch) const {
+  return ops::bias_backward_workspace_bytes(ctx, batch, out_, 1);
+}
+
 void Linear::init(Rng& rng, float* host_params) const {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_));
   for (int64_t i = 0; i < param_count(); ++i) {

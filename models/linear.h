@@ -20,6 +20,8 @@ class Linear final : public Layer {
   // The GEMM (2 in out) and the bias (out).
   int64_t forward_flops_per_sample(const Shape&) const override { return 2 * in_ * out_ + out_; }
   void bind(float* params, float* grads) override;
+  // The bias gradient's (its fp32 GEMMs take none: gemm_workspace_bytes is 0 for fp32).
+  size_t workspace_bytes(Context& ctx, const Shape& input, int64_t batch) const override;
   // PyTorch's default: weight and bias uniform in [-1/sqrt(in), 1/sqrt(in)].
   void init(Rng& rng, float* host_params) const override;
 

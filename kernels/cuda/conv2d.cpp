@@ -192,10 +192,12 @@ size_t CudaBackend::conv2d_workspace_bytes(Context& /*ctx*/, const Conv2dShape& 
   if (!fits_cudnn(s)) return size_t{1} << 50;
   if (s.batch == 0) return 0;
   // The context keeps one workspace, as large as the largest any op asked for. (The
-  // first layer never computes dx, so for it this bounds what it takes.)
+  // first layer never computes dx, so for it this bounds what it takes.) Backward-filter's
+  // bias gradient takes one too where the output is 1 x 1 (bias_backward's rows form).
   const ConvPlan& plan = conv_plans_->get(cudnn_.get(), s, tf32_);
   return std::max({plan.forward.workspace_bytes, plan.backward_data.workspace_bytes,
-                   plan.backward_filter.workspace_bytes});
+                   plan.backward_filter.workspace_bytes,
+                   bias_backward_workspace_bytes(s.batch, s.out_channels, s.out_height() * s.out_width())});
 }
 
 Conv2dDeterminism CudaBackend::conv2d_determinism(Context& /*ctx*/, const Conv2dShape& s) {

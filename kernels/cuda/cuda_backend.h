@@ -92,6 +92,7 @@ class CudaBackend final : public OpsBackend {
                 int64_t inner) override;
   void bias_backward(Context& ctx, ConstTypedPtr dy, float* dbias, int64_t outer,
                      int64_t channels, int64_t inner) override;
+  size_t bias_backward_workspace_bytes(int64_t outer, int64_t channels, int64_t inner) const override;
   void relu_forward(Context& ctx, const float* x, float* y, int64_t n) override;
   void relu_backward(Context& ctx, const float* y, const float* dy, float* dx,
                      int64_t n) override;
@@ -126,10 +127,7 @@ class CudaBackend final : public OpsBackend {
   void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr residual_out,
                              ConstTypedPtr weight, ConstTypedPtr bias, TypedPtr y, float* mean, float* rstd,
                              int64_t rows, int64_t channels) override;
-  // The workspace layernorm_backward takes (its per-chunk parameter-gradient partials).
-  // ops.h has no query for it; it is small (at most 2 KiB per channel), well under
-  // attention_workspace_bytes for any GPT shape, which the memory model counts.
-  static size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels);
+  size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t channels) const override;
   // linear.cu
   void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
                       int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override;

@@ -2,11 +2,17 @@
 // bf16 tensors (kernels/cuda/storage.cuh: computed in float, each stored value rounded
 // once); relu, fill and scale are fp32 only.
 //
-// bias_backward is a reduction with a fixed partition (block shape and per-thread
-// strides are constants; the grid only decides which block takes which channel), and
-// it sums in double, so it is deterministic run to run, like the CPU op.
+// bias_backward is a reduction with a fixed partition, summed in double, so it is
+// deterministic run to run, like the CPU op. For inner == 1 (a linear layer's bias:
+// dy is (rows, channels)) it is the column sums of kernels/cuda/column_sums.cuh
+// (Note [Column sum partition]: chunks of rows -> double partials in the context's
+// workspace -> a second kernel adds them in chunk order; bias_backward_workspace_bytes
+// says how much). For inner > 1 (a convolution's) a block per channel sums its planes,
+// block shape and per-thread strides constant.
 #include <cstdint>
 
+#include "kernels/context.h"
+#include "kernels/cuda/column_sums.cuh"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
@@ -21,13 +27,9 @@ using cuda::grid_start;
 using cuda::grid_stride;
 using cuda::kBlockThreads;
 using cuda::kPackElements;
-using cuda::kWarpSize;
 using cuda::Pack;
 using cuda::to_float;
 using cuda::typed;
-
-// Rows summed in parallel per channel by bias_backward_rows (the block's y extent).
-constexpr int kRowGroups = kBlockThreads / kWarpSize;
 
 // `packs` > 0 only when inner == 1 and kPackElements divides channels: a pack then lies
 // in one row, and its bias is one pack of the bias vector.
@@ -48,29 +50,19 @@ __global__ void add_bias_kernel(T* y, const T* bias, int64_t total, int64_t chan
   }
 }
 
-// dbias[c] += sum_o dy[o, c] for dy (outer, channels): a warp-wide tile of 32 channels
-// per block, so the rows are read coalesced; kRowGroups threads share each channel.
+// The terms of dbias[c] += sum_o dy[o, c] for dy (outer, channels), for cuda::column_sums.
 template <class T>
-__global__ void bias_backward_rows(const T* dy, float* dbias, int64_t outer,
-                                   int64_t channels) {
-  __shared__ double partial[kRowGroups][kWarpSize];
-  const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t c = tile * kWarpSize + threadIdx.x;
-    double acc = 0.0;
-    if (c < channels) {
-      for (int64_t o = threadIdx.y; o < outer; o += kRowGroups) acc += to_float(dy[o * channels + c]);
-    }
-    partial[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < channels) {
-      double sum = 0.0;
-      for (int g = 0; g < kRowGroups; ++g) sum += partial[g][threadIdx.x];
-      dbias[c] += static_cast<float>(sum);
-    }
-    __syncthreads();  // `partial` is reused by the next tile
+struct BiasTerms {
+  static constexpr int kOutputs = 1;
+  const T* dy;
+  template <int V>
+  __device__ void add(int64_t /*row*/, int64_t at, double (&acc)[1][V]) const {
+    float v[V];
+    cuda::load_floats<V>(dy + at, v);
+#pragma unroll
+    for (int k = 0; k < V; ++k) acc[0][k] += v[k];
   }
-}
+};
 
 // dbias[c] += sum over o, i of dy[o, c, i]: one block per channel.
 template <class T>
@@ -143,22 +135,26 @@ void CudaBackend::add_bias(Context& /*ctx*/, TypedPtr y_t, ConstTypedPtr bias_t,
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-void CudaBackend::bias_backward(Context& /*ctx*/, ConstTypedPtr dy_t, float* dbias, int64_t outer,
+size_t CudaBackend::bias_backward_workspace_bytes(int64_t outer, int64_t channels, int64_t inner) const {
+  return inner == 1 ? cuda::column_sum_workspace_bytes(outer, channels, BiasTerms<float>::kOutputs) : 0;
+}
+
+void CudaBackend::bias_backward(Context& ctx, ConstTypedPtr dy_t, float* dbias, int64_t outer,
                                 int64_t channels, int64_t inner) {
   if (channels == 0 || outer == 0 || inner == 0) return;  // nothing to add
   cuda::storage_dispatch(dy_t.type, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* dy = typed<T>(dy_t, "bias_backward");
     if (inner == 1) {
-      const int64_t tiles = (channels + kWarpSize - 1) / kWarpSize;
-      bias_backward_rows<<<blocks_for(tiles, 1), dim3(kWarpSize, kRowGroups), 0, stream()>>>(
-          dy, dbias, outer, channels);
+      auto* partials = static_cast<double*>(ctx.workspace(bias_backward_workspace_bytes(outer, channels, inner)));
+      cuda::column_sums(stream(), BiasTerms<T>{dy}, cuda::rows_packable(channels, dy), outer, channels, partials,
+                        cuda::ColumnOutputs<1>{{dbias}});
     } else {
       bias_backward_planes<<<blocks_for(channels, 1), kBlockThreads, 0, stream()>>>(
           dy, dbias, outer, channels, inner);
+      DTRAIN_CUDA_LAUNCH_CHECK();
     }
   });
-  DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
 void CudaBackend::relu_forward(Context& /*ctx*/, const float* x, float* y, int64_t n) {

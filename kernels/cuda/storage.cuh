@@ -8,7 +8,8 @@
 // The host half: storage_dispatch calls a function with the storage tag of a DType,
 // and typed<T> checks that a TypedPtr holds T. bf16 elementwise kernels read and write
 // in packs of kPackElements (128-bit loads for bf16) where every pointer is aligned for
-// it (pack_count); the fp32 ones keep their scalar loops.
+// it (pack_count); the fp32 ones keep their scalar loops. The row and column kernels
+// (LayerNorm, the column sums) use packs in both types where rows_packable says so.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -48,6 +49,34 @@ template <class T>
 struct alignas(sizeof(T) * kPackElements) Pack {
   T v[kPackElements];
 };
+
+// V consecutive elements at p as floats, and back (rounded once each): one Pack when
+// V is kPackElements (p must then be aligned to its pack), else V scalar accesses. The
+// row and column kernels are templates on V, so their vector and scalar forms do the
+// same float operations on each element.
+template <int V, class T>
+__device__ __forceinline__ void load_floats(const T* p, float (&out)[V]) {
+  if constexpr (V == kPackElements) {
+    const Pack<T> v = *reinterpret_cast<const Pack<T>*>(p);
+#pragma unroll
+    for (int k = 0; k < V; ++k) out[k] = to_float(v.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) out[k] = to_float(p[k]);
+  }
+}
+template <int V, class T>
+__device__ __forceinline__ void store_floats(T* p, const float (&in)[V]) {
+  if constexpr (V == kPackElements) {
+    Pack<T> v;
+#pragma unroll
+    for (int k = 0; k < V; ++k) v.v[k] = from_float<T>(in[k]);
+    *reinterpret_cast<Pack<T>*>(p) = v;
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) p[k] = from_float<T>(in[k]);
+  }
+}
 
 // y[i] = f(i, x[i]) for i < n, in float: packs [0, packs) first, then the tail one by
 // one. x and y may be the same array (each element is read, then written, by one
@@ -132,6 +161,29 @@ int64_t pack_count(int64_t n, const P*... pointers) {
   } else {
     const bool aligned = ((reinterpret_cast<uintptr_t>(pointers) % sizeof(Pack<std::remove_cv_t<P>>) == 0) && ...);
     return aligned ? n / kPackElements : 0;
+  }
+}
+
+// Whether rows of `channels` elements of these arrays may be read and written in packs
+// (load_floats<kPackElements>): every row starts on a pack boundary when channels is a
+// multiple of kPackElements and every pointer is aligned to its pack. Unlike
+// pack_count, fp32 arrays qualify too: the row and column kernels (a warp per row, a
+// block per column tile) are bound by how many bytes each thread has in flight, and
+// one pack access keeps eight elements in flight where scalar loads keep one.
+template <class... P>
+bool rows_packable(int64_t channels, const P*... pointers) {
+  return channels % kPackElements == 0 &&
+         ((reinterpret_cast<uintptr_t>(pointers) % sizeof(Pack<std::remove_cv_t<P>>) == 0) && ...);
+}
+
+// Calls f(std::integral_constant<int, V>{}) with V = kPackElements when `packed`, else
+// 1: the launch of a kernel template on V in the form rows_packable chose.
+template <class F>
+void with_row_form(bool packed, F&& f) {
+  if (packed) {
+    f(std::integral_constant<int, kPackElements>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
   }
 }
 

@@ -74,25 +74,28 @@ inline std::vector<float> nans(int64_t n) {
   return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
 }
 
-// A device copy of a host vector, and back.
+// A device copy of a host vector, and back. With an offset, the copy starts that many
+// elements into its buffer (the buffer itself is aligned for any access): offset 1
+// leaves it misaligned for the kernels' 16-byte packs, so an op takes its scalar form.
 template <class T>
 class DeviceArray {
  public:
-  DeviceArray(Context& ctx, const std::vector<T>& host)
-      : ctx_(&ctx), size_(host.size()),
-        buffer_(ctx.allocator(), host.size() * sizeof(T), MemoryCategory::Other) {
-    ops::copy_from_host(ctx, buffer_.data(), host.data(), host.size() * sizeof(T));
+  DeviceArray(Context& ctx, const std::vector<T>& host, size_t offset = 0)
+      : ctx_(&ctx), size_(host.size()), offset_(offset),
+        buffer_(ctx.allocator(), (offset + host.size()) * sizeof(T), MemoryCategory::Other) {
+    ops::copy_from_host(ctx, get(), host.data(), host.size() * sizeof(T));
   }
-  T* get() const { return buffer_.as<T>(); }
+  T* get() const { return buffer_.as<T>() + offset_; }
   std::vector<T> to_host() const {
     std::vector<T> host(size_);
-    ops::copy_to_host(*ctx_, host.data(), buffer_.data(), size_ * sizeof(T));
+    ops::copy_to_host(*ctx_, host.data(), get(), size_ * sizeof(T));
     return host;
   }
 
  private:
   Context* ctx_;
   size_t size_;
+  size_t offset_;
   Buffer buffer_;
 };
 

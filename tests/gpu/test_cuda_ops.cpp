@@ -7,7 +7,9 @@
 //   bf16 GEMM                      the bound of two fp32 sums of the same exact products
 //                                  in other orders (gemm_slack), and a bf16 C's rounding
 //   bias, relu, fill, max-pool     equal bits (the same float operations in the same order)
-//   bias gradient                  1e-4 (the CPU sums each plane in float first)
+//   bias gradient                  1e-4 (the CPU sums each plane in float first); its
+//                                  packed and scalar forms equal bits (Note [Column sum
+//                                  partition]), and equal bits across runs
 //   cross-entropy                  dlogits 1e-6, loss sum 1e-6 relative, hits exact
 //   convert                        equal bits to float_to_bf16, and to the exact widening
 //   SGD, AdamW                     1e-6 (the kernels mirror the CPU's rounding); AdamW's
@@ -279,11 +281,17 @@ TEST_F(CudaOpsTf32, GemmAndConvolutionStayWithinTf32Precision) {
 struct BiasCase {
   int64_t outer, channels, inner;
 };
-// inner == 1 is the linear-layer path (channel tiles of 32, 130 spans several);
-// 2000 channels with inner > 1 take more channels than the grid has blocks; rows of
-// 768 and 8 channels (inner 1) split into bf16's 16-byte packs, read as vectors.
+// inner > 1 is a convolution's bias (a block per channel; 2000 channels take more
+// channels than the grid has blocks). inner == 1 is a linear layer's, the column sums
+// (Note [Column sum partition], kernels/cuda/column_sums.cuh): 130, 9 and 10 channels
+// (not multiples of 8) take the scalar form, 768, 64 and 8 the packed one.
 const BiasCase kBiasCases[] = {{3, 5, 7},     {4, 9, 1},    {300, 130, 1}, {8, 64, 100}, {1, 1, 1},
                                {10000, 10, 1}, {2, 2000, 3}, {64, 32, 784}, {33, 768, 1}, {5, 8, 1}};
+// Linear-layer gradients at GPT-2's size (16384 rows of 768, 4096 of 3072: many chunks
+// and tiles), a partial last chunk and tile (5003 x 520), and widths that are not
+// multiples of 8 over many chunks (3001 x 130, 2049 x 1001).
+const BiasCase kBiasRowsCases[] = {
+    {16384, 768, 1}, {4096, 3072, 1}, {5003, 520, 1}, {3001, 130, 1}, {2049, 1001, 1}};
 
 TYPED_TEST(CudaOpsIn, AddBiasMatchesCpuExactly) {
   using T = TypeParam;
@@ -318,20 +326,82 @@ TYPED_TEST(CudaOpsIn, BiasBackwardAccumulatesLikeCpu) {
   }
 }
 
-TEST_F(CudaOps, BiasBackwardIsDeterministic) {
-  Rng rng(23);
-  const BiasCase bc{64, 32, 784};
-  const auto dy = random_normal(rng, bc.outer * bc.channels * bc.inner);
-  DeviceArray<float> ddy(gpu(), dy);
-  std::vector<float> first;
-  for (int run = 0; run < 3; ++run) {
-    DeviceArray<float> db(gpu(), std::vector<float>(static_cast<size_t>(bc.channels), 0.0f));
-    ops::bias_backward(gpu(), ddy.get(), db.get(), bc.outer, bc.channels, bc.inner);
-    if (run == 0) {
-      first = db.to_host();
-    } else {
-      EXPECT_TRUE(all_close(db.to_host(), first, 0.0));
+// dy aligned (the packed form where channels % 8 == 0) and one element off (the scalar
+// form): both match the CPU, and they agree bit for bit, as each channel's terms are
+// added in the same order in either form (Note [Column sum partition]).
+TYPED_TEST(CudaOpsIn, BiasBackwardOfRowsMatchesCpuAndItsFormsAgreeBitForBit) {
+  using T = TypeParam;
+  Rng rng(24);
+  for (const BiasCase& bc : kBiasRowsCases) {
+    SCOPED_TRACE(::testing::Message() << "outer=" << bc.outer << " channels=" << bc.channels);
+    const auto dy = stored<T>(random_normal(rng, bc.outer * bc.channels));
+    const auto start = random_normal(rng, bc.channels);
+    auto want = start;
+    ops::bias_backward(this->cpu(), dy.data(), want.data(), bc.outer, bc.channels, 1);
+    std::vector<float> aligned;
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      SCOPED_TRACE(::testing::Message() << "dy at element offset " << offset);
+      DeviceArray<T> ddy(this->gpu(), dy, offset);
+      DeviceArray<float> ddbias(this->gpu(), start);
+      ops::bias_backward(this->gpu(), ddy.get(), ddbias.get(), bc.outer, bc.channels, 1);
+      const auto got = ddbias.to_host();
+      EXPECT_TRUE(all_close(got, want, 1e-4));
+      if (offset == 0) {
+        aligned = got;
+      } else {
+        EXPECT_TRUE(same_bits(got, aligned));
+      }
     }
+  }
+}
+
+TYPED_TEST(CudaOpsIn, BiasBackwardIsBitIdenticalAcrossRuns) {
+  using T = TypeParam;
+  Rng rng(23);
+  for (const BiasCase& bc : {BiasCase{64, 32, 784}, BiasCase{16384, 768, 1}, BiasCase{4096, 3072, 1},
+                             BiasCase{3001, 130, 1}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
+    const auto dy = stored<T>(random_normal(rng, bc.outer * bc.channels * bc.inner));
+    const auto start = random_normal(rng, bc.channels);
+    DeviceArray<T> ddy(this->gpu(), dy);
+    std::vector<float> first;
+    for (int run = 0; run < 3; ++run) {
+      DeviceArray<float> db(this->gpu(), start);
+      ops::bias_backward(this->gpu(), ddy.get(), db.get(), bc.outer, bc.channels, bc.inner);
+      if (run == 0) {
+        first = db.to_host();
+      } else {
+        EXPECT_TRUE(same_bits(db.to_host(), first));
+      }
+    }
+  }
+}
+
+// The memory model's figure (ops::bias_backward_workspace_bytes) is what the op takes:
+// the column sums' partials, a few MiB at most whatever the rows (Note [Column sum
+// partition]), and nothing for a convolution's planes.
+TEST_F(CudaOps, BiasBackwardTakesTheWorkspaceItDeclares) {
+  Rng rng(25);
+  for (const BiasCase& bc : {BiasCase{16384, 768, 1}, BiasCase{16384, 3072, 1}, BiasCase{3001, 130, 1},
+                             BiasCase{8, 64, 100}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "outer=" << bc.outer << " channels=" << bc.channels << " inner=" << bc.inner);
+    auto fresh = Context::make_cuda(CudaOptions{});
+    const size_t declared = ops::bias_backward_workspace_bytes(*fresh, bc.outer, bc.channels, bc.inner);
+    if (bc.inner == 1) {
+      EXPECT_GT(declared, 0u);
+      EXPECT_LE(declared, size_t{5} << 19);  // 2.5 MiB
+    } else {
+      EXPECT_EQ(declared, 0u);
+    }
+    DeviceArray<float> dy(*fresh, random_normal(rng, bc.outer * bc.channels * bc.inner));
+    DeviceArray<float> db(*fresh, std::vector<float>(static_cast<size_t>(bc.channels), 0.0f));
+    const auto workspace = static_cast<int>(MemoryCategory::Workspace);
+    const size_t before = fresh->allocator().stats().in_use_by[workspace];
+    ops::bias_backward(*fresh, dy.get(), db.get(), bc.outer, bc.channels, bc.inner);
+    fresh->synchronize();
+    EXPECT_EQ(fresh->allocator().stats().in_use_by[workspace] - before, declared);
   }
 }
 
@@ -842,7 +912,9 @@ TEST_F(CudaOps, SumSquaresMatchesCpuAndAddsScaled) {
 
 // The memory model's workspace figure is known before the first step (the algorithms
 // are chosen from the heuristics, Note [cuDNN algorithm choice]) and is what the three
-// ops then take: the context keeps one workspace, the largest any op asked for.
+// ops then take, backward-filter with its bias gradient (whose column sums take a
+// workspace where the output is 1 x 1): the context keeps one workspace, the largest
+// any op asked for.
 TEST_F(CudaOps, Conv2dWorkspaceBytesAreWhatTheOpsTake) {
   uint64_t seed = 150;
   for (const Conv2dShape& s : kConvCases) {
@@ -856,12 +928,13 @@ TEST_F(CudaOps, Conv2dWorkspaceBytesAreWhatTheOpsTake) {
     DeviceArray<float> x(*fresh, d.x), w(*fresh, d.w), dy(*fresh, random_normal(rng, ny));
     DeviceArray<float> y(*fresh, nans(ny)), dx(*fresh, nans(static_cast<int64_t>(d.x.size())));
     DeviceArray<float> dw(*fresh, std::vector<float>(d.w.size(), 0.0f));
+    DeviceArray<float> dbias(*fresh, std::vector<float>(static_cast<size_t>(s.out_channels), 0.0f));
     const auto workspace = static_cast<int>(MemoryCategory::Workspace);
     const size_t before = fresh->allocator().stats().in_use_by[workspace];
     fresh->allocator().reset_peak();
     ops::conv2d_forward(*fresh, s, x.get(), w.get(), nullptr, y.get());
     ops::conv2d_backward_data(*fresh, s, dy.get(), w.get(), dx.get());
-    ops::conv2d_backward_filter(*fresh, s, x.get(), dy.get(), dw.get(), nullptr);
+    ops::conv2d_backward_filter(*fresh, s, x.get(), dy.get(), dw.get(), dbias.get());
     fresh->synchronize();
     const size_t taken = fresh->allocator().stats().peak_by[workspace] - before;
     EXPECT_LE(taken, predicted) << "the ops took more workspace than predicted";

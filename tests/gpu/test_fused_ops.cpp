@@ -52,7 +52,7 @@ struct RowsCase {
   int64_t rows, channels;
 };
 // One channel, widths below, at and above a warp, GPT-2's 768, and many rows.
-const RowsCase kRowsCases[] = {{1, 1}, {3, 5}, {17, 32}, {40, 33}, {64, 768}, {5003, 40}};
+const RowsCase kRowsCases[] = {{1, 1}, {3, 5}, {17, 32}, {40, 33}, {64, 768}, {5003, 40}, {4096, 768}};
 
 TYPED_TEST(FusedOpsIn, AddLayerNormMatchesCpuAndIsTheCudaChainBitForBit) {
   using T = TypeParam;
@@ -90,6 +90,19 @@ TYPED_TEST(FusedOpsIn, AddLayerNormMatchesCpuAndIsTheCudaChainBitForBit) {
     EXPECT_TRUE(exactly(gy.to_host(), cy.to_host()));
     EXPECT_TRUE(exactly(gmean.to_host(), cmean.to_host()));
     EXPECT_TRUE(exactly(grstd.to_host(), crstd.to_host()));
+
+    // a and b one element off their packs, the sum into an aligned buffer: the rows keep
+    // the packed form of the chain's layernorm_forward (which reads the aligned sum),
+    // and a and b are read one element at a time.
+    DeviceArray<T> ma(this->gpu(), a, 1), mb(this->gpu(), b, 1), mres(this->gpu(), stored_nans<T>(n)),
+        my(this->gpu(), stored_nans<T>(n));
+    DeviceArray<float> mmean(this->gpu(), nans(c.rows)), mrstd(this->gpu(), nans(c.rows));
+    ops::add_layernorm_forward(this->gpu(), ma.get(), mb.get(), mres.get(), gw.get(), gbias.get(), my.get(),
+                               mmean.get(), mrstd.get(), c.rows, c.channels);
+    EXPECT_TRUE(exactly(mres.to_host(), res));
+    EXPECT_TRUE(exactly(my.to_host(), cy.to_host()));
+    EXPECT_TRUE(exactly(mmean.to_host(), cmean.to_host()));
+    EXPECT_TRUE(exactly(mrstd.to_host(), crstd.to_host()));
   }
 }
 

@@ -20,7 +20,8 @@
 //   attention in bf16                the bounds derived for Note [bf16 attention]
 //                                    (kernels/cuda/attention.cu) in AttentionBounds
 // and, where the op promises it, equal bits across runs (layernorm and embedding
-// backward: deterministic reductions). Outputs an op must overwrite start as NaN on the
+// backward: deterministic reductions), and between the packed and scalar forms of
+// layernorm's parameter gradients (Note [Column sum partition]). Outputs an op must overwrite start as NaN on the
 // device; gradients it must add into start random, so += is checked.
 #include <gtest/gtest.h>
 
@@ -53,6 +54,7 @@ using testing::gamma_n;
 using testing::nans;
 using testing::norm_close;
 using testing::random_normal;
+using testing::same_bits;
 using testing::stored;
 using testing::stored_nans;
 
@@ -77,8 +79,11 @@ struct RowsCase {
   int64_t rows, channels;
 };
 // One channel (zero variance: rstd = 1/sqrt(eps)), widths below, at and above a warp,
-// GPT-2's 768, and enough rows for several parameter-gradient chunks (32 to 128 rows each).
-const RowsCase kLayerNormCases[] = {{1, 1}, {3, 5}, {17, 32}, {40, 33}, {64, 768}, {1000, 96}, {5003, 40}};
+// GPT-2's 768 (at its 16384 rows too), enough rows for many parameter-gradient chunks
+// (Note [Column sum partition]: 64 rows or more each), and widths that are not
+// multiples of 8 (the scalar form) over many rows.
+const RowsCase kLayerNormCases[] = {{1, 1},     {3, 5},     {17, 32},    {40, 33},     {64, 768},
+                                    {1000, 96}, {5003, 40}, {2049, 100}, {16384, 768}};
 
 TYPED_TEST(TransformerOpsIn, LayerNormForwardMatchesCpu) {
   using T = TypeParam;
@@ -94,14 +99,43 @@ TYPED_TEST(TransformerOpsIn, LayerNormForwardMatchesCpu) {
     std::vector<float> mean(static_cast<size_t>(c.rows)), rstd(mean.size());
     ops::layernorm_forward(this->cpu(), x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), c.rows,
                            c.channels);
-    DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gb(this->gpu(), b), gy(this->gpu(), stored_nans<T>(n));
-    DeviceArray<float> gmean(this->gpu(), nans(c.rows)), grstd(this->gpu(), nans(c.rows));
-    ops::layernorm_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gy.get(), gmean.get(), grstd.get(), c.rows,
-                           c.channels);
-    EXPECT_TRUE(close_relative(gy.to_host(), y, 2e-5));
-    EXPECT_TRUE(all_close(gmean.to_host(), mean, 2e-5));
-    EXPECT_TRUE(all_close(grstd.to_host(), rstd, 2e-5));
+    // x and y aligned (the packed form where channels % 8 == 0), then one element off
+    // (the scalar form).
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      SCOPED_TRACE(::testing::Message() << "x and y at element offset " << offset);
+      DeviceArray<T> gx(this->gpu(), x, offset), gw(this->gpu(), w), gb(this->gpu(), b),
+          gy(this->gpu(), stored_nans<T>(n), offset);
+      DeviceArray<float> gmean(this->gpu(), nans(c.rows)), grstd(this->gpu(), nans(c.rows));
+      ops::layernorm_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gy.get(), gmean.get(), grstd.get(), c.rows,
+                             c.channels);
+      EXPECT_TRUE(close_relative(gy.to_host(), y, 2e-5));
+      EXPECT_TRUE(all_close(gmean.to_host(), mean, 2e-5));
+      EXPECT_TRUE(all_close(grstd.to_host(), rstd, 2e-5));
+    }
   }
+}
+
+// A backward test's inputs, and the CPU forward's row statistics: both backwards read
+// them, so only backward is compared.
+template <class T>
+struct LayerNormBackwardInputs {
+  std::vector<T> x, w, dy;
+  std::vector<float> mean, rstd;
+};
+template <class T>
+LayerNormBackwardInputs<T> layernorm_backward_inputs(Context& cpu, Rng& rng, const RowsCase& c) {
+  const int64_t n = c.rows * c.channels;
+  LayerNormBackwardInputs<T> in;
+  in.x = stored<T>(random_normal(rng, n, 2.0, -1.0));
+  in.w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
+  const auto b = stored<T>(random_normal(rng, c.channels, 0.5));
+  in.dy = stored<T>(random_normal(rng, n));
+  std::vector<T> y(static_cast<size_t>(n));
+  in.mean.resize(static_cast<size_t>(c.rows));
+  in.rstd.resize(in.mean.size());
+  ops::layernorm_forward(cpu, in.x.data(), in.w.data(), b.data(), y.data(), in.mean.data(), in.rstd.data(), c.rows,
+                         c.channels);
+  return in;
 }
 
 TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
@@ -112,15 +146,7 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
       SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels
                                         << " accumulate_dx=" << accumulate);
       const int64_t n = c.rows * c.channels;
-      const auto x = stored<T>(random_normal(rng, n, 2.0, -1.0));
-      const auto w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
-      const auto b = stored<T>(random_normal(rng, c.channels, 0.5));
-      const auto dy = stored<T>(random_normal(rng, n));
-      // Both backwards read the CPU forward's statistics, so only backward is compared.
-      std::vector<T> y(static_cast<size_t>(n));
-      std::vector<float> mean(static_cast<size_t>(c.rows)), rstd(mean.size());
-      ops::layernorm_forward(this->cpu(), x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), c.rows,
-                             c.channels);
+      const auto [x, w, dy, mean, rstd] = layernorm_backward_inputs<T>(this->cpu(), rng, c);
       auto dx = accumulate ? stored<T>(random_normal(rng, n)) : stored_nans<T>(n);
       auto dw = random_normal(rng, c.channels);
       auto db = random_normal(rng, c.channels);
@@ -139,35 +165,105 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
   }
 }
 
-TEST_F(TransformerOps, LayerNormBackwardIsBitIdenticalAcrossRuns) {
-  Rng rng(3);
-  const RowsCase c{8 * 1024 + 3, 192};  // 127 chunks of 65 rows (the last shorter)
-  const int64_t n = c.rows * c.channels;
-  const auto x = random_normal(rng, n);
-  const auto w = random_normal(rng, c.channels, 0.5, 1.0);
-  const auto b = random_normal(rng, c.channels);
-  const auto dy = random_normal(rng, n);
-  DeviceArray<float> gx(gpu(), x), gw(gpu(), w), gb(gpu(), b), gdy(gpu(), dy), gy(gpu(), nans(n));
-  DeviceArray<float> gmean(gpu(), nans(c.rows)), grstd(gpu(), nans(c.rows));
-  ops::layernorm_forward(gpu(), gx.get(), gw.get(), gb.get(), gy.get(), gmean.get(), grstd.get(), c.rows,
-                         c.channels);
-  const auto dx0 = random_normal(rng, n);
-  const auto start = random_normal(rng, c.channels);
-  std::vector<float> first_dx, first_dw, first_db;
-  for (int run = 0; run < 3; ++run) {
-    DeviceArray<float> gdx(gpu(), dx0), gdw(gpu(), start), gdb(gpu(), start);
-    ops::layernorm_backward(gpu(), gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdx.get(), gdw.get(),
-                            gdb.get(), c.rows, c.channels, /*accumulate_dx=*/true);
-    if (run == 0) {
-      first_dx = gdx.to_host();
-      first_dw = gdw.to_host();
-      first_db = gdb.to_host();
-    } else {
-      EXPECT_TRUE(all_close(gdx.to_host(), first_dx, 0.0));
-      EXPECT_TRUE(all_close(gdw.to_host(), first_dw, 0.0));
-      EXPECT_TRUE(all_close(gdb.to_host(), first_db, 0.0));
+// dx over dy (as ops.h allows), with dy, x and dx aligned (the packed form) and one
+// element off (the scalar form; weight stays aligned): both match the CPU doing the
+// same in place, and the parameter gradients agree bit for bit between the forms (Note
+// [Column sum partition]: each channel's terms in the same order). dx may differ in
+// the order of its row sums.
+TYPED_TEST(TransformerOpsIn, LayerNormBackwardInPlaceMatchesCpuInEitherForm) {
+  using T = TypeParam;
+  Rng rng(5);
+  for (const RowsCase& c : {RowsCase{16384, 768}, RowsCase{4099, 520}}) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
+    const auto [x, w, dy, mean, rstd] = layernorm_backward_inputs<T>(this->cpu(), rng, c);
+    const auto dw0 = random_normal(rng, c.channels);
+    const auto db0 = random_normal(rng, c.channels);
+    auto dx = dy;  // becomes dy + the input gradient
+    auto dw = dw0, db = db0;
+    ops::layernorm_backward(this->cpu(), dx.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(),
+                            dw.data(), db.data(), c.rows, c.channels, /*accumulate_dx=*/true);
+    std::vector<float> aligned_dw, aligned_db;
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      SCOPED_TRACE(::testing::Message() << "dy, x and dx at element offset " << offset);
+      DeviceArray<T> gx(this->gpu(), x, offset), gw(this->gpu(), w), gdy(this->gpu(), dy, offset);
+      DeviceArray<float> gmean(this->gpu(), mean), grstd(this->gpu(), rstd), gdw(this->gpu(), dw0),
+          gdb(this->gpu(), db0);
+      ops::layernorm_backward(this->gpu(), gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdy.get(),
+                              gdw.get(), gdb.get(), c.rows, c.channels, /*accumulate_dx=*/true);
+      EXPECT_TRUE(close_to_norm(gdy.to_host(), dx, 1e-4));
+      EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
+      EXPECT_TRUE(norm_close(gdb.to_host(), db, 1e-4));
+      if (offset == 0) {
+        aligned_dw = gdw.to_host();
+        aligned_db = gdb.to_host();
+      } else {
+        EXPECT_TRUE(same_bits(gdw.to_host(), aligned_dw));
+        EXPECT_TRUE(same_bits(gdb.to_host(), aligned_db));
+      }
     }
   }
+}
+
+// Many chunks of rows (Note [Column sum partition]) in both forms: 8195 x 192 ends in a
+// partial chunk, 16384 x 768 is GPT-2's, 2049 x 100 takes the scalar form.
+TYPED_TEST(TransformerOpsIn, LayerNormBackwardIsBitIdenticalAcrossRuns) {
+  using T = TypeParam;
+  Rng rng(3);
+  for (const RowsCase& c : {RowsCase{8 * 1024 + 3, 192}, RowsCase{16384, 768}, RowsCase{2049, 100}}) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
+    const int64_t n = c.rows * c.channels;
+    const auto x = stored<T>(random_normal(rng, n));
+    const auto w = stored<T>(random_normal(rng, c.channels, 0.5, 1.0));
+    const auto b = stored<T>(random_normal(rng, c.channels));
+    const auto dy = stored<T>(random_normal(rng, n));
+    DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gb(this->gpu(), b), gdy(this->gpu(), dy),
+        gy(this->gpu(), stored_nans<T>(n));
+    DeviceArray<float> gmean(this->gpu(), nans(c.rows)), grstd(this->gpu(), nans(c.rows));
+    ops::layernorm_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gy.get(), gmean.get(), grstd.get(), c.rows,
+                           c.channels);
+    const auto dx0 = stored<T>(random_normal(rng, n));
+    const auto start = random_normal(rng, c.channels);
+    std::vector<T> first_dx;
+    std::vector<float> first_dw, first_db;
+    for (int run = 0; run < 3; ++run) {
+      DeviceArray<T> gdx(this->gpu(), dx0);
+      DeviceArray<float> gdw(this->gpu(), start), gdb(this->gpu(), start);
+      ops::layernorm_backward(this->gpu(), gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdx.get(),
+                              gdw.get(), gdb.get(), c.rows, c.channels, /*accumulate_dx=*/true);
+      if (run == 0) {
+        first_dx = gdx.to_host();
+        first_dw = gdw.to_host();
+        first_db = gdb.to_host();
+      } else {
+        EXPECT_TRUE(same_bits(gdx.to_host(), first_dx));
+        EXPECT_TRUE(same_bits(gdw.to_host(), first_dw));
+        EXPECT_TRUE(same_bits(gdb.to_host(), first_db));
+      }
+    }
+  }
+}
+
+// The memory model's figure (ops::layernorm_backward_workspace_bytes, counted by
+// Gpt::workspace_bytes_in) is what the op takes: two outputs' partials.
+TEST_F(TransformerOps, LayerNormBackwardTakesTheWorkspaceItDeclares) {
+  Rng rng(6);
+  const RowsCase c{16384, 768};
+  auto fresh = Context::make_cuda(CudaOptions{});
+  const size_t declared = ops::layernorm_backward_workspace_bytes(*fresh, c.rows, c.channels);
+  EXPECT_GT(declared, 0u);
+  EXPECT_LE(declared, size_t{5} << 20);  // 2.5 MiB a parameter gradient
+  const int64_t n = c.rows * c.channels;
+  DeviceArray<float> gx(*fresh, random_normal(rng, n)), gdy(*fresh, random_normal(rng, n)), gdx(*fresh, nans(n));
+  DeviceArray<float> gw(*fresh, random_normal(rng, c.channels)), gmean(*fresh, random_normal(rng, c.rows)),
+      grstd(*fresh, std::vector<float>(static_cast<size_t>(c.rows), 1.0f));
+  DeviceArray<float> gdw(*fresh, std::vector<float>(static_cast<size_t>(c.channels), 0.0f)),
+      gdb(*fresh, std::vector<float>(static_cast<size_t>(c.channels), 0.0f));
+  const auto workspace = static_cast<int>(MemoryCategory::Workspace);
+  const size_t before = fresh->allocator().stats().in_use_by[workspace];
+  ops::layernorm_backward(*fresh, gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdx.get(), gdw.get(),
+                          gdb.get(), c.rows, c.channels, /*accumulate_dx=*/false);
+  fresh->synchronize();
+  EXPECT_EQ(fresh->allocator().stats().in_use_by[workspace] - before, declared);
 }
 
 // ----------------------------------------------------------- GELU, add and scale
