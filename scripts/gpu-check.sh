@@ -33,6 +33,9 @@ source "$root/scripts/gpu-skip-rule.sh"
 deadline=$(( $(date +%s) + ${GPU_CHECK_BUDGET_S:-480} - 15 ))  # 15 s for the verdict and the copy back
 gpt_bench_s=${GPT_BENCH_S:-175}  # the GPT benchmark's share (bench/run_gpt_gpu_bench.sh's runs)
 gpt_checks_s=60                  # the GPT's fp32 end-to-end check's (about 20 s expected)
+# What the kernel profile leaves for the MLP/CNN benchmark after it (none when that is out).
+mlp_cnn_reserve=30
+[ "${GPU_CHECK_MLP_CNN_BENCH:-1}" = 0 ] && mlp_cnn_reserve=0
 # limit SECONDS [RESERVE]: SECONDS, or the seconds left before the deadline less RESERVE
 # (what later steps are promised) if fewer (at least 1).
 limit() {
@@ -204,7 +207,7 @@ step "gpt kernel profile" | tee -a "$logs/summary.txt"
 if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
   # A profile says where to work next; it checks nothing, so its outcome fails nothing.
   DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python PROFILE_LOGS=$logs/gpt_profile \
-    timeout "$(limit 100 30)" bash "$root/bench/profile_gpt_kernels.sh" >"$logs/gpt_profile.txt" 2>&1
+    timeout "$(limit 100 "$mlp_cnn_reserve")" bash "$root/bench/profile_gpt_kernels.sh" >"$logs/gpt_profile.txt" 2>&1
   echo "profile_gpt_kernels.sh: exit $?" >>"$logs/gpt_profile.txt"
   head -40 "$logs/gpt_profile.txt" | tee -a "$logs/summary.txt"
 else
