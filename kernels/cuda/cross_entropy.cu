@@ -9,10 +9,8 @@
 // (softmax_cross_entropy_workspace_bytes(batch), independent of V), checked by
 // tests/gpu/test_fused_ops.cpp. One difference from llm.c: the row is read three
 // times (max, sum of exponentials, gradient) where llm.c reads it twice (an online
-// softmax keeps the max and the rescaled sum in one pass). Merging the first two reads
-// is the one saving left here; it changes the order of the sum, so the CPU comparison
-// bound of the cross-entropy test would have to be rederived, and it was left for a
-// session with a GPU to measure it.
+// softmax keeps the max and the rescaled sum in one pass); for large rows the second
+// and third reads come from L2 (below), so merging the first two would save little.
 //
 // Per row: the max (and the first index reaching it, as the CPU's strict-'>' scan),
 // then sum(exp(z - max)) in double, loss = log(sum) + max - z[label], and, when asked,
@@ -21,9 +19,20 @@
 // block adds them in a fixed order to stats, so the loss sum is the same every run
 // (an atomicAdd per row would make it depend on scheduling).
 //
-// A warp per row suits the classifier heads here (10 to a few thousand classes):
-// eight rows per block and coalesced reads of each row. Labels outside [0, classes)
-// are recorded, not trusted: Note [Label check on the device] (cuda_backend.h).
+// A warp per row suits the image classifiers' heads (10 to a few thousand classes):
+// eight rows per block and coalesced reads of each row. A language model's head (the
+// GPT's 50,304 classes: 100 KB a bf16 row) takes a block per row instead
+// (cross_entropy_block_rows, from kBlockRowClasses classes). With a warp per row every
+// resident warp had a row in flight, thousands of rows, far more than L2 holds, so all
+// three reads came from DRAM (2.5 ms in a GPT-2 124M step of 16 x 1024 tokens on an
+// H200). A block of 1024 threads per row keeps two rows in flight per SM (264 on an
+// H200, 26 MB in bf16), which its 50 MB L2 holds, so the second and third reads hit
+// it; and its threads read 16-byte packs where the row allows (rows_packable). The
+// float operations on each element are the warp kernel's; the row's max and sum are
+// combined over the block in a fixed order (each thread's elements in index order,
+// then lanes, then warps in order), so the results repeat bit for bit. Labels outside
+// [0, classes) are recorded, not trusted:
+// Note [Label check on the device] (cuda_backend.h).
 // With bf16 logits (and dlogits) everything is computed in float from the widened
 // logits, as in fp32, and only the stored gradient is rounded (kernels/cuda/storage.cuh).
 #include <cstdint>
@@ -50,6 +59,10 @@ using cuda::to_float;
 
 constexpr int kRowsPerBlock = kBlockThreads / kWarpSize;
 constexpr unsigned kFullMask = 0xffffffffu;
+// From this many classes a block takes a row (cross_entropy_block_rows).
+constexpr int64_t kBlockRowClasses = 4096;
+constexpr int kRowThreads = 1024;
+constexpr int kRowWarps = kRowThreads / kWarpSize;
 
 // Combines two (max, first index) candidates; idx < 0 marks an empty one. Keeps the
 // larger value, and of equal values the smaller index, i.e. the first in the row.
@@ -134,6 +147,118 @@ __global__ void cross_entropy_rows(const T* logits, const int32_t* labels, int64
   }
 }
 
+// The warp kernel's per-row work with a block of kRowThreads per row: thread t takes
+// elements [V i, V i + V) for i = t, t + kRowThreads, ..., in that order (V = 8 when
+// the rows are packable, else 1).
+template <int V, class T>
+__global__ void __launch_bounds__(kRowThreads)
+    cross_entropy_block_rows(const T* logits, const int32_t* labels, int64_t batch, int64_t classes,
+                             float grad_scale, T* dlogits, double loss_weight, double* row_loss, int32_t* row_hit,
+                             unsigned long long* label_error, unsigned long long launch) {
+  __shared__ float warp_max[kRowWarps];
+  __shared__ int64_t warp_arg[kRowWarps];
+  __shared__ double warp_sum[kRowWarps];
+  __shared__ float row_max;
+  __shared__ int64_t row_arg;
+  __shared__ double row_sum;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t groups = classes / V;  // V divides classes when V > 1 (rows_packable)
+  for (int64_t r = blockIdx.x; r < batch; r += gridDim.x) {
+    const T* z = logits + r * classes;
+    T* d = dlogits == nullptr ? nullptr : dlogits + r * classes;
+    const int32_t label = labels[r];  // the same in every thread: branches stay block-uniform
+    if (label < 0 || label >= classes) {
+      if (threadIdx.x == 0) {
+        cuda::record_bad_index(label_error, launch, r, label, classes);
+        row_loss[r] = 0.0;
+        row_hit[r] = 0;
+      }
+      if (d != nullptr) {
+        for (int64_t c = threadIdx.x; c < classes; c += kRowThreads) d[c] = from_float<T>(0.0f);
+      }
+      continue;
+    }
+
+    // The max and its first index, by the warp kernel's rule per thread; combined with
+    // keep_first_max, warp 0 (which holds index 0, the seed even when NaN) first.
+    float mx = 0.0f;
+    int64_t arg = -1;
+    for (int64_t g = threadIdx.x; g < groups; g += kRowThreads) {
+      float v[V];
+      cuda::load_floats<V>(z + g * V, v);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const int64_t c = g * V + k;
+        if (arg < 0 ? (c == 0 || v[k] == v[k]) : v[k] > mx) {
+          mx = v[k];
+          arg = c;
+        }
+      }
+    }
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      const float other = __shfl_down_sync(kFullMask, mx, offset);
+      const int64_t other_at = __shfl_down_sync(kFullMask, arg, offset);
+      keep_first_max(mx, arg, other, other_at);
+    }
+    if (lane == 0) {
+      warp_max[warp] = mx;
+      warp_arg[warp] = arg;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float best = warp_max[0];
+      int64_t best_at = warp_arg[0];
+      for (int w = 1; w < kRowWarps; ++w) keep_first_max(best, best_at, warp_max[w], warp_arg[w]);
+      row_max = best;
+      row_arg = best_at;
+    }
+    __syncthreads();
+    mx = row_max;
+    arg = row_arg;
+
+    double sum = 0.0;
+    for (int64_t g = threadIdx.x; g < groups; g += kRowThreads) {
+      float v[V];
+      cuda::load_floats<V>(z + g * V, v);
+#pragma unroll
+      for (int k = 0; k < V; ++k) sum += expf(v[k] - mx);
+    }
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) sum += __shfl_down_sync(kFullMask, sum, offset);
+    if (lane == 0) warp_sum[warp] = sum;
+    // Read before dlogits is written (it may be the logits): every thread reads it
+    // here, and the barrier below comes before any write.
+    const float z_label = to_float(z[label]);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < kRowWarps; ++w) total += warp_sum[w];
+      row_sum = total;
+    }
+    __syncthreads();
+    sum = row_sum;
+
+    if (d != nullptr) {
+      const auto scale = static_cast<float>(static_cast<double>(grad_scale) / sum);
+      for (int64_t g = threadIdx.x; g < groups; g += kRowThreads) {
+        float v[V];
+        cuda::load_floats<V>(z + g * V, v);
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const float p = __fmul_rn(expf(v[k] - mx), scale);
+          v[k] = g * V + k == label ? __fsub_rn(p, grad_scale) : p;
+        }
+        cuda::store_floats<V>(d + g * V, v);
+      }
+    }
+    if (threadIdx.x == 0) {
+      row_loss[r] = loss_weight * (log(sum) + (static_cast<double>(mx) - static_cast<double>(z_label)));
+      row_hit[r] = arg == label ? 1 : 0;
+    }
+    __syncthreads();  // the shared slots are reused by the next row
+  }
+}
+
 // stats[0] += sum of row_loss, stats[1] += hit_weight * sum of row_hit; one block,
 // fixed order.
 __global__ void cross_entropy_totals(const double* row_loss, const int32_t* row_hit,
@@ -189,10 +314,20 @@ void CudaBackend::softmax_cross_entropy(Context& ctx, ConstTypedPtr logits_t, co
   const int64_t row_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
   cuda::storage_dispatch(logits_t.type, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
-        cuda::typed<T>(logits_t, "softmax_cross_entropy"), labels, batch, classes, grad_scale,
-        cuda::typed<T>(dlogits_t, "softmax_cross_entropy"), loss_weight, row_loss, row_hit,
-        label_error_.as<unsigned long long>(), label_launches_);
+    const T* logits = cuda::typed<T>(logits_t, "softmax_cross_entropy");
+    T* dlogits = cuda::typed<T>(dlogits_t, "softmax_cross_entropy");
+    if (classes < kBlockRowClasses) {
+      cross_entropy_rows<<<blocks_for(row_blocks, 1), kBlockThreads, 0, stream()>>>(
+          logits, labels, batch, classes, grad_scale, dlogits, loss_weight, row_loss, row_hit,
+          label_error_.as<unsigned long long>(), label_launches_);
+      return;
+    }
+    // A block per row, a grid-stride loop over the rows (blocks_for caps the grid).
+    cuda::with_row_form(cuda::rows_packable(classes, logits, dlogits), [&](auto form) {
+      cross_entropy_block_rows<decltype(form)::value><<<blocks_for(batch, 1), kRowThreads, 0, stream()>>>(
+          logits, labels, batch, classes, grad_scale, dlogits, loss_weight, row_loss, row_hit,
+          label_error_.as<unsigned long long>(), label_launches_);
+    });
   });
   DTRAIN_CUDA_LAUNCH_CHECK();
   ++label_launches_;

@@ -592,8 +592,11 @@ struct XentCase {
 // dlogits in a separate array, and over the logits themselves (as ops.h allows).
 TYPED_TEST(CudaOpsIn, SoftmaxCrossEntropyMatchesCpu) {
   using T = TypeParam;
-  const XentCase cases[] = {{1, 1, 1.0},    {7, 10, 1.0},    {64, 10, 3.0},  {33, 1000, 1.0},
-                            {5, 50257, 2.0}, {1000, 3, 1.0}, {16, 10, 1e4},  {40, 37, 50.0}};
+  // From 4096 classes a block takes a row (cross_entropy.cu): 4095 and 4096 on either
+  // side; 50304 (GPT-2's padded vocabulary) in 16-byte packs, 50257 and 8191 one by one.
+  const XentCase cases[] = {{1, 1, 1.0},      {7, 10, 1.0},    {64, 10, 3.0},    {33, 1000, 1.0},
+                            {5, 50257, 2.0},  {1000, 3, 1.0},  {16, 10, 1e4},    {40, 37, 50.0},
+                            {7, 4095, 1.0},   {9, 4096, 1.0},  {3, 8191, 30.0},  {64, 50304, 2.0}};
   uint64_t seed = 80;
   for (const XentCase& xc : cases) {
     for (const bool in_place : {false, true}) {
@@ -640,24 +643,28 @@ TYPED_TEST(CudaOpsIn, SoftmaxCrossEntropyMatchesCpu) {
 // the search even when NaN; a later NaN is passed over), wherever the NaN falls among
 // the GPU's lanes. Rows: NaN inside, NaN first, all NaN but one, no NaN.
 TEST_F(CudaOps, SoftmaxCrossEntropyCountsHitsLikeCpuWithNanLogits) {
-  const int64_t classes = 64, batch = 4;
-  std::vector<float> logits(static_cast<size_t>(batch * classes), 0.0f);
-  auto at = [&](int64_t r, int64_t c) -> float& { return logits[static_cast<size_t>(r * classes + c)]; };
-  at(0, 5) = kNaN;
-  at(0, 37) = 100.0f;
-  at(1, 0) = kNaN;
-  at(1, 37) = 100.0f;
-  for (int64_t c = 0; c < classes; ++c) at(2, c) = c == 40 ? 3.0f : kNaN;
-  at(3, 37) = 100.0f;
-  const std::vector<int32_t> labels{37, 37, 40, 37};
-  double stats[2] = {0.0, 0.0};
-  ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), batch, classes, 1.0f, nullptr, stats);
-  DeviceArray<float> glogits(gpu(), logits);
-  DeviceArray<int32_t> glabels(gpu(), labels);
-  DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
-  ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f, nullptr, gstats.get());
-  EXPECT_EQ(gstats.to_host()[1], stats[1]);
-  EXPECT_EQ(stats[1], 2.0);  // rows 0 and 3: row 1 has its NaN first, row 2 too
+  // A warp per row, and a block per row in packs and one by one (cross_entropy.cu).
+  for (const int64_t classes : {int64_t{64}, int64_t{8192}, int64_t{8191}}) {
+    SCOPED_TRACE(::testing::Message() << "classes " << classes);
+    const int64_t batch = 4;
+    std::vector<float> logits(static_cast<size_t>(batch * classes), 0.0f);
+    auto at = [&](int64_t r, int64_t c) -> float& { return logits[static_cast<size_t>(r * classes + c)]; };
+    at(0, 5) = kNaN;
+    at(0, 37) = 100.0f;
+    at(1, 0) = kNaN;
+    at(1, 37) = 100.0f;
+    for (int64_t c = 0; c < classes; ++c) at(2, c) = c == 40 ? 3.0f : kNaN;
+    at(3, 37) = 100.0f;
+    const std::vector<int32_t> labels{37, 37, 40, 37};
+    double stats[2] = {0.0, 0.0};
+    ops::softmax_cross_entropy(cpu(), logits.data(), labels.data(), batch, classes, 1.0f, nullptr, stats);
+    DeviceArray<float> glogits(gpu(), logits);
+    DeviceArray<int32_t> glabels(gpu(), labels);
+    DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f, nullptr, gstats.get());
+    EXPECT_EQ(gstats.to_host()[1], stats[1]);
+    EXPECT_EQ(stats[1], 2.0);  // rows 0 and 3: row 1 has its NaN first, row 2 too
+  }
 }
 
 TEST_F(CudaOps, SoftmaxCrossEntropyWithoutClassesIsADataErrorAsOnTheCpu) {
@@ -674,22 +681,25 @@ TEST_F(CudaOps, SoftmaxCrossEntropyWithoutClassesIsADataErrorAsOnTheCpu) {
 }
 
 TEST_F(CudaOps, SoftmaxCrossEntropyLossSumIsDeterministic) {
-  Rng rng(90);
-  const int64_t batch = 4096, classes = 10;
-  const auto logits = random_normal(rng, batch * classes, 4.0);
-  std::vector<int32_t> labels(static_cast<size_t>(batch));
-  for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(classes));
-  DeviceArray<float> glogits(gpu(), logits);
-  DeviceArray<int32_t> glabels(gpu(), labels);
-  std::vector<double> first;
-  for (int run = 0; run < 3; ++run) {
-    DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
-    ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f,
-                               nullptr, gstats.get());
-    if (run == 0) {
-      first = gstats.to_host();
-    } else {
-      EXPECT_EQ(gstats.to_host(), first);
+  // A warp per row, and a block per row (a language model's vocabulary).
+  for (const auto& [batch, classes] : {std::pair<int64_t, int64_t>{4096, 10}, std::pair<int64_t, int64_t>{96, 50304}}) {
+    SCOPED_TRACE(::testing::Message() << "classes " << classes);
+    Rng rng(90);
+    const auto logits = random_normal(rng, batch * classes, 4.0);
+    std::vector<int32_t> labels(static_cast<size_t>(batch));
+    for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(classes));
+    DeviceArray<float> glogits(gpu(), logits);
+    DeviceArray<int32_t> glabels(gpu(), labels);
+    std::vector<double> first;
+    for (int run = 0; run < 3; ++run) {
+      DeviceArray<double> gstats(gpu(), std::vector<double>{0.0, 0.0});
+      ops::softmax_cross_entropy(gpu(), glogits.get(), glabels.get(), batch, classes, 1.0f,
+                                 nullptr, gstats.get());
+      if (run == 0) {
+        first = gstats.to_host();
+      } else {
+        EXPECT_EQ(gstats.to_host(), first);
+      }
     }
   }
 }
