@@ -41,6 +41,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "kernels/cuda/bias_linear_lt.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/fused_attention.h"
 #include "kernels/memory.h"
@@ -227,6 +228,8 @@ class CudaBackend final : public OpsBackend {
   unsigned long long token_launches_ = 0;
   std::unique_ptr<ConvPlanCache> conv_plans_;
   std::unique_ptr<FusedAttention> fused_attention_;
+  // The bf16 bias linear in one cuBLASLt GEMM (linear.cu), on cublas_workspace_.
+  std::unique_ptr<BiasLinearLt> bias_linear_lt_;
 };
 
 }  // namespace dtrain

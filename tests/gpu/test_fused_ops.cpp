@@ -12,6 +12,8 @@
 //                           (two fp32 sums of the same exact products in other orders,
 //                           test_cuda_ops.cpp's GEMM bound), y within 1.13 times that
 //                           (max |gelu'| < 1.13) plus GELU's 1e-6; bf16 adds an ulp.
+//                           The bf16 bias form is one cuBLASLt GEMM with the bias in
+//                           its epilogue (bias_linear_lt.h): the same bound holds.
 //   softmax_cross_entropy   already llm.c's fused classifier (Note [Fused classifier],
 //                           kernels/cuda/cross_entropy.cu): test_cuda_ops.cpp checks
 //                           its values in place; here, that a GPT-sized call in place
@@ -161,6 +163,28 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
         EXPECT_TRUE(within(gpre.to_host(), pre, pre_slack));
       }
     }
+  }
+}
+
+// The bf16 bias linear runs as one cuBLASLt GEMM (kernels/cuda/bias_linear_lt.h), the
+// others as cuBLAS and a pass: each repeats bit for bit (a GPT-2 124M linear's shape).
+TYPED_TEST(FusedOpsIn, LinearForwardRepeatsBitForBit) {
+  using T = TypeParam;
+  const int64_t rows = 512, in = 768, out = 2304;
+  Rng rng(44);
+  DeviceArray<T> x(this->gpu(), stored<T>(random_normal(rng, rows * in)));
+  DeviceArray<T> w(this->gpu(), stored<T>(random_normal(rng, out * in, 0.05)));
+  DeviceArray<T> bias(this->gpu(), stored<T>(random_normal(rng, out, 0.5)));
+  for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
+    SCOPED_TRACE(e == LinearEpilogue::kBias ? "bias" : "bias and GELU");
+    std::vector<std::vector<T>> ys;
+    for (int run = 0; run < 3; ++run) {
+      DeviceArray<T> pre(this->gpu(), stored_nans<T>(rows * out)), y(this->gpu(), stored_nans<T>(rows * out));
+      ops::linear_forward(this->gpu(), x.get(), w.get(), bias.get(), pre.get(), y.get(), rows, in, out, e);
+      ys.push_back(y.to_host());
+    }
+    EXPECT_TRUE(exactly(ys[1], ys[0]));
+    EXPECT_TRUE(exactly(ys[2], ys[0]));
   }
 }
 
