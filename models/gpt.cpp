@@ -239,7 +239,7 @@ Gpt::Acts Gpt::acts(int64_t batch, DType type, Recompute recompute) const {
   a.blocks.resize(static_cast<size_t>(L));
   a.encoded = take(BT * C);
   // Note [Gpt recompute]: with kBlocks every block's inner tensors are one shared set.
-  Acts::BlockActs shared;
+  Acts::BlockActs shared{};
   if (recompute == Recompute::kNone) {
     for (auto& b : a.blocks) {
       take_inner(b);
