@@ -100,10 +100,17 @@ std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const Da
   if (spec.compute != "fp32" && spec.compute != "bf16") {
     throw ConfigError("key 'precision.compute' = '" + spec.compute + "': accepted values: fp32, bf16");
   }
+  if (spec.recompute != "none" && spec.recompute != "blocks") {
+    throw ConfigError("key 'memory.recompute' = '" + spec.recompute + "': accepted values: none, blocks");
+  }
   if (spec.name == "gpt") return build_gpt(ctx, spec, data);
   if (spec.compute != "fp32") {
     throw ConfigError("key 'precision.compute' = '" + spec.compute + "': the " + spec.name +
                       " computes in fp32 only (bf16 is the gpt's); set precision.compute: fp32");
+  }
+  if (spec.recompute != "none") {
+    throw ConfigError("key 'memory.recompute' = '" + spec.recompute + "': the " + spec.name +
+                      " has no blocks to recompute (recompute is the gpt's); set memory.recompute: none");
   }
   const Shape& input = data.layout.input;
   const int64_t classes = data.classes;

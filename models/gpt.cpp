@@ -80,8 +80,35 @@ struct Gpt::Acts {
   TypedPtr dtmp;       // (BT, C)
   TypedPtr dbig;       // (BT, 4C)
   TypedPtr logits;     // (BT, V)
+  int64_t batch = 0;        // B
   int64_t elements = 0;     // of the compute type, in all
   int64_t stat_floats = 0;  // the row statistics, in all
+
+  // Block l's input, the residual stream entering it: kept in both layouts.
+  ConstTypedPtr input_of(int64_t l) const { return l > 0 ? blocks[static_cast<size_t>(l - 1)].res3 : encoded; }
+};
+
+// The dropout of one training step. Each site's mask is a function of (seed, step,
+// site, sample id, element) only (DESIGN contract 9), so forward, backward and a
+// recompute in backward (Note [Gpt recompute]) all apply the same one.
+struct Gpt::StepDropout {
+  Context& ctx;
+  float p;  // 0: off (an evaluation, or no dropout)
+  uint64_t seed;
+  int64_t step;
+  const int64_t* sample_ids;  // device, one per sample
+  int64_t samples;
+  int64_t per_sample;
+
+  bool on() const { return p > 0.0f; }
+  // x = dropout(x), in place.
+  void forward(TypedPtr x, int64_t site) const {
+    if (on()) ops::dropout_forward(ctx, x, x, samples, per_sample, sample_ids, dropout_key(seed, step, site), p);
+  }
+  // dx = dy through the site's mask; dx may be dy.
+  void backward(ConstTypedPtr dy, TypedPtr dx, int64_t site) const {
+    ops::dropout_backward(ctx, dy, dx, samples, per_sample, sample_ids, dropout_key(seed, step, site), p);
+  }
 };
 
 int64_t gpt_param_count(const GptConfig& c) {
@@ -135,7 +162,8 @@ std::string Gpt::describe() const {
   std::ostringstream s;
   s << "gpt: " << config_.n_layer << " layers, " << config_.n_head << " heads, n_embd " << config_.n_embd
     << ", seq_len " << config_.seq_len << ", vocab " << config_.vocab << ", dropout " << config_.dropout
-    << " (" << param_count() << " parameters)";
+    << (config_.recompute == Recompute::kBlocks ? ", blocks recomputed in backward" : "") << " ("
+    << param_count() << " parameters)";
   return s.str();
 }
 
@@ -166,14 +194,15 @@ Gpt::Block Gpt::block(int64_t l) const {
   return b;
 }
 
-Gpt::Acts Gpt::acts(int64_t batch, DType type) const {
+Gpt::Acts Gpt::acts(int64_t batch, DType type, Recompute recompute) const {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
                 H = config_.n_head, BT = batch * T;
-  // Null when counting (or for a type the buffers do not hold).
-  const bool live = type == config_.compute;
+  // Null when counting (or for a layout the buffers do not hold).
+  const bool live = type == config_.compute && recompute == config_.recompute;
   const TypedPtr base(live ? activations_.data() : nullptr, type);
   float* stats = live ? row_stats_.as<float>() : nullptr;
   Acts a;
+  a.batch = batch;
   auto take = [&](int64_t elements) {
     const TypedPtr p = base.at(a.elements);
     a.elements += elements;
@@ -190,9 +219,8 @@ Gpt::Acts Gpt::acts(int64_t batch, DType type) const {
   const size_t saved_bytes = ops::attention_saved_bytes(ctx_, batch, T, C, H, type);
   DTRAIN_ASSERT(saved_bytes % dtype_size(type) == 0, "gpt: attention's saved state is not whole elements");
   const auto saved = static_cast<int64_t>(saved_bytes / dtype_size(type));
-  a.blocks.resize(static_cast<size_t>(L));
-  a.encoded = take(BT * C);
-  for (auto& b : a.blocks) {
+  // A block's tensors but its output res3, and its row statistics.
+  auto take_inner = [&](Acts::BlockActs& b) {
     b.ln1 = take(BT * C);
     b.qkv = take(BT * 3 * C);
     b.attn = take(saved);
@@ -201,27 +229,51 @@ Gpt::Acts Gpt::acts(int64_t batch, DType type) const {
     b.ln2 = take(BT * C);
     b.fch = take(BT * 4 * C);
     b.fch_gelu = take(BT * 4 * C);
-    b.res3 = take(BT * C);
+  };
+  auto take_stats = [&](Acts::BlockActs& b) {
+    b.ln1_mean = take_stat();
+    b.ln1_rstd = take_stat();
+    b.ln2_mean = take_stat();
+    b.ln2_rstd = take_stat();
+  };
+  a.blocks.resize(static_cast<size_t>(L));
+  a.encoded = take(BT * C);
+  // Note [Gpt recompute]: with kBlocks every block's inner tensors are one shared set.
+  Acts::BlockActs shared{};
+  if (recompute == Recompute::kNone) {
+    for (auto& b : a.blocks) {
+      take_inner(b);
+      b.res3 = take(BT * C);
+    }
+  } else {
+    for (auto& b : a.blocks) b.res3 = take(BT * C);
+    take_inner(shared);
   }
   a.lnf = take(BT * C);
   a.dres = take(BT * C);
   a.dtmp = take(BT * C);
   a.dbig = take(BT * 4 * C);
   a.logits = take(BT * V);
-  for (auto& b : a.blocks) {
-    b.ln1_mean = take_stat();
-    b.ln1_rstd = take_stat();
-    b.ln2_mean = take_stat();
-    b.ln2_rstd = take_stat();
+  if (recompute == Recompute::kNone) {
+    for (auto& b : a.blocks) take_stats(b);
+  } else {
+    take_stats(shared);
+    for (auto& b : a.blocks) {
+      const TypedPtr res3 = b.res3;
+      b = shared;
+      b.res3 = res3;
+    }
   }
   a.lnf_mean = take_stat();
   a.lnf_rstd = take_stat();
   return a;
 }
 
-int64_t Gpt::activation_bytes_per_sample_in(DType type) const {
+Gpt::Acts Gpt::acts(int64_t batch) const { return acts(batch, config_.compute, config_.recompute); }
+
+int64_t Gpt::activation_bytes_per_sample_in(DType type, Recompute recompute) const {
   // The layout's own count for one sample: the layout is linear in the batch.
-  const Gpt::Acts one = acts(1, type);
+  const Gpt::Acts one = acts(1, type, recompute);
   return one.elements * static_cast<int64_t>(dtype_size(type)) + one.stat_floats * static_cast<int64_t>(sizeof(float));
 }
 
@@ -230,7 +282,7 @@ void Gpt::ensure_activations(int64_t batch) {
   activations_.reset();  // free first: the old and the new need not fit together
   row_stats_.reset();
   capacity_ = 0;
-  const Acts a = acts(batch, config_.compute);
+  const Acts a = acts(batch);
   activations_ = Buffer(ctx_.allocator(), static_cast<size_t>(a.elements) * dtype_size(config_.compute),
                         MemoryCategory::Activations);
   row_stats_ = Buffer(ctx_.allocator(), static_cast<size_t>(a.stat_floats) * sizeof(float),
@@ -250,6 +302,12 @@ int64_t Gpt::forward_flops_per_sample() const {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab;
   const int64_t matmul_weights = L * 12 * C * C;
   return 2 * matmul_weights * T + L * 2 * 2 * T * T * C + 2 * T * C * V;
+}
+
+int64_t Gpt::recompute_flops_per_sample_in(Recompute recompute) const {
+  if (recompute == Recompute::kNone) return 0;
+  const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len;
+  return (L - 1) * (2 * 8 * C * C * T + 2 * 2 * T * T * C);
 }
 
 size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
@@ -318,9 +376,33 @@ void Gpt::init(uint64_t seed) {
   zero_grads();
 }
 
+void Gpt::layernorm_1(const Acts& a, int64_t l) {
+  const int64_t C = config_.n_embd, BT = a.batch * config_.seq_len;
+  const TypedPtr w = weights();
+  const Block p = block(l);
+  const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
+  ops::layernorm_forward(ctx_, a.input_of(l), w.at(p.ln1_w), w.at(p.ln1_b), b.ln1, b.ln1_mean, b.ln1_rstd, BT, C);
+}
+
+void Gpt::block_forward_to_gelu(const Acts& a, int64_t l, const StepDropout& drop) {
+  const int64_t C = config_.n_embd, T = config_.seq_len, H = config_.n_head, B = a.batch, BT = B * T;
+  const TypedPtr w = weights();
+  const Block p = block(l);
+  const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
+  linear_forward(ctx_, b.ln1, w.at(p.qkv_w), w.at(p.qkv_b), b.qkv, BT, C, 3 * C);
+  ops::attention_forward(ctx_, b.qkv, b.atty, b.attn, B, T, C, H);
+  linear_forward(ctx_, b.atty, w.at(p.attproj_w), w.at(p.attproj_b), b.res2, BT, C, C);
+  drop.forward(b.res2, attention_site(l));
+  ops::add_layernorm_forward(ctx_, b.res2, a.input_of(l), b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean,
+                             b.ln2_rstd, BT, C);
+  // c_fc with bias and GELU in one epilogue: fch keeps the pre-GELU value for backward.
+  ops::linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, b.fch_gelu, BT, C, 4 * C,
+                      LinearEpilogue::kBiasGelu);
+}
+
 void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats) {
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
-                H = config_.n_head, B = batch.size, BT = B * T;
+                B = batch.size, BT = B * T;
   DTRAIN_ASSERT(B > 0, "gpt forward of an empty batch");
   const bool train = pass == Pass::kTrain;
   const float p_drop = train ? config_.dropout : 0.0f;
@@ -329,46 +411,29 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
   }
   trained_ = false;
   ensure_activations(B);
-  const Acts a = acts(B, config_.compute);
+  const Acts a = acts(B);
   const TypedPtr w = weights();
   const ConstTypedPtr wte = w;
   const ConstTypedPtr wpe = w.at(tensors_[1].offset);
   const ConstTypedPtr lnf_w = w.at(tensors_[tensors_.size() - 2].offset);
   const ConstTypedPtr lnf_b = w.at(tensors_[tensors_.size() - 1].offset);
-  auto dropout = [&](TypedPtr x, int64_t site) {
-    if (p_drop > 0.0f) {
-      ops::dropout_forward(ctx_, x, x, B, T * C, batch.sample_ids, dropout_key(config_.seed, batch.step, site),
-                           p_drop);
-    }
-  };
+  const StepDropout drop{ctx_, p_drop, config_.seed, batch.step, batch.sample_ids, B, T * C};
 
   ops::embedding_forward(ctx_, batch.token_inputs(), wte, wpe, a.encoded, B, T, C, V);
-  dropout(a.encoded, embedding_site());
+  drop.forward(a.encoded, embedding_site());
   // Each residual add is fused with the LayerNorm that reads its sum (Note [Fused
   // residual LayerNorm], kernels/ops.h): res2 with ln_2, and each block's res3 with the
   // next block's ln_1 (ln_f after the last). Only block 0's ln_1, on the embedding, is
   // a plain LayerNorm.
-  {
-    const Block p0 = block(0);
-    const Acts::BlockActs& b0 = a.blocks.front();
-    ops::layernorm_forward(ctx_, a.encoded, w.at(p0.ln1_w), w.at(p0.ln1_b), b0.ln1, b0.ln1_mean, b0.ln1_rstd, BT,
-                           C);
-  }
-  TypedPtr x = a.encoded;
+  layernorm_1(a, 0);
   for (int64_t l = 0; l < L; ++l) {
     const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
-    linear_forward(ctx_, b.ln1, w.at(p.qkv_w), w.at(p.qkv_b), b.qkv, BT, C, 3 * C);
-    ops::attention_forward(ctx_, b.qkv, b.atty, b.attn, B, T, C, H);
-    linear_forward(ctx_, b.atty, w.at(p.attproj_w), w.at(p.attproj_b), b.res2, BT, C, C);
-    dropout(b.res2, attention_site(l));
-    ops::add_layernorm_forward(ctx_, b.res2, x, b.res2, w.at(p.ln2_w), w.at(p.ln2_b), b.ln2, b.ln2_mean,
-                               b.ln2_rstd, BT, C);
-    // c_fc with bias and GELU in one epilogue: fch keeps the pre-GELU value for backward.
-    ops::linear_forward(ctx_, b.ln2, w.at(p.fc_w), w.at(p.fc_b), b.fch, b.fch_gelu, BT, C, 4 * C,
-                        LinearEpilogue::kBiasGelu);
+    block_forward_to_gelu(a, l, drop);
     linear_forward(ctx_, b.fch_gelu, w.at(p.fcproj_w), w.at(p.fcproj_b), b.res3, BT, 4 * C, C);
-    dropout(b.res3, mlp_site(l));
+    drop.forward(b.res3, mlp_site(l));
+    // With recompute the next block's ln_1 goes into the shared set, whose ln_1 this
+    // block has read already (c_attn).
     if (l + 1 < L) {
       const Block next = block(l + 1);
       const Acts::BlockActs& nb = a.blocks[static_cast<size_t>(l + 1)];
@@ -378,7 +443,6 @@ void Gpt::forward(const Batch& batch, Pass pass, float grad_scale, double* stats
       ops::add_layernorm_forward(ctx_, b.res3, b.res2, b.res3, lnf_w, lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, BT,
                                  C);
     }
-    x = b.res3;
   }
   // logits (BT, V) = lnf (BT, C) wte^T: the head tied to the embedding.
   ops::gemm(ctx_, false, true, BT, V, C, 1.0f, a.lnf, C, wte, C, 0.0f, a.logits, V);
@@ -401,27 +465,26 @@ TypedPtr Gpt::weights() {
 
 ConstTypedPtr Gpt::logits() const {
   DTRAIN_ASSERT(batch_ > 0 && !trained_, "gpt: logits() reads the last Pass::kEval forward's logits");
-  return acts(batch_, config_.compute).logits;
+  return acts(batch_).logits;
 }
 
 void Gpt::backward(const std::function<void(int)>& on_range_done) {
   DTRAIN_ASSERT(trained_, "gpt: backward without a Pass::kTrain forward before it");
   const int64_t L = config_.n_layer, C = config_.n_embd, T = config_.seq_len, V = config_.vocab,
                 H = config_.n_head, B = batch_, BT = B * T;
-  const float p_drop = config_.dropout;
-  const Acts a = acts(B, config_.compute);
+  const Acts a = acts(B);
   const TypedPtr w = weights();
   float* g = grads();
   const size_t lnf = tensors_.size() - 2;
+  const StepDropout drop{ctx_, config_.dropout, config_.seed, step_, sample_ids_, B, T * C};
   auto done = [&](int range) {
     if (on_range_done) on_range_done(range);
   };
   // The gradient of a residual branch's output: dres itself without dropout, else
   // dres through the site's mask, in dtmp.
   auto branch_grad = [&](int64_t site) -> ConstTypedPtr {
-    if (p_drop <= 0.0f) return a.dres;
-    ops::dropout_backward(ctx_, a.dres, a.dtmp, B, T * C, sample_ids_, dropout_key(config_.seed, step_, site),
-                          p_drop);
+    if (!drop.on()) return a.dres;
+    drop.backward(a.dres, a.dtmp, site);
     return a.dtmp;
   };
 
@@ -429,15 +492,19 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
   const ConstTypedPtr dlogits = a.logits;
   ops::gemm(ctx_, true, false, V, C, BT, 1.0f, dlogits, V, a.lnf, C, 1.0f, g, C);
   ops::gemm(ctx_, false, false, BT, C, V, 1.0f, dlogits, V, w, C, 0.0f, a.dtmp, C);
-  const ConstTypedPtr x_last = L > 0 ? a.blocks.back().res3 : a.encoded;
-  ops::layernorm_backward(ctx_, a.dtmp, x_last, w.at(tensors_[lnf].offset), a.lnf_mean, a.lnf_rstd, a.dres,
+  ops::layernorm_backward(ctx_, a.dtmp, a.input_of(L), w.at(tensors_[lnf].offset), a.lnf_mean, a.lnf_rstd, a.dres,
                           g + tensors_[lnf].offset, g + tensors_[lnf + 1].offset, BT, C, false);
   done(static_cast<int>(L + 2));
 
   for (int64_t l = L - 1; l >= 0; --l) {
     const Block p = block(l);
     const Acts::BlockActs& b = a.blocks[static_cast<size_t>(l)];
-    const ConstTypedPtr x_in = l > 0 ? a.blocks[static_cast<size_t>(l - 1)].res3 : a.encoded;
+    const ConstTypedPtr x_in = a.input_of(l);
+    // Note [Gpt recompute]: the shared set still holds the last block from forward.
+    if (config_.recompute == Recompute::kBlocks && l + 1 < L) {
+      layernorm_1(a, l);
+      block_forward_to_gelu(a, l, drop);
+    }
     // dres holds d res3. MLP branch: dfch_gelu (dbig) from the branch's gradient,
     // then dfch in place, then dln2 (dtmp); ln_2 adds its dx into dres (-> d res2).
     const ConstTypedPtr dmlp = branch_grad(mlp_site(l));
@@ -459,10 +526,7 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
     done(static_cast<int>(2 + l));
   }
 
-  if (p_drop > 0.0f) {
-    ops::dropout_backward(ctx_, a.dres, a.dres, B, T * C, sample_ids_,
-                          dropout_key(config_.seed, step_, embedding_site()), p_drop);
-  }
+  if (drop.on()) drop.backward(a.dres, a.dres, embedding_site());
   ops::embedding_backward(ctx_, a.dres, tokens_, g, g + tensors_[1].offset, B, T, C, V);
   done(1);  // wpe
   done(0);  // wte: the head's and the embedding's gradients are both in
@@ -553,6 +617,7 @@ std::unique_ptr<Model> build_gpt(Context& ctx, const ModelSpec& spec, const Data
   config.seed = spec.seed;
   config.tokens_are_bytes = data.tokens_are_bytes;
   config.compute = spec.compute == "bf16" ? DType::kBF16 : DType::kF32;
+  config.recompute = spec.recompute == "blocks" ? Recompute::kBlocks : Recompute::kNone;
   return std::make_unique<Gpt>(ctx, config);
 }
 

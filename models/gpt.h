@@ -23,6 +23,8 @@
 //
 // Invariants: backward ADDS into the parameter gradients; activation gradients live
 // in three scratch buffers of the activation block (Note [Gpt activation layout]).
+// With recompute (Recompute::kBlocks, Note [Gpt recompute]) every number it computes
+// is the same, bit for bit; only what it keeps between forward and backward changes.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +50,7 @@ struct GptConfig {
   uint64_t seed = 1;     // the run's seed, for the dropout masks
   bool tokens_are_bytes = false;  // eval reports bits per byte
   DType compute = DType::kF32;    // Note [bf16 storage] (kernels/dtype.h)
+  Recompute recompute = Recompute::kNone;  // memory.recompute (Note [Gpt recompute])
 };
 
 class Gpt final : public Model {
@@ -126,27 +129,78 @@ class Gpt final : public Model {
   // costs activation_bytes_per_sample() exactly, with e the compute type's size:
   //   e * (T*C*(16 L + 8) + T*V) + L*S + 4 * (4 L + 2) T,
   // with S = attention_saved_bytes for one sample (e*H*T*T unfused, 4*H*T fused).
-  int64_t activation_bytes_per_sample_in(DType compute) const override;
+  //
+  // With recompute (Note [Gpt recompute]) each block keeps only res3, its output (the
+  // next block's input; the last one's is ln_f's), and every other tensor of a block,
+  // its row statistics included, is one set that all blocks share, in the same order:
+  //   encoded (BT, C)
+  //   per block l: res3 (BT, C)
+  //   shared: ln1 (BT, C), qkv (BT, 3C), attn (S / e), atty, res2, ln2 (BT, C each),
+  //           fch, fch_gelu (BT, 4C each)
+  //   lnf, dres, dtmp, dbig, logits               as above
+  // and in fp32: shared ln1 mean, rstd, ln2 mean, rstd; ln_f mean, rstd (BT each). A
+  // sample then costs
+  //   e * (T*C*(L + 23) + T*V) + S + 4 * 6 T.
+  // With C and T multiples of 8 every big tensor still starts 16-byte aligned.
+  int64_t activation_bytes_per_sample_in(DType compute, Recompute recompute) const override;
+  Recompute recompute() const override { return config_.recompute; }
+  bool can_recompute() const override { return true; }
   // 2 * (the blocks' matmul weights, 12 C^2 per block) * T, plus attention's two
   // T x T x C products per layer (2 * 2 * T*T*C, the causal half counted as full, as
   // GPT-2 and PaLM FLOP counts do), plus the head 2 * T*C*V. LayerNorm, GELU, the
   // softmax and the embedding lookup are left out (a few percent at most).
   int64_t forward_flops_per_sample() const override;
+  // Recompute::kBlocks repeats, for every block but the last, its forward up to c_fc's
+  // GELU: c_attn, attn.c_proj and c_fc (2 * 8 C^2 * T) and attention (2 * 2 * T*T*C),
+  // counted as forward_flops_per_sample counts: (L - 1) * (16 C^2 T + 4 T^2 C).
+  int64_t recompute_flops_per_sample_in(Recompute recompute) const override;
   size_t workspace_bytes_in(int64_t batch, DType compute) const override;
   // One part per block, all deterministic: the CPU ops are, and the CUDA ops are by
   // design (the embedding backward sums in a fixed order).
   std::vector<PartDeterminism> determinism(int64_t batch) const override;
   void release_activations() override;
+  // Note [Gpt recompute]
+  // With Recompute::kBlocks a training forward keeps each block's input (encoded, or
+  // the block before's res3) and writes the rest of every block into one shared set
+  // (Note [Gpt activation layout]); backward, before block l's backward, runs block
+  // l's forward again from its input into that set: ln_1, c_attn, attention,
+  // attn.c_proj, its dropout, the residual add with ln_2, and c_fc with GELU. It stops
+  // there: backward never reads the MLP branch's output, and res3 is kept. The last
+  // block is not recomputed: the shared set still holds it when backward starts
+  // (backward runs only when the last forward was a training one).
+  // The recomputed tensors are forward's, bit for bit, because
+  //   - every op is deterministic (the CPU's are; the CUDA ops are by design, cuDNN's
+  //     attention included) and runs on the same inputs, of the same shapes;
+  //   - dropout's masks are functions of (seed, step, site, sample id, element) only
+  //     (DESIGN contract 9), so the recompute draws forward's masks again;
+  //   - forward computes block l's ln_1 (l > 0) in the previous block's fused residual
+  //     add (add_layernorm_forward), while the recompute runs layernorm_forward on the
+  //     stored sum, res3: the fused op's contract is that chain, bit for bit, on the
+  //     STORED (rounded) sum (Note [Fused residual LayerNorm], kernels/ops.h);
+  //   - on a GPU a kernel may pick its vector width or GEMM algorithm from its
+  //     pointers' alignment: with C and T multiples of 8 every tensor of both layouts
+  //     is 16-byte aligned, so both take the same. (The CPU's results do not depend on
+  //     alignment; the unit tests use odd sizes to show it.)
+  // So losses, gradients and the trajectory are the same as without recompute, and
+  // resuming a checkpoint with the other setting continues it exactly.
   // bits_per_byte = mean loss / ln 2 when the tokens are bytes; nothing otherwise.
   std::vector<Metric> eval_metrics(double metric_sum, double loss_sum, int64_t samples) const override;
 
  private:
-  struct Block;  // where one block's tensors are in the flat buffers
-  struct Acts;   // the activation buffers' tensors for a batch
+  struct Block;        // where one block's tensors are in the flat buffers
+  struct Acts;         // the activation buffers' tensors for a batch
+  struct StepDropout;  // the dropout masks of one training step
   void ensure_activations(int64_t batch);
-  // The tensors of a batch laid out in `type`: live pointers when `type` is the
-  // compute type and the buffers are allocated, null ones (for counting) otherwise.
-  Acts acts(int64_t batch, DType type) const;
+  // The tensors of a batch laid out in `type` with `recompute`: live pointers when
+  // those are the model's and the buffers are allocated, null ones (for counting)
+  // otherwise.
+  Acts acts(int64_t batch, DType type, Recompute recompute) const;
+  Acts acts(int64_t batch) const;  // the model's own layout
+  // Block l's ln_1 of its input: block 0's in forward, any block's in a recompute.
+  void layernorm_1(const Acts& a, int64_t l);
+  // Block l's forward from its ln_1 output through c_fc's GELU (all that its backward
+  // reads but its input): forward's first part, and a recompute's (Note [Gpt recompute]).
+  void block_forward_to_gelu(const Acts& a, int64_t l, const StepDropout& drop);
   Block block(int64_t l) const;
   // The parameters the ops read: params() in fp32, param_copy() in bf16.
   TypedPtr weights();

@@ -57,6 +57,11 @@ enum ModelStat : int {
 
 enum class Pass { kTrain, kEval };
 
+// memory.recompute: what a training forward keeps for backward. kNone keeps every
+// activation; kBlocks keeps each block's input and recomputes the block's forward in
+// backward (models with blocks only: Model::can_recompute).
+enum class Recompute { kNone, kBlocks };
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -116,12 +121,25 @@ class Model {
 
   // Activation bytes one sample of training costs, the loss gradient included: after
   // a Pass::kTrain forward of N samples the allocator holds N times this as Activations.
-  int64_t activation_bytes_per_sample() const { return activation_bytes_per_sample_in(compute_); }
-  // The same were the model to compute in `compute` (the plan compares precisions).
-  virtual int64_t activation_bytes_per_sample_in(DType compute) const = 0;
+  int64_t activation_bytes_per_sample() const { return activation_bytes_per_sample_in(compute_, recompute()); }
+  // The same were the model to compute in `compute` and recompute as `recompute` (the
+  // plan compares precisions and recompute settings). A model that cannot recompute
+  // (can_recompute() false) keeps everything whatever `recompute` says.
+  virtual int64_t activation_bytes_per_sample_in(DType compute, Recompute recompute) const = 0;
+  // The recompute setting this model trains with (memory.recompute).
+  virtual Recompute recompute() const { return Recompute::kNone; }
+  // Whether the model has blocks to recompute (Recompute::kBlocks); the GPT has.
+  virtual bool can_recompute() const { return false; }
   // FLOPs of one sample's forward pass (a multiply-add counts two); training is 3x.
+  // These are the model's FLOPs: throughput and MFU count them alone, as PaLM's MFU
+  // does, never the work recomputation repeats.
   virtual int64_t forward_flops_per_sample() const = 0;
   int64_t training_flops_per_sample() const { return 3 * forward_flops_per_sample(); }
+  // The FLOPs recomputation adds to one sample's training step under `recompute`
+  // (counted as forward_flops_per_sample counts): the price the planner weighs against
+  // the activation bytes it saves. 0 for Recompute::kNone and for a model without blocks.
+  int64_t recompute_flops_per_sample() const { return recompute_flops_per_sample_in(recompute()); }
+  virtual int64_t recompute_flops_per_sample_in(Recompute) const { return 0; }
   // The most workspace one training forward and backward of `batch` samples takes.
   size_t workspace_bytes(int64_t batch) const { return workspace_bytes_in(batch, compute_); }
   virtual size_t workspace_bytes_in(int64_t batch, DType compute) const = 0;

@@ -22,6 +22,7 @@ struct ModelSpec {
   double dropout = 0.0;    // on the embeddings and both residual branches of each block
   uint64_t seed = 1;       // the run's seed (train.seed), for dropout's masks
   std::string compute = "fp32";  // precision.compute: fp32 | bf16 (the runtime fills it, as seed)
+  std::string recompute = "none";  // memory.recompute: none | blocks (the runtime fills it, as seed)
 };
 
 }  // namespace dtrain

@@ -155,7 +155,7 @@ void SequentialClassifier::backward(const std::function<void(int)>& on_layer_don
   }
 }
 
-int64_t SequentialClassifier::activation_bytes_per_sample_in(DType) const {
+int64_t SequentialClassifier::activation_bytes_per_sample_in(DType, Recompute) const {
   int64_t bytes = 0;
   for (size_t i = 0; i < layers_.size(); ++i) bytes += layers_[i]->activation_bytes_per_sample(shapes_[i]);
   return bytes + (2 * grad_floats_per_sample_ + classes()) * static_cast<int64_t>(sizeof(float));

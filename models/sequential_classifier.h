@@ -57,8 +57,9 @@ class SequentialClassifier final : public Model {
   // Every layer output (none for aliasing layers), layer state (max-pool indices), the
   // two gradient buffers backward ping-pongs between (each the largest input gradient
   // a layer after the first writes), and the loss gradient (N, classes).
-  // fp32 only (build_model refuses bf16 for a classifier): `compute` is not consulted.
-  int64_t activation_bytes_per_sample_in(DType compute) const override;
+  // fp32 only (build_model refuses bf16 for a classifier): `compute` is not consulted;
+  // nor is `recompute` (a chain of layers has no blocks; build_model refuses it too).
+  int64_t activation_bytes_per_sample_in(DType compute, Recompute recompute) const override;
   int64_t forward_flops_per_sample() const override;
   // The largest any layer's ops or the loss take (the context keeps one workspace).
   size_t workspace_bytes_in(int64_t batch, DType compute) const override;

@@ -159,7 +159,7 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
 MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DType compute) {
   MemoryModel m = measured;
   m.params_bytes = model.param_bytes_in(compute);
-  m.activation_bytes_per_sample = model.activation_bytes_per_sample_in(compute);
+  m.activation_bytes_per_sample = model.activation_bytes_per_sample_in(compute, model.recompute());
   m.workspace_bytes = [&model, compute](int64_t b) { return static_cast<int64_t>(model.workspace_bytes_in(b, compute)); };
   return m;
 }

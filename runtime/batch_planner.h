@@ -79,7 +79,8 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
                             const SampleLayout& layout, int64_t eval_batch,
                             const std::string& reduce_dtype);
 // The same memory model were `model` to compute in `compute`: its parameter copy,
-// activations and workspace in that type, the rest as measured.
+// activations (with the model's recompute setting) and workspace in that type, the
+// rest as measured.
 MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DType compute);
 
 struct PlannerInputs {

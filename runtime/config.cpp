@@ -68,6 +68,10 @@ void check_across_keys(const Config& c) {
     throw ConfigError(c.where("precision.compute") + ": precision.compute is 'bf16' but the " + c.model.name +
                       " computes in fp32 only (bf16 is the gpt's); set precision.compute: fp32");
   }
+  if (c.memory.recompute != "none" && c.model.name != "gpt") {
+    throw ConfigError(c.where("memory.recompute") + ": memory.recompute is '" + c.memory.recompute + "' but the " +
+                      c.model.name + " has no blocks to recompute (recompute is the gpt's); set memory.recompute: none");
+  }
   if (c.optimizer.lr_scaling != "none" && c.optimizer.base_batch == 0) {
     throw ConfigError(c.where("optimizer.lr_scaling") + ": optimizer.lr_scaling is '" + c.optimizer.lr_scaling +
                       "' but optimizer.base_batch is not set; set it to the global batch that optimizer.lr was tuned for");

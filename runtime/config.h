@@ -86,6 +86,7 @@ struct MemoryConfig {
   double fraction = 0.9;                 // of the free memory the plan may use
   int64_t limit = 0;                     // per rank; 0: the device's memory
   std::vector<int64_t> limit_per_rank;   // one per rank; overrides `limit`
+  std::string recompute = "none";        // none | blocks: a GPT block keeps its input, recomputes the rest
 };
 
 struct CommConfig {

@@ -152,6 +152,9 @@ std::vector<ConfigSection> make_schema() {
            // Left out while empty: the reader does not accept an empty list.
            {"limit_per_rank", ByteSizeList{memory(&MemoryConfig::limit_per_rank)}, "one per rank; overrides `limit`",
             [](const Config& c) { return !c.memory.limit_per_rank.empty(); }},
+           // `auto` (the planner's choice) is not offered until the planner makes it.
+           {"recompute", Choice{memory(&MemoryConfig::recompute), {"none", "blocks"}},
+            "none, or blocks: each gpt block keeps its input and recomputes its forward in backward"},
        }},
       {"comm",
        {

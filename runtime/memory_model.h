@@ -11,7 +11,9 @@
 //   activations b * (the model's activations per sample, Model::activation_bytes_per_sample:
 //               for a classifier every layer's output and state, the two input-gradient
 //               buffers backward ping-pongs between and the loss gradient; for the GPT
-//               its activation block, attention's T x T per head included)
+//               its activation block, attention's saved state included, which
+//               memory.recompute: blocks shrinks to each block's input and one set of
+//               block tensors that all blocks share)
 //               + b * 2 training input slots (inputs, targets, sample ids)
 //               + e * 2 evaluation input slots
 //   workspace   the largest any layer's ops or the loss take for b samples (im2col

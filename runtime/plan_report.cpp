@@ -1,5 +1,6 @@
 #include "runtime/plan_report.h"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <sstream>
@@ -42,6 +43,29 @@ std::string join_list(const std::vector<std::string>& items) {
     out += items[i];
   }
   return out;
+}
+
+// One line on activation recomputation, or none for a model without blocks: the
+// bytes it saves per sample and the FLOPs it adds, said both when it is on and when a
+// user could turn it on.
+std::string recompute_line(const RecomputeReport& r) {
+  if (!r.available) return "";
+  const int64_t none = r.bytes_per_sample_none, blocks = r.bytes_per_sample_blocks;
+  const double extra = 100.0 * static_cast<double>(r.flops_per_sample_blocks) /
+                       static_cast<double>(std::max<int64_t>(1, r.training_flops_per_sample));
+  std::ostringstream out;
+  out.precision(3);
+  out << "plan: recompute: " << r.setting;
+  if (r.setting == "blocks") {
+    out << " (each block keeps its input and recomputes its forward in backward): activations "
+        << format_bytes(double(blocks)) << " per sample instead of " << format_bytes(double(none)) << " (saves "
+        << format_bytes(double(none - blocks)) << "), for +" << extra
+        << "% FLOPs per step (not counted in the throughput)";
+  } else {
+    out << " (memory.recompute: blocks would keep " << format_bytes(double(blocks)) << " of activations per sample "
+        << "instead of " << format_bytes(double(none)) << ", for +" << extra << "% FLOPs per step)";
+  }
+  return out.str() + "\n";
 }
 
 }  // namespace
@@ -89,6 +113,7 @@ std::string plan_text(const PlanSummary& s) {
   out << "; gradients reduced in " << s.reduce_dtype;
   if (s.reduce_dtype == "bf16") out << " (half the bytes of fp32 on the wire)";
   out << "\n";
+  out << recompute_line(s.recompute);
   for (size_t r = 0; r < s.outcome.ranks.size(); ++r) {
     const RankPlanReport& k = s.outcome.ranks[r];
     out << "plan: rank " << r << " " << k.device << ": memory " << format_bytes(double(k.memory.total)) << " total, "
@@ -123,6 +148,13 @@ std::string plan_json(const PlanSummary& s) {
       << ",\n  \"lr_scaling\": " << json_string(s.lr_scaling) << ",\n  \"base_batch\": " << s.base_batch
       << ",\n  \"warmup_steps\": " << s.warmup_steps << ",\n  \"compute\": " << json_string(s.compute)
       << ",\n  \"reduce_dtype\": " << json_string(s.reduce_dtype);
+  const RecomputeReport& r = s.recompute;
+  out << ",\n  \"recompute\": {\"setting\": " << json_string(r.setting)
+      << ", \"available\": " << (r.available ? "true" : "false")
+      << ", \"activation_bytes_per_sample_none\": " << r.bytes_per_sample_none
+      << ", \"activation_bytes_per_sample_blocks\": " << r.bytes_per_sample_blocks
+      << ", \"flops_per_sample_blocks\": " << r.flops_per_sample_blocks
+      << ", \"training_flops_per_sample\": " << r.training_flops_per_sample << "}";
   const std::vector<std::string> notes = determinism_notes(s.outcome);
   out << ",\n  \"bit_exact_resume\": " << (notes.empty() ? "true" : "false") << ",\n  \"determinism_notes\": [";
   for (size_t i = 0; i < notes.size(); ++i) out << (i ? ", " : "") << json_string(notes[i]);

@@ -21,6 +21,18 @@
 
 namespace dtrain {
 
+// What memory.recompute does to a training step, by this rank's model's own counts
+// (attention's saved state, and so the bytes, depend on the backend). Empty
+// (available false) for a model without blocks.
+struct RecomputeReport {
+  bool available = false;                // Model::can_recompute
+  std::string setting = "none";          // memory.recompute
+  int64_t bytes_per_sample_none = 0;     // activation bytes per sample without recompute
+  int64_t bytes_per_sample_blocks = 0;   // ... with recompute: blocks
+  int64_t flops_per_sample_blocks = 0;   // the FLOPs recompute: blocks adds per sample
+  int64_t training_flops_per_sample = 0; // the model's (3x forward), which throughput counts
+};
+
 struct PlanSummary {
   const PlanOutcome& outcome;
   double base_lr = 0.0;       // optimizer.lr
@@ -31,6 +43,7 @@ struct PlanSummary {
   int64_t warmup_steps = 0;
   std::string compute = "fp32";       // precision.compute
   std::string reduce_dtype = "fp32";  // comm.reduce_dtype
+  RecomputeReport recompute{};
 };
 
 // One sentence per layer that some rank runs without a deterministic algorithm, e.g.

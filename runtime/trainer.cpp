@@ -398,7 +398,8 @@ void TrainingRun::record(int64_t step, const StepSums& sums, double lr, Clock::t
   if (!leader_) return;
   const double step_s = seconds_since(t_step);
   const MemoryStats memory = ctx_.allocator().stats();
-  // Achieved FLOP/s counts the model's training FLOPs (3x forward), all ranks together.
+  // Achieved FLOP/s counts the model's training FLOPs (3x forward), all ranks together;
+  // not the forward work memory.recompute repeats (Model::forward_flops_per_sample).
   const double flops_per_sample = static_cast<double>(model_.training_flops_per_sample());
   std::vector<std::pair<std::string, double>> fields = {
       {"step", double(step + 1)},

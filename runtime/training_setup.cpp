@@ -30,6 +30,7 @@ void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communi
     ModelSpec spec = config.model;
     spec.seed = config.train.seed;  // dropout's masks
     spec.compute = config.precision.compute;
+    spec.recompute = config.memory.recompute;
     s.model = build_model(ctx, spec, s.data.train->facts());
     s.model->init(config.train.seed);
     s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count(),
@@ -63,6 +64,15 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
   s.base_batch = config.optimizer.base_batch;
   s.steps_per_epoch = steps_per_epoch;
   s.warmup_steps = schedule.warmup_steps;
+  s.recompute.setting = config.memory.recompute;
+  s.recompute.available = model->can_recompute();
+  if (s.recompute.available) {
+    const DType compute = model->compute_type();
+    s.recompute.bytes_per_sample_none = model->activation_bytes_per_sample_in(compute, Recompute::kNone);
+    s.recompute.bytes_per_sample_blocks = model->activation_bytes_per_sample_in(compute, Recompute::kBlocks);
+    s.recompute.flops_per_sample_blocks = model->recompute_flops_per_sample_in(Recompute::kBlocks);
+    s.recompute.training_flops_per_sample = model->training_flops_per_sample();
+  }
   return s;
 }
 

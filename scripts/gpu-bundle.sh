@@ -26,7 +26,7 @@ cmake --build "$build" --parallel "$(nproc)"
 
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/data"
 bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtrain_gpu_comm_tests"
-      "$build/tests/gpu/dtrain_gpu_runtime_tests"
+      "$build/tests/gpu/dtrain_gpu_models_tests" "$build/tests/gpu/dtrain_gpu_runtime_tests"
       "$build/tests/e2e/metrics_check")
 cp "${bins[@]}" "$out/bin/"
 # Without their symbol tables: the bundle and the tree travel in 64 MiB, which the

@@ -4,7 +4,8 @@
 # build-gpu/ made on this machine when it can build), and writes every log to one
 # folder: $OUT when set (the device tool's output folder), else gpu-check-logs/.
 #   1. probe: the card, driver, toolkit, MPI and libraries present
-#   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL)
+#   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL, the
+#      GPT with and without recompute)
 #   3. end-to-end: GPU against CPU trajectories, equivalence on the GPU, NCCL
 #   4. the GPT end-to-end in fp32: GPU against CPU (tests/e2e/gpu_gpt_checks.sh)
 #   5. the GPT benchmark (bench/run_gpt_gpu_bench.sh: GPT-2 124M in bf16, dtrain
@@ -114,7 +115,8 @@ else
     fail "build failed: see build.txt"; exit 1
   fi
   mkdir -p "$root/build-gpu/bin"
-  for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_runtime_tests \
+  for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_models_tests \
+           tests/gpu/dtrain_gpu_runtime_tests \
            tests/e2e/metrics_check; do
     ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
   done
@@ -143,7 +145,7 @@ export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}  # one machine, no network
 step "gpu unit tests" | tee -a "$logs/summary.txt"
 unit_logs=()
 gpt_ops=untested  # dtrain_gpu_tests' verdict: the CUDA op set, the GPT's ops included
-for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_runtime_tests; do
+for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_models_tests dtrain_gpu_runtime_tests; do
   unit_logs+=("$logs/$t.txt")
   timeout "$(limit 240 $((gpt_checks_s + gpt_bench_s)))" "$bin/$t" --gtest_output="xml:$logs/$t.xml" >"$logs/$t.txt" 2>&1
   case $? in

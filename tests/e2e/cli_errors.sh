@@ -55,6 +55,14 @@ c=$(cfg bad_choice "model:
   name: transformer")
 expect 2 "'model.name' = 'transformer' is not one of: mlp, cnn" "$c:2" -- "$dtrain" train "$c"
 
+# Recompute is the GPT's (its blocks): asked of the MLP, an error naming the key.
+c=$(cfg recompute_mlp "$base
+memory:
+  recompute: blocks")
+expect 2 "memory.recompute is 'blocks' but the mlp has no blocks to recompute" "$c:8" -- "$dtrain" train "$c"
+expect 2 "key 'memory.recompute' = 'auto' is not one of: none, blocks" -- "$dtrain" train "$c" \
+  --set memory.recompute=auto --run-dir "$work/run"
+
 c=$(cfg plain "$base")
 expect 2 "--set train.epochs=-3" "out of range" -- "$dtrain" train "$c" --set train.epochs=-3 --run-dir "$work/run"
 expect 2 "unknown key 'optimizer.learning_rate'" -- "$dtrain" train "$c" --set optimizer.learning_rate=0.1 --run-dir "$work/run"
