@@ -129,8 +129,10 @@ __global__ void cross_entropy_rows(const T* logits, const int32_t* labels, int64
     }
     sum = __shfl_sync(kFullMask, sum, 0);
 
-    // Read before dlogits is written: it may be the logits themselves.
+    // Read before dlogits is written: it may be the logits themselves (lane
+    // label % 32 writes d[label]; the other lanes must have read it first).
     const float z_label = to_float(z[label]);
+    __syncwarp();
     if (d != nullptr) {
       // The CPU op's float operations in its order: exp, times scale, minus grad_scale
       // (explicitly rounded, so nvcc does not fuse them into one FMA).
@@ -151,7 +153,9 @@ __global__ void cross_entropy_rows(const T* logits, const int32_t* labels, int64
 // elements [V i, V i + V) for i = t, t + kRowThreads, ..., in that order (V = 8 when
 // the rows are packable, else 1).
 template <int V, class T>
-__global__ void __launch_bounds__(kRowThreads)
+// Two blocks per SM (32 registers a thread) keep the two rows in flight the file
+// comment counts on.
+__global__ void __launch_bounds__(kRowThreads, 2)
     cross_entropy_block_rows(const T* logits, const int32_t* labels, int64_t batch, int64_t classes,
                              float grad_scale, T* dlogits, double loss_weight, double* row_loss, int32_t* row_hit,
                              unsigned long long* label_error, unsigned long long launch) {

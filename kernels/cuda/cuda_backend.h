@@ -160,6 +160,7 @@ class CudaBackend final : public OpsBackend {
   size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                DType type) const override;
   const FusedAttention& fused_attention() const { return *fused_attention_; }
+  const BiasLinearLt& bias_linear_lt() const { return *bias_linear_lt_; }
   // dropout.cu
   void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                        const int64_t* sample_ids, uint64_t key, float p) override;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
 #include "kernels/rng.h"
@@ -185,6 +186,31 @@ TYPED_TEST(FusedOpsIn, LinearForwardRepeatsBitForBit) {
     }
     EXPECT_TRUE(exactly(ys[1], ys[0]));
     EXPECT_TRUE(exactly(ys[2], ys[0]));
+  }
+}
+
+// The GPT's bf16 bias linears (GPT-2 124M's shapes) take the cuBLASLt path, not its
+// fallback, which would pass every value test too.
+class FusedOps : public testing::CudaAgainstCpuTest {};
+
+TEST_F(FusedOps, Bf16BiasLinearsOfGpt2ShapesRunAsOneCublasLtGemm) {
+  const BiasLinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).bias_linear_lt();
+  const int64_t rows = 256;
+  Rng rng(45);
+  struct Shape {
+    int64_t in, out;
+  };
+  for (const Shape s : {Shape{768, 2304}, Shape{768, 768}, Shape{3072, 768}}) {
+    SCOPED_TRACE(::testing::Message() << s.in << " -> " << s.out);
+    DeviceArray<bf16> x(gpu(), stored<bf16>(random_normal(rng, rows * s.in)));
+    DeviceArray<bf16> w(gpu(), stored<bf16>(random_normal(rng, s.out * s.in, 0.05)));
+    DeviceArray<bf16> bias(gpu(), stored<bf16>(random_normal(rng, s.out, 0.5)));
+    DeviceArray<bf16> y(gpu(), stored_nans<bf16>(rows * s.out));
+    const int64_t before = lt.calls();
+    ops::linear_forward(gpu(), x.get(), w.get(), bias.get(), nullptr, y.get(), rows, s.in, s.out,
+                        LinearEpilogue::kBias);
+    gpu().synchronize();
+    EXPECT_EQ(lt.calls(), before + 1);
   }
 }
 
