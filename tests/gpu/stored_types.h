@@ -132,6 +132,21 @@ inline std::vector<double> norm_slack(const std::vector<bf16>& want, double tol)
 // doubles it, so u = 2^-23 here. 1.01 covers gamma_n = n u / (1 - n u) while n u < 0.01.
 inline double gamma_n(int64_t n) { return 1.01 * static_cast<double>(n) * std::ldexp(1.0, -23); }
 
+// The dot product of n floats, in double (each product exact), and the magnitude
+// sum |a_d b_d| that an fp32 dot product's rounding bound scales with (gamma_n times it).
+struct DotMagnitude {
+  double dot, magnitude;
+};
+inline DotMagnitude dot_magnitude(const float* a, const float* b, int64_t n) {
+  DotMagnitude r{0.0, 0.0};
+  for (int64_t d = 0; d < n; ++d) {
+    const double product = static_cast<double>(a[d]) * b[d];
+    r.dot += product;
+    r.magnitude += std::fabs(product);
+  }
+  return r;
+}
+
 inline uint32_t bits_of(bf16 v) { return v.bits; }
 inline uint32_t bits_of(float v) {
   uint32_t u;

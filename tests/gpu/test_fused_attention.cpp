@@ -119,11 +119,7 @@ Bounds fused_bounds(const Shape& a, const std::vector<float>& qkv, const std::ve
         double m = -std::numeric_limits<double>::infinity(), max_sigma = 0.0;
         std::vector<double> score(static_cast<size_t>(i + 1));
         for (int64_t l = 0; l <= i; ++l) {
-          double dot = 0.0, mag = 0.0;
-          for (int64_t d = 0; d < hs; ++d) {
-            dot += static_cast<double>(q[i * ld + d]) * k[l * ld + d];
-            mag += std::fabs(static_cast<double>(q[i * ld + d]) * k[l * ld + d]);
-          }
+          const auto [dot, mag] = testing::dot_magnitude(q + i * ld, k + l * ld, hs);
           score[l] = s * dot;
           m = std::max(m, score[l]);
           max_sigma = std::max(max_sigma, 2.0 * gamma_n(hs + 1) * s * mag);
@@ -150,11 +146,7 @@ Bounds fused_bounds(const Shape& a, const std::vector<float>& qkv, const std::ve
       for (int64_t i = 0; i < T; ++i) {
         double D = 0.0, dD = 0.0;
         for (int64_t j = 0; j < T; ++j) {
-          double dot = 0.0, mag = 0.0;
-          for (int64_t d = 0; d < hs; ++d) {
-            dot += static_cast<double>(dO[i * C + d]) * v[j * ld + d];
-            mag += std::fabs(static_cast<double>(dO[i * C + d]) * v[j * ld + d]);
-          }
+          const auto [dot, mag] = testing::dot_magnitude(dO + i * C, v + j * ld, hs);
           dp[i * T + j] = dot;
           e[i * T + j] = 2.0 * gamma_n(hs) * mag;
           if (j <= i) {
