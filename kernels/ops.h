@@ -349,8 +349,8 @@ inline void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b
 // A linear layer's forward is a GEMM followed by its bias (and, for the MLP's c_fc,
 // GELU). cuBLASLt can apply both in the GEMM's epilogue, on the fp32 accumulator,
 // before anything is stored: so the fused op's contract is ONE rounding per stored
-// value, not the chain's. With v = x W^T + bias, in fp32 (the product as ops::gemm
-// computes it, then the bias added in fp32):
+// value, not the chain's. With v = x W^T + bias, in fp32 (the product summed in fp32,
+// in an order of the backend's GEMM, then the bias added in fp32):
 //   kBias:      y = round(v)                        (pre is not touched; may be null)
 //   kBiasGelu:  pre = round(v), y = round(gelu_tanh(v))
 // where round is the identity in fp32, so in fp32 the op is the chain gemm, add_bias,
