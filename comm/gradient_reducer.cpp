@@ -1,12 +1,18 @@
 #include "comm/gradient_reducer.h"
 
+#include <algorithm>
 #include <span>
 #include <utility>
 
-#include "comm/typed_collectives.h"
 #include "kernels/check.h"
 
 namespace dtrain {
+
+FlatRange intersect(const FlatRange& a, const FlatRange& b) {
+  const int64_t lo = std::max(a.offset, b.offset);
+  const int64_t hi = std::min(a.offset + a.count, b.offset + b.count);
+  return hi > lo ? FlatRange{lo, hi - lo} : FlatRange{lo, 0};
+}
 
 std::vector<GradientBucket> assign_gradient_buckets(const std::vector<FlatRange>& layers,
                                                     int64_t cap_elements) {
@@ -38,13 +44,34 @@ std::vector<GradientBucket> assign_gradient_buckets(const std::vector<FlatRange>
 
 GradientReducer::GradientReducer(Communicator& comm, float* grads,
                                  const std::vector<FlatRange>& layers, int64_t cap_elements,
-                                 std::optional<NarrowWire> wire)
+                                 std::optional<NarrowWire> wire, std::vector<FlatRange> shards)
     : comm_(comm), grads_(grads), buckets_(assign_gradient_buckets(layers, cap_elements)),
-      wire_(std::move(wire)) {
+      wire_(std::move(wire)), shards_(std::move(shards)) {
   if (wire_) {
     DTRAIN_ASSERT(wire_->staging != nullptr && wire_->narrow && wire_->widen,
                   "a narrow gradient wire needs its staging buffer and both conversions");
   }
+  if (shards_.empty()) return;
+  DTRAIN_ASSERT(static_cast<int>(shards_.size()) == comm_.size(),
+                shards_.size() << " shard ranges for " << comm_.size() << " ranks");
+  for (const GradientBucket& b : buckets_) {
+    std::vector<size_t> counts;
+    int64_t covered = 0;
+    for (const FlatRange& shard : shards_) {
+      const FlatRange part = intersect(FlatRange{b.offset, b.count}, shard);
+      counts.push_back(static_cast<size_t>(part.count));
+      covered += part.count;
+    }
+    DTRAIN_ASSERT(covered == b.count, "the shard ranges cover " << covered << " of a bucket's " << b.count
+                                                                << " gradients; they must cover the buffer");
+    block_counts_.push_back(std::move(counts));
+  }
+}
+
+FlatRange GradientReducer::reduced_part(size_t bucket) const {
+  const FlatRange whole{buckets_[bucket].offset, buckets_[bucket].count};
+  if (shards_.empty()) return whole;
+  return intersect(whole, shards_[static_cast<size_t>(comm_.rank())]);
 }
 
 void* GradientReducer::wire_at(int64_t offset) const {
@@ -52,17 +79,23 @@ void* GradientReducer::wire_at(int64_t offset) const {
 }
 
 void GradientReducer::launch_next() {
-  const GradientBucket& b = buckets_[next_++];
+  const size_t i = next_++;
+  const GradientBucket& b = buckets_[i];
   if (before_launch_) before_launch_(b);
   if (on_reduced_) launched_.push_back(Clock::now());
-  if (!wire_) {
-    in_flight_.push_back(all_reduce(comm_, std::span<float>(grads_ + b.offset, static_cast<size_t>(b.count))));
-    return;
+  void* data = grads_ + b.offset;
+  DataType type = DataType::Float32;
+  if (wire_) {
+    // Note [Narrow gradient reduction]: queued before the collective is issued.
+    data = wire_at(b.offset);
+    type = wire_->type;
+    wire_->narrow(grads_ + b.offset, data, b.count);
   }
-  // Note [Narrow gradient reduction]: queued before the collective is issued.
-  void* staged = wire_at(b.offset);
-  wire_->narrow(grads_ + b.offset, staged, b.count);
-  in_flight_.push_back(comm_.all_reduce(staged, static_cast<size_t>(b.count), wire_->type, ReduceOp::Sum));
+  if (shards_.empty()) {
+    in_flight_.push_back(comm_.all_reduce(data, static_cast<size_t>(b.count), type, ReduceOp::Sum));
+  } else {
+    in_flight_.push_back(comm_.reduce_scatter_v(data, block_counts_[i], type, ReduceOp::Sum));
+  }
 }
 
 void GradientReducer::on_layer_done(int layer) {
@@ -76,7 +109,10 @@ void GradientReducer::finish() {
     if (on_reduced_ && i < launched_.size()) on_reduced_(i, launched_[i], Clock::now());
     // Note [Narrow gradient reduction]: queued after wait(), which ordered the
     // device's queue after the collective.
-    if (wire_) wire_->widen(wire_at(buckets_[i].offset), grads_ + buckets_[i].offset, buckets_[i].count);
+    if (wire_) {
+      const FlatRange part = reduced_part(i);
+      if (part.count > 0) wire_->widen(wire_at(part.offset), grads_ + part.offset, part.count);
+    }
   }
   in_flight_.clear();
   launched_.clear();

@@ -37,6 +37,20 @@
 // values; the optimizer is queued after finish(), so it reads the widened ones. The
 // next step's narrowing of a bucket is queued after this step's widening of it, so
 // the staging buffer is never written while a collective still uses it.
+//
+// Note [Sharded gradient reduction]
+// With optimizer-state sharding (ZeRO stage 1) each rank updates one range of the flat
+// buffer (`shards`, one per rank in rank order, covering it: Note [Shard ranges],
+// runtime/optimizer_shards.h), so it needs the reduced gradient of that range only.
+// Each bucket is then reduce-scattered instead of all-reduced: the bucket's parts in
+// the ranks' ranges are its blocks (counts, many of them empty, the same on every
+// rank), and after the collective this rank's part of the bucket holds the sum; the
+// rest of the bucket keeps values no one reads (the trainer zeroes the gradients
+// after the step). It moves half the bytes of an all-reduce; the all-gather of the
+// updated parameters after the optimizer step moves the other half. With a narrow
+// wire, the whole bucket is narrowed as before and only this rank's part is widened.
+// Everything else is as unsharded: the same buckets, launched at the same points, in
+// the same order on every rank.
 #pragma once
 
 #include <chrono>
@@ -54,6 +68,9 @@ struct FlatRange {
   int64_t offset = 0;  // elements
   int64_t count = 0;
 };
+
+// The elements of `a` that `b` also covers (count 0 when they do not meet).
+FlatRange intersect(const FlatRange& a, const FlatRange& b);
 
 struct GradientBucket {
   int64_t offset = 0;   // elements into the flat gradient buffer
@@ -86,8 +103,11 @@ class GradientReducer {
  public:
   // Buckets travel as the fp32 gradients themselves (reduced in place), or, with
   // `wire`, narrowed to its type (Note [Narrow gradient reduction]).
+  // With `shards` (one range per rank), buckets are reduce-scattered to the ranks that
+  // own them (Note [Sharded gradient reduction]); empty: all-reduced.
   GradientReducer(Communicator& comm, float* grads, const std::vector<FlatRange>& layers,
-                  int64_t cap_elements, std::optional<NarrowWire> wire = std::nullopt);
+                  int64_t cap_elements, std::optional<NarrowWire> wire = std::nullopt,
+                  std::vector<FlatRange> shards = {});
 
   const std::vector<GradientBucket>& buckets() const { return buckets_; }
   // Runs `hook` on each bucket just before its all-reduce is launched, while it still
@@ -110,11 +130,16 @@ class GradientReducer {
  private:
   void launch_next();
   void* wire_at(int64_t offset) const;
+  // The part of bucket i that this rank receives reduced: all of it, or its shard's.
+  FlatRange reduced_part(size_t bucket) const;
 
   Communicator& comm_;
   float* grads_;
   std::vector<GradientBucket> buckets_;
   std::optional<NarrowWire> wire_;
+  std::vector<FlatRange> shards_;
+  // Sharded: each bucket's block counts, one per rank (kept while its collective runs).
+  std::vector<std::vector<size_t>> block_counts_;
   std::vector<std::unique_ptr<Work>> in_flight_;
   size_t next_ = 0;
   std::function<void(const GradientBucket&)> before_launch_;

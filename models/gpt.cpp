@@ -290,6 +290,11 @@ void Gpt::ensure_activations(int64_t batch) {
   capacity_ = batch;
 }
 
+void Gpt::set_recompute(Recompute recompute) {
+  release_activations();
+  config_.recompute = recompute;
+}
+
 void Gpt::release_activations() {
   activations_.reset();
   row_stats_.reset();

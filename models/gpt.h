@@ -145,6 +145,7 @@ class Gpt final : public Model {
   int64_t activation_bytes_per_sample_in(DType compute, Recompute recompute) const override;
   Recompute recompute() const override { return config_.recompute; }
   bool can_recompute() const override { return true; }
+  void set_recompute(Recompute recompute) override;
   // 2 * (the blocks' matmul weights, 12 C^2 per block) * T, plus attention's two
   // T x T x C products per layer (2 * 2 * T*T*C, the causal half counted as full, as
   // GPT-2 and PaLM FLOP counts do), plus the head 2 * T*C*V. LayerNorm, GELU, the

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "kernels/check.h"
 #include "kernels/errors.h"
 #include "kernels/ops.h"
 
@@ -34,6 +35,10 @@ void Model::load_params(const float* host, int64_t count) {
   }
   ops::copy_from_host(ctx_, params(), host, static_cast<size_t>(count) * sizeof(float));
   params_changed();
+}
+
+void Model::set_recompute(Recompute recompute) {
+  DTRAIN_ASSERT(recompute == Recompute::kNone, describe() << " has no blocks to recompute");
 }
 
 void Model::zero_grads() { ops::fill(ctx_, grads(), param_count_, 0.0f); }

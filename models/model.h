@@ -130,6 +130,10 @@ class Model {
   virtual Recompute recompute() const { return Recompute::kNone; }
   // Whether the model has blocks to recompute (Recompute::kBlocks); the GPT has.
   virtual bool can_recompute() const { return false; }
+  // Sets the recompute setting (memory.recompute: auto, once the planner has chosen);
+  // frees the activations, which the next forward allocates for the new setting. A
+  // model that cannot recompute accepts only kNone.
+  virtual void set_recompute(Recompute recompute);
   // FLOPs of one sample's forward pass (a multiply-add counts two); training is 3x.
   // These are the model's FLOPs: throughput and MFU count them alone, as PaLM's MFU
   // does, never the work recomputation repeats.

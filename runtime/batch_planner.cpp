@@ -133,7 +133,7 @@ std::vector<NondeterministicLayer> nondeterministic_layers(const std::vector<Par
 
 }  // namespace
 
-MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx, const SampleLayout& layout,
+MemoryModel memory_model_of(Model& model, int64_t optimizer_bytes, Context& ctx, const SampleLayout& layout,
                             int64_t eval_batch, const std::string& reduce_dtype) {
   model.release_activations();
   ctx.release_workspace();
@@ -141,7 +141,7 @@ MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& c
   const int64_t params = model.param_count();
   m.params_bytes = model.param_bytes();
   m.grads_bytes = params * static_cast<int64_t>(sizeof(float));
-  m.optimizer_bytes = params * optimizer.state_bytes_per_param();
+  m.optimizer_bytes = optimizer_bytes;
   m.reduce_staging_bytes = gradient_wire_staging_bytes(reduce_dtype, params);
   const auto in_use = static_cast<int64_t>(ctx.allocator().stats().in_use);
   m.library_workspace_bytes = std::max<int64_t>(
@@ -164,6 +164,18 @@ MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DTy
   return m;
 }
 
+TrainingBudget training_budget(const Config& config, Context& ctx, const PlannerInputs& inputs) {
+  // Emptied, the cache is part of neither: held is the live buffers' blocks, and
+  // available counts its bytes as free.
+  ctx.allocator().empty_cache();
+  const auto held = static_cast<int64_t>(ctx.allocator().stats().reserved);
+  const int64_t share = static_cast<int64_t>(inputs.device.available) / std::max(1, inputs.ranks_sharing_device);
+  TrainingBudget b;
+  b.free_bytes = held + share;
+  b.budget = static_cast<int64_t>(config.memory.fraction * static_cast<double>(b.free_bytes));
+  return b;
+}
+
 PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& optimizer, Context& ctx,
                           const Dataset& train, Communicator& control, const PlannerInputs& inputs) {
   // The backend's per-shape plans of every batch size tried (the bisection's and the
@@ -175,18 +187,13 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
   const int n = control.size();
   const bool auto_micro = config.train.micro_batch == kAuto;
   const MemoryModel memory =
-      memory_model_of(model, optimizer, ctx, train.layout(), config.eval.batch, config.comm.reduce_dtype);
+      memory_model_of(model, optimizer.state_bytes(), ctx, train.layout(), config.eval.batch, config.comm.reduce_dtype);
   const std::vector<std::string> devices = gather_device_names(control, ctx.device_name());
 
-  // What this rank may use: what it holds already plus its share of what is free, in
-  // reserved bytes (Note [Reserved memory in the budget]). Emptied, the cache is part of
-  // neither: held is the live buffers' blocks, and available counts its bytes as free.
-  ctx.allocator().empty_cache();
-  const auto held = static_cast<int64_t>(ctx.allocator().stats().reserved);
-  const int64_t share = static_cast<int64_t>(inputs.device.available) / std::max(1, inputs.ranks_sharing_device);
+  const TrainingBudget budget = training_budget(config, ctx, inputs);
   RoundRecord mine{};
-  mine.free_bytes = held + share;
-  mine.budget = static_cast<int64_t>(config.memory.fraction * static_cast<double>(mine.free_bytes));
+  mine.free_bytes = budget.free_bytes;
+  mine.budget = budget.budget;
   mine.need_at_one = memory.predict(1).total();
   // A rank never needs more than its share of the training set per micro-step.
   const int64_t most = std::max<int64_t>(1, train.size() / n);

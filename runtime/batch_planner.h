@@ -71,13 +71,14 @@ struct PlanOutcome {
   std::vector<RankPlanReport> ranks;  // every rank's, on every rank
 };
 
-// The memory model of training `model` with `optimizer` on ctx for data of this
-// sample layout, with eval.batch `eval_batch` and comm.reduce_dtype `reduce_dtype`,
-// whose staging buffer ctx's allocator must already hold (TrainingSetup allocates it
-// with the model). Reads what the allocator holds beyond those as library workspace.
-MemoryModel memory_model_of(Model& model, const Optimizer& optimizer, Context& ctx,
-                            const SampleLayout& layout, int64_t eval_batch,
-                            const std::string& reduce_dtype);
+// The memory model of training `model` with `optimizer_bytes` of optimizer state (what
+// the allocator holds for it now: Optimizer::state_bytes, or 0 before the optimizer is
+// made, for a candidate's model to set) on ctx for data of this sample layout, with
+// eval.batch `eval_batch` and comm.reduce_dtype `reduce_dtype`, whose staging buffer
+// ctx's allocator must already hold (TrainingSetup allocates it with the model). Reads
+// what the allocator holds beyond those as library workspace.
+MemoryModel memory_model_of(Model& model, int64_t optimizer_bytes, Context& ctx, const SampleLayout& layout,
+                            int64_t eval_batch, const std::string& reduce_dtype);
 // The same memory model were `model` to compute in `compute`: its parameter copy,
 // activations (with the model's recompute setting) and workspace in that type, the
 // rest as measured.
@@ -87,6 +88,15 @@ struct PlannerInputs {
   MemoryCapacity device;         // ctx.allocator().capacity(), or a test's stand-in
   int ranks_sharing_device = 1;  // ranks whose allocations come out of the same memory
 };
+
+// What this rank may use for training: what it holds already plus its share of what
+// is free, in reserved bytes (Note [Reserved memory in the budget]), and
+// memory.fraction of that. Empties the allocator's cache. Local.
+struct TrainingBudget {
+  int64_t free_bytes = 0;
+  int64_t budget = 0;
+};
+TrainingBudget training_budget(const Config& config, Context& ctx, const PlannerInputs& inputs);
 
 // Collective over `control`: every rank calls it with the same config. Throws
 // ConfigError or OutOfMemoryError (agreed: reported once) when no plan fits.

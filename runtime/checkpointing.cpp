@@ -151,17 +151,57 @@ void restore_from(ResumePoint& point, const Config& config, int64_t global_batch
   model.load_params(s.params.data(), static_cast<int64_t>(s.params.size()));
   model.zero_grads();
   const std::vector<float*> buffers = optimizer.state_buffers();
+  const FlatRange shard = optimizer.shard();
   for (size_t i = 0; i < buffers.size(); ++i) {
-    ops::copy_from_host(ctx, buffers[i], s.optimizer_state[i].data(), s.optimizer_state[i].size() * sizeof(float));
+    ops::copy_from_host(ctx, buffers[i], s.optimizer_state[i].data() + shard.offset,
+                        static_cast<size_t>(shard.count) * sizeof(float));
   }
   optimizer.set_steps_taken(s.optimizer_steps);
   noise.restore({s.noise[0], s.noise[1], s.noise[2], s.noise_steps});
   ctx.synchronize();
 }
 
+std::vector<std::vector<float>> gather_optimizer_state(Optimizer& optimizer, const std::vector<FlatRange>& shards,
+                                                       int64_t n, Context& ctx, Communicator& control) {
+  const bool leader = control.rank() == 0;
+  std::vector<std::vector<float>> whole;
+  const FlatRange mine = optimizer.shard();
+  for (float* buffer : optimizer.state_buffers()) {
+    std::vector<float> own(static_cast<size_t>(mine.count));
+    ops::copy_to_host(ctx, own.data(), buffer, own.size() * sizeof(float));
+    if (shards.empty()) {
+      if (leader) whole.push_back(std::move(own));
+      continue;
+    }
+    std::vector<float> full(leader ? static_cast<size_t>(n) : 0);
+    constexpr int64_t kChunk = int64_t{1} << 22;  // floats: 16 MiB
+    std::vector<float> scratch;
+    for (size_t r = 0; r < shards.size(); ++r) {
+      const FlatRange& range = shards[r];
+      for (int64_t at = 0; at < range.count; at += kChunk) {
+        const int64_t count = std::min(kChunk, range.count - at);
+        float* data;
+        if (static_cast<int>(r) == control.rank()) {
+          data = own.data() + at;
+          if (leader) std::copy(data, data + count, full.begin() + range.offset + at);
+        } else if (leader) {
+          data = full.data() + range.offset + at;
+        } else {
+          scratch.resize(static_cast<size_t>(count));
+          data = scratch.data();
+        }
+        broadcast(control, std::span<float>(data, static_cast<size_t>(count)), static_cast<int>(r))->wait();
+      }
+    }
+    if (leader) whole.push_back(std::move(full));
+  }
+  return whole;
+}
+
 CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64_t step, int64_t samples,
-                              int64_t steps_per_epoch, const Model& model, Optimizer& optimizer,
-                              const NoiseScaleEstimator& noise, Context& ctx) {
+                              int64_t steps_per_epoch, const Model& model, const Optimizer& optimizer,
+                              std::vector<std::vector<float>> optimizer_state, const NoiseScaleEstimator& noise,
+                              Context& ctx) {
   CheckpointState s;
   s.step = step;
   s.samples = samples;
@@ -175,11 +215,7 @@ CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64
   s.batch_in_epoch = step % steps_per_epoch;
   s.params.resize(static_cast<size_t>(model.param_count()));
   ops::copy_to_host(ctx, s.params.data(), model.params(), s.params.size() * sizeof(float));
-  for (float* buffer : optimizer.state_buffers()) {
-    std::vector<float> host(static_cast<size_t>(model.param_count()));
-    ops::copy_to_host(ctx, host.data(), buffer, host.size() * sizeof(float));
-    s.optimizer_state.push_back(std::move(host));
-  }
+  s.optimizer_state = std::move(optimizer_state);
   s.optimizer_steps = optimizer.steps_taken();
   const NoiseScaleEstimator::State n = noise.state();
   s.noise = {n.gradient_sq_ema, n.trace_ema, n.weight};

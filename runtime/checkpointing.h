@@ -44,14 +44,31 @@ ResumePoint find_resume_point(const std::string& resume, const std::string& dir,
 
 // Collective: rank 0 checks that the checkpoint fits this run (agreed ConfigError
 // listing every line that differs), then broadcasts its parameters, optimizer state
-// and noise-scale averages, which every rank loads.
+// and noise-scale averages, which every rank loads (of the optimizer state, its own
+// range: Optimizer::shard).
 void restore_from(ResumePoint& point, const Config& config, int64_t global_batch, Model& model,
                   Optimizer& optimizer, NoiseScaleEstimator& noise, Context& ctx, Communicator& control);
 
-// Rank 0's snapshot of the training state after `step` optimizer steps.
+// Collective over `control` when `shards` is not empty (the optimizer state is
+// sharded, Note [Shard ranges]): every optimizer state buffer whole, n floats each, on
+// rank 0; empty vectors elsewhere. A checkpoint holds the whole state in one file, so
+// it resumes on any number of ranks, sharded or not.
+//
+// Rank 0 gathers rather than each rank writing its range into the file at its offset:
+// the file is written, checked (CRC) and renamed into place by one process, as
+// unsharded, so a crash of any rank cannot leave a file with a hole, and no file
+// system shared by every node is assumed. The shards travel as broadcasts from each
+// owner over the control communicator, in chunks, so the other ranks never hold more
+// than their own range and one chunk; checkpoints are rare enough for the extra bytes.
+std::vector<std::vector<float>> gather_optimizer_state(Optimizer& optimizer, const std::vector<FlatRange>& shards,
+                                                       int64_t n, Context& ctx, Communicator& control);
+
+// Rank 0's snapshot of the training state after `step` optimizer steps, with the
+// optimizer's state buffers whole (gather_optimizer_state).
 CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64_t step, int64_t samples,
-                              int64_t steps_per_epoch, const Model& model, Optimizer& optimizer,
-                              const NoiseScaleEstimator& noise, Context& ctx);
+                              int64_t steps_per_epoch, const Model& model, const Optimizer& optimizer,
+                              std::vector<std::vector<float>> optimizer_state, const NoiseScaleEstimator& noise,
+                              Context& ctx);
 
 // Collective: rank 0 writes the checkpoint of `step` into `dir` and rotates; every rank
 // learns the outcome. A failure is reported by rank 0; with checkpoint.on_error: stop

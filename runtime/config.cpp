@@ -68,7 +68,7 @@ void check_across_keys(const Config& c) {
     throw ConfigError(c.where("precision.compute") + ": precision.compute is 'bf16' but the " + c.model.name +
                       " computes in fp32 only (bf16 is the gpt's); set precision.compute: fp32");
   }
-  if (c.memory.recompute != "none" && c.model.name != "gpt") {
+  if (c.memory.recompute == "blocks" && c.model.name != "gpt") {
     throw ConfigError(c.where("memory.recompute") + ": memory.recompute is '" + c.memory.recompute + "' but the " +
                       c.model.name + " has no blocks to recompute (recompute is the gpt's); set memory.recompute: none");
   }

@@ -58,6 +58,10 @@ struct OptimizerConfig {
   int64_t base_batch = 0;           // the global batch `lr` was tuned for; 0: not given
   std::string decay_filter = "matrices";  // matrices (weights of 2 or more dimensions) | all
   double clip_grad_norm = 0.0;      // clip the reduced gradient's global norm to this; 0: off
+  // auto | true | false: each rank keeps the optimizer state of its range of the
+  // parameters alone (ZeRO stage 1; runtime/optimizer_shards.h). auto: the planner
+  // decides (runtime/memory_levers.h).
+  std::string shard = "auto";
 };
 
 struct ScheduleConfig {
@@ -86,7 +90,9 @@ struct MemoryConfig {
   double fraction = 0.9;                 // of the free memory the plan may use
   int64_t limit = 0;                     // per rank; 0: the device's memory
   std::vector<int64_t> limit_per_rank;   // one per rank; overrides `limit`
-  std::string recompute = "none";        // none | blocks: a GPT block keeps its input, recomputes the rest
+  // auto | none | blocks: a GPT block keeps its input, recomputes the rest. auto: the
+  // planner decides (runtime/memory_levers.h).
+  std::string recompute = "auto";
 };
 
 struct CommConfig {

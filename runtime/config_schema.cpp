@@ -108,6 +108,8 @@ std::vector<ConfigSection> make_schema() {
             "weight decay on matrices (weights of 2 or more dimensions) or all parameters"},
            {"clip_grad_norm", Real{.field = optimizer(&OptimizerConfig::clip_grad_norm), .lo = 0.0, .hi = 1e9},
             "clip the reduced gradient's global norm to this; 0: off"},
+           {"shard", Choice{optimizer(&OptimizerConfig::shard), {"auto", "true", "false"}},
+            "each rank keeps the optimizer state of its range of the parameters alone; auto: when it pays"},
        }},
       {"schedule",
        {
@@ -152,9 +154,8 @@ std::vector<ConfigSection> make_schema() {
            // Left out while empty: the reader does not accept an empty list.
            {"limit_per_rank", ByteSizeList{memory(&MemoryConfig::limit_per_rank)}, "one per rank; overrides `limit`",
             [](const Config& c) { return !c.memory.limit_per_rank.empty(); }},
-           // `auto` (the planner's choice) is not offered until the planner makes it.
-           {"recompute", Choice{memory(&MemoryConfig::recompute), {"none", "blocks"}},
-            "none, or blocks: each gpt block keeps its input and recomputes its forward in backward"},
+           {"recompute", Choice{memory(&MemoryConfig::recompute), {"auto", "none", "blocks"}},
+            "none, or blocks: each gpt block keeps its input and recomputes its forward in backward; auto: when it pays"},
        }},
       {"comm",
        {

@@ -1,5 +1,7 @@
 #include "runtime/memory_probe.h"
 
+#include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <vector>
 
@@ -55,6 +57,25 @@ int64_t probe_micro_batch(Model& model, Context& ctx, const Dataset& data, int64
   }
   model.zero_grads();
   return static_cast<int64_t>(ctx.allocator().stats().peak);
+}
+
+double time_micro_step(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int reps) {
+  StepBuffers step(ctx, data.layout(), micro_batch);
+  step.batch.prefetch(data, 0, first_samples(data, micro_batch));
+  const Batch batch = step.batch.take();
+  ops::fill(ctx, step.stats.as<float>(), static_cast<int64_t>(step.stats.bytes() / sizeof(float)), 0.0f);
+  auto once = [&] {
+    model.forward(batch, Pass::kTrain, 1.0f, step.stats.as<double>());
+    model.backward();
+  };
+  once();
+  ctx.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) once();
+  ctx.synchronize();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  model.zero_grads();
+  return seconds / std::max(1, reps);
 }
 
 }  // namespace dtrain

@@ -1,49 +1,61 @@
 #include "runtime/optimizer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "kernels/check.h"
 #include "kernels/ops.h"
+#include "runtime/optimizer_shards.h"
 
 namespace dtrain {
 namespace {
 
+// A state buffer for the shard; at least one float, so an empty shard (a rank with
+// tiny memory, Note [Shard ranges]) still has a valid pointer.
+size_t bytes_of(const FlatRange& shard) { return static_cast<size_t>(std::max<int64_t>(1, shard.count)) * sizeof(float); }
+
 class Sgd final : public Optimizer {
  public:
-  Sgd(const OptimizerConfig& c, Context& ctx, int64_t n, std::vector<DecaySpan> spans)
-      : config_(c), n_(n), spans_(std::move(spans)), momentum_(ctx.allocator(), static_cast<size_t>(n) * sizeof(float), MemoryCategory::Optimizer) {
-    ops::fill(ctx, momentum_.as<float>(), n, 0.0f);
+  Sgd(const OptimizerConfig& c, Context& ctx, std::vector<DecaySpan> spans, FlatRange shard)
+      : config_(c), shard_(shard), spans_(std::move(spans)),
+        momentum_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer) {
+    ops::fill(ctx, momentum_.as<float>(), shard.count, 0.0f);
   }
   const char* name() const override { return "sgd"; }
-  int64_t state_bytes_per_param() const override { return sizeof(float); }
+  int64_t state_bytes_per_param() const override { return optimizer_state_bytes_per_param(config_); }
+  FlatRange shard() const override { return shard_; }
   std::vector<float*> state_buffers() override { return {momentum_.as<float>()}; }
   void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16) override {
     for (const DecaySpan& s : spans_) {
       const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
                        s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, config_.nesterov};
-      ops::sgd_update(ctx, params + s.offset, grads + s.offset, momentum_.as<float>() + s.offset, s.count, h);
+      ops::sgd_update(ctx, params + s.offset, grads + s.offset, momentum_.as<float>() + (s.offset - shard_.offset),
+                      s.count, h);
     }
-    if (params_bf16 != nullptr) ops::convert(ctx, params, params_bf16, n_);
+    if (params_bf16 != nullptr && shard_.count > 0) {
+      ops::convert(ctx, params + shard_.offset, params_bf16 + shard_.offset, shard_.count);
+    }
   }
 
  private:
   OptimizerConfig config_;
-  int64_t n_;
+  FlatRange shard_;
   std::vector<DecaySpan> spans_;
   Buffer momentum_;
 };
 
 class AdamW final : public Optimizer {
  public:
-  AdamW(const OptimizerConfig& c, Context& ctx, int64_t n, std::vector<DecaySpan> spans)
-      : config_(c), n_(n), spans_(std::move(spans)),
-        m_(ctx.allocator(), static_cast<size_t>(n) * sizeof(float), MemoryCategory::Optimizer),
-        v_(ctx.allocator(), static_cast<size_t>(n) * sizeof(float), MemoryCategory::Optimizer) {
-    ops::fill(ctx, m_.as<float>(), n, 0.0f);
-    ops::fill(ctx, v_.as<float>(), n, 0.0f);
+  AdamW(const OptimizerConfig& c, Context& ctx, std::vector<DecaySpan> spans, FlatRange shard)
+      : config_(c), shard_(shard), spans_(std::move(spans)),
+        m_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer),
+        v_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer) {
+    ops::fill(ctx, m_.as<float>(), shard.count, 0.0f);
+    ops::fill(ctx, v_.as<float>(), shard.count, 0.0f);
   }
   const char* name() const override { return "adamw"; }
-  int64_t state_bytes_per_param() const override { return 2 * sizeof(float); }
+  int64_t state_bytes_per_param() const override { return optimizer_state_bytes_per_param(config_); }
+  FlatRange shard() const override { return shard_; }
   std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
   int64_t steps_taken() const override { return t_; }
   void set_steps_taken(int64_t t) override { t_ = t; }
@@ -53,14 +65,15 @@ class AdamW final : public Optimizer {
       const AdamWHyper h{static_cast<float>(lr), static_cast<float>(config_.beta1),
                          static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
                          s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, t_};
-      ops::adamw_update(ctx, params + s.offset, grads + s.offset, m_.as<float>() + s.offset,
-                        v_.as<float>() + s.offset, s.count, h, params_bf16 ? params_bf16 + s.offset : nullptr);
+      const int64_t local = s.offset - shard_.offset;
+      ops::adamw_update(ctx, params + s.offset, grads + s.offset, m_.as<float>() + local, v_.as<float>() + local,
+                        s.count, h, params_bf16 ? params_bf16 + s.offset : nullptr);
     }
   }
 
  private:
   OptimizerConfig config_;
-  int64_t n_;
+  FlatRange shard_;
   std::vector<DecaySpan> spans_;
   Buffer m_, v_;
   int64_t t_ = 0;
@@ -86,10 +99,26 @@ std::vector<DecaySpan> decay_spans(const std::vector<ParamTensor>& tensors, int6
   return spans;
 }
 
+int64_t optimizer_state_bytes_per_param(const OptimizerConfig& config) {
+  return (config.name == "adamw" ? 2 : 1) * static_cast<int64_t>(sizeof(float));
+}
+
+std::vector<DecaySpan> spans_within(const std::vector<DecaySpan>& spans, const FlatRange& shard) {
+  std::vector<DecaySpan> out;
+  for (const DecaySpan& s : spans) {
+    const FlatRange part = intersect(FlatRange{s.offset, s.count}, shard);
+    if (part.count > 0) out.push_back(DecaySpan{part.offset, part.count, s.decay});
+  }
+  return out;
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, Context& ctx, int64_t n,
-                                          std::vector<DecaySpan> spans) {
-  if (config.name == "adamw") return std::make_unique<AdamW>(config, ctx, n, std::move(spans));
-  return std::make_unique<Sgd>(config, ctx, n, std::move(spans));
+                                          std::vector<DecaySpan> spans, FlatRange shard) {
+  DTRAIN_ASSERT(shard.offset >= 0 && shard.count >= 0 && shard.offset + shard.count <= n,
+                "optimizer shard [" << shard.offset << ", +" << shard.count << ") outside " << n << " parameters");
+  std::vector<DecaySpan> mine = spans_within(spans, shard);
+  if (config.name == "adamw") return std::make_unique<AdamW>(config, ctx, std::move(mine), shard);
+  return std::make_unique<Sgd>(config, ctx, std::move(mine), shard);
 }
 
 }  // namespace dtrain

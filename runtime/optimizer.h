@@ -4,15 +4,21 @@
 // the weights of two or more dimensions (matrices, convolution kernels, embeddings),
 // not biases or LayerNorm gains, as GPT-2's recipe and nanoGPT do. One update pass
 // per run of neighbouring tensors with the same decay.
+//
+// Sharded (optimizer.shard, Note [Shard ranges]), an optimizer keeps state for its
+// rank's range of the flat buffers alone and updates only that range; the trainer
+// all-gathers the updated parameters. Unsharded, the range is the whole buffer.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
 #include "kernels/memory.h"
+#include "comm/gradient_reducer.h"
 #include "models/model.h"
 #include "runtime/config.h"
 
@@ -22,19 +28,27 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   virtual const char* name() const = 0;
-  // One update of params (n floats, device) from grads with learning rate lr. When
-  // params_bf16 is not null it receives the updated parameters rounded to bf16 (the
-  // model's compute copy, Note [bf16 storage]), in the update's own pass where the op
-  // can.
+  // One update of the shard's range of params (the whole flat buffer of n floats,
+  // device) from the same range of grads with learning rate lr. When params_bf16 is
+  // not null its range receives the updated parameters rounded to bf16 (the model's
+  // compute copy, Note [bf16 storage]), in the update's own pass where the op can.
   virtual void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16 = nullptr) = 0;
-  // Bytes of optimizer state per parameter.
+  // Bytes of optimizer state per parameter of the shard.
   virtual int64_t state_bytes_per_param() const = 0;
-  // The state as flat device buffers of n floats each (SGD: momentum; AdamW: m, v),
-  // and the number of steps taken (AdamW's bias correction), for checkpoints.
+  // The range of the flat buffers this optimizer updates and keeps state for.
+  virtual FlatRange shard() const = 0;
+  // Bytes of optimizer state this rank holds.
+  int64_t state_bytes() const { return shard().count * state_bytes_per_param(); }
+  // The state as flat device buffers of shard().count floats each (SGD: momentum;
+  // AdamW: m, v), and the number of steps taken (AdamW's bias correction), for checkpoints.
   virtual std::vector<float*> state_buffers() = 0;
   virtual int64_t steps_taken() const { return 0; }
   virtual void set_steps_taken(int64_t) {}
 };
+
+// Bytes of state per parameter the optimizer of `config` keeps (SGD: momentum, 4;
+// AdamW: m and v, 8), known before it is made (the planner's levers).
+int64_t optimizer_state_bytes_per_param(const OptimizerConfig& config);
 
 // A contiguous run of parameters that share their weight decay.
 struct DecaySpan {
@@ -48,7 +62,17 @@ struct DecaySpan {
 std::vector<DecaySpan> decay_spans(const std::vector<ParamTensor>& tensors, int64_t n,
                                    const std::string& filter);
 
+// The parts of `spans` inside `shard`, in the same buffer coordinates.
+std::vector<DecaySpan> spans_within(const std::vector<DecaySpan>& spans, const FlatRange& shard);
+
+// An optimizer for the n parameters whose state and updates cover `shard` (the
+// whole buffer unless the run is sharded).
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, Context& ctx, int64_t n,
-                                          std::vector<DecaySpan> spans);
+                                          std::vector<DecaySpan> spans, FlatRange shard);
+// Unsharded: the whole buffer.
+inline std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, Context& ctx, int64_t n,
+                                                 std::vector<DecaySpan> spans) {
+  return make_optimizer(config, ctx, n, std::move(spans), FlatRange{0, n});
+}
 
 }  // namespace dtrain

@@ -68,6 +68,56 @@ std::string recompute_line(const RecomputeReport& r) {
   return out.str() + "\n";
 }
 
+std::string fixed(double v, int digits) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(digits);
+  out << v;
+  return out.str();
+}
+
+std::string joined(const std::vector<int64_t>& v, const char* sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + std::to_string(v[i]);
+  return out;
+}
+
+// The levers' lines: every candidate, the one taken and why, and the shard ranges.
+std::string levers_text(const LeverChoice& c, int64_t params_state_bytes_per_param) {
+  std::ostringstream out;
+  out << "plan: memory levers (optimizer.shard " << c.shard_setting << ", memory.recompute " << c.recompute_setting
+      << "): " << lever_name(c.chosen) << "; " << c.reason << "\n";
+  if (c.candidates.size() > 1) {
+    for (const LeverCandidate& k : c.candidates) {
+      out << "plan:   " << (lever_name(k.setting) == lever_name(c.chosen) ? "* " : "  ") << lever_name(k.setting)
+          << ": up to " << joined(k.capacity, " + ") << " per micro-batch; ";
+      if (!k.fits) {
+        out << "no plan fits\n";
+        continue;
+      }
+      out << "micro-batch " << joined(k.plan.micro_batch, " + ") << ", k " << k.plan.accumulation_steps
+          << ", global batch " << k.plan.global_batch;
+      if (k.step_seconds > 0) out << ", predicted " << fixed(k.step_seconds, 3) << " s per step";
+      out << "\n";
+    }
+  }
+  if (!c.times.empty()) {
+    out << "plan:   measured forward and backward:";
+    for (size_t r = 0; r < c.times.fixed_s.size(); ++r) {
+      out << (r ? ";" : "") << " rank " << r << " " << fixed(1e3 * c.times.fixed_s[r], 2) << " ms + "
+          << fixed(1e3 * c.times.per_sample_s[r], 2) << " ms per sample";
+    }
+    out << "\n";
+  }
+  for (size_t r = 0; r < c.shards.size(); ++r) {
+    out << "plan:   rank " << r << " owns parameters [" << c.shards[r].offset << ", "
+        << c.shards[r].offset + c.shards[r].count << "): " << c.shards[r].count << " ("
+        << format_bytes(double(c.shards[r].count * params_state_bytes_per_param)) << " of optimizer state)\n";
+  }
+  for (const std::string& note : c.notes) out << "plan: note: " << note << "\n";
+  return out.str();
+}
+
 }  // namespace
 
 std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
@@ -114,6 +164,7 @@ std::string plan_text(const PlanSummary& s) {
   if (s.reduce_dtype == "bf16") out << " (half the bytes of fp32 on the wire)";
   out << "\n";
   out << recompute_line(s.recompute);
+  if (s.levers != nullptr) out << levers_text(*s.levers, s.optimizer_state_bytes_per_param);
   for (size_t r = 0; r < s.outcome.ranks.size(); ++r) {
     const RankPlanReport& k = s.outcome.ranks[r];
     out << "plan: rank " << r << " " << k.device << ": memory " << format_bytes(double(k.memory.total)) << " total, "
@@ -155,6 +206,38 @@ std::string plan_json(const PlanSummary& s) {
       << ", \"activation_bytes_per_sample_blocks\": " << r.bytes_per_sample_blocks
       << ", \"flops_per_sample_blocks\": " << r.flops_per_sample_blocks
       << ", \"training_flops_per_sample\": " << r.training_flops_per_sample << "}";
+  if (s.levers != nullptr) {
+    const LeverChoice& c = *s.levers;
+    out << ",\n  \"levers\": {\"shard_setting\": " << json_string(c.shard_setting)
+        << ", \"recompute_setting\": " << json_string(c.recompute_setting)
+        << ", \"chosen\": " << json_string(lever_name(c.chosen)) << ", \"shard\": " << (c.chosen.shard ? "true" : "false")
+        << ", \"recompute\": " << json_string(c.chosen.recompute == Recompute::kBlocks ? "blocks" : "none")
+        << ", \"reason\": " << json_string(c.reason) << ", \"recompute_extra_flops\": " << c.recompute_extra
+        << ", \"notes\": [";
+    for (size_t i = 0; i < c.notes.size(); ++i) out << (i ? ", " : "") << json_string(c.notes[i]);
+    out << "], \"step_times\": [";
+    for (size_t r = 0; r < c.times.fixed_s.size(); ++r) {
+      out << (r ? ", " : "") << "{\"fixed_s\": " << c.times.fixed_s[r] << ", \"per_sample_s\": " << c.times.per_sample_s[r]
+          << "}";
+    }
+    out << "], \"candidates\": [";
+    for (size_t i = 0; i < c.candidates.size(); ++i) {
+      const LeverCandidate& k = c.candidates[i];
+      out << (i ? ", " : "") << "{\"name\": " << json_string(lever_name(k.setting))
+          << ", \"capacity\": [" << joined(k.capacity, ", ") << "], \"fits\": " << (k.fits ? "true" : "false");
+      if (k.fits) {
+        out << ", \"micro_batch\": [" << joined(k.plan.micro_batch, ", ") << "], \"accumulation_steps\": "
+            << k.plan.accumulation_steps << ", \"global_batch\": " << k.plan.global_batch;
+      }
+      if (k.step_seconds > 0) out << ", \"predicted_step_s\": " << k.step_seconds;
+      out << "}";
+    }
+    out << "], \"shards\": [";
+    for (size_t r = 0; r < c.shards.size(); ++r) {
+      out << (r ? ", " : "") << "{\"offset\": " << c.shards[r].offset << ", \"count\": " << c.shards[r].count << "}";
+    }
+    out << "]}";
+  }
   const std::vector<std::string> notes = determinism_notes(s.outcome);
   out << ",\n  \"bit_exact_resume\": " << (notes.empty() ? "true" : "false") << ",\n  \"determinism_notes\": [";
   for (size_t i = 0; i < notes.size(); ++i) out << (i ? ", " : "") << json_string(notes[i]);

@@ -18,6 +18,7 @@
 
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
+#include "runtime/memory_levers.h"
 
 namespace dtrain {
 
@@ -44,6 +45,8 @@ struct PlanSummary {
   std::string compute = "fp32";       // precision.compute
   std::string reduce_dtype = "fp32";  // comm.reduce_dtype
   RecomputeReport recompute{};
+  const LeverChoice* levers = nullptr;  // the planner's sharding and recompute (Note [Memory levers])
+  int64_t optimizer_state_bytes_per_param = 0;
 };
 
 // One sentence per layer that some rank runs without a deterministic algorithm, e.g.

@@ -233,6 +233,11 @@ class TrainingRun {
   // What the held-out split is called: a classifier's test set, a text's validation split.
   const std::string held_out_;
 
+  // Sharded (optimizer.shard): every rank's range of the flat buffers, and this
+  // rank's, which it reduces, clips and updates; empty shards_: unsharded.
+  const std::vector<FlatRange> shards_;
+  const FlatRange shard_;
+  std::vector<size_t> shard_counts_;  // the all-gather's block counts
   GradientReducer reducer_;
   StepBuffers step_buffers_;
   // Destroyed before the reducer's Works and the batch (Note [Abort before unwinding]).
@@ -254,13 +259,15 @@ class TrainingRun {
 
 // Buckets of comm.bucket_mb of fp32 gradients, whatever type they travel in
 // (comm.reduce_dtype: Note [Narrow gradient reduction]).
+// Sharded, buckets are reduce-scattered to the ranks that own them (Note [Sharded
+// gradient reduction]).
 GradientReducer make_reducer(Communicator& comm, Context& ctx, Model& model, const Buffer& reduce_staging,
-                             const Config& config) {
+                             const Config& config, const std::vector<FlatRange>& shards) {
   std::vector<FlatRange> ranges;
   for (const ParamRange& r : model.param_ranges()) ranges.push_back({r.offset, r.count});
   const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
   return GradientReducer(comm, model.grads(), ranges, std::max<int64_t>(1, bucket_cap),
-                         gradient_wire(ctx, config.comm.reduce_dtype, reduce_staging));
+                         gradient_wire(ctx, config.comm.reduce_dtype, reduce_staging), shards);
 }
 
 TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint& resume, Context& ctx,
@@ -272,7 +279,8 @@ TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint
       checkpoint_dir_(checkpoint_dir_of(config, run_dir)), say_(leader_ ? log : quiet_), model_(*setup.model),
       optimizer_(*setup.optimizer),
       held_out_(setup.data.train->layout().input_type == ElementType::kInt32 ? "validation" : "test"),
-      reducer_(make_reducer(comm, ctx, model_, setup.reduce_staging, config)),
+      shards_(setup.levers.shards), shard_(optimizer_.shard()),
+      reducer_(make_reducer(comm, ctx, model_, setup.reduce_staging, config, shards_)),
       step_buffers_(ctx, setup.data.train->layout(), plan_.micro_batch[static_cast<size_t>(comm.rank())]),
       abort_on_error_(comm), stats_(step_buffers_.stats.as<double>()),
       grad_scale_(static_cast<float>(1.0 / static_cast<double>(plan_.global_batch))),
@@ -282,6 +290,7 @@ TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint
     first_step_ = std::min(resume.state.step, setup.total_steps);
     samples_ = resume.state.samples;
   }
+  for (const FlatRange& r : shards_) shard_counts_.push_back(static_cast<size_t>(r.count));
   samples_at_log_ = samples_;
   result_.first_step = first_step_;
   result_.steps = first_step_;
@@ -359,8 +368,15 @@ TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step) {
   }
   // |G|^2 of the reduced gradient: the same on every rank, so a NaN or Inf in any
   // rank's gradient is seen by all alike, as is one in the all-reduced loss sum.
-  ops::sum_squares(ctx_, model_.grads(), model_.param_count(), 1.0, stats_ + kGradSqNorm);
-  all_reduce(comm_, std::span<double>(stats_, kGradSqNorm))->wait();
+  // Sharded, each rank holds its range of it reduced: the ranges' sums of squares
+  // travel in the step's all-reduce of the sums, so the norm costs no collective.
+  if (shards_.empty()) {
+    ops::sum_squares(ctx_, model_.grads(), model_.param_count(), 1.0, stats_ + kGradSqNorm);
+    all_reduce(comm_, std::span<double>(stats_, kGradSqNorm))->wait();
+  } else {
+    ops::sum_squares(ctx_, model_.grads() + shard_.offset, shard_.count, 1.0, stats_ + kGradSqNorm);
+    all_reduce(comm_, std::span<double>(stats_, kStepStats))->wait();
+  }
   StepSums sums;
   ops::copy_to_host(ctx_, sums.values, stats_, sizeof(sums.values));
   sums.loss = sums.values[kLossSum] / static_cast<double>(plan_.global_batch);
@@ -389,8 +405,19 @@ void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
                               noise_.trace_sum, noise_.small_batches);
   }
   TraceScope scope(trace_.get(), "optimizer step", "compute", step + 1);
-  clip_gradients(ctx_, model_.grads(), model_.param_count(), grad_sq, config_.optimizer.clip_grad_norm);
-  optimizer_.step(ctx_, model_.params(), model_.grads(), lr, model_.param_copy());
+  clip_gradients(ctx_, model_.grads() + shard_.offset, shard_.count, grad_sq, config_.optimizer.clip_grad_norm);
+  if (shards_.empty()) {
+    optimizer_.step(ctx_, model_.params(), model_.grads(), lr, model_.param_copy());
+    return;
+  }
+  // Sharded: this rank updates its range; the all-gather brings every rank's, and the
+  // bf16 copy is refreshed whole from them (the same rounding the update pass does).
+  optimizer_.step(ctx_, model_.params(), model_.grads(), lr);
+  {
+    TraceScope gather(trace_.get(), "all-gather parameters", "comm", step + 1);
+    comm_.all_gather_v(model_.params(), shard_counts_, DataType::Float32)->wait();
+  }
+  model_.params_changed();
 }
 
 // Rank 0: the step's metrics line and progress.
@@ -436,10 +463,12 @@ void TrainingRun::checkpoint(int64_t steps_done) {
   TraceScope scope(trace_.get(), "checkpoint", "io", steps_done);
   progress_->finish();  // the checkpoint's own line goes below the bar
   faults_.in_checkpoint(comm_.rank());
+  std::vector<std::vector<float>> optimizer_state =
+      gather_optimizer_state(optimizer_, shards_, model_.param_count(), ctx_, control_);
   std::optional<CheckpointState> state;
   if (leader_) {
     state = capture_state(config_, plan_, steps_done, samples_, setup_.steps_per_epoch, model_, optimizer_,
-                          noise_scale_, ctx_);
+                          std::move(optimizer_state), noise_scale_, ctx_);
   }
   save_checkpoint(config_, checkpoint_dir_, state ? &*state : nullptr, steps_done, control_, log_);
 }

@@ -22,6 +22,28 @@ int64_t total_steps_of(const Config& c, int64_t steps_per_epoch) {
   return std::min(c.train.max_steps, by_epochs);
 }
 
+OutOfMemoryError does_not_fit(const Config& config, Context& ctx, const OutOfMemoryError& e) {
+  const MemoryCapacity memory = ctx.allocator().capacity();
+  return OutOfMemoryError("the model '" + config.model.name + "' does not fit on " + ctx.device_name() +
+                          ": its parameters, gradients and optimizer state alone do not fit in " +
+                          format_bytes(double(memory.limit ? memory.limit : memory.free)) +
+                          " (before any sample); use a device with more memory, a smaller model, or raise " +
+                          "memory.limit. (" + e.what() + ")");
+}
+
+// The optimizer for the chosen levers: the rank's shard of the state, or all of it.
+void make_optimizer_for(TrainingSetup& s, const Config& config, Context& ctx, int rank) {
+  const int64_t n = s.model->param_count();
+  const FlatRange shard = s.levers.shards.empty() ? FlatRange{0, n} : s.levers.shards[static_cast<size_t>(rank)];
+  s.model->set_recompute(s.levers.chosen.recompute);
+  try {
+    s.optimizer = make_optimizer(config.optimizer, ctx, n,
+                                 decay_spans(s.model->param_tensors(), n, config.optimizer.decay_filter), shard);
+  } catch (const OutOfMemoryError& e) {
+    throw does_not_fit(config, ctx, e);
+  }
+}
+
 // The parts built without collectives (Note [Setup agreement]).
 void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communicator& control,
              const std::string& run_dir) {
@@ -30,20 +52,13 @@ void prepare(TrainingSetup& s, const Config& config, Context& ctx, const Communi
     ModelSpec spec = config.model;
     spec.seed = config.train.seed;  // dropout's masks
     spec.compute = config.precision.compute;
-    spec.recompute = config.memory.recompute;
+    // memory.recompute: auto builds without; the planner may set blocks (Note [Memory levers]).
+    spec.recompute = config.memory.recompute == "auto" ? "none" : config.memory.recompute;
     s.model = build_model(ctx, spec, s.data.train->facts());
     s.model->init(config.train.seed);
-    s.optimizer = make_optimizer(config.optimizer, ctx, s.model->param_count(),
-                                 decay_spans(s.model->param_tensors(), s.model->param_count(),
-                                             config.optimizer.decay_filter));
     s.reduce_staging = allocate_gradient_wire_staging(ctx, config.comm.reduce_dtype, s.model->param_count());
   } catch (const OutOfMemoryError& e) {
-    const MemoryCapacity memory = ctx.allocator().capacity();
-    throw OutOfMemoryError("the model '" + config.model.name + "' does not fit on " + ctx.device_name() +
-                           ": its parameters, gradients and optimizer state alone do not fit in " +
-                           format_bytes(double(memory.limit ? memory.limit : memory.free)) +
-                           " (before any sample); use a device with more memory, a smaller model, or raise " +
-                           "memory.limit. (" + e.what() + ")");
+    throw does_not_fit(config, ctx, e);
   }
   if (control.rank() == 0 && !run_dir.empty()) {
     std::error_code ec;
@@ -64,7 +79,9 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
   s.base_batch = config.optimizer.base_batch;
   s.steps_per_epoch = steps_per_epoch;
   s.warmup_steps = schedule.warmup_steps;
-  s.recompute.setting = config.memory.recompute;
+  s.recompute.setting = model->recompute() == Recompute::kBlocks ? "blocks" : "none";
+  s.levers = &levers;
+  s.optimizer_state_bytes_per_param = optimizer_state_bytes_per_param(config.optimizer);
   s.recompute.available = model->can_recompute();
   if (s.recompute.available) {
     const DType compute = model->compute_type();
@@ -93,6 +110,15 @@ TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& c
     throw;
   }
 
+  const PlannerInputs inputs{ctx.allocator().capacity(), ranks_sharing_device};
+  s.levers = choose_memory_levers(config, *s.model, optimizer_state_bytes_per_param(config.optimizer), ctx,
+                                  *s.data.train, control, inputs);
+  try {
+    make_optimizer_for(s, config, ctx, control.rank());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree_on_setup(control, error);
   s.planned = plan_training(config, *s.model, *s.optimizer, ctx, *s.data.train, control,
                             PlannerInputs{ctx.allocator().capacity(), ranks_sharing_device});
   const int64_t global_batch = s.planned.plan.global_batch;

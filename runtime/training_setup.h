@@ -15,6 +15,7 @@
 #include "runtime/config.h"
 #include "runtime/dataset.h"
 #include "runtime/global_sampler.h"
+#include "runtime/memory_levers.h"
 #include "runtime/optimizer.h"
 #include "runtime/plan_report.h"
 
@@ -27,6 +28,9 @@ struct TrainingSetup {
   // comm.reduce_dtype bf16: the gradients' bf16 copy that buckets travel in (empty
   // for fp32), allocated before planning so the plan counts it (runtime/gradient_wire.h).
   Buffer reduce_staging;
+  // The planner's sharding and recompute settings (Note [Memory levers]); its shards
+  // are every rank's range of the flat buffers when the optimizer state is sharded.
+  LeverChoice levers;
   PlanOutcome planned;
   std::unique_ptr<GlobalSampler> sampler;
   int64_t steps_per_epoch = 0;

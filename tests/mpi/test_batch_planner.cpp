@@ -102,7 +102,7 @@ TEST(BatchPlannerRanks, OutOfMemoryInOneRanksProbeMakesEveryRankReplanTogether) 
   EXPECT_EQ(out.plan.global_batch, out.plan.samples_per_micro_step());
   // The liar backed off to what it really holds: at most what the truth predicts.
   if (comm.rank() == liar) {
-    const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch,
+    const MemoryModel memory = memory_model_of(*r.model, r.optimizer->state_bytes(), *r.ctx, r.data.train->layout(), c.eval.batch,
                                                c.comm.reduce_dtype);
     EXPECT_LE(memory.predict(out.plan.micro_batch[static_cast<size_t>(liar)]).total(),
               static_cast<int64_t>(limit_of(liar)));

@@ -75,7 +75,7 @@ class PredictionVsProbe : public ::testing::TestWithParam<std::pair<std::string,
 TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
   const Config c = config_for(GetParam().first, GetParam().second);
   Rank r(c);
-  const MemoryModel memory = memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch,
+  const MemoryModel memory = memory_model_of(*r.model, r.optimizer->state_bytes(), *r.ctx, r.data.train->layout(), c.eval.batch,
                                                c.comm.reduce_dtype);
   // The fixed part by formula: 4 bytes per parameter for each of params and grads;
   // SGD with momentum keeps one mirror, AdamW two.
@@ -109,7 +109,7 @@ TEST(BatchPlanner, Bf16ReduceStagingAddsTwoBytesPerParameterToPredictionAndPeak)
   const int64_t micro = 100;
   auto predicted_and_peak = [&](const std::string& reduce_dtype) {
     const MemoryModel memory =
-        memory_model_of(*r.model, *r.optimizer, *r.ctx, r.data.train->layout(), c.eval.batch, reduce_dtype);
+        memory_model_of(*r.model, r.optimizer->state_bytes(), *r.ctx, r.data.train->layout(), c.eval.batch, reduce_dtype);
     r.model->release_activations();
     r.ctx->release_workspace();
     const int64_t peak =

@@ -183,7 +183,10 @@ TEST_F(ConfigTest, Bf16ComputeIsTheGptsAndNamesWhereItWasSet) {
 TEST_F(ConfigTest, RecomputeIsTheGptsAndNamesWhereItWasSet) {
   const Config gpt = load_config(write("model:\n  name: gpt\nmemory:\n  recompute: blocks\n"), {});
   EXPECT_EQ(gpt.memory.recompute, "blocks");
-  EXPECT_EQ(load_config(write(""), {}).memory.recompute, "none");
+  // The planner decides unless told (Note [Memory levers]); auto is not an error on a
+  // model without blocks, where it means none.
+  EXPECT_EQ(load_config(write(""), {}).memory.recompute, "auto");
+  EXPECT_EQ(load_config(write("model:\n  name: mlp\nmemory:\n  recompute: auto\n"), {}).memory.recompute, "auto");
   std::string m = error_of("model:\n  name: mlp\nmemory:\n  recompute: blocks\n");
   EXPECT_NE(m.find(path_ + ":4: memory.recompute is 'blocks' but the mlp has no blocks to recompute"),
             std::string::npos)
@@ -191,13 +194,21 @@ TEST_F(ConfigTest, RecomputeIsTheGptsAndNamesWhereItWasSet) {
   EXPECT_NE(m.find("set memory.recompute: none"), std::string::npos) << m;
   m = error_of("model:\n  name: cnn\n", {"memory.recompute=blocks"});
   EXPECT_NE(m.find("--set memory.recompute=blocks: memory.recompute is 'blocks' but the cnn"), std::string::npos) << m;
-  // The planner's `auto` is not offered yet: a bad value names the key and the values.
-  for (const char* bad : {"auto", "layers", "true"}) {
+  for (const char* bad : {"layers", "true"}) {
     m = error_of(std::string("model:\n  name: gpt\nmemory:\n  recompute: ") + bad + "\n");
-    EXPECT_NE(m.find(path_ + ":4: key 'memory.recompute' = '" + bad + "' is not one of: none, blocks"),
+    EXPECT_NE(m.find(path_ + ":4: key 'memory.recompute' = '" + bad + "' is not one of: auto, none, blocks"),
               std::string::npos)
         << m;
   }
+}
+
+TEST_F(ConfigTest, ShardIsAutoTrueOrFalseAndNamesTheKey) {
+  EXPECT_EQ(load_config(write(""), {}).optimizer.shard, "auto");
+  EXPECT_EQ(load_config(write("optimizer:\n  shard: false\n"), {}).optimizer.shard, "false");
+  EXPECT_EQ(load_config(write(""), {"optimizer.shard=true"}).optimizer.shard, "true");
+  const std::string m = error_of("optimizer:\n  shard: zero1\n");
+  EXPECT_NE(m.find(path_ + ":2: key 'optimizer.shard' = 'zero1' is not one of: auto, true, false"), std::string::npos)
+      << m;
 }
 
 TEST_F(ConfigTest, LrScalingNeedsItsBaseAndWarmupIsGivenOnce) {
@@ -293,6 +304,7 @@ optimizer:
   base_batch: 32
   decay_filter: all
   clip_grad_norm: 1.5
+  shard: true
 schedule:
   warmup_steps: 20
   warmup_epochs: 0
@@ -371,6 +383,7 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_EQ(c.optimizer.base_batch, 32);
   EXPECT_EQ(c.optimizer.decay_filter, "all");
   EXPECT_DOUBLE_EQ(c.optimizer.clip_grad_norm, 1.5);
+  EXPECT_EQ(c.optimizer.shard, "true");
   EXPECT_EQ(c.schedule.decay, "step");
   EXPECT_DOUBLE_EQ(c.schedule.min_lr, 0.0001);
   EXPECT_EQ(c.schedule.step_size, 50);

@@ -54,7 +54,7 @@ TEST_P(GptPredictionVsProbe, MeasuredPeakIsWithinTenPercent) {
   model->init(1);
   const int64_t n = model->param_count();
   auto optimizer = make_optimizer(c.optimizer, *ctx, n, decay_spans(model->param_tensors(), n, "matrices"));
-  const MemoryModel memory = memory_model_of(*model, *optimizer, *ctx, data.train->layout(), c.eval.batch,
+  const MemoryModel memory = memory_model_of(*model, optimizer->state_bytes(), *ctx, data.train->layout(), c.eval.batch,
                                              c.comm.reduce_dtype);
   EXPECT_EQ(memory.optimizer_bytes, 8 * n);
   for (int64_t micro : {1, 3, 8}) {

@@ -1,0 +1,107 @@
+// The planner's two memory levers: optimizer-state sharding (optimizer.shard) and
+// activation recomputation (memory.recompute). Set to auto, the planner turns each on
+// when it pays, and says why.
+//
+// Note [Memory levers]
+// Before the optimizer is made, every rank gathers the others' training budgets
+// (runtime/batch_planner.h), and so the shard ranges (Note [Shard ranges]). Then each
+// candidate setting (sharding off or on, recompute none or blocks; the settings a key
+// fixes are not varied) gets, on every rank, the largest micro-batch its memory model
+// predicts to fit: sharding cuts the optimizer bytes to the rank's range, recompute the
+// activation bytes per sample. The capacities are gathered, and every rank plans every
+// candidate as the planner would (plan_from_capacities) and chooses the same:
+//   - a fixed global batch: the smallest accumulation k wins. Among candidates of the
+//     same k the one with fewer levers wins: none, then sharding (it adds no FLOPs),
+//     then recompute, then both. So a lever is only ever taken when it lowers k, or
+//     when nothing fits without it.
+//   - train.global_batch auto: the largest global batch wins (the mission: memory sets
+//     the global batch), and again fewer levers among equals.
+// One case needs a measurement: recompute lowers k below the best setting without it,
+// for extra FLOPs. Then each rank times a forward and backward at two micro-batches,
+// t(b) = fixed + per_sample * b (the step's fixed cost, launches and small kernels,
+// is what a larger micro-batch saves), and predicts each candidate's step as
+//   k * max over ranks of (fixed_r + per_sample_r * b_r * (1 + recompute's extra FLOPs
+//   over the training FLOPs)).
+// The faster wins. Sharding's communication is left out of the prediction: its
+// reduce-scatter and all-gather move the bytes of the all-reduce they replace; the
+// all-gather after the optimizer step is not overlapped with backward, which the
+// benchmark measures (bench/RESULTS.md).
+// The probe steps of the batch planner then check the chosen setting as any other.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/gradient_reducer.h"
+#include "kernels/context.h"
+#include "models/model.h"
+#include "runtime/batch_plan.h"
+#include "runtime/batch_planner.h"
+#include "runtime/config.h"
+#include "runtime/dataset.h"
+
+namespace dtrain {
+
+struct LeverSetting {
+  bool shard = false;
+  Recompute recompute = Recompute::kNone;
+};
+
+// "none", "shard", "recompute", "shard + recompute".
+std::string lever_name(const LeverSetting& s);
+
+struct LeverCandidate {
+  LeverSetting setting;
+  std::vector<int64_t> capacity;  // per rank, from the memory model; 0: not even one sample
+  bool fits = false;              // a plan exists
+  BatchPlan plan;                 // when it fits
+  double step_seconds = -1.0;     // predicted; negative when not measured
+};
+
+// The measured cost of one forward and backward on each rank (Note [Memory levers]).
+struct StepTimes {
+  std::vector<double> fixed_s;       // per rank
+  std::vector<double> per_sample_s;  // per rank
+  bool empty() const { return fixed_s.empty(); }
+};
+
+struct LeverChoice {
+  LeverSetting chosen;
+  std::vector<LeverCandidate> candidates;
+  std::vector<FlatRange> shards;  // every rank's range when chosen.shard; else empty
+  std::string reason;             // why the chosen one, in a sentence
+  std::vector<std::string> notes; // e.g. sharding asked for on one rank
+  double recompute_extra = 0.0;   // recompute's FLOPs over the training FLOPs
+  StepTimes times;                // when measured
+  std::string shard_setting;      // optimizer.shard as configured
+  std::string recompute_setting;  // memory.recompute as configured
+};
+
+// The candidates a config leaves open on `world_size` ranks, for a model that can
+// recompute or not, in preference order (fewer levers first).
+std::vector<LeverSetting> lever_candidates(const Config& config, int world_size, bool can_recompute);
+
+// Plans each candidate from its capacities: `micro_batch` kAuto plans from the
+// capacities for `global_batch` (a number or kAuto); a fixed one fits where every
+// capacity holds it. Pure.
+void plan_candidates(std::vector<LeverCandidate>& candidates, int64_t global_batch, int64_t micro_batch);
+
+// True when the choice needs measured step times: recompute lowers k below the best
+// candidate without it (a fixed global batch). Pure.
+bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch);
+
+// Chooses among planned candidates (Note [Memory levers]); fills step_seconds where
+// `times` is given. When none fits, the last candidate (the most levers) is chosen, and
+// the planner reports that it does not fit. Pure.
+LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global_batch, const StepTimes& times,
+                          double recompute_extra);
+
+// Collective over `control`: the choice for this config, model and devices. The model
+// is as built (before set_recompute); no optimizer state is allocated yet.
+LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t optimizer_bytes_per_param,
+                                 Context& ctx, const Dataset& train, Communicator& control,
+                                 const PlannerInputs& inputs);
+
+}  // namespace dtrain

@@ -1,0 +1,151 @@
+// The planner's choice of memory levers (Note [Memory levers]) on constructed cases:
+// the capacities each candidate setting would have, planned and chosen by the pure
+// functions the collective one calls.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "runtime/config.h"
+#include "runtime/memory_levers.h"
+
+namespace dtrain {
+namespace {
+
+const LeverSetting kNone{false, Recompute::kNone};
+const LeverSetting kShard{true, Recompute::kNone};
+const LeverSetting kRecompute{false, Recompute::kBlocks};
+const LeverSetting kBoth{true, Recompute::kBlocks};
+
+// The four candidates of a two-rank run with both keys on auto, in preference order,
+// with the capacity each rank predicts for them.
+std::vector<LeverCandidate> four(std::vector<int64_t> none, std::vector<int64_t> shard, std::vector<int64_t> recompute,
+                                 std::vector<int64_t> both) {
+  std::vector<LeverCandidate> c(4);
+  c[0].setting = kNone;
+  c[0].capacity = none;
+  c[1].setting = kShard;
+  c[1].capacity = shard;
+  c[2].setting = kRecompute;
+  c[2].capacity = recompute;
+  c[3].setting = kBoth;
+  c[3].capacity = both;
+  return c;
+}
+
+LeverChoice choose(std::vector<LeverCandidate> c, int64_t global_batch, const StepTimes& times = {},
+                   double recompute_extra = 1.0 / 3.0, int64_t micro_batch = kAuto) {
+  plan_candidates(c, global_batch, micro_batch);
+  return choose_levers(std::move(c), global_batch, times, recompute_extra);
+}
+
+TEST(MemoryLevers, TheCandidatesAConfigLeavesOpenComeInPreferenceOrder) {
+  Config c;
+  c.optimizer.shard = "auto";
+  c.memory.recompute = "auto";
+  const std::vector<LeverSetting> all = lever_candidates(c, 2, true);
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(lever_name(all[0]), "none");
+  EXPECT_EQ(lever_name(all[1]), "shard");
+  EXPECT_EQ(lever_name(all[2]), "recompute");
+  EXPECT_EQ(lever_name(all[3]), "shard + recompute");
+  // One rank has nothing to shard; a model without blocks nothing to recompute.
+  EXPECT_EQ(lever_candidates(c, 1, true).size(), 2u);
+  EXPECT_EQ(lever_candidates(c, 4, false).size(), 2u);
+  c.optimizer.shard = "true";
+  ASSERT_EQ(lever_candidates(c, 1, false).size(), 1u);
+  EXPECT_FALSE(lever_candidates(c, 1, false)[0].shard) << "sharding on one rank is a no-op";
+  EXPECT_TRUE(lever_candidates(c, 2, false)[0].shard);
+  c.memory.recompute = "none";
+  c.optimizer.shard = "false";
+  ASSERT_EQ(lever_candidates(c, 8, true).size(), 1u);
+}
+
+TEST(MemoryLevers, NeitherIsTakenWhenNeitherLowersK) {
+  // Every setting holds the 16 samples in one micro-step on two ranks.
+  const LeverChoice c = choose(four({8, 8}, {9, 9}, {20, 20}, {22, 22}), 16);
+  EXPECT_EQ(lever_name(c.chosen), "none");
+  EXPECT_NE(c.reason.find("no lever needed"), std::string::npos) << c.reason;
+  EXPECT_FALSE(needs_step_times(c.candidates, 16));
+}
+
+TEST(MemoryLevers, OnlyShardingFits) {
+  // Without sharding not one sample fits; with it 4 per rank, so k = 2 for 16.
+  const LeverChoice c = choose(four({0, 0}, {4, 4}, {0, 0}, {6, 6}), 16);
+  EXPECT_EQ(lever_name(c.chosen), "shard") << "shard + recompute has the same k, for more FLOPs";
+  EXPECT_EQ(c.candidates[1].plan.accumulation_steps, 2);
+  EXPECT_NE(c.reason.find("nothing fits without it"), std::string::npos) << c.reason;
+}
+
+TEST(MemoryLevers, OnlyRecomputeFits) {
+  const LeverChoice c = choose(four({0, 0}, {0, 0}, {4, 4}, {5, 5}), 16);
+  EXPECT_EQ(lever_name(c.chosen), "recompute");
+  EXPECT_FALSE(needs_step_times(c.candidates, 16)) << "nothing without recompute fits: no comparison to time";
+}
+
+TEST(MemoryLevers, BothAreNeeded) {
+  const LeverChoice c = choose(four({0, 0}, {0, 0}, {0, 0}, {3, 3}), 12);
+  EXPECT_EQ(lever_name(c.chosen), "shard + recompute");
+  EXPECT_EQ(c.candidates[3].plan.accumulation_steps, 2);
+}
+
+TEST(MemoryLevers, ShardingIsTakenWhenItLowersK) {
+  // 16 on two ranks: 4 + 4 needs k = 2, 8 + 8 one step; sharding adds no FLOPs.
+  const LeverChoice c = choose(four({4, 4}, {8, 8}, {8, 8}, {12, 12}), 16);
+  EXPECT_EQ(lever_name(c.chosen), "shard");
+  EXPECT_NE(c.reason.find("k 2 -> 1 at no extra FLOPs"), std::string::npos) << c.reason;
+}
+
+TEST(MemoryLevers, RecomputeThatLowersKIsTakenOnlyWhenThePredictionSaysItIsFaster) {
+  // Without recompute 2 + 2 (k = 4); with it 8 + 8 (k = 1), for a third more FLOPs.
+  const auto candidates = four({2, 2}, {2, 2}, {8, 8}, {8, 8});
+  std::vector<LeverCandidate> planned = candidates;
+  plan_candidates(planned, 16, kAuto);
+  EXPECT_TRUE(needs_step_times(planned, 16));
+  // A step dominated by its fixed cost: 4 x (1 + 0.02) = 4.08 s against 1 + 0.08 x 4/3.
+  const StepTimes launch_bound{{1.0, 1.0}, {0.01, 0.01}};
+  const LeverChoice fast = choose(candidates, 16, launch_bound);
+  EXPECT_EQ(lever_name(fast.chosen), "recompute");
+  EXPECT_NEAR(fast.candidates[0].step_seconds, 4.0 * (1.0 + 0.02), 1e-12);
+  EXPECT_NEAR(fast.candidates[2].step_seconds, 1.0 + 0.08 * 4.0 / 3.0, 1e-12);
+  EXPECT_NE(fast.reason.find("k 4 -> 1 for +33% FLOPs"), std::string::npos) << fast.reason;
+  EXPECT_NE(fast.reason.find("x faster per step"), std::string::npos) << fast.reason;
+  // A step of pure per-sample work: 4 x 2 = 8 s against 8 x 4/3 s. Recompute loses.
+  const StepTimes compute_bound{{0.0, 0.0}, {1.0, 1.0}};
+  EXPECT_EQ(lever_name(choose(candidates, 16, compute_bound).chosen), "none");
+  // Unmeasured: recompute is not taken for speed.
+  EXPECT_EQ(lever_name(choose(candidates, 16).chosen), "none");
+}
+
+TEST(MemoryLevers, TheSlowestRankSetsThePredictedStep) {
+  // Rank 1 is twice as slow per sample: each step waits for it.
+  const StepTimes times{{0.5, 0.5}, {0.1, 0.2}};
+  const LeverChoice c = choose(four({2, 2}, {2, 2}, {8, 8}, {8, 8}), 16, times, 0.25);
+  EXPECT_NEAR(c.candidates[0].step_seconds, 4.0 * (0.5 + 0.2 * 2.0), 1e-12);
+  EXPECT_NEAR(c.candidates[2].step_seconds, 1.0 * (0.5 + 0.2 * 8.0 * 1.25), 1e-12);
+}
+
+TEST(MemoryLevers, AnAutomaticGlobalBatchTakesTheLargest) {
+  const LeverChoice c = choose(four({4, 4}, {5, 5}, {9, 9}, {10, 10}), kAuto);
+  EXPECT_EQ(lever_name(c.chosen), "shard + recompute");
+  EXPECT_EQ(c.candidates[3].plan.global_batch, 20);
+  EXPECT_NE(c.reason.find("global batch 8 -> 20"), std::string::npos) << c.reason;
+  // Ties keep fewer levers.
+  EXPECT_EQ(lever_name(choose(four({4, 4}, {4, 4}, {4, 4}, {4, 4}), kAuto).chosen), "none");
+}
+
+TEST(MemoryLevers, AFixedMicroBatchFitsWhereEveryRankHoldsIt) {
+  const LeverChoice c = choose(four({5, 7}, {6, 8}, {9, 9}, {10, 10}), 24, {}, 0.3, /*micro_batch=*/6);
+  EXPECT_FALSE(c.candidates[0].fits) << "rank 0 holds 5 < 6";
+  EXPECT_EQ(lever_name(c.chosen), "shard");
+  EXPECT_EQ(c.candidates[1].plan.accumulation_steps, 2);
+}
+
+TEST(MemoryLevers, WhenNothingFitsTheMostLeversAreChosenForThePlannerToReport) {
+  const LeverChoice c = choose(four({0, 0}, {0, 0}, {0, 0}, {0, 3}), 16);
+  EXPECT_EQ(lever_name(c.chosen), "shard + recompute");
+  EXPECT_NE(c.reason.find("nothing fits"), std::string::npos) << c.reason;
+}
+
+}  // namespace
+}  // namespace dtrain
