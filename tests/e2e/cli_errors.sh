@@ -60,8 +60,10 @@ c=$(cfg recompute_mlp "$base
 memory:
   recompute: blocks")
 expect 2 "memory.recompute is 'blocks' but the mlp has no blocks to recompute" "$c:8" -- "$dtrain" train "$c"
-expect 2 "key 'memory.recompute' = 'auto' is not one of: none, blocks" -- "$dtrain" train "$c" \
-  --set memory.recompute=auto --run-dir "$work/run"
+expect 2 "key 'memory.recompute' = 'layers' is not one of: auto, none, blocks" -- "$dtrain" train "$c" \
+  --set memory.recompute=layers --run-dir "$work/run"
+expect 2 "key 'optimizer.shard' = 'zero3' is not one of: auto, true, false" -- "$dtrain" train "$c" \
+  --set optimizer.shard=zero3 --run-dir "$work/run"
 
 c=$(cfg plain "$base")
 expect 2 "--set train.epochs=-3" "out of range" -- "$dtrain" train "$c" --set train.epochs=-3 --run-dir "$work/run"
