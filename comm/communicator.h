@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace dtrain {
@@ -57,11 +58,40 @@ class Communicator {
   // buf (count elements) becomes root's buf on every rank.
   virtual std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) = 0;
   virtual std::unique_ptr<Work> barrier() = 0;
+
+  // The variable-count collectives, for state sharded in ranges of unequal size (each
+  // rank owns one contiguous range of a flat buffer). `counts[r]` elements per rank r,
+  // in blocks that lie back to back in rank order in `buf` (sum(counts) elements; a
+  // block may be empty). Every rank passes the same counts, one per rank; `counts` is
+  // read during the call only.
+  //
+  // The defaults here are correct for every backend but move more bytes than needed
+  // (reduce_scatter_v all-reduces the whole buffer; all_gather_v is one broadcast per
+  // non-empty block, each going through the broadcast's tree or pipeline); the real
+  // backends override them.
+  //
+  // In place: afterwards block r of rank r's buf holds the reduction of every rank's
+  // block r; the other blocks of buf hold unspecified values.
+  virtual std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                                 ReduceOp op);
+  // In place: block r of rank r's buf is its contribution; afterwards every rank's buf
+  // holds every rank's block.
+  virtual std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type);
+
   // Ends this rank's outstanding collectives at once, for a rank that fails alone: its
   // communicator can then be destroyed without waiting for peers that will never come
   // (NCCL: ncclCommAbort). Called by the thread that uses the communicator. Nothing to
   // do for backends that the process exit ends.
   virtual void abort() {}
+
+ protected:
+  // Throws CommError naming the backend and `collective` unless `counts` has one entry
+  // per rank; returns sum(counts).
+  size_t checked_total(std::span<const size_t> counts, const char* collective) const;
 };
+
+// The offset, in elements, of block `r` of a variable-count collective: the sum of
+// counts[0..r).
+size_t block_offset(std::span<const size_t> counts, int r);
 
 }  // namespace dtrain

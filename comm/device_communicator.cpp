@@ -64,6 +64,21 @@ class DirectDeviceCommunicator final : public Communicator {
     host_.broadcast_blocking(buf, count, type, root);
     return std::make_unique<CompletedWork>();
   }
+  // MPI's own v-forms, as for the other collectives: the non-blocking ones for host
+  // buffers, the blocking ones (which never move data on the host) for device buffers.
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override {
+    ctx_.synchronize();
+    if (!blocking_) return host_.reduce_scatter_v(buf, counts, type, op);
+    host_.reduce_scatter_v_blocking(buf, counts, type, op);
+    return std::make_unique<CompletedWork>();
+  }
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override {
+    ctx_.synchronize();
+    if (!blocking_) return host_.all_gather_v(buf, counts, type);
+    host_.all_gather_v_blocking(buf, counts, type);
+    return std::make_unique<CompletedWork>();
+  }
   std::unique_ptr<Work> barrier() override {
     ctx_.synchronize();
     return host_.barrier();

@@ -10,6 +10,11 @@
 // reproducible. The op runs on the host: under CUDA-aware Open MPI its coll/cuda
 // component stages device buffers of reductions through host memory before any op
 // sees them.
+//
+// The variable-count collectives are MPI's own v-forms, reduce-scatter with recvcounts
+// and all-gather with displacements, so each block travels as the MPI library plans it
+// for the whole buffer, with no padding to equal blocks. Note [In-place reduce_scatter_v]
+// says how its result reaches the rank's block.
 #pragma once
 
 #include <mpi.h>
@@ -35,6 +40,9 @@ class MpiCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override;
 
   // The blocking forms (complete on return). For device buffers under CUDA-aware Open
   // MPI, which handles device memory only in its blocking collectives (its non-blocking
@@ -45,6 +53,11 @@ class MpiCommunicator final : public Communicator {
                                ReduceOp op);
   void all_gather_blocking(const void* send, void* recv, size_t send_count, DataType type);
   void broadcast_blocking(void* buf, size_t count, DataType type, int root);
+  // One MPI_Reduce per non-empty block, rooted at its owner and in place there: the
+  // result lands in the block itself, where MPI_Reduce_scatter's in-place result would
+  // need moving, which this class cannot do in device memory.
+  void reduce_scatter_v_blocking(void* buf, std::span<const size_t> counts, DataType type, ReduceOp op);
+  void all_gather_v_blocking(void* buf, std::span<const size_t> counts, DataType type);
 
  private:
   MPI_Op op_for(ReduceOp op, DataType type) const;

@@ -103,6 +103,29 @@ double monotonic_seconds() {
 
 void sleep_seconds(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
 
+// Issues `issue_block(block, count, owner)` for every non-empty block of a
+// variable-count collective, in rank order, inside one NCCL group (Note [Variable-count
+// collectives over NCCL], nccl_communicator.h). Every rank skips the same empty blocks,
+// so the calls match across ranks.
+template <class IssueBlock>
+void issue_grouped_per_block(void* buf, std::span<const size_t> counts, DataType type, int rank,
+                             IssueBlock&& issue_block) {
+  char* block = static_cast<char*>(buf);
+  DTRAIN_NCCL_CHECK(ncclGroupStart(), rank);
+  try {
+    for (size_t owner = 0; owner < counts.size(); ++owner) {
+      if (counts[owner] > 0) issue_block(block, counts[owner], static_cast<int>(owner));
+      block += counts[owner] * data_type_size(type);
+    }
+  } catch (...) {
+    // Closes the group the failed call leaves open in this thread; the error thrown is
+    // that call's, and the caller aborts the communicator.
+    (void)ncclGroupEnd();
+    throw;
+  }
+  DTRAIN_NCCL_ISSUE(ncclGroupEnd(), rank);
+}
+
 }  // namespace
 
 // The Work of one NCCL collective: its completion event, recorded on the NCCL stream
@@ -361,6 +384,27 @@ std::unique_ptr<Work> NcclCommunicator::broadcast(void* buf, size_t count, DataT
   DTRAIN_ASSERT(root >= 0 && root < size_, "broadcast root " << root << " outside [0, " << size_ << ")");
   return launch("broadcast", false, [&] {
     DTRAIN_NCCL_ISSUE(ncclBroadcast(buf, buf, count, to_nccl(type), root, comm_, stream_.get()), rank_);
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::reduce_scatter_v(void* buf, std::span<const size_t> counts,
+                                                         DataType type, ReduceOp op) {
+  checked_total(counts, "reduce_scatter_v");
+  return launch("reduce_scatter_v", false, [&] {
+    issue_grouped_per_block(buf, counts, type, rank_, [&](char* block, size_t count, int owner) {
+      // In place at the owner; the other ranks' copies of the block are only read.
+      DTRAIN_NCCL_ISSUE(ncclReduce(block, block, count, to_nccl(type), to_nccl(op), owner, comm_, stream_.get()),
+                        rank_);
+    });
+  });
+}
+
+std::unique_ptr<Work> NcclCommunicator::all_gather_v(void* buf, std::span<const size_t> counts, DataType type) {
+  checked_total(counts, "all_gather_v");
+  return launch("all_gather_v", false, [&] {
+    issue_grouped_per_block(buf, counts, type, rank_, [&](char* block, size_t count, int owner) {
+      DTRAIN_NCCL_ISSUE(ncclBroadcast(block, block, count, to_nccl(type), owner, comm_, stream_.get()), rank_);
+    });
   });
 }
 

@@ -57,6 +57,18 @@ class NcclWork;
 // it: the collectives behave as they did when blocking, and the initialisation ends
 // after `timeout_s` with a message naming the rank. Being nonblocking is also what
 // NCCL requires for ncclCommAbort to be safe at any point.
+//
+// Note [Variable-count collectives over NCCL]: NCCL's reduce-scatter and all-gather
+// take equal blocks only. reduce_scatter_v is one NCCL group of ncclReduce calls, one
+// per non-empty block, rooted at the block's owner and in place there; all_gather_v is
+// one group of ncclBroadcast calls, one per non-empty block, from its owner and in
+// place. The alternative, padding every block to the largest and running
+// ncclReduceScatter/ncclAllGather, would copy the flat buffer into a padded one and
+// back, and send the padding too: every block would travel at the size of the
+// largest, and with ranges in proportion to memory one large range makes them all
+// large. The grouped calls work on the flat buffer where it is, send each block's
+// bytes only, and NCCL issues a group together (aggregated into one launch where it
+// can). Empty blocks are skipped on every rank alike, so the calls still match.
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap`'s ranks: NCCL rank and size are bootstrap's. Rank 0
@@ -80,6 +92,10 @@ class NcclCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  // Note [Variable-count collectives over NCCL].
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override;
   // ncclCommAbort: collectives in flight end, and the communicator is unusable after.
   void abort() override;
 

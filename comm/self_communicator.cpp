@@ -30,4 +30,15 @@ std::unique_ptr<Work> SelfCommunicator::broadcast(void*, size_t, DataType, int r
 
 std::unique_ptr<Work> SelfCommunicator::barrier() { return std::make_unique<CompletedWork>(); }
 
+std::unique_ptr<Work> SelfCommunicator::reduce_scatter_v(void*, std::span<const size_t> counts, DataType,
+                                                         ReduceOp) {
+  checked_total(counts, "reduce_scatter_v");
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> SelfCommunicator::all_gather_v(void*, std::span<const size_t> counts, DataType) {
+  checked_total(counts, "all_gather_v");
+  return std::make_unique<CompletedWork>();
+}
+
 }  // namespace dtrain

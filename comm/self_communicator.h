@@ -17,6 +17,11 @@ class SelfCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  // One rank owns the one block, and holds its reduction and every block already: the
+  // identity, with nothing to copy.
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override;
 };
 
 }  // namespace dtrain

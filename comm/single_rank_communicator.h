@@ -3,7 +3,8 @@
 // nothing here: no copies to the host and no wait for the device, which keeps a
 // one-process run's queue full (the trainer counts the host's waits per step,
 // OpsBackend::host_syncs). The collectives with a separate output buffer
-// (all_gather, reduce_scatter) still need their copy, and go through `staged`.
+// (all_gather, reduce_scatter) still need their copy, and go through `staged`. The
+// variable-count ones are in place, so they too leave the buffer as it is.
 #pragma once
 
 #include <memory>
@@ -32,6 +33,14 @@ class SingleRankCommunicator final : public Communicator {
   }
   std::unique_ptr<Work> broadcast(void*, size_t, DataType, int) override { return std::make_unique<CompletedWork>(); }
   std::unique_ptr<Work> barrier() override { return std::make_unique<CompletedWork>(); }
+  std::unique_ptr<Work> reduce_scatter_v(void*, std::span<const size_t> counts, DataType, ReduceOp) override {
+    checked_total(counts, "reduce_scatter_v");
+    return std::make_unique<CompletedWork>();
+  }
+  std::unique_ptr<Work> all_gather_v(void*, std::span<const size_t> counts, DataType) override {
+    checked_total(counts, "all_gather_v");
+    return std::make_unique<CompletedWork>();
+  }
   void abort() override { staged_.abort(); }
 
  private:

@@ -16,6 +16,19 @@ size_t align_region(size_t bytes) { return (bytes + kRegionAlign - 1) / kRegionA
 
 char* at(const HostBuffer& b, size_t offset) { return b.as<char>() + offset; }
 
+// The extents, in bytes, of a variable-count collective's buffer and of one rank's
+// block in it.
+struct BlockBytes {
+  size_t total = 0;
+  size_t own_offset = 0;
+  size_t own = 0;
+};
+
+BlockBytes block_bytes(std::span<const size_t> counts, size_t total_count, int rank, DataType type) {
+  const size_t element = data_type_size(type);
+  return {total_count * element, block_offset(counts, rank) * element, counts[static_cast<size_t>(rank)] * element};
+}
+
 // Copies device input to the host and waits for it. The wait is what makes staging
 // correct on an asynchronous device: the copy is queued after the compute that wrote
 // the input, and the host collective may only read (or, for a broadcast, write) the
@@ -145,6 +158,28 @@ std::unique_ptr<Work> StagingCommunicator::broadcast(void* buf, size_t count, Da
   auto host_work = host_.broadcast(host, count, type, root);
   return std::make_unique<StagingWork>(ctx_, pool_, std::move(staging), std::move(host_work), host,
                                        buf, is_root ? 0 : bytes);
+}
+
+std::unique_ptr<Work> StagingCommunicator::reduce_scatter_v(void* buf, std::span<const size_t> counts,
+                                                            DataType type, ReduceOp op) {
+  const BlockBytes b = block_bytes(counts, checked_total(counts, "reduce_scatter_v"), rank(), type);
+  HostBuffer staging = pool_.acquire(b.total);
+  stage_in(ctx_, staging.data(), buf, b.total);
+  char* host_block = at(staging, b.own_offset);
+  auto host_work = host_.reduce_scatter_v(staging.data(), counts, type, op);
+  return std::make_unique<StagingWork>(ctx_, pool_, std::move(staging), std::move(host_work), host_block,
+                                       static_cast<char*>(buf) + b.own_offset, b.own);
+}
+
+std::unique_ptr<Work> StagingCommunicator::all_gather_v(void* buf, std::span<const size_t> counts,
+                                                        DataType type) {
+  const BlockBytes b = block_bytes(counts, checked_total(counts, "all_gather_v"), rank(), type);
+  HostBuffer staging = pool_.acquire(b.total);
+  stage_in(ctx_, at(staging, b.own_offset), static_cast<const char*>(buf) + b.own_offset, b.own);
+  void* host = staging.data();
+  auto host_work = host_.all_gather_v(host, counts, type);
+  return std::make_unique<StagingWork>(ctx_, pool_, std::move(staging), std::move(host_work), host, buf,
+                                       b.total);
 }
 
 std::unique_ptr<Work> StagingCommunicator::barrier() {

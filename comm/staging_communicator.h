@@ -45,6 +45,12 @@ class StagingCommunicator final : public Communicator {
                                    DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  // The host communicator's v-forms on a staged copy of the buffer: the whole buffer
+  // goes to the host for reduce_scatter_v and only this rank's block comes back; only
+  // this rank's block goes for all_gather_v and the whole buffer comes back.
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override;
   void abort() override { host_.abort(); }
 
   // Host transfer memory kept for reuse (tests and memory reports).

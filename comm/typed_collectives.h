@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <numeric>
 #include <span>
 #include <type_traits>
 
@@ -49,6 +50,22 @@ std::unique_ptr<Work> all_gather(Communicator& comm, std::span<const T> send, st
 template <class T>
 std::unique_ptr<Work> broadcast(Communicator& comm, std::span<T> buf, int root) {
   return comm.broadcast(buf.data(), buf.size(), data_type_of<T>(), root);
+}
+
+// `buf` holds the blocks of every rank back to back, counts[r] elements for rank r.
+template <class T>
+std::unique_ptr<Work> reduce_scatter_v(Communicator& comm, std::span<T> buf, std::span<const size_t> counts,
+                                       ReduceOp op = ReduceOp::Sum) {
+  DTRAIN_ASSERT(std::accumulate(counts.begin(), counts.end(), size_t{0}) == buf.size(),
+                "reduce_scatter_v: buf must hold sum(counts) elements");
+  return comm.reduce_scatter_v(buf.data(), counts, data_type_of<T>(), op);
+}
+
+template <class T>
+std::unique_ptr<Work> all_gather_v(Communicator& comm, std::span<T> buf, std::span<const size_t> counts) {
+  DTRAIN_ASSERT(std::accumulate(counts.begin(), counts.end(), size_t{0}) == buf.size(),
+                "all_gather_v: buf must hold sum(counts) elements");
+  return comm.all_gather_v(buf.data(), counts, data_type_of<T>());
 }
 
 // Blocking conveniences for scalars.

@@ -76,4 +76,13 @@ std::unique_ptr<Work> WatchedCommunicator::barrier() {
   return issue("barrier", [&] { return inner_.barrier(); });
 }
 
+std::unique_ptr<Work> WatchedCommunicator::reduce_scatter_v(void* buf, std::span<const size_t> counts,
+                                                            DataType type, ReduceOp op) {
+  return issue("reduce-scatter-v", [&] { return inner_.reduce_scatter_v(buf, counts, type, op); });
+}
+
+std::unique_ptr<Work> WatchedCommunicator::all_gather_v(void* buf, std::span<const size_t> counts, DataType type) {
+  return issue("all-gather-v", [&] { return inner_.all_gather_v(buf, counts, type); });
+}
+
 }  // namespace dtrain

@@ -29,6 +29,12 @@ class WatchedCommunicator final : public Communicator {
   std::unique_ptr<Work> all_gather(const void* send, void* recv, size_t send_count, DataType type) override;
   std::unique_ptr<Work> broadcast(void* buf, size_t count, DataType type, int root) override;
   std::unique_ptr<Work> barrier() override;
+  // Forwarded whole, so that the inner communicator's own v-forms run (the defaults
+  // would go through this class's all_reduce and broadcasts) and the watchdog counts
+  // and times each as one collective.
+  std::unique_ptr<Work> reduce_scatter_v(void* buf, std::span<const size_t> counts, DataType type,
+                                         ReduceOp op) override;
+  std::unique_ptr<Work> all_gather_v(void* buf, std::span<const size_t> counts, DataType type) override;
   void abort() override { inner_.abort(); }
 
  private:

@@ -167,6 +167,28 @@ TYPED_TEST(NcclTyped, OutOfPlaceCollectivesMoveWholeElements) {
   EXPECT_EQ(send.download(), input) << "broadcast";
 }
 
+// One rank owns the one block, so both v-forms (Note [Variable-count collectives over
+// NCCL]) leave it as it is and touch nothing past it (sentinels); an empty block is
+// skipped; and each grouped call closes its group, so the next collective runs.
+TYPED_TEST(NcclTyped, VariableCountCollectivesKeepTheBlockAndCloseTheirGroup) {
+  const size_t n = 1000;
+  std::vector<TypeParam> input(n + 8, static_cast<TypeParam>(99));
+  for (size_t i = 0; i < n; ++i) input[i] = static_cast<TypeParam>(i % 50 + 1);
+  DeviceVector<TypeParam> buf(*this->ctx, n + 8);
+  buf.upload(input);
+  const std::span<TypeParam> block(buf.data(), n);
+  const std::vector<size_t> counts = {n}, empty = {0};
+
+  reduce_scatter_v(*this->comm, block, std::span<const size_t>(counts))->wait();
+  EXPECT_EQ(buf.download(), input) << "reduce_scatter_v";
+  all_gather_v(*this->comm, block, std::span<const size_t>(counts))->wait();
+  EXPECT_EQ(buf.download(), input) << "all_gather_v";
+  reduce_scatter_v(*this->comm, block.first(0), std::span<const size_t>(empty))->wait();
+  all_gather_v(*this->comm, block.first(0), std::span<const size_t>(empty))->wait();
+  all_reduce(*this->comm, block)->wait();
+  EXPECT_EQ(buf.download(), input) << "all_reduce after the v-forms";
+}
+
 // DataType::BFloat16 is ncclBfloat16 (comm.reduce_dtype bf16): 2-byte elements, so a
 // wrong mapping moves the wrong number of bytes and leaves the sentinels wrong.
 TEST_F(NcclOneRank, Bf16CollectivesMoveTwoByteElements) {
@@ -191,6 +213,44 @@ TEST_F(NcclOneRank, Bf16CollectivesMoveTwoByteElements) {
   EXPECT_EQ(bits_of(recv.download()), bits_of(expected)) << "reduce_scatter";
   all_reduce(*comm, std::span<bf16>(send.data(), n))->wait();
   EXPECT_EQ(bits_of(send.download()), bits_of(input)) << "all_reduce";
+
+  // The v-forms in place on the first n elements of `recv`; the sentinels stay.
+  const std::vector<size_t> counts = {n};
+  recv.upload(expected);
+  reduce_scatter_v(*comm, std::span<bf16>(recv.data(), n), std::span<const size_t>(counts))->wait();
+  EXPECT_EQ(bits_of(recv.download()), bits_of(expected)) << "reduce_scatter_v";
+  all_gather_v(*comm, std::span<bf16>(recv.data(), n), std::span<const size_t>(counts))->wait();
+  EXPECT_EQ(bits_of(recv.download()), bits_of(expected)) << "all_gather_v";
+}
+
+TEST_F(NcclOneRank, VariableCountCollectivesInFlightCompleteInReverseAndByPolling) {
+  const size_t n = size_t{1} << 20;
+  std::vector<std::unique_ptr<DeviceVector<float>>> bufs;
+  std::vector<std::unique_ptr<Work>> works;
+  const std::vector<size_t> counts = {n};
+  for (int b = 0; b < 4; ++b) {
+    bufs.push_back(std::make_unique<DeviceVector<float>>(*ctx, n));
+    queue_slow_fill(*ctx, bufs.back()->data(), n, 20.0f + static_cast<float>(b), 2);
+    const std::span<float> flat(bufs.back()->data(), n);
+    works.push_back(b % 2 == 0 ? reduce_scatter_v(*comm, flat, std::span<const size_t>(counts))
+                               : all_gather_v(*comm, flat, std::span<const size_t>(counts)));
+  }
+  while (!works[0]->done()) {
+  }
+  for (int b = 3; b >= 0; --b) works[static_cast<size_t>(b)]->wait();
+  for (int b = 0; b < 4; ++b) {
+    expect_all(bufs[static_cast<size_t>(b)]->download(), 20.0f + static_cast<float>(b), "in-flight v-form");
+  }
+}
+
+TEST_F(NcclOneRank, VariableCountsForAnotherWorldSizeAreRefusedAndTheCommunicatorStaysUsable) {
+  DeviceVector<float> dev(*ctx, 4);
+  const std::vector<size_t> two_ranks = {2, 2};
+  EXPECT_THROW(comm->reduce_scatter_v(dev.data(), two_ranks, DataType::Float32, ReduceOp::Sum), CommError);
+  EXPECT_THROW(comm->all_gather_v(dev.data(), two_ranks, DataType::Float32), CommError);
+  ops::fill(*ctx, dev.data(), 4, 1.0f);
+  comm->all_reduce(dev.data(), dev.size(), DataType::Float32, ReduceOp::Sum)->wait();
+  expect_all(dev.download(), 1.0f, "all_reduce after refused v-forms");
 }
 
 TEST_F(NcclOneRank, BroadcastFromRootZeroKeepsTheData) {
@@ -343,6 +403,30 @@ TEST_F(StagingOnCuda, CollectivesOverSelfStageThroughPinnedMemory) {
   comm.broadcast(b.data(), n, DataType::Float32, 0)->wait();
   expect_all(b.download(), 9.0f, "staged broadcast");
   comm.barrier()->wait();
+}
+
+// The staged copy is taken after the compute queued before the call, and the copy
+// back is queued after the compute queued before wait(): the buffer ends with the
+// value it had when the collective was issued.
+TEST_F(StagingOnCuda, VariableCountCollectivesOverSelfStageAfterComputeAndCopyBack) {
+  auto ctx = Context::make_cuda(CudaOptions{});
+  SelfCommunicator self;
+  StagingCommunicator comm(self, *ctx);
+  const size_t n = size_t{8} << 20;
+  DeviceVector<float> a(*ctx, n);
+  const std::vector<size_t> counts = {n};
+
+  queue_slow_fill(*ctx, a.data(), n, 5.0f, 4);
+  auto reduce = comm.reduce_scatter_v(a.data(), counts, DataType::Float32, ReduceOp::Sum);
+  ops::fill(*ctx, a.data(), static_cast<int64_t>(n), -2.0f);
+  reduce->wait();
+  expect_all(a.download(), 5.0f, "staged reduce_scatter_v");
+
+  queue_slow_fill(*ctx, a.data(), n, 6.0f, 4);
+  auto gather = comm.all_gather_v(a.data(), counts, DataType::Float32);
+  ops::fill(*ctx, a.data(), static_cast<int64_t>(n), -2.0f);
+  gather->wait();
+  expect_all(a.download(), 6.0f, "staged all_gather_v");
 }
 
 TEST_F(StagingOnCuda, CopyBackIsOrderedBeforeLaterComputeAndBuffersAreReused) {

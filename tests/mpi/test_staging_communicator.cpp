@@ -15,38 +15,14 @@
 #include "kernels/dtype.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
+#include "tests/mpi/device_array.h"
 #include "tests/mpi/mpi_env.h"
 
 namespace dtrain {
 namespace {
 
+using testing_mpi::DeviceArray;
 using testing_mpi::world;
-
-// A buffer in the context's memory, filled from and read back to host vectors only
-// through the context's copies.
-template <class T>
-class DeviceArray {
- public:
-  DeviceArray(Context& ctx, size_t n)
-      : ctx_(ctx), n_(n), buf_(ctx.allocator(), n * sizeof(T), MemoryCategory::Other) {}
-  void upload(const std::vector<T>& host) {
-    EXPECT_EQ(host.size(), n_);
-    ops::copy_from_host(ctx_, buf_.data(), host.data(), n_ * sizeof(T));
-  }
-  std::vector<T> download() {
-    std::vector<T> host(n_);
-    ops::copy_to_host(ctx_, host.data(), buf_.data(), n_ * sizeof(T));
-    ctx_.synchronize();
-    return host;
-  }
-  T* data() { return buf_.as<T>(); }
-  size_t size() const { return n_; }
-
- private:
-  Context& ctx_;
-  size_t n_;
-  Buffer buf_;
-};
 
 class StagingTest : public ::testing::Test {
  protected:

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -236,6 +237,35 @@ TEST(WatchedCommunicator, ACollectiveStuckWhileBeingIssuedIsCaught) {
   ASSERT_TRUE(fired) << "issuing was not timed";
   ASSERT_EQ(rig.aborts.size(), 1u);
   EXPECT_NE(rig.aborts[0].find("the all-reduce of step 3 (collective 1)"), std::string::npos) << rig.aborts[0];
+}
+
+// Records the variable-count collectives that reach it as such.
+struct RecordsVariableCount : BlockingIssue {
+  std::vector<std::string> calls;
+  RecordsVariableCount() { while_issuing = [] {}; }
+  std::unique_ptr<Work> reduce_scatter_v(void*, std::span<const size_t>, DataType, ReduceOp) override {
+    calls.push_back("reduce_scatter_v");
+    return std::make_unique<CompletedWork>();
+  }
+  std::unique_ptr<Work> all_gather_v(void*, std::span<const size_t>, DataType) override {
+    calls.push_back("all_gather_v");
+    return std::make_unique<CompletedWork>();
+  }
+};
+
+// Forwarded whole: the inner communicator's own v-forms run (not the defaults, made
+// of all-reduces and broadcasts), and each is one numbered collective.
+TEST(WatchedCommunicator, VariableCountCollectivesReachTheInnerOnesAndCountOnce) {
+  Rig rig(1.0);
+  rig.dog->set_step(1);
+  RecordsVariableCount inner;
+  WatchedCommunicator watched(inner, *rig.dog);
+  float buf[3] = {};
+  const std::vector<size_t> counts = {3};
+  watched.reduce_scatter_v(buf, counts, DataType::Float32, ReduceOp::Sum)->wait();
+  watched.all_gather_v(buf, counts, DataType::Float32)->wait();
+  EXPECT_EQ(inner.calls, (std::vector<std::string>{"reduce_scatter_v", "all_gather_v"}));
+  EXPECT_EQ(rig.dog->next_collective(), 3) << "each v-form was numbered once";
 }
 
 // The control communicator is watched from the first step only: before it, its
