@@ -15,7 +15,7 @@ const char* main_help() {
 Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
-  dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml ...
+  dtrain launch [--nproc N|auto] [--] train|plan|sweep CONFIG.yaml ...
   dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
   dtrain trace merge RUN_DIR [--out FILE.json]
   dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]
@@ -56,10 +56,11 @@ Options:
   -h, --help        this text
 
 Config sections and keys (README.md lists them with defaults):
-  model.name (mlp|cnn|gpt), model.hidden, model.channels, model.kernel_size, model.cnn_hidden,
+  model.name (mlp|cnn|gpt|linear), model.hidden, model.channels, model.kernel_size, model.cnn_hidden,
     model.n_layer, model.n_head, model.n_embd, model.seq_len, model.vocab, model.dropout
-  data.name (fashion_mnist|synthetic|text|tokens), data.path, data.train_samples,
-    data.test_samples, data.val_fraction, data.train_files, data.val_files
+  data.name (fashion_mnist|synthetic|regression|text|tokens), data.path, data.train_samples,
+    data.test_samples, data.features, data.noise, data.val_fraction, data.train_files,
+    data.val_files
   train.global_batch (N|auto), train.micro_batch (N|auto), train.epochs,
     train.max_steps, train.seed, train.on_nonfinite (stop|skip)
   optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
@@ -102,7 +103,7 @@ Options:
 }
 
 const char* launch_help() {
-  return R"(Usage: dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml [options]...
+  return R"(Usage: dtrain launch [--nproc N|auto] [--] train|plan|sweep CONFIG.yaml [options]...
 
 Starts the command on N ranks of this machine through mpirun and returns the job's
 exit code. auto (the default): one rank per GPU, or 2 on a machine without GPUs.
@@ -207,6 +208,30 @@ planned on these ranks, is an error before any run starts.
 
 namespace {
 
+// "--flag value" or "--flag=value" at args[i]: the value into `out` (moving i past a
+// separate value). `help` ends the error of a missing value.
+bool flag_value(const std::vector<std::string>& args, size_t& i, const std::string& flag, const std::string& help,
+                std::string& out) {
+  const std::string& a = args[i];
+  if (a == flag) {
+    if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; " + help);
+    out = args[++i];
+    return true;
+  }
+  if (a.rfind(flag + "=", 0) == 0) {
+    out = a.substr(flag.size() + 1);
+    return true;
+  }
+  return false;
+}
+
+// An argument no option took: the one CONFIG.yaml of train, plan and sweep.
+void config_argument(CliCommand& cmd, const std::string& a, const std::string& help) {
+  if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'; " + help);
+  if (!cmd.config_path.empty()) throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
+  cmd.config_path = a;
+}
+
 // The value of --tokens, --top-k or --seed: a whole number in [lo, hi].
 uint64_t parse_count(const std::string& flag, const std::string& v, uint64_t lo, uint64_t hi, const char* what) {
   char* end = nullptr;
@@ -224,18 +249,8 @@ CliCommand parse_sample(const std::vector<std::string>& args) {
   cmd.kind = CliCommand::Kind::Sample;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
-    // "--flag value" or "--flag=value".
     auto value_of = [&](const std::string& flag, std::string& out) {
-      if (a == flag) {
-        if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; run 'dtrain sample --help'");
-        out = args[++i];
-        return true;
-      }
-      if (a.rfind(flag + "=", 0) == 0) {
-        out = a.substr(flag.size() + 1);
-        return true;
-      }
-      return false;
+      return flag_value(args, i, flag, "run 'dtrain sample --help'", out);
     };
     std::string v;
     if (a == "--help" || a == "-h") {
@@ -277,18 +292,7 @@ CliCommand parse_sweep(const std::vector<std::string>& args) {
   const std::string help = "run 'dtrain sweep --help'";
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value_of = [&](const std::string& flag, std::string& out) {
-      if (a == flag) {
-        if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; " + help);
-        out = args[++i];
-        return true;
-      }
-      if (a.rfind(flag + "=", 0) == 0) {
-        out = a.substr(flag.size() + 1);
-        return true;
-      }
-      return false;
-    };
+    auto value_of = [&](const std::string& flag, std::string& out) { return flag_value(args, i, flag, help, out); };
     auto whole = [&](const std::string& flag, const std::string& v) {
       char* end = nullptr;
       errno = 0;
@@ -319,12 +323,8 @@ CliCommand parse_sweep(const std::vector<std::string>& args) {
       cmd.sweep.dir = v;
     } else if (value_of("--set", v)) {
       cmd.overrides.push_back(v);
-    } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option '" + a + "'; " + help);
-    } else if (cmd.config_path.empty()) {
-      cmd.config_path = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
+      config_argument(cmd, a, help);
     }
   }
   if (cmd.config_path.empty()) throw UsageError("missing CONFIG.yaml: dtrain sweep CONFIG.yaml --target KEY=VALUE ...");
@@ -422,8 +422,10 @@ CliCommand parse_launch(const std::vector<std::string>& args) {
     }
   }
   cmd.launched.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
-  if (cmd.launched.empty() || (cmd.launched[0] != "train" && cmd.launched[0] != "plan")) {
-    throw UsageError("dtrain launch needs the command the ranks run: dtrain launch [--nproc N] -- train CONFIG.yaml");
+  if (cmd.launched.empty() ||
+      (cmd.launched[0] != "train" && cmd.launched[0] != "plan" && cmd.launched[0] != "sweep")) {
+    throw UsageError("dtrain launch needs the command the ranks run (train, plan or sweep): dtrain launch "
+                     "[--nproc N] -- train CONFIG.yaml");
   }
   parse_cli(cmd.launched);  // the command's own errors, said here once
   return cmd;
@@ -468,12 +470,8 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
       cmd.run_dir = value(a);
     } else if (!plan && a.rfind("--run-dir=", 0) == 0) {
       cmd.run_dir = a.substr(10);
-    } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option '" + a + "'; " + help);
-    } else if (cmd.config_path.empty()) {
-      cmd.config_path = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
+      config_argument(cmd, a, help);
     }
   }
   if (cmd.config_path.empty()) {
