@@ -15,11 +15,14 @@ const char* main_help() {
 Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
-  dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml ...
+  dtrain launch [--nproc N|auto] [--] train|plan|sweep CONFIG.yaml ...
   dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
   dtrain trace merge RUN_DIR [--out FILE.json]
   dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T]
                 [--top-k K] [--seed S]
+  dtrain sweep CONFIG.yaml --target KEY=VALUE [--batches B,B,...|auto] [--seeds N]
+               [--lr-scaling none|linear|sqrt] [--max-epochs E] [--dir SWEEP_DIR]
+               [--set key=value]...
   dtrain COMMAND --help | dtrain --help
 
 Run it as one process, or under MPI for several ranks:
@@ -53,10 +56,11 @@ Options:
   -h, --help        this text
 
 Config sections and keys (README.md lists them with defaults):
-  model.name (mlp|cnn|gpt), model.hidden, model.channels, model.kernel_size, model.cnn_hidden,
+  model.name (mlp|cnn|gpt|linear), model.hidden, model.channels, model.kernel_size, model.cnn_hidden,
     model.n_layer, model.n_head, model.n_embd, model.seq_len, model.vocab, model.dropout
-  data.name (fashion_mnist|synthetic|text|tokens), data.path, data.train_samples,
-    data.test_samples, data.val_fraction, data.train_files, data.val_files
+  data.name (fashion_mnist|synthetic|regression|text|tokens), data.path, data.train_samples,
+    data.test_samples, data.features, data.noise, data.val_fraction, data.train_files,
+    data.val_files
   train.global_batch (N|auto), train.micro_batch (N|auto), train.epochs,
     train.max_steps, train.seed, train.on_nonfinite (stop|skip)
   optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
@@ -99,7 +103,7 @@ Options:
 }
 
 const char* launch_help() {
-  return R"(Usage: dtrain launch [--nproc N|auto] [--] train|plan CONFIG.yaml [options]...
+  return R"(Usage: dtrain launch [--nproc N|auto] [--] train|plan|sweep CONFIG.yaml [options]...
 
 Starts the command on N ranks of this machine through mpirun and returns the job's
 exit code. auto (the default): one rank per GPU, or 2 on a machine without GPUs.
@@ -162,7 +166,71 @@ Options:
 )";
 }
 
+const char* sweep_help() {
+  return R"(Usage: dtrain sweep CONFIG.yaml --target KEY=VALUE [--batches B,B,...|auto] [--seeds N]
+                    [--lr-scaling none|linear|sqrt] [--max-epochs E] [--dir SWEEP_DIR]
+                    [--set key=value]...
+
+Does a larger batch (more memory) cut the steps this model needs, or only add epochs?
+Trains CONFIG.yaml once per global batch (and seed), each planned as dtrain train
+plans it (accumulation where the memory runs out), until the evaluation reaches the
+target or the run ends (--max-epochs). Then it fits McCandlish et al.'s relation
+(S/S_min - 1)(E/E_min - 1) = 1 to the steps S and samples E of the runs that reached
+the target, and says what more memory would buy: B_crit = E_min / S_min with an
+interval (from the seeds, or a bootstrap with one seed), beside the gradient noise
+scale B_simple measured during the runs. Every rank runs every point; run it as
+dtrain train is run (one process, mpirun, srun or dtrain launch).
+
+Options:
+  --target KEY=VALUE  e.g. eval_accuracy=0.88 (reached at >=) or eval_loss=1.6 (at
+                      <=); the keys are the evaluation's (metrics.jsonl). Runs
+                      evaluate at every step up to 20, then each time the step count
+                      has grown by 5%: steps to the target are resolved within 5%.
+  --batches LIST|auto the global batches, e.g. 32,64,128 (default auto: doubling from
+                      a small batch up to the largest the memory plans without
+                      accumulation, then two rungs past it, with accumulation)
+  --seeds N           runs per batch, with train.seed, +1, ... (default 1)
+  --lr-scaling MODE   optimizer.lr_scaling for every run (default: the config's);
+                      optimizer.base_batch defaults to the config's train.global_batch
+  --max-epochs E      train.epochs of every run: a run that has not reached the
+                      target by then is reported and left out of the fit
+  --dir SWEEP_DIR     the sweep's folder (default sweeps/<config name>): one run
+                      directory per point, sweep.json, report.md and sweep.png
+  --set key=value     override a config key (as for dtrain train)
+  -h, --help          this text
+
+Running the same command again skips the finished points and resumes an interrupted
+one from its checkpoint (each run checkpoints 4 times an epoch unless
+checkpoint.every_steps says otherwise). A bad target key, or a batch that cannot be
+planned on these ranks, is an error before any run starts.
+)";
+}
+
 namespace {
+
+// "--flag value" or "--flag=value" at args[i]: the value into `out` (moving i past a
+// separate value). `help` ends the error of a missing value.
+bool flag_value(const std::vector<std::string>& args, size_t& i, const std::string& flag, const std::string& help,
+                std::string& out) {
+  const std::string& a = args[i];
+  if (a == flag) {
+    if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; " + help);
+    out = args[++i];
+    return true;
+  }
+  if (a.rfind(flag + "=", 0) == 0) {
+    out = a.substr(flag.size() + 1);
+    return true;
+  }
+  return false;
+}
+
+// An argument no option took: the one CONFIG.yaml of train, plan and sweep.
+void config_argument(CliCommand& cmd, const std::string& a, const std::string& help) {
+  if (!a.empty() && a[0] == '-') throw UsageError("unknown option '" + a + "'; " + help);
+  if (!cmd.config_path.empty()) throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
+  cmd.config_path = a;
+}
 
 // The value of --tokens, --top-k or --seed: a whole number in [lo, hi].
 uint64_t parse_count(const std::string& flag, const std::string& v, uint64_t lo, uint64_t hi, const char* what) {
@@ -181,18 +249,8 @@ CliCommand parse_sample(const std::vector<std::string>& args) {
   cmd.kind = CliCommand::Kind::Sample;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
-    // "--flag value" or "--flag=value".
     auto value_of = [&](const std::string& flag, std::string& out) {
-      if (a == flag) {
-        if (i + 1 >= args.size()) throw UsageError(flag + " needs a value; run 'dtrain sample --help'");
-        out = args[++i];
-        return true;
-      }
-      if (a.rfind(flag + "=", 0) == 0) {
-        out = a.substr(flag.size() + 1);
-        return true;
-      }
-      return false;
+      return flag_value(args, i, flag, "run 'dtrain sample --help'", out);
     };
     std::string v;
     if (a == "--help" || a == "-h") {
@@ -224,6 +282,54 @@ CliCommand parse_sample(const std::vector<std::string>& args) {
   }
   if (cmd.sample_from.empty()) {
     throw UsageError("missing RUN_DIR: dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] ...");
+  }
+  return cmd;
+}
+
+CliCommand parse_sweep(const std::vector<std::string>& args) {
+  CliCommand cmd;
+  cmd.kind = CliCommand::Kind::Sweep;
+  const std::string help = "run 'dtrain sweep --help'";
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value_of = [&](const std::string& flag, std::string& out) { return flag_value(args, i, flag, help, out); };
+    auto whole = [&](const std::string& flag, const std::string& v) {
+      char* end = nullptr;
+      errno = 0;
+      const long long n = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || end != v.c_str() + v.size() || errno != 0 || n < 1 || n > 1000000) {
+        throw UsageError(flag + " " + v + ": expected a positive whole number; " + help);
+      }
+      return static_cast<int64_t>(n);
+    };
+    std::string v;
+    if (a == "--help" || a == "-h") {
+      cmd.kind = CliCommand::Kind::SweepHelp;
+      return cmd;
+    } else if (value_of("--target", v)) {
+      cmd.sweep.target = v;
+    } else if (value_of("--batches", v)) {
+      cmd.sweep.batches = v;
+    } else if (value_of("--seeds", v)) {
+      cmd.sweep.seeds = whole("--seeds", v);
+    } else if (value_of("--lr-scaling", v)) {
+      if (v != "none" && v != "linear" && v != "sqrt") {
+        throw UsageError("--lr-scaling " + v + ": accepted values: none, linear, sqrt; " + help);
+      }
+      cmd.sweep.lr_scaling = v;
+    } else if (value_of("--max-epochs", v)) {
+      cmd.sweep.max_epochs = whole("--max-epochs", v);
+    } else if (value_of("--dir", v)) {
+      cmd.sweep.dir = v;
+    } else if (value_of("--set", v)) {
+      cmd.overrides.push_back(v);
+    } else {
+      config_argument(cmd, a, help);
+    }
+  }
+  if (cmd.config_path.empty()) throw UsageError("missing CONFIG.yaml: dtrain sweep CONFIG.yaml --target KEY=VALUE ...");
+  if (cmd.sweep.target.empty()) {
+    throw UsageError("missing --target KEY=VALUE, e.g. --target eval_accuracy=0.88; " + help);
   }
   return cmd;
 }
@@ -316,8 +422,10 @@ CliCommand parse_launch(const std::vector<std::string>& args) {
     }
   }
   cmd.launched.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
-  if (cmd.launched.empty() || (cmd.launched[0] != "train" && cmd.launched[0] != "plan")) {
-    throw UsageError("dtrain launch needs the command the ranks run: dtrain launch [--nproc N] -- train CONFIG.yaml");
+  if (cmd.launched.empty() ||
+      (cmd.launched[0] != "train" && cmd.launched[0] != "plan" && cmd.launched[0] != "sweep")) {
+    throw UsageError("dtrain launch needs the command the ranks run (train, plan or sweep): dtrain launch "
+                     "[--nproc N] -- train CONFIG.yaml");
   }
   parse_cli(cmd.launched);  // the command's own errors, said here once
   return cmd;
@@ -332,6 +440,7 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
   if (args[0] == "plot") return parse_plot(args);
   if (args[0] == "trace") return parse_trace(args);
   if (args[0] == "sample") return parse_sample(args);
+  if (args[0] == "sweep") return parse_sweep(args);
   if (args[0] != "train" && args[0] != "plan") {
     throw UsageError("unknown command '" + args[0] + "'; run 'dtrain --help' for the commands");
   }
@@ -361,12 +470,8 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
       cmd.run_dir = value(a);
     } else if (!plan && a.rfind("--run-dir=", 0) == 0) {
       cmd.run_dir = a.substr(10);
-    } else if (!a.empty() && a[0] == '-') {
-      throw UsageError("unknown option '" + a + "'; " + help);
-    } else if (cmd.config_path.empty()) {
-      cmd.config_path = a;
     } else {
-      throw UsageError("unexpected argument '" + a + "': give one CONFIG.yaml; " + help);
+      config_argument(cmd, a, help);
     }
   }
   if (cmd.config_path.empty()) {

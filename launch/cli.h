@@ -3,6 +3,8 @@
 //   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
 //   dtrain plan CONFIG.yaml [--set key=value]... [--json]
 //   dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+//   dtrain sweep CONFIG.yaml --target KEY=VALUE [--batches B,B,...|auto] [--seeds N]
+//                [--lr-scaling none|linear|sqrt] [--max-epochs E] [--dir SWEEP_DIR]
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,7 @@ namespace dtrain::launch {
 struct CliCommand {
   enum class Kind {
     Help, TrainHelp, Train, PlanHelp, Plan, LaunchHelp, Launch, PlotHelp, Plot, TraceHelp, TraceMerge,
-    SampleHelp, Sample
+    SampleHelp, Sample, SweepHelp, Sweep
   } kind = Kind::Help;
   std::string config_path;
   std::vector<std::string> overrides;  // "key=value", in order
@@ -33,6 +35,14 @@ struct CliCommand {
   double temperature = 1.0;            // sample: >= 0; 0 takes the most likely token
   int64_t top_k = 0;                   // sample: 0: all tokens
   uint64_t sample_seed = 1;            // sample: the same seed gives the same text
+  struct Sweep {
+    std::string target;                // KEY=VALUE, checked against the model's metrics
+    std::string batches = "auto";      // "auto" or "B,B,..."
+    int64_t seeds = 1;
+    std::string lr_scaling;            // empty: the config's optimizer.lr_scaling
+    int64_t max_epochs = 0;            // 0: the config's train.epochs
+    std::string dir;                   // empty: sweeps/<config name>
+  } sweep;
 };
 
 // Throws UsageError for anything it does not understand, with the usage line.
@@ -45,5 +55,6 @@ const char* launch_help();
 const char* plot_help();
 const char* trace_help();
 const char* sample_help();
+const char* sweep_help();
 
 }  // namespace dtrain::launch

@@ -1,4 +1,4 @@
-// `dtrain launch [--nproc N|auto] [--] COMMAND ARGS...`: starts COMMAND (train, plan)
+// `dtrain launch [--nproc N|auto] [--] COMMAND ARGS...`: starts COMMAND (train, plan, sweep)
 // on N ranks of this machine through mpirun, one per GPU (or 2 on a machine without
 // GPUs) with `auto`, and returns the job's exit code.
 //

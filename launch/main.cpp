@@ -51,6 +51,8 @@ int main(int argc, char** argv) {
     case CliCommand::Kind::TraceMerge: return run_trace_merge(cmd);
     case CliCommand::Kind::SampleHelp: std::cout << sample_help(); return kExitOk;
     case CliCommand::Kind::Sample: return run_sample(cmd);
+    case CliCommand::Kind::SweepHelp: std::cout << sweep_help(); return kExitOk;
+    case CliCommand::Kind::Sweep: return run_sweep(cmd);
   }
   return kExitInternal;
 }

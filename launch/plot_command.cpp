@@ -4,7 +4,6 @@
 // gnuplot (Debian's gnuplot-nox) from their metrics.jsonl. The evaluation panels are
 // drawn only where some run has their metric, so a classifier's plot and a language
 // model's each show their own.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "kernels/errors.h"
+#include "launch/gnuplot.h"
 #include "launch/job.h"
 
 namespace dtrain::launch {
@@ -154,21 +154,9 @@ int run_plot(const CliCommand& cmd) {
   }
   script << "unset multiplot\n";
 
-  FILE* gnuplot = ::popen("gnuplot", "w");
-  if (gnuplot == nullptr) {
-    std::cerr << "dtrain: cannot run gnuplot; install it (Debian: apt-get install gnuplot-nox)" << std::endl;
-    fs::remove_all(data_dir);
-    return kExitRuntime;
-  }
-  std::fputs(script.str().c_str(), gnuplot);
-  const int status = ::pclose(gnuplot);
+  const bool drawn = run_gnuplot(script.str());
   fs::remove_all(data_dir);
-  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    const bool missing = WIFEXITED(status) && WEXITSTATUS(status) == 127;
-    std::cerr << "dtrain: gnuplot " << (missing ? "is not installed (Debian: apt-get install gnuplot-nox)" : "failed")
-              << "; no plot written" << std::endl;
-    return kExitRuntime;
-  }
+  if (!drawn) return kExitRuntime;
   std::cout << "dtrain: wrote " << out << " (" << names.size() << " run(s))" << std::endl;
   return kExitOk;
 }

@@ -39,45 +39,54 @@ bool progress_bar_wanted() {
 
 }  // namespace
 
+JobTrainer::JobTrainer(const Config& config, Process& process, DeviceSetup& device)
+    : process_(process), device_(device), faults_(faults_from_environment()) {
+  options_.ranks_sharing_device = device.ranks_sharing_device;
+  options_.stop_requested = install_stop_signal_handlers();
+  options_.faults = faults_.get();
+  options_.terminal = progress_bar_wanted();
+  data_ = device.comm.get();
+  control_ = &process.comm();
+  // Every collective of training is watched (Note [Collective watchdog]).
+  if (process.size() > 1 && config.comm.timeout_s > 0) {
+    std::unique_ptr<HeartbeatChannel> channel;
+    if (process.thread_multiple()) channel = std::make_unique<MpiHeartbeatChannel>(MPI_COMM_WORLD);
+    Watchdog::Hooks hooks;
+    // MPI_Abort alone: it ends every rank, and their NCCL kernels with them. The
+    // communicator is not aborted from this thread, which would free it while the
+    // main thread may still be polling it.
+    hooks.abort = [&process](const std::string& message) {
+      std::cerr << "dtrain: no progress: " << message << std::endl;
+      process.abort_job(kExitRuntime);
+    };
+    watchdog_ = std::make_unique<Watchdog>(process.rank(), process.size(), config.comm.timeout_s, std::move(channel),
+                                           std::move(hooks));
+    watched_ = std::make_unique<WatchedCommunicator>(*device.comm, *watchdog_);
+    data_ = watched_.get();
+    // The control collectives of training too (a checkpoint's agreement waits for the
+    // writer, whose file system may hang), once the first step has begun.
+    watched_control_ = std::make_unique<WatchedCommunicator>(process.comm(), *watchdog_, /*from_first_step=*/true);
+    control_ = watched_control_.get();
+    options_.on_step = [w = watchdog_.get()](int64_t step) { w->set_step(step); };
+  }
+}
+
+JobTrainer::~JobTrainer() = default;
+
+TrainResult JobTrainer::train(const Config& config, const std::string& run_dir, const std::string& resume,
+                              const EvalTarget* target) {
+  TrainOptions options = options_;
+  options.resume = resume;
+  options.target = target;
+  return dtrain::train(config, *device_.ctx, *data_, *control_, run_dir, std::cout, options);
+}
+
 int run_train(const CliCommand& cmd) {
   bool stopped = false, leader = false;
   const int code = run_job(cmd, [&](const Config& config, Process& process, DeviceSetup& device) {
     const std::string run_dir = cmd.run_dir.empty() ? default_run_dir(cmd.config_path) : cmd.run_dir;
-    TrainOptions options;
-    options.ranks_sharing_device = device.ranks_sharing_device;
-    options.resume = cmd.resume;
-    options.stop_requested = install_stop_signal_handlers();
-    const std::unique_ptr<FaultInjector> faults = faults_from_environment();
-    options.faults = faults.get();
-    options.terminal = progress_bar_wanted();
-    // Every collective of training is watched (Note [Collective watchdog]).
-    std::unique_ptr<Watchdog> watchdog;
-    std::unique_ptr<Communicator> watched;
-    std::unique_ptr<Communicator> watched_control;
-    Communicator* data = device.comm.get();
-    Communicator* control = &process.comm();
-    if (process.size() > 1 && config.comm.timeout_s > 0) {
-      std::unique_ptr<HeartbeatChannel> channel;
-      if (process.thread_multiple()) channel = std::make_unique<MpiHeartbeatChannel>(MPI_COMM_WORLD);
-      Watchdog::Hooks hooks;
-      // MPI_Abort alone: it ends every rank, and their NCCL kernels with them. The
-      // communicator is not aborted from this thread, which would free it while the
-      // main thread may still be polling it.
-      hooks.abort = [&process](const std::string& message) {
-        std::cerr << "dtrain: no progress: " << message << std::endl;
-        process.abort_job(kExitRuntime);
-      };
-      watchdog = std::make_unique<Watchdog>(process.rank(), process.size(), config.comm.timeout_s, std::move(channel),
-                                            std::move(hooks));
-      watched = std::make_unique<WatchedCommunicator>(*device.comm, *watchdog);
-      data = watched.get();
-      // The control collectives of training too (a checkpoint's agreement waits for the
-      // writer, whose file system may hang), once the first step has begun.
-      watched_control = std::make_unique<WatchedCommunicator>(process.comm(), *watchdog, /*from_first_step=*/true);
-      control = watched_control.get();
-      options.on_step = [w = watchdog.get()](int64_t step) { w->set_step(step); };
-    }
-    const TrainResult result = train(config, *device.ctx, *data, *control, run_dir, std::cout, options);
+    JobTrainer trainer(config, process, device);
+    const TrainResult result = trainer.train(config, run_dir, cmd.resume, nullptr);
     stopped = result.stopped;
     leader = process.rank() == 0;
   });

@@ -10,6 +10,7 @@
 #include "models/conv2d.h"
 #include "models/flatten.h"
 #include "models/linear.h"
+#include "models/linear_regression.h"
 #include "models/maxpool2d.h"
 #include "models/model.h"
 #include "models/gpt.h"
@@ -114,8 +115,17 @@ std::unique_ptr<Model> build_model(Context& ctx, const ModelSpec& spec, const Da
   }
   const Shape& input = data.layout.input;
   const int64_t classes = data.classes;
+  if (spec.name == "linear") {
+    if (data.classes != 0 || input.rank() != 1 || input.numel() < 2) {
+      throw ConfigError("model.name: linear is a regression on samples of features and a target (data.name: "
+                        "regression), but the data holds samples of shape " + input.str() +
+                        (data.classes > 0 ? " with " + std::to_string(data.classes) + " classes" : std::string()) +
+                        "; use model.name: mlp or cnn for a classifier");
+    }
+    return std::make_unique<LinearRegression>(ctx, input.numel() - 1);
+  }
   if (spec.name != "mlp" && spec.name != "cnn") {
-    throw ConfigError("model.name: unknown model '" + spec.name + "'; accepted values: mlp, cnn, gpt");
+    throw ConfigError("model.name: unknown model '" + spec.name + "'; accepted values: mlp, cnn, gpt, linear");
   }
   if (data.layout.input_type != ElementType::kFloat32 || data.layout.target.numel() != 1) {
     throw ConfigError("model.name: the " + spec.name + " classifies images with one label each, but the data holds " +

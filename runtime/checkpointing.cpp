@@ -47,8 +47,12 @@ std::vector<std::string> resume_compat_lines(const Config& c, int64_t global_bat
     lines.push_back("model.kernel_size: " + std::to_string(c.model.kernel_size));
     lines.push_back("model.cnn_hidden: " + list_of(c.model.cnn_hidden));
   }
-  if (c.data.name == "synthetic") {
+  if (c.data.name == "synthetic" || c.data.name == "regression") {
     lines.push_back("data.train_samples: " + std::to_string(c.data.train_samples));
+  }
+  if (c.data.name == "regression") {
+    lines.push_back("data.features: " + std::to_string(c.data.features));
+    lines.push_back("data.noise: " + std::to_string(c.data.noise));
   }
   return lines;
 }

@@ -17,10 +17,12 @@
 namespace dtrain {
 
 struct DataConfig {
-  std::string name = "fashion_mnist";  // fashion_mnist | synthetic | text | tokens
+  std::string name = "fashion_mnist";  // fashion_mnist | synthetic | regression | text | tokens
   std::string path = "/usr/share/datasets/fashion-mnist";  // text: a file, a folder or a glob
   int64_t train_samples = 8192;  // synthetic only
   int64_t test_samples = 2048;   // synthetic only
+  int64_t features = 16;         // regression: the inputs' dimension
+  double noise = 1.0;            // regression: the training targets' noise (standard deviation)
   double val_fraction = 0.1;     // text: the last fraction of the byte stream is validation
   std::string train_files;       // tokens: a glob of llm.c token shards for training
   std::string val_files;         // tokens: a glob of shards for validation

@@ -37,7 +37,8 @@ std::vector<ConfigSection> make_schema() {
   return {
       {"model",
        {
-           {"name", Choice{model(&ModelSpec::name), {"mlp", "cnn", "gpt"}}, "the model: mlp, cnn or gpt"},
+           {"name", Choice{model(&ModelSpec::name), {"mlp", "cnn", "gpt", "linear"}},
+            "the model: mlp, cnn, gpt or linear (regression data)"},
            {"hidden", PositiveList{model(&ModelSpec::hidden), true}, "mlp: hidden widths (784-256-128-10)"},
            {"channels", PositiveList{model(&ModelSpec::channels), false},
             "cnn: output channels of each conv-relu-pool"},
@@ -58,11 +59,13 @@ std::vector<ConfigSection> make_schema() {
        }},
       {"data",
        {
-           {"name", Choice{data(&DataConfig::name), {"fashion_mnist", "synthetic", "text", "tokens"}},
-            "the dataset: fashion_mnist, synthetic, text or tokens"},
+           {"name", Choice{data(&DataConfig::name), {"fashion_mnist", "synthetic", "regression", "text", "tokens"}},
+            "the dataset: fashion_mnist, synthetic, regression, text or tokens"},
            {"path", Text{data(&DataConfig::path), "a path"}, "fashion_mnist: its folder; text: a file, a folder or a glob"},
            {"train_samples", Integer{data(&DataConfig::train_samples), 1, int64_t{1} << 31}, "synthetic only"},
            {"test_samples", Integer{data(&DataConfig::test_samples), 1, int64_t{1} << 31}, "synthetic only"},
+           {"features", Integer{data(&DataConfig::features), 1, int64_t{1} << 20}, "regression: input dimension"},
+           {"noise", Real{.field = data(&DataConfig::noise), .lo = 0.0, .hi = 1e6}, "regression: the targets' noise"},
            {"val_fraction",
             Real{.field = data(&DataConfig::val_fraction), .lo = 0.0, .hi = 1.0, .lo_open = true, .hi_open = true},
             "text: the last fraction of the byte stream is validation"},

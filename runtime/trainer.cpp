@@ -22,6 +22,7 @@
 #include "models/model.h"
 #include "models/sampling.h"
 #include "runtime/checkpointing.h"
+#include "runtime/eval_target.h"
 #include "runtime/evaluator.h"
 #include "runtime/gradient_clipping.h"
 #include "runtime/gradient_wire.h"
@@ -213,6 +214,9 @@ class TrainingRun {
   void checkpoint(int64_t steps_done);
   void evaluate_at(int64_t step);
   void summarize();
+  // TrainOptions::target (dtrain sweep).
+  bool target_reached_at(int64_t step);
+  TrainResult finish_at_target(int64_t step);
 
   const Config& config_;
   TrainingSetup& setup_;
@@ -255,6 +259,7 @@ class TrainingRun {
   int64_t samples_at_log_ = 0;
   std::optional<ProgressReporter> progress_;
   std::unique_ptr<TraceWriter> trace_;  // log.trace: one file per rank, written off the training thread
+  int64_t evaluated_at_ = -1;  // the step of the last evaluation
 };
 
 // Buckets of comm.bucket_mb of fp32 gradients, whatever type they travel in
@@ -477,6 +482,7 @@ void TrainingRun::evaluate_at(int64_t step) {
   TraceScope scope(trace_.get(), "evaluation", "eval", step);
   const int64_t my_micro = plan_.micro_batch[static_cast<size_t>(comm_.rank())];
   const EvalResult e = evaluate(model_, *setup_.data.test, ctx_, comm_, std::min(my_micro, config_.eval.batch));
+  evaluated_at_ = step;
   result_.eval_loss = e.loss;
   result_.eval_accuracy = e.metric("accuracy");
   result_.eval_metrics = e.metrics;
@@ -503,7 +509,7 @@ void TrainingRun::summarize() {
   if (peak_flops > 0) log_ << ", " << format("%.2f", 100.0 * flops / peak_flops) << "% of the GPUs' fp32 peak";
   log_ << "\n";
   // The model's first metric leads (a classifier's accuracy), the loss follows.
-  log_ << "dtrain: done: " << setup_.total_steps << " steps in " << format("%.1f", seconds_since(t_start_))
+  log_ << "dtrain: done: " << result_.steps << " steps in " << format("%.1f", seconds_since(t_start_))
        << " s; final ";
   if (result_.eval_metrics.empty()) {
     log_ << held_out_ << " loss " << format("%.4f", result_.eval_loss) << "\n";
@@ -524,8 +530,34 @@ void TrainingRun::summarize() {
   log_.flush();
 }
 
+// TrainOptions::target: evaluates after `step` when Note [Target evaluation schedule]
+// says so (unless that step was just evaluated); whether the evaluation reaches it.
+bool TrainingRun::target_reached_at(int64_t step) {
+  const EvalTarget* target = options_.target;
+  if (target == nullptr) return false;
+  if (evaluated_at_ != step) {
+    if (!target_evaluation_due(step, target->resolution)) return false;
+    evaluate_at(step);
+  }
+  result_.reached_target = target_reached(*target, result_.eval_loss, result_.eval_metrics);
+  return result_.reached_target;
+}
+
+TrainResult TrainingRun::finish_at_target(int64_t step) {
+  progress_->line("dtrain: target " + options_.target->describe() + " reached at step " + std::to_string(step));
+  result_.noise_scale = noise_scale_.b_simple();
+  progress_->finish();
+  summarize();
+  return result_;
+}
+
 TrainResult TrainingRun::run() {
   const int64_t total_steps = setup_.total_steps;
+  // A resumed run with a target may have reached it at the checkpoint's step.
+  if (options_.target != nullptr && first_step_ > 0 && first_step_ < total_steps) {
+    evaluate_at(first_step_);
+    if (target_reached_at(first_step_)) return finish_at_target(first_step_);
+  }
   if (first_step_ < total_steps) prefetch(first_step_, 0);
   for (int64_t step = first_step_; step < total_steps; ++step) {
     const auto t_step = Clock::now();
@@ -554,9 +586,14 @@ TrainResult TrainingRun::run() {
     if (config_.eval.every_steps > 0 && (step + 1) % config_.eval.every_steps == 0 && step + 1 < total_steps) {
       evaluate_at(step + 1);
     }
+    if (step + 1 < total_steps && target_reached_at(step + 1)) {
+      step_buffers_.batch.take();  // the prefetched batch is not needed
+      return finish_at_target(step + 1);
+    }
   }
   if (config_.checkpoint.every_steps > 0 && total_steps > first_step_) checkpoint(total_steps);
   evaluate_at(total_steps);
+  if (options_.target != nullptr) target_reached_at(total_steps);
   result_.noise_scale = noise_scale_.b_simple();
   progress_->finish();
   summarize();

@@ -18,6 +18,7 @@
 #include "kernels/errors.h"
 #include "models/model.h"
 #include "runtime/config.h"
+#include "runtime/eval_target.h"
 #include "runtime/fault_injector.h"
 
 namespace dtrain {
@@ -36,6 +37,10 @@ struct TrainOptions {
   bool terminal = false;
   // Called as each optimizer step begins (1-based), e.g. to tell the watchdog.
   std::function<void(int64_t)> on_step;
+  // Stop at the first evaluation that reaches this target (dtrain sweep); null: none.
+  // Evaluations follow Note [Target evaluation schedule] besides eval.every_steps; a
+  // resumed run evaluates at its checkpoint's step first.
+  const EvalTarget* target = nullptr;
 };
 
 struct TrainResult {
@@ -48,6 +53,7 @@ struct TrainResult {
   double noise_scale = 0.0;  // B_simple at the end; 0 when not estimated
   bool stopped = false;      // a stop request ended the run early, after a checkpoint
   int64_t skipped_steps = 0; // steps whose update was skipped (train.on_nonfinite: skip)
+  bool reached_target = false;  // TrainOptions::target was reached, at step `steps`
 };
 
 // Runs the whole training of `config` on this rank; rank 0 creates `run_dir` and

@@ -74,5 +74,33 @@ TEST(Cli, SampleBadValuesAreUsageErrors) {
   }
 }
 
+TEST(Cli, SweepOptionsInBothForms) {
+  const CliCommand c = parse_cli({"sweep", "cfg.yaml", "--target", "eval_accuracy=0.88", "--batches=32,64",
+                                  "--seeds", "3", "--lr-scaling=sqrt", "--max-epochs", "5", "--dir", "/tmp/s",
+                                  "--set", "train.seed=2"});
+  EXPECT_EQ(c.kind, CliCommand::Kind::Sweep);
+  EXPECT_EQ(c.config_path, "cfg.yaml");
+  EXPECT_EQ(c.sweep.target, "eval_accuracy=0.88");
+  EXPECT_EQ(c.sweep.batches, "32,64");
+  EXPECT_EQ(c.sweep.seeds, 3);
+  EXPECT_EQ(c.sweep.lr_scaling, "sqrt");
+  EXPECT_EQ(c.sweep.max_epochs, 5);
+  EXPECT_EQ(c.sweep.dir, "/tmp/s");
+  EXPECT_EQ(c.overrides, (std::vector<std::string>{"train.seed=2"}));
+  EXPECT_EQ(parse_cli({"sweep", "cfg.yaml", "--target", "eval_loss=1"}).sweep.batches, "auto");
+  EXPECT_EQ(parse_cli({"sweep", "--help"}).kind, CliCommand::Kind::SweepHelp);
+  // dtrain launch takes it as it takes train.
+  EXPECT_EQ(parse_cli({"launch", "--", "sweep", "cfg.yaml", "--target", "eval_loss=1"}).kind, CliCommand::Kind::Launch);
+}
+
+TEST(Cli, SweepMistakesAreUsageErrors) {
+  EXPECT_THROW(parse_cli({"sweep", "cfg.yaml"}), UsageError);  // no --target
+  EXPECT_THROW(parse_cli({"sweep", "--target", "eval_loss=1"}), UsageError);  // no config
+  EXPECT_THROW(parse_cli({"sweep", "cfg.yaml", "--target", "eval_loss=1", "--seeds", "0"}), UsageError);
+  EXPECT_THROW(parse_cli({"sweep", "cfg.yaml", "--target", "eval_loss=1", "--lr-scaling", "cube"}), UsageError);
+  EXPECT_THROW(parse_cli({"sweep", "cfg.yaml", "--target", "eval_loss=1", "--max-epochs", "x"}), UsageError);
+  EXPECT_THROW(parse_cli({"sweep", "cfg.yaml", "--target", "eval_loss=1", "--bogus"}), UsageError);
+}
+
 }  // namespace
 }  // namespace dtrain::launch

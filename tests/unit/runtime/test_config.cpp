@@ -281,6 +281,8 @@ data:
   path: /srv/corpus
   train_samples: 1000
   test_samples: 100
+  features: 7
+  noise: 0.5
   val_fraction: 0.25
   train_files: shards/train_*.bin
   val_files: shards/val_*.bin
@@ -361,6 +363,8 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_EQ(c.data.path, "/srv/corpus");
   EXPECT_EQ(c.data.train_samples, 1000);
   EXPECT_EQ(c.data.test_samples, 100);
+  EXPECT_EQ(c.data.features, 7);
+  EXPECT_DOUBLE_EQ(c.data.noise, 0.5);
   EXPECT_DOUBLE_EQ(c.data.val_fraction, 0.25);
   EXPECT_EQ(c.data.train_files, "shards/train_*.bin");
   EXPECT_EQ(c.data.val_files, "shards/val_*.bin");
