@@ -23,18 +23,8 @@ set -u
 dtrain=$1 mpiexec=$2 check=$3 src=$4 work=$5
 rm -rf "$work" && mkdir -p "$work"
 failures=0
-fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
-# run EXPECTED_EXIT NAME NP ARGS...: dtrain train under mpirun into $work/NAME.
-run() {
-  local want=$1 name=$2 np=$3; shift 3
-  "$mpiexec" -np "$np" --oversubscribe "$dtrain" train "$@" --run-dir "$work/$name" >"$work/$name.log" 2>&1
-  local got=$?
-  if [ "$got" != "$want" ]; then fail "$name exited $got, expected $want:"; tail -15 "$work/$name.log"; fi
-}
-expect_in_log() {  # expect_in_log NAME TEXT
-  grep -qF -- "$2" "$work/$1.log" || { fail "$1: the log does not say: $2"; tail -8 "$work/$1.log"; }
-}
-compare() { "$check" compare "$@" || failures=$((failures + 1)); }
+# shellcheck source=mpi_run_lib.sh
+source "$(dirname "$0")/mpi_run_lib.sh"
 
 base() { echo "$src/configs/fashion_mnist_$1.yaml" --set train.max_steps="$2" --set eval.every_steps=0 --set log.every_steps=10; }
 
