@@ -6,6 +6,7 @@
 #  2. Equivalence on the GPU: global batch 64 as one process (micro 64, NCCL with one
 #     rank) and as 1, 2 and 4 ranks of micro 16 sharing the GPU through the MPI
 #     communicator (device.share: true): the same loss at each step within 1e-4.
+#     With optimizer.shard: true on 2 and 4 ranks: within 1e-6 of the unsharded ranks.
 #  3. comm.backend: nccl named explicitly trains on one rank.
 #  4. The batch planner on the card: dtrain plan (micro-batch auto) with the card's free
 #     memory (cudaMemGetInfo) and with memory.limit 1GiB, the prediction against the
@@ -52,6 +53,14 @@ for model in mlp cnn; do
   done
   compare 1e-4 20 "$work/${model}_gpu" "$work/${model}_gpu_np1_shared" "$work/${model}_gpu_np2_shared" \
     "$work/${model}_gpu_np4_shared"
+  # Optimizer-state sharding on the device (reduce_scatter_v and all_gather_v on device
+  # buffers through MPI): within 1e-6 of the unsharded ranks of the same layout.
+  for np in 2 4; do
+    run "${model}_gpu_np${np}_shared_shard" "$mpiexec" -np "$np" --oversubscribe "$dtrain" "${common[@]}" \
+      --set train.micro_batch=16 --set device.kind=cuda --set device.share=true --set comm.backend=mpi \
+      --set optimizer.shard=true
+    compare 1e-6 20 "$work/${model}_gpu_np${np}_shared" "$work/${model}_gpu_np${np}_shared_shard"
+  done
 done
 run nccl_one_rank "$dtrain" train "$src/configs/fashion_mnist_mlp.yaml" --set "data.path=$data" --set train.max_steps=50 \
   --set device.kind=cuda --set comm.backend=nccl
