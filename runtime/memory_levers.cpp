@@ -9,6 +9,7 @@
 #include "kernels/errors.h"
 #include "runtime/memory_probe.h"
 #include "runtime/optimizer_shards.h"
+#include "runtime/setup_agreement.h"
 
 namespace dtrain {
 
@@ -229,6 +230,7 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
     const int64_t hi = without.plan.micro_batch[static_cast<size_t>(rank)];
     const int64_t lo = std::max<int64_t>(1, hi / 4);
     double mine_times[2] = {-1.0, -1.0};
+    std::exception_ptr error;
     try {
       const double t_hi = time_micro_step(model, ctx, train, hi, 2);
       const double t_lo = hi > lo ? time_micro_step(model, ctx, train, lo, 2) : t_hi;
@@ -238,9 +240,13 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
       mine_times[1] = per_sample;
     } catch (const OutOfMemoryError&) {
       // Unmeasured on this rank: no rank predicts, and recompute is not taken for speed.
+    } catch (...) {
+      error = std::current_exception();
     }
     model.release_activations();
     ctx.release_workspace();
+    // Any other failure ends every rank alike, none left in the gather below.
+    agree_on_setup(control, error);
     std::vector<double> gathered(2 * static_cast<size_t>(n));
     all_gather(control, std::span<const double>(mine_times, 2), std::span<double>(gathered))->wait();
     bool all_measured = true;
