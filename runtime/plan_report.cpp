@@ -97,7 +97,7 @@ std::string levers_text(const LeverChoice& c, int64_t params_state_bytes_per_par
       }
       out << "micro-batch " << joined(k.plan.micro_batch, " + ") << ", k " << k.plan.accumulation_steps
           << ", global batch " << k.plan.global_batch;
-      if (k.step_seconds > 0) out << ", predicted " << fixed(k.step_seconds, 3) << " s per step";
+      if (k.step_seconds > 0) out << ", predicted " << fixed(1e3 * k.step_seconds, 2) << " ms per step";
       out << "\n";
     }
   }

@@ -8,6 +8,7 @@
 
 #include "runtime/config.h"
 #include "runtime/memory_levers.h"
+#include "runtime/plan_report.h"
 
 namespace dtrain {
 namespace {
@@ -145,6 +146,63 @@ TEST(MemoryLevers, WhenNothingFitsTheMostLeversAreChosenForThePlannerToReport) {
   const LeverChoice c = choose(four({0, 0}, {0, 0}, {0, 0}, {0, 3}), 16);
   EXPECT_EQ(lever_name(c.chosen), "shard + recompute");
   EXPECT_NE(c.reason.find("nothing fits"), std::string::npos) << c.reason;
+}
+
+}  // namespace
+}  // namespace dtrain
+
+namespace dtrain {
+namespace {
+
+// The plan of two ranks with a lever choice, as text (json false) or plan.json.
+std::string plan_with(const LeverChoice& levers, bool json) {
+  PlanOutcome o;
+  o.plan.global_batch = 16;
+  o.plan.accumulation_steps = 1;
+  o.plan.micro_batch = {8, 8};
+  o.ranks.resize(2);
+  PlanSummary s{o, 0.1, 0.1, "none", 16, 10, 0};
+  s.levers = &levers;
+  s.optimizer_state_bytes_per_param = 8;
+  return json ? plan_json(s) : plan_text(s);
+}
+
+TEST(MemoryLeversReport, ThePlanListsEveryCandidateTheOneTakenWhyAndTheShards) {
+  std::vector<LeverCandidate> c = four({4, 4}, {8, 8}, {8, 8}, {12, 12});
+  plan_candidates(c, 16, kAuto);
+  LeverChoice levers = choose_levers(std::move(c), 16, StepTimes{{0.5, 0.5}, {0.25, 0.25}}, 0.25);
+  levers.shard_setting = "auto";
+  levers.recompute_setting = "auto";
+  levers.shards = {FlatRange{0, 1024}, FlatRange{1024, 1000}};
+  const std::string text = plan_with(levers, false);
+  EXPECT_NE(text.find("plan: memory levers (optimizer.shard auto, memory.recompute auto): shard; shard: micro-batch "
+                      "4 + 4 -> 8 + 8 and k 2 -> 1 at no extra FLOPs: 1.20x faster per step (predicted)\n"),
+            std::string::npos)
+      << text;
+  // none: 2 x (0.5 + 0.25 x 4) = 3 s; shard: 1 x (0.5 + 0.25 x 8) = 2.5 s.
+  EXPECT_NE(text.find("plan:     none: up to 4 + 4 per micro-batch; micro-batch 4 + 4, k 2, global batch 16, "
+                      "predicted 3000.00 ms per step\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("plan:   * shard: up to 8 + 8 per micro-batch; micro-batch 8 + 8, k 1, global batch 16, "
+                      "predicted 2500.00 ms per step\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("plan:   rank 1 owns parameters [1024, 2024): 1000 (7.8 KiB of optimizer state)\n"),
+            std::string::npos)
+      << text;
+  const std::string json = plan_with(levers, true);
+  EXPECT_NE(json.find("\"levers\": {\"shard_setting\": \"auto\", \"recompute_setting\": \"auto\", \"chosen\": "
+                      "\"shard\", \"shard\": true, \"recompute\": \"none\""),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("{\"name\": \"none\", \"capacity\": [4, 4], \"fits\": true, \"micro_batch\": [4, 4], "
+                      "\"accumulation_steps\": 2, \"global_batch\": 16, \"predicted_step_s\": 3}"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"shards\": [{\"offset\": 0, \"count\": 1024}, {\"offset\": 1024, \"count\": 1000}]"),
+            std::string::npos)
+      << json;
 }
 
 }  // namespace
