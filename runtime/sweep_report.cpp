@@ -199,7 +199,7 @@ std::string sweep_gnuplot_script(const SweepSummary& s, const std::string& out_p
     out << "smin = " << s.fit.s_min.value << "\nemin = " << s.fit.e_min.value << "\nbcrit = " << s.fit.b_crit.value
         << "\nN = " << n << "\n"
         << "set arrow 1 from bcrit, graph 0 to bcrit, graph 1 nohead dt 2 lc rgb 'gray40'\n"
-        << "set label 1 sprintf('B_crit %.0f', bcrit) at bcrit, graph 0.95 offset 1,0\n";
+        << "set label 1 sprintf('B_crit %.0f', bcrit) at bcrit, graph 0.05 offset 1,0\n";
   }
   out << "set title 'steps to the target'\nset xlabel 'global batch'\nset ylabel 'steps'\n"
       << "plot $points using 1:2 with points pt 7 title 'runs'"
