@@ -8,12 +8,6 @@
 
 namespace dtrain {
 
-FlatRange intersect(const FlatRange& a, const FlatRange& b) {
-  const int64_t lo = std::max(a.offset, b.offset);
-  const int64_t hi = std::min(a.offset + a.count, b.offset + b.count);
-  return hi > lo ? FlatRange{lo, hi - lo} : FlatRange{lo, 0};
-}
-
 std::vector<GradientBucket> assign_gradient_buckets(const std::vector<FlatRange>& layers,
                                                     int64_t cap_elements) {
   DTRAIN_ASSERT(cap_elements > 0, "bucket cap must be positive");

@@ -61,16 +61,10 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "kernels/flat_range.h"
 
 namespace dtrain {
 
-struct FlatRange {
-  int64_t offset = 0;  // elements
-  int64_t count = 0;
-};
-
-// The elements of `a` that `b` also covers (count 0 when they do not meet).
-FlatRange intersect(const FlatRange& a, const FlatRange& b);
 
 struct GradientBucket {
   int64_t offset = 0;   // elements into the flat gradient buffer

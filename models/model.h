@@ -15,6 +15,7 @@
 
 #include "kernels/context.h"
 #include "kernels/dtype.h"
+#include "kernels/flat_range.h"
 #include "kernels/memory.h"
 #include "models/batch.h"
 #include "models/layer.h"
@@ -73,9 +74,10 @@ class Model {
   virtual SampleLayout sample_layout() const = 0;
 
   int64_t param_count() const { return param_count_; }
-  float* params() { return params_.as<float>(); }  // device memory
+  // All param_count() fp32 parameters (device memory); not after keep_master_range.
+  float* params() { return whole_params(); }
   float* grads() { return grads_.as<float>(); }    // device memory
-  const float* params() const { return params_.as<float>(); }
+  const float* params() const { return const_cast<Model*>(this)->whole_params(); }
   const float* grads() const { return grads_.as<float>(); }
   // The type the model computes and stores activations in (Note [bf16 storage] in
   // kernels/dtype.h). With bf16 the model computes with a bf16 copy of the fp32
@@ -86,11 +88,31 @@ class Model {
   bf16* param_copy() { return param_copy_.as<bf16>(); }
   const bf16* param_copy() const { return param_copy_.as<bf16>(); }
   void params_changed();
-  // Parameter bytes on the device: the fp32 parameters and, in bf16, their copy.
-  int64_t param_bytes() const { return param_bytes_in(compute_); }
+  // Parameter bytes on the device: the fp32 parameters (of the master range) and, in
+  // bf16, their copy.
+  int64_t param_bytes() const {
+    return param_bytes_in(compute_) - (param_count_ - master_range_.count) * static_cast<int64_t>(sizeof(float));
+  }
   int64_t param_bytes_in(DType compute) const {
     return param_count_ * static_cast<int64_t>(sizeof(float) + (compute == DType::kBF16 ? sizeof(bf16) : 0));
   }
+
+  // Note [Sharded master weights]
+  // A bf16 model computes with its bf16 copy alone; its fp32 parameters are master
+  // weights that only the optimizer reads. With optimizer-state sharding each rank
+  // updates one range of them (Note [Shard ranges]), so it keeps that range alone:
+  // keep_master_range frees the rest. Then master() holds master_range().count values
+  // (master()[0] is parameter master_range().offset), params() is no longer whole,
+  // the optimizer refreshes the copy's range in its pass and the trainer all-gathers the
+  // copy (2 bytes a parameter on the wire), and checkpoints gather the ranges.
+  // load_params still takes every parameter: it keeps the range and rounds the whole
+  // copy from the host values.
+  FlatRange master_range() const { return master_range_; }
+  float* master() { return params_.as<float>(); }
+  const float* master() const { return params_.as<float>(); }
+  bool master_is_sharded() const { return master_range_.count != param_count_; }
+  // bf16 models only: keep `range` of the fp32 parameters and free the rest.
+  void keep_master_range(FlatRange range);
   // The ranges the gradient reducer buckets: contiguous, in order, covering the flat
   // buffer; backward reports each done (on_range_done(i)) once its gradient is final.
   // A parameter two parts share (tied weights) is one range, reported when its last
@@ -177,6 +199,8 @@ class Model {
   Buffer params_;
   Buffer grads_;
   Buffer param_copy_;
+  FlatRange master_range_;  // the fp32 parameters params_ holds (all, unless sharded)
+  float* whole_params();
 };
 
 }  // namespace dtrain

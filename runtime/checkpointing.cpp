@@ -165,47 +165,64 @@ void restore_from(ResumePoint& point, const Config& config, int64_t global_batch
   ctx.synchronize();
 }
 
-std::vector<std::vector<float>> gather_optimizer_state(Optimizer& optimizer, const std::vector<FlatRange>& shards,
-                                                       int64_t n, Context& ctx, Communicator& control) {
+namespace {
+
+// `mine` (this rank's range of an n-float buffer, its values on the device) gathered
+// whole on rank 0 from every rank's range in `shards`; empty elsewhere.
+std::vector<float> gather_ranges(const float* mine, const FlatRange& range, const std::vector<FlatRange>& shards,
+                                 int64_t n, Context& ctx, Communicator& control) {
   const bool leader = control.rank() == 0;
-  std::vector<std::vector<float>> whole;
-  const FlatRange mine = optimizer.shard();
-  for (float* buffer : optimizer.state_buffers()) {
-    std::vector<float> own(static_cast<size_t>(mine.count));
-    ops::copy_to_host(ctx, own.data(), buffer, own.size() * sizeof(float));
-    if (shards.empty()) {
-      if (leader) whole.push_back(std::move(own));
-      continue;
-    }
-    std::vector<float> full(leader ? static_cast<size_t>(n) : 0);
-    constexpr int64_t kChunk = int64_t{1} << 22;  // floats: 16 MiB
-    std::vector<float> scratch;
-    for (size_t r = 0; r < shards.size(); ++r) {
-      const FlatRange& range = shards[r];
-      for (int64_t at = 0; at < range.count; at += kChunk) {
-        const int64_t count = std::min(kChunk, range.count - at);
-        float* data;
-        if (static_cast<int>(r) == control.rank()) {
-          data = own.data() + at;
-          if (leader) std::copy(data, data + count, full.begin() + range.offset + at);
-        } else if (leader) {
-          data = full.data() + range.offset + at;
-        } else {
-          scratch.resize(static_cast<size_t>(count));
-          data = scratch.data();
-        }
-        broadcast(control, std::span<float>(data, static_cast<size_t>(count)), static_cast<int>(r))->wait();
+  std::vector<float> own(static_cast<size_t>(range.count));
+  ops::copy_to_host(ctx, own.data(), mine, own.size() * sizeof(float));
+  std::vector<float> full(leader ? static_cast<size_t>(n) : 0);
+  constexpr int64_t kChunk = int64_t{1} << 22;  // floats: 16 MiB
+  std::vector<float> scratch;
+  for (size_t r = 0; r < shards.size(); ++r) {
+    const FlatRange& owner = shards[r];
+    for (int64_t at = 0; at < owner.count; at += kChunk) {
+      const int64_t count = std::min(kChunk, owner.count - at);
+      float* data;
+      if (static_cast<int>(r) == control.rank()) {
+        data = own.data() + at;
+        if (leader) std::copy(data, data + count, full.begin() + owner.offset + at);
+      } else if (leader) {
+        data = full.data() + owner.offset + at;
+      } else {
+        scratch.resize(static_cast<size_t>(count));
+        data = scratch.data();
       }
+      broadcast(control, std::span<float>(data, static_cast<size_t>(count)), static_cast<int>(r))->wait();
     }
-    if (leader) whole.push_back(std::move(full));
   }
-  return whole;
+  return full;
+}
+
+// A whole buffer of rank 0's device memory on the host; empty elsewhere.
+std::vector<float> leader_copy(const float* whole, int64_t n, Context& ctx, const Communicator& control) {
+  if (control.rank() != 0) return {};
+  std::vector<float> host(static_cast<size_t>(n));
+  ops::copy_to_host(ctx, host.data(), whole, host.size() * sizeof(float));
+  return host;
+}
+
+}  // namespace
+
+GatheredState gather_training_state(const Model& model, Optimizer& optimizer, const std::vector<FlatRange>& shards,
+                                    Context& ctx, Communicator& control) {
+  const int64_t n = model.param_count();
+  GatheredState g;
+  g.params = model.master_is_sharded() ? gather_ranges(model.master(), model.master_range(), shards, n, ctx, control)
+                                       : leader_copy(model.params(), n, ctx, control);
+  for (float* buffer : optimizer.state_buffers()) {
+    g.optimizer_state.push_back(shards.empty() ? leader_copy(buffer, n, ctx, control)
+                                               : gather_ranges(buffer, optimizer.shard(), shards, n, ctx, control));
+  }
+  return g;
 }
 
 CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64_t step, int64_t samples,
-                              int64_t steps_per_epoch, const Model& model, const Optimizer& optimizer,
-                              std::vector<std::vector<float>> optimizer_state, const NoiseScaleEstimator& noise,
-                              Context& ctx) {
+                              int64_t steps_per_epoch, const Optimizer& optimizer, GatheredState whole,
+                              const NoiseScaleEstimator& noise) {
   CheckpointState s;
   s.step = step;
   s.samples = samples;
@@ -217,9 +234,8 @@ CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64
   s.steps_per_epoch = steps_per_epoch;
   s.epoch = step / steps_per_epoch;
   s.batch_in_epoch = step % steps_per_epoch;
-  s.params.resize(static_cast<size_t>(model.param_count()));
-  ops::copy_to_host(ctx, s.params.data(), model.params(), s.params.size() * sizeof(float));
-  s.optimizer_state = std::move(optimizer_state);
+  s.params = std::move(whole.params);
+  s.optimizer_state = std::move(whole.optimizer_state);
   s.optimizer_steps = optimizer.steps_taken();
   const NoiseScaleEstimator::State n = noise.state();
   s.noise = {n.gradient_sq_ema, n.trace_ema, n.weight};

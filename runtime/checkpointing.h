@@ -49,26 +49,32 @@ ResumePoint find_resume_point(const std::string& resume, const std::string& dir,
 void restore_from(ResumePoint& point, const Config& config, int64_t global_batch, Model& model,
                   Optimizer& optimizer, NoiseScaleEstimator& noise, Context& ctx, Communicator& control);
 
-// Collective over `control` when `shards` is not empty (the optimizer state is
-// sharded, Note [Shard ranges]): every optimizer state buffer whole, n floats each, on
-// rank 0; empty vectors elsewhere. A checkpoint holds the whole state in one file, so
-// it resumes on any number of ranks, sharded or not.
+// The parameters and the optimizer state whole, n floats each, on rank 0 (empty
+// elsewhere), for a checkpoint: it holds the whole state in one file, so it resumes on
+// any number of ranks, sharded or not.
+struct GatheredState {
+  std::vector<float> params;
+  std::vector<std::vector<float>> optimizer_state;
+};
+
+// Collective over `control` when `shards` is not empty (optimizer-state sharding,
+// Note [Shard ranges]; and, for a bf16 model, its master weights, Note [Sharded master
+// weights]); local otherwise.
 //
 // Rank 0 gathers rather than each rank writing its range into the file at its offset:
 // the file is written, checked (CRC) and renamed into place by one process, as
 // unsharded, so a crash of any rank cannot leave a file with a hole, and no file
-// system shared by every node is assumed. The shards travel as broadcasts from each
+// system shared by every node is assumed. The ranges travel as broadcasts from each
 // owner over the control communicator, in chunks, so the other ranks never hold more
 // than their own range and one chunk; checkpoints are rare enough for the extra bytes.
-std::vector<std::vector<float>> gather_optimizer_state(Optimizer& optimizer, const std::vector<FlatRange>& shards,
-                                                       int64_t n, Context& ctx, Communicator& control);
+GatheredState gather_training_state(const Model& model, Optimizer& optimizer, const std::vector<FlatRange>& shards,
+                                    Context& ctx, Communicator& control);
 
 // Rank 0's snapshot of the training state after `step` optimizer steps, with the
-// optimizer's state buffers whole (gather_optimizer_state).
+// parameters and the optimizer's state whole (gather_training_state).
 CheckpointState capture_state(const Config& config, const BatchPlan& plan, int64_t step, int64_t samples,
-                              int64_t steps_per_epoch, const Model& model, const Optimizer& optimizer,
-                              std::vector<std::vector<float>> optimizer_state, const NoiseScaleEstimator& noise,
-                              Context& ctx);
+                              int64_t steps_per_epoch, const Optimizer& optimizer, GatheredState whole,
+                              const NoiseScaleEstimator& noise);
 
 // Collective: rank 0 writes the checkpoint of `step` into `dir` and rotates; every rank
 // learns the outcome. A failure is reported by rank 0; with checkpoint.on_error: stop

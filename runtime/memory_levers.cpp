@@ -205,7 +205,12 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
   std::vector<int64_t> mine;
   for (const LeverSetting& s : settings) {
     MemoryModel m = measured;
-    m.optimizer_bytes = optimizer_bytes_per_param * (s.shard ? ranges[static_cast<size_t>(rank)].count : params);
+    const int64_t owned = s.shard ? ranges[static_cast<size_t>(rank)].count : params;
+    m.optimizer_bytes = optimizer_bytes_per_param * owned;
+    // Note [Sharded master weights]: a bf16 model keeps its range of the fp32 masters.
+    if (model.compute_type() == DType::kBF16) {
+      m.params_bytes -= (params - owned) * static_cast<int64_t>(sizeof(float));
+    }
     m.activation_bytes_per_sample = model.activation_bytes_per_sample_in(model.compute_type(), s.recompute);
     mine.push_back(largest_fitting_micro_batch(m, budget.budget, most));
   }

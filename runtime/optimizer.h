@@ -28,11 +28,13 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   virtual const char* name() const = 0;
-  // One update of the shard's range of params (the whole flat buffer of n floats,
-  // device) from the same range of grads with learning rate lr. When params_bf16 is
-  // not null its range receives the updated parameters rounded to bf16 (the model's
-  // compute copy, Note [bf16 storage]), in the update's own pass where the op can.
-  virtual void step(Context& ctx, float* params, const float* grads, double lr, bf16* params_bf16 = nullptr) = 0;
+  // One update of the shard's parameters: `master` holds the shard().count fp32
+  // values of the shard (master[0] is parameter shard().offset; unsharded, the whole
+  // buffer), `grads` the whole flat gradient buffer (n floats), both device memory.
+  // When params_bf16 (the whole bf16 copy) is not null its shard range receives the
+  // updated parameters rounded to bf16 (the model's compute copy, Note [bf16
+  // storage]), in the update's own pass where the op can.
+  virtual void step(Context& ctx, float* master, const float* grads, double lr, bf16* params_bf16 = nullptr) = 0;
   // Bytes of optimizer state per parameter of the shard.
   virtual int64_t state_bytes_per_param() const = 0;
   // The range of the flat buffers this optimizer updates and keeps state for.

@@ -415,13 +415,18 @@ void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
     optimizer_.step(ctx_, model_.params(), model_.grads(), lr, model_.param_copy());
     return;
   }
-  // Sharded: this rank updates its range; the all-gather brings every rank's, and the
-  // bf16 copy is refreshed whole from them (the same rounding the update pass does).
-  optimizer_.step(ctx_, model_.params(), model_.grads(), lr);
-  {
-    TraceScope gather(trace_.get(), "all-gather parameters", "comm", step + 1);
-    comm_.all_gather_v(model_.params(), shard_counts_, DataType::Float32)->wait();
+  // Sharded: this rank updates its range, and the all-gather brings every rank's. A
+  // bf16 model keeps only its range of the fp32 master weights (Note [Sharded master
+  // weights]): the update rounds the range into the bf16 copy, and the copy travels
+  // (2 bytes a parameter). An fp32 model computes with the fp32 parameters: they travel.
+  TraceScope gather(trace_.get(), "all-gather parameters", "comm", step + 1);
+  if (model_.master_is_sharded()) {
+    optimizer_.step(ctx_, model_.master(), model_.grads(), lr, model_.param_copy());
+    comm_.all_gather_v(model_.param_copy(), shard_counts_, DataType::BFloat16)->wait();
+    return;
   }
+  optimizer_.step(ctx_, model_.params() + shard_.offset, model_.grads(), lr);
+  comm_.all_gather_v(model_.params(), shard_counts_, DataType::Float32)->wait();
   model_.params_changed();
 }
 
@@ -468,12 +473,11 @@ void TrainingRun::checkpoint(int64_t steps_done) {
   TraceScope scope(trace_.get(), "checkpoint", "io", steps_done);
   progress_->finish();  // the checkpoint's own line goes below the bar
   faults_.in_checkpoint(comm_.rank());
-  std::vector<std::vector<float>> optimizer_state =
-      gather_optimizer_state(optimizer_, shards_, model_.param_count(), ctx_, control_);
+  GatheredState whole = gather_training_state(model_, optimizer_, shards_, ctx_, control_);
   std::optional<CheckpointState> state;
   if (leader_) {
-    state = capture_state(config_, plan_, steps_done, samples_, setup_.steps_per_epoch, model_, optimizer_,
-                          std::move(optimizer_state), noise_scale_, ctx_);
+    state = capture_state(config_, plan_, steps_done, samples_, setup_.steps_per_epoch, optimizer_, std::move(whole),
+                          noise_scale_);
   }
   save_checkpoint(config_, checkpoint_dir_, state ? &*state : nullptr, steps_done, control_, log_);
 }

@@ -37,6 +37,8 @@ void make_optimizer_for(TrainingSetup& s, const Config& config, Context& ctx, in
   const FlatRange shard = s.levers.shards.empty() ? FlatRange{0, n} : s.levers.shards[static_cast<size_t>(rank)];
   s.model->set_recompute(s.levers.chosen.recompute);
   try {
+    // Note [Sharded master weights]: a bf16 model keeps its range of the fp32 masters.
+    if (!s.levers.shards.empty() && s.model->compute_type() == DType::kBF16) s.model->keep_master_range(shard);
     s.optimizer = make_optimizer(config.optimizer, ctx, n,
                                  decay_spans(s.model->param_tensors(), n, config.optimizer.decay_filter), shard);
   } catch (const OutOfMemoryError& e) {
