@@ -118,6 +118,17 @@ cluster_up() {
   done
   [ "$(_cluster_sw bridge link show | grep -c 'state forwarding')" = "$#" ] ||
     { echo "FAILED: the switch's ports do not forward: $(_cluster_sw bridge link show)"; exit 1; }
+  # Every node resolves every node's name. Open MPI 4.1 needs it not (the agent takes
+  # node names, and its daemons pass addresses), but programs on a real cluster's
+  # nodes, Slurm's daemons among them, look their peers up by name.
+  local node names want got
+  names=$(awk '{ print $1 }' "$cluster_dir/nodes")
+  want=$(awk '{ print $3, $1 }' "$cluster_dir/nodes")
+  for node in $names; do
+    # shellcheck disable=SC2086
+    got=$(cluster_exec "$node" getent hosts $names | awk '{ print $1, $2 }')
+    [ "$got" = "$want" ] || { echo "FAILED: on $node the node names resolve to: $got"; exit 1; }
+  done
   echo "cluster: $(awk '{ printf "%s%s (%s)", (NR > 1 ? ", " : ""), $1, $3 }' "$cluster_dir/nodes")," \
        "slots $*"
 }
