@@ -24,6 +24,24 @@ std::string short_id(const std::string& id) { return id.size() > 12 ? id.substr(
 
 }  // namespace
 
+std::string join_device_ids(const std::vector<std::string>& ids) {
+  std::string out;
+  for (const std::string& id : ids) out += (out.empty() ? "" : ",") + id;
+  return out;
+}
+
+std::vector<std::string> split_device_ids(const std::string& joined) {
+  std::vector<std::string> ids;
+  size_t start = 0;
+  while (start < joined.size()) {
+    size_t end = joined.find(',', start);
+    if (end == std::string::npos) end = joined.size();
+    ids.push_back(joined.substr(start, end - start));
+    start = end + 1;
+  }
+  return ids;
+}
+
 DeviceChoice choose_device(const std::string& kind, bool share, int local_rank,
                            const std::vector<std::vector<std::string>>& visible, const std::string& node) {
   const int local_size = static_cast<int>(visible.size());

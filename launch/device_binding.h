@@ -32,4 +32,9 @@ DeviceChoice choose_device(const std::string& kind, bool share, int local_rank,
                            const std::vector<std::vector<std::string>>& visible_by_local_rank,
                            const std::string& node);
 
+// A rank's GPU ids as one comma-separated string, for the gather over the node's
+// ranks, and back ("" is no GPU).
+std::string join_device_ids(const std::vector<std::string>& ids);
+std::vector<std::string> split_device_ids(const std::string& joined);
+
 }  // namespace dtrain::launch

@@ -15,29 +15,6 @@
 #include "runtime/setup_agreement.h"
 
 namespace dtrain::launch {
-namespace {
-
-// A rank's GPU ids as one string for the node gather, and back.
-std::string join_ids(const std::vector<std::string>& ids) {
-  std::string out;
-  for (const std::string& id : ids) out += (out.empty() ? "" : ",") + id;
-  return out;
-}
-
-std::vector<std::string> split_ids(const std::string& joined) {
-  std::vector<std::string> ids;
-  size_t start = 0;
-  while (start < joined.size()) {
-    size_t end = joined.find(',', start);
-    if (end == std::string::npos) end = joined.size();
-    ids.push_back(joined.substr(start, end - start));
-    start = end + 1;
-  }
-  return ids;
-}
-
-}  // namespace
-
 DeviceSetup setup_device(const Config& config, Process& process) {
   Communicator& control = process.comm();
   DeviceSetup setup;
@@ -49,12 +26,12 @@ DeviceSetup setup_device(const Config& config, Process& process) {
   // gather, also one whose query failed: the failure is agreed on below.
   std::string seen;
   try {
-    if (config.device.kind == "auto" || config.device.kind == "cuda") seen = join_ids(cuda_device_ids());
+    if (config.device.kind == "auto" || config.device.kind == "cuda") seen = join_device_ids(cuda_device_ids());
   } catch (...) {
     error = std::current_exception();
   }
   std::vector<std::vector<std::string>> visible;
-  for (const std::string& ids : process.gather_on_node(seen)) visible.push_back(split_ids(ids));
+  for (const std::string& ids : process.gather_on_node(seen)) visible.push_back(split_device_ids(ids));
   try {
     if (error) std::rethrow_exception(error);
     const DeviceChoice choice = choose_device(config.device.kind, config.device.share, process.local_rank(),

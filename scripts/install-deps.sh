@@ -7,12 +7,14 @@ set -euo pipefail
 # the text configs/gpt_fortunes.yaml trains a GPT on (/usr/share/games/fortunes). With
 # --test, also what only the test suite needs: clang and libclang-rt-dev (the libFuzzer
 # targets, tests/fuzz), slurm-wlm and munge (the real single-node Slurm of
-# tests/e2e/slurm_checks.sh), so that a machine that only trains gets no compiler or
-# batch system it did not ask for.
+# tests/e2e/slurm_checks.sh), and iproute2 (ip and bridge: the nodes of the namespace
+# cluster, tests/cluster/netns_cluster.sh; its unshare, nsenter and setpriv come with
+# util-linux, which every Debian has), so that a machine that only trains gets no
+# compiler or batch system it did not ask for.
 packages=(cmake g++ ninja-build libopenmpi-dev openmpi-bin libyaml-cpp-dev libopenblas-dev
           libdnnl-dev zlib1g-dev libgtest-dev dataset-fashion-mnist fortunes gnuplot-nox)
 if [ "${1:-}" = --test ]; then
-  packages+=(clang libclang-rt-dev slurm-wlm munge)
+  packages+=(clang libclang-rt-dev slurm-wlm munge iproute2)
 fi
 
 # With a CUDA toolkit: the cuDNN frontend's headers (fused attention), from PyPI into

@@ -109,5 +109,14 @@ TEST(DeviceBinding, CudaWithoutGpuIsAnError) {
   EXPECT_THROW(choose_device("cuda", false, 0, all_see(1, 0), "n"), ConfigError);
 }
 
+// The node gather carries each rank's list as one string (launch/device_setup.cpp).
+TEST(DeviceBinding, GpuListsTravelAsOneStringAndBack) {
+  const std::vector<std::string> ids{"GPU-5b1c", "GPU-77aa"};
+  EXPECT_EQ(join_device_ids(ids), "GPU-5b1c,GPU-77aa");
+  EXPECT_EQ(split_device_ids("GPU-5b1c,GPU-77aa"), ids);
+  EXPECT_EQ(join_device_ids({}), "");
+  EXPECT_TRUE(split_device_ids("").empty());  // a rank without GPUs
+}
+
 }  // namespace
 }  // namespace dtrain::launch
