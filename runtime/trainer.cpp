@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "models/model.h"
 #include "models/sampling.h"
+#include "runtime/checkpoint_dir_check.h"
 #include "runtime/checkpointing.h"
 #include "runtime/eval_target.h"
 #include "runtime/evaluator.h"
@@ -610,8 +611,10 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
                   const std::string& run_dir, std::ostream& log, const TrainOptions& options) {
   const bool leader = comm.rank() == 0;
   std::ostringstream quiet;
-  ResumePoint resume =
-      find_resume_point(options.resume, checkpoint_dir_of(requested, run_dir), control, leader ? log : quiet);
+  const std::string checkpoint_dir = checkpoint_dir_of(requested, run_dir);
+  // See Note [Checkpoint directory seen by every node]; one rank sees its own writes.
+  if (control.size() > 1) check_checkpoint_dir_shared(checkpoint_dir, this_host_name(), control);
+  ResumePoint resume = find_resume_point(options.resume, checkpoint_dir, control, leader ? log : quiet);
   const Config config = reconcile_with_checkpoint(requested, resume, leader);
   TrainingSetup setup = setup_training(config, ctx, control, options.ranks_sharing_device, run_dir);
   TrainingRun run(config, setup, resume, ctx, comm, control, run_dir, log, options);
