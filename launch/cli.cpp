@@ -80,6 +80,7 @@ Config sections and keys (README.md lists them with defaults):
 
 const char* plan_help() {
   return R"(Usage: dtrain plan CONFIG.yaml [--set key=value]... [--json]
+                   [--predict-ranks N,N,... [--cluster FILE]]
 
 Prints the batch plan of CONFIG.yaml on this job's ranks without training: per rank
 the device, its memory (total, free, limit), the bytes by category (parameters,
@@ -98,6 +99,16 @@ adjusted so that k x their sum is exactly G.
 Options:
   --set key=value   override a config key (as for dtrain train)
   --json            print the plan as JSON (as RUN_DIR/plan.json) for scripts
+  --predict-ranks N,N,...
+                    also predict the step time and scaling efficiency of this config
+                    on N ranks each: compute (k micro-steps, timed here at two
+                    micro-batches, or from the cluster table's device FLOP/s) plus the
+                    collectives an alpha-beta model says backward does not hide
+                    (ring or tree all-reduce; sharding's reduce-scatter and
+                    all-gather). The global batch is the config's (auto: each rank's
+                    micro-batch, weak scaling).
+  --cluster FILE    the links and nodes to predict for (configs/clusters/); default:
+                    8 x H100 a node, NVLink inside, 400 Gb/s InfiniBand between
   -h, --help        this text
 )";
 }
@@ -458,6 +469,10 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
       return cmd;
     } else if (plan && a == "--json") {
       cmd.json = true;
+    } else if (plan && a == "--predict-ranks") {
+      cmd.predict_ranks = value(a);
+    } else if (plan && a == "--cluster") {
+      cmd.cluster = value(a);
     } else if (a == "--set") {
       cmd.overrides.push_back(value(a));
     } else if (a.rfind("--set=", 0) == 0) {
@@ -473,6 +488,9 @@ CliCommand parse_cli(const std::vector<std::string>& args) {
     } else {
       config_argument(cmd, a, help);
     }
+  }
+  if (!cmd.cluster.empty() && cmd.predict_ranks.empty()) {
+    throw UsageError("--cluster goes with --predict-ranks N,N,...; " + help);
   }
   if (cmd.config_path.empty()) {
     throw UsageError(plan ? "missing CONFIG.yaml: dtrain plan CONFIG.yaml [--set key=value]... [--json]"

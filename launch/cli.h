@@ -1,7 +1,7 @@
 // The dtrain command line:
 //   dtrain --help
 //   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR]
-//   dtrain plan CONFIG.yaml [--set key=value]... [--json]
+//   dtrain plan CONFIG.yaml [--set key=value]... [--json] [--predict-ranks N,...] [--cluster FILE]
 //   dtrain sample RUN_DIR|CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   dtrain sweep CONFIG.yaml --target KEY=VALUE [--batches B,B,...|auto] [--seeds N]
 //                [--lr-scaling none|linear|sqrt] [--max-epochs E] [--dir SWEEP_DIR]
@@ -23,6 +23,8 @@ struct CliCommand {
   std::vector<std::string> overrides;  // "key=value", in order
   std::string run_dir;                 // empty: runs/<config stem>-<time>
   bool json = false;                   // plan: print JSON instead of text
+  std::string predict_ranks;           // plan: "N,N,..." to predict the step on (Note [Scaling model])
+  std::string cluster;                 // plan: the cluster table; empty: the built-in H100 one
   std::string resume;                  // train: "" | "auto" | a checkpoint path
   int nproc = 0;                       // launch: ranks; 0: auto
   std::vector<std::string> launched;   // launch: the command the ranks run

@@ -1,18 +1,97 @@
 #include <iostream>
 
+#include "comm/gradient_reducer.h"
+#include "kernels/errors.h"
 #include "launch/job.h"
+#include "runtime/cluster_spec.h"
+#include "runtime/gradient_buckets.h"
+#include "runtime/memory_probe.h"
 #include "runtime/plan_report.h"
+#include "runtime/scaling_model.h"
 #include "runtime/training_setup.h"
 
 namespace dtrain::launch {
 
+namespace {
+
+// What the scaling prediction needs from this plan (Note [Scaling model]). Rank 0
+// times the compute here unless the cluster table gives the device's FLOP/s.
+ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context& ctx, const ClusterSpec& cluster,
+                             int rank) {
+  ScalingInputs in;
+  Model& model = *setup.model;
+  for (const GradientBucket& b :
+       assign_gradient_buckets(gradient_layer_ranges(model), bucket_cap_elements(config.comm.bucket_mb))) {
+    in.bucket_elements.push_back(b.count);
+  }
+  in.wire_bytes = config.comm.reduce_dtype == "bf16" ? 2.0 : 4.0;
+  in.shard = config.optimizer.shard == "true" || setup.levers.chosen.shard;
+  // A sharded bf16 model all-gathers its bf16 copy (Note [Sharded master weights]).
+  in.gather_bytes = config.precision.compute == "bf16" ? 2.0 : 4.0;
+  in.capacity = config.train.micro_batch != kAuto ? config.train.micro_batch : setup.planned.ranks[rank].capacity;
+  in.global_batch = config.train.global_batch;
+  if (cluster.device_flops > 0.0) {
+    const double flops = static_cast<double>(model.training_flops_per_sample() + model.recompute_flops_per_sample());
+    in.per_sample_s = flops / cluster.device_flops;
+    in.compute_source = "the cluster table's " + std::to_string(cluster.device_flops / 1e12) +
+                        " TFLOP/s a device: " + cluster.device_source;
+    return in;
+  }
+  // Two micro-batches give t(b) = fixed + per_sample * b: the largest one a rank runs
+  // (its capacity, or the whole global batch where that is smaller) and a quarter of
+  // it, where the fixed cost of a step (launches, small kernels) shows.
+  constexpr int kReps = 3;
+  const int64_t large = in.global_batch != kAuto ? std::min(in.capacity, in.global_batch) : in.capacity;
+  const int64_t small = std::max<int64_t>(1, large / 4);
+  const double t_large = time_micro_step(model, ctx, *setup.data.train, large, kReps);
+  if (small == large) {
+    in.per_sample_s = t_large / static_cast<double>(large);
+  } else {
+    const double t_small = time_micro_step(model, ctx, *setup.data.train, small, kReps);
+    in.per_sample_s = std::max(0.0, (t_large - t_small) / static_cast<double>(large - small));
+    in.fixed_s = std::max(0.0, t_large - in.per_sample_s * static_cast<double>(large));
+  }
+  in.compute_source = "timed on rank " + std::to_string(rank) + " (" + ctx.device_name() + ") at micro-batches " +
+                      std::to_string(small) + " and " + std::to_string(large);
+  return in;
+}
+
+}  // namespace
+
 int run_plan(const CliCommand& cmd) {
+  // Bad --predict-ranks or --cluster: an error before any rank plans.
+  // (Before MPI starts, so every rank says it: the same words, from each process.)
+  std::vector<int> predict_ranks;
+  ClusterSpec cluster;
+  if (!cmd.predict_ranks.empty()) {
+    try {
+      predict_ranks = parse_rank_list(cmd.predict_ranks);
+      cluster = cmd.cluster.empty() ? default_cluster_spec() : load_cluster_spec(cmd.cluster);
+    } catch (const Error& e) {
+      std::cerr << "dtrain: " << e.kind() << ": " << e.what() << std::endl;
+      return e.exit_code();
+    }
+  }
   return run_job(cmd, [&](const Config& config, Process& process, DeviceSetup& device) {
-    const TrainingSetup setup =
+    TrainingSetup setup =
         setup_training(config, *device.ctx, process.comm(), device.ranks_sharing_device, /*run_dir=*/"");
     if (process.rank() != 0) return;
     const PlanSummary summary = setup.summary(config);
-    std::cout << (cmd.json ? plan_json(summary) : plan_text(summary));
+    if (predict_ranks.empty()) {
+      std::cout << (cmd.json ? plan_json(summary) : plan_text(summary));
+      std::cout.flush();
+      return;
+    }
+    ScalingReport report{scaling_inputs(config, setup, *device.ctx, cluster, process.rank()), cluster, {}};
+    for (int n : predict_ranks) report.points.push_back(predict_scaling(report.inputs, cluster, n));
+    if (cmd.json) {
+      // The plan's object with one more key.
+      std::string plan = plan_json(summary);
+      plan.erase(plan.find_last_of('}'));
+      std::cout << plan << ",\n  \"scaling\": " << scaling_json(report) << "\n}\n";
+    } else {
+      std::cout << plan_text(summary) << "\n" << scaling_text(report);
+    }
     std::cout.flush();
   });
 }

@@ -7,22 +7,13 @@
 #include <utility>
 
 #include "runtime/byte_size.h"
+#include "runtime/json_string.h"
 
 namespace dtrain {
 
 namespace {
 
 int64_t category(const MemoryEstimate& e, MemoryCategory c) { return e.by_category[static_cast<size_t>(c)]; }
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out + "\"";
-}
 
 constexpr std::array<const char*, 3> kPassNames = {"forward pass", "input gradient", "parameter gradient"};
 

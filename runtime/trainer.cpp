@@ -25,6 +25,7 @@
 #include "runtime/checkpointing.h"
 #include "runtime/eval_target.h"
 #include "runtime/evaluator.h"
+#include "runtime/gradient_buckets.h"
 #include "runtime/gradient_clipping.h"
 #include "runtime/gradient_wire.h"
 #include "runtime/lr_schedule.h"
@@ -269,10 +270,7 @@ class TrainingRun {
 // gradient reduction]).
 GradientReducer make_reducer(Communicator& comm, Context& ctx, Model& model, const Buffer& reduce_staging,
                              const Config& config, const std::vector<FlatRange>& shards) {
-  std::vector<FlatRange> ranges;
-  for (const ParamRange& r : model.param_ranges()) ranges.push_back({r.offset, r.count});
-  const auto bucket_cap = static_cast<int64_t>(config.comm.bucket_mb * 1024 * 1024 / sizeof(float));
-  return GradientReducer(comm, model.grads(), ranges, std::max<int64_t>(1, bucket_cap),
+  return GradientReducer(comm, model.grads(), gradient_layer_ranges(model), bucket_cap_elements(config.comm.bucket_mb),
                          gradient_wire(ctx, config.comm.reduce_dtype, reduce_staging), shards);
 }
 

@@ -132,6 +132,12 @@ expect 2 "unknown command 'trian'" -- "$dtrain" trian "$c"
 expect 2 "missing CONFIG.yaml" -- "$dtrain" train
 expect 2 "missing CONFIG.yaml: dtrain plan" -- "$dtrain" plan
 expect 2 "unknown option '--run-dir'; run 'dtrain plan --help'" -- "$dtrain" plan "$c" --run-dir x
+# The scaling prediction: bad rank lists and cluster tables, before any planning.
+expect 2 "--predict-ranks: '0' is not a rank count" -- "$dtrain" plan "$c" --predict-ranks 8,0
+expect 2 "--cluster goes with --predict-ranks" -- "$dtrain" plan "$c" --cluster x.yaml
+expect 2 "cannot open cluster table '$work/none.yaml'" -- "$dtrain" plan "$c" --predict-ranks 2 --cluster "$work/none.yaml"
+printf 'name: t\nranks_per_node: 2\nintra_node: {latency_us: 5, bandwidth_GBps: 1, source: s}\n' >"$work/cluster.yaml"
+expect 2 "$work/cluster.yaml:1: inter_node: missing" -- "$dtrain" plan "$c" --predict-ranks 2 --cluster "$work/cluster.yaml"
 
 # dtrain sample: bad flag values, a path that is not there, a run without a checkpoint,
 # a file that is not a checkpoint, and a classifier's checkpoint (named).

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Checks the scaling prediction (Note [Scaling model], `dtrain plan --predict-ranks`)
+# against measured step times on this machine:
+#   1. fits each link's alpha and beta with bench/link_bench (an all-reduce between two
+#      ranks, 8 B to 16 MiB): inside one node (Open MPI's shared memory), and on the
+#      namespace cluster of tests/cluster/ (TCP: two ranks on one node, and one on each
+#      of two nodes);
+#   2. writes two cluster tables from the fits: this machine as one node (2 cores: ranks
+#      beyond 2 share them), and the namespace cluster (2 nodes of 2 ranks; the nodes
+#      share the machine's 2 cores, 1 each). Host MPI makes progress only inside MPI
+#      calls, so neither overlaps the buckets with backward;
+#   3. predicts CONFIG's step on 2, 3 and 4 ranks of one node and on 2 nodes x 2 ranks
+#      (`dtrain plan --predict-ranks`, compute timed on one rank with one thread);
+#   4. measures the same steps with `dtrain train` (one thread a rank; the mean step
+#      from time_s between steps 20 and 80, no evaluation) and prints predicted against
+#      measured, and whether each is within 15%.
+# Run it on an idle machine: other load shows in every time.
+# Usage: bench/run_scaling_validation.sh [BUILD_DIR] [OUT_DIR] [CONFIG] [GLOBAL_BATCH]
+#   defaults: build, bench/out/scaling, configs/fashion_mnist_mlp.yaml, 256
+set -u
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$(cd "${1:-$src/build}" && pwd)
+out=${2:-$src/bench/out/scaling}
+config=${3:-$src/configs/fashion_mnist_mlp.yaml}
+global=${4:-256}
+dtrain=$build/dtrain link_bench=$build/bench/link_bench
+# shellcheck source=../scripts/mpi-env.sh
+source "$src/scripts/mpi-env.sh"
+# shellcheck source=../tests/cluster/netns_cluster.sh
+source "$src/tests/cluster/netns_cluster.sh"
+rm -rf "$out" && mkdir -p "$out"
+common=(--set train.global_batch="$global" --set train.micro_batch=auto --set device.threads=1
+        --set eval.every_steps=0 --set checkpoint.every_steps=0)
+
+# 1. The links.
+link_of() { grep -E "^$1: " "$2" | sed "s/^$1: //"; }
+mpirun -np 2 "$link_bench" intra_node >"$out/link_one_node.txt" || { cat "$out/link_one_node.txt"; exit 1; }
+cluster_up "$out/cluster" 2 2
+cluster_mpirun -np 2 --map-by slot "$link_bench" intra_node >"$out/link_cluster_intra.txt" 2>&1
+cluster_mpirun -np 2 --map-by node "$link_bench" inter_node >"$out/link_cluster_inter.txt" 2>&1
+one_node=$(link_of intra_node "$out/link_one_node.txt")
+ns_intra=$(link_of intra_node "$out/link_cluster_intra.txt")
+ns_inter=$(link_of inter_node "$out/link_cluster_inter.txt")
+[ -n "$one_node" ] && [ -n "$ns_intra" ] && [ -n "$ns_inter" ] || {
+  tail -5 "$out"/link_*.txt; echo "FAILED: a link fit is missing"; exit 1; }
+
+# 2. The tables.
+cat >"$out/one_node.yaml" <<EOF
+name: this machine as one node ($(nproc) cores), Open MPI shared memory
+ranks_per_node: 4
+devices_per_node: $(nproc)
+overlap: false
+intra_node: $one_node
+inter_node: $one_node
+EOF
+cat >"$out/ns_cluster.yaml" <<EOF
+name: the namespace cluster, 2 nodes x 2 ranks over TCP, sharing this machine's $(nproc) cores
+ranks_per_node: 2
+devices_per_node: $(( $(nproc) / 2 ))
+overlap: false
+intra_node: $ns_intra
+inter_node: $ns_inter
+EOF
+
+# 3. The predictions (one rank times the compute).
+predicted() {  # TABLE RANKS -> "ranks step_s" lines
+  "$dtrain" plan "$config" "${common[@]}" --predict-ranks "$2" --cluster "$1" --json >"$out/predict_$(basename "$1" .yaml).json" \
+    2>"$out/predict.err" || { cat "$out/predict.err"; exit 1; }
+  python3 - "$out/predict_$(basename "$1" .yaml).json" <<'PY'
+import json, sys
+for p in json.load(open(sys.argv[1]))["scaling"]["points"]:
+    print(p["ranks"], p["step_s"], p["exposed_s"], p["compute_s"])
+PY
+}
+predicted "$out/one_node.yaml" 2,3,4 >"$out/predicted_one_node.txt"
+predicted "$out/ns_cluster.yaml" 4 >"$out/predicted_cluster.txt"
+"$dtrain" plan "$config" "${common[@]}" --predict-ranks 2,3,4 --cluster "$out/one_node.yaml" >"$out/predict_one_node.txt" 2>&1
+
+# 4. The measurements.
+steps=80
+step_time() {  # RUN_DIR -> mean seconds a step between steps 20 and $steps
+  python3 - "$1/metrics.jsonl" "$steps" <<'PY'
+import json, sys
+t = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "time_s" in r and "step" in r and "loss" in r: t[int(r["step"])] = r["time_s"]
+print((t[int(sys.argv[2])] - t[20]) / (int(sys.argv[2]) - 20))
+PY
+}
+train_args=(train "$config" "${common[@]}" --set train.max_steps=$steps --set log.every_steps=10)
+for n in 2 3 4; do
+  mpirun --oversubscribe -np "$n" "$dtrain" "${train_args[@]}" --run-dir "$out/run_np$n" >"$out/run_np$n.log" 2>&1 ||
+    { tail -5 "$out/run_np$n.log"; echo "FAILED: np $n"; exit 1; }
+done
+cluster_mpirun -np 4 --map-by slot "$dtrain" "${train_args[@]}" --run-dir "$out/run_cluster" >"$out/run_cluster.log" 2>&1 ||
+  { tail -5 "$out/run_cluster.log"; echo "FAILED: the cluster run"; exit 1; }
+cluster_down
+
+echo "links: one node $one_node"
+echo "       cluster, inside a node $ns_intra"
+echo "       cluster, between nodes $ns_inter"
+echo "config $(basename "$config"), global batch $global, one thread a rank, $(nproc) cores"
+echo "| ranks | layout | predicted step ms (compute + exposed comm) | measured step ms | predicted / measured | within 15% |"
+echo "|---|---|---|---|---|---|"
+row() {  # RANKS LAYOUT PREDICTED_LINE RUN_DIR
+  local n=$1 layout=$2 line=$3 run=$4 measured
+  measured=$(step_time "$run")
+  awk -v n="$n" -v l="$layout" -v line="$line" -v m="$measured" 'BEGIN {
+    split(line, f, " "); p = f[2]; r = p / m; ok = (r >= 0.85 && r <= 1.15) ? "yes" : "no";
+    printf "| %d | %s | %.2f (%.2f + %.2f) | %.2f | %.2f | %s |\n", n, l, p * 1e3, f[4] * 1e3, f[3] * 1e3, m * 1e3, r, ok }'
+}
+for n in 2 3 4; do
+  row "$n" "1 node x $n" "$(grep "^$n " "$out/predicted_one_node.txt")" "$out/run_np$n"
+done
+row 4 "2 nodes x 2 (TCP)" "$(grep "^4 " "$out/predicted_cluster.txt")" "$out/run_cluster"

@@ -1,0 +1,203 @@
+// The step prediction of Note [Scaling model] (runtime/scaling_model.h) on cases
+// worked by hand, and the cluster table it reads (runtime/cluster_spec.h).
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/errors.h"
+#include "runtime/cluster_spec.h"
+#include "runtime/config.h"
+#include "runtime/scaling_model.h"
+
+namespace dtrain {
+namespace {
+
+TEST(ExposedCommunication, WithoutOverlapEveryBucketWaitsForTheEndOfBackward) {
+  EXPECT_DOUBLE_EQ(exposed_after_backward({0.1, 0.2, 0.3}, {0.2, 0.5, 1.0}, 1.0, false), 0.6);
+}
+
+TEST(ExposedCommunication, OverlapHidesAllButTheLastBucket) {
+  // Ready at 0.5 and 1.0 of a 1 s backward, 0.1 s each: 0.6, then max(0.6, 1.0) + 0.1.
+  EXPECT_NEAR(exposed_after_backward({0.1, 0.1}, {0.5, 1.0}, 1.0, true), 0.1, 1e-12);
+}
+
+TEST(ExposedCommunication, CollectivesLongerThanBackwardQueueUp) {
+  // 0.5 + 1 = 1.5, then max(1.5, 1.0) + 1 = 2.5: 1.5 s after backward.
+  EXPECT_NEAR(exposed_after_backward({1.0, 1.0}, {0.5, 1.0}, 1.0, true), 1.5, 1e-12);
+  EXPECT_EQ(exposed_after_backward({}, {}, 1.0, true), 0.0);
+}
+
+// Free links: any communication costs nothing.
+ClusterSpec free_links(int ranks_per_node, int devices_per_node) {
+  ClusterSpec c;
+  c.name = "test";
+  c.ranks_per_node = ranks_per_node;
+  c.devices_per_node = devices_per_node;
+  c.intra_node = {0.0, 1e30};
+  c.inter_node = {0.0, 1e30};
+  return c;
+}
+
+ScalingInputs one_bucket(int64_t elements, int64_t capacity, int64_t global_batch) {
+  ScalingInputs in;
+  in.bucket_elements = {elements};
+  in.fixed_s = 0.0;
+  in.per_sample_s = 1e-3;
+  in.capacity = capacity;
+  in.global_batch = global_batch;
+  return in;
+}
+
+TEST(ScalingModel, WeakScalingOnFreeLinksIsPerfect) {
+  const ScalingInputs in = one_bucket(1000, 10, kAuto);
+  for (int n : {1, 2, 8, 64}) {
+    const ScalingPoint p = predict_scaling(in, free_links(8, 8), n);
+    ASSERT_TRUE(p.plannable);
+    EXPECT_EQ(p.global_batch, 10 * n);
+    EXPECT_EQ(p.accumulation, 1);
+    EXPECT_NEAR(p.step_s, 10e-3, 1e-12);
+    EXPECT_NEAR(p.efficiency, 1.0, 1e-9);
+    EXPECT_EQ(p.dominant, "compute");
+  }
+}
+
+TEST(ScalingModel, RanksBeyondTheDevicesShareThem) {
+  // 4 ranks on a node of 2 devices: each micro-step takes twice as long.
+  const ScalingPoint p = predict_scaling(one_bucket(1000, 10, kAuto), free_links(4, 2), 4);
+  EXPECT_NEAR(p.compute_s, 2 * 10e-3, 1e-12);
+  EXPECT_NEAR(p.efficiency, 0.5, 1e-9);
+}
+
+TEST(ScalingModel, AFixedGlobalBatchOnTwoRanksByHand) {
+  // Global 20, capacity 10. One rank: k = 2, 20 ms, no communication: 1000 samples/s.
+  // Two ranks (one node, no latency, 4 GB/s): b = 10, k = 1, 10 ms of compute; the
+  // one bucket of 1e6 fp32 (4 MB) is ready at the end of backward and takes
+  // 2 * 1/2 * 4 MB / 4 GB/s = 1 ms; the step's 64 bytes of sums add 16 ns.
+  ClusterSpec c = free_links(8, 8);
+  c.intra_node = {0.0, 4e9};
+  const ScalingPoint one = predict_scaling(one_bucket(1000000, 10, 20), c, 1);
+  EXPECT_EQ(one.accumulation, 2);
+  EXPECT_NEAR(one.step_s, 20e-3, 1e-12);
+  EXPECT_NEAR(one.efficiency, 1.0, 1e-12);
+  const ScalingPoint two = predict_scaling(one_bucket(1000000, 10, 20), c, 2);
+  EXPECT_EQ(two.micro_batch, 10);
+  EXPECT_EQ(two.accumulation, 1);
+  EXPECT_NEAR(two.compute_s, 10e-3, 1e-12);
+  EXPECT_NEAR(two.exposed_s, 1e-3 + 16e-9, 1e-12);
+  EXPECT_NEAR(two.step_s, 11e-3 + 16e-9, 1e-12);
+  EXPECT_NEAR(two.efficiency, (20 / two.step_s) / (2 * 1000.0), 1e-9);
+  EXPECT_EQ(two.dominant, "compute");  // 1 ms is under a tenth of 11 ms
+}
+
+TEST(ScalingModel, ShardingReduceScattersThenAllGathersTheParameters) {
+  // 2 ranks, 4 GB/s: the bucket's reduce-scatter moves 1/2 of 4 MB (0.5 ms) and the
+  // all-gather of the fp32 parameters another 0.5 ms, after the step.
+  ClusterSpec c = free_links(8, 8);
+  c.intra_node = {0.0, 4e9};
+  ScalingInputs in = one_bucket(1000000, 10, 20);
+  in.shard = true;
+  const ScalingPoint p = predict_scaling(in, c, 2);
+  EXPECT_NEAR(p.exposed_s, 0.5e-3 + 0.5e-3 + 16e-9, 1e-12);
+}
+
+TEST(ScalingModel, NamesLatencyWhenManySmallBucketsCrossManyNodes) {
+  ClusterSpec c = free_links(8, 8);
+  c.intra_node = {5e-6, 300e9};
+  c.inter_node = {10e-6, 300e9};
+  c.overlap = false;
+  ScalingInputs in = one_bucket(100, 1, kAuto);
+  in.bucket_elements = std::vector<int64_t>(50, 100);
+  const ScalingPoint p = predict_scaling(in, c, 1024);
+  ASSERT_TRUE(p.plannable);
+  EXPECT_EQ(p.nodes, 128);
+  EXPECT_EQ(p.dominant, "latency");
+  EXPECT_EQ(p.algorithm, AllReduceAlgorithm::kTree);
+  EXPECT_LT(p.efficiency, 0.5);
+}
+
+TEST(ScalingModel, AGlobalBatchSmallerThanTheRanksDoesNotPlan) {
+  const ScalingPoint p = predict_scaling(one_bucket(10, 10, 64), free_links(8, 8), 128);
+  EXPECT_FALSE(p.plannable);
+  EXPECT_NE(p.why_not.find("train.global_batch"), std::string::npos);
+  EXPECT_NE(scaling_text({one_bucket(10, 10, 64), free_links(8, 8), {p}}).find("does not plan"), std::string::npos);
+}
+
+TEST(ScalingModel, RankListsParseAndBadEntriesAreNamed) {
+  EXPECT_EQ(parse_rank_list("8,64,512"), (std::vector<int>{8, 64, 512}));
+  for (const char* bad : {"", "8,,16", "0", "-2", "4x", "two"}) {
+    try {
+      parse_rank_list(bad);
+      FAIL() << "accepted '" << bad << "'";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--predict-ranks"), std::string::npos) << e.what();
+    }
+  }
+}
+
+std::string write_table(const std::string& name, const std::string& text) {
+  const std::string path = (std::filesystem::temp_directory_path() / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+const char* kTable =
+    "name: two test nodes\n"
+    "ranks_per_node: 2\n"
+    "devices_per_node: 1\n"
+    "overlap: false\n"
+    "intra_node: {latency_us: 20, bandwidth_GBps: 2.5, source: measured}\n"
+    "inter_node: {latency_us: 50, bandwidth_GBps: 0.5, source: measured}\n"
+    "device: {flops: 2e10, source: given}\n";
+
+TEST(ClusterSpec, ReadsEveryKeyInItsUnits) {
+  const ClusterSpec s = load_cluster_spec(write_table("dtrain_cluster_ok.yaml", kTable));
+  EXPECT_EQ(s.name, "two test nodes");
+  EXPECT_EQ(s.ranks_per_node, 2);
+  EXPECT_EQ(s.devices_per_node, 1);
+  EXPECT_FALSE(s.overlap);
+  EXPECT_DOUBLE_EQ(s.intra_node.latency_s, 20e-6);
+  EXPECT_DOUBLE_EQ(s.intra_node.bandwidth_Bps, 2.5e9);
+  EXPECT_DOUBLE_EQ(s.inter_node.latency_s, 50e-6);
+  EXPECT_DOUBLE_EQ(s.inter_node.bandwidth_Bps, 0.5e9);
+  EXPECT_DOUBLE_EQ(s.device_flops, 2e10);
+}
+
+TEST(ClusterSpec, TheExamplesInConfigsLoad) {
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(DTRAIN_SOURCE_DIR) + "/configs/clusters")) {
+    EXPECT_NO_THROW(load_cluster_spec(entry.path().string())) << entry.path();
+  }
+}
+
+TEST(ClusterSpec, BadTablesNameTheFileLineAndKey) {
+  struct Case {
+    std::string edit_from, edit_to, expect;
+  };
+  const std::vector<Case> cases = {
+      {"ranks_per_node: 2\n", "", "ranks_per_node: missing"},
+      {"bandwidth_GBps: 2.5", "bandwidth_GBps: -1", "intra_node.bandwidth_GBps: must be a positive number"},
+      {"latency_us: 50", "latency_us: fast", "inter_node.latency_us: must be a number"},
+      {"overlap: false", "overlap: maybe", "overlap: must be true or false"},
+      {"devices_per_node: 1", "gpus: 1", "gpus: unknown key"},
+  };
+  for (const Case& c : cases) {
+    std::string text = kTable;
+    text.replace(text.find(c.edit_from), c.edit_from.size(), c.edit_to);
+    const std::string path = write_table("dtrain_cluster_bad.yaml", text);
+    try {
+      load_cluster_spec(path);
+      FAIL() << "accepted: " << text;
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(path + ":"), std::string::npos) << what;
+      EXPECT_NE(what.find(c.expect), std::string::npos) << what;
+    }
+  }
+  EXPECT_THROW(load_cluster_spec("/nonexistent/cluster.yaml"), ConfigError);
+}
+
+}  // namespace
+}  // namespace dtrain
