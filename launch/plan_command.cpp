@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <iostream>
 
 #include "comm/gradient_reducer.h"
@@ -33,26 +34,20 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   if (cluster.device_flops > 0.0) {
     const double flops = static_cast<double>(model.training_flops_per_sample() + model.recompute_flops_per_sample());
     in.per_sample_s = flops / cluster.device_flops;
-    in.compute_source = "the cluster table's " + std::to_string(cluster.device_flops / 1e12) +
-                        " TFLOP/s a device: " + cluster.device_source;
+    char tflops[32];
+    std::snprintf(tflops, sizeof(tflops), "%.4g", cluster.device_flops / 1e12);
+    in.compute_source = "the cluster table's " + std::string(tflops) + " TFLOP/s a device: " + cluster.device_source;
     return in;
   }
-  // Two micro-batches give t(b) = fixed + per_sample * b: the largest one a rank runs
-  // (its capacity, or the whole global batch where that is smaller) and a quarter of
-  // it, where the fixed cost of a step (launches, small kernels) shows.
+  // Timed at the largest micro-batch a rank runs: its capacity, or the whole global
+  // batch where that is smaller.
   constexpr int kReps = 3;
-  const int64_t large = in.global_batch != kAuto ? std::min(in.capacity, in.global_batch) : in.capacity;
-  const int64_t small = std::max<int64_t>(1, large / 4);
-  const double t_large = time_micro_step(model, ctx, *setup.data.train, large, kReps);
-  if (small == large) {
-    in.per_sample_s = t_large / static_cast<double>(large);
-  } else {
-    const double t_small = time_micro_step(model, ctx, *setup.data.train, small, kReps);
-    in.per_sample_s = std::max(0.0, (t_large - t_small) / static_cast<double>(large - small));
-    in.fixed_s = std::max(0.0, t_large - in.per_sample_s * static_cast<double>(large));
-  }
+  const int64_t largest = in.global_batch != kAuto ? std::min(in.capacity, in.global_batch) : in.capacity;
+  const StepTimeLine line = time_step_line(model, ctx, *setup.data.train, largest, kReps);
+  in.fixed_s = line.fixed_s;
+  in.per_sample_s = line.per_sample_s;
   in.compute_source = "timed on rank " + std::to_string(rank) + " (" + ctx.device_name() + ") at micro-batches " +
-                      std::to_string(small) + " and " + std::to_string(large);
+                      std::to_string(line.small) + " and " + std::to_string(line.large);
   return in;
 }
 

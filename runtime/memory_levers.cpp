@@ -232,17 +232,13 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
     // Timed where the choice is made: this rank's micro-batch of the best setting
     // without recompute, and a quarter of it.
     const LeverCandidate& without = candidates[static_cast<size_t>(best_k_where(candidates, false))];
-    const int64_t hi = without.plan.micro_batch[static_cast<size_t>(rank)];
-    const int64_t lo = std::max<int64_t>(1, hi / 4);
     double mine_times[2] = {-1.0, -1.0};
     std::exception_ptr error;
     try {
-      const double t_hi = time_micro_step(model, ctx, train, hi, 2);
-      const double t_lo = hi > lo ? time_micro_step(model, ctx, train, lo, 2) : t_hi;
-      const double per_sample = hi > lo ? std::max(0.0, (t_hi - t_lo) / static_cast<double>(hi - lo))
-                                        : t_hi / static_cast<double>(hi);
-      mine_times[0] = std::max(0.0, t_hi - per_sample * static_cast<double>(hi));
-      mine_times[1] = per_sample;
+      const StepTimeLine line =
+          time_step_line(model, ctx, train, without.plan.micro_batch[static_cast<size_t>(rank)], 2);
+      mine_times[0] = line.fixed_s;
+      mine_times[1] = line.per_sample_s;
     } catch (const OutOfMemoryError&) {
       // Unmeasured on this rank: no rank predicts, and recompute is not taken for speed.
     } catch (...) {

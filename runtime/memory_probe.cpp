@@ -78,4 +78,19 @@ double time_micro_step(Model& model, Context& ctx, const Dataset& data, int64_t 
   return seconds / std::max(1, reps);
 }
 
+StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int64_t largest, int reps) {
+  StepTimeLine line;
+  line.large = std::max<int64_t>(1, largest);
+  line.small = std::max<int64_t>(1, line.large / 4);
+  const double t_large = time_micro_step(model, ctx, data, line.large, reps);
+  if (line.small == line.large) {
+    line.per_sample_s = t_large / static_cast<double>(line.large);
+    return line;
+  }
+  const double t_small = time_micro_step(model, ctx, data, line.small, reps);
+  line.per_sample_s = std::max(0.0, (t_large - t_small) / static_cast<double>(line.large - line.small));
+  line.fixed_s = std::max(0.0, t_large - line.per_sample_s * static_cast<double>(line.large));
+  return line;
+}
+
 }  // namespace dtrain

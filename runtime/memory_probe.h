@@ -25,4 +25,15 @@ int64_t probe_micro_batch(Model& model, Context& ctx, const Dataset& data, int64
 // device). The gradients are left zero. Local: no collectives.
 double time_micro_step(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int reps);
 
+// One micro-step's time as a line in the micro-batch, t(b) = fixed_s + per_sample_s * b,
+// from time_micro_step at `largest` and a quarter of it (where the fixed cost of a
+// step, launches and small kernels, shows); both clamped at zero against timing
+// noise. With `largest` 1, the whole time is per sample. Local: no collectives.
+struct StepTimeLine {
+  double fixed_s = 0.0;
+  double per_sample_s = 0.0;
+  int64_t small = 1, large = 1;  // the micro-batches timed
+};
+StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int64_t largest, int reps);
+
 }  // namespace dtrain
