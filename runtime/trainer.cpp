@@ -590,6 +590,7 @@ std::optional<NoiseScaleMeasurement> TrainingRun::measure_noise_scale_at_end(int
   } catch (const OutOfMemoryError&) {
     refused = 1.0;
   }
+  // The step's stop slot as scratch: the training steps are over.
   ops::copy_from_host(ctx_, stats_ + kStopRequests, &refused, sizeof(refused));
   all_reduce(comm_, std::span<double>(stats_ + kStopRequests, 1))->wait();
   ops::copy_to_host(ctx_, &refused, stats_ + kStopRequests, sizeof(refused));
@@ -618,6 +619,11 @@ std::optional<NoiseScaleMeasurement> TrainingRun::measure_noise_scale_at_end(int
   if (!shards_.empty()) all_reduce(comm_, std::span<double>(stats_ + kGradSqNorm, 1))->wait();
   double mean_gradient_sq = 0.0;
   ops::copy_to_host(ctx_, &mean_gradient_sq, stats_ + kGradSqNorm, sizeof(mean_gradient_sq));
+  if (!std::isfinite(batch_sq_sum) || !std::isfinite(mean_gradient_sq)) {  // the same on every rank
+    progress_->line("dtrain: gradient noise scale not measured at the final weights: a gradient there is not "
+                    "finite; B_simple is the moving average");
+    return std::nullopt;
+  }
   return noise_scale_from_repeated_batches(batch_sq_sum / p, mean_gradient_sq,
                                            static_cast<double>(plan_.global_batch), batches);
 }
