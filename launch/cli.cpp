@@ -69,7 +69,7 @@ Config sections and keys (README.md lists them with defaults):
     optimizer.clip_grad_norm
   schedule.warmup_steps, schedule.warmup_epochs, schedule.decay (none|cosine|step),
     schedule.min_lr, schedule.step_size, schedule.gamma
-  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema,
+  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema, log.noise_end_samples,
     log.trace
   memory.fraction, memory.limit, memory.limit_per_rank
   checkpoint.dir, checkpoint.every_steps, checkpoint.keep, checkpoint.on_error
@@ -189,7 +189,8 @@ target or the run ends (--max-epochs). Then it fits McCandlish et al.'s relation
 (S/S_min - 1)(E/E_min - 1) = 1 to the steps S and samples E of the runs that reached
 the target, and says what more memory would buy: B_crit = E_min / S_min with an
 interval (from the seeds, or a bootstrap with one seed), beside the gradient noise
-scale B_simple measured during the runs. Every rank runs every point; run it as
+scale B_simple at the target (measured at each run's final weights,
+log.noise_end_samples). Every rank runs every point; run it as
 dtrain train is run (one process, mpirun, srun or dtrain launch).
 
 Options:

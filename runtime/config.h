@@ -85,6 +85,10 @@ struct LogConfig {
   bool noise_scale = true;   // estimate the gradient noise scale B_simple
   bool trace = false;        // a Chrome-trace timeline per rank in RUN_DIR/trace/
   double noise_ema = 0.95;   // the decay of its moving averages
+  // A run to a target (dtrain sweep) measures the noise scale once more at its final
+  // weights from about this many samples (Note [Noise scale at the end of a run]);
+  // 0: it reports the moving average instead.
+  int64_t noise_end_samples = 4096;
 };
 
 // Device memory for the batch planner. Sizes are bytes, or strings like 512MiB, 2GB.

@@ -138,6 +138,8 @@ std::vector<ConfigSection> make_schema() {
            {"noise_scale", Boolean{log(&LogConfig::noise_scale)}, "estimate the gradient noise scale B_simple"},
            {"noise_ema", Real{.field = log(&LogConfig::noise_ema), .lo = 0.0, .hi = 1.0, .hi_open = true},
             "the decay of its moving averages"},
+           {"noise_end_samples", Integer{log(&LogConfig::noise_end_samples), 0},
+            "a run to a target measures B_simple at its final weights from about this many samples; 0: off"},
            {"trace", Boolean{log(&LogConfig::trace)}, "a Chrome-trace timeline per rank in RUN_DIR/trace/"},
        }},
       {"checkpoint",

@@ -1,5 +1,6 @@
 #include "runtime/noise_scale.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace dtrain {
@@ -43,19 +44,34 @@ double NoiseScaleEstimator::b_simple() const {
   return g > 0.0 ? trace_sigma() / g : 0.0;
 }
 
-std::string noise_scale_verdict(const NoiseScaleEstimator& e, int64_t global_batch, bool measured, bool enabled) {
+int64_t noise_scale_end_batches(int64_t samples, int64_t global_batch) {
+  const int64_t batches = (samples + global_batch - 1) / global_batch;
+  return std::max<int64_t>(8, batches);
+}
+
+NoiseScaleMeasurement noise_scale_from_repeated_batches(double mean_batch_sq, double mean_gradient_sq, double batch,
+                                                        int64_t batches) {
+  // Note [Noise scale at the end of a run]: the small batch is one draw (B), the big
+  // one their mean (P B); the small-batch estimate averaged over the P draws is the
+  // estimate from their mean |G_p|^2, as it is linear in it.
+  NoiseScaleEstimator e(0.0);
+  e.add_from_batches(mean_batch_sq, batch, mean_gradient_sq, batch * static_cast<double>(batches));
+  return {e.gradient_sq(), e.trace_sigma(), e.b_simple()};
+}
+
+std::string noise_scale_verdict(double b, const std::string& how, int64_t global_batch, bool measured,
+                                bool enabled) {
   if (!enabled) return "";
   if (!measured) {
     return "dtrain: gradient noise scale not estimated: it needs two batch sizes, so run on 2 or more ranks "
            "or with 2 or more accumulation steps\n";
   }
-  const double b = e.b_simple();
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.0f", b);
   if (b <= 0.0) {
     return "dtrain: gradient noise scale: no estimate yet (the gradient is buried in its noise; train longer)\n";
   }
-  std::string line = "dtrain: gradient noise scale B_simple ~ " + std::string(buf) + " (moving average); the global batch " +
+  std::string line = "dtrain: gradient noise scale B_simple ~ " + std::string(buf) + " (" + how + "); the global batch " +
                      std::to_string(global_batch) + " is ";
   if (static_cast<double>(global_batch) < b) {
     line += "below it: a larger batch (more memory) would still cut the steps nearly in proportion";

@@ -16,6 +16,37 @@
 // there is only one batch size and no estimate. With several small batches (ranks) the
 // estimates are averaged; they are linear in each |G_small,r|^2, so every rank adds its
 // terms with its own weights (SmallBatchWeights) into one all-reduced sum.
+//
+// Note [Noise scale at the end of a run]
+// The moving average above describes the last ~1 / (1 - decay) steps, and in those
+// steps the noise scale moves: near a minimum |G|^2 shrinks while tr(Sigma) does not,
+// so B_simple grows as training goes on. An average over a stretch of the run is
+// weighted towards its start, where |G|^2 is largest (the ratio of averages is
+// sum tr(Sigma_t) / sum |G_t|^2), and lags the value at the end. A run to a target
+// (dtrain sweep) wants the noise scale where the run stops, which the moving average
+// cannot give precisely: a shorter average is local but, with a few steps of two close
+// batch sizes each, too noisy (|G|^2 near the end is small against its estimator's
+// noise, about sqrt(2 tr(Sigma^2)) / B_small a step), and a run of a few large steps
+// has no steps near its end to average.
+// So the run measures it once more at its final weights, where nothing moves: P
+// gradients of the global batch B on P further batches of training data, without an
+// update. They are P independent draws of G_B, which has mean G and covariance
+// Sigma / B, so with S = mean_p |G_p|^2 and M = |mean_p G_p|^2 (the batch sizes B and
+// P B of Note [Gradient noise scale]):
+//   |G|^2    ~ (P M - S) / (P - 1)
+//   tr Sigma ~ B P / (P - 1) (S - M)
+// both unbiased, and local by construction. For Gaussian gradient noise the |G|^2
+// estimate's standard deviation is sqrt(4 G^T Sigma G / (P B) + 2 tr(Sigma^2) / (P B)^2):
+// it falls with the samples P B, not with the gap between two batch sizes, and is
+// |G|^2 / k once P B is about 4 k^2 G^T Sigma G / |G|^4 (a multiple of B_simple where
+// the noise along G is like the rest). So some thousands of samples resolve the |G|^2
+// near a target (log.noise_end_samples, 4096 by default); tr(Sigma) has P - 1 degrees
+// of freedom, so P is at least 8 (noise_scale_end_batches). The cost is P B samples of
+// forward and backward, once, and one more gradient's memory for the sum of the G_p.
+// The run reached its target at these weights, so the value is the noise scale at the
+// target up to the last step's progress: a run of S steps ends at most one step (about
+// 1/S of its way) past the target, which is why dtrain sweep weights each run's value
+// by its steps (runtime/sweep_report.h).
 #pragma once
 
 #include <cstdint>
@@ -78,9 +109,23 @@ class NoiseScaleEstimator {
   int64_t steps_ = 0;
 };
 
+// Note [Noise scale at the end of a run]: how many batches of `global_batch` the
+// measurement at the final weights takes for about `samples` samples (at least 8).
+int64_t noise_scale_end_batches(int64_t samples, int64_t global_batch);
+
+// The noise scale at fixed weights from `batches` >= 2 independent gradients of `batch`
+// samples: `mean_batch_sq` is the mean of their |G_p|^2, `mean_gradient_sq` the squared
+// norm of their mean. b_simple is 0 when the |G|^2 estimate is not positive.
+struct NoiseScaleMeasurement {
+  double gradient_sq = 0.0, trace_sigma = 0.0, b_simple = 0.0;
+};
+NoiseScaleMeasurement noise_scale_from_repeated_batches(double mean_batch_sq, double mean_gradient_sq, double batch,
+                                                        int64_t batches);
+
 // The end-of-run summary line: B_simple against the global batch, and what it means.
-// `measured`: the run had two batch sizes; `enabled`: log.noise_scale.
-std::string noise_scale_verdict(const NoiseScaleEstimator& estimator, int64_t global_batch, bool measured,
+// `how`: where the value comes from ("moving average", "at the final weights");
+// `measured`: the run had two batch sizes or measured at its end; `enabled`: log.noise_scale.
+std::string noise_scale_verdict(double b_simple, const std::string& how, int64_t global_batch, bool measured,
                                 bool enabled);
 
 }  // namespace dtrain

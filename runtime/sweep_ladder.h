@@ -39,7 +39,7 @@ struct SweepRecord {
   double epochs = 0.0;       // samples / the epoch's samples
   double wall_s = 0.0;       // the training's wall time, summed over interrupted parts
   double final_metric = 0.0; // the target's metric at the run's last evaluation
-  double b_simple = 0.0;     // the noise scale's moving average at the end; 0: not measured
+  double b_simple = 0.0;     // the noise scale at the run's end (TrainResult::noise_scale); 0: not measured
   std::string target;        // EvalTarget::describe(), to refuse mixing targets
 };
 

@@ -59,14 +59,26 @@ std::string fit_value_json(const FitValue& v) {
 }  // namespace
 
 double sweep_b_simple(const std::vector<SweepRecord>& records) {
-  std::vector<double> v;
+  std::vector<std::pair<double, double>> v;  // (B_simple, steps)
+  double total = 0.0;
   for (const SweepRecord& r : records) {
-    if (r.reached && r.b_simple > 0) v.push_back(r.b_simple);
+    if (r.reached && r.b_simple > 0 && r.steps > 0) {
+      v.emplace_back(r.b_simple, static_cast<double>(r.steps));
+      total += static_cast<double>(r.steps);
+    }
   }
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+  // The weighted median: the value where the weight below and the weight above are
+  // each at most half; where a value's cumulative weight is exactly half, the midpoint
+  // of it and the next (the plain median's rule for an even count of equal weights).
+  double below = 0.0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    below += v[i].second;
+    if (below == total / 2.0 && i + 1 < v.size()) return (v[i].first + v[i + 1].first) / 2.0;
+    if (below > total / 2.0) return v[i].first;
+  }
+  return v.back().first;
 }
 
 std::string sweep_verdict(const SweepSummary& s) {
@@ -109,12 +121,12 @@ std::string sweep_verdict(const SweepSummary& s) {
   }
   const double b_simple = sweep_b_simple(s.records);
   if (b_simple > 0) {
-    out << " The gradient noise scale B_simple measured during the runs is about " << about(b_simple)
-        << " (the median at the end of the runs that reached the target)";
+    out << " The gradient noise scale B_simple at the target is about " << about(b_simple)
+        << " (measured at the end of each run that reached it; their median, weighted by steps)";
     if (s.fit.ok) out << ", against the fitted B_crit of " << about(s.fit.b_crit.value);
     out << ".";
   } else {
-    out << " B_simple was not measured (it needs 2 or more ranks, or accumulation).";
+    out << " B_simple was not measured (log.noise_scale is off, or no run that reached the target measured it).";
   }
   return out.str();
 }
@@ -171,7 +183,8 @@ std::string sweep_report_markdown(const SweepSummary& s, const std::string& pict
         << " epochs (" << fmt("%.4g", s.fit.e_min.low) << "-" << fmt("%.4g", s.fit.e_min.high) << " samples)\n"
         << "- B_crit = E_min / S_min = " << fmt("%.4g", s.fit.b_crit.value) << " (" << fmt("%.4g", s.fit.b_crit.low)
         << "-" << fmt("%.4g", s.fit.b_crit.high) << ")" << (s.fit.b_crit_resolved ? "" : ", not resolved by the ladder")
-        << "\n- B_simple measured (median at the end of the runs that reached the target): "
+        << "\n- B_simple measured at the final weights of the runs that reached the target (their median, "
+        << "weighted by steps): "
         << fmt("%.4g", sweep_b_simple(s.records)) << "\n";
   }
   for (const std::string& note : s.fit.notes) out << "- " << note << "\n";

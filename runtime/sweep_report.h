@@ -22,8 +22,14 @@ struct SweepSummary {
   SweepFit fit;
 };
 
-// The median of the points' B_simple among those that reached the target and measured
-// one; 0 when none did.
+// The sweep's B_simple: the median of the points' B_simple (each measured at the run's
+// final weights) among those that reached the target and measured one, each point
+// weighted by its steps; 0 when none did. Why the steps: a run stops at most one step
+// past the target, and a run of S steps moves about 1/S of its way in its last step,
+// so a point's value is the noise scale at the target to about that much (Note [Noise
+// scale at the end of a run]); the runs of few large steps, which stop well past it,
+// count least. The median, not the mean: B_simple is a ratio, and a point whose
+// |G|^2 estimate lands near 0 gives an outlier.
 double sweep_b_simple(const std::vector<SweepRecord>& records);
 
 // The verdict: the largest batch without accumulation, its steps and epochs to the

@@ -210,7 +210,8 @@ class TrainingRun {
   };
 
   void prefetch(int64_t step, int64_t micro);
-  StepSums accumulate_gradients(int64_t step);
+  // `next_step`: the step whose first micro-batch to prefetch during the last one; -1: none.
+  StepSums accumulate_gradients(int64_t step, int64_t next_step);
   void apply_update(int64_t step, const StepSums& sums, double lr);
   void record(int64_t step, const StepSums& sums, double lr, Clock::time_point t_step);
   void checkpoint(int64_t steps_done);
@@ -219,6 +220,9 @@ class TrainingRun {
   // TrainOptions::target (dtrain sweep).
   bool target_reached_at(int64_t step);
   TrainResult finish_at_target(int64_t step);
+  // Note [Noise scale at the end of a run]: B_simple at the final weights, from the
+  // batches of the steps after `step`; nullopt when off or without memory for it.
+  std::optional<NoiseScaleMeasurement> measure_noise_scale_at_end(int64_t step);
 
   const Config& config_;
   TrainingSetup& setup_;
@@ -253,6 +257,7 @@ class TrainingRun {
   const float grad_scale_;
   const NoiseProbe noise_;
   NoiseScaleEstimator noise_scale_;
+  std::optional<NoiseScaleMeasurement> noise_at_end_;  // a run that reached its target
   int64_t first_step_ = 0, samples_ = 0;
   std::optional<MetricsWriter> metrics_;
   TrainResult result_;
@@ -328,7 +333,7 @@ void TrainingRun::prefetch(int64_t step, int64_t micro) {
 
 // The k micro-steps: forward and backward ADD into the gradients; on the last one the
 // reducer all-reduces (SUM) buckets as backward finishes them. Then the step's sums.
-TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step) {
+TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step, int64_t next_step) {
   TraceWriter* timeline = trace_.get();
   double initial[kStepStats] = {};
   const bool signalled = options_.stop_requested != nullptr && *options_.stop_requested != 0;
@@ -362,8 +367,8 @@ TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step) {
     // just queued (on a GPU), and uploaded alongside it (Note [Batch prefetch]).
     if (!last) {
       prefetch(step, micro + 1);
-    } else if (step + 1 < setup_.total_steps) {
-      prefetch(step + 1, 0);
+    } else if (next_step >= 0) {
+      prefetch(next_step, 0);
     }
   }
   {
@@ -527,8 +532,13 @@ void TrainingRun::summarize() {
   }
   // Said in the plan at start-up too; repeated where a reader of the results looks.
   for (const std::string& note : determinism_notes(setup_.planned)) log_ << "dtrain: " << note << "\n";
-  log_ << noise_scale_verdict(noise_scale_, plan_.global_batch, noise_.mode != NoiseProbe::kOff,
-                              config_.log.noise_scale);
+  if (noise_at_end_) {
+    log_ << noise_scale_verdict(noise_at_end_->b_simple, "at the final weights", plan_.global_batch, true,
+                                config_.log.noise_scale);
+  } else {
+    log_ << noise_scale_verdict(noise_scale_.b_simple(), "moving average", plan_.global_batch,
+                                noise_.mode != NoiseProbe::kOff, config_.log.noise_scale);
+  }
   if (model_.can_generate() && setup_.data.train->tokens_are_bytes()) print_sample(model_, config_.train.seed, log_);
   log_.flush();
 }
@@ -549,9 +559,71 @@ bool TrainingRun::target_reached_at(int64_t step) {
 TrainResult TrainingRun::finish_at_target(int64_t step) {
   progress_->line("dtrain: target " + options_.target->describe() + " reached at step " + std::to_string(step));
   result_.noise_scale = noise_scale_.b_simple();
+  noise_at_end_ = measure_noise_scale_at_end(step);
+  if (const std::optional<NoiseScaleMeasurement>& end = noise_at_end_) {
+    result_.noise_scale = end->b_simple;
+    progress_->line("dtrain: gradient noise scale at the final weights (" +
+                    std::to_string(noise_scale_end_batches(config_.log.noise_end_samples, plan_.global_batch)) +
+                    " batches of " + std::to_string(plan_.global_batch) + "): B_simple ~ " +
+                    format("%.0f", end->b_simple) + " (|G|^2 " + format("%.4g", end->gradient_sq) + ", tr Sigma " +
+                    format("%.4g", end->trace_sigma) + ")");
+  }
   progress_->finish();
   summarize();
   return result_;
+}
+
+std::optional<NoiseScaleMeasurement> TrainingRun::measure_noise_scale_at_end(int64_t step) {
+  if (!config_.log.noise_scale || config_.log.noise_end_samples <= 0) return std::nullopt;
+  const int64_t batches = noise_scale_end_batches(config_.log.noise_end_samples, plan_.global_batch);
+  // This rank's range of the reduced gradient: all of it, or its shard.
+  const int64_t offset = shards_.empty() ? 0 : shard_.offset;
+  const int64_t count = shards_.empty() ? model_.param_count() : shard_.count;
+  // The sum of the P gradients takes one more gradient's memory; where a rank has none
+  // left, every rank skips the measurement alike (a sum of the ranks' refusals).
+  Buffer gradient_sum;
+  double refused = 0.0;
+  try {
+    gradient_sum = Buffer(ctx_.allocator(), static_cast<size_t>(count) * sizeof(float), MemoryCategory::Workspace);
+  } catch (const OutOfMemoryError&) {
+    refused = 1.0;
+  }
+  // The step's stop slot as scratch: the training steps are over.
+  ops::copy_from_host(ctx_, stats_ + kStopRequests, &refused, sizeof(refused));
+  all_reduce(comm_, std::span<double>(stats_ + kStopRequests, 1))->wait();
+  ops::copy_to_host(ctx_, &refused, stats_ + kStopRequests, sizeof(refused));
+  if (refused > 0) {
+    progress_->line("dtrain: gradient noise scale not measured at the final weights: no memory for one more "
+                    "gradient; B_simple is the moving average");
+    return std::nullopt;
+  }
+  TraceScope scope(trace_.get(), "noise scale at the end", "compute", step);
+  float* sum = gradient_sum.as<float>();
+  ops::fill(ctx_, sum, count, 0.0f);
+  // The batches the run would have trained on next (from the first, past the last step).
+  const int64_t total = setup_.total_steps;
+  prefetch(step % total, 0);
+  double batch_sq_sum = 0.0;
+  for (int64_t p = 0; p < batches; ++p) {
+    const StepSums sums = accumulate_gradients((step + p) % total, p + 1 < batches ? (step + p + 1) % total : -1);
+    batch_sq_sum += sums.values[kGradSqNorm];
+    ops::add(ctx_, sum, model_.grads() + offset, sum, count);
+    model_.zero_grads();
+  }
+  const double zero = 0.0;
+  ops::copy_from_host(ctx_, stats_ + kGradSqNorm, &zero, sizeof(zero));
+  const double p = static_cast<double>(batches);
+  ops::sum_squares(ctx_, sum, count, 1.0 / (p * p), stats_ + kGradSqNorm);
+  if (!shards_.empty()) all_reduce(comm_, std::span<double>(stats_ + kGradSqNorm, 1))->wait();
+  double mean_gradient_sq = 0.0;
+  ops::copy_to_host(ctx_, &mean_gradient_sq, stats_ + kGradSqNorm, sizeof(mean_gradient_sq));
+  if (!std::isfinite(batch_sq_sum) || !std::isfinite(mean_gradient_sq)) {  // the same on every rank
+    progress_->line("dtrain: gradient noise scale not measured at the final weights: a gradient there is not "
+                    "finite; B_simple is the moving average");
+    return std::nullopt;
+  }
+  return noise_scale_from_repeated_batches(batch_sq_sum / p, mean_gradient_sq,
+                                           static_cast<double>(plan_.global_batch), batches);
 }
 
 TrainResult TrainingRun::run() {
@@ -568,7 +640,7 @@ TrainResult TrainingRun::run() {
     faults_.at_step_start(step + 1, comm_.rank());
     const double lr = lr_at(setup_.schedule, setup_.lr, step, total_steps);
     const int64_t syncs_before = ctx_.backend().host_syncs();
-    StepSums sums = accumulate_gradients(step);
+    StepSums sums = accumulate_gradients(step, step + 1 < total_steps ? step + 1 : -1);
     apply_update(step, sums, lr);
     model_.zero_grads();
     if (syncs_before >= 0) sums.host_syncs = ctx_.backend().host_syncs() - syncs_before;

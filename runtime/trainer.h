@@ -50,7 +50,9 @@ struct TrainResult {
   double eval_loss = 0.0;
   double eval_accuracy = 0.0;  // a classifier's; 0 for other models
   std::vector<Metric> eval_metrics;  // everything the final evaluation reported
-  double noise_scale = 0.0;  // B_simple at the end; 0 when not estimated
+  // B_simple at the end: measured at the final weights when the run reached its target
+  // (Note [Noise scale at the end of a run]), else the moving average; 0: not estimated.
+  double noise_scale = 0.0;
   bool stopped = false;      // a stop request ended the run early, after a checkpoint
   int64_t skipped_steps = 0; // steps whose update was skipped (train.on_nonfinite: skip)
   bool reached_target = false;  // TrainOptions::target was reached, at step `steps`

@@ -321,6 +321,7 @@ log:
   every_steps: 10
   noise_scale: false
   noise_ema: 0.5
+  noise_end_samples: 2048
   trace: true
 checkpoint:
   dir: /srv/checkpoints
@@ -397,6 +398,7 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_EQ(c.log.every_steps, 10);
   EXPECT_FALSE(c.log.noise_scale);
   EXPECT_DOUBLE_EQ(c.log.noise_ema, 0.5);
+  EXPECT_EQ(c.log.noise_end_samples, 2048);
   EXPECT_TRUE(c.log.trace);
   EXPECT_EQ(c.checkpoint.dir, "/srv/checkpoints");
   EXPECT_EQ(c.checkpoint.every_steps, 100);

@@ -5,6 +5,7 @@
 // B_simple = D sigma^2 / |w - mu|^2.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -108,13 +109,94 @@ TEST(NoiseScale, MovingAveragesAreBiasCorrected) {
   EXPECT_NEAR(est.gradient_sq(), (0.9 * 0.1 * 4.0 + 0.1 * -1.0) / w, 1e-12);
 }
 
+// Note [Noise scale at the end of a run]: P gradients of batch B at fixed weights, on
+// the Quadratic, whose truth is B_simple = D sigma^2 / |w - mu|^2. Over many
+// repetitions the measurement is unbiased in |G|^2 and tr(Sigma), and the spread of
+// its |G|^2 is the Note's, sqrt(4 G^T Sigma G / (P B) + 2 tr(Sigma^2) / (P B)^2).
+TEST(NoiseScale, RepeatedBatchesAtFixedWeightsMeasureTheNoiseScaleThere) {
+  Quadratic q;
+  // Near a minimum: |G|^2 = 40 * 0.05^2 = 0.1 against tr(Sigma) = 90, B_simple = 900,
+  // far above the batch, where a moving average of two close batch sizes is noise.
+  for (int d = 0; d < kDim; ++d) q.w[static_cast<size_t>(d)] = q.mu[static_cast<size_t>(d)] + (d % 2 ? 0.05 : -0.05);
+  const double true_gradient_sq = kDim * 0.05 * 0.05, true_trace = q.true_trace();
+  const double truth = true_trace / true_gradient_sq;
+  const int batch = 16;
+  const int64_t batches = noise_scale_end_batches(8192, batch);
+  ASSERT_EQ(batches, 512);
+  const double samples = static_cast<double>(batches) * batch;
+  const double sigma_sq = kSigma * kSigma;
+  // G^T Sigma G = sigma^2 |G|^2, tr(Sigma^2) = D sigma^4: sd = 0.011, 11% of |G|^2.
+  const double sd = std::sqrt(4 * sigma_sq * true_gradient_sq / samples + 2.0 * kDim * sigma_sq * sigma_sq / (samples * samples));
+  const int repeats = 100;
+  double gradient_sq_sum = 0, trace_sum = 0, squared_error = 0;
+  int within_a_factor_of_2 = 0;
+  for (int r = 0; r < repeats; ++r) {
+    double batch_sq = 0;
+    std::vector<double> total(kDim, 0.0);
+    for (int64_t p = 0; p < batches; ++p) {
+      const std::vector<double> g = q.gradient_sum(batch);
+      batch_sq += sq_norm(g, 1.0 / batch);
+      for (int d = 0; d < kDim; ++d) total[static_cast<size_t>(d)] += g[static_cast<size_t>(d)];
+    }
+    const NoiseScaleMeasurement m = noise_scale_from_repeated_batches(
+        batch_sq / static_cast<double>(batches), sq_norm(total, 1.0 / samples), batch, batches);
+    gradient_sq_sum += m.gradient_sq;
+    trace_sum += m.trace_sigma;
+    squared_error += (m.gradient_sq - true_gradient_sq) * (m.gradient_sq - true_gradient_sq);
+    if (m.b_simple > truth / 2 && m.b_simple < truth * 2) ++within_a_factor_of_2;
+  }
+  // Unbiased: the means within 4 standard errors.
+  EXPECT_NEAR(gradient_sq_sum / repeats, true_gradient_sq, 4 * sd / std::sqrt(double(repeats)));
+  EXPECT_NEAR(trace_sum / repeats, true_trace, 0.01 * true_trace);
+  // The spread is the Note's, to the precision of 100 repetitions (7%, so 25%).
+  const double measured_sd = std::sqrt(squared_error / repeats);
+  EXPECT_GT(measured_sd, 0.75 * sd);
+  EXPECT_LT(measured_sd, 1.25 * sd);
+  // And so every measurement lands within a factor 2 of the truth (4.6 sd away).
+  EXPECT_EQ(within_a_factor_of_2, repeats);
+}
+
+// The case the measurement exists for: B_simple moves during training, and the moving
+// average lags behind its value at the end (Note [Noise scale at the end of a run]).
+TEST(NoiseScale, TheMovingAverageLagsWhileTheEndMeasurementDoesNot) {
+  // Exact estimates (no noise) of a run whose |G|^2 halves every step while tr(Sigma)
+  // stays: B_simple doubles every step, 10, 20, ..., 10 * 2^7 = 1280 at the end.
+  NoiseScaleEstimator average(0.95);
+  for (int step = 0; step < 8; ++step) average.add(std::ldexp(1.0, -step), 10.0);
+  EXPECT_LT(average.b_simple(), 1280.0 / 10);  // the ratio of sums, 80 / 1.99, about 40
+  // At the final weights, |G|^2 = 2^-7 and tr(Sigma) = 10 in exact arithmetic: P draws
+  // with E|G_p|^2 = |G|^2 + tr(Sigma) / B and E|mean G_p|^2 = |G|^2 + tr(Sigma) / (P B).
+  const double g = std::ldexp(1.0, -7), trace = 10.0, b = 32.0;
+  const NoiseScaleMeasurement m = noise_scale_from_repeated_batches(g + trace / b, g + trace / (8 * b), b, 8);
+  EXPECT_NEAR(m.gradient_sq, g, 1e-12);
+  EXPECT_NEAR(m.trace_sigma, trace, 1e-9);
+  EXPECT_NEAR(m.b_simple, 1280.0, 1e-6);
+}
+
+TEST(NoiseScale, EndMeasurementTakesAtLeast8BatchesAndAboutTheSamplesAsked) {
+  EXPECT_EQ(noise_scale_end_batches(4096, 256), 16);
+  EXPECT_EQ(noise_scale_end_batches(4096, 1000), 8);   // tr(Sigma) needs some degrees of freedom
+  EXPECT_EQ(noise_scale_end_batches(4096, 100), 41);   // rounded up
+  EXPECT_EQ(noise_scale_end_batches(1, 4096), 8);
+}
+
+TEST(NoiseScale, EndMeasurementWithoutSignalReportsNoEstimate) {
+  // The mean of the draws no closer to 0 than the draws' spread allows: |G|^2 <= 0.
+  const NoiseScaleMeasurement m = noise_scale_from_repeated_batches(1.0, 1.0 / 8 - 0.01, 4, 8);
+  EXPECT_LE(m.gradient_sq, 0.0);
+  EXPECT_EQ(m.b_simple, 0.0);
+}
+
 TEST(NoiseScale, VerdictComparesTheGlobalBatchWithTheEstimate) {
   NoiseScaleEstimator est(0.9);
   est.add(1.0, 500.0);  // B_simple = 500
-  EXPECT_NE(noise_scale_verdict(est, 64, true, true).find("below it"), std::string::npos);
-  EXPECT_NE(noise_scale_verdict(est, 4096, true, true).find("above it"), std::string::npos);
-  EXPECT_NE(noise_scale_verdict(est, 64, false, true).find("needs two batch sizes"), std::string::npos);
-  EXPECT_EQ(noise_scale_verdict(est, 64, true, false), "");
+  const double b = est.b_simple();
+  EXPECT_NE(noise_scale_verdict(b, "moving average", 64, true, true).find("below it"), std::string::npos);
+  EXPECT_NE(noise_scale_verdict(b, "moving average", 4096, true, true).find("above it"), std::string::npos);
+  EXPECT_NE(noise_scale_verdict(b, "moving average", 64, false, true).find("needs two batch sizes"), std::string::npos);
+  EXPECT_NE(noise_scale_verdict(b, "at the final weights", 64, true, true).find("~ 500 (at the final weights)"),
+            std::string::npos);
+  EXPECT_EQ(noise_scale_verdict(b, "moving average", 64, true, false), "");
 }
 
 }  // namespace

@@ -1,0 +1,52 @@
+// The sweep's B_simple from its points (runtime/sweep_report.h): the median of the
+// values measured at the runs' ends, each point weighted by its steps, over the points
+// that reached the target and measured one.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "runtime/sweep_report.h"
+
+namespace dtrain {
+namespace {
+
+SweepRecord point(int64_t steps, double b_simple, bool reached = true) {
+  SweepRecord r;
+  r.steps = steps;
+  r.b_simple = b_simple;
+  r.reached = reached;
+  return r;
+}
+
+TEST(SweepBSimple, EqualStepsGiveThePlainMedian) {
+  EXPECT_DOUBLE_EQ(sweep_b_simple({point(5, 30), point(5, 10), point(5, 20)}), 20.0);
+  EXPECT_DOUBLE_EQ(sweep_b_simple({point(5, 30), point(5, 10), point(5, 20), point(5, 40)}), 25.0);
+}
+
+TEST(SweepBSimple, TheRunsWithMoreStepsCountMore) {
+  // Steps 17, 10, 6, 4, 3, 2 (total 42) as a ladder 8..256 to one target: the two
+  // longest runs hold 27 of the 42, so the median is one of theirs, whatever the
+  // short runs, which stop far past the target, measured.
+  const std::vector<SweepRecord> ladder = {point(17, 63), point(10, 83), point(6, 74),
+                                           point(4, 74),  point(3, 135), point(2, 196)};
+  // Sorted: 63 (17), 74 (6), 74 (4), 83 (10), 135 (3), 196 (2): cumulative 17, 23 > 21.
+  EXPECT_DOUBLE_EQ(sweep_b_simple(ladder), 74.0);
+  // The plain median of those six would be (74 + 83) / 2; with the short runs far off,
+  // the weighted one does not move.
+  std::vector<SweepRecord> far = ladder;
+  far[4].b_simple = 5000;
+  far[5].b_simple = 9000;
+  EXPECT_DOUBLE_EQ(sweep_b_simple(far), 74.0);
+  // Exactly half the weight below a value: the midpoint with the next, as the plain
+  // median of an even count.
+  EXPECT_DOUBLE_EQ(sweep_b_simple({point(3, 10), point(1, 20), point(4, 30)}), 25.0);
+}
+
+TEST(SweepBSimple, PointsThatDidNotReachOrMeasureAreLeftOut) {
+  EXPECT_DOUBLE_EQ(sweep_b_simple({point(100, 500, /*reached=*/false), point(3, 40), point(2, 0)}), 40.0);
+  EXPECT_DOUBLE_EQ(sweep_b_simple({point(100, 500, /*reached=*/false)}), 0.0);
+  EXPECT_DOUBLE_EQ(sweep_b_simple({}), 0.0);
+}
+
+}  // namespace
+}  // namespace dtrain
