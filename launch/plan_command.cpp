@@ -41,9 +41,9 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   }
   // Timed at the largest micro-batch a rank runs: its capacity, or the whole global
   // batch where that is smaller.
-  constexpr int kReps = 3;
+  constexpr int kAdaptiveReps = 0;  // about a quarter of a second at each micro-batch
   const int64_t largest = in.global_batch != kAuto ? std::min(in.capacity, in.global_batch) : in.capacity;
-  const StepTimeLine line = time_step_line(model, ctx, *setup.data.train, largest, kReps);
+  const StepTimeLine line = time_step_line(model, ctx, *setup.data.train, largest, kAdaptiveReps);
   in.fixed_s = line.fixed_s;
   in.per_sample_s = line.per_sample_s;
   in.compute_source = "timed on rank " + std::to_string(rank) + " (" + ctx.device_name() + ") at micro-batches " +

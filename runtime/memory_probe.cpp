@@ -82,6 +82,10 @@ StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int
   StepTimeLine line;
   line.large = std::max<int64_t>(1, largest);
   line.small = std::max<int64_t>(1, line.large / 4);
+  if (reps <= 0) {
+    const double once = time_micro_step(model, ctx, data, line.large, 1);
+    reps = static_cast<int>(std::clamp(0.25 / std::max(once, 1e-6), 3.0, 100.0));
+  }
   const double t_large = time_micro_step(model, ctx, data, line.large, reps);
   if (line.small == line.large) {
     line.per_sample_s = t_large / static_cast<double>(line.large);

@@ -28,7 +28,9 @@ double time_micro_step(Model& model, Context& ctx, const Dataset& data, int64_t 
 // One micro-step's time as a line in the micro-batch, t(b) = fixed_s + per_sample_s * b,
 // from time_micro_step at `largest` and a quarter of it (where the fixed cost of a
 // step, launches and small kernels, shows); both clamped at zero against timing
-// noise. With `largest` 1, the whole time is per sample. Local: no collectives.
+// noise. With `largest` 1, the whole time is per sample. `reps` <= 0: as many as
+// fill about a quarter of a second at `largest` (3 to 100), so that short steps are
+// timed over many. Local: no collectives.
 struct StepTimeLine {
   double fixed_s = 0.0;
   double per_sample_s = 0.0;
