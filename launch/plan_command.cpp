@@ -46,6 +46,9 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   const StepTimeLine line = time_step_line(model, ctx, *setup.data.train, largest, kAdaptiveReps);
   in.fixed_s = line.fixed_s;
   in.per_sample_s = line.per_sample_s;
+  // Last: it changes the parameters, which a plan never trains on.
+  constexpr int kOptimizerReps = 20;
+  in.optimizer_s = time_optimizer_step(model, *setup.optimizer, ctx, kOptimizerReps);
   in.compute_source = "timed on rank " + std::to_string(rank) + " (" + ctx.device_name() + ") at micro-batches " +
                       std::to_string(line.small) + " and " + std::to_string(line.large);
   return in;

@@ -97,4 +97,15 @@ StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int
   return line;
 }
 
+double time_optimizer_step(Model& model, Optimizer& optimizer, Context& ctx, int reps) {
+  constexpr double kLr = 1e-3;
+  auto once = [&] { optimizer.step(ctx, model.params(), model.grads(), kLr, model.param_copy()); };
+  once();
+  ctx.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) once();
+  ctx.synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / std::max(1, reps);
+}
+
 }  // namespace dtrain

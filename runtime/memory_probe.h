@@ -6,6 +6,7 @@
 
 #include "kernels/context.h"
 #include "models/model.h"
+#include "runtime/optimizer.h"
 #include "runtime/dataset.h"
 
 namespace dtrain {
@@ -37,5 +38,10 @@ struct StepTimeLine {
   int64_t small = 1, large = 1;  // the micro-batches timed
 };
 StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int64_t largest, int reps);
+
+// The seconds one unsharded optimizer step over the whole flat buffer takes on this
+// rank (the one the trainer takes without sharding), the mean of `reps` after a
+// warm-up. It changes the parameters: for a plan that never trains on them. Local.
+double time_optimizer_step(Model& model, Optimizer& optimizer, Context& ctx, int reps);
 
 }  // namespace dtrain

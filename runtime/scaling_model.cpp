@@ -61,7 +61,8 @@ ScalingPoint predict_alone(const ScalingInputs& in, const ClusterSpec& c, int ra
   const int on_busiest_node = std::min(ranks, c.ranks_per_node);
   const double sharing = std::max(1.0, static_cast<double>(on_busiest_node) / c.devices_per_node);
   const double micro_s = sharing * (in.fixed_s + in.per_sample_s * static_cast<double>(p.micro_batch));
-  p.compute_s = static_cast<double>(p.accumulation) * micro_s;
+  const double optimizer_s = sharing * in.optimizer_s / (in.shard ? ranks : 1);
+  p.compute_s = static_cast<double>(p.accumulation) * micro_s + optimizer_s;
 
   const RankLayout at{ranks, p.nodes};
   double total = 0.0;
@@ -146,7 +147,8 @@ std::string scaling_text(const ScalingReport& r) {
     << "  between nodes: " << fmt("%.3g", c.inter_node.latency_s * 1e6) << " us a step, "
     << fmt("%.4g", c.inter_node.bandwidth_Bps / 1e9) << " GB/s (" << c.inter_source << ")\n"
     << "  compute: t(b) = " << fmt("%.4g", r.inputs.fixed_s * 1e3) << " ms + "
-    << fmt("%.4g", r.inputs.per_sample_s * 1e3) << " ms x b a micro-step (" << r.inputs.compute_source << ")\n"
+    << fmt("%.4g", r.inputs.per_sample_s * 1e3) << " ms x b a micro-step, and " << fmt("%.4g", r.inputs.optimizer_s * 1e3)
+    << " ms an optimizer step (" << r.inputs.compute_source << ")\n"
     << "  gradients: " << r.inputs.bucket_elements.size() << " buckets, " << fmt("%.0f", r.inputs.wire_bytes)
     << " bytes an element on the wire" << (r.inputs.shard ? ", reduce-scattered, parameters all-gathered" : "")
     << "\n";
@@ -179,7 +181,7 @@ std::string scaling_json(const ScalingReport& r) {
     << ", \"source\": " << json_string(c.intra_source) << "}, \"inter_node\": {\"latency_s\": "
     << c.inter_node.latency_s << ", \"bandwidth_Bps\": " << c.inter_node.bandwidth_Bps
     << ", \"source\": " << json_string(c.inter_source) << "}, \"device_flops\": " << c.device_flops << "}"
-    << ", \"compute\": {\"fixed_s\": " << r.inputs.fixed_s << ", \"per_sample_s\": " << r.inputs.per_sample_s
+    << ", \"compute\": {\"fixed_s\": " << r.inputs.fixed_s << ", \"per_sample_s\": " << r.inputs.per_sample_s << ", \"optimizer_s\": " << r.inputs.optimizer_s
     << ", \"source\": " << json_string(r.inputs.compute_source) << "}, \"buckets\": " << r.inputs.bucket_elements.size()
     << ", \"wire_bytes\": " << r.inputs.wire_bytes << ", \"shard\": " << (r.inputs.shard ? "true" : "false")
     << ", \"points\": [";

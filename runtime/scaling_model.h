@@ -26,13 +26,15 @@
 //             small all-reduce (loss, norm, counters) and, sharded, the all-gather of
 //             the updated parameters. Each collective's cost is Note [Alpha-beta
 //             collectives], runtime/collective_cost.h.
-//   step = k t(b) + exposed;  samples/s = global batch / step;
+//   optimizer: once a step, its measured time (0 with a given FLOP/s), shared as the
+//             compute is, and over 1 / N of the parameters when sharded.
+//   step = k t(b) + optimizer + exposed;  samples/s = global batch / step;
 //   efficiency = samples/s on N ranks / (N x samples/s on one rank), one rank
 //             planned for the same global batch (or its own capacity, weak scaling).
 // What dominates is named: compute where the exposed communication is under a tenth
 // of the step; else latency or bandwidth, by which part of the exposed collectives'
-// cost is larger. Left out: the optimizer step (memory-bound, under a few percent of a
-// step for the models here) and data loading.
+// cost is larger. Left out: data loading, and the cores that collectives on the host
+// take from the compute of ranks sharing them.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +53,7 @@ struct ScalingInputs {
   double gather_bytes = 4.0;             // a parameter all-gathered after a sharded step
   double fixed_s = 0.0;                  // one micro-step on one device alone:
   double per_sample_s = 0.0;             //   t(b) = fixed_s + per_sample_s * b
+  double optimizer_s = 0.0;              // one unsharded optimizer step on one device alone
   int64_t capacity = 1;                  // the micro-batch one rank holds
   int64_t global_batch = 0;              // a number, or kAuto (weak scaling)
   std::string compute_source;            // how t(b) was obtained, for the report
@@ -64,7 +67,7 @@ struct ScalingPoint {
   int64_t micro_batch = 0;   // the largest rank's
   int64_t accumulation = 1;
   int64_t global_batch = 0;
-  double compute_s = 0.0;    // k t(b)
+  double compute_s = 0.0;    // k t(b) + the optimizer step
   double comm_s = 0.0;       // every collective of the step, end to end
   double exposed_s = 0.0;    // what the step waits for
   double latency_share = 0.0;  // of the collectives' cost: the alpha part

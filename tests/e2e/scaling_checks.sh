@@ -14,7 +14,7 @@
 #     steps, 2 S / 1 GB/s; the cheaper of the two;
 #   efficiency = (64 / step_N) / (N * 64 / step_1).
 # Then the text form names every rank count, and the built-in H100 table times the
-# compute on this rank (t(b) from two micro-batches, positive).
+# compute on this rank (t(b) from two micro-batches, and the optimizer step, positive).
 # Usage: scaling_checks.sh DTRAIN SOURCE_DIR WORK_DIR
 set -u
 dtrain=$1 src=$2 work=$3
@@ -70,6 +70,6 @@ PY
 "$dtrain" "${args[@]}" --predict-ranks 2,16 >"$work/plan.txt" 2>&1 || fail "plan --predict-ranks (text) exited $?"
 grep -q "Predicted scaling" "$work/plan.txt" || fail "no prediction in $work/plan.txt"
 grep -Eq "^ +16 +2 " "$work/plan.txt" || fail "no row for 16 ranks on 2 nodes in $work/plan.txt"
-grep -Eq "compute: t\(b\) = [0-9.e+-]+ ms \+ [0-9.]*[1-9][0-9.e+-]* ms x b a micro-step \(timed on rank 0" "$work/plan.txt" ||
+grep -Eq "compute: t\(b\) = [0-9.e+-]+ ms \+ [0-9.]*[1-9][0-9.e+-]* ms x b a micro-step, and [0-9.]*[1-9][0-9.e+-]* ms an optimizer step \(timed on rank 0" "$work/plan.txt" ||
   fail "the compute was not timed on this rank: $(grep 'compute:' "$work/plan.txt")"
 [ "$failures" = 0 ] && echo "scaling checks passed" || { echo "$failures scaling check(s) failed"; exit 1; }

@@ -104,6 +104,22 @@ TEST(ScalingModel, ShardingReduceScattersThenAllGathersTheParameters) {
   EXPECT_NEAR(p.exposed_s, 0.5e-3 + 0.5e-3 + 16e-9, 1e-12);
 }
 
+TEST(ScalingModel, TheOptimizerStepIsOnceAStepAndShardedOverTheRanks) {
+  // Global 40, capacity 10, 4 ranks on free links: k = 1, 10 ms; the optimizer's 8 ms
+  // once a step; sharded, each rank updates a quarter: 2 ms. One rank: k = 4, 48 ms.
+  ScalingInputs in = one_bucket(1000, 10, 40);
+  in.optimizer_s = 8e-3;
+  EXPECT_NEAR(predict_scaling(in, free_links(8, 8), 1).step_s, 40e-3 + 8e-3, 1e-12);
+  const ScalingPoint p = predict_scaling(in, free_links(8, 8), 4);
+  EXPECT_NEAR(p.compute_s, 10e-3 + 8e-3, 1e-12);
+  in.shard = true;
+  const ScalingPoint sharded = predict_scaling(in, free_links(8, 8), 4);
+  EXPECT_NEAR(sharded.compute_s, 10e-3 + 2e-3, 1e-12);
+  // Shared devices slow it as they slow the micro-steps: 4 ranks on 2 devices.
+  in.shard = false;
+  EXPECT_NEAR(predict_scaling(in, free_links(4, 2), 4).compute_s, 2 * (10e-3 + 8e-3), 1e-12);
+}
+
 TEST(ScalingModel, NamesLatencyWhenManySmallBucketsCrossManyNodes) {
   ClusterSpec c = free_links(8, 8);
   c.intra_node = {5e-6, 300e9};
