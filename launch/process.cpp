@@ -4,7 +4,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <thread>
 
@@ -125,21 +124,8 @@ int Process::cpu_threads(int requested) const {
   return threads > 0 ? threads : 1;
 }
 
-// Note [An abort that cannot reach the launcher]
-// MPI_Abort asks the launcher to end every rank, and Open MPI's waits for its node's
-// daemon to pass that on. On a node cut off from the rest (its link down), the daemon
-// cannot reach mpirun, and MPI_Abort waits with it until TCP gives up on the
-// connection: minutes. So the abort is given a grace period, the time the launcher
-// takes to end a job when it can (about a second); a rank still alive after it ends
-// itself. Its exit code is the abort's, so wherever the launcher does hear of it, it
-// ends the job as it would for the abort.
 void Process::abort_job(int code) {
-  if (!mpi_ || size() <= 1) return;
-  std::thread([code] {
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-    std::_Exit(code);
-  }).detach();
-  MPI_Abort(MPI_COMM_WORLD, code);
+  if (mpi_ && size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
 }
 
 }  // namespace dtrain::launch

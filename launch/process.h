@@ -52,9 +52,7 @@ class Process {
   // on, shared evenly among the ranks of this node (at least one).
   int cpu_threads(int requested) const;
   // Ends every rank of the job with `code` (MPI_Abort), so none waits forever in a
-  // collective for a rank that failed; this rank ends within 2 s even where the
-  // launcher cannot be reached (Note [An abort that cannot reach the launcher]).
-  // Returns only when not under MPI.
+  // collective for a rank that failed. Returns only when not under MPI.
   void abort_job(int code);
 
  private:

@@ -27,22 +27,24 @@
 # Note [A node that stops answering]
 # When node1's link goes down, nothing tells the other nodes: no reset, no error, only
 # silence. The ranks learn of it from their watchdogs (Note [Naming the silent rank])
-# and abort; node0's ranks are ended by mpirun at once, and node1's end themselves
-# when their abort cannot reach mpirun (Note [An abort that cannot reach the
-# launcher]). mpirun then waits for node1's Open MPI daemon to confirm that node1's
-# ranks have ended, and the daemon waits to tell it; each keeps waiting until TCP gives
-# up on its unanswered message, which by Linux's default (net.ipv4.tcp_retries2 = 15)
-# takes about 15 minutes. Open MPI's own keepalive (oob_tcp_keepalive_*) cannot cut
-# that short: the kernel sends no keepalive while data waits to be acknowledged, and
-# keepalives short enough to matter declare a node dead under mere packet loss. So the
-# cluster's nodes give up on a peer after 5 retransmissions (tcp_retries2 = 3: at 0.2,
-# 0.6, 1.4, 3.0 and 6.2 s), later than the watchdog fires (which must come first: a
-# connection that fails under Open MPI's TCP transport aborts the rank from inside MPI,
-# where the rank's own abort cannot time it) and early enough for mpirun to report the
-# lost daemon and end about 6 s after the watchdog fired. Hence two bounds: the ranks' (the
-# timeout plus 5 s, dtrain's contract) and the launcher's (7 s more). A real cluster
-# needs the same (the sysctl on its nodes, or a resource manager that ends the job of
-# a failed node, as Slurm does); bench/RESULTS.md ("Faults across nodes") has the times.
+# and abort: mpirun ends node0's ranks, and node1's Open MPI daemon ends node1's (an
+# abort needs no word from mpirun to end the ranks of its own node). mpirun then waits
+# for node1's daemon to confirm that node1's ranks have ended, and the daemon waits to
+# tell it; each keeps waiting until TCP gives up on its unanswered message, which by
+# Linux's default (net.ipv4.tcp_retries2 = 15) takes about 15 minutes. Open MPI's own
+# keepalive (oob_tcp_keepalive_*) cannot cut that short: the kernel sends no keepalive
+# while data waits to be acknowledged, and keepalives short enough to matter declare a
+# node dead under mere packet loss (a trial of 30% loss with 1 s keepalives lost its
+# daemon that way). So the cluster's nodes give up on a peer after 5 retransmissions
+# (tcp_retries2 = 3: at 0.2, 0.6, 1.4, 3.0 and 6.2 s): after the watchdog fires, which
+# must come first (with tcp_retries2 = 2, TCP gave up first: Open MPI's TCP transport
+# then failed the ranks from inside MPI, with its own message and none naming a rank,
+# and node1's ranks lived until their daemon ended), and soon enough for mpirun to
+# report the lost daemon and end about 6 s after the watchdog fired. Hence two
+# bounds: the ranks' (the timeout plus 5 s, dtrain's contract) and the launcher's (7 s
+# more). A real cluster needs the same (the sysctl on its nodes, or a resource manager
+# that ends the job of a failed node, as Slurm does); bench/RESULTS.md ("Faults across
+# nodes") has the times.
 set -u
 dtrain=$1 cluster_mpiexec=$2 src=$3 work=$4 kind=$5 trials=${6:-1}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
