@@ -35,7 +35,7 @@ echo "| fault | trials | within the bounds | s from the fault to the last rank's
 echo "| --- | ---: | ---: | --- | --- | --- | --- |"
 for kind in cut loss kill; do
   tsv="$work/$kind/trials.tsv"
-  [ -f "$tsv" ] && [ "$(wc -l <"$tsv")" -gt 1 ] || { echo "| $kind | 0 | skipped | - | - | - | - |"; continue; }
+  if [ ! -f "$tsv" ] || [ "$(wc -l <"$tsv")" -le 1 ]; then echo "| $kind | 0 | skipped | - | - | - | - |"; continue; fi
   rows=$(tail -n +2 "$tsv")
   n=$(wc -l <<<"$rows")
   within=$(awk -F'\t' '$9 == "yes" && $10 == "yes" && $11 ~ /^yes/' <<<"$rows" | wc -l)

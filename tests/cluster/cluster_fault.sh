@@ -35,16 +35,17 @@
 # keepalive (oob_tcp_keepalive_*) cannot cut that short: the kernel sends no keepalive
 # while data waits to be acknowledged, and keepalives short enough to matter declare a
 # node dead under mere packet loss (a trial of 30% loss with 1 s keepalives lost its
-# daemon that way). So the cluster's nodes give up on a peer after 5 retransmissions
-# (tcp_retries2 = 3: at 0.2, 0.6, 1.4, 3.0 and 6.2 s): after the watchdog fires, which
+# daemon that way). So the cluster's nodes give up on a silent peer sooner
+# (tcp_retries2 = 3: retransmissions at 0.2, 0.6, 1.4 and 3.0 s, given up at 6.2 s):
+# after the watchdog fires, which
 # must come first (with tcp_retries2 = 2, TCP gave up first: Open MPI's TCP transport
-# then failed the ranks from inside MPI, with its own message and none naming a rank,
-# and node1's ranks lived until their daemon ended), and soon enough for mpirun to
-# report the lost daemon and end about 6 s after the watchdog fired. Hence two
-# bounds: the ranks' (the timeout plus 5 s, dtrain's contract) and the launcher's (7 s
-# more). A real cluster needs the same (the sysctl on its nodes, or a resource manager
-# that ends the job of a failed node, as Slurm does); bench/RESULTS.md ("Faults across
-# nodes") has the times.
+# then failed node1's ranks from inside MPI before their watchdogs fired, and they
+# lived on until their daemon gave up, 6 to 7 s after the cut), and soon enough for
+# mpirun to report the lost daemon and end about 6 s after the watchdog fired. Hence
+# two bounds: the ranks' (the timeout plus 5 s, dtrain's contract) and the launcher's
+# (7 s more). A real cluster needs the same (the sysctl on its nodes, or a resource
+# manager that ends the job of a failed node, as Slurm does); bench/RESULTS.md ("Faults
+# across nodes") has the times.
 set -u
 dtrain=$1 cluster_mpiexec=$2 src=$3 work=$4 kind=$5 trials=${6:-1}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -45,7 +45,7 @@ leg() {
   cluster_down || failures=$((failures + 1))
   [ "$code" = "$want" ] || { fail "$name exited $code, expected $want:"; tail -20 "$work/$name.log"; }
   for s in "$@"; do
-    grep -q "Data for node: node$i[[:space:]]*Num slots: $s.*Num procs: $s" "$work/$name.log" ||
+    grep -q "Data for node: node${i}[[:space:]]*Num slots: $s.*Num procs: $s" "$work/$name.log" ||
       { fail "$name: mpirun's map does not put $s rank(s) on node$i:"; grep -A1 "Data for node" "$work/$name.log"; }
     i=$((i + 1))
   done
