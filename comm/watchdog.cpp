@@ -23,6 +23,22 @@ std::string seconds(double s) {
 
 double watchdog_heartbeat_period_s(double timeout_s) { return std::clamp(timeout_s / 4.0, 0.05, 0.5); }
 
+// Note [Naming the node]
+// On several nodes the rank alone does not say where to look: a silent rank is most
+// often a node that failed (its link, its power, its kernel), and the ranks' numbers
+// map to nodes only through the launcher's placement, which the reader of the message
+// may not have at hand. So each rank is named with its node's host name, gathered from
+// every rank when the watchdog starts (while every rank still answers), as in "rank 2
+// on node1 has not been heard from". Ranks of one node silent together point at the
+// node, not at the ranks.
+std::string rank_on_node(int rank, const std::vector<std::string>& nodes) {
+  std::string out = "rank " + std::to_string(rank);
+  if (rank >= 0 && static_cast<size_t>(rank) < nodes.size() && !nodes[static_cast<size_t>(rank)].empty()) {
+    out += " on " + nodes[static_cast<size_t>(rank)];
+  }
+  return out;
+}
+
 // Note [Naming the silent rank]
 // A live rank's watchdog sends a heartbeat every period and this one takes them in
 // every period, so a live peer is never more than about two periods quiet; messages
@@ -38,7 +54,7 @@ double watchdog_heartbeat_period_s(double timeout_s) { return std::clamp(timeout
 // lists when each rank was last heard and what it was doing, so the reader can tell
 // a collective that every rank is inside (the network, the library) from the rest.
 std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
-                              double started_s, double period_s) {
+                              double started_s, double period_s, const std::vector<std::string>& nodes) {
   const double silent_after = 3.0 * period_s;
   std::ostringstream silent, behind, held, heard;
   int silent_count = 0, behind_count = 0, held_count = 0, heard_count = 0, inside_count = 0;
@@ -46,22 +62,23 @@ std::string describe_suspects(int self, int64_t waiting_for, const std::vector<P
     if (static_cast<int>(r) == self) continue;
     const PeerProgress& p = peers[r];
     const double quiet = now_s - (p.heard ? p.last_heard_s : std::max(started_s, p.last_heard_s));
+    const std::string who = rank_on_node(static_cast<int>(r), nodes);
     if (quiet > silent_after) {
-      silent << (silent_count++ ? "; " : "") << "rank " << r << " has not been heard from for " << seconds(quiet)
+      silent << (silent_count++ ? "; " : "") << who << " has not been heard from for " << seconds(quiet)
              << " (heartbeats come every " << seconds(period_s) << "; "
              << (p.heard ? "last at step " + std::to_string(p.beat.step) + ", " + std::to_string(p.beat.issued) +
                                " collectives issued"
                          : std::string("never heard"))
              << "): it stopped, or its node failed";
     } else if (p.heard && p.beat.issued < waiting_for && !p.beat.waiting) {
-      behind << (behind_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
+      behind << (behind_count++ ? "; " : "") << who << " is still at step " << p.beat.step
              << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for << " issued)";
     } else if (p.heard && p.beat.issued < waiting_for) {
-      held << (held_count++ ? "; " : "") << "rank " << r << " is still at step " << p.beat.step
+      held << (held_count++ ? "; " : "") << who << " is still at step " << p.beat.step
            << " and has not reached this collective (" << p.beat.issued << " of " << waiting_for
            << " issued; it waits in collective " << p.beat.issued << ", held up in turn)";
     }
-    heard << (heard_count++ ? "; " : "") << "rank " << r;
+    heard << (heard_count++ ? "; " : "") << who;
     if (p.heard) {
       heard << " heard " << seconds(quiet) << " ago (step " << p.beat.step << ", " << p.beat.issued
             << " collectives issued, " << (p.beat.waiting ? "waiting in one" : "not waiting") << ")";
@@ -88,9 +105,10 @@ std::string describe_suspects(int self, int64_t waiting_for, const std::vector<P
 }
 
 Watchdog::Watchdog(int rank, int size, double timeout_s, std::unique_ptr<HeartbeatChannel> channel, Hooks hooks,
-                   bool start_thread)
+                   bool start_thread, std::vector<std::string> nodes)
     : rank_(rank), timeout_s_(timeout_s), period_s_(watchdog_heartbeat_period_s(timeout_s)), channel_(std::move(channel)), hooks_(std::move(hooks)),
-      started_s_(hooks_.clock ? hooks_.clock() : steady_seconds()), peers_(static_cast<size_t>(size)) {
+      started_s_(hooks_.clock ? hooks_.clock() : steady_seconds()), peers_(static_cast<size_t>(size)),
+      nodes_(std::move(nodes)) {
   if (!hooks_.clock) hooks_.clock = steady_seconds;
   if (start_thread) thread_ = std::thread([this] { run(); });
 }
@@ -136,9 +154,9 @@ bool Watchdog::check_now() {
   if (waited <= timeout_s_) return false;
   fired_ = true;
   std::ostringstream msg;
-  msg << "rank " << rank_ << ": the " << waiting_what_.load() << " of step " << step_ << " (collective "
+  msg << rank_on_node(rank_, nodes_) << ": the " << waiting_what_.load() << " of step " << step_ << " (collective "
       << waiting_for << ") has waited " << seconds(waited) << ", longer than comm.timeout_s = " << timeout_s_ << " s. ";
-  msg << (channel_ ? describe_suspects(rank_, waiting_for, peers_, now, started_s_, period_s_)
+  msg << (channel_ ? describe_suspects(rank_, waiting_for, peers_, now, started_s_, period_s_, nodes_)
                    : std::string("(this MPI has no thread support, so no heartbeats name the rank that is behind)"));
   msg << ". Ending every rank.";
   hooks_.abort(msg.str());

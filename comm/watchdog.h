@@ -53,10 +53,16 @@ struct PeerProgress {
 // timeout, at most twice a second (cheap), at least 20 times a second.
 double watchdog_heartbeat_period_s(double timeout_s);
 
+// Pure: how a message names rank `rank`: "rank 2 on node1", with the node from
+// `nodes` (element r: rank r's host name), or "rank 2" where the node is not known.
+// See Note [Naming the node].
+std::string rank_on_node(int rank, const std::vector<std::string>& nodes);
+
 // Pure: the sentence naming the ranks that hold up collective number `waiting_for`
-// (1-based) at time now_s. See Note [Naming the silent rank].
+// (1-based) at time now_s, each with its node where `nodes` has it. See Note [Naming
+// the silent rank].
 std::string describe_suspects(int self, int64_t waiting_for, const std::vector<PeerProgress>& peers, double now_s,
-                              double started_s, double period_s);
+                              double started_s, double period_s, const std::vector<std::string>& nodes = {});
 
 class Watchdog {
  public:
@@ -64,10 +70,11 @@ class Watchdog {
     std::function<void(const std::string& message)> abort;  // ends the job (tests: records)
     std::function<double()> clock;                          // monotonic seconds
   };
-  // `channel` may be null (no heartbeats: the message cannot name a rank). `start_thread`
-  // false leaves the passes to check_now() (tests).
+  // `channel` may be null (no heartbeats: the message cannot name a rank). `nodes`:
+  // every rank's host name (may be empty: ranks are then named without their node).
+  // `start_thread` false leaves the passes to check_now() (tests).
   Watchdog(int rank, int size, double timeout_s, std::unique_ptr<HeartbeatChannel> channel, Hooks hooks,
-           bool start_thread = true);
+           bool start_thread = true, std::vector<std::string> nodes = {});
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -96,6 +103,7 @@ class Watchdog {
   std::atomic<double> wait_start_s_{0.0};
   std::atomic<const char*> waiting_what_{""};
   std::vector<PeerProgress> peers_;
+  const std::vector<std::string> nodes_;
   double last_pass_s_ = -1.0;
   bool fired_ = false;
   std::mutex mu_;

@@ -91,6 +91,11 @@ std::string Process::node_name() const {
   return name;
 }
 
+std::vector<std::string> Process::node_names() const {
+  if (!mpi_) return {node_name()};
+  return all_gather_strings(MPI_COMM_WORLD, node_name());
+}
+
 std::vector<std::string> Process::gather_on_node(const std::string& mine) const {
   if (!mpi_) return {mine};
   return all_gather_strings(local_, mine);

@@ -37,6 +37,9 @@ class Process {
   bool thread_multiple() const { return thread_multiple_; }
   // This node's name, for messages about devices.
   std::string node_name() const;
+  // Every rank's node name, by world rank (collective over all ranks; without MPI,
+  // this node's alone): how the watchdog names where a silent rank runs.
+  std::vector<std::string> node_names() const;
   int rank() const { return comm_->rank(); }
   int size() const { return comm_->size(); }
   int local_rank() const { return local_rank_; }

@@ -59,8 +59,9 @@ JobTrainer::JobTrainer(const Config& config, Process& process, DeviceSetup& devi
       std::cerr << "dtrain: no progress: " << message << std::endl;
       process.abort_job(kExitRuntime);
     };
+    // Gathered now, while every rank answers (Note [Naming the node]).
     watchdog_ = std::make_unique<Watchdog>(process.rank(), process.size(), config.comm.timeout_s, std::move(channel),
-                                           std::move(hooks));
+                                           std::move(hooks), /*start_thread=*/true, process.node_names());
     watched_ = std::make_unique<WatchedCommunicator>(*device.comm, *watchdog_);
     data_ = watched_.get();
     // The control collectives of training too (a checkpoint's agreement waits for the

@@ -9,12 +9,13 @@ set -euo pipefail
 # targets, tests/fuzz), slurm-wlm and munge (the real single-node Slurm of
 # tests/e2e/slurm_checks.sh), and iproute2 (ip and bridge: the nodes of the namespace
 # cluster, tests/cluster/netns_cluster.sh; its unshare, nsenter and setpriv come with
-# util-linux, which every Debian has), so that a machine that only trains gets no
-# compiler or batch system it did not ask for.
+# util-linux, which every Debian has) and nftables (the packet loss of the cluster's
+# fault tests where the kernel lacks tc's netem, tests/cluster/cluster_fault.sh), so
+# that a machine that only trains gets no compiler or batch system it did not ask for.
 packages=(cmake g++ ninja-build libopenmpi-dev openmpi-bin libyaml-cpp-dev libopenblas-dev
           libdnnl-dev zlib1g-dev libgtest-dev dataset-fashion-mnist fortunes gnuplot-nox)
 if [ "${1:-}" = --test ]; then
-  packages+=(clang libclang-rt-dev slurm-wlm munge iproute2)
+  packages+=(clang libclang-rt-dev slurm-wlm munge iproute2 nftables)
 fi
 
 # With a CUDA toolkit: the cuDNN frontend's headers (fused attention), from PyPI into

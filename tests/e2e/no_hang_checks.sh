@@ -107,11 +107,11 @@ for trial in $(seq 1 "$trials"); do
     kill) grep -qE "rank $victim .*(exited on signal 9|Killed)|process rank $victim" "$log" && named=yes ;;
     # Stopped after its last heartbeat said it was behind, and less than three
     # heartbeat periods before the first timeout: then it is named as behind.
-    stop) grep -qE "rank $victim (has not been heard from|is still at step)" <<<"$first" && named=yes ;;
-    stall|ckpt) grep -q "rank $victim is still at step $step" <<<"$first" && named=yes ;;
+    stop) grep -qE "rank $victim (on [^ ]+ )?(has not been heard from|is still at step)" <<<"$first" && named=yes ;;
+    stall|ckpt) grep -qE "rank $victim (on [^ ]+ )?is still at step $step" <<<"$first" && named=yes ;;
     throw) grep -q "on rank $victim of $np: injected failure at step $step" "$log" && named=yes ;;
   esac
-  others=$(grep -oE "rank [0-9]+ has not been heard from" <<<"$first" | grep -vc "rank $victim ")
+  others=$(grep -oE "rank [0-9]+ (on [^ ]+ )?has not been heard from" <<<"$first" | grep -vc "rank $victim ")
   blamed=$((blamed + others))
   echo "| $trial | $kind | $victim | $seconds | $code | $named | $others |"
   [ "$named" = no ] && unnamed=$((unnamed + 1))

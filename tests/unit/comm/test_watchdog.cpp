@@ -35,7 +35,7 @@ struct Rig {
   std::vector<std::string> aborts;
   std::unique_ptr<Watchdog> dog;
 
-  explicit Rig(double timeout_s, bool with_channel = true) {
+  explicit Rig(double timeout_s, bool with_channel = true, std::vector<std::string> nodes = {}) {
     std::unique_ptr<HeartbeatChannel> channel;
     if (with_channel) {
       auto fake = std::make_unique<FakeChannel>();
@@ -46,7 +46,8 @@ struct Rig {
     Watchdog::Hooks hooks;
     hooks.abort = [this](const std::string& m) { aborts.push_back(m); };
     hooks.clock = [this] { return now; };
-    dog = std::make_unique<Watchdog>(/*rank=*/0, /*size=*/4, timeout_s, std::move(channel), hooks, false);
+    dog = std::make_unique<Watchdog>(/*rank=*/0, /*size=*/4, timeout_s, std::move(channel), hooks, false,
+                                     std::move(nodes));
   }
   // Ranks 1..3 report; `skip` does not (it is silent), `behind` has issued one fewer.
   void peers_report(int64_t step, int64_t issued, int skip = -1, int behind = -1) {
@@ -79,6 +80,45 @@ TEST(Watchdog, ASilentRankIsNamedOnceTheWaitPassesTheTimeout) {
   rig.now += 5;
   rig.dog->check_now();
   EXPECT_EQ(rig.aborts.size(), 1u);  // it fires once
+}
+
+// A node cut off (Note [Naming the node]): ranks 2 and 3 of node1 fall silent
+// together; the message says where this rank runs and where the silent ranks run.
+TEST(Watchdog, SilentRanksAreNamedWithTheirNode) {
+  Rig rig(3.0, true, {"node0", "node0", "node1", "node1"});
+  rig.dog->set_step(8);
+  const int64_t n = rig.dog->next_collective();
+  rig.dog->begin_wait(n, "all-reduce");
+  rig.peers_report(8, n);
+  rig.dog->check_now();
+  for (int pass = 0; pass < 8; ++pass) {  // 4 s, ranks 2 and 3 silent all along
+    rig.now += 0.5;
+    rig.inbox.push_back({1, Heartbeat{8, n, 1}});
+    rig.dog->check_now();
+  }
+  ASSERT_EQ(rig.aborts.size(), 1u);
+  const std::string& m = rig.aborts[0];
+  EXPECT_EQ(m.find("rank 0 on node0: the all-reduce of step 8 (collective 1) has waited 3.5 s"), 0u) << m;
+  EXPECT_NE(m.find("rank 2 on node1 has not been heard from for 3.5 s"), std::string::npos) << m;
+  EXPECT_NE(m.find("rank 3 on node1 has not been heard from for 3.5 s"), std::string::npos) << m;
+  EXPECT_EQ(m.find("rank 1"), std::string::npos) << m;  // heard every period: not a suspect
+}
+
+TEST(WatchdogSuspects, ARankIsNamedWithItsNodeWhereTheNodeIsKnown) {
+  const std::vector<std::string> nodes = {"node0", "node1", ""};
+  EXPECT_EQ(rank_on_node(1, nodes), "rank 1 on node1");
+  EXPECT_EQ(rank_on_node(0, nodes), "rank 0 on node0");
+  EXPECT_EQ(rank_on_node(2, nodes), "rank 2");  // no name gathered
+  EXPECT_EQ(rank_on_node(3, nodes), "rank 3");  // beyond the list
+  EXPECT_EQ(rank_on_node(1, {}), "rank 1");     // no list: as on one node before
+  std::vector<PeerProgress> peers(3);
+  peers[1] = {true, 10.0, Heartbeat{5, 7, 0}};   // silent for 2 s
+  peers[2] = {true, 11.9, Heartbeat{5, 6, 0}};   // heard, behind
+  const std::string m = describe_suspects(0, 7, peers, 12.0, 0.0, 0.5, nodes);
+  EXPECT_NE(m.find("rank 1 on node1 has not been heard from for 2.0 s"), std::string::npos) << m;
+  EXPECT_NE(m.find("rank 2 is still at step 5 and has not reached this collective (6 of 7 issued)"),
+            std::string::npos)
+      << m;
 }
 
 // The stop that went unnamed (no_hang_checks, SIGSTOP of rank 3 on 4 ranks): this
