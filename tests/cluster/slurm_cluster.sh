@@ -7,6 +7,8 @@
 #                                  when every node is idle in sinfo
 #   slurm_exec NODE CMD...         a command on NODE with the cluster's SLURM_CONF
 #                                  (srun, sbatch, sinfo, scontrol: run them on node0)
+#   slurm_batch SBATCH_ARGS...     sbatch on node0, back when the job has ended: 0
+#                                  when it completed
 #   slurm_cluster_down             ends what slurm_cluster_up started and removes the
 #                                  cluster; fails when something is left (also the
 #                                  EXIT trap, so a failing script cleans up too)
@@ -35,6 +37,18 @@
 #    node0 too (it is the node whose address they reach slurmctld at).
 #  - Every daemon runs in the cluster's namespaces, so cluster_down's sweep of what
 #    runs there ends them, and the jobs' tasks, even after a failure.
+#
+# Note [Slurm daemons die with the test]
+# A test script killed with SIGKILL (a CTest time-out) runs no cleanup, and a daemon
+# that forks itself away, or a job step that slurmd forks away, would outlive it and
+# keep the nodes' namespaces alive (with tasks spinning on links to a switch that has
+# gone). So the daemons run in the foreground (munged -F, slurmctld -D, slurmd -D) as
+# children of the test script, each under `setpriv --pdeathsig KILL` (innermost, after
+# any change of user, which clears the setting): the kernel kills them when the script
+# dies. Each slurmd is also the first process of a PID namespace of its own (unshare
+# --pid --fork --kill-child, with its own /proc, which proctrack/linuxproc reads): its
+# job steps, batch scripts and tasks are in that namespace, and the kernel kills them
+# all when slurmd dies.
 
 slurm_tools=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=netns_cluster.sh
@@ -49,6 +63,25 @@ slurm_exec() {
   wait $!
 }
 
+# Submits a batch job on node0 (sbatch ARGS...) and waits for it to end: 0 when it
+# completed, else the state it ended in. Ends with the job's time limit (--time), which
+# Slurm enforces. sbatch --wait would do, but it polls at growing intervals (up to
+# tens of seconds after the job ended); this asks every 0.2 s.
+slurm_batch() {
+  local job state="" info _
+  job=$(slurm_exec node0 sbatch --parsable "$@") || { echo "FAILED: sbatch $*: $job"; return 1; }
+  while :; do
+    info=$(slurm_exec node0 scontrol show job "$job" 2>&1) ||
+      { echo "FAILED: scontrol show job $job: $info"; return 1; }
+    state=$(sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' <<<"$info")
+    case $state in
+      PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | RESIZING) sleep 0.2 ;;
+      COMPLETED) return 0 ;;
+      *) echo "batch job $job ended $state ($(grep -o 'ExitCode=[^ ]*' <<<"$info"))"; return 1 ;;
+    esac
+  done
+}
+
 # Waits (at most 30 s) until COMMAND succeeds; fails with WHAT and the last output.
 _slurm_wait() {
   local what=$1 _ out
@@ -61,6 +94,18 @@ _slurm_wait() {
   return 1
 }
 
+# Starts CMD... on NODE in the background, a daemon in the foreground (Note [Slurm
+# daemons die with the test]). Not a job of this shell (disown): cluster_down's SIGKILL
+# to it is no failure to report.
+_slurm_daemon() {
+  local node=$1; shift
+  SLURM_CONF=$slurm_dir/slurm.conf nsenter -t "$(cluster_pid "$node")" -n -u -m --wd="$slurm_dir" -- "$@" \
+    >>"$slurm_dir/log/daemons.out" 2>&1 &
+  disown $!
+}
+
+_slurm_munge_answers() { munge --socket="$1" --no-input | unmunge --socket="$1" >/dev/null; }
+
 _slurm_all_idle() {
   local states
   states=$(slurm_exec node0 sinfo -h -N -o '%N %T') || { echo "$states"; return 1; }
@@ -71,7 +116,7 @@ _slurm_all_idle() {
 slurm_cluster_up() {
   slurm_dir=$1; shift
   local tool
-  for tool in slurmctld slurmd sinfo srun sbatch scontrol munged mungekey su; do
+  for tool in slurmctld slurmd sinfo srun sbatch scontrol munged mungekey munge unmunge; do
     command -v "$tool" >/dev/null || { echo "FAILED: $tool is missing (scripts/install-deps.sh --test installs slurm-wlm and munge)"; exit 1; }
   done
   rm -rf "$slurm_dir" && mkdir -p "$slurm_dir" || exit 1
@@ -89,9 +134,11 @@ slurm_cluster_up() {
   mkdir -p "$munge/key" || exit 1
   mungekey --create --keyfile="$munge/key/munge.key" --force || exit 1
   chown -R munge:munge "$munge" && chmod 700 "$munge/key" && chmod 755 "$munge" || exit 1
-  cluster_exec node0 su -s /bin/sh munge -c "munged --socket=$munge/munge.socket --key-file=$munge/key/munge.key \
-    --pid-file=$munge/munged.pid --log-file=$munge/munged.log --seed-file=$munge/munged.seed" ||
-    { echo "FAILED: munged did not start: $(tail -3 "$munge/munged.log" 2>/dev/null)"; exit 1; }
+  _slurm_daemon node0 setpriv --reuid=munge --regid=munge --clear-groups -- \
+    setpriv --pdeathsig KILL -- munged --foreground --socket="$munge/munge.socket" --key-file="$munge/key/munge.key" \
+    --pid-file="$munge/munged.pid" --log-file="$munge/munged.log" --seed-file="$munge/munged.seed"
+  _slurm_wait "munged did not answer on $munge/munge.socket" _slurm_munge_answers "$munge/munge.socket" ||
+    { tail -3 "$munge/munged.log"; exit 1; }
 
   # Each node: its spool, and a /tmp of its own, as a real node has (Slurm's PMIx
   # plugin makes a folder in /tmp named by the job step alone, on every node of it).
@@ -130,12 +177,12 @@ MpiDefault=none
 ReturnToService=2
 ${nodes}PartitionName=cluster Nodes=$names Default=YES MaxTime=INFINITE State=UP
 CONF
-  slurm_exec node0 slurmctld || { echo "FAILED: slurmctld did not start: $(tail -3 "$slurm_dir/log/slurmctld.log")"; exit 1; }
+  _slurm_daemon node0 setpriv --pdeathsig KILL -- slurmctld -D
   for i in $(seq 0 $(($# - 1))); do
-    slurm_exec "node$i" slurmd ||
-      { echo "FAILED: slurmd on node$i did not start: $(tail -3 "$slurm_dir/log/slurmd-node$i.log")"; exit 1; }
+    _slurm_daemon "node$i" setpriv --pdeathsig KILL -- unshare --pid --fork --kill-child --mount-proc -- slurmd -D
   done
-  _slurm_wait "the Slurm nodes did not all become idle" _slurm_all_idle || exit 1
+  _slurm_wait "the Slurm nodes did not all become idle" _slurm_all_idle ||
+    { tail -n 3 "$slurm_dir"/log/*.log; exit 1; }
   echo "slurm: $(slurm_exec node0 sinfo -h -N -o '%N %T %c' | paste -sd, | sed 's/,/, /g')"
 }
 

@@ -110,11 +110,11 @@ cat >"$work/probe.sbatch" <<SCRIPT
 echo "allocation: SLURM_JOB_NUM_NODES=\$SLURM_JOB_NUM_NODES SLURM_TASKS_PER_NODE=\$SLURM_TASKS_PER_NODE"
 exec "$mpiexec" -np "\$SLURM_NTASKS" --map-by slot -x DTRAIN_PROBE_GPUS "$probe"
 SCRIPT
-slurm_exec node0 sbatch --wait --quiet --nodes=$# --ntasks=$ranks --time=2 --output="$work/sbatch.log" \
+slurm_batch --nodes=$# --ntasks=$ranks --time=2 --output="$work/sbatch.log" \
   "$work/probe.sbatch"
 code=$?
 cat "$work/sbatch.log"
-[ "$code" = 0 ] || fail "the batch job exited $code"
+[ "$code" = 0 ] || fail "the batch job did not complete"
 allocation="allocation: SLURM_JOB_NUM_NODES=$# SLURM_TASKS_PER_NODE=$(tasks_per_node "$@")"
 grep -qxF "$allocation" "$work/sbatch.log" || fail "the batch job's allocation is not: $allocation"
 grep '^rank=' "$work/sbatch.log" | sed 's/ SLURM_[A-Z]*=[^ ]*//g' >"$work/sbatch.lines"
