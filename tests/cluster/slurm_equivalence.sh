@@ -19,7 +19,7 @@ source "$here/../../scripts/mpi-env.sh"
 source "$here/slurm_cluster.sh"
 
 steps=25
-train=(--set train.global_batch=64 --set train.max_steps=$steps --set log.every_steps=5 --set eval.every_steps=0)
+train=(--set train.global_batch=64 --set "train.max_steps=$steps" --set log.every_steps=5 --set eval.every_steps=0)
 rm -rf "$work" && mkdir -p "$work"
 failures=0
 fail() { echo "FAILED: $*"; failures=$((failures + 1)); }

@@ -20,16 +20,16 @@
 # same ranks split otherwise), and the cluster must leave nothing behind.
 #
 # Note [srun and Open MPI over TCP]
-# Under srun --mpi=pmix, with the TCP transport between the nodes, about one job in
-# fifteen of 1, 2 and 1 ranks lost a rank in MPI_Init to a segmentation fault: its
-# TCP transport received a peer's first message (ob1's match header, tag 0x41)
-# before the receiving callback for that tag was registered, and called a null
-# function (backtrace: opal_progress, the TCP transport's receive handler, address
-# 0). It happened with every rank of a node alone or not, also with
-# mpi_add_procs_cutoff raised above the job size; it did not happen in 100 jobs of
-# mpirun inside an allocation (salloc or sbatch), whose daemons start the ranks.
-# That is Open MPI's start-up, not dtrain's, and not the cluster's: the jobs here
-# use mpirun in the allocation, as launch/slurm/dtrain.sbatch does with
+# Under srun --mpi=pmix, with the TCP transport between the nodes, 7 of 130 jobs of
+# rank_probe on 1, 2 and 1 ranks lost a rank in MPI_Init to a segmentation fault (and
+# 3 of 80 with mpi_add_procs_cutoff raised above the job size; none of 70 on 2 x 2):
+# its TCP transport received a peer's first message (ob1's match header, tag 0x41)
+# before any callback for that tag was registered, and called a null function (core
+# dump: ompi_mpi_init, opal_progress, the TCP transport's receive handler, address
+# 0). No such failure in 40 jobs of salloc + mpirun, nor in any sbatch + mpirun job
+# of these tests, where Open MPI's own daemons start the ranks. That is Open MPI
+# 4.1.4's start-up under direct launch, not dtrain's and not the cluster's: the MPI
+# jobs here use mpirun inside the allocation, as launch/slurm/dtrain.sbatch does with
 # DTRAIN_LAUNCHER=mpirun.
 set -u
 probe=$1 mpiexec=$2 work=$3
@@ -89,7 +89,9 @@ DTRAIN_PROBE_GPUS=$(seq 0 $((most - 1)) | sed 's/^/GPU-{node}-/' | paste -sd,)
 export DTRAIN_PROBE_GPUS OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=$cluster_subnet \
        OMPI_MCA_oob_tcp_if_include=$cluster_subnet
 
-# 1. srun of a task that reports Slurm's view of it, sorted by its global rank.
+# 1. srun of a task that reports Slurm's view of it, sorted by its global rank (the
+# variables are the task's, expanded by its shell).
+# shellcheck disable=SC2016
 slurm_exec node0 srun --nodes=$# --ntasks=$ranks --time=2 --kill-on-bad-exit=1 \
   sh -c 'echo "rank=$SLURM_PROCID node=$(hostname) SLURM_NTASKS=$SLURM_NTASKS SLURM_LOCALID=$SLURM_LOCALID" \
               "SLURM_NODEID=$SLURM_NODEID SLURM_NNODES=$SLURM_NNODES"' >"$work/srun.log" 2>&1
