@@ -3,34 +3,18 @@
 # slurmd per node, node i with SLOTS[i] CPUs, and jobs of as many tasks as there are
 # CPUs on all the nodes, so Slurm can only place SLOTS[i] tasks on node i. Each node
 # shows as many GPUs as the fullest node has tasks (GPU-<node>-0, ..., through
-# DTRAIN_PROBE_GPUS).
-#  1. srun: Slurm's own view of every task (its node; SLURM_PROCID, _NTASKS, _LOCALID,
-#     _NODEID, _NNODES) is the layout: global rank r of N, node-local rank l, node i
-#     of K.
-#  2. sbatch, and in the batch script mpirun inside the allocation, as a user runs MPI
-#     ranks under Slurm: the allocation is the layout (SLURM_JOB_NUM_NODES,
-#     SLURM_TASKS_PER_NODE); mpirun takes its nodes and slots from it (no hostfile);
-#     rank_probe's ranks, through the code dtrain runs at start-up, see what Slurm
-#     placed there: rank r on node i with node-local rank l, device cuda:l and GPU
-#     GPU-<node>-l, Open MPI's variables saying the same, dtrain's launcher check
-#     agreeing.
-# The MPI ranks are not started by srun --mpi=pmix itself: Debian's Open MPI 4.1.4,
-# started so over TCP between nodes, now and then dies in MPI_Init (Note [srun and
-# Open MPI over TCP]). The check must reject two wrong layouts (one node more; the
-# same ranks split otherwise), and the cluster must leave nothing behind.
-#
-# Note [srun and Open MPI over TCP]
-# Under srun --mpi=pmix, with the TCP transport between the nodes, 7 of 130 jobs of
-# rank_probe on 1, 2 and 1 ranks lost a rank in MPI_Init to a segmentation fault (and
-# 3 of 80 with mpi_add_procs_cutoff raised above the job size; none of 70 on 2 x 2):
-# its TCP transport received a peer's first message (ob1's match header, tag 0x41)
-# before any callback for that tag was registered, and called a null function (core
-# dump: ompi_mpi_init, opal_progress, the TCP transport's receive handler, address
-# 0). No such failure in 40 jobs of salloc + mpirun, nor in any sbatch + mpirun job
-# of these tests, where Open MPI's own daemons start the ranks. That is Open MPI
-# 4.1.4's start-up under direct launch, not dtrain's and not the cluster's: the MPI
-# jobs here use mpirun inside the allocation, as launch/slurm/dtrain.sbatch does with
-# DTRAIN_LAUNCHER=mpirun.
+# DTRAIN_PROBE_GPUS). rank_probe runs the two ways a Slurm user starts MPI ranks:
+#  1. srun --mpi=pmix: every task a rank. Slurm's variables (SLURM_PROCID, _NTASKS,
+#     _LOCALID, _NODEID, _NNODES), MPI's view and dtrain's must all be the layout:
+#     global rank r of N, node-local rank l of the node's s, node i of K.
+#  2. sbatch, and in the batch script mpirun inside the allocation: the allocation is
+#     the layout (SLURM_JOB_NUM_NODES, SLURM_TASKS_PER_NODE); mpirun takes its nodes
+#     and slots from it (no hostfile); MPI's view, dtrain's and Open MPI's variables
+#     must be the layout.
+# In both, every rank takes device cuda:l, GPU GPU-<node>-l, and dtrain's launcher check
+# agrees. The check must reject two wrong layouts (one node more; the same ranks split
+# otherwise), and the cluster must leave nothing behind.
+# Usage: slurm_rank_discovery.sh RANK_PROBE MPIEXEC WORK_DIR SLOTS...
 set -u
 probe=$1 mpiexec=$2 work=$3
 shift 3
@@ -40,22 +24,23 @@ source "$here/../../scripts/mpi-env.sh"
 # shellcheck source=slurm_cluster.sh
 source "$here/slurm_cluster.sh"
 
-# The lines for ranks placed on nodes with SLOTS... ranks each: srun's task probe
-# (Slurm's variables), or rank_probe under mpirun (dtrain's view and Open MPI's).
+# rank_probe's lines for ranks placed on nodes with SLOTS... ranks each, as launched by
+# LAUNCHER (srun: Slurm's variables; mpirun: Open MPI's).
 expected_lines() {
   local launcher=$1 size=0 s i=0 l r=0
   shift
   for s in "$@"; do size=$((size + s)); done
   for s in "$@"; do
     for l in $(seq 0 $((s - 1))); do
+      local line="rank=$r size=$size node=node$i nodes=$# local_rank=$l local_size=$s launcher=agrees"
+      line+=" device=cuda:$l gpu=GPU-node$i-$l"
       if [ "$launcher" = srun ]; then
-        echo "rank=$r node=node$i SLURM_NTASKS=$size SLURM_LOCALID=$l SLURM_NODEID=$i SLURM_NNODES=$#"
+        line+=" SLURM_PROCID=$r SLURM_NTASKS=$size SLURM_LOCALID=$l SLURM_NODEID=$i SLURM_NNODES=$#"
       else
-        echo "rank=$r size=$size node=node$i nodes=$# local_rank=$l local_size=$s launcher=agrees" \
-             "device=cuda:$l gpu=GPU-node$i-$l OMPI_COMM_WORLD_RANK=$r OMPI_COMM_WORLD_SIZE=$size" \
-             "OMPI_COMM_WORLD_LOCAL_RANK=$l OMPI_COMM_WORLD_LOCAL_SIZE=$s OMPI_COMM_WORLD_NODE_RANK=$l" \
-             "OMPI_MCA_orte_num_nodes=$#"
+        line+=" OMPI_COMM_WORLD_RANK=$r OMPI_COMM_WORLD_SIZE=$size OMPI_COMM_WORLD_LOCAL_RANK=$l"
+        line+=" OMPI_COMM_WORLD_LOCAL_SIZE=$s OMPI_COMM_WORLD_NODE_RANK=$l OMPI_MCA_orte_num_nodes=$#"
       fi
+      echo "$line"
       r=$((r + 1))
     done
     i=$((i + 1))
@@ -85,22 +70,19 @@ done
 slurm_cluster_up "$work/slurm" "$@"
 DTRAIN_PROBE_GPUS=$(seq 0 $((most - 1)) | sed 's/^/GPU-{node}-/' | paste -sd,)
 # The ranks' messages over TCP on the cluster's subnet only (Note [Nodes as namespaces]);
-# sbatch passes the environment on to the batch script, and mpirun's daemons to the ranks.
+# srun and sbatch pass the environment on to the tasks and the batch script.
 export DTRAIN_PROBE_GPUS OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=$cluster_subnet \
        OMPI_MCA_oob_tcp_if_include=$cluster_subnet
 
-# 1. srun of a task that reports Slurm's view of it, sorted by its global rank (the
-# variables are the task's, expanded by its shell).
-# shellcheck disable=SC2016
-slurm_exec node0 srun --nodes=$# --ntasks=$ranks --time=2 --kill-on-bad-exit=1 \
-  sh -c 'echo "rank=$SLURM_PROCID node=$(hostname) SLURM_NTASKS=$SLURM_NTASKS SLURM_LOCALID=$SLURM_LOCALID" \
-              "SLURM_NODEID=$SLURM_NODEID SLURM_NNODES=$SLURM_NNODES"' >"$work/srun.log" 2>&1
+# 1. srun: every task a rank, through PMIx. --time: Slurm ends a job that hangs.
+slurm_exec node0 srun --mpi=pmix --nodes=$# --ntasks=$ranks --time=2 --kill-on-bad-exit=1 "$probe" \
+  >"$work/srun.log" 2>&1
 code=$?
 cat "$work/srun.log"
-[ "$code" = 0 ] || fail "srun of the task probe exited $code"
-grep '^rank=' "$work/srun.log" | sort -t= -k2 -n >"$work/srun.lines"
+[ "$code" = 0 ] || fail "srun of the probe exited $code"
+grep '^rank=' "$work/srun.log" >"$work/srun.lines"
 diff <(expected_lines srun "$@") "$work/srun.lines" ||
-  fail "under srun, Slurm's view of the tasks (>) is not the layout launched (<): slots $*"
+  fail "under srun, the ranks' view (>) is not the layout launched (<): slots $*"
 
 # 2. sbatch, and mpirun in the batch script. mpirun starts Open MPI's daemons on the
 # other nodes through srun, and its ranks inherit the Slurm variables of the step that
