@@ -45,8 +45,8 @@
 # segmentation fault (none of 70 on 2 x 2). The core dump: ompi_mpi_init,
 # opal_progress, the TCP transport's receive handler calling the callback of tag 0x41
 # (ob1's first message to a peer), still null: a peer's message had come before the
-# rank had registered its receive callbacks, so the peer had left MPI_Init's closing
-# fence first. With PMIxCollFence=ring (mpi.conf) every fence goes round all the
+# rank had registered its receive callbacks, as if the peer had left MPI_Init's
+# closing fence before this rank reached it. With PMIxCollFence=ring (mpi.conf) every fence goes round all the
 # nodes, and 300 jobs of the same kind ran without a failure; mpirun inside an
 # allocation, whose daemons do the fences, had none in 40 either. A cluster whose
 # ranks use Open MPI 4.1 over TCP under srun may want the same line in its mpi.conf.
