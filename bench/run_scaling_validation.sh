@@ -9,8 +9,9 @@
 #      beyond 2 share them), and the namespace cluster (2 nodes of 2 ranks; the nodes
 #      share the machine's 2 cores, 1 each). Host MPI makes progress only inside MPI
 #      calls, so neither overlaps the buckets with backward;
-#   3. predicts CONFIG's step on 2, 3 and 4 ranks of one node and on 2 nodes x 2 ranks
-#      (`dtrain plan --predict-ranks`, compute timed on one rank with one thread);
+#   3. predicts CONFIG's step on 1, 2, 3 and 4 ranks of one node and on 2 nodes x 2 ranks
+#      (`dtrain plan --predict-ranks` on as many ranks as cores, one thread each, all
+#      timing their compute at once, as they compute in training; the slowest counts);
 #   4. measures the same steps with `dtrain train` (one thread a rank, no evaluation;
 #      the median of steps 21 to 80 from metrics.jsonl's time_s, so that a moment of
 #      other load does not move it) and prints predicted against measured, and whether
@@ -70,7 +71,9 @@ EOF
 
 # 3. The predictions (one rank times the compute).
 predicted() {  # TABLE RANKS -> "ranks step_s" lines
-  "$dtrain" plan "$config" "${common[@]}" --predict-ranks "$2" --cluster "$1" --json >"$out/predict_$(basename "$1" .yaml).json" \
+  # On as many ranks as the machine has cores, so that the compute is timed with
+  # every core busy, as it is in training.
+  mpirun -np "$(nproc)" "$dtrain" plan "$config" "${common[@]}" --predict-ranks "$2" --cluster "$1" --json >"$out/predict_$(basename "$1" .yaml).json" \
     2>"$out/predict.err" || { cat "$out/predict.err"; exit 1; }
   python3 - "$out/predict_$(basename "$1" .yaml).json" <<'PY'
 import json, sys
@@ -78,9 +81,9 @@ for p in json.load(open(sys.argv[1]))["scaling"]["points"]:
     print(p["ranks"], p["step_s"], p["exposed_s"], p["compute_s"])
 PY
 }
-predicted "$out/one_node.yaml" 2,3,4 >"$out/predicted_one_node.txt"
+predicted "$out/one_node.yaml" 1,2,3,4 >"$out/predicted_one_node.txt"
 predicted "$out/ns_cluster.yaml" 4 >"$out/predicted_cluster.txt"
-"$dtrain" plan "$config" "${common[@]}" --predict-ranks 2,3,4 --cluster "$out/one_node.yaml" >"$out/predict_one_node.txt" 2>&1
+mpirun -np "$(nproc)" "$dtrain" plan "$config" "${common[@]}" --predict-ranks 2,3,4 --cluster "$out/one_node.yaml" >"$out/predict_one_node.txt" 2>&1
 
 # 4. The measurements.
 steps=80
@@ -95,7 +98,7 @@ print(statistics.median(t[s] - t[s - 1] for s in range(21, int(sys.argv[2]) + 1)
 PY
 }
 train_args=(train "$config" "${common[@]}" --set train.max_steps=$steps --set log.every_steps=1)
-for n in 2 3 4; do
+for n in 1 2 3 4; do
   mpirun --oversubscribe -np "$n" "$dtrain" "${train_args[@]}" --run-dir "$out/run_np$n" >"$out/run_np$n.log" 2>&1 ||
     { tail -5 "$out/run_np$n.log"; echo "FAILED: np $n"; exit 1; }
 done
@@ -116,7 +119,7 @@ row() {  # RANKS LAYOUT PREDICTED_LINE RUN_DIR
     split(line, f, " "); p = f[2]; r = p / m; ok = (r >= 0.85 && r <= 1.15) ? "yes" : "no";
     printf "| %d | %s | %.2f (%.2f + %.2f) | %.2f | %.2f | %s |\n", n, l, p * 1e3, f[4] * 1e3, f[3] * 1e3, m * 1e3, r, ok }'
 }
-for n in 2 3 4; do
+for n in 1 2 3 4; do
   row "$n" "1 node x $n" "$(grep "^$n " "$out/predicted_one_node.txt")" "$out/run_np$n"
 done
 row 4 "2 nodes x 2 (TCP)" "$(grep "^4 " "$out/predicted_cluster.txt")" "$out/run_cluster"

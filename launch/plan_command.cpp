@@ -1,7 +1,11 @@
+#include <algorithm>
 #include <cstdio>
+#include <span>
+#include <vector>
 #include <iostream>
 
 #include "comm/gradient_reducer.h"
+#include "comm/typed_collectives.h"
 #include "kernels/errors.h"
 #include "launch/job.h"
 #include "runtime/cluster_spec.h"
@@ -54,6 +58,19 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   return in;
 }
 
+// Each timed figure, the largest over the ranks (collective).
+void slowest_of_ranks(ScalingInputs& in, Communicator& comm) {
+  const double mine[3] = {in.fixed_s, in.per_sample_s, in.optimizer_s};
+  std::vector<double> all(3 * static_cast<size_t>(comm.size()));
+  all_gather(comm, std::span<const double>(mine, 3), std::span<double>(all))->wait();
+  for (int r = 0; r < comm.size(); ++r) {
+    in.fixed_s = std::max(in.fixed_s, all[3 * static_cast<size_t>(r)]);
+    in.per_sample_s = std::max(in.per_sample_s, all[3 * static_cast<size_t>(r) + 1]);
+    in.optimizer_s = std::max(in.optimizer_s, all[3 * static_cast<size_t>(r) + 2]);
+  }
+  if (comm.size() > 1) in.compute_source += ", the slowest of " + std::to_string(comm.size()) + " ranks timing at once";
+}
+
 }  // namespace
 
 int run_plan(const CliCommand& cmd) {
@@ -73,14 +90,19 @@ int run_plan(const CliCommand& cmd) {
   return run_job(cmd, [&](const Config& config, Process& process, DeviceSetup& device) {
     TrainingSetup setup =
         setup_training(config, *device.ctx, process.comm(), device.ranks_sharing_device, /*run_dir=*/"");
-    if (process.rank() != 0) return;
-    const PlanSummary summary = setup.summary(config);
     if (predict_ranks.empty()) {
+      if (process.rank() != 0) return;
+      const PlanSummary summary = setup.summary(config);
       std::cout << (cmd.json ? plan_json(summary) : plan_text(summary));
       std::cout.flush();
       return;
     }
+    // Every rank times its compute at once, as a node's ranks compute during training
+    // (they share memory bandwidth, caches, power), and the slowest one sets the step.
     ScalingReport report{scaling_inputs(config, setup, *device.ctx, cluster, process.rank()), cluster, {}};
+    slowest_of_ranks(report.inputs, process.comm());
+    if (process.rank() != 0) return;
+    const PlanSummary summary = setup.summary(config);
     for (int n : predict_ranks) report.points.push_back(predict_scaling(report.inputs, cluster, n));
     if (cmd.json) {
       // The plan's object with one more key.
