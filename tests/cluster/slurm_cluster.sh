@@ -134,9 +134,6 @@ slurm_cluster_up() {
   done
   rm -rf "$slurm_dir" && mkdir -p "$slurm_dir" || exit 1
   slurm_dir=$(realpath "$slurm_dir")
-  case $slurm_dir/ in
-    /tmp/*) echo "FAILED: the Slurm cluster's folder $slurm_dir is under /tmp, which every node replaces with its own: choose a folder elsewhere"; exit 1 ;;
-  esac
   cluster_up "$slurm_dir/cluster" "$@"
   slurm_node_count=$#
   mkdir -p "$slurm_dir/state" "$slurm_dir/log" || exit 1
@@ -153,14 +150,15 @@ slurm_cluster_up() {
   _slurm_wait "munged did not answer on $munge/munge.socket" _slurm_munge_answers "$munge/munge.socket" ||
     { tail -3 "$munge/munged.log"; exit 1; }
 
-  # Each node: its spool, and a /tmp of its own, as a real node has (Slurm's PMIx
-  # plugin makes a folder in /tmp named by the job step alone, on every node of it).
+  # Each node: its spool, and a TmpFS of its own, as a real node's /tmp is (Slurm's
+  # PMIx plugin makes a folder there named by the job step alone, on every node of it;
+  # TmpFS expands %n to the node's name). The nodes keep the machine's /tmp, where the
+  # build and the tests' files may be, as they see the rest of the file system.
   # Its CPUs are the count given, whatever this machine has (config_overrides): the
   # tasks of a job fill the nodes in that layout.
   local i=0 cpus nodes="" names
   for cpus in "$@"; do
-    mkdir -p "$slurm_dir/spool/node$i" "$slurm_dir/tmp/node$i" && chmod 1777 "$slurm_dir/tmp/node$i" &&
-      cluster_exec "node$i" mount --bind "$slurm_dir/tmp/node$i" /tmp || exit 1
+    mkdir -p "$slurm_dir/spool/node$i" "$slurm_dir/tmp/node$i" && chmod 1777 "$slurm_dir/tmp/node$i" || exit 1
     nodes+="NodeName=node$i NodeAddr=198.18.0.$((i + 1)) CPUs=$cpus State=UNKNOWN"$'\n'
     i=$((i + 1))
   done
@@ -178,6 +176,7 @@ SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$slurm_dir/state
 SlurmdSpoolDir=$slurm_dir/spool/%n
+TmpFS=$slurm_dir/tmp/%n
 SlurmctldPidFile=$slurm_dir/slurmctld.pid
 SlurmdPidFile=$slurm_dir/slurmd-%n.pid
 SlurmctldLogFile=$slurm_dir/log/slurmctld.log
