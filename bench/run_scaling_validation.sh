@@ -98,26 +98,34 @@ print(statistics.median(t[s] - t[s - 1] for s in range(21, int(sys.argv[2]) + 1)
 PY
 }
 train_args=(train "$config" "${common[@]}" --set train.max_steps=$steps --set log.every_steps=1)
-for n in 1 2 3 4; do
-  mpirun --oversubscribe -np "$n" "$dtrain" "${train_args[@]}" --run-dir "$out/run_np$n" >"$out/run_np$n.log" 2>&1 ||
-    { tail -5 "$out/run_np$n.log"; echo "FAILED: np $n"; exit 1; }
+# Each layout 3 times, in turn: this machine's own step moves between runs (a 2-rank
+# step of 2.4 ms in one run, 3.05 ms in the next), so the table gives the middle run
+# and the range.
+repeats=3
+for r in $(seq 1 $repeats); do
+  for n in 1 2 3 4; do
+    mpirun --oversubscribe -np "$n" "$dtrain" "${train_args[@]}" --run-dir "$out/run_np$n.$r" >"$out/run_np$n.$r.log" 2>&1 ||
+      { tail -5 "$out/run_np$n.$r.log"; echo "FAILED: np $n"; exit 1; }
+  done
+  cluster_mpirun -np 4 --map-by slot "$dtrain" "${train_args[@]}" --run-dir "$out/run_cluster.$r" \
+    >"$out/run_cluster.$r.log" 2>&1 || { tail -5 "$out/run_cluster.$r.log"; echo "FAILED: the cluster run"; exit 1; }
 done
-cluster_mpirun -np 4 --map-by slot "$dtrain" "${train_args[@]}" --run-dir "$out/run_cluster" >"$out/run_cluster.log" 2>&1 ||
-  { tail -5 "$out/run_cluster.log"; echo "FAILED: the cluster run"; exit 1; }
 cluster_down
 
 echo "links: one node $one_node"
 echo "       cluster, inside a node $ns_intra"
 echo "       cluster, between nodes $ns_inter"
 echo "config $(basename "$config"), global batch $global, one thread a rank, $(nproc) cores"
-echo "| ranks | layout | predicted step ms (compute + exposed comm) | measured step ms | predicted / measured | within 15% |"
+echo "| ranks | layout | predicted step ms (compute + exposed comm) | measured step ms, middle of $repeats runs (range) | predicted / measured | within 15% |"
 echo "|---|---|---|---|---|---|"
-row() {  # RANKS LAYOUT PREDICTED_LINE RUN_DIR
-  local n=$1 layout=$2 line=$3 run=$4 measured
-  measured=$(step_time "$run")
-  awk -v n="$n" -v l="$layout" -v line="$line" -v m="$measured" 'BEGIN {
-    split(line, f, " "); p = f[2]; r = p / m; ok = (r >= 0.85 && r <= 1.15) ? "yes" : "no";
-    printf "| %d | %s | %.2f (%.2f + %.2f) | %.2f | %.2f | %s |\n", n, l, p * 1e3, f[4] * 1e3, f[3] * 1e3, m * 1e3, r, ok }'
+row() {  # RANKS LAYOUT PREDICTED_LINE RUN_DIR_PREFIX
+  local n=$1 layout=$2 line=$3 run=$4 times
+  times=$(for r in $(seq 1 $repeats); do step_time "$run.$r"; done | sort -g | tr '\n' ' ')
+  awk -v n="$n" -v l="$layout" -v line="$line" -v t="$times" 'BEGIN {
+    k = split(t, m, " "); mid = m[int((k + 1) / 2)];
+    split(line, f, " "); p = f[2]; r = p / mid; ok = (r >= 0.85 && r <= 1.15) ? "yes" : "no";
+    printf "| %d | %s | %.2f (%.2f + %.2f) | %.2f (%.2f-%.2f) | %.2f | %s |\n", n, l, p * 1e3, f[4] * 1e3, f[3] * 1e3,
+           mid * 1e3, m[1] * 1e3, m[k] * 1e3, r, ok }'
 }
 for n in 1 2 3 4; do
   row "$n" "1 node x $n" "$(grep "^$n " "$out/predicted_one_node.txt")" "$out/run_np$n"
