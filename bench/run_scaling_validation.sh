@@ -9,7 +9,8 @@
 #      beyond 2 share them), and the namespace cluster (2 nodes of 2 ranks; the nodes
 #      share the machine's 2 cores, 1 each). Host MPI makes progress only inside MPI
 #      calls, so neither overlaps the buckets with backward;
-#   3. predicts CONFIG's step on 1, 2, 3 and 4 ranks of one node and on 2 nodes x 2 ranks
+#   3. predicts CONFIG's step on 1, 2, 3 and 4 ranks of one node, and on 2 nodes x 1
+#      rank (a core each) and 2 nodes x 2 ranks
 #      (`dtrain plan --predict-ranks` on as many ranks as cores, one thread each, all
 #      timing their compute at once, as they compute in training; the slowest counts);
 #   4. measures the same steps with `dtrain train` (one thread a rank, no evaluation;
@@ -60,6 +61,14 @@ overlap: false
 intra_node: $one_node
 inter_node: $one_node
 EOF
+cat >"$out/ns_cluster_1.yaml" <<EOF
+name: the namespace cluster, 2 nodes x 1 rank over TCP, a core each
+ranks_per_node: 1
+devices_per_node: 1
+overlap: false
+intra_node: $ns_intra
+inter_node: $ns_inter
+EOF
 cat >"$out/ns_cluster.yaml" <<EOF
 name: the namespace cluster, 2 nodes x 2 ranks over TCP, sharing this machine's $(nproc) cores
 ranks_per_node: 2
@@ -83,6 +92,7 @@ PY
 }
 predicted "$out/one_node.yaml" 1,2,3,4 >"$out/predicted_one_node.txt"
 predicted "$out/ns_cluster.yaml" 4 >"$out/predicted_cluster.txt"
+predicted "$out/ns_cluster_1.yaml" 2 >"$out/predicted_cluster_1.txt"
 mpirun -np "$(nproc)" "$dtrain" plan "$config" "${common[@]}" --predict-ranks 2,3,4 --cluster "$out/one_node.yaml" >"$out/predict_one_node.txt" 2>&1
 
 # 4. The measurements.
@@ -109,6 +119,8 @@ for r in $(seq 1 $repeats); do
   done
   cluster_mpirun -np 4 --map-by slot "$dtrain" "${train_args[@]}" --run-dir "$out/run_cluster.$r" \
     >"$out/run_cluster.$r.log" 2>&1 || { tail -5 "$out/run_cluster.$r.log"; echo "FAILED: the cluster run"; exit 1; }
+  cluster_mpirun -np 2 --map-by node "$dtrain" "${train_args[@]}" --run-dir "$out/run_cluster_1.$r" \
+    >"$out/run_cluster_1.$r.log" 2>&1 || { tail -5 "$out/run_cluster_1.$r.log"; echo "FAILED: the 2 x 1 run"; exit 1; }
 done
 cluster_down
 
@@ -130,4 +142,5 @@ row() {  # RANKS LAYOUT PREDICTED_LINE RUN_DIR_PREFIX
 for n in 1 2 3 4; do
   row "$n" "1 node x $n" "$(grep "^$n " "$out/predicted_one_node.txt")" "$out/run_np$n"
 done
+row 2 "2 nodes x 1 (TCP)" "$(grep "^2 " "$out/predicted_cluster_1.txt")" "$out/run_cluster_1"
 row 4 "2 nodes x 2 (TCP)" "$(grep "^4 " "$out/predicted_cluster.txt")" "$out/run_cluster"
