@@ -21,22 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../../scripts/mpi-env.sh"
 # shellcheck source=netns_cluster.sh
 source "$here/netns_cluster.sh"
-
-# The probe's lines for ranks placed on nodes with SLOTS... ranks each.
-expected_lines() {
-  local size=0 s i=0 l r=0
-  for s in "$@"; do size=$((size + s)); done
-  for s in "$@"; do
-    for l in $(seq 0 $((s - 1))); do
-      echo "rank=$r size=$size node=node$i nodes=$# local_rank=$l local_size=$s launcher=agrees" \
-           "device=cuda:$l gpu=GPU-node$i-$l OMPI_COMM_WORLD_RANK=$r OMPI_COMM_WORLD_SIZE=$size" \
-           "OMPI_COMM_WORLD_LOCAL_RANK=$l OMPI_COMM_WORLD_LOCAL_SIZE=$s OMPI_COMM_WORLD_NODE_RANK=$l" \
-           "OMPI_MCA_orte_num_nodes=$#"
-      r=$((r + 1))
-    done
-    i=$((i + 1))
-  done
-}
+# shellcheck source=expected_ranks.sh
+source "$here/expected_ranks.sh"
 
 rm -rf "$work" && mkdir -p "$work"
 cluster_up "$work/cluster" "$@"
@@ -56,7 +42,7 @@ if [ "$code" != 0 ]; then
   failures=$((failures + 1))
 fi
 grep '^rank=' "$work/probe.log" >"$work/probe.lines"
-if ! diff <(expected_lines "$@") "$work/probe.lines"; then
+if ! diff <(expected_lines mpirun "$@") "$work/probe.lines"; then
   echo "FAILED: the ranks' view (>) is not the layout launched (<): slots $*"
   failures=$((failures + 1))
 fi
@@ -71,7 +57,7 @@ other=$(( fullest == 0 ? 1 : 0 ))
 moved[other]=$((moved[other] + 1))
 for wrong in "$* 1" "${moved[*]}"; do
   # shellcheck disable=SC2086
-  if expected_lines $wrong | diff -q - "$work/probe.lines" >/dev/null; then
+  if expected_lines mpirun $wrong | diff -q - "$work/probe.lines" >/dev/null; then
     echo "FAILED: the check accepts the wrong layout (slots $wrong)"
     failures=$((failures + 1))
   fi
