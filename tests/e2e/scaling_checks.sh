@@ -15,9 +15,11 @@
 #   efficiency = (64 / step_N) / (N * 64 / step_1).
 # Then the text form names every rank count, and the built-in H100 table times the
 # compute on this rank (t(b) from two micro-batches, and the optimizer step, positive).
-# Usage: scaling_checks.sh DTRAIN SOURCE_DIR WORK_DIR
+# The plan run under mpirun on 2 and 4 ranks (every rank times, the slowest counts)
+# must predict the same points: with a given FLOP/s nothing depends on the ranks.
+# Usage: scaling_checks.sh DTRAIN SOURCE_DIR WORK_DIR MPIEXEC
 set -u
-dtrain=$1 src=$2 work=$3
+dtrain=$1 src=$2 work=$3 mpiexec=$4
 rm -rf "$work" && mkdir -p "$work"
 failures=0
 fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
@@ -67,6 +69,13 @@ for n in (1, 2, 4):
 ok = ok and points[3]["plannable"] and points[8]["micro_batch"] == 8 and points[8]["accumulation"] == 1
 sys.exit(0 if ok else 1)
 PY
+points() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["scaling"]["points"]))' "$1"; }
+for np in 2 4; do
+  "$mpiexec" -n "$np" "$dtrain" "${args[@]}" --predict-ranks 1,2,3,4,8 --cluster "$work/cluster.yaml" --json \
+    >"$work/plan_np$np.json" 2>"$work/err_np$np" || { cat "$work/err_np$np"; fail "plan --predict-ranks on $np ranks exited $?"; }
+  mine=$(points "$work/plan_np$np.json") && [ -n "$mine" ] && [ "$mine" = "$(points "$work/plan.json")" ] ||
+    fail "the prediction planned on $np ranks differs from one process's ($work/plan_np$np.json)"
+done
 "$dtrain" "${args[@]}" --predict-ranks 2,16 >"$work/plan.txt" 2>&1 || fail "plan --predict-ranks (text) exited $?"
 grep -q "Predicted scaling" "$work/plan.txt" || fail "no prediction in $work/plan.txt"
 grep -Eq "^ +16 +2 " "$work/plan.txt" || fail "no row for 16 ranks on 2 nodes in $work/plan.txt"
