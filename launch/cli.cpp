@@ -65,7 +65,7 @@ Config sections and keys (README.md lists them with defaults):
     train.max_steps, train.seed, train.on_nonfinite (stop|skip)
   optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
     optimizer.weight_decay, optimizer.beta1, optimizer.beta2, optimizer.eps,
-    optimizer.lr_scaling (none|linear|sqrt), optimizer.base_batch, optimizer.decay_filter,
+    optimizer.lr_scaling (none|linear|sqrt), optimizer.base_batch, optimizer.max_lr, optimizer.decay_filter,
     optimizer.clip_grad_norm
   schedule.warmup_steps, schedule.warmup_epochs, schedule.decay (none|cosine|step),
     schedule.min_lr, schedule.step_size, schedule.gamma

@@ -5,6 +5,7 @@
 // system). Before any run: one collective setup at train.global_batch auto gives each
 // rank's capacity, the epoch's samples and the evaluation's metrics, against which the
 // target and every batch of the ladder are checked.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -234,7 +235,10 @@ void SweepRunner::report(const std::vector<Point>& points, const Preflight& p) c
               << "; " << s.fit.uncertainty << ")\n";
   }
   std::cout << "dtrain sweep: " << sweep_verdict(s) << "\n";
-  const bool drawn = run_gnuplot(sweep_gnuplot_script(s, (dir_ / "sweep.png").string()));
+  // gnuplot cannot scale log axes without a point; say so instead of passing on its errors.
+  const bool any_reached = std::any_of(s.records.begin(), s.records.end(), [](const SweepRecord& r) { return r.reached; });
+  if (!any_reached) std::cout << "dtrain sweep: no picture: no run reached the target\n";
+  const bool drawn = any_reached && run_gnuplot(sweep_gnuplot_script(s, (dir_ / "sweep.png").string()));
   std::cout << "dtrain sweep: wrote " << (dir_ / "sweep.json").string() << ", " << (dir_ / "report.md").string()
             << (drawn ? ", " + (dir_ / "sweep.png").string() : std::string()) << std::endl;
 }

@@ -58,6 +58,7 @@ struct OptimizerConfig {
   double eps = 1e-8;         // adamw
   std::string lr_scaling = "none";  // none | linear | sqrt: lr x (G / base_batch)^(1 | 1/2)
   int64_t base_batch = 0;           // the global batch `lr` was tuned for; 0: not given
+  double max_lr = 0.0;              // the scaled lr is capped here; 0: no cap
   std::string decay_filter = "matrices";  // matrices (weights of 2 or more dimensions) | all
   double clip_grad_norm = 0.0;      // clip the reduced gradient's global norm to this; 0: off
   // auto | true | false: each rank keeps the optimizer state of its range of the

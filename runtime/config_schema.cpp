@@ -107,6 +107,8 @@ std::vector<ConfigSection> make_schema() {
            // Left out while 0 (not given), which the reader does not accept (at least 1).
            {"base_batch", Integer{optimizer(&OptimizerConfig::base_batch), 1}, "the global batch `lr` was tuned for",
             [](const Config& c) { return c.optimizer.base_batch > 0; }},
+           {"max_lr", Real{.field = optimizer(&OptimizerConfig::max_lr), .lo = 0.0, .hi = 1e3},
+            "cap on the lr after lr_scaling (linear scaling up to a stable lr); 0: no cap"},
            {"decay_filter", Choice{optimizer(&OptimizerConfig::decay_filter), {"matrices", "all"}},
             "weight decay on matrices (weights of 2 or more dimensions) or all parameters"},
            {"clip_grad_norm", Real{.field = optimizer(&OptimizerConfig::clip_grad_norm), .lo = 0.0, .hi = 1e9},

@@ -21,9 +21,12 @@ double lr_at(const ScheduleConfig& s, double base_lr, int64_t step, int64_t tota
 }
 
 double scaled_lr(const OptimizerConfig& o, int64_t global_batch) {
-  if (o.lr_scaling == "none" || o.base_batch <= 0) return o.lr;
-  const double ratio = static_cast<double>(global_batch) / static_cast<double>(o.base_batch);
-  return o.lr * (o.lr_scaling == "linear" ? ratio : std::sqrt(ratio));
+  double lr = o.lr;
+  if (o.lr_scaling != "none" && o.base_batch > 0) {
+    const double ratio = static_cast<double>(global_batch) / static_cast<double>(o.base_batch);
+    lr *= o.lr_scaling == "linear" ? ratio : std::sqrt(ratio);
+  }
+  return o.max_lr > 0.0 ? std::min(lr, o.max_lr) : lr;
 }
 
 ScheduleConfig schedule_for_plan(const ScheduleConfig& schedule, int64_t steps_per_epoch) {

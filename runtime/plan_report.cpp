@@ -145,7 +145,9 @@ std::string plan_text(const PlanSummary& s) {
   out << ") micro-batch(es) on " << plan.world_size() << " rank(s); " << s.steps_per_epoch << " steps per epoch\n";
   out << "plan: learning rate " << s.effective_lr;
   if (s.lr_scaling != "none") {
-    out << " (optimizer.lr " << s.base_lr << " scaled " << s.lr_scaling << " from base batch " << s.base_batch << ")";
+    out << " (optimizer.lr " << s.base_lr << " scaled " << s.lr_scaling << " from base batch " << s.base_batch;
+    if (s.max_lr > 0.0) out << ", capped at optimizer.max_lr " << s.max_lr;
+    out << ")";
   }
   if (s.warmup_steps > 0) out << ", warmup " << s.warmup_steps << " steps";
   out << "\n";
@@ -187,7 +189,7 @@ std::string plan_json(const PlanSummary& s) {
   out << "{\n  \"global_batch\": " << plan.global_batch << ",\n  \"accumulation_steps\": " << plan.accumulation_steps
       << ",\n  \"world_size\": " << plan.world_size() << ",\n  \"steps_per_epoch\": " << s.steps_per_epoch
       << ",\n  \"lr\": " << s.base_lr << ",\n  \"effective_lr\": " << s.effective_lr
-      << ",\n  \"lr_scaling\": " << json_string(s.lr_scaling) << ",\n  \"base_batch\": " << s.base_batch
+      << ",\n  \"lr_scaling\": " << json_string(s.lr_scaling) << ",\n  \"base_batch\": " << s.base_batch << ",\n  \"max_lr\": " << s.max_lr
       << ",\n  \"warmup_steps\": " << s.warmup_steps << ",\n  \"compute\": " << json_string(s.compute)
       << ",\n  \"reduce_dtype\": " << json_string(s.reduce_dtype);
   const RecomputeReport& r = s.recompute;

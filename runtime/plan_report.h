@@ -47,6 +47,7 @@ struct PlanSummary {
   RecomputeReport recompute{};
   const LeverChoice* levers = nullptr;  // the planner's sharding and recompute (Note [Memory levers])
   int64_t optimizer_state_bytes_per_param = 0;
+  double max_lr = 0.0;  // optimizer.max_lr; 0: no cap
 };
 
 // One sentence per layer that some rank runs without a deterministic algorithm, e.g.

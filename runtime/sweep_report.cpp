@@ -1,6 +1,7 @@
 #include "runtime/sweep_report.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -106,7 +107,10 @@ std::string sweep_verdict(const SweepSummary& s) {
     out << " Doubling the memory would cut the steps by about " << fmt("%.0f", 100 * cut) << "% and cost "
         << fmt("%.0f", 100 * more) << "% more epochs.";
   } else {
-    out << " There is no fit: " << (s.fit.notes.empty() ? std::string("too few points") : s.fit.notes.back()) << ".";
+    // The fit's last note says why there is none ("no fit: it needs ..."); said once, as a sentence.
+    std::string why = s.fit.notes.empty() ? std::string("no fit: too few points") : s.fit.notes.back();
+    if (!why.empty()) why[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(why[0])));
+    out << " " << why << ".";
   }
   int64_t min_epochs = 0, min_wall = 0;
   double best_samples = 0, best_wall = 0;

@@ -76,6 +76,7 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
   s.base_lr = config.optimizer.lr;
   s.effective_lr = lr;
   s.lr_scaling = config.optimizer.lr_scaling;
+  s.max_lr = config.optimizer.max_lr;
   s.compute = config.precision.compute;
   s.reduce_dtype = config.comm.reduce_dtype;
   s.base_batch = config.optimizer.base_batch;

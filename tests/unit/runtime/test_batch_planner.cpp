@@ -248,6 +248,22 @@ TEST(LrScaling, LinearAndSqrtFollowTheGlobalBatch) {
   EXPECT_DOUBLE_EQ(scaled_lr(o, 1024), 0.2);
 }
 
+TEST(LrScaling, MaxLrCapsTheScaledRateAndNothingBelowIt) {
+  OptimizerConfig o;
+  o.lr = 0.05;
+  o.base_batch = 64;
+  o.lr_scaling = "linear";
+  o.max_lr = 0.1;
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 16), 0.0125);  // 0.05 x 16 / 64, under the cap
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 128), 0.1);    // exactly at it
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 4096), 0.1);   // 3.2 by the rule, capped
+  o.lr_scaling = "none";
+  o.lr = 0.3;
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 64), 0.1);     // the cap holds without scaling too
+  o.max_lr = 0.0;
+  EXPECT_DOUBLE_EQ(scaled_lr(o, 64), 0.3);     // 0: no cap
+}
+
 TEST(LrScaling, WarmupEpochsBecomeStepsOfThePlan) {
   ScheduleConfig s;
   s.warmup_epochs = 0.5;

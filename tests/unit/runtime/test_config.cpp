@@ -304,6 +304,7 @@ optimizer:
   eps: 1.0e-6
   lr_scaling: sqrt
   base_batch: 32
+  max_lr: 0.002
   decay_filter: all
   clip_grad_norm: 1.5
   shard: true
@@ -386,6 +387,7 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_DOUBLE_EQ(c.optimizer.eps, 1.0e-6);
   EXPECT_EQ(c.optimizer.lr_scaling, "sqrt");
   EXPECT_EQ(c.optimizer.base_batch, 32);
+  EXPECT_DOUBLE_EQ(c.optimizer.max_lr, 0.002);
   EXPECT_EQ(c.optimizer.decay_filter, "all");
   EXPECT_DOUBLE_EQ(c.optimizer.clip_grad_norm, 1.5);
   EXPECT_EQ(c.optimizer.shard, "true");

@@ -3,8 +3,10 @@
 // that reached the target and measured one.
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
+#include "runtime/sweep_fit.h"
 #include "runtime/sweep_report.h"
 
 namespace dtrain {
@@ -46,6 +48,33 @@ TEST(SweepBSimple, PointsThatDidNotReachOrMeasureAreLeftOut) {
   EXPECT_DOUBLE_EQ(sweep_b_simple({point(100, 500, /*reached=*/false), point(3, 40), point(2, 0)}), 40.0);
   EXPECT_DOUBLE_EQ(sweep_b_simple({point(100, 500, /*reached=*/false)}), 0.0);
   EXPECT_DOUBLE_EQ(sweep_b_simple({}), 0.0);
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(SweepVerdict, WithoutAFitItSaysWhyOnce) {
+  // Two points, neither reached: the fit gives its reasons, and the verdict repeats the
+  // last one as a sentence of its own, not inside "There is no fit: no fit: ...".
+  SweepSummary s;
+  s.target.key = "eval_accuracy";
+  s.target.value = 0.99;
+  s.target.higher_is_better = true;
+  s.train_samples = 60000;
+  s.largest_plain = 4096;
+  s.records = {point(234, 216, /*reached=*/false), point(14, 2.2, /*reached=*/false)};
+  s.records[0].batch = 256;
+  s.records[1].batch = 4096;
+  std::vector<SweepPoint> points;
+  for (const SweepRecord& r : s.records) points.push_back({r.batch, r.seed, r.reached, r.steps});
+  s.fit = fit_sweep(points);
+  ASSERT_FALSE(s.fit.ok);
+  const std::string verdict = sweep_verdict(s);
+  EXPECT_EQ(count_of(verdict, "o fit"), 1u) << verdict;
+  EXPECT_NE(verdict.find(" No fit: it needs points at 3 or more batches"), std::string::npos) << verdict;
 }
 
 }  // namespace
