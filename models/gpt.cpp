@@ -162,8 +162,7 @@ std::string Gpt::describe() const {
   std::ostringstream s;
   s << "gpt: " << config_.n_layer << " layers, " << config_.n_head << " heads, n_embd " << config_.n_embd
     << ", seq_len " << config_.seq_len << ", vocab " << config_.vocab << ", dropout " << config_.dropout
-    << (config_.recompute == Recompute::kBlocks ? ", blocks recomputed in backward" : "") << " ("
-    << param_count() << " parameters)";
+    << (config_.recompute == Recompute::kBlocks ? ", blocks recomputed in backward" : "");
   return s.str();
 }
 

@@ -16,6 +16,10 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+// Epochs as a person says them: two significant figures, whole numbers from 10 up
+// ("180", not "1.8e+02").
+std::string epochs_text(double e) { return e >= 10 ? fmt("%.0f", e) : fmt("%.2g", e); }
+
 // Two or three significant figures, as a person says a measured number.
 std::string about(double v) {
   if (v >= 100) return fmt("%.0f", std::round(v / std::pow(10.0, std::floor(std::log10(v)) - 1)) *
@@ -91,10 +95,10 @@ std::string sweep_verdict(const SweepSummary& s) {
   out << "The largest batch that fits without accumulation is " << s.largest_plain << ".";
   const auto at_plain = batches.find(s.largest_plain);
   if (at_plain != batches.end() && at_plain->second.reached == at_plain->second.runs) {
-    out << " It needs about " << about(at_plain->second.steps) << " steps (" << fmt("%.2g", at_plain->second.samples / n)
+    out << " It needs about " << about(at_plain->second.steps) << " steps (" << epochs_text(at_plain->second.samples / n)
         << " epochs) to reach " << target << " (measured).";
   } else if (s.fit.ok) {
-    out << " It needs about " << about(s.fit.steps_at(g)) << " steps (" << fmt("%.2g", s.fit.samples_at(g) / n)
+    out << " It needs about " << about(s.fit.steps_at(g)) << " steps (" << epochs_text(s.fit.samples_at(g) / n)
         << " epochs) to reach " << target << " (from the fit; it was not run to the target).";
   }
   if (s.fit.ok) {
@@ -174,7 +178,7 @@ std::string sweep_report_markdown(const SweepSummary& s, const std::string& pict
     out << "| " << r.batch << " | " << r.seed << " | " << r.accumulation << " | " << (r.reached ? "yes" : "no")
         << " | " << (r.reached ? std::to_string(r.steps) : "(" + std::to_string(r.steps) + ")") << " | "
         << fmt("%.3g", r.reached ? static_cast<double>(r.samples) / n : r.epochs) << " | " << fmt("%.1f", r.wall_s)
-        << " | " << fmt("%.4g", r.final_metric) << " | " << (r.b_simple > 0 ? fmt("%.3g", r.b_simple) : "-")
+        << " | " << fmt("%.4g", r.final_metric) << " | " << (r.b_simple > 0 ? (r.b_simple >= 100 ? fmt("%.0f", r.b_simple) : fmt("%.3g", r.b_simple)) : "-")
         << " |\n";
   }
   out << "\n## Fit\n\n";

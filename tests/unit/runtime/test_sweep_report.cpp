@@ -3,6 +3,7 @@
 // that reached the target and measured one.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -75,6 +76,32 @@ TEST(SweepVerdict, WithoutAFitItSaysWhyOnce) {
   const std::string verdict = sweep_verdict(s);
   EXPECT_EQ(count_of(verdict, "o fit"), 1u) << verdict;
   EXPECT_NE(verdict.find(" No fit: it needs points at 3 or more batches"), std::string::npos) << verdict;
+}
+
+TEST(SweepVerdict, ManyEpochsAreWrittenAsAWholeNumber) {
+  // Points on S = 180 (1 + 250 / B) exactly, so the fit is S_min 180, B_crit 250 and
+  // E_min 45,000; at the largest plain batch, 60,000 (an epoch), the model says
+  // 45,000 (1 + 240) / 60,000 = 180.75 epochs: "181 epochs", not "1.8e+02 epochs".
+  SweepSummary s;
+  s.target.key = "eval_accuracy";
+  s.target.value = 0.88;
+  s.target.higher_is_better = true;
+  s.train_samples = 60000;
+  s.largest_plain = 60000;
+  std::vector<SweepPoint> points;
+  for (int64_t b : {16, 64, 256, 1024, 4096}) {
+    SweepRecord r = point(static_cast<int64_t>(std::llround(180.0 * (1.0 + 250.0 / static_cast<double>(b)))), 0);
+    r.batch = b;
+    r.seed = 1;
+    r.samples = r.steps * b;
+    s.records.push_back(r);
+    points.push_back({r.batch, r.seed, r.reached, r.steps});
+  }
+  s.fit = fit_sweep(points);
+  ASSERT_TRUE(s.fit.ok);
+  const std::string verdict = sweep_verdict(s);
+  EXPECT_NE(verdict.find("(181 epochs)"), std::string::npos) << verdict;
+  EXPECT_EQ(verdict.find("e+"), std::string::npos) << verdict;
 }
 
 }  // namespace
