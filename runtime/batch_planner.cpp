@@ -218,9 +218,13 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
       model.release_activations();  // a plan smaller than the last probe starts clean
       ctx.release_workspace();
       ctx.allocator().empty_cache();  // and its reserved peak is its own blocks only
-      ++probes;
-      peak = probe_micro_batch(model, ctx, train, micro, std::min(micro, config.eval.batch));
-      peak_reserved = static_cast<int64_t>(ctx.allocator().stats().peak_reserved);
+      if (inputs.probe_step) {
+        ++probes;
+        peak = probe_micro_batch(model, ctx, train, micro, std::min(micro, config.eval.batch));
+        peak_reserved = static_cast<int64_t>(ctx.allocator().stats().peak_reserved);
+      } else {
+        peak = peak_reserved = memory.predict(micro).total();
+      }
       // A chosen micro-batch must fit the budget as the device counts it; a given one
       // only has to run.
       if (auto_micro && peak_reserved > mine.budget) {

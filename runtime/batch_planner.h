@@ -87,6 +87,12 @@ MemoryModel memory_model_in(const MemoryModel& measured, const Model& model, DTy
 struct PlannerInputs {
   MemoryCapacity device;         // ctx.allocator().capacity(), or a test's stand-in
   int ranks_sharing_device = 1;  // ranks whose allocations come out of the same memory
+  // false: the memory model's plan alone, without step 3's probe step (probes 0, the
+  // predicted peak reported as the probe's). For a caller that only wants to know how
+  // much fits and will not train at that size: a sweep's preflight, whose points each
+  // plan and probe their own batch. A probe at the largest micro-batch can take minutes
+  // and most of the host's memory on a CPU.
+  bool probe_step = true;
 };
 
 // What this rank may use for training: what it holds already plus its share of what

@@ -97,7 +97,7 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
 }
 
 TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& control, int ranks_sharing_device,
-                             const std::string& run_dir) {
+                             const std::string& run_dir, bool probe_step) {
   TrainingSetup s;
   std::exception_ptr error;
   try {
@@ -123,7 +123,7 @@ TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& c
   }
   agree_on_setup(control, error);
   s.planned = plan_training(config, *s.model, *s.optimizer, ctx, *s.data.train, control,
-                            PlannerInputs{ctx.allocator().capacity(), ranks_sharing_device});
+                            PlannerInputs{ctx.allocator().capacity(), ranks_sharing_device, probe_step});
   const int64_t global_batch = s.planned.plan.global_batch;
   s.sampler = std::make_unique<GlobalSampler>(s.data.train->size(), config.train.seed);
   s.steps_per_epoch = s.sampler->batches_per_epoch(global_batch);

@@ -44,8 +44,9 @@ struct TrainingSetup {
 
 // Collective over `control`: every rank calls it. A failure on any rank (a data file,
 // the model, memory) ends every rank with one report (Note [Setup agreement]). When
-// `run_dir` is not empty, rank 0 creates it.
+// `run_dir` is not empty, rank 0 creates it. `probe_step` false plans from the memory
+// model alone (PlannerInputs::probe_step): for a caller that will not train this setup.
 TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& control,
-                             int ranks_sharing_device, const std::string& run_dir);
+                             int ranks_sharing_device, const std::string& run_dir, bool probe_step = true);
 
 }  // namespace dtrain

@@ -178,6 +178,29 @@ TEST(BatchPlanner, DefaultHeadroomKeepsThePredictedPeakWithinTheFraction) {
   EXPECT_EQ(out.ranks[0].probes, 1);  // the prediction held: no back-off
 }
 
+TEST(BatchPlanner, WithoutTheProbeStepItPlansTheMemoryModelsCapacityAndRunsNoStep) {
+  // Where the prediction holds (the case above: one probe, no back-off), planning
+  // without the probe gives the same plan, runs no step, and reports the predicted
+  // peak in the probe's place.
+  Config c = config_for("cnn");
+  const size_t limit = size_t{48} << 20;
+  SelfCommunicator self;
+  Rank probed(c, limit);
+  const PlanOutcome with = plan_training(c, *probed.model, *probed.optimizer, *probed.ctx, *probed.data.train, self,
+                                         PlannerInputs{probed.ctx->allocator().capacity(), 1});
+  ASSERT_EQ(with.ranks[0].probes, 1);
+  Rank r(c, limit);
+  const PlanOutcome without = plan_training(c, *r.model, *r.optimizer, *r.ctx, *r.data.train, self,
+                                            PlannerInputs{r.ctx->allocator().capacity(), 1, /*probe_step=*/false});
+  EXPECT_EQ(without.ranks[0].probes, 0);
+  EXPECT_EQ(without.plan.micro_batch, with.plan.micro_batch);
+  EXPECT_EQ(without.plan.global_batch, with.plan.global_batch);
+  EXPECT_EQ(without.ranks[0].probe_peak_bytes, without.ranks[0].predicted.total());
+  // No step ran: the allocator never held the activations, which are most of the
+  // probed step's peak at this micro-batch.
+  EXPECT_LT(2 * r.ctx->allocator().stats().peak_reserved, static_cast<size_t>(with.ranks[0].probe_peak_reserved_bytes));
+}
+
 TEST(BatchPlanner, AGivenGlobalBatchIsMetExactlyWithAccumulation) {
   Config c = config_for("cnn");
   c.train.global_batch = 1000;
