@@ -7,7 +7,7 @@
 # --mpi=pmix, its default, and mpirun inside the allocation). Each job must say it ran
 # 4 ranks on node[0-1], node1's link must have carried at least the gradients of both,
 # and the comparison must reject a trajectory with one loss moved by 1e-3 relative (it
-# can fail).
+# can fail). Then `dtrain sweep` runs as a batch job on the same 2 x 2 tasks.
 # Usage: slurm_equivalence.sh DTRAIN METRICS_CHECK SOURCE_DIR WORK_DIR
 set -u
 dtrain=$1 check=$2 src=$3 work=$4
@@ -41,6 +41,17 @@ for launcher in srun mpirun; do
   grep -q "dtrain: 4 rank(s) over mpi" "$work/$launcher.log" || fail "the job with $launcher did not train on 4 ranks"
   "$check" compare 1e-4 $steps "$work/single" "$work/$launcher" || failures=$((failures + 1))
 done
+# dtrain sweep as a batch job, every point on all 4 tasks of the 2 nodes (srun): the
+# regression ladder of tests/e2e/sweep_checks.sh, cut to 3 rungs; every point reaches
+# its target and trains on 4 ranks.
+slurm_batch --nodes=2 --ntasks-per-node=2 --gpus-per-task=0 --time=5 --output="$work/sweep.log" \
+  --wrap "srun --mpi=pmix --kill-on-bad-exit=1 $dtrain sweep $src/configs/synthetic_regression.yaml \
+          --target eval_loss=0.1666667 --max-epochs 2 --batches 8,16,32 --dir $work/sweep" ||
+  { fail "the sweep's batch job did not complete:"; tail -25 "$work/sweep.log"; }
+[ "$(grep -c '"reached":true' "$work/sweep/sweep.json" 2>/dev/null)" = 3 ] ||
+  fail "the sweep under Slurm did not reach the target at its 3 points: $(tail -5 "$work/sweep.log")"
+[ "$(grep -c "dtrain: 4 rank(s) over mpi" "$work/sweep.log")" = 3 ] ||
+  fail "the sweep under Slurm did not run each of its 3 points on 4 ranks"
 # The gradients crossed the link: whatever the all-reduce's algorithm, node1 cannot
 # learn the sum without receiving at least the gradient's size from node0 at every
 # step (fp32: 4 bytes a parameter), in each of the two jobs.

@@ -33,7 +33,8 @@
 #    the runs of 2 to 6 steps finish first, batch 16 stops) and run again skips the
 #    finished points, resumes batch 16 from its checkpoint and gives the same steps as
 #    the sweep that was never stopped;
-# 3. a bad --target key and an unplannable batch are errors naming them, before any run.
+# 3. a bad --target key and an unplannable batch are errors naming them, before any run;
+# 4. on 2 ranks, the same ladder under dtrain launch gives the same steps as under mpirun.
 # Usage: sweep_checks.sh DTRAIN MPIEXEC NP SOURCE_DIR WORK_DIR
 set -u
 dtrain=$1 mpiexec=$2 np=$3 src=$4 work=$5
@@ -111,6 +112,19 @@ code=$?
 [ "$code" = 2 ] || fail "an unplannable batch exited $code, not 2"
 grep -q "batch 99999" "$work/bad_batch.log" || fail "the error does not name batch 99999: $(cat "$work/bad_batch.log")"
 [ ! -e "$work/bad_batch" ] || fail "an unplannable batch list started runs in $work/bad_batch"
+
+# 4. Under dtrain launch (its own launcher, no mpirun) on 2 ranks: the same ladder, the
+#    same steps at every point as under mpirun.
+if [ "$np" = 2 ]; then
+  "$dtrain" launch --nproc 2 -- sweep "$config" --target eval_loss=0.1666667 --max-epochs 2 \
+    --batches 8,16,32,64,128,256 --dir "$work/launched" >"$work/launched.log" 2>&1 ||
+    { cat "$work/launched.log"; fail "the sweep under dtrain launch"; }
+  for b in 8 16 32 64 128 256; do
+    dir=$(printf 'b%06d-seed1' "$b")
+    a=$(num steps "$work/ladder/$dir/point.json") l=$(num steps "$work/launched/$dir/point.json")
+    [ -n "$a" ] && [ "$a" = "$l" ] || fail "batch $b: $l steps under dtrain launch, $a under mpirun"
+  done
+fi
 
 [ "$failures" = 0 ] && echo "sweep checks passed on $np rank(s)"
 exit $((failures > 0))
