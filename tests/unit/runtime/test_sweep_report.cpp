@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/sweep_fit.h"
@@ -57,21 +58,28 @@ size_t count_of(const std::string& text, const std::string& what) {
   return n;
 }
 
+// A sweep to eval_accuracy >= target on an epoch of 60,000 samples, its points fitted.
+SweepSummary fitted_accuracy_sweep(double target, int64_t largest_plain, std::vector<SweepRecord> records) {
+  SweepSummary s;
+  s.target.key = "eval_accuracy";
+  s.target.value = target;
+  s.target.higher_is_better = true;
+  s.train_samples = 60000;
+  s.largest_plain = largest_plain;
+  s.records = std::move(records);
+  std::vector<SweepPoint> points;
+  for (const SweepRecord& r : s.records) points.push_back({r.batch, 1, r.reached, r.steps});
+  s.fit = fit_sweep(points);
+  return s;
+}
+
 TEST(SweepVerdict, WithoutAFitItSaysWhyOnce) {
   // Two points, neither reached: the fit gives its reasons, and the verdict repeats the
   // last one as a sentence of its own, not inside "There is no fit: no fit: ...".
-  SweepSummary s;
-  s.target.key = "eval_accuracy";
-  s.target.value = 0.99;
-  s.target.higher_is_better = true;
-  s.train_samples = 60000;
-  s.largest_plain = 4096;
-  s.records = {point(234, 216, /*reached=*/false), point(14, 2.2, /*reached=*/false)};
-  s.records[0].batch = 256;
-  s.records[1].batch = 4096;
-  std::vector<SweepPoint> points;
-  for (const SweepRecord& r : s.records) points.push_back({r.batch, r.seed, r.reached, r.steps});
-  s.fit = fit_sweep(points);
+  std::vector<SweepRecord> records = {point(234, 216, /*reached=*/false), point(14, 2.2, /*reached=*/false)};
+  records[0].batch = 256;
+  records[1].batch = 4096;
+  const SweepSummary s = fitted_accuracy_sweep(0.99, 4096, records);
   ASSERT_FALSE(s.fit.ok);
   const std::string verdict = sweep_verdict(s);
   EXPECT_EQ(count_of(verdict, "o fit"), 1u) << verdict;
@@ -82,22 +90,14 @@ TEST(SweepVerdict, ManyEpochsAreWrittenAsAWholeNumber) {
   // Points on S = 180 (1 + 250 / B) exactly, so the fit is S_min 180, B_crit 250 and
   // E_min 45,000; at the largest plain batch, 60,000 (an epoch), the model says
   // 45,000 (1 + 240) / 60,000 = 180.75 epochs: "181 epochs", not "1.8e+02 epochs".
-  SweepSummary s;
-  s.target.key = "eval_accuracy";
-  s.target.value = 0.88;
-  s.target.higher_is_better = true;
-  s.train_samples = 60000;
-  s.largest_plain = 60000;
-  std::vector<SweepPoint> points;
+  std::vector<SweepRecord> records;
   for (int64_t b : {16, 64, 256, 1024, 4096}) {
     SweepRecord r = point(static_cast<int64_t>(std::llround(180.0 * (1.0 + 250.0 / static_cast<double>(b)))), 0);
     r.batch = b;
-    r.seed = 1;
     r.samples = r.steps * b;
-    s.records.push_back(r);
-    points.push_back({r.batch, r.seed, r.reached, r.steps});
+    records.push_back(r);
   }
-  s.fit = fit_sweep(points);
+  const SweepSummary s = fitted_accuracy_sweep(0.88, 60000, records);
   ASSERT_TRUE(s.fit.ok);
   const std::string verdict = sweep_verdict(s);
   EXPECT_NE(verdict.find("(181 epochs)"), std::string::npos) << verdict;
