@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
                 hosts.data() + MPI_MAX_PROCESSOR_NAME);
     std::printf("# bytes seconds\n");
     for (size_t i = 0; i < bytes.size(); ++i) std::printf("%.0f %.9f\n", bytes[i], seconds[i]);
-    const dtrain::LinkFit fit = dtrain::fit_link_two_ranks(bytes, seconds);
+    const dtrain::LinkFit fit = dtrain::fit_ring_link(2, bytes, seconds);
     std::printf("%s: {latency_us: %.4g, bandwidth_GBps: %.4g, source: \"fitted by bench/link_bench, rms error %.1f%%\"}\n",
                 label.c_str(), fit.link.latency_s * 1e6, fit.link.bandwidth_Bps / 1e9, 100.0 * fit.residual);
   }

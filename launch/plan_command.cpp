@@ -89,7 +89,8 @@ int run_plan(const CliCommand& cmd) {
   }
   return run_job(cmd, [&](const Config& config, Process& process, DeviceSetup& device) {
     TrainingSetup setup =
-        setup_training(config, *device.ctx, process.comm(), device.ranks_sharing_device, /*run_dir=*/"");
+        setup_training(config, *device.ctx, process.comm(), device.ranks_sharing_device, /*run_dir=*/"",
+                       /*probe_step=*/true, device.comm.get());
     if (predict_ranks.empty()) {
       if (process.rank() != 0) return;
       const PlanSummary summary = setup.summary(config);

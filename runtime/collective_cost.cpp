@@ -64,8 +64,9 @@ double all_gather_s(double bytes, const RankLayout& at, const Link& intra, const
 
 const char* algorithm_name(AllReduceAlgorithm a) { return a == AllReduceAlgorithm::kTree ? "tree" : "ring"; }
 
-LinkFit fit_link_two_ranks(const std::vector<double>& bytes, const std::vector<double>& seconds) {
-  if (bytes.size() != seconds.size()) throw std::invalid_argument("fit_link_two_ranks: sizes and times differ in length");
+LinkFit fit_ring_link(int ranks, const std::vector<double>& bytes, const std::vector<double>& seconds) {
+  if (ranks < 2) throw std::invalid_argument("fitting a link needs all-reduce times on two ranks or more");
+  if (bytes.size() != seconds.size()) throw std::invalid_argument("fit_ring_link: sizes and times differ in length");
   if (std::set<double>(bytes.begin(), bytes.end()).size() < 2) {
     throw std::invalid_argument("fitting a link needs all-reduce times at two message sizes or more");
   }
@@ -85,12 +86,15 @@ LinkFit fit_link_two_ranks(const std::vector<double>& bytes, const std::vector<d
   const double slope = (sw * sxy - sx * sy) / det;
   const double intercept = (sy - slope * sx) / sw;
   if (!(slope > 0.0) || !(intercept > 0.0)) {
-    throw std::invalid_argument("the all-reduce times do not fit t = 2 alpha + S / beta with alpha, beta > 0: "
-                                "measure over a wider range of message sizes");
+    throw std::invalid_argument("the all-reduce times do not fit t = 2 (n - 1) (alpha + S / (n beta)) with alpha, "
+                                "beta > 0: measure over a wider range of message sizes");
   }
+  // The ring all-reduce of Note [Alpha-beta collectives]: 2 (n - 1) steps, and
+  // 2 (n - 1) / n S bytes at the bus bandwidth.
+  const double n = static_cast<double>(ranks);
   LinkFit fit;
-  fit.link.latency_s = intercept / 2.0;  // two steps on two ranks
-  fit.link.bandwidth_Bps = 1.0 / slope;  // 2 (n - 1) / n = 1 on two ranks
+  fit.link.latency_s = intercept / (2.0 * (n - 1.0));
+  fit.link.bandwidth_Bps = 2.0 * (n - 1.0) / n / slope;
   double sq = 0.0;
   for (size_t i = 0; i < bytes.size(); ++i) {
     const double rel = (intercept + slope * bytes[i]) / seconds[i] - 1.0;

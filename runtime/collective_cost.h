@@ -57,16 +57,17 @@ double all_gather_s(double bytes, const RankLayout& at, const Link& intra, const
 
 const char* algorithm_name(AllReduceAlgorithm a);
 
-// A link fitted from all-reduce times measured on two ranks joined by it (one rank on
-// each side): t(S) = 2 alpha + S / beta there, a straight line in S fitted by least
-// squares. `residual` is the root-mean-square relative error of the fit.
+// A link fitted from all-reduce times measured on `ranks` ranks of a ring joined by it
+// (two ranks: one on each side of the link): t(S) = 2 (n - 1) alpha + 2 (n - 1) / n
+// S / beta, a straight line in S fitted by least squares. `residual` is the
+// root-mean-square relative error of the fit.
 struct LinkFit {
   Link link;
   double residual = 0.0;
 };
-// Throws std::invalid_argument for fewer than two distinct sizes, or a fit with a
-// non-positive slope or intercept (times that do not grow with size: measure larger
-// messages).
-LinkFit fit_link_two_ranks(const std::vector<double>& bytes, const std::vector<double>& seconds);
+// Throws std::invalid_argument for fewer than two ranks or two distinct sizes, or a fit
+// with a non-positive slope or intercept (times that do not grow with size: measure
+// larger messages).
+LinkFit fit_ring_link(int ranks, const std::vector<double>& bytes, const std::vector<double>& seconds);
 
 }  // namespace dtrain

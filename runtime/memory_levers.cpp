@@ -7,6 +7,7 @@
 
 #include "comm/typed_collectives.h"
 #include "kernels/errors.h"
+#include "runtime/gradient_buckets.h"
 #include "runtime/memory_probe.h"
 #include "runtime/optimizer_shards.h"
 #include "runtime/setup_agreement.h"
@@ -16,6 +17,11 @@ namespace dtrain {
 namespace {
 
 bool recomputes(const LeverSetting& s) { return s.recompute == Recompute::kBlocks; }
+
+// How much faster a candidate with more levers must be predicted to be than one with
+// fewer, to be taken (Note [Memory levers]): the prediction leaves out the optimizer
+// step and data loading, and a 1% difference is inside the timing's own noise.
+constexpr double kLeverMargin = 0.01;
 
 // The index of the fitting candidate that `better` prefers, scanning in preference
 // order so that ties keep the earlier (fewer levers); -1 when none fits.
@@ -40,13 +46,25 @@ int best_k_where(const std::vector<LeverCandidate>& c, bool with_recompute) {
   return best;
 }
 
-double predicted_step(const LeverCandidate& c, const StepTimes& t, double recompute_extra) {
+// Fills the candidate's predicted step and its communication (Note [Memory levers]).
+void predict_step(LeverCandidate& c, const StepTimes& t, double recompute_extra) {
   const double work = 1.0 + (recomputes(c.setting) ? recompute_extra : 0.0);
   double slowest = 0.0;
   for (size_t r = 0; r < c.plan.micro_batch.size(); ++r) {
     slowest = std::max(slowest, t.fixed_s[r] + t.per_sample_s[r] * static_cast<double>(c.plan.micro_batch[r]) * work);
   }
-  return static_cast<double>(c.plan.accumulation_steps) * slowest;
+  c.comm_seconds = 0.0;
+  if (t.ranks >= 2) {
+    // One node of `ranks` ranks joined by the measured link.
+    ClusterSpec link;
+    link.ranks_per_node = link.devices_per_node = t.ranks;
+    link.overlap = t.link.overlap;
+    link.intra_node = link.inter_node = t.link.link;
+    GradientTraffic traffic = t.traffic;
+    traffic.shard = c.setting.shard;
+    c.comm_seconds = step_communication(traffic, RankLayout{t.ranks, 1}, link, slowest).exposed_s;
+  }
+  c.step_seconds = static_cast<double>(c.plan.accumulation_steps) * slowest + c.comm_seconds;
 }
 
 std::string micro_list(const BatchPlan& p) {
@@ -67,6 +85,28 @@ std::string reason_for(const LeverChoice& c, int chosen, int base, int64_t globa
   const LeverCandidate& took = c.candidates[static_cast<size_t>(chosen)];
   if (chosen == 0) {
     if (c.candidates.size() == 1) return "nothing to choose: " + lever_name(took.setting) + " as configured";
+    // A lever lowered k and lost on the predicted step.
+    int fewer = -1;
+    for (size_t i = 1; i < c.candidates.size(); ++i) {
+      const LeverCandidate& k = c.candidates[i];
+      if (k.fits && k.plan.accumulation_steps < took.plan.accumulation_steps &&
+          (fewer < 0 || k.plan.accumulation_steps < c.candidates[static_cast<size_t>(fewer)].plan.accumulation_steps)) {
+        fewer = static_cast<int>(i);
+      }
+    }
+    if (fewer >= 0 && global_batch != kAuto) {
+      const LeverCandidate& other = c.candidates[static_cast<size_t>(fewer)];
+      std::string out = "no lever taken: " + lever_name(other.setting) + " would lower k " +
+                        std::to_string(took.plan.accumulation_steps) + " -> " +
+                        std::to_string(other.plan.accumulation_steps);
+      if (other.step_seconds > 0 && took.step_seconds > 0) {
+        out += ", but its predicted step is slower (" + fmt("%.2f", 1e3 * other.step_seconds) + " ms against " +
+               fmt("%.2f", 1e3 * took.step_seconds) + " ms)";
+      } else {
+        out += ", but not for speed unmeasured";
+      }
+      return out;
+    }
     if (global_batch == kAuto) {
       return "no lever needed: " + lever_name(took.setting) + " plans global batch " +
              std::to_string(took.plan.global_batch) + ", which no lever raises";
@@ -84,6 +124,9 @@ std::string reason_for(const LeverChoice& c, int chosen, int base, int64_t globa
   }
   out += recomputes(took.setting) ? " for +" + fmt("%.0f", 100.0 * c.recompute_extra) + "% FLOPs"
                                   : " at no extra FLOPs";
+  if (took.comm_seconds - from.comm_seconds >= 0.005e-3) {  // shows as 0.01 ms or more
+    out += " and " + fmt("%.2f", 1e3 * (took.comm_seconds - from.comm_seconds)) + " ms more communication waited for";
+  }
   if (took.step_seconds > 0 && from.step_seconds > 0) {
     out += ": " + fmt("%.2f", from.step_seconds / took.step_seconds) + "x faster per step (predicted)";
   }
@@ -136,10 +179,13 @@ void plan_candidates(std::vector<LeverCandidate>& candidates, int64_t global_bat
 
 bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch) {
   if (global_batch == kAuto) return false;
-  const int with = best_k_where(candidates, true), without = best_k_where(candidates, false);
-  return with >= 0 && without >= 0 &&
-         candidates[static_cast<size_t>(with)].plan.accumulation_steps <
-             candidates[static_cast<size_t>(without)].plan.accumulation_steps;
+  int64_t k = 0;
+  for (const LeverCandidate& c : candidates) {
+    if (!c.fits) continue;
+    if (k != 0 && c.plan.accumulation_steps != k) return true;
+    k = c.plan.accumulation_steps;
+  }
+  return false;
 }
 
 LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global_batch, const StepTimes& times,
@@ -149,7 +195,7 @@ LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global
   choice.times = times;
   if (!times.empty()) {
     for (LeverCandidate& c : candidates) {
-      if (c.fits) c.step_seconds = predicted_step(c, times, recompute_extra);
+      if (c.fits) predict_step(c, times, recompute_extra);
     }
   }
   choice.candidates = std::move(candidates);
@@ -160,17 +206,15 @@ LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global
     chosen = best_of(c, [](const LeverCandidate& a, const LeverCandidate& b) {
       return a.plan.global_batch > b.plan.global_batch;
     });
+  } else if (!times.empty()) {
+    // Measured: the fastest predicted step, where more levers must win by a margin.
+    chosen = best_of(c, [](const LeverCandidate& a, const LeverCandidate& b) {
+      return a.step_seconds < (1.0 - kLeverMargin) * b.step_seconds;
+    });
   } else {
-    chosen = without;
-    if (with >= 0 && (without < 0 || c[static_cast<size_t>(with)].plan.accumulation_steps <
-                                         c[static_cast<size_t>(without)].plan.accumulation_steps)) {
-      // Recompute lowers k: worth its FLOPs when the prediction says so (measured), and
-      // always when nothing fits without it.
-      const bool faster = without < 0 || (c[static_cast<size_t>(with)].step_seconds > 0 &&
-                                          c[static_cast<size_t>(with)].step_seconds <
-                                              c[static_cast<size_t>(without)].step_seconds);
-      if (faster) chosen = with;
-    }
+    // Unmeasured: the smallest k without recompute; recompute only where nothing
+    // fits without it.
+    chosen = without >= 0 ? without : with;
   }
   if (chosen < 0) {
     choice.chosen = c.back().setting;
@@ -187,7 +231,8 @@ LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global
 }
 
 LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t optimizer_bytes_per_param, Context& ctx,
-                                 const Dataset& train, Communicator& control, const PlannerInputs& inputs) {
+                                 const Dataset& train, Communicator& control, const PlannerInputs& inputs,
+                                 Communicator* gradients) {
   const int n = control.size();
   const int rank = control.rank();
   const int64_t params = model.param_count();
@@ -230,13 +275,15 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
   StepTimes times;
   if (needs_step_times(candidates, config.train.global_batch)) {
     // Timed where the choice is made: this rank's micro-batch of the best setting
-    // without recompute, and a quarter of it.
-    const LeverCandidate& without = candidates[static_cast<size_t>(best_k_where(candidates, false))];
+    // without recompute (else of the first that fits), and a quarter of it.
+    int timed = best_k_where(candidates, false);
+    if (timed < 0) timed = best_of(candidates, [](const LeverCandidate&, const LeverCandidate&) { return false; });
+    const LeverCandidate& timed_at = candidates[static_cast<size_t>(timed)];
     double mine_times[2] = {-1.0, -1.0};
     std::exception_ptr error;
     try {
       const StepTimeLine line =
-          time_step_line(model, ctx, train, without.plan.micro_batch[static_cast<size_t>(rank)], 2);
+          time_step_line(model, ctx, train, timed_at.plan.micro_batch[static_cast<size_t>(rank)], 2);
       mine_times[0] = line.fixed_s;
       mine_times[1] = line.per_sample_s;
     } catch (const OutOfMemoryError&) {
@@ -256,7 +303,22 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
       times.per_sample_s.push_back(gathered[2 * static_cast<size_t>(r) + 1]);
       all_measured = all_measured && times.per_sample_s.back() >= 0;
     }
-    if (!all_measured) times = StepTimes{};
+    if (!all_measured) {
+      times = StepTimes{};
+    } else if (gradients != nullptr && n >= 2) {
+      // The gradients' traffic as the trainer sends it, over the link it sends it on.
+      int64_t largest = 1;
+      for (const GradientBucket& b :
+           assign_gradient_buckets(gradient_layer_ranges(model), bucket_cap_elements(config.comm.bucket_mb))) {
+        times.traffic.bucket_elements.push_back(b.count);
+        largest = std::max(largest, b.count);
+      }
+      times.traffic.wire_bytes = config.comm.reduce_dtype == "bf16" ? 2.0 : 4.0;
+      // A sharded bf16 model all-gathers its bf16 copy (Note [Sharded master weights]).
+      times.traffic.gather_bytes = model.compute_type() == DType::kBF16 ? 2.0 : 4.0;
+      times.link = probe_gradient_link(*gradients, control, ctx, model.grads(), params, largest);
+      times.ranks = n;
+    }
   }
   LeverChoice choice = choose_levers(std::move(candidates), config.train.global_batch, times, extra);
   choice.shard_setting = config.optimizer.shard;

@@ -10,22 +10,30 @@
 // predicts to fit: sharding cuts the optimizer bytes to the rank's range, recompute the
 // activation bytes per sample. The capacities are gathered, and every rank plans every
 // candidate as the planner would (plan_from_capacities) and chooses the same:
-//   - a fixed global batch: the smallest accumulation k wins. Among candidates of the
-//     same k the one with fewer levers wins: none, then sharding (it adds no FLOPs),
-//     then recompute, then both. So a lever is only ever taken when it lowers k, or
-//     when nothing fits without it.
 //   - train.global_batch auto: the largest global batch wins (the mission: memory sets
-//     the global batch), and again fewer levers among equals.
-// One case needs a measurement: recompute lowers k below the best setting without it,
-// for extra FLOPs. Then each rank times a forward and backward at two micro-batches,
-// t(b) = fixed + per_sample * b (the step's fixed cost, launches and small kernels,
-// is what a larger micro-batch saves), and predicts each candidate's step as
-//   k * max over ranks of (fixed_r + per_sample_r * b_r * (1 + recompute's extra FLOPs
-//   over the training FLOPs)).
-// The faster wins. Sharding's communication is left out of the prediction: its
-// reduce-scatter and all-gather move the bytes of the all-reduce they replace; the
-// all-gather after the optimizer step is not overlapped with backward, which the
-// benchmark measures (bench/RESULTS.md).
+//     the global batch), and fewer levers among equals: none, then sharding (it adds
+//     no FLOPs), then recompute, then both.
+//   - a fixed global batch where every candidate that fits has the same accumulation
+//     k: fewer levers wins, so a lever is taken only when nothing fits without it.
+//   - a fixed global batch where a lever lowers k: the fastest predicted step wins;
+//     a candidate must be predicted at least 1% faster than one with fewer levers
+//     (earlier in the order above) to win over it. Each rank times a forward and backward at two
+//     micro-batches, t(b) = fixed + per_sample * b (the step's fixed cost, launches
+//     and small kernels, is what a larger micro-batch saves), and the ranks measure
+//     the link of the gradient communicator (Note [Link probe]). A candidate's step is
+//       k * micro  +  the communication it waits for,
+//       micro = max over ranks of (fixed_r + per_sample_r * b_r * (1 + recompute's
+//               extra FLOPs over the training FLOPs)),
+//     the communication as the scaling model counts it on that link
+//     (step_communication, Note [Scaling model]): the buckets against the last
+//     backward, all-reduced or (sharded) reduce-scattered, the step's small
+//     all-reduce, and, sharded, the all-gather of the updated parameters, which
+//     nothing hides. So sharding that lowers k is taken when the micro-steps it saves
+//     outweigh its all-gather, and recompute when they outweigh its FLOPs.
+//     Left out: the optimizer step (sharding shortens it to the rank's range, so the
+//     prediction is, if anything, against sharding).
+//   Unmeasured (a rank ran out of memory timing), a fixed global batch keeps the
+//   smallest k without recompute, and recompute only where nothing else fits.
 // The probe steps of the batch planner then check the chosen setting as any other.
 #pragma once
 
@@ -41,6 +49,8 @@
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
 #include "runtime/dataset.h"
+#include "runtime/link_probe.h"
+#include "runtime/scaling_model.h"
 
 namespace dtrain {
 
@@ -58,12 +68,19 @@ struct LeverCandidate {
   bool fits = false;              // a plan exists
   BatchPlan plan;                 // when it fits
   double step_seconds = -1.0;     // predicted; negative when not measured
+  double comm_seconds = 0.0;      // of step_seconds: the communication it waits for
 };
 
-// The measured cost of one forward and backward on each rank (Note [Memory levers]).
+// The measured cost of one forward and backward on each rank, and of the gradients'
+// collectives (Note [Memory levers]).
 struct StepTimes {
   std::vector<double> fixed_s;       // per rank
   std::vector<double> per_sample_s;  // per rank
+  // The gradient communicator's link (Note [Link probe]) and what a step sends on it
+  // (traffic.shard is set per candidate); ranks < 2: no communication counted.
+  int ranks = 1;
+  LinkProbe link;
+  GradientTraffic traffic;
   bool empty() const { return fixed_s.empty(); }
 };
 
@@ -88,8 +105,8 @@ std::vector<LeverSetting> lever_candidates(const Config& config, int world_size,
 // capacity holds it. Pure.
 void plan_candidates(std::vector<LeverCandidate>& candidates, int64_t global_batch, int64_t micro_batch);
 
-// True when the choice needs measured step times: recompute lowers k below the best
-// candidate without it (a fixed global batch). Pure.
+// True when the choice needs measured step times: for a fixed global batch, the
+// candidates that fit do not all have the same k. Pure.
 bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch);
 
 // Chooses among planned candidates (Note [Memory levers]); fills step_seconds where
@@ -98,10 +115,13 @@ bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t glo
 LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global_batch, const StepTimes& times,
                           double recompute_extra);
 
-// Collective over `control`: the choice for this config, model and devices. The model
-// is as built (before set_recompute); no optimizer state is allocated yet.
+// Collective over `control` (and `gradients`, when given and the choice is timed): the
+// choice for this config, model and devices. The model is as built (before
+// set_recompute); no optimizer state is allocated yet. `gradients`: the communicator
+// the trainer will reduce the gradients on, whose link is measured (Note [Link
+// probe]); null leaves communication out of the prediction.
 LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t optimizer_bytes_per_param,
                                  Context& ctx, const Dataset& train, Communicator& control,
-                                 const PlannerInputs& inputs);
+                                 const PlannerInputs& inputs, Communicator* gradients = nullptr);
 
 }  // namespace dtrain

@@ -88,7 +88,10 @@ std::string levers_text(const LeverChoice& c, int64_t params_state_bytes_per_par
       }
       out << "micro-batch " << joined(k.plan.micro_batch, " + ") << ", k " << k.plan.accumulation_steps
           << ", global batch " << k.plan.global_batch;
-      if (k.step_seconds > 0) out << ", predicted " << fixed(1e3 * k.step_seconds, 2) << " ms per step";
+      if (k.step_seconds > 0) {
+        out << ", predicted " << fixed(1e3 * k.step_seconds, 2) << " ms per step";
+        if (c.times.ranks >= 2) out << " (" << fixed(1e3 * k.comm_seconds, 2) << " ms of it communication)";
+      }
       out << "\n";
     }
   }
@@ -99,6 +102,12 @@ std::string levers_text(const LeverChoice& c, int64_t params_state_bytes_per_par
           << fixed(1e3 * c.times.per_sample_s[r], 2) << " ms per sample";
     }
     out << "\n";
+    if (c.times.ranks >= 2) {
+      const LinkProbe& l = c.times.link;
+      out << "plan:   gradient link: " << fixed(1e6 * l.link.latency_s, 2) << " us a step, "
+          << fixed(l.link.bandwidth_Bps / 1e9, 3) << " GB/s, buckets "
+          << (l.overlap ? "overlap backward" : "travel after backward") << " (" << l.source << ")\n";
+    }
   }
   for (size_t r = 0; r < c.shards.size(); ++r) {
     out << "plan:   rank " << r << " owns parameters [" << c.shards[r].offset << ", "
@@ -213,7 +222,14 @@ std::string plan_json(const PlanSummary& s) {
       out << (r ? ", " : "") << "{\"fixed_s\": " << c.times.fixed_s[r] << ", \"per_sample_s\": " << c.times.per_sample_s[r]
           << "}";
     }
-    out << "], \"candidates\": [";
+    out << "]";
+    if (c.times.ranks >= 2) {
+      const LinkProbe& l = c.times.link;
+      out << ", \"gradient_link\": {\"latency_s\": " << l.link.latency_s << ", \"bandwidth_Bps\": "
+          << l.link.bandwidth_Bps << ", \"overlap\": " << (l.overlap ? "true" : "false")
+          << ", \"source\": " << json_string(l.source) << "}";
+    }
+    out << ", \"candidates\": [";
     for (size_t i = 0; i < c.candidates.size(); ++i) {
       const LeverCandidate& k = c.candidates[i];
       out << (i ? ", " : "") << "{\"name\": " << json_string(lever_name(k.setting))
@@ -222,7 +238,10 @@ std::string plan_json(const PlanSummary& s) {
         out << ", \"micro_batch\": [" << joined(k.plan.micro_batch, ", ") << "], \"accumulation_steps\": "
             << k.plan.accumulation_steps << ", \"global_batch\": " << k.plan.global_batch;
       }
-      if (k.step_seconds > 0) out << ", \"predicted_step_s\": " << k.step_seconds;
+      if (k.step_seconds > 0) {
+        out << ", \"predicted_step_s\": " << k.step_seconds;
+        if (c.times.ranks >= 2) out << ", \"predicted_comm_s\": " << k.comm_seconds;
+      }
       out << "}";
     }
     out << "], \"shards\": [";

@@ -64,39 +64,13 @@ ScalingPoint predict_alone(const ScalingInputs& in, const ClusterSpec& c, int ra
   const double optimizer_s = sharing * in.optimizer_s / (in.shard ? ranks : 1);
   p.compute_s = static_cast<double>(p.accumulation) * micro_s + optimizer_s;
 
-  const RankLayout at{ranks, p.nodes};
-  double total = 0.0;
-  for (int64_t e : in.bucket_elements) total += static_cast<double>(e);
-  std::vector<double> bucket_s, ready;
-  double latency = 0.0, comm = 0.0, produced = 0.0, largest = -1.0;
-  for (int64_t e : in.bucket_elements) {
-    const double bytes = static_cast<double>(e) * in.wire_bytes;
-    AllReduceAlgorithm algorithm = AllReduceAlgorithm::kRing;
-    const Timed t = in.shard ? timed_reduce_scatter(bytes, at, c) : timed_all_reduce(bytes, at, c, &algorithm);
-    if (bytes > largest) {
-      largest = bytes;
-      p.algorithm = algorithm;
-    }
-    bucket_s.push_back(t.seconds);
-    produced += static_cast<double>(e);
-    ready.push_back(total > 0.0 ? produced / total : 1.0);
-    latency += t.latency;
-    comm += t.seconds;
-  }
-  double exposed = exposed_after_backward(bucket_s, ready, kBackwardFraction * micro_s, c.overlap);
-  const Timed sums = timed_all_reduce(kStepSumsBytes, at, c, nullptr);
-  exposed += sums.seconds;
-  latency += sums.latency;
-  comm += sums.seconds;
-  if (in.shard) {
-    const Timed gather = timed_all_gather(total * in.gather_bytes, at, c);
-    exposed += gather.seconds;
-    latency += gather.latency;
-    comm += gather.seconds;
-  }
-  p.comm_s = comm;
-  p.exposed_s = exposed;
-  p.latency_share = comm > 0.0 ? latency / comm : 0.0;
+  const StepCommunication comm =
+      step_communication(GradientTraffic{in.bucket_elements, in.wire_bytes, in.shard, in.gather_bytes},
+                         RankLayout{ranks, p.nodes}, c, micro_s);
+  p.algorithm = comm.algorithm;
+  p.comm_s = comm.comm_s;
+  p.exposed_s = comm.exposed_s;
+  p.latency_share = comm.comm_s > 0.0 ? comm.latency_s / comm.comm_s : 0.0;
   p.step_s = p.compute_s + p.exposed_s;
   p.samples_per_s = p.step_s > 0.0 ? static_cast<double>(p.global_batch) / p.step_s : 0.0;
   if (p.exposed_s < 0.1 * p.step_s) {
@@ -125,6 +99,42 @@ double exposed_after_backward(const std::vector<double>& bucket_s, const std::ve
     done = std::max(done, ready) + bucket_s[i];
   }
   return std::max(0.0, done - backward_s);
+}
+
+StepCommunication step_communication(const GradientTraffic& traffic, const RankLayout& at, const ClusterSpec& c,
+                                     double micro_s) {
+  StepCommunication out;
+  if (at.ranks <= 1) return out;
+  double total = 0.0;
+  for (int64_t e : traffic.bucket_elements) total += static_cast<double>(e);
+  std::vector<double> bucket_s, ready;
+  double produced = 0.0, largest = -1.0;
+  for (int64_t e : traffic.bucket_elements) {
+    const double bytes = static_cast<double>(e) * traffic.wire_bytes;
+    AllReduceAlgorithm algorithm = AllReduceAlgorithm::kRing;
+    const Timed t = traffic.shard ? timed_reduce_scatter(bytes, at, c) : timed_all_reduce(bytes, at, c, &algorithm);
+    if (bytes > largest) {
+      largest = bytes;
+      out.algorithm = algorithm;
+    }
+    bucket_s.push_back(t.seconds);
+    produced += static_cast<double>(e);
+    ready.push_back(total > 0.0 ? produced / total : 1.0);
+    out.latency_s += t.latency;
+    out.comm_s += t.seconds;
+  }
+  out.exposed_s = exposed_after_backward(bucket_s, ready, kBackwardFraction * micro_s, c.overlap);
+  const Timed sums = timed_all_reduce(kStepSumsBytes, at, c, nullptr);
+  out.exposed_s += sums.seconds;
+  out.latency_s += sums.latency;
+  out.comm_s += sums.seconds;
+  if (traffic.shard) {
+    const Timed gather = timed_all_gather(total * traffic.gather_bytes, at, c);
+    out.exposed_s += gather.seconds;
+    out.latency_s += gather.latency;
+    out.comm_s += gather.seconds;
+  }
+  return out;
 }
 
 ScalingPoint predict_scaling(const ScalingInputs& in, const ClusterSpec& cluster, int ranks) {

@@ -78,6 +78,27 @@ struct ScalingPoint {
   std::string dominant;      // "compute", "latency" or "bandwidth"
 };
 
+// The gradient traffic of one optimizer step, as the trainer sends it.
+struct GradientTraffic {
+  std::vector<int64_t> bucket_elements;  // the gradient buckets, in launch order
+  double wire_bytes = 4.0;               // a gradient element on the wire (comm.reduce_dtype)
+  bool shard = false;                    // buckets reduce-scattered, parameters all-gathered
+  double gather_bytes = 4.0;             // a parameter all-gathered after a sharded step
+};
+
+// What the collectives of one step cost on `at` (Note [Scaling model]), the last
+// micro-step taking `micro_s`: the buckets against its backward, the step's small
+// all-reduce, and, sharded, the all-gather of the parameters.
+struct StepCommunication {
+  double comm_s = 0.0;     // every collective, end to end
+  double exposed_s = 0.0;  // what the step waits for
+  double latency_s = 0.0;  // of comm_s: the alpha part
+  AllReduceAlgorithm algorithm = AllReduceAlgorithm::kRing;  // of the largest bucket
+};
+// Pure; one rank communicates nothing.
+StepCommunication step_communication(const GradientTraffic& traffic, const RankLayout& at, const ClusterSpec& cluster,
+                                     double micro_s);
+
 // The communication a step waits for after backward (Note [Scaling model]): bucket i
 // becomes ready at ready_fraction[i] * backward_s (ignored, all at backward_s, without
 // overlap) and takes bucket_s[i]. Pure.

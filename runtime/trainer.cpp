@@ -686,7 +686,8 @@ TrainResult train(const Config& requested, Context& ctx, Communicator& comm, Com
   if (control.size() > 1) check_checkpoint_dir_shared(checkpoint_dir, this_host_name(), control);
   ResumePoint resume = find_resume_point(options.resume, checkpoint_dir, control, leader ? log : quiet);
   const Config config = reconcile_with_checkpoint(requested, resume, leader);
-  TrainingSetup setup = setup_training(config, ctx, control, options.ranks_sharing_device, run_dir);
+  TrainingSetup setup =
+      setup_training(config, ctx, control, options.ranks_sharing_device, run_dir, /*probe_step=*/true, &comm);
   TrainingRun run(config, setup, resume, ctx, comm, control, run_dir, log, options);
   return run.run();
 }

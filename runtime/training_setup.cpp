@@ -97,7 +97,7 @@ PlanSummary TrainingSetup::summary(const Config& config) const {
 }
 
 TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& control, int ranks_sharing_device,
-                             const std::string& run_dir, bool probe_step) {
+                             const std::string& run_dir, bool probe_step, Communicator* gradients) {
   TrainingSetup s;
   std::exception_ptr error;
   try {
@@ -115,7 +115,7 @@ TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& c
 
   const PlannerInputs inputs{ctx.allocator().capacity(), ranks_sharing_device};
   s.levers = choose_memory_levers(config, *s.model, optimizer_state_bytes_per_param(config.optimizer), ctx,
-                                  *s.data.train, control, inputs);
+                                  *s.data.train, control, inputs, gradients);
   try {
     make_optimizer_for(s, config, ctx, control.rank());
   } catch (...) {

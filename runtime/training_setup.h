@@ -46,7 +46,11 @@ struct TrainingSetup {
 // the model, memory) ends every rank with one report (Note [Setup agreement]). When
 // `run_dir` is not empty, rank 0 creates it. `probe_step` false plans from the memory
 // model alone (PlannerInputs::probe_step): for a caller that will not train this setup.
+// `gradients`: the communicator the gradients will be reduced on, whose link the lever
+// choice measures when it weighs the levers' communication (Note [Memory levers]);
+// null leaves communication out.
 TrainingSetup setup_training(const Config& config, Context& ctx, Communicator& control,
-                             int ranks_sharing_device, const std::string& run_dir, bool probe_step = true);
+                             int ranks_sharing_device, const std::string& run_dir, bool probe_step = true,
+                             Communicator* gradients = nullptr);
 
 }  // namespace dtrain

@@ -69,7 +69,7 @@ Config mlp_config() {
   return c;
 }
 
-// What one sample per rank needs under a setting, by the memory model the planner
+// What `samples` per rank need under a setting, by the memory model the planner
 // uses: the model as built (parameters, gradients, workspace), the optimizer state of
 // the whole buffer or of this rank's range (equal budgets: equal ranges), and the
 // activations of the recompute setting.
@@ -77,7 +77,7 @@ struct Needs {
   int64_t none = 0, shard = 0, recompute = 0, both = 0;
 };
 
-Needs needs_at_one_sample(const Config& c) {
+Needs needs_at(const Config& c, int64_t samples) {
   Communicator& comm = testing_mpi::world();
   auto ctx = Context::make_cpu(1);
   const DataSplits data = load_data(c.data, c.model, 1);
@@ -93,11 +93,13 @@ Needs needs_at_one_sample(const Config& c) {
     MemoryModel x = m;
     x.optimizer_bytes = per_param * (shard && comm.size() > 1 ? mine : model->param_count());
     x.activation_bytes_per_sample = model->activation_bytes_per_sample_in(model->compute_type(), r);
-    return x.predict(1).total();
+    return x.predict(samples).total();
   };
   return Needs{at_one(false, Recompute::kNone), at_one(true, Recompute::kNone), at_one(false, Recompute::kBlocks),
                at_one(true, Recompute::kBlocks)};
 }
+
+Needs needs_at_one_sample(const Config& c) { return needs_at(c, 1); }
 
 // Plans `c` on every rank with memory.limit `limit` (agreed: the largest any rank
 // computed, so that all ranks have the same limit) and returns the lever chosen.
@@ -148,6 +150,50 @@ TEST(MemoryLeverChoice, OnlyShardingFits) {
   const Needs n = needs_at_one_sample(c);
   ASSERT_LT(n.shard, n.none);
   EXPECT_EQ(chosen_with_limit(c, n.shard + (n.none - n.shard) / 2), "shard");
+}
+
+TEST(MemoryLeverChoice, ShardingThatLowersKIsWeighedOnTheMeasuredGradientLink) {
+  Communicator& comm = testing_mpi::world();
+  if (comm.size() < 2) GTEST_SKIP() << "sharding needs two ranks or more";
+  Config c = mlp_config();
+  constexpr int64_t kPerRank = 256;
+  c.data.train_samples = 4096;
+  c.train.global_batch = kPerRank * comm.size();
+  // The limit holds 256 samples a rank sharded, fewer without: k 1 against more.
+  const int64_t limit = needs_at(c, kPerRank).shard;
+  ASSERT_GT(needs_at(c, kPerRank).none, limit);
+  ASSERT_LT(needs_at(c, 1).none, limit) << "without sharding, some k should fit";
+  int64_t agreed = limit;
+  std::vector<int64_t> limits(static_cast<size_t>(comm.size()));
+  all_gather(comm, std::span<const int64_t>(&agreed, 1), std::span<int64_t>(limits))->wait();
+  c.memory.limit = *std::max_element(limits.begin(), limits.end());
+  auto ctx = Context::make_cpu(1, static_cast<size_t>(c.memory.limit));
+  TrainingSetup s = setup_training(c, *ctx, comm, 1, "", /*probe_step=*/true, /*gradients=*/&comm);
+
+  const LeverChoice& l = s.levers;
+  ASSERT_EQ(l.times.ranks, comm.size()) << "the choice was timed, the link measured";
+  EXPECT_GT(l.times.link.link.latency_s, 0.0);
+  EXPECT_GT(l.times.link.link.bandwidth_Bps, 0.0);
+  EXPECT_FALSE(l.times.link.overlap) << "MPI on the host: buckets after backward";
+  EXPECT_NE(l.times.link.source.find("measured on the mpi gradient communicator"), std::string::npos)
+      << l.times.link.source;
+  ASSERT_EQ(l.candidates.size(), 2u);  // none and shard: an MLP has no blocks
+  for (const LeverCandidate& k : l.candidates) {
+    ASSERT_TRUE(k.fits) << lever_name(k.setting);
+    EXPECT_GT(k.comm_seconds, 0.0) << lever_name(k.setting);
+    EXPECT_GT(k.step_seconds, k.comm_seconds) << lever_name(k.setting);
+  }
+  EXPECT_GT(l.candidates[0].plan.accumulation_steps, l.candidates[1].plan.accumulation_steps);
+  // Every rank measured and predicted alike, so every rank chose alike.
+  const double mine[4] = {l.times.link.link.latency_s, l.times.link.link.bandwidth_Bps, l.candidates[0].step_seconds,
+                          l.candidates[1].step_seconds};
+  std::vector<double> all(4 * static_cast<size_t>(comm.size()));
+  all_gather(comm, std::span<const double>(mine, 4), std::span<double>(all))->wait();
+  for (int r = 1; r < comm.size(); ++r) {
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(all[4 * static_cast<size_t>(r) + i], mine[i]) << "rank " << r << ", figure " << i;
+  }
+  // The plan is the choice's: sharded, k 1; unsharded, the fewer samples a rank.
+  EXPECT_EQ(s.plan().accumulation_steps, l.chosen.shard ? 1 : l.candidates[0].plan.accumulation_steps);
 }
 
 TEST(MemoryLeverChoice, ShardingAskedForOnOneRankIsANoOpWithANote) {

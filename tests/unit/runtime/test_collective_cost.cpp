@@ -76,17 +76,34 @@ TEST(CollectiveCost, FitRecoversAKnownLinkFromNoisyTimes) {
       seconds.push_back((2 * alpha + s / beta) * (1.0 + 0.02 * rng.normal()));
     }
   }
-  const LinkFit fit = fit_link_two_ranks(bytes, seconds);
+  const LinkFit fit = fit_ring_link(2, bytes, seconds);
   EXPECT_NEAR(fit.link.latency_s, alpha, 0.05 * alpha);
   EXPECT_NEAR(fit.link.bandwidth_Bps, beta, 0.05 * beta);
   EXPECT_LT(fit.residual, 0.05);
   EXPECT_GT(fit.residual, 0.005);  // the 2% noise shows
 }
 
+TEST(CollectiveCost, FitOnFourRanksUndoesTheRingsStepsAndBytes) {
+  // 4 ranks: t(S) = 6 alpha + 1.5 S / beta. Exact times recover the link exactly.
+  const double alpha = 5e-6, beta = 3e9;
+  const std::vector<double> bytes = {1e3, 1e5, 1e7};
+  std::vector<double> seconds;
+  for (double s : bytes) seconds.push_back(6 * alpha + 1.5 * s / beta);
+  const LinkFit fit = fit_ring_link(4, bytes, seconds);
+  EXPECT_NEAR(fit.link.latency_s, alpha, 1e-9 * alpha);
+  EXPECT_NEAR(fit.link.bandwidth_Bps, beta, 1e-9 * beta);
+  EXPECT_LT(fit.residual, 1e-12);
+  // The fitted link predicts what it was fitted to: the model's own ring all-reduce.
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    EXPECT_NEAR(ring_all_reduce_s(bytes[i], {4, 1}, fit.link, fit.link), seconds[i], 1e-9 * seconds[i]);
+  }
+}
+
 TEST(CollectiveCost, FitRefusesTooFewSizesAndTimesThatDoNotGrow) {
-  EXPECT_THROW(fit_link_two_ranks({1e3, 1e3}, {1e-5, 1.1e-5}), std::invalid_argument);
-  EXPECT_THROW(fit_link_two_ranks({1e3, 1e6}, {1e-3, 1e-5}), std::invalid_argument);
-  EXPECT_THROW(fit_link_two_ranks({1e3}, {1e-3, 1e-5}), std::invalid_argument);
+  EXPECT_THROW(fit_ring_link(1, {1e3, 1e6}, {1e-5, 1e-3}), std::invalid_argument);
+  EXPECT_THROW(fit_ring_link(2, {1e3, 1e3}, {1e-5, 1.1e-5}), std::invalid_argument);
+  EXPECT_THROW(fit_ring_link(2, {1e3, 1e6}, {1e-3, 1e-5}), std::invalid_argument);
+  EXPECT_THROW(fit_ring_link(2, {1e3}, {1e-3, 1e-5}), std::invalid_argument);
 }
 
 }  // namespace

@@ -34,6 +34,14 @@ std::vector<LeverCandidate> four(std::vector<int64_t> none, std::vector<int64_t>
   return c;
 }
 
+// Measured forward and backward times, per rank; no communication counted.
+StepTimes timed(std::vector<double> fixed_s, std::vector<double> per_sample_s) {
+  StepTimes t;
+  t.fixed_s = std::move(fixed_s);
+  t.per_sample_s = std::move(per_sample_s);
+  return t;
+}
+
 LeverChoice choose(std::vector<LeverCandidate> c, int64_t global_batch, const StepTimes& times = {},
                    double recompute_extra = 1.0 / 3.0, int64_t micro_batch = kAuto) {
   plan_candidates(c, global_batch, micro_batch);
@@ -104,7 +112,7 @@ TEST(MemoryLevers, RecomputeThatLowersKIsTakenOnlyWhenThePredictionSaysItIsFaste
   plan_candidates(planned, 16, kAuto);
   EXPECT_TRUE(needs_step_times(planned, 16));
   // A step dominated by its fixed cost: 4 x (1 + 0.02) = 4.08 s against 1 + 0.08 x 4/3.
-  const StepTimes launch_bound{{1.0, 1.0}, {0.01, 0.01}};
+  const StepTimes launch_bound = timed({1.0, 1.0}, {0.01, 0.01});
   const LeverChoice fast = choose(candidates, 16, launch_bound);
   EXPECT_EQ(lever_name(fast.chosen), "recompute");
   EXPECT_NEAR(fast.candidates[0].step_seconds, 4.0 * (1.0 + 0.02), 1e-12);
@@ -112,15 +120,84 @@ TEST(MemoryLevers, RecomputeThatLowersKIsTakenOnlyWhenThePredictionSaysItIsFaste
   EXPECT_NE(fast.reason.find("k 4 -> 1 for +33% FLOPs"), std::string::npos) << fast.reason;
   EXPECT_NE(fast.reason.find("x faster per step"), std::string::npos) << fast.reason;
   // A step of pure per-sample work: 4 x 2 = 8 s against 8 x 4/3 s. Recompute loses.
-  const StepTimes compute_bound{{0.0, 0.0}, {1.0, 1.0}};
+  const StepTimes compute_bound = timed({0.0, 0.0}, {1.0, 1.0});
   EXPECT_EQ(lever_name(choose(candidates, 16, compute_bound).chosen), "none");
   // Unmeasured: recompute is not taken for speed.
   EXPECT_EQ(lever_name(choose(candidates, 16).chosen), "none");
 }
 
+// Two ranks whose gradients travel during backward (NCCL) on a link of 1 us a step
+// and 10 GB/s, in 4 buckets of 1 MB (fp32), launched in order as backward (2/3 of a
+// micro-step) produces each quarter of them; the sharded step all-gathers 4 MB of fp32
+// parameters after the optimizer. Hand-counted (Note [Alpha-beta collectives], two
+// ranks): an all-reduce of S bytes takes 2 x 1 us + S / 10 GB/s, a reduce-scatter or
+// all-gather 1 us + S / 20 GB/s.
+StepTimes with_nccl_link(StepTimes t) {
+  t.ranks = 2;
+  t.link.link = Link{1e-6, 1e10};
+  t.link.overlap = true;
+  t.traffic.bucket_elements = {250000, 250000, 250000, 250000};
+  t.traffic.wire_bytes = 4.0;
+  t.traffic.gather_bytes = 4.0;
+  return t;
+}
+
+TEST(MemoryLevers, ShardingThatLowersKIsTakenOnlyWhereTheMicroStepsItSavesOutweighItsAllGather) {
+  // 24 on two ranks: 4 + 4 (k = 3) without sharding, 6 + 6 (k = 2) with it.
+  const auto candidates = four({4, 4}, {6, 6}, {0, 0}, {0, 0});
+  const double bucket_all_reduce = 2e-6 + 1e6 / 1e10;  // 102 us
+  const double bucket_reduce_scatter = 1e-6 + 1e6 / 2e10;  // 51 us
+  const double sums = 2e-6 + 64 / 1e10;               // the step's small all-reduce
+  const double all_gather = 1e-6 + 4e6 / 2e10;        // 201 us
+  // Pure per-sample work: a micro-step of b samples takes b ms. Three micro-steps of 4
+  // cost what two of 6 do, so sharding saves nothing, and its all-gather shows. The
+  // buckets hide behind backward (each is done before the next is ready, 102 us
+  // against 667 us), except the last, which is ready as backward ends.
+  const LeverChoice per_sample = choose(candidates, 24, with_nccl_link(timed({0.0, 0.0}, {1e-3, 1e-3})));
+  EXPECT_NEAR(per_sample.candidates[0].step_seconds, 3 * 4e-3 + bucket_all_reduce + sums, 1e-12);
+  EXPECT_NEAR(per_sample.candidates[1].step_seconds, 2 * 6e-3 + bucket_reduce_scatter + sums + all_gather, 1e-12);
+  EXPECT_NEAR(per_sample.candidates[1].comm_seconds, bucket_reduce_scatter + sums + all_gather, 1e-12);
+  EXPECT_EQ(lever_name(per_sample.chosen), "none");
+  EXPECT_NE(per_sample.reason.find("no lever taken: shard would lower k 3 -> 2, but its predicted step is slower "
+                                   "(12.25 ms against 12.10 ms)"),
+            std::string::npos)
+      << per_sample.reason;
+  // A fixed 1 ms a micro-step (launches): sharding saves one, which outweighs its
+  // all-gather.
+  const LeverChoice launch_bound = choose(candidates, 24, with_nccl_link(timed({1e-3, 1e-3}, {1e-3, 1e-3})));
+  EXPECT_NEAR(launch_bound.candidates[0].step_seconds, 3 * 5e-3 + bucket_all_reduce + sums, 1e-12);
+  EXPECT_NEAR(launch_bound.candidates[1].step_seconds, 2 * 7e-3 + bucket_reduce_scatter + sums + all_gather, 1e-12);
+  EXPECT_EQ(lever_name(launch_bound.chosen), "shard");
+  EXPECT_NE(launch_bound.reason.find("k 3 -> 2 at no extra FLOPs and 0.15 ms more communication waited for: 1.06x "
+                                     "faster per step (predicted)"),
+            std::string::npos)
+      << launch_bound.reason;
+}
+
+TEST(MemoryLevers, WithoutOverlapShardingMovesTheAllReducesBytesInFewerSteps) {
+  // Host MPI: every bucket travels after backward. The reduce-scatters and the one
+  // all-gather move the all-reduces' bytes, in 4 + 1 steps of latency against 4 x 2,
+  // so with nothing saved in compute sharding is 3 us faster: under the 1% by which
+  // a lever must win, so none is taken. With a fixed 0.1 ms a micro-step, sharding
+  // saves one of them and the 3 us, 0.81% of 12.71 ms: still none. With 1 ms, 6.5%:
+  // sharding.
+  StepTimes host = with_nccl_link(timed({0.0, 0.0}, {1e-3, 1e-3}));
+  host.link.overlap = false;
+  const LeverChoice c = choose(four({4, 4}, {6, 6}, {0, 0}, {0, 0}), 24, host);
+  const double sums = 2e-6 + 64 / 1e10;
+  EXPECT_NEAR(c.candidates[0].comm_seconds, 4 * (2e-6 + 1e6 / 1e10) + sums, 1e-12);
+  EXPECT_NEAR(c.candidates[1].comm_seconds, 4 * (1e-6 + 1e6 / 2e10) + sums + (1e-6 + 4e6 / 2e10), 1e-12);
+  EXPECT_NEAR(c.candidates[0].step_seconds - c.candidates[1].step_seconds, 3e-6, 1e-12);
+  EXPECT_EQ(lever_name(c.chosen), "none");
+  host.fixed_s = {1e-4, 1e-4};
+  EXPECT_EQ(lever_name(choose(four({4, 4}, {6, 6}, {0, 0}, {0, 0}), 24, host).chosen), "none");
+  host.fixed_s = {1e-3, 1e-3};
+  EXPECT_EQ(lever_name(choose(four({4, 4}, {6, 6}, {0, 0}, {0, 0}), 24, host).chosen), "shard");
+}
+
 TEST(MemoryLevers, TheSlowestRankSetsThePredictedStep) {
   // Rank 1 is twice as slow per sample: each step waits for it.
-  const StepTimes times{{0.5, 0.5}, {0.1, 0.2}};
+  const StepTimes times = timed({0.5, 0.5}, {0.1, 0.2});
   const LeverChoice c = choose(four({2, 2}, {2, 2}, {8, 8}, {8, 8}), 16, times, 0.25);
   EXPECT_NEAR(c.candidates[0].step_seconds, 4.0 * (0.5 + 0.2 * 2.0), 1e-12);
   EXPECT_NEAR(c.candidates[2].step_seconds, 1.0 * (0.5 + 0.2 * 8.0 * 1.25), 1e-12);
@@ -170,7 +247,7 @@ std::string plan_with(const LeverChoice& levers, bool json) {
 TEST(MemoryLeversReport, ThePlanListsEveryCandidateTheOneTakenWhyAndTheShards) {
   std::vector<LeverCandidate> c = four({4, 4}, {8, 8}, {8, 8}, {12, 12});
   plan_candidates(c, 16, kAuto);
-  LeverChoice levers = choose_levers(std::move(c), 16, StepTimes{{0.5, 0.5}, {0.25, 0.25}}, 0.25);
+  LeverChoice levers = choose_levers(std::move(c), 16, timed({0.5, 0.5}, {0.25, 0.25}), 0.25);
   levers.shard_setting = "auto";
   levers.recompute_setting = "auto";
   levers.shards = {FlatRange{0, 1024}, FlatRange{1024, 1000}};
@@ -202,6 +279,38 @@ TEST(MemoryLeversReport, ThePlanListsEveryCandidateTheOneTakenWhyAndTheShards) {
       << json;
   EXPECT_NE(json.find("\"shards\": [{\"offset\": 0, \"count\": 1024}, {\"offset\": 1024, \"count\": 1000}]"),
             std::string::npos)
+      << json;
+}
+
+TEST(MemoryLeversReport, ATimedChoiceShowsTheGradientLinkAndEachCandidatesCommunication) {
+  std::vector<LeverCandidate> c = four({4, 4}, {6, 6}, {0, 0}, {0, 0});
+  plan_candidates(c, 24, kAuto);
+  StepTimes times = with_nccl_link(timed({1e-3, 1e-3}, {1e-3, 1e-3}));
+  times.link.source = "measured by hand";
+  LeverChoice levers = choose_levers(std::move(c), 24, times, 0.25);
+  levers.shard_setting = "auto";
+  levers.recompute_setting = "auto";
+  const std::string text = plan_with(levers, false);
+  EXPECT_NE(text.find("plan:   gradient link: 1.00 us a step, 10.000 GB/s, buckets overlap backward (measured by "
+                      "hand)\n"),
+            std::string::npos)
+      << text;
+  // The hand counts of ShardingThatLowersKIsTakenOnlyWhere...: none 15.104 ms, 0.104 of
+  // it communication; shard 14.254 ms, 0.254 of it.
+  EXPECT_NE(text.find("micro-batch 4 + 4, k 3, global batch 24, predicted 15.10 ms per step (0.10 ms of it "
+                      "communication)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("micro-batch 6 + 6, k 2, global batch 24, predicted 14.25 ms per step (0.25 ms of it "
+                      "communication)\n"),
+            std::string::npos)
+      << text;
+  const std::string json = plan_with(levers, true);
+  EXPECT_NE(json.find("\"gradient_link\": {\"latency_s\": 1e-06, \"bandwidth_Bps\": 10000000000, \"overlap\": true, "
+                      "\"source\": \"measured by hand\"}"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"predicted_step_s\": 0.0151040064, \"predicted_comm_s\": 0.0001040064}"), std::string::npos)
       << json;
 }
 
