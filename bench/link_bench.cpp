@@ -1,13 +1,20 @@
-// Times the all-reduce between two ranks at message sizes from 8 B to 16 MiB, the way
-// dtrain's gradient buckets travel on the host (MPI_Iallreduce of floats, then
-// MPI_Wait), and fits the link's alpha and beta (runtime/collective_cost.h:
-// t(S) = 2 alpha + S / beta on two ranks). Prints the measurements and the fit as
-// a cluster table's link entry (runtime/cluster_spec.h), for bench/run_scaling_validation.sh.
-//   mpirun -np 2 link_bench [LABEL]
+// Times the all-reduce between two ranks at message sizes from 8 B to MAX_BYTES
+// (default 16 MiB: 8 B times powers of 4, then MAX_BYTES itself), the way dtrain's
+// gradient buckets travel on the host (MPI_Iallreduce of floats, then MPI_Wait), and
+// gives the link's alpha and beta (runtime/collective_cost.h: t(S) = 2 alpha + S / beta
+// on two ranks). Prints the measurements and the link as a cluster table's entry
+// (runtime/cluster_spec.h), for bench/run_scaling_validation.sh, which passes a job's
+// largest gradient bucket as MAX_BYTES: a link's cost per byte is not the same at
+// every size (TCP's grows past a few hundred KiB here), so the entry is the line
+// through the smallest size and MAX_BYTES, the two sizes a step sends (its small
+// all-reduce of sums, and its buckets), with the least-squares line over every size
+// printed beside it.
+//   mpirun -np 2 link_bench [LABEL [MAX_BYTES]]
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -54,12 +61,18 @@ int main(int argc, char** argv) {
   std::vector<char> hosts(2 * MPI_MAX_PROCESSOR_NAME);
   MPI_Gather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, MPI_COMM_WORLD);
 
-  std::vector<double> bytes, seconds;
-  std::vector<float> buf(4 << 20, 1.0f);
-  for (int count = 2; count <= (4 << 20); count *= 4) {
-    bytes.push_back(4.0 * count);
-    seconds.push_back(1e30);
+  const long max_bytes = argc > 2 ? std::atol(argv[2]) : 16L << 20;
+  if (max_bytes < 64 || max_bytes > (1L << 30)) {
+    if (rank == 0) std::fprintf(stderr, "link_bench: MAX_BYTES %s is not between 64 and 1 GiB\n", argv[2]);
+    MPI_Finalize();
+    return 2;
   }
+  const int max_count = static_cast<int>(max_bytes / 4);
+  std::vector<double> bytes, seconds;
+  std::vector<float> buf(static_cast<size_t>(max_count), 1.0f);
+  for (int count = 2; count < max_count; count *= 4) bytes.push_back(4.0 * count);
+  bytes.push_back(4.0 * max_count);
+  seconds.assign(bytes.size(), 1e30);
   // Three passes over the sizes, each size's median kept from its best pass: a moment
   // of other load on the machine moves one pass, not the fit.
   constexpr int kPasses = 3;
@@ -76,9 +89,15 @@ int main(int argc, char** argv) {
                 hosts.data() + MPI_MAX_PROCESSOR_NAME);
     std::printf("# bytes seconds\n");
     for (size_t i = 0; i < bytes.size(); ++i) std::printf("%.0f %.9f\n", bytes[i], seconds[i]);
+    // The table's entry: the line through the smallest message (latency alone) and the
+    // largest (the job's bucket), the two sizes the scaling model uses a link at
+    // (ring_link_from_ends); the least-squares line over every size, for comparison.
     const dtrain::LinkFit fit = dtrain::fit_ring_link(2, bytes, seconds);
-    std::printf("%s: {latency_us: %.4g, bandwidth_GBps: %.4g, source: \"fitted by bench/link_bench, rms error %.1f%%\"}\n",
-                label.c_str(), fit.link.latency_s * 1e6, fit.link.bandwidth_Bps / 1e9, 100.0 * fit.residual);
+    std::printf("# least squares over every size: latency %.4g us, bandwidth %.4g GB/s, rms error %.1f%%\n",
+                fit.link.latency_s * 1e6, fit.link.bandwidth_Bps / 1e9, 100.0 * fit.residual);
+    const dtrain::Link ends = dtrain::ring_link_from_ends(2, seconds.front(), bytes.back(), seconds.back());
+    std::printf("%s: {latency_us: %.4g, bandwidth_GBps: %.4g, source: \"bench/link_bench: through %.0f B and %.0f B\"}\n",
+                label.c_str(), ends.latency_s * 1e6, ends.bandwidth_Bps / 1e9, bytes.front(), bytes.back());
   }
   MPI_Finalize();
   return 0;

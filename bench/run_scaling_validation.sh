@@ -2,9 +2,9 @@
 # Checks the scaling prediction (Note [Scaling model], `dtrain plan --predict-ranks`)
 # against measured step times on this machine:
 #   1. fits each link's alpha and beta with bench/link_bench (an all-reduce between two
-#      ranks, 8 B to 16 MiB): inside one node (Open MPI's shared memory), and on the
-#      namespace cluster of tests/cluster/ (TCP: two ranks on one node, and one on each
-#      of two nodes);
+#      ranks, 8 B up to the job's largest gradient bucket): inside one node (Open MPI's
+#      shared memory), and on the namespace cluster of tests/cluster/ (TCP: two ranks
+#      on one node, and one on each of two nodes);
 #   2. writes two cluster tables from the fits: this machine as one node (2 cores: ranks
 #      beyond 2 share them), and the namespace cluster (2 nodes of 2 ranks; the nodes
 #      share the machine's 2 cores, 1 each). Host MPI makes progress only inside MPI
@@ -40,12 +40,21 @@ rm -rf "$out" && mkdir -p "$out"
 common=(--set train.global_batch="$global" --set train.micro_batch=auto --set device.threads=1
         --set eval.every_steps=0 --set checkpoint.every_steps=0)
 
-# 1. The links.
+# 1. The links, fitted over the sizes the job sends: up to its largest gradient bucket
+#    (the gradient buffer, capped at comm.bucket_mb).
+"$dtrain" plan "$config" "${common[@]}" --json >"$out/plan.json" 2>"$out/plan.err" || { cat "$out/plan.err"; exit 1; }
+largest=$(python3 - "$out/plan.json" <<'PY'
+import json, sys
+plan = json.load(open(sys.argv[1]))
+bucket_mb = 25  # comm.bucket_mb's default, which these runs keep
+print(min(plan["ranks"][0]["predicted"]["grads"], bucket_mb << 20))
+PY
+)
 link_of() { grep -E "^$1: " "$2" | sed "s/^$1: //"; }
-mpirun -np 2 "$link_bench" intra_node >"$out/link_one_node.txt" || { cat "$out/link_one_node.txt"; exit 1; }
+mpirun -np 2 "$link_bench" intra_node "$largest" >"$out/link_one_node.txt" || { cat "$out/link_one_node.txt"; exit 1; }
 cluster_up "$out/cluster" 2 2
-cluster_mpirun -np 2 --map-by slot "$link_bench" intra_node >"$out/link_cluster_intra.txt" 2>&1
-cluster_mpirun -np 2 --map-by node "$link_bench" inter_node >"$out/link_cluster_inter.txt" 2>&1
+cluster_mpirun -np 2 --map-by slot "$link_bench" intra_node "$largest" >"$out/link_cluster_intra.txt" 2>&1
+cluster_mpirun -np 2 --map-by node "$link_bench" inter_node "$largest" >"$out/link_cluster_inter.txt" 2>&1
 one_node=$(link_of intra_node "$out/link_one_node.txt")
 ns_intra=$(link_of intra_node "$out/link_cluster_intra.txt")
 ns_inter=$(link_of inter_node "$out/link_cluster_inter.txt")

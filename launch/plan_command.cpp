@@ -3,6 +3,7 @@
 #include <span>
 #include <vector>
 #include <iostream>
+#include <iterator>
 
 #include "comm/gradient_reducer.h"
 #include "comm/typed_collectives.h"
@@ -35,6 +36,8 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   in.gather_bytes = config.precision.compute == "bf16" ? 2.0 : 4.0;
   in.capacity = config.train.micro_batch != kAuto ? config.train.micro_batch : setup.planned.ranks[rank].capacity;
   in.global_batch = config.train.global_batch;
+  in.noise_scale = config.log.noise_scale;
+  in.data_overlaps = ctx.device_kind() != DeviceKind::Cpu;
   if (cluster.device_flops > 0.0) {
     const double flops = static_cast<double>(model.training_flops_per_sample() + model.recompute_flops_per_sample());
     in.per_sample_s = flops / cluster.device_flops;
@@ -46,10 +49,15 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
   // Timed at the largest micro-batch a rank runs: its capacity, or the whole global
   // batch where that is smaller.
   constexpr int kAdaptiveReps = 0;  // about a quarter of a second at each micro-batch
+  constexpr int kOverheadReps = 20;
   const int64_t largest = in.global_batch != kAuto ? std::min(in.capacity, in.global_batch) : in.capacity;
   const StepTimeLine line = time_step_line(model, ctx, *setup.data.train, largest, kAdaptiveReps);
   in.fixed_s = line.fixed_s;
   in.per_sample_s = line.per_sample_s;
+  const StepOverheads rest = time_step_overheads(model, ctx, *setup.data.train, largest, kOverheadReps);
+  in.data_per_sample_s = rest.data_per_sample_s;
+  in.gradient_pass_s = rest.gradient_pass_s;
+  in.zero_s = rest.zero_s;
   // Last: it changes the parameters, which a plan never trains on.
   constexpr int kOptimizerReps = 20;
   in.optimizer_s = time_optimizer_step(model, *setup.optimizer, ctx, kOptimizerReps);
@@ -60,13 +68,15 @@ ScalingInputs scaling_inputs(const Config& config, TrainingSetup& setup, Context
 
 // Each timed figure, the largest over the ranks (collective).
 void slowest_of_ranks(ScalingInputs& in, Communicator& comm) {
-  const double mine[3] = {in.fixed_s, in.per_sample_s, in.optimizer_s};
-  std::vector<double> all(3 * static_cast<size_t>(comm.size()));
-  all_gather(comm, std::span<const double>(mine, 3), std::span<double>(all))->wait();
+  double* timed[] = {&in.fixed_s, &in.per_sample_s, &in.optimizer_s, &in.data_per_sample_s, &in.gradient_pass_s,
+                     &in.zero_s};
+  constexpr size_t kTimed = std::size(timed);
+  double mine[kTimed];
+  for (size_t i = 0; i < kTimed; ++i) mine[i] = *timed[i];
+  std::vector<double> all(kTimed * static_cast<size_t>(comm.size()));
+  all_gather(comm, std::span<const double>(mine, kTimed), std::span<double>(all))->wait();
   for (int r = 0; r < comm.size(); ++r) {
-    in.fixed_s = std::max(in.fixed_s, all[3 * static_cast<size_t>(r)]);
-    in.per_sample_s = std::max(in.per_sample_s, all[3 * static_cast<size_t>(r) + 1]);
-    in.optimizer_s = std::max(in.optimizer_s, all[3 * static_cast<size_t>(r) + 2]);
+    for (size_t i = 0; i < kTimed; ++i) *timed[i] = std::max(*timed[i], all[kTimed * static_cast<size_t>(r) + i]);
   }
   if (comm.size() > 1) in.compute_source += ", the slowest of " + std::to_string(comm.size()) + " ranks timing at once";
 }

@@ -104,4 +104,17 @@ LinkFit fit_ring_link(int ranks, const std::vector<double>& bytes, const std::ve
   return fit;
 }
 
+Link ring_link_from_ends(int ranks, double small_s, double large_bytes, double large_s) {
+  if (ranks < 2 || !(small_s > 0.0) || !(large_s > small_s) || !(large_bytes > 0.0)) {
+    throw std::invalid_argument("a link from two all-reduce times needs two ranks or more, and a larger message "
+                                "that takes longer than a small one");
+  }
+  // t(S) = 2 (n - 1) alpha + 2 (n - 1) / n S / beta, with t(0) = small_s.
+  const double n = static_cast<double>(ranks);
+  Link link;
+  link.latency_s = small_s / (2.0 * (n - 1.0));
+  link.bandwidth_Bps = 2.0 * (n - 1.0) / n * large_bytes / (large_s - small_s);
+  return link;
+}
+
 }  // namespace dtrain

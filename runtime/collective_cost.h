@@ -70,4 +70,12 @@ struct LinkFit {
 // larger messages).
 LinkFit fit_ring_link(int ranks, const std::vector<double>& bytes, const std::vector<double>& seconds);
 
+// The link that gives a ring all-reduce on `ranks` ranks exactly two measured times: a
+// message so small that its time is latency alone (`small_s`), and `large_bytes` in
+// `large_s`. A link's cost per byte is not the same at every size (TCP's grows past a
+// few hundred KiB on a loaded host), so where a model is used at two sizes (a step's
+// small all-reduce and its gradient buckets), the line through those two is the one
+// to use. Throws std::invalid_argument unless large_s > small_s > 0 and ranks >= 2.
+Link ring_link_from_ends(int ranks, double small_s, double large_bytes, double large_s);
+
 }  // namespace dtrain

@@ -82,19 +82,67 @@ StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int
   StepTimeLine line;
   line.large = std::max<int64_t>(1, largest);
   line.small = std::max<int64_t>(1, line.large / 4);
+  // Adaptive: rounds of the two micro-batches in turn, each figure the median of its
+  // rounds' means, so that a moment of other load on the machine moves one round and
+  // not the line.
+  int rounds = 1;
   if (reps <= 0) {
     const double once = time_micro_step(model, ctx, data, line.large, 1);
     reps = static_cast<int>(std::clamp(0.25 / std::max(once, 1e-6), 3.0, 100.0));
+    rounds = 5;
+    reps = std::max(1, reps / rounds);
   }
-  const double t_large = time_micro_step(model, ctx, data, line.large, reps);
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> large_s, small_s;
+  for (int r = 0; r < rounds; ++r) {
+    large_s.push_back(time_micro_step(model, ctx, data, line.large, reps));
+    if (line.small != line.large) small_s.push_back(time_micro_step(model, ctx, data, line.small, reps));
+  }
+  const double t_large = median(large_s);
   if (line.small == line.large) {
     line.per_sample_s = t_large / static_cast<double>(line.large);
     return line;
   }
-  const double t_small = time_micro_step(model, ctx, data, line.small, reps);
+  const double t_small = median(small_s);
   line.per_sample_s = std::max(0.0, (t_large - t_small) / static_cast<double>(line.large - line.small));
   line.fixed_s = std::max(0.0, t_large - line.per_sample_s * static_cast<double>(line.large));
   return line;
+}
+
+StepOverheads time_step_overheads(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int reps) {
+  reps = std::max(1, reps);
+  const int64_t b = std::max<int64_t>(1, micro_batch);
+  StepBuffers step(ctx, data.layout(), b);
+  // Training gathers shuffled samples from all over the dataset: each gather here
+  // takes the next b of a stride through it, so that the caches see what they would.
+  std::vector<int64_t> indices(static_cast<size_t>(b));
+  int64_t next = 0;
+  auto next_indices = [&]() -> const std::vector<int64_t>& {
+    constexpr int64_t kStride = 7919;  // a prime: every sample before one repeats
+    for (int64_t& i : indices) i = (next++ * kStride) % data.size();
+    return indices;
+  };
+  auto seconds_of = [&](auto&& once) {
+    once();
+    ctx.synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) once();
+    ctx.synchronize();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  };
+  StepOverheads o;
+  o.data_per_sample_s = seconds_of([&] {
+                          step.batch.prefetch(data, 0, next_indices());
+                          step.batch.take();
+                        }) /
+                        static_cast<double>(b);
+  o.gradient_pass_s = seconds_of(
+      [&] { ops::sum_squares(ctx, model.grads(), model.param_count(), 1.0, step.stats.as<double>()); });
+  o.zero_s = seconds_of([&] { model.zero_grads(); });
+  return o;
 }
 
 double time_optimizer_step(Model& model, Optimizer& optimizer, Context& ctx, int reps) {

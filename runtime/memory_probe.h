@@ -31,13 +31,26 @@ double time_micro_step(Model& model, Context& ctx, const Dataset& data, int64_t 
 // step, launches and small kernels, shows); both clamped at zero against timing
 // noise. With `largest` 1, the whole time is per sample. `reps` <= 0: as many as
 // fill about a quarter of a second at `largest` (3 to 100), so that short steps are
-// timed over many. Local: no collectives.
+// timed over many, in 5 rounds of the two micro-batches in turn, each time the median
+// of its rounds. Local: no collectives.
 struct StepTimeLine {
   double fixed_s = 0.0;
   double per_sample_s = 0.0;
   int64_t small = 1, large = 1;  // the micro-batches timed
 };
 StepTimeLine time_step_line(Model& model, Context& ctx, const Dataset& data, int64_t largest, int reps);
+
+// What a training step does besides forward, backward and the optimizer, timed on this
+// rank (Note [Scaling model]): gathering and uploading a micro-batch (`micro_batch`
+// samples, per sample), one pass over the whole gradient buffer (the squared norm;
+// the noise scale's probes are two more), and zeroing the gradients. Each the mean of
+// `reps` after a warm-up. The gradients are left zero. Local: no collectives.
+struct StepOverheads {
+  double data_per_sample_s = 0.0;
+  double gradient_pass_s = 0.0;
+  double zero_s = 0.0;
+};
+StepOverheads time_step_overheads(Model& model, Context& ctx, const Dataset& data, int64_t micro_batch, int reps);
 
 // The seconds one unsharded optimizer step over the whole flat buffer takes on this
 // rank (the one the trainer takes without sharding), the mean of `reps` after a

@@ -59,17 +59,25 @@ ScalingPoint predict_alone(const ScalingInputs& in, const ClusterSpec& c, int ra
   p.global_batch = plan.global_batch;
 
   const int on_busiest_node = std::min(ranks, c.ranks_per_node);
-  const double sharing = std::max(1.0, static_cast<double>(on_busiest_node) / c.devices_per_node);
+  // The ranks on the busiest device (Note [Scaling model]).
+  const double sharing = std::max(1, (on_busiest_node + c.devices_per_node - 1) / c.devices_per_node);
   const double micro_s = sharing * (in.fixed_s + in.per_sample_s * static_cast<double>(p.micro_batch));
+  const double data_s = in.data_overlaps ? 0.0 : sharing * in.data_per_sample_s * static_cast<double>(p.micro_batch);
   const double optimizer_s = sharing * in.optimizer_s / (in.shard ? ranks : 1);
-  p.compute_s = static_cast<double>(p.accumulation) * micro_s + optimizer_s;
+  const bool probes = in.noise_scale && (ranks >= 2 || p.accumulation >= 2);
+  const double passes = (in.shard ? 1.0 / ranks : 1.0) + (probes ? 2.0 : 0.0);
+  const double step_passes_s = sharing * (passes * in.gradient_pass_s + in.zero_s);
+  p.compute_s = static_cast<double>(p.accumulation) * (micro_s + data_s) + optimizer_s + step_passes_s;
 
   const StepCommunication comm =
       step_communication(GradientTraffic{in.bucket_elements, in.wire_bytes, in.shard, in.gather_bytes},
                          RankLayout{ranks, p.nodes}, c, micro_s);
+  // Collectives on the host (no overlap: MPI) are the host's work as the compute is,
+  // so ranks sharing a device share it for them too (Note [Scaling model]).
+  const double comm_sharing = c.overlap ? 1.0 : sharing;
   p.algorithm = comm.algorithm;
-  p.comm_s = comm.comm_s;
-  p.exposed_s = comm.exposed_s;
+  p.comm_s = comm_sharing * comm.comm_s;
+  p.exposed_s = comm_sharing * comm.exposed_s;
   p.latency_share = comm.comm_s > 0.0 ? comm.latency_s / comm.comm_s : 0.0;
   p.step_s = p.compute_s + p.exposed_s;
   p.samples_per_s = p.step_s > 0.0 ? static_cast<double>(p.global_batch) / p.step_s : 0.0;
@@ -159,6 +167,11 @@ std::string scaling_text(const ScalingReport& r) {
     << "  compute: t(b) = " << fmt("%.4g", r.inputs.fixed_s * 1e3) << " ms + "
     << fmt("%.4g", r.inputs.per_sample_s * 1e3) << " ms x b a micro-step, and " << fmt("%.4g", r.inputs.optimizer_s * 1e3)
     << " ms an optimizer step (" << r.inputs.compute_source << ")\n"
+    << "  the rest of a step: " << fmt("%.4g", r.inputs.data_per_sample_s * 1e3) << " ms x b gathering data"
+    << (r.inputs.data_overlaps ? " (hidden: the device computes meanwhile)" : "") << ", "
+    << fmt("%.4g", r.inputs.gradient_pass_s * 1e3) << " ms a pass over the gradients (1"
+    << (r.inputs.noise_scale ? ", and 2 for the noise scale on 2+ ranks or k >= 2" : "") << "), "
+    << fmt("%.4g", r.inputs.zero_s * 1e3) << " ms zeroing them\n"
     << "  gradients: " << r.inputs.bucket_elements.size() << " buckets, " << fmt("%.0f", r.inputs.wire_bytes)
     << " bytes an element on the wire" << (r.inputs.shard ? ", reduce-scattered, parameters all-gathered" : "")
     << "\n";
@@ -191,8 +204,11 @@ std::string scaling_json(const ScalingReport& r) {
     << ", \"source\": " << json_string(c.intra_source) << "}, \"inter_node\": {\"latency_s\": "
     << c.inter_node.latency_s << ", \"bandwidth_Bps\": " << c.inter_node.bandwidth_Bps
     << ", \"source\": " << json_string(c.inter_source) << "}, \"device_flops\": " << c.device_flops << "}"
-    << ", \"compute\": {\"fixed_s\": " << r.inputs.fixed_s << ", \"per_sample_s\": " << r.inputs.per_sample_s << ", \"optimizer_s\": " << r.inputs.optimizer_s
-    << ", \"source\": " << json_string(r.inputs.compute_source) << "}, \"buckets\": " << r.inputs.bucket_elements.size()
+    << ", \"compute\": {\"fixed_s\": " << r.inputs.fixed_s << ", \"per_sample_s\": " << r.inputs.per_sample_s
+    << ", \"optimizer_s\": " << r.inputs.optimizer_s << ", \"data_per_sample_s\": " << r.inputs.data_per_sample_s
+    << ", \"data_overlaps\": " << (r.inputs.data_overlaps ? "true" : "false")
+    << ", \"gradient_pass_s\": " << r.inputs.gradient_pass_s << ", \"zero_s\": " << r.inputs.zero_s
+    << ", \"noise_scale\": " << (r.inputs.noise_scale ? "true" : "false") << ", \"source\": " << json_string(r.inputs.compute_source) << "}, \"buckets\": " << r.inputs.bucket_elements.size()
     << ", \"wire_bytes\": " << r.inputs.wire_bytes << ", \"shard\": " << (r.inputs.shard ? "true" : "false")
     << ", \"points\": [";
   for (size_t i = 0; i < r.points.size(); ++i) {

@@ -12,7 +12,10 @@
 //             measured on this rank at two micro-batches (the time of the probe step,
 //             runtime/memory_probe.h), or given by the cluster table as a sustained
 //             FLOP/s (fixed 0, per_sample = training FLOPs / FLOP/s). Ranks beyond a
-//             node's devices share them: t grows by ranks on a node / devices.
+//             node's devices share them: t grows by the ranks on the busiest
+//             device, ceil(ranks on a node / devices), since ranks take whole
+//             devices (3 ranks on 2: two share one) and a step waits for its
+//             slowest rank.
 //   communication: on the last micro-step, each gradient bucket is all-reduced (or
 //             reduce-scattered, sharded) when backward has produced it; backward is
 //             taken as 2/3 of a micro-step (twice the forward's FLOPs), and a bucket
@@ -25,16 +28,24 @@
 //             ready_i is the end of backward. Then, exposed in full: the step's one
 //             small all-reduce (loss, norm, counters) and, sharded, the all-gather of
 //             the updated parameters. Each collective's cost is Note [Alpha-beta
-//             collectives], runtime/collective_cost.h.
+//             collectives], runtime/collective_cost.h. Collectives on the host (no
+//             overlap) are CPU work of every rank, as the compute is: ranks that share
+//             a device share it for them too, so their cost grows by the same factor.
 //   optimizer: once a step, its measured time (0 with a given FLOP/s), shared as the
 //             compute is, and over 1 / N of the parameters when sharded.
-//   step = k t(b) + optimizer + exposed;  samples/s = global batch / step;
+//   the rest of a step, measured on this rank (time_step_overheads): on the CPU,
+//             gathering each micro-batch (d per sample; a GPU computes meanwhile, so
+//             there it is hidden), and once a step the passes over the gradient
+//             buffer: the squared norm (over 1 / N of it when sharded), the noise
+//             scale's two probes where it estimates (2+ ranks, or k >= 2), and the
+//             zeroing. Shared as the compute is. Left out, these were 15% of the
+//             MLP's step on one CPU rank (bench/RESULTS.md).
+//   step = k (t(b) + d b) + optimizer + passes + exposed;  samples/s = global batch / step;
 //   efficiency = samples/s on N ranks / (N x samples/s on one rank), one rank
 //             planned for the same global batch (or its own capacity, weak scaling).
 // What dominates is named: compute where the exposed communication is under a tenth
 // of the step; else latency or bandwidth, by which part of the exposed collectives'
-// cost is larger. Left out: data loading, and the cores that collectives on the host
-// take from the compute of ranks sharing them.
+// cost is larger.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +65,11 @@ struct ScalingInputs {
   double fixed_s = 0.0;                  // one micro-step on one device alone:
   double per_sample_s = 0.0;             //   t(b) = fixed_s + per_sample_s * b
   double optimizer_s = 0.0;              // one unsharded optimizer step on one device alone
+  double data_per_sample_s = 0.0;        // gathering and uploading one sample of a micro-batch
+  bool data_overlaps = false;            // the device computes while the host gathers (not the CPU)
+  double gradient_pass_s = 0.0;          // one pass over the whole gradient buffer, one device alone
+  double zero_s = 0.0;                   // zeroing the gradients after a step
+  bool noise_scale = false;              // log.noise_scale: two more passes (on 2+ ranks or k >= 2)
   int64_t capacity = 1;                  // the micro-batch one rank holds
   int64_t global_batch = 0;              // a number, or kAuto (weak scaling)
   std::string compute_source;            // how t(b) was obtained, for the report

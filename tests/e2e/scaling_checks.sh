@@ -8,7 +8,8 @@
 #   k = 64 / (16 N) micro-steps of 16 samples, each taking 16 * per_sample * sharing
 #     (sharing = min(N, 2) / 1);
 #   one bucket of P fp32 gradients (P * 4 bytes is under comm.bucket_mb), all-reduced
-#     after backward, plus the step's 64 bytes of sums; on N ranks across
+#     after backward, plus the step's 64 bytes of sums, both times the sharing too
+#     (without overlap the collectives are the host's work); on N ranks across
 #     nodes = ceil(N / 2), ring: 2 (N - 1) steps, 2 (nodes - 1) of them crossing,
 #     2 (N - 1) / N * S / 1 GB/s; tree: 2 ((ranks a node - 1) + ceil(log2 nodes))
 #     steps, 2 S / 1 GB/s; the cheaper of the two;
@@ -52,7 +53,7 @@ def step(n):
     nodes = math.ceil(n / 2)
     k = 64 // (16 * n)
     compute = k * 16 * per_sample * min(n, 2)
-    return compute, compute + all_reduce(4 * P, n, nodes) + all_reduce(64, n, nodes)
+    return compute, compute + min(n, 2) * (all_reduce(4 * P, n, nodes) + all_reduce(64, n, nodes))
 ok = per_sample > 0 and s["buckets"] == 1
 points = {p["ranks"]: p for p in s["points"]}
 for n in (1, 2, 4):

@@ -99,6 +99,17 @@ TEST(CollectiveCost, FitOnFourRanksUndoesTheRingsStepsAndBytes) {
   }
 }
 
+TEST(CollectiveCost, ALinkFromTwoEndsReproducesBothTimes) {
+  // 3 ranks: 4 steps of latency, 4/3 S at the bus bandwidth.
+  const Link l = ring_link_from_ends(3, 20e-6, 1e6, 1e-3);
+  EXPECT_NEAR(l.latency_s, 5e-6, 1e-18);
+  EXPECT_NEAR(l.bandwidth_Bps, 4.0 / 3.0 * 1e6 / (1e-3 - 20e-6), 1e-3);
+  EXPECT_NEAR(ring_all_reduce_s(0.0, {3, 1}, l, l), 20e-6, 1e-15);
+  EXPECT_NEAR(ring_all_reduce_s(1e6, {3, 1}, l, l), 1e-3, 1e-15);
+  EXPECT_THROW(ring_link_from_ends(1, 1e-6, 1e6, 1e-3), std::invalid_argument);
+  EXPECT_THROW(ring_link_from_ends(2, 1e-3, 1e6, 1e-3), std::invalid_argument) << "no slower with more bytes";
+}
+
 TEST(CollectiveCost, FitRefusesTooFewSizesAndTimesThatDoNotGrow) {
   EXPECT_THROW(fit_ring_link(1, {1e3, 1e6}, {1e-5, 1e-3}), std::invalid_argument);
   EXPECT_THROW(fit_ring_link(2, {1e3, 1e3}, {1e-5, 1.1e-5}), std::invalid_argument);

@@ -70,6 +70,25 @@ TEST(ScalingModel, RanksBeyondTheDevicesShareThem) {
   const ScalingPoint p = predict_scaling(one_bucket(1000, 10, kAuto), free_links(4, 2), 4);
   EXPECT_NEAR(p.compute_s, 2 * 10e-3, 1e-12);
   EXPECT_NEAR(p.efficiency, 0.5, 1e-9);
+  // 3 ranks on 2 devices: two share one, and the step waits for them.
+  const ScalingPoint three = predict_scaling(one_bucket(1000, 10, kAuto), free_links(4, 2), 3);
+  EXPECT_NEAR(three.compute_s, 2 * 10e-3, 1e-12);
+}
+
+TEST(ScalingModel, HostCollectivesOfRanksSharingADeviceShareItToo) {
+  // 4 ranks on one node of 2 devices, one bucket of 1e6 fp32 on a 4 GB/s link: the
+  // ring all-reduce moves 2 * 3/4 * 4 MB, 1.5 ms, and the sums' 64 bytes 24 ns. On the
+  // host (no overlap) two ranks share each core for that too: twice as long.
+  ClusterSpec host = free_links(4, 2);
+  host.intra_node = {0.0, 4e9};
+  host.overlap = false;
+  const double alone = 1.5e-3 + 2 * 0.75 * 64 / 4e9;
+  EXPECT_NEAR(predict_scaling(one_bucket(1000000, 10, kAuto), host, 4).exposed_s, 2 * alone, 1e-12);
+  // With a device's own collectives (overlap: NCCL), the link is the limit, not the
+  // host; the single bucket is ready as backward ends, so all of it shows, once.
+  ClusterSpec device = host;
+  device.overlap = true;
+  EXPECT_NEAR(predict_scaling(one_bucket(1000000, 10, kAuto), device, 4).exposed_s, alone, 1e-12);
 }
 
 TEST(ScalingModel, AFixedGlobalBatchOnTwoRanksByHand) {
