@@ -3,6 +3,8 @@
 // when nothing fits. (Several ranks: tests/mpi/test_batch_planner.cpp.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <memory>
 #include <string>
 
@@ -134,6 +136,21 @@ TEST(BatchPlanner, ProbeLeavesParametersAndZeroGradients) {
   Rank r(c);
   const std::vector<float> before(r.model->params(), r.model->params() + r.model->param_count());
   probe_micro_batch(*r.model, *r.ctx, *r.data.train, 16, 16);
+  for (int64_t i = 0; i < r.model->param_count(); ++i) {
+    ASSERT_EQ(r.model->params()[i], before[static_cast<size_t>(i)]);
+    ASSERT_EQ(r.model->grads()[i], 0.0f);
+  }
+}
+
+TEST(BatchPlanner, TimingTheRestOfAStepLeavesParametersAndZeroGradients) {
+  const Config c = config_for("mlp");
+  Rank r(c);
+  const std::vector<float> before(r.model->params(), r.model->params() + r.model->param_count());
+  std::fill(r.model->grads(), r.model->grads() + r.model->param_count(), 1.0f);
+  const StepOverheads o = time_step_overheads(*r.model, *r.ctx, *r.data.train, 64, 3);
+  EXPECT_GT(o.data_per_sample_s, 0.0);
+  EXPECT_GT(o.gradient_pass_s, 0.0);
+  EXPECT_GT(o.zero_s, 0.0);
   for (int64_t i = 0; i < r.model->param_count(); ++i) {
     ASSERT_EQ(r.model->params()[i], before[static_cast<size_t>(i)]);
     ASSERT_EQ(r.model->grads()[i], 0.0f);

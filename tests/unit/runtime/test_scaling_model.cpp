@@ -75,6 +75,32 @@ TEST(ScalingModel, RanksBeyondTheDevicesShareThem) {
   EXPECT_NEAR(three.compute_s, 2 * 10e-3, 1e-12);
 }
 
+TEST(ScalingModel, TheRestOfAStepByHand) {
+  // Micro-steps of 10 samples at 1 ms a sample; gathering a sample 0.1 ms; a pass over
+  // the gradients 2 ms, zeroing them 1 ms; free links.
+  ScalingInputs in = one_bucket(1000, 10, kAuto);
+  in.data_per_sample_s = 1e-4;
+  in.gradient_pass_s = 2e-3;
+  in.zero_s = 1e-3;
+  in.noise_scale = true;
+  // One rank, k = 1: no noise probes; 10 + 1 (data) + 2 (norm) + 1 (zero) ms.
+  EXPECT_NEAR(predict_scaling(in, free_links(8, 8), 1).compute_s, 14e-3, 1e-12);
+  // Two ranks: the noise scale's two probes are two more passes.
+  EXPECT_NEAR(predict_scaling(in, free_links(8, 8), 2).compute_s, 18e-3, 1e-12);
+  // Sharded on two ranks: the norm covers half the buffer.
+  in.shard = true;
+  EXPECT_NEAR(predict_scaling(in, free_links(8, 8), 2).compute_s, 17e-3, 1e-12);
+  // A device that computes while the host gathers hides the data; without the noise
+  // scale only the norm and the zeroing remain.
+  in.shard = false;
+  in.data_overlaps = true;
+  in.noise_scale = false;
+  EXPECT_NEAR(predict_scaling(in, free_links(8, 8), 2).compute_s, 13e-3, 1e-12);
+  // Two ranks sharing one device: all of it twice.
+  in.data_overlaps = false;
+  EXPECT_NEAR(predict_scaling(in, free_links(2, 1), 2).compute_s, 2 * 14e-3, 1e-12);
+}
+
 TEST(ScalingModel, HostCollectivesOfRanksSharingADeviceShareItToo) {
   // 4 ranks on one node of 2 devices, one bucket of 1e6 fp32 on a 4 GB/s link: the
   // ring all-reduce moves 2 * 3/4 * 4 MB, 1.5 ms, and the sums' 64 bytes 24 ns. On the
