@@ -19,9 +19,10 @@ namespace {
 bool recomputes(const LeverSetting& s) { return s.recompute == Recompute::kBlocks; }
 
 // How much faster a candidate with more levers must be predicted to be than one with
-// fewer, to be taken (Note [Memory levers]): the prediction leaves out the optimizer
-// step and data loading, and a 1% difference is inside the timing's own noise.
-constexpr double kLeverMargin = 0.01;
+// fewer, to be taken (Note [Memory levers]): the timings it rests on move by a few
+// percent between runs (more where ranks share cores), and a choice that flips
+// between runs of the same job would change its plan.
+constexpr double kLeverMargin = 0.05;
 
 // The index of the fitting candidate that `better` prefers, scanning in preference
 // order so that ties keep the earlier (fewer levers); -1 when none fits.
@@ -100,8 +101,10 @@ std::string reason_for(const LeverChoice& c, int chosen, int base, int64_t globa
                         std::to_string(took.plan.accumulation_steps) + " -> " +
                         std::to_string(other.plan.accumulation_steps);
       if (other.step_seconds > 0 && took.step_seconds > 0) {
-        out += ", but its predicted step is slower (" + fmt("%.2f", 1e3 * other.step_seconds) + " ms against " +
-               fmt("%.2f", 1e3 * took.step_seconds) + " ms)";
+        out += other.step_seconds >= took.step_seconds ? ", but its predicted step is slower ("
+                                                       : ", but its predicted step is less than " +
+                                                             fmt("%.0f", 100.0 * kLeverMargin) + "% faster (";
+        out += fmt("%.2f", 1e3 * other.step_seconds) + " ms against " + fmt("%.2f", 1e3 * took.step_seconds) + " ms)";
       } else {
         out += ", but not for speed unmeasured";
       }

@@ -16,8 +16,9 @@
 //   - a fixed global batch where every candidate that fits has the same accumulation
 //     k: fewer levers wins, so a lever is taken only when nothing fits without it.
 //   - a fixed global batch where a lever lowers k: the fastest predicted step wins;
-//     a candidate must be predicted at least 1% faster than one with fewer levers
-//     (earlier in the order above) to win over it. Each rank times a forward and backward at two
+//     a candidate must be predicted at least 5% faster than one with fewer levers
+//     (earlier in the order above) to win over it, so that the timings' own noise
+//     does not flip the plan between runs of the same job. Each rank times a forward and backward at two
 //     micro-batches, t(b) = fixed + per_sample * b (the step's fixed cost, launches
 //     and small kernels, is what a larger micro-batch saves), and the ranks measure
 //     the link of the gradient communicator (Note [Link probe]). A candidate's step is
