@@ -42,6 +42,8 @@ std::string fmt(const char* f, double v) {
 
 }  // namespace
 
+bool buckets_overlap_backward(const Communicator& gradients) { return gradients.backend_name() == "nccl"; }
+
 LinkProbe probe_gradient_link(Communicator& gradients, Communicator& control, Context& ctx, float* buffer,
                               int64_t elements, int64_t largest) {
   const int n = gradients.size();
@@ -74,7 +76,7 @@ LinkProbe probe_gradient_link(Communicator& gradients, Communicator& control, Co
   }
 
   LinkProbe probe;
-  probe.overlap = gradients.backend_name() == "nccl";
+  probe.overlap = buckets_overlap_backward(gradients);
   const std::string what = "measured on the " + gradients.backend_name() + " gradient communicator, all-reduces of " +
                            format_bytes(4.0 * double(small)) + " to " + format_bytes(4.0 * double(large));
   try {

@@ -28,6 +28,9 @@
 
 namespace dtrain {
 
+// Whether `gradients` reduces the buckets during backward: NCCL, on its own stream.
+bool buckets_overlap_backward(const Communicator& gradients);
+
 struct LinkProbe {
   Link link;
   bool overlap = false;    // the gradient buckets travel during backward

@@ -180,8 +180,16 @@ void plan_candidates(std::vector<LeverCandidate>& candidates, int64_t global_bat
   }
 }
 
-bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch) {
+bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch, bool overlap) {
   if (global_batch == kAuto) return false;
+  const int with = best_k_where(candidates, true), without = best_k_where(candidates, false);
+  if (with >= 0 && without >= 0 &&
+      candidates[static_cast<size_t>(with)].plan.accumulation_steps <
+          candidates[static_cast<size_t>(without)].plan.accumulation_steps) {
+    return true;  // recompute lowers k, for its FLOPs
+  }
+  if (!overlap) return false;
+  // Overlapped buckets: sharding that lowers k pays an all-gather that nothing hides.
   int64_t k = 0;
   for (const LeverCandidate& c : candidates) {
     if (!c.fits) continue;
@@ -211,9 +219,18 @@ LeverChoice choose_levers(std::vector<LeverCandidate> candidates, int64_t global
     });
   } else if (!times.empty()) {
     // Measured: the fastest predicted step, where more levers must win by a margin.
-    chosen = best_of(c, [](const LeverCandidate& a, const LeverCandidate& b) {
-      return a.step_seconds < (1.0 - kLeverMargin) * b.step_seconds;
-    });
+    // Without overlap, sharding that lowers k is never slower (fewer micro-steps, and
+    // its collectives cost what the all-reduce does), so only the smallest k of each
+    // side of recompute competes (Note [Memory levers]).
+    const bool overlap = times.ranks >= 2 && times.link.overlap;
+    auto eligible = [&](int i) { return overlap || i == with || i == without; };
+    for (int i = 0; i < static_cast<int>(c.size()); ++i) {
+      if (!c[static_cast<size_t>(i)].fits || !eligible(i)) continue;
+      if (chosen < 0 || c[static_cast<size_t>(i)].step_seconds <
+                            (1.0 - kLeverMargin) * c[static_cast<size_t>(chosen)].step_seconds) {
+        chosen = i;
+      }
+    }
   } else {
     // Unmeasured: the smallest k without recompute; recompute only where nothing
     // fits without it.
@@ -276,7 +293,8 @@ LeverChoice choose_memory_levers(const Config& config, Model& model, int64_t opt
   const double training_flops = static_cast<double>(std::max<int64_t>(1, model.training_flops_per_sample()));
   const double extra = static_cast<double>(model.recompute_flops_per_sample_in(Recompute::kBlocks)) / training_flops;
   StepTimes times;
-  if (needs_step_times(candidates, config.train.global_batch)) {
+  if (needs_step_times(candidates, config.train.global_batch,
+                       gradients != nullptr && n >= 2 && buckets_overlap_backward(*gradients))) {
     // Timed where the choice is made: this rank's micro-batch of the best setting
     // without recompute (else of the first that fits), and a quarter of it.
     int timed = best_k_where(candidates, false);

@@ -15,13 +15,21 @@
 //     no FLOPs), then recompute, then both.
 //   - a fixed global batch where every candidate that fits has the same accumulation
 //     k: fewer levers wins, so a lever is taken only when nothing fits without it.
-//   - a fixed global batch where a lever lowers k: the fastest predicted step wins;
-//     a candidate must be predicted at least 5% faster than one with fewer levers
+//   - a fixed global batch where sharding lowers k, on a communicator whose buckets
+//     travel after backward (MPI): sharding, untimed. It is never slower there: the
+//     micro-steps it saves are the step's fixed costs, and its reduce-scatters and
+//     all-gather cost what the all-reduces do (fewer latencies, the same bytes).
+//   - a fixed global batch where recompute lowers k, or where any lever lowers k and
+//     the buckets overlap backward (NCCL, where the all-reduce hides behind backward
+//     and sharding's all-gather does not): the fastest predicted step wins; a
+//     candidate must be predicted at least 5% faster than one with fewer levers
 //     (earlier in the order above) to win over it, so that the timings' own noise
-//     does not flip the plan between runs of the same job. Each rank times a forward and backward at two
-//     micro-batches, t(b) = fixed + per_sample * b (the step's fixed cost, launches
-//     and small kernels, is what a larger micro-batch saves), and the ranks measure
-//     the link of the gradient communicator (Note [Link probe]). A candidate's step is
+//     does not flip the plan between runs of the same job. Without overlap only the
+//     smallest k with and without recompute compete. Each rank times a forward and
+//     backward at two micro-batches, t(b) = fixed + per_sample * b (the step's fixed
+//     cost, launches and small kernels, is what a larger micro-batch saves), and the
+//     ranks measure the link of the gradient communicator (Note [Link probe]). A
+//     candidate's step is
 //       k * micro  +  the communication it waits for,
 //       micro = max over ranks of (fixed_r + per_sample_r * b_r * (1 + recompute's
 //               extra FLOPs over the training FLOPs)),
@@ -106,9 +114,10 @@ std::vector<LeverSetting> lever_candidates(const Config& config, int world_size,
 // capacity holds it. Pure.
 void plan_candidates(std::vector<LeverCandidate>& candidates, int64_t global_batch, int64_t micro_batch);
 
-// True when the choice needs measured step times: for a fixed global batch, the
-// candidates that fit do not all have the same k. Pure.
-bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch);
+// True when the choice needs measured step times (Note [Memory levers]), for a fixed
+// global batch: recompute lowers k below the best setting without it, or, where the
+// gradient buckets overlap backward (`overlap`), any lever lowers k. Pure.
+bool needs_step_times(const std::vector<LeverCandidate>& candidates, int64_t global_batch, bool overlap);
 
 // Chooses among planned candidates (Note [Memory levers]); fills step_seconds where
 // `times` is given. When none fits, the last candidate (the most levers) is chosen, and

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <fstream>
+#include <memory>
 #include <span>
 #include <random>
 #include <string>
@@ -102,18 +103,31 @@ Needs needs_at(const Config& c, int64_t samples) {
 Needs needs_at_one_sample(const Config& c) { return needs_at(c, 1); }
 
 // Plans `c` on every rank with memory.limit `limit` (agreed: the largest any rank
-// computed, so that all ranks have the same limit) and returns the lever chosen.
-std::string chosen_with_limit(Config c, int64_t limit) {
+// computed, so that all ranks have the same limit); with `gradients`, the world is
+// also the gradient communicator whose link a timed choice measures.
+struct Planned {
+  std::unique_ptr<Context> ctx;  // first: the setup's buffers are freed before it
+  TrainingSetup setup;
+};
+
+Planned setup_with_limit(Config c, int64_t limit, bool gradients = false) {
   Communicator& comm = testing_mpi::world();
   int64_t agreed = limit;
   std::vector<int64_t> all(static_cast<size_t>(comm.size()));
   all_gather(comm, std::span<const int64_t>(&agreed, 1), std::span<int64_t>(all))->wait();
   agreed = *std::max_element(all.begin(), all.end());
   c.memory.limit = agreed;
-  auto ctx = Context::make_cpu(1, static_cast<size_t>(agreed));
-  TrainingSetup s = setup_training(c, *ctx, comm, 1, "");
-  EXPECT_GE(s.plan().global_batch, 1);
-  return lever_name(s.levers.chosen);
+  Planned p;
+  p.ctx = Context::make_cpu(1, static_cast<size_t>(agreed));
+  p.setup = setup_training(c, *p.ctx, comm, 1, "", /*probe_step=*/true, gradients ? &comm : nullptr);
+  return p;
+}
+
+// The lever chosen for `c` at `limit`, planned as setup_with_limit does.
+std::string chosen_with_limit(const Config& c, int64_t limit, bool gradients = false) {
+  const Planned p = setup_with_limit(c, limit, gradients);
+  EXPECT_GE(p.setup.plan().global_batch, 1);
+  return lever_name(p.setup.levers.chosen);
 }
 
 TEST(MemoryLeverChoice, NeitherIsNeededWithPlentyOfMemory) {
@@ -152,7 +166,7 @@ TEST(MemoryLeverChoice, OnlyShardingFits) {
   EXPECT_EQ(chosen_with_limit(c, n.shard + (n.none - n.shard) / 2), "shard");
 }
 
-TEST(MemoryLeverChoice, ShardingThatLowersKIsWeighedOnTheMeasuredGradientLink) {
+TEST(MemoryLeverChoice, ShardingThatLowersKOverMpiIsTakenUntimed) {
   Communicator& comm = testing_mpi::world();
   if (comm.size() < 2) GTEST_SKIP() << "sharding needs two ranks or more";
   Config c = mlp_config();
@@ -163,13 +177,21 @@ TEST(MemoryLeverChoice, ShardingThatLowersKIsWeighedOnTheMeasuredGradientLink) {
   const int64_t limit = needs_at(c, kPerRank).shard;
   ASSERT_GT(needs_at(c, kPerRank).none, limit);
   ASSERT_LT(needs_at(c, 1).none, limit) << "without sharding, some k should fit";
-  int64_t agreed = limit;
-  std::vector<int64_t> limits(static_cast<size_t>(comm.size()));
-  all_gather(comm, std::span<const int64_t>(&agreed, 1), std::span<int64_t>(limits))->wait();
-  c.memory.limit = *std::max_element(limits.begin(), limits.end());
-  auto ctx = Context::make_cpu(1, static_cast<size_t>(c.memory.limit));
-  TrainingSetup s = setup_training(c, *ctx, comm, 1, "", /*probe_step=*/true, /*gradients=*/&comm);
+  EXPECT_EQ(chosen_with_limit(c, limit, /*gradients=*/true), "shard");
+}
 
+TEST(MemoryLeverChoice, ATimedChoiceMeasuresTheGradientLinkAndEveryRankAgrees) {
+  Communicator& comm = testing_mpi::world();
+  if (comm.size() < 2) GTEST_SKIP() << "the link needs two ranks or more";
+  // Recompute that lowers k is timed (Note [Memory levers]); sharding fixed off.
+  Config c = gpt_config();
+  c.optimizer.shard = "false";
+  constexpr int64_t kPerRank = 8;
+  const int64_t limit = needs_at(c, kPerRank).recompute;
+  ASSERT_GT(needs_at(c, kPerRank).none, limit);
+  ASSERT_LT(needs_at(c, 1).none, limit) << "without recompute, some k should fit";
+  const Planned p = setup_with_limit(c, limit, /*gradients=*/true);
+  const TrainingSetup& s = p.setup;
   const LeverChoice& l = s.levers;
   ASSERT_EQ(l.times.ranks, comm.size()) << "the choice was timed, the link measured";
   EXPECT_GT(l.times.link.link.latency_s, 0.0);
@@ -177,7 +199,7 @@ TEST(MemoryLeverChoice, ShardingThatLowersKIsWeighedOnTheMeasuredGradientLink) {
   EXPECT_FALSE(l.times.link.overlap) << "MPI on the host: buckets after backward";
   EXPECT_NE(l.times.link.source.find("measured on the mpi gradient communicator"), std::string::npos)
       << l.times.link.source;
-  ASSERT_EQ(l.candidates.size(), 2u);  // none and shard: an MLP has no blocks
+  ASSERT_EQ(l.candidates.size(), 2u);  // none and recompute
   for (const LeverCandidate& k : l.candidates) {
     ASSERT_TRUE(k.fits) << lever_name(k.setting);
     EXPECT_GT(k.comm_seconds, 0.0) << lever_name(k.setting);
@@ -192,8 +214,8 @@ TEST(MemoryLeverChoice, ShardingThatLowersKIsWeighedOnTheMeasuredGradientLink) {
   for (int r = 1; r < comm.size(); ++r) {
     for (int i = 0; i < 4; ++i) EXPECT_EQ(all[4 * static_cast<size_t>(r) + i], mine[i]) << "rank " << r << ", figure " << i;
   }
-  // The plan is the choice's: sharded, k 1; unsharded, the fewer samples a rank.
-  EXPECT_EQ(s.plan().accumulation_steps, l.chosen.shard ? 1 : l.candidates[0].plan.accumulation_steps);
+  EXPECT_EQ(s.plan().accumulation_steps,
+            l.candidates[l.chosen.recompute == Recompute::kBlocks ? 1 : 0].plan.accumulation_steps);
 }
 
 TEST(MemoryLeverChoice, ShardingAskedForOnOneRankIsANoOpWithANote) {
