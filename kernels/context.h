@@ -22,8 +22,9 @@ struct CudaOptions {
   bool tf32 = false;              // allow TF32 tensor-core math in GEMM and convolution
   size_t memory_limit_bytes = 0;  // 0: the device's memory
   int num_threads = 1;            // host threads for the few host-side loops
-  // cuDNN's fused attention where it takes the shape (Note [Fused attention],
-  // kernels/cuda/fused_attention.h); false: always the unfused path.
+  // Fused attention: cuDNN's where it takes the shape (Note [Fused attention],
+  // kernels/cuda/fused_attention.h), else dtrain's own (Note [Own fused attention],
+  // kernels/cuda/flash_attention.h); false: always the unfused path.
   bool fused_attention = true;
 };
 

@@ -404,7 +404,8 @@ inline size_t embedding_backward_workspace_bytes(Context& ctx, int64_t batch, in
 // backward needs besides qkv and out, attention_saved_bytes of it (a pointer of the
 // compute type): the softmax probabilities (B, H, T, T) where a backend materialises
 // them (the CPU's, and CUDA's unfused path), or each row's log-sum-exp (B, H, T) fp32
-// where it fuses (Note [Fused attention], kernels/cuda/fused_attention.h).
+// where it fuses (Note [Fused attention], kernels/cuda/fused_attention.h: cuDNN's; Note
+// [Own fused attention], kernels/cuda/flash_attention.h: dtrain's, where cuDNN declines).
 inline void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr saved, int64_t batch,
                               int64_t seq, int64_t channels, int64_t heads) {
   ctx.backend().attention_forward(ctx, qkv, out, saved, batch, seq, channels, heads);

@@ -1,8 +1,10 @@
 // Causal multi-head self-attention (Note [Transformer ops], kernels/ops.h): fused, by
 // cuDNN's SDPA, where it takes the shape (Note [Fused attention],
-// kernels/cuda/fused_attention.h), and otherwise, the fp32 path included, unfused here
-// from cuBLAS strided-batched GEMMs and two softmax kernels, which keep the
-// probabilities as the saved state.
+// kernels/cuda/fused_attention.h), else by dtrain's own fused kernels, fp32 included
+// (Note [Own fused attention], kernels/cuda/flash_attention.h); and only where both
+// decline (or CudaOptions::fused_attention is off), unfused here from cuBLAS
+// strided-batched GEMMs and two softmax kernels, which keep the probabilities as the
+// saved state.
 //
 // Layout: qkv (B, T, 3C) with head h of q, k and v in features h*hs + [0, hs) of the
 // thirds, hs = C / H; out (B, T, C) with head h in features h*hs + [0, hs). So head
@@ -225,6 +227,7 @@ size_t CudaBackend::attention_workspace_bytes(int64_t batch, int64_t seq, int64_
   if (batch == 0 || seq == 0 || heads == 0 || channels == 0) return 0;
   const FusedAttentionShape shape{batch, seq, channels, heads};
   if (fused_attention_->supports(shape, type)) return fused_attention_->workspace_bytes(shape);
+  if (flash_attention_->supports(shape)) return flash_attention_->workspace_bytes(shape);
   const HeadLoop loop(batch, heads);
   const WorkspaceLayout l = workspace_layout(loop.count, seq, channels / heads, type);
   return l.forward_bytes > l.backward_bytes ? l.forward_bytes : l.backward_bytes;
@@ -232,7 +235,8 @@ size_t CudaBackend::attention_workspace_bytes(int64_t batch, int64_t seq, int64_
 
 size_t CudaBackend::attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                           DType type) const {
-  if (fused_attention_->supports(FusedAttentionShape{batch, seq, channels, heads}, type)) {
+  const FusedAttentionShape shape{batch, seq, channels, heads};
+  if (fused_attention_->supports(shape, type) || flash_attention_->supports(shape)) {
     return static_cast<size_t>(batch * heads * seq) * sizeof(float);  // each row's log-sum-exp
   }
   return OpsBackend::attention_saved_bytes(batch, seq, channels, heads, type);
@@ -251,6 +255,10 @@ void CudaBackend::attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr ou
     const size_t bytes = fused_attention_->workspace_bytes(shape);
     fused_attention_->forward(shape, qkv.data, out.data, static_cast<float*>(probs.data),
                               bytes == 0 ? nullptr : ctx.workspace(bytes));
+    return;
+  }
+  if (flash_attention_->supports(shape)) {
+    flash_attention_->forward(stream(), type, shape, qkv.data, out.data, static_cast<float*>(probs.data));
     return;
   }
   const AttentionShape s = attention_shape(batch, seq, channels, heads);
@@ -298,6 +306,12 @@ void CudaBackend::attention_backward(Context& ctx, ConstTypedPtr dout, ConstType
     const size_t bytes = fused_attention_->workspace_bytes(shape);
     fused_attention_->backward(shape, qkv.data, out.data, dout.data, static_cast<const float*>(probs.data),
                                dqkv.data, bytes == 0 ? nullptr : ctx.workspace(bytes));
+    return;
+  }
+  if (flash_attention_->supports(shape)) {
+    flash_attention_->backward(stream(), type, shape, qkv.data, out.data, dout.data,
+                               static_cast<const float*>(probs.data), dqkv.data,
+                               static_cast<float*>(ctx.workspace(flash_attention_->workspace_bytes(shape))));
     return;
   }
   const AttentionShape s = attention_shape(batch, seq, channels, heads);

@@ -88,6 +88,7 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32,
   cudnn_.reset(dnn);
   DTRAIN_CUDNN_CHECK(cudnnSetStream(dnn, stream));
   fused_attention_ = std::make_unique<FusedAttention>(dnn, fused_attention);
+  flash_attention_ = std::make_unique<FlashAttention>(device, fused_attention);
 
   label_error_ = Buffer(allocator_, kLabelErrorBytes, MemoryCategory::Other);
   DTRAIN_CUDA_CHECK(cudaMemsetAsync(label_error_.data(), 0xff, kLabelErrorBytes, stream));

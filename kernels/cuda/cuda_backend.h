@@ -43,6 +43,7 @@
 
 #include "kernels/cuda/bias_linear_lt.h"
 #include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/fused_attention.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
@@ -151,7 +152,8 @@ class CudaBackend final : public OpsBackend {
   // attention.cu
   void attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                          int64_t seq, int64_t channels, int64_t heads) override;
-  // Fused (cuDNN SDPA) where fused_attention() takes the shape, else unfused.
+  // Fused: cuDNN's SDPA where fused_attention() takes the shape, else dtrain's own
+  // kernels where flash_attention() does (Note [Own fused attention]); else unfused.
   void attention_backward(Context& ctx, ConstTypedPtr dout, ConstTypedPtr qkv, ConstTypedPtr out,
                           ConstTypedPtr saved, TypedPtr dqkv, int64_t batch, int64_t seq, int64_t channels,
                           int64_t heads) override;
@@ -160,6 +162,7 @@ class CudaBackend final : public OpsBackend {
   size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                DType type) const override;
   const FusedAttention& fused_attention() const { return *fused_attention_; }
+  const FlashAttention& flash_attention() const { return *flash_attention_; }
   const BiasLinearLt& bias_linear_lt() const { return *bias_linear_lt_; }
   // dropout.cu
   void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
@@ -229,6 +232,7 @@ class CudaBackend final : public OpsBackend {
   unsigned long long token_launches_ = 0;
   std::unique_ptr<ConvPlanCache> conv_plans_;
   std::unique_ptr<FusedAttention> fused_attention_;
+  std::unique_ptr<FlashAttention> flash_attention_;
   // The bf16 bias linear in one cuBLASLt GEMM (linear.cu), on cublas_workspace_.
   std::unique_ptr<BiasLinearLt> bias_linear_lt_;
 };

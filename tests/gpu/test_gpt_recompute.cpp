@@ -1,7 +1,8 @@
 // Activation recomputation on a GPU (Note [Gpt recompute], models/gpt.h): the GPT with
-// dropout trains bit for bit as without it on CUDA, in fp32 (unfused attention, which
-// keeps the probabilities) and in bf16 (cuDNN's fused attention where it takes the
-// shape, which keeps each row's log-sum-exp). C and T are multiples of 8, so every
+// dropout trains bit for bit as without it on CUDA: in fp32 (dtrain's own fused
+// attention, Note [Own fused attention]) and in bf16 (cuDNN's fused attention where it
+// takes the shape), both of which keep each row's log-sum-exp; and in both types on the
+// unfused path, which keeps the probabilities. C and T are multiples of 8, so every
 // tensor of both layouts is 16-byte aligned and the kernels take the same paths.
 #include <gtest/gtest.h>
 
@@ -25,6 +26,12 @@ class GptRecomputeOnCuda : public testing::GpuTest {};
 TEST_F(GptRecomputeOnCuda, Fp32TrainsBitForBitAsWithout) {
   TrainedGpt keep(Context::make_cuda(CudaOptions{}), spec_of("fp32", "none"));
   TrainedGpt recompute(Context::make_cuda(CudaOptions{}), spec_of("fp32", "blocks"));
+  expect_same_training(keep, recompute, 4);
+}
+
+TEST_F(GptRecomputeOnCuda, Fp32WithUnfusedAttentionTrainsBitForBitAsWithout) {
+  TrainedGpt keep(testing::make_cuda_unfused_attention(), spec_of("fp32", "none"));
+  TrainedGpt recompute(testing::make_cuda_unfused_attention(), spec_of("fp32", "blocks"));
   expect_same_training(keep, recompute, 4);
 }
 

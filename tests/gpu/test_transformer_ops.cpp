@@ -597,8 +597,8 @@ AttentionBounds attention_bounds(const AttentionCase& a, const std::vector<float
 }
 
 
-// The unfused path, which keeps the probabilities (the fused one, which the shapes
-// with head sizes of 8 and more would take in bf16, has tests/gpu/test_fused_attention.cpp).
+// The unfused path, which keeps the probabilities (the fused ones have
+// tests/gpu/test_fused_attention.cpp, cuDNN's, and test_flash_attention.cpp, dtrain's).
 // Backward runs on the CPU's probabilities on both backends, so both have the same
 // inputs (in bf16 the forwards' stored probabilities may differ by a rounding).
 TYPED_TEST(TransformerOpsIn, AttentionMatchesCpu) {
@@ -647,8 +647,9 @@ TYPED_TEST(TransformerOpsIn, AttentionMatchesCpu) {
   }
 }
 
-// On both paths (fp32 has only the unfused one): the workspace the ops take is at
-// most what the memory model is told, and the saved state is what it is told.
+// On both paths (fused: cuDNN's or, where it declines, as for fp32 and for the head
+// size of 12 in bf16, dtrain's own): the workspace the ops take is at most what the
+// memory model is told, and the saved state is what it is told.
 TYPED_TEST(TransformerOpsIn, AttentionWorkspaceBytesAreWhatTheOpsTake) {
   using T = TypeParam;
   for (const bool fused : {false, true}) {
