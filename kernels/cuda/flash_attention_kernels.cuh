@@ -24,11 +24,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#if defined(__CUDACC__)
-#define DTRAIN_UNROLL _Pragma("unroll")
-#else
-#define DTRAIN_UNROLL
-#endif
+#include "kernels/cuda/launch.cuh"
 
 namespace dtrain::cuda::flash {
 

@@ -1,4 +1,5 @@
-// Launch geometry shared by the CUDA op kernels; included by kernels/cuda/*.cu only.
+// Launch geometry shared by the CUDA op kernels; included by kernels/cuda/*.cu, and by
+// the kernel sources the unit tests' SIMT emulator compiles for the host.
 //
 // Elementwise kernels use grid-stride loops with 64-bit indices: the grid is sized to
 // fill the device a few times over (CudaBackend::blocks_for), never to cover n, so any
@@ -6,6 +7,14 @@
 #pragma once
 
 #include <cstdint>
+
+// `#pragma unroll` for nvcc, nothing for the host compiler (the kernels that the unit
+// tests' SIMT emulator also compiles: tests/unit/kernels/simt_emulator.h).
+#if defined(__CUDACC__)
+#define DTRAIN_UNROLL _Pragma("unroll")
+#else
+#define DTRAIN_UNROLL
+#endif
 
 namespace dtrain::cuda {
 

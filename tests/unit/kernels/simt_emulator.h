@@ -2,11 +2,16 @@
 // so that CI executes kernels written for the device (a .cuh that keeps to the names
 // defined here) and checks them against the CPU oracle without a GPU.
 //
-// What it provides: threadIdx, blockIdx, blockDim, gridDim; __syncthreads();
-// __shfl_sync and __shfl_xor_sync over the full warp; __global__, __device__,
-// __forceinline__ and INFINITY; expf, logf and fmaxf come from <cmath>. Shared memory
-// is a kernel's dynamic shared memory only, which it reaches through a function the
-// includer defines from block_shared_memory() (see test_flash_attention_emulated.cpp).
+// What it provides: threadIdx, blockIdx, blockDim, gridDim; __syncthreads() and
+// __syncwarp(); __shfl_sync, __shfl_xor_sync and __shfl_down_sync over the full warp;
+// atomicMin on unsigned long long; __fmul_rn and __fsub_rn; __global__, __device__,
+// __forceinline__, __launch_bounds__ and INFINITY; expf, logf, log and fmaxf come from
+// <cmath>. Shared memory: a kernel's __shared__ variables become function statics, one
+// copy for all threads, which is what a block's shared memory is here, since the blocks
+// run one at a time on one OS thread (and, as on a GPU, a block must not rely on what
+// the one before it left there); dynamic shared memory a kernel reaches through a
+// function the includer defines from block_shared_memory() (see
+// test_flash_attention_emulated.cpp).
 //
 // How it runs: the blocks of a grid one after another; the threads of a block as
 // fibers (ucontext) on this one OS thread, switched only inside __syncthreads and the
@@ -55,7 +60,8 @@ struct Barrier {
 
 struct Fiber {
   ucontext_t context{};
-  std::vector<char> stack;
+  std::unique_ptr<char[]> stack;  // not value-initialised: pages are touched only as used
+  size_t stack_bytes = 0;
   Dim3 thread_idx;
   bool done = false;
 };
@@ -143,6 +149,26 @@ T shuffle_from(unsigned mask, T value, int source_lane) {
   return got;
 }
 
+// __shfl_down_sync: lane + delta's value, or the lane's own where that is past lane 31.
+template <class T>
+T shuffle_down(unsigned mask, T value, int delta) {
+  const int source = lane_of_current() + delta;
+  return shuffle_from(mask, value, source < 32 ? source : lane_of_current());
+}
+
+inline void syncwarp() { wait(warp_of_current().barrier); }
+
+// Rounded as written, never fused into an FMA (the host compiler could contract a
+// product and a sum where the device's intrinsics forbid it).
+inline float fmul_rn(float a, float b) {
+  volatile float product = a * b;
+  return product;
+}
+inline float fsub_rn(float a, float b) {
+  volatile float difference = a - b;
+  return difference;
+}
+
 inline void fiber_entry() {
   BlockState& s = *running();
   finish_switch(nullptr, &s.scheduler_stack, &s.scheduler_stack_size);
@@ -159,8 +185,8 @@ inline void fiber_entry() {
   f.done = false;
   f.thread_idx = {thread, 0, 0};
   getcontext(&f.context);
-  f.context.uc_stack.ss_sp = f.stack.data();
-  f.context.uc_stack.ss_size = f.stack.size();
+  f.context.uc_stack.ss_sp = f.stack.get();
+  f.context.uc_stack.ss_size = f.stack_bytes;
   f.context.uc_link = nullptr;
   makecontext(&f.context, fiber_entry, 0);
 }
@@ -168,7 +194,7 @@ inline void fiber_entry() {
   s.current = static_cast<int>(thread);
   Fiber& f = s.fibers[thread];
   void* fake_stack = nullptr;
-  start_switch(&fake_stack, f.stack.data(), f.stack.size());
+  start_switch(&fake_stack, f.stack.get(), f.stack_bytes);
   swapcontext(&s.scheduler, &f.context);
   finish_switch(fake_stack, nullptr, nullptr);
 }
@@ -189,7 +215,10 @@ void launch(Dim3 grid, Dim3 block, size_t shared_bytes, Kernel kernel, Args... a
   s.block_dim = block;
   s.grid_dim = grid;
   s.fibers.resize(block.x);
-  for (Fiber& f : s.fibers) f.stack.resize(kStackBytes);
+  for (Fiber& f : s.fibers) {
+    f.stack.reset(new char[kStackBytes]);
+    f.stack_bytes = kStackBytes;
+  }
   s.body = [&] { kernel(args...); };
   running() = &s;
   struct Reset {
@@ -235,7 +264,20 @@ void launch(Dim3 grid, Dim3 block, size_t shared_bytes, Kernel kernel, Args... a
 #define blockIdx (::dtrain::simt::running()->block_idx)
 #define blockDim (::dtrain::simt::running()->block_dim)
 #define gridDim (::dtrain::simt::running()->grid_dim)
+#define __launch_bounds__(...)
+#define __shared__ static
 #define __syncthreads() ::dtrain::simt::syncthreads()
+#define __syncwarp(...) ::dtrain::simt::syncwarp()
+#define __fmul_rn(a, b) ::dtrain::simt::fmul_rn((a), (b))
+#define __fsub_rn(a, b) ::dtrain::simt::fsub_rn((a), (b))
+#define __shfl_down_sync(mask, value, delta) ::dtrain::simt::shuffle_down((mask), (value), (delta))
 #define __shfl_sync(mask, value, lane) ::dtrain::simt::shuffle_from((mask), (value), (lane))
 #define __shfl_xor_sync(mask, value, lane_mask) \
   ::dtrain::simt::shuffle_from((mask), (value), ::dtrain::simt::lane_of_current() ^ (lane_mask))
+
+// One thread at a time runs, so the read-modify-write needs no atomic instruction.
+inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
+  const unsigned long long old = *address;
+  if (value < old) *address = value;
+  return old;
+}

@@ -20,26 +20,12 @@
 #include "tests/gpu/stored_types.h"
 // Last: it defines the CUDA names (threadIdx, __global__, ...) as macros.
 #include "tests/unit/kernels/simt_emulator.h"
+#include "tests/unit/kernels/simt_storage.h"
 
-// What the kernels take from kernels/cuda/storage.cuh on the device, for the host
-// storage types: load as float, store rounded to nearest even.
-namespace dtrain::cuda {
-inline float to_float(float v) { return v; }
-inline float to_float(bf16 v) { return bf16_to_float(v); }
-template <class T>
-T from_float(float v);
-template <>
-inline float from_float<float>(float v) {
-  return v;
-}
-template <>
-inline bf16 from_float<bf16>(float v) {
-  return float_to_bf16(v);
-}
-namespace flash {
+// The kernels' dynamic shared memory (flash_attention.cu has the device's).
+namespace dtrain::cuda::flash {
 inline float* block_shared() { return simt::block_shared_memory(); }
-}  // namespace flash
-}  // namespace dtrain::cuda
+}  // namespace dtrain::cuda::flash
 
 #include "kernels/cuda/flash_attention_kernels.cuh"
 
