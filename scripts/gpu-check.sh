@@ -13,7 +13,9 @@
 #      (dtrain_gpu_tests, which holds the transformer ops, and step 4)
 #   6. the GPT's kernels timed one by one under ncu (bench/profile_gpt_kernels.sh):
 #      where the GPU step's time goes; informational, so it fails nothing
-#   7. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
+#   7. attention's paths timed (bench/attention_bench): dtrain's own fused kernels
+#      against unfused and cuDNN's; informational too
+#   8. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
 #      when GPU_CHECK_MLP_CNN_BENCH=0
 # The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
 # the device's 10-minute call): each step's time limit is cut to what is left, the
@@ -116,7 +118,7 @@ else
   fi
   mkdir -p "$root/build-gpu/bin"
   for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_models_tests \
-           tests/gpu/dtrain_gpu_runtime_tests \
+           tests/gpu/dtrain_gpu_runtime_tests bench/attention_bench \
            tests/e2e/metrics_check; do
     ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
   done
@@ -214,6 +216,17 @@ if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
   head -40 "$logs/gpt_profile.txt" | tee -a "$logs/summary.txt"
 else
   echo "not run: the GPT's fp32 GPU checks did not pass" | tee -a "$logs/summary.txt"
+fi
+
+step "attention paths" | tee -a "$logs/summary.txt"
+# Informational: what dtrain's own fused attention (the default where cuDNN declines,
+# fp32 included) costs against the unfused path, and against cuDNN where both run.
+if [ -x "$bin/attention_bench" ]; then
+  timeout "$(limit 40 "$mlp_cnn_reserve")" "$bin/attention_bench" 10 >"$logs/attention_bench.txt" 2>&1
+  echo "attention_bench: exit $?" >>"$logs/attention_bench.txt"
+  tee -a "$logs/summary.txt" <"$logs/attention_bench.txt"
+else
+  echo "not run: no attention_bench among the binaries" | tee -a "$logs/summary.txt"
 fi
 
 step "benchmark" | tee -a "$logs/summary.txt"
