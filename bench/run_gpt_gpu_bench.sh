@@ -106,12 +106,16 @@ if ! "${python[@]}" "$root/bench/gen_token_shard.py" "$work/train.bin" --tokens 
 fi
 data=(--set "data.train_files=$work/train.bin" --set "data.val_files=$work/val.bin" --set "device.kind=$device")
 
-# 2. dtrain training
+# 2. dtrain training, traced: the device row (Note [Device timeline]) shows whether the
+#    host queued each step ahead of the device. Its cost is a few CUDA events a step
+#    and the host spans the trace writer's thread writes, microseconds against a step
+#    of tens of milliseconds.
 dtrain_status=$(run dtrain 60 "$dtrain" train "$config" "${data[@]}" --set "train.max_steps=$steps" \
-  --run-dir "$work/dtrain")
+  --set log.trace=true --run-dir "$work/dtrain")
 echo "dtrain train: $dtrain_status"; tail_of dtrain "$dtrain_status"
 [ "$dtrain_status" = ok ] || status=1
 grep -hE '^dtrain: (throughput|done)' "$work/dtrain.out" "$work/dtrain.err" 2>/dev/null
+[ "$dtrain_status" = ok ] && "${python[@]}" "$root/bench/device_timeline_report.py" "$work/dtrain" | tail -4
 
 # 3. dtrain's capacity
 plan_status=$(run plan 60 "$dtrain" plan "$config" "${data[@]}" --set train.micro_batch=auto \
@@ -154,6 +158,7 @@ if [ -n "$keep" ]; then
   done
   cp "$work/report.txt" "$keep/"
   [ -f "$work/plan.out" ] && cp "$work/plan.out" "$keep/plan_auto.json"
+  [ -f "$work/dtrain/trace/rank-0.json" ] && cp "$work/dtrain/trace/rank-0.json" "$keep/dtrain_trace.json"
   for f in metrics.jsonl plan.json config.yaml; do
     [ -f "$work/dtrain/$f" ] && cp "$work/dtrain/$f" "$keep/dtrain_$f"
   done

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "kernels/context.h"
+#include "kernels/device_timeline.h"
 #include "kernels/dtype.h"
 
 namespace dtrain {
@@ -170,6 +171,9 @@ class OpsBackend {
   // stalls the queue more than its one read-back of the loss shows. -1 where nothing
   // is queued (the CPU, whose ops run as they are called).
   virtual int64_t host_syncs() const { return -1; }
+  // Marks on ctx's compute queue that say when the device got to them (Note [Device
+  // timeline], kernels/device_timeline.h); null where ops run as they are called (CPU).
+  virtual std::unique_ptr<DeviceTimeline> make_timeline(Context& ctx) { return nullptr; }
   // The device's peak fp32 FLOP/s (FMA lanes x 2 x clock), or 0 when unknown (CPU).
   virtual double peak_flops() const { return 0.0; }
   // Host memory for transfers to and from the device: page-locked on GPUs, so copies

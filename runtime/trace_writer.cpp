@@ -44,16 +44,26 @@ TraceWriter::~TraceWriter() {
   out_ << "\n]\n";
 }
 
-void TraceWriter::complete(const std::string& name, const char* category, Clock::time_point start,
-                           Clock::time_point end, int64_t step) {
-  const auto us = [this](Clock::time_point t) {
-    return origin_wall_us_ + std::chrono::duration_cast<std::chrono::microseconds>(t - origin_).count();
-  };
+int64_t TraceWriter::us(Clock::time_point t) const {
+  return origin_wall_us_ + std::chrono::duration_cast<std::chrono::microseconds>(t - origin_).count();
+}
+
+void TraceWriter::push(Event e) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Event{name, category, us(start), std::max<int64_t>(0, us(end) - us(start)), step});
+    queue_.push_back(std::move(e));
   }
   ready_.notify_one();
+}
+
+void TraceWriter::complete(const std::string& name, const char* category, Clock::time_point start,
+                           Clock::time_point end, int64_t step) {
+  push(Event{name, category, us(start), std::max<int64_t>(0, us(end) - us(start)), step});
+}
+
+void TraceWriter::device_span(const std::string& name, Clock::time_point start, Clock::time_point end,
+                              int64_t step, double host_lead_ms) {
+  push(Event{name, "device", us(start), std::max<int64_t>(0, us(end) - us(start)), step, 1, host_lead_ms});
 }
 
 void TraceWriter::run() {
@@ -72,9 +82,16 @@ void TraceWriter::run() {
 
 void TraceWriter::write(const std::vector<Event>& events) {
   for (const Event& e : events) {
+    if (e.track == 1 && !device_row_named_) {
+      out_ << ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" << rank_
+           << ",\"tid\":1,\"args\":{\"name\":\"device (when the work ran)\"}}";
+      device_row_named_ = true;
+    }
     out_ << ",\n{\"name\":\"" << escaped(e.name) << "\",\"cat\":\"" << e.category << "\",\"ph\":\"X\",\"ts\":"
-         << e.start_us << ",\"dur\":" << e.duration_us << ",\"pid\":" << rank_ << ",\"tid\":0,\"args\":{\"step\":"
-         << e.step << "}}";
+         << e.start_us << ",\"dur\":" << e.duration_us << ",\"pid\":" << rank_ << ",\"tid\":" << e.track
+         << ",\"args\":{\"step\":" << e.step;
+    if (e.track == 1) out_ << ",\"host_lead_ms\":" << e.host_lead_ms;
+    out_ << "}}";
   }
   out_.flush();
 }

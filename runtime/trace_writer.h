@@ -3,7 +3,10 @@
 // backward, each bucket's all-reduce, the optimizer step, evaluation, checkpoints.
 // Events are queued under a mutex held for a push, and a background thread writes
 // them, so the training thread never waits for the disk. Times are host times: on a
-// GPU, when the work was queued, not when it ran.
+// GPU, when the work was queued, not when it ran. Where the device keeps a timeline
+// (Note [Device timeline], kernels/device_timeline.h: a GPU, cpu-async), a second row,
+// "device", has when each step's micro-steps and update ran, each with the host's
+// lead when its last work was queued.
 #pragma once
 
 #include <chrono>
@@ -31,13 +34,20 @@ class TraceWriter {
   // One complete event from `start` to `end`, with the step as its argument.
   void complete(const std::string& name, const char* category, Clock::time_point start, Clock::time_point end,
                 int64_t step);
+  // A span of the device row (category "device"), with the host's lead in ms.
+  void device_span(const std::string& name, Clock::time_point start, Clock::time_point end, int64_t step,
+                   double host_lead_ms);
 
  private:
   struct Event {
     std::string name;
     const char* category;
     int64_t start_us, duration_us, step;
+    int track = 0;            // 0: the host's row; 1: the device's
+    double host_lead_ms = 0;  // device spans only
   };
+  void push(Event e);
+  int64_t us(Clock::time_point t) const;
   void run();
   void write(const std::vector<Event>& events);
 
@@ -50,6 +60,7 @@ class TraceWriter {
   std::vector<Event> queue_;
   bool stop_ = false;
   bool first_ = true;
+  bool device_row_named_ = false;  // the writer thread's
   std::thread thread_;
 };
 

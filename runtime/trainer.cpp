@@ -220,6 +220,9 @@ class TrainingRun {
   // TrainOptions::target (dtrain sweep).
   bool target_reached_at(int64_t step);
   TrainResult finish_at_target(int64_t step);
+  void device_mark(const char* name, int64_t step);
+  void write_device_spans();
+  void flush_device_timeline();
   // Note [Noise scale at the end of a run]: B_simple at the final weights, from the
   // batches of the steps after `step`; nullopt when off or without memory for it.
   std::optional<NoiseScaleMeasurement> measure_noise_scale_at_end(int64_t step);
@@ -266,6 +269,8 @@ class TrainingRun {
   int64_t samples_at_log_ = 0;
   std::optional<ProgressReporter> progress_;
   std::unique_ptr<TraceWriter> trace_;  // log.trace: one file per rank, written off the training thread
+  // log.trace on a queued device (a GPU, cpu-async): its marks (Note [Device timeline]).
+  std::unique_ptr<DeviceTimeline> timeline_;
   int64_t evaluated_at_ = -1;  // the step of the last evaluation
 };
 
@@ -320,7 +325,35 @@ TrainingRun::TrainingRun(const Config& config, TrainingSetup& setup, ResumePoint
                                    GradientReducer::Clock::time_point done) {
       trace_->complete("all-reduce bucket " + std::to_string(bucket), "comm", launched, done, result_.steps + 1);
     });
+    timeline_ = ctx.backend().make_timeline(ctx);
   }
+}
+
+// A device span opens with a mark named after it and closes with one named "end".
+void TrainingRun::device_mark(const char* name, int64_t step) {
+  if (timeline_) timeline_->mark(name, step);
+}
+
+// The spans whose marks the device has passed, onto the trace's device row; called
+// right after a synchronisation (DeviceTimeline::collect).
+void TrainingRun::write_device_spans() {
+  if (!timeline_) return;
+  const std::vector<DeviceTimeline::Mark> marks = timeline_->collect();
+  for (size_t i = 0; i + 1 < marks.size(); i += 2) {
+    const DeviceTimeline::Mark& open = marks[i];
+    const DeviceTimeline::Mark& close = marks[i + 1];
+    DTRAIN_ASSERT(std::string(close.name) == "end", "device timeline: span '" << open.name << "' closed by '"
+                                                                               << close.name << "'");
+    const double lead_ms = std::chrono::duration<double, std::milli>(close.reached - close.queued).count();
+    trace_->device_span(open.name, open.reached, close.reached, open.step, lead_ms);
+  }
+}
+
+// The last step's update, whose marks no later step's read-back collects.
+void TrainingRun::flush_device_timeline() {
+  if (!timeline_) return;
+  ctx_.synchronize();
+  write_device_spans();
 }
 
 // This rank's samples for micro-step `micro` of optimizer step `step`.
@@ -346,6 +379,7 @@ TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step, int64_t ne
       return step_buffers_.batch.take();
     }();
     batch.step = step;
+    device_mark("micro-step", step + 1);
     {
       TraceScope scope(timeline, "forward", "compute", step + 1);
       model_.forward(batch, Pass::kTrain, grad_scale_, stats_ + kLossSum);
@@ -363,6 +397,7 @@ TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step, int64_t ne
         ops::sum_squares(ctx_, model_.grads(), model_.param_count(), noise_.mine.b, stats_ + kSmallGradB);
       }
     }
+    device_mark("end", step + 1);
     // The next micro-batch is gathered on the host while the device runs the work
     // just queued (on a GPU), and uploaded alongside it (Note [Batch prefetch]).
     if (!last) {
@@ -388,6 +423,7 @@ TrainingRun::StepSums TrainingRun::accumulate_gradients(int64_t step, int64_t ne
   }
   StepSums sums;
   ops::copy_to_host(ctx_, sums.values, stats_, sizeof(sums.values));
+  write_device_spans();
   sums.loss = sums.values[kLossSum] / static_cast<double>(plan_.global_batch);
   return sums;
 }
@@ -557,6 +593,7 @@ bool TrainingRun::target_reached_at(int64_t step) {
 }
 
 TrainResult TrainingRun::finish_at_target(int64_t step) {
+  flush_device_timeline();
   progress_->line("dtrain: target " + options_.target->describe() + " reached at step " + std::to_string(step));
   result_.noise_scale = noise_scale_.b_simple();
   noise_at_end_ = measure_noise_scale_at_end(step);
@@ -641,8 +678,10 @@ TrainResult TrainingRun::run() {
     const double lr = lr_at(setup_.schedule, setup_.lr, step, total_steps);
     const int64_t syncs_before = ctx_.backend().host_syncs();
     StepSums sums = accumulate_gradients(step, step + 1 < total_steps ? step + 1 : -1);
+    device_mark("update", step + 1);
     apply_update(step, sums, lr);
     model_.zero_grads();
+    device_mark("end", step + 1);
     if (syncs_before >= 0) sums.host_syncs = ctx_.backend().host_syncs() - syncs_before;
     samples_ += plan_.global_batch;
     result_.steps = step + 1;
@@ -653,6 +692,7 @@ TrainResult TrainingRun::run() {
                       "; writing a checkpoint");
       if (step + 1 < total_steps) step_buffers_.batch.take();  // the prefetched batch is not needed
       checkpoint(step + 1);
+      flush_device_timeline();
       result_.stopped = true;
       return result_;
     }
@@ -669,6 +709,7 @@ TrainResult TrainingRun::run() {
   if (config_.checkpoint.every_steps > 0 && total_steps > first_step_) checkpoint(total_steps);
   evaluate_at(total_steps);
   if (options_.target != nullptr) target_reached_at(total_steps);
+  flush_device_timeline();
   result_.noise_scale = noise_scale_.b_simple();
   progress_->finish();
   summarize();

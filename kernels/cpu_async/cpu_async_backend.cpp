@@ -46,6 +46,34 @@ class LentWorkspace final : public Allocator {
   size_t bytes_ = 0;
 };
 
+// Note [Device timeline]: a mark is a task on the compute queue that reads the clock
+// when the worker gets to it, after every task queued before it.
+class QueueTimeline : public DeviceTimeline {
+ public:
+  explicit QueueTimeline(std::shared_ptr<WorkQueue> queue) : queue_(std::move(queue)) {}
+  void mark(const char* name, int64_t step) override {
+    auto reached = std::make_shared<Clock::time_point>();
+    pending_.push_back({name, step, Clock::now(), reached});
+    queue_->enqueue([reached] { *reached = Clock::now(); });
+  }
+  std::vector<Mark> collect() override {
+    std::vector<Mark> marks;
+    for (const Pending& p : pending_) marks.push_back({p.name, p.step, p.queued, *p.reached});
+    pending_.clear();
+    return marks;
+  }
+
+ private:
+  struct Pending {
+    const char* name;
+    int64_t step;
+    Clock::time_point queued;
+    std::shared_ptr<Clock::time_point> reached;  // written by the worker
+  };
+  std::shared_ptr<WorkQueue> queue_;
+  std::vector<Pending> pending_;
+};
+
 class CpuAsyncBackend final : public OpsBackend {
  public:
   CpuAsyncBackend(std::shared_ptr<WorkQueue> compute, int num_threads)
@@ -248,6 +276,9 @@ class CpuAsyncBackend final : public OpsBackend {
     transfer_->release(p);
   }
   int64_t host_syncs() const override { return host_syncs_; }
+  std::unique_ptr<DeviceTimeline> make_timeline(Context&) override {
+    return std::make_unique<QueueTimeline>(compute_);
+  }
   std::unique_ptr<Uploader> make_uploader(Context&) override {
     // Its own queue, as each CUDA Uploader has its own stream: uploads of different
     // Uploaders are not ordered with each other.

@@ -184,6 +184,8 @@ class CudaBackend final : public OpsBackend {
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
   void synchronize(Context& ctx) override;
   int64_t host_syncs() const override { return host_syncs_; }
+  // cuda_timeline.cpp: events on the compute stream (Note [Device timeline]).
+  std::unique_ptr<DeviceTimeline> make_timeline(Context& ctx) override;
   // With TF32 allowed, the tensor-core TF32 rate is not counted: this is the fp32 peak.
   double peak_flops() const override;
   void* alloc_host(size_t bytes) override;

@@ -9,6 +9,7 @@
 #include <future>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "kernels/context.h"
@@ -16,6 +17,7 @@
 #include "kernels/cpu_async/work_queue.h"
 #include "kernels/errors.h"
 #include "kernels/host_buffer.h"
+#include "kernels/memory.h"
 #include "kernels/ops.h"
 #include "kernels/rng.h"
 
@@ -309,6 +311,46 @@ TEST(CpuAsync, UploadsFollowTheReleaseAndBecomeVisible) {
     EXPECT_EQ(download(*ctx, before), std::vector<float>(n, 0.0f));
     EXPECT_EQ(download(*ctx, after), std::vector<float>(n, static_cast<float>(round)));
   }
+}
+
+}  // namespace
+}  // namespace dtrain
+
+namespace dtrain {
+namespace {
+
+// Note [Device timeline]: a mark is reached when the queue gets to it, after the work
+// before it; held, the device reaches the marks only after the hold ends, so the host's
+// lead is at least as long as the hold. The CPU, whose ops run when called, has none.
+TEST(CpuAsyncTimeline, MarksAreReachedInOrderAfterTheWorkQueuedBeforeThem) {
+  auto cpu = Context::make_cpu(1);
+  EXPECT_EQ(cpu->backend().make_timeline(*cpu), nullptr);
+  auto ctx = Context::make_cpu_async(1);
+  auto timeline = ctx->backend().make_timeline(*ctx);
+  ASSERT_NE(timeline, nullptr);
+  std::vector<float> x(1 << 16, 1.0f);
+  Buffer device(ctx->allocator(), x.size() * sizeof(float), MemoryCategory::Other);
+  constexpr auto kHold = std::chrono::milliseconds(30);
+  DeviceTimeline::Clock::time_point released;
+  {
+    CpuAsyncHold hold(*ctx);
+    timeline->mark("first", 1);
+    ops::copy_from_host(*ctx, device.data(), x.data(), x.size() * sizeof(float));
+    ops::fill(*ctx, device.as<float>(), static_cast<int64_t>(x.size()), 2.0f);
+    timeline->mark("second", 1);
+    std::this_thread::sleep_for(kHold);
+    released = DeviceTimeline::Clock::now();
+  }
+  ctx->synchronize();
+  const auto marks = timeline->collect();
+  ASSERT_EQ(marks.size(), 2u);
+  EXPECT_STREQ(marks[0].name, "first");
+  EXPECT_STREQ(marks[1].name, "second");
+  EXPECT_GE(marks[0].reached, released) << "reached while the queue was held";
+  EXPECT_GE(marks[1].reached, marks[0].reached);
+  EXPECT_GE(marks[1].queued, marks[0].queued);
+  EXPECT_GE(marks[0].reached - marks[0].queued, kHold);
+  EXPECT_TRUE(timeline->collect().empty()) << "collected once";
 }
 
 }  // namespace
