@@ -10,10 +10,14 @@
 
 // `#pragma unroll` for nvcc, nothing for the host compiler (the kernels that the unit
 // tests' SIMT emulator also compiles: tests/unit/kernels/simt_emulator.h).
+// DTRAIN_UNROLL_BY(n): `#pragma unroll n`, likewise.
 #if defined(__CUDACC__)
 #define DTRAIN_UNROLL _Pragma("unroll")
+#define DTRAIN_PRAGMA(text) _Pragma(#text)
+#define DTRAIN_UNROLL_BY(n) DTRAIN_PRAGMA(unroll n)
 #else
 #define DTRAIN_UNROLL
+#define DTRAIN_UNROLL_BY(n)
 #endif
 
 namespace dtrain::cuda {

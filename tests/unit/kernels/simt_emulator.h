@@ -4,14 +4,14 @@
 //
 // What it provides: threadIdx, blockIdx, blockDim, gridDim; __syncthreads() and
 // __syncwarp(); __shfl_sync, __shfl_xor_sync and __shfl_down_sync over the full warp;
-// atomicMin on unsigned long long; __fmul_rn and __fsub_rn; __global__, __device__,
-// __forceinline__, __launch_bounds__ and INFINITY; expf, logf, log and fmaxf come from
-// <cmath>. Shared memory: a kernel's __shared__ variables become function statics, one
-// copy for all threads, which is what a block's shared memory is here, since the blocks
-// run one at a time on one OS thread (and, as on a GPU, a block must not rely on what
-// the one before it left there); dynamic shared memory a kernel reaches through a
-// function the includer defines from block_shared_memory() (see
-// test_flash_attention_emulated.cpp).
+// atomicMin on unsigned long long; __fadd_rn, __fsub_rn, __fmul_rn, __fdiv_rn and
+// __fsqrt_rn; __global__, __device__, __forceinline__, __launch_bounds__ and INFINITY;
+// expf, logf, log, sqrt and fmaxf come from <cmath>. Shared memory: a kernel's
+// __shared__ variables become function statics, one copy for all threads, which is what
+// a block's shared memory is here, since the blocks run one at a time on one OS thread
+// (and, as on a GPU, a block must not rely on what the one before it left there);
+// dynamic shared memory a kernel reaches through a function the includer defines from
+// block_shared_memory() (see test_flash_attention_emulated.cpp).
 //
 // How it runs: the blocks of a grid one after another; the threads of a block as
 // fibers (ucontext) on this one OS thread, switched only inside __syncthreads and the
@@ -175,6 +175,15 @@ inline float fsub_rn(float a, float b) {
   volatile float difference = a - b;
   return difference;
 }
+inline float fadd_rn(float a, float b) {
+  volatile float sum = a + b;
+  return sum;
+}
+inline float fdiv_rn(float a, float b) {
+  volatile float quotient = a / b;
+  return quotient;
+}
+inline float fsqrt_rn(float a) { return std::sqrt(a); }  // IEEE: correctly rounded, as the intrinsic
 
 inline void fiber_entry() {
   BlockState& s = *running();
@@ -277,6 +286,9 @@ void launch(Dim3 grid, Dim3 block, size_t shared_bytes, Kernel kernel, Args... a
 #define __syncwarp(...) ::dtrain::simt::syncwarp()
 #define __fmul_rn(a, b) ::dtrain::simt::fmul_rn((a), (b))
 #define __fsub_rn(a, b) ::dtrain::simt::fsub_rn((a), (b))
+#define __fadd_rn(a, b) ::dtrain::simt::fadd_rn((a), (b))
+#define __fdiv_rn(a, b) ::dtrain::simt::fdiv_rn((a), (b))
+#define __fsqrt_rn(a) ::dtrain::simt::fsqrt_rn(a)
 #define __shfl_down_sync(mask, value, delta) ::dtrain::simt::shuffle_down((mask), (value), (delta))
 #define __shfl_sync(mask, value, lane) ::dtrain::simt::shuffle_from((mask), (value), (lane))
 #define __shfl_xor_sync(mask, value, lane_mask) \
