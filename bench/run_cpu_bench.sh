@@ -74,62 +74,16 @@ echo "== building dtrain (scripts/build.sh)" >&2
 "$root/scripts/build.sh" >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
 dtrain=$build/dtrain
 
-# shellcheck source=../scripts/mpi-env.sh
+# shellcheck source-path=SCRIPTDIR source=../scripts/mpi-env.sh
 source "$root/scripts/mpi-env.sh"
+# shellcheck source-path=SCRIPTDIR source=bench_lib.sh
+source "$root/bench/bench_lib.sh"
 
 # ---------------------------------------------------------------- machine noise
-# Busy CPU jiffies of the whole machine (user, nice, system, irq, softirq).
-busy_jiffies() {
-  local f
-  read -r -a f </proc/stat
-  echo $((f[1] + f[2] + f[3] + f[6] + f[7]))
-}
-# CPU jiffies of the waited-for descendants (cutime + cstime) of process $1.
-children_jiffies() {
-  local f
-  read -r -a f <"/proc/$1/stat"
-  echo $((f[15] + f[16]))
-}
-hz=$(getconf CLK_TCK)
 cores=$(nproc)
-
-wait_for_idle() {  # up to $idle_wait s until a second with under 10% CPU use
-  local waited=0 b0 b1
-  while [ "$waited" -lt "$idle_wait" ]; do
-    b0=$(busy_jiffies); sleep 1; b1=$(busy_jiffies)
-    [ $(((b1 - b0) * 100)) -lt $((10 * hz * cores)) ] && return 0
-    waited=$((waited + 1))
-  done
-  echo "run_cpu_bench.sh: the machine stayed busy for ${idle_wait}s; measuring anyway" >&2
-}
-
-# measured CMD...: runs CMD (which prints one number) and prints "NUMBER OTHER%",
-# OTHER% being the share of the machine that other processes used meanwhile.
-measured() {
-  local me=$BASHPID b0 o0 t0 value b1 o1 t1  # CMD runs in a child of this (sub)shell
-  b0=$(busy_jiffies); o0=$(children_jiffies "$me"); t0=$(date +%s%N)
-  value=$("$@") || return 1
-  b1=$(busy_jiffies); o1=$(children_jiffies "$me"); t1=$(date +%s%N)
-  awk -v v="$value" -v b=$((b1 - b0)) -v o=$((o1 - o0)) -v ns=$((t1 - t0)) -v hz="$hz" \
-    -v n="$cores" 'BEGIN { other = 100 * (b - o) / (ns / 1e9 * hz * n); printf "%s %.0f\n", v, other < 0 ? 0 : other }'
-}
-
-# measure CMD...: wait for idle, run, and rerun while disturbed; prints the number,
-# with a * when it was still disturbed after $retries reruns.
-measure() {
-  local try result value other
-  for try in $(seq 0 "$retries"); do
-    wait_for_idle
-    result=$(measured "$@") || return 1
-    read -r value other <<<"$result"
-    if [ "$other" -le 5 ]; then
-      echo "$value"
-      return 0
-    fi
-    echo "   (other processes took ${other}% of the CPU during that run; running it again)" >&2
-  done
-  echo "$value*"
-}
+# measure CMD...: wait for idle, run, and rerun while disturbed (bench_lib.sh); prints
+# the number CMD prints, with a * when still disturbed after $retries reruns.
+measure() { bench_measure "$retries" "$idle_wait" run_cpu_bench.sh "$@"; }
 
 # ---------------------------------------------------------------- the runs
 # samples/s from a run's metrics.jsonl: train lines from step $warmup to the last.

@@ -124,59 +124,11 @@ if wants_dtrain; then
 fi
 
 # ---------------------------------------------------------------- machine noise
-# Busy CPU jiffies of the whole machine (user, nice, system, irq, softirq).
-busy_jiffies() {
-  local f
-  read -r -a f </proc/stat
-  echo $((f[1] + f[2] + f[3] + f[6] + f[7]))
-}
-# CPU jiffies of the waited-for descendants (cutime + cstime) of process $1.
-children_jiffies() {
-  local f
-  read -r -a f <"/proc/$1/stat"
-  echo $((f[15] + f[16]))
-}
-hz=$(getconf CLK_TCK)
 cores=$(nproc)
-
-wait_for_idle() {  # up to $idle_wait s until a second with under 10% CPU use
-  local waited=0 b0 b1
-  while [ "$waited" -lt "$idle_wait" ]; do
-    b0=$(busy_jiffies); sleep 1; b1=$(busy_jiffies)
-    [ $(((b1 - b0) * 100)) -lt $((10 * hz * cores)) ] && return 0
-    waited=$((waited + 1))
-  done
-  echo "run_gpt_bench.sh: the machine stayed busy for ${idle_wait}s; measuring anyway" >&2
-}
-
-# measured CMD...: runs CMD (which prints one line) and prints "OTHER% LINE", OTHER%
-# being the share of the machine that other processes used meanwhile.
-measured() {
-  local me=$BASHPID b0 o0 t0 line b1 o1 t1  # CMD runs in a child of this (sub)shell
-  b0=$(busy_jiffies); o0=$(children_jiffies "$me"); t0=$(date +%s%N)
-  line=$("$@") || return 1
-  b1=$(busy_jiffies); o1=$(children_jiffies "$me"); t1=$(date +%s%N)
-  awk -v b=$((b1 - b0)) -v o=$((o1 - o0)) -v ns=$((t1 - t0)) -v hz="$hz" -v n="$cores" -v line="$line" \
-    'BEGIN { other = 100 * (b - o) / (ns / 1e9 * hz * n); printf "%.0f %s\n", other < 0 ? 0 : other, line }'
-}
-
-# measure CMD...: wait for idle, run, and rerun while disturbed; prints CMD's line,
-# its first field (tokens/s) with a * when still disturbed after $retries reruns.
-measure() {
-  local try result other tokens rest
-  for try in $(seq 0 "$retries"); do
-    wait_for_idle
-    result=$(measured "$@") || return 1
-    read -r other tokens rest <<<"$result"
-    if [ "$other" -le 5 ]; then
-      echo "$tokens $rest"
-      return 0
-    fi
-    echo -n "   (other processes took ${other}% of the CPU during that run" >&2
-    if [ "$try" -lt "$retries" ]; then echo "; running it again)" >&2; else echo ")" >&2; fi
-  done
-  echo "$tokens* $rest"
-}
+# measure CMD...: wait for idle, run, and rerun while disturbed (bench_lib.sh); prints
+# CMD's line, its first field (tokens/s) with a * when still disturbed after $retries
+# reruns.
+measure() { bench_measure "$retries" "$idle_wait" run_gpt_bench.sh "$@"; }
 
 # ---------------------------------------------------------------- the runs
 # Each run prints one line: "TOKENS_PER_S WALL_S VAL_LOSS".

@@ -31,6 +31,11 @@ struct Fixture {
     return it->second;
   }
   int64_t integer(const std::string& name) const { return std::stoll(key(name).at(0)); }
+  std::vector<int64_t> ints(const std::string& name) const {
+    std::vector<int64_t> out;
+    for (const std::string& s : key(name)) out.push_back(std::stoll(s));
+    return out;
+  }
   // The tensors whose names start with `prefix`, in file order, the prefix removed.
   std::vector<std::pair<std::string, const std::vector<float>*>> with_prefix(const std::string& prefix) const {
     std::vector<std::pair<std::string, const std::vector<float>*>> out;
