@@ -96,9 +96,16 @@ class CpuBackend final : public OpsBackend {
   }
   void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre, TypedPtr y,
                       int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue) override {
-    cpu::linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+    if (bf16_gemm_ == Bf16Gemm::kNative) {
+      cpu::linear_forward_native(ctx, gemm_plans_, x, w, bias, pre, y, rows, in, out, epilogue);
+    } else {
+      cpu::linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);
+    }
   }
   size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const override {
+    if (bf16_gemm_ == Bf16Gemm::kNative && type == DType::kBF16) {
+      return cpu::linear_forward_native_workspace_bytes(gemm_plans_, rows, in, out);
+    }
     return cpu::linear_forward_workspace_bytes(rows, in, out, type);
   }
   void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override { cpu::gelu_forward(ctx, x, y, n); }

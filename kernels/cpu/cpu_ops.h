@@ -54,6 +54,12 @@ void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPt
                     int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue);
 // The bf16 product's blocks, as gemm's for a bf16 C; 0 for fp32.
 size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type);
+// The bf16 linear's epilogue on rows [r0, r0 + rows) of the output (out columns, packed):
+// v = block + bias in fp32, stored once as y (and pre, for GELU), block holding those
+// rows' fp32 product with row stride out. For a product computed elsewhere (the native
+// GEMM, gemm_native.cpp); linear_forward applies the same to its own blocks.
+void linear_epilogue_rows(Context& ctx, const float* block, int64_t r0, int64_t rows, int64_t out, const bf16* bias,
+                          bf16* pre, bf16* y, LinearEpilogue epilogue);
 
 void add_bias(Context& ctx, TypedPtr y, ConstTypedPtr bias, int64_t outer, int64_t channels,
               int64_t inner);

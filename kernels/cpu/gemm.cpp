@@ -205,6 +205,11 @@ void linear_epilogue(Context& ctx, const float* block, int64_t ld_block, int64_t
 
 }  // namespace
 
+void linear_epilogue_rows(Context& ctx, const float* block, int64_t r0, int64_t rows, int64_t out, const bf16* bias,
+                          bf16* pre, bf16* y, LinearEpilogue epilogue) {
+  linear_epilogue(ctx, block, out, r0, 0, rows, out, bias, pre, y, out, epilogue);
+}
+
 GemmBlock gemm_bf16_block(int64_t m, int64_t n, int64_t k, bool c_bf16, size_t budget_bytes) {
   const auto budget = static_cast<int64_t>(budget_bytes / sizeof(float));
   const int64_t c_floats = c_bf16 ? 1 : 0;

@@ -223,38 +223,45 @@ size_t gemm_native_workspace_bytes(GemmPlanCache& plans, int64_t m, int64_t n, i
          plans.slab_area_bytes(m, n, k, c == DType::kBF16);
 }
 
-void gemm_native(Context& ctx, GemmPlanCache& plans, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                 float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
-                 int64_t ldc) {
-  const DType ab = common_type("gemm", {{"A", a}, {"B", b}});
-  if (ab != DType::kBF16 || m == 0 || n == 0 || k == 0 || alpha == 0.0f) {
-    gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);  // its checks, its trivial cases
-    return;
-  }
-  DTRAIN_ASSERT(m > 0 && n > 0 && k > 0 && lda > 0 && ldb > 0 && ldc > 0, "gemm: negative dimension");
-  const bool c_bf16 = c.type == DType::kBF16;
-  const GemmSlabs slabs = gemm_native_slabs(m, n, k);
-  // The slabs' plans, made (or found) here, outside the parallel region.
-  std::vector<std::shared_ptr<const GemmNativePlan>> slab_plans(static_cast<size_t>(slabs.count));
-  size_t area_bytes = plans.slab_area_bytes(m, n, k, c_bf16);
-  for (int64_t s = 0; s < slabs.count; ++s) {
-    const int64_t extent = slabs.hi(s) - slabs.lo(s);
-    if (s > 0 && extent == slabs.hi(s - 1) - slabs.lo(s - 1)) {
-      slab_plans[s] = slab_plans[s - 1];
+namespace {
+
+// A native GEMM's slabs and their plans, made (or found) before it runs, outside the
+// parallel region, and the scratch area each slab gets: the shape's slab_area_bytes,
+// or more where a slab's own primitive asks for more.
+struct SlabRun {
+  GemmSlabs slabs;
+  std::vector<std::shared_ptr<const GemmNativePlan>> plans;
+  size_t area_bytes = 0;
+  size_t workspace_bytes() const { return area_bytes * static_cast<size_t>(slabs.count); }
+};
+
+SlabRun plan_slab_run(GemmPlanCache& plans, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      int64_t lda, int64_t ldb, int64_t ldc, bool c_bf16, float alpha, float beta) {
+  SlabRun run;
+  run.slabs = gemm_native_slabs(m, n, k);
+  run.plans.resize(static_cast<size_t>(run.slabs.count));
+  run.area_bytes = plans.slab_area_bytes(m, n, k, c_bf16);
+  for (int64_t s = 0; s < run.slabs.count; ++s) {
+    const int64_t extent = run.slabs.hi(s) - run.slabs.lo(s);
+    if (s > 0 && extent == run.slabs.hi(s - 1) - run.slabs.lo(s - 1)) {
+      run.plans[s] = run.plans[s - 1];
       continue;
     }
-    const GemmNativeKey key{slabs.columns ? m : extent, slabs.columns ? extent : n, k, lda, ldb, ldc,
+    const GemmNativeKey key{run.slabs.columns ? m : extent, run.slabs.columns ? extent : n, k, lda, ldb, ldc,
                             trans_a, trans_b, c_bf16, alpha, beta};
-    slab_plans[s] = plans.get(key);
-    area_bytes = std::max(area_bytes, aligned(slab_plans[s]->scratchpad_bytes));
+    run.plans[s] = plans.get(key);
+    run.area_bytes = std::max(run.area_bytes, aligned(run.plans[s]->scratchpad_bytes));
   }
-  char* areas = area_bytes == 0 ? nullptr
-                                : static_cast<char*>(ctx.workspace(area_bytes * static_cast<size_t>(slabs.count)));
-  const auto* a16 = static_cast<const bf16*>(a.data);
-  const auto* b16 = static_cast<const bf16*>(b.data);
-  const size_t c_size = dtype_size(c.type);
+  return run;
+}
+
+// Runs the slabs, each on one thread of the team; c holds elements of c_size bytes;
+// areas: run.workspace_bytes() of scratch (may be null when that is 0).
+void run_slabs(Context& ctx, const SlabRun& run, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldc,
+               const bf16* a16, const bf16* b16, void* c, size_t c_size, char* areas) {
+  const GemmSlabs& slabs = run.slabs;
   auto run_slab = [&](dnnl::stream& stream, int64_t s) {
-    const GemmNativePlan& p = *slab_plans[s];
+    const GemmNativePlan& p = *run.plans[s];
     const int64_t lo = slabs.lo(s);
     const bf16* a_at = a16;
     const bf16* b_at = b16;
@@ -270,10 +277,10 @@ void gemm_native(Context& ctx, GemmPlanCache& plans, bool trans_a, bool trans_b,
     std::unordered_map<int, dnnl::memory> args{
         {DNNL_ARG_SRC, dnnl::memory(p.a, engine, const_cast<bf16*>(a_at))},
         {DNNL_ARG_WEIGHTS, dnnl::memory(p.b, engine, const_cast<bf16*>(b_at))},
-        {DNNL_ARG_DST, dnnl::memory(p.c, engine, static_cast<char*>(c.data) + c_offset * c_size)}};
+        {DNNL_ARG_DST, dnnl::memory(p.c, engine, static_cast<char*>(c) + c_offset * c_size)}};
     if (p.scratchpad_bytes > 0) {
       args.emplace(DNNL_ARG_SCRATCHPAD,
-                   dnnl::memory(p.scratchpad, engine, areas + static_cast<size_t>(s) * area_bytes));
+                   dnnl::memory(p.scratchpad, engine, areas + static_cast<size_t>(s) * run.area_bytes));
     }
     DTRAIN_ONEDNN_CHECK(p.primitive.execute(stream, args), "running a native bf16 GEMM");
   };
@@ -298,6 +305,91 @@ void gemm_native(Context& ctx, GemmPlanCache& plans, bool trans_a, bool trans_b,
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+void gemm_native(Context& ctx, GemmPlanCache& plans, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                 float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb, float beta, TypedPtr c,
+                 int64_t ldc) {
+  const DType ab = common_type("gemm", {{"A", a}, {"B", b}});
+  if (ab != DType::kBF16 || m == 0 || n == 0 || k == 0 || alpha == 0.0f) {
+    gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);  // its checks, its trivial cases
+    return;
+  }
+  DTRAIN_ASSERT(m > 0 && n > 0 && k > 0 && lda > 0 && ldb > 0 && ldc > 0, "gemm: negative dimension");
+  const bool c_bf16 = c.type == DType::kBF16;
+  const SlabRun run = plan_slab_run(plans, trans_a, trans_b, m, n, k, lda, ldb, ldc, c_bf16, alpha, beta);
+  const size_t bytes = run.workspace_bytes();
+  char* areas = bytes == 0 ? nullptr : static_cast<char*>(ctx.workspace(bytes));
+  run_slabs(ctx, run, trans_a, trans_b, lda, ldb, ldc, static_cast<const bf16*>(a.data),
+            static_cast<const bf16*>(b.data), c.data, dtype_size(c.type), areas);
+}
+
+// Note [Native linear forward]
+// The bf16 linear (Note [Fused linear epilogue], kernels/ops.h) on the native GEMM: the
+// product x W^T of a band of rows goes to an fp32 block in the workspace (the native
+// GEMM with an fp32 C, its slabs as any native GEMM's), and linear_epilogue_rows adds
+// the bias, applies GELU and stores each value once, as the emulated linear does with
+// its own blocks. The bands bound that block to the budget: as many rows as fit (whole
+// slab units), all of them when the product fits. Bands and slabs are functions of the
+// shape alone, so the result is the same bits on any number of threads. Against the
+// emulated linear, only the order of the fp32 sums in the product differs, so the
+// native GEMM's bound (test_cpu_gemm_native.cpp) holds for v before its one rounding.
+int64_t linear_native_band_rows(int64_t rows, int64_t out, size_t budget_bytes) {
+  const auto per_row = static_cast<size_t>(out) * sizeof(float);
+  const auto fitting = static_cast<int64_t>(budget_bytes / per_row) / kGemmNativeSlabAlign * kGemmNativeSlabAlign;
+  return std::min(rows, std::max(fitting, kGemmNativeSlabAlign));
+}
+
+namespace {
+
+// The native GEMM of one band of a linear's rows: x W^T into a packed fp32 block.
+SlabRun plan_band(GemmPlanCache& plans, int64_t band_rows, int64_t in, int64_t out) {
+  return plan_slab_run(plans, false, true, band_rows, out, in, in, in, out, /*c_bf16=*/false, 1.0f, 0.0f);
+}
+
+}  // namespace
+
+size_t linear_forward_native_workspace_bytes(GemmPlanCache& plans, int64_t rows, int64_t in, int64_t out,
+                                             size_t budget_bytes) {
+  if (rows <= 0 || in <= 0 || out <= 0) return 0;
+  const int64_t band = linear_native_band_rows(rows, out, budget_bytes);
+  const int64_t rest = rows % band;
+  size_t areas = gemm_native_workspace_bytes(plans, band, out, in, DType::kF32);
+  if (rest > 0) areas = std::max(areas, gemm_native_workspace_bytes(plans, rest, out, in, DType::kF32));
+  return aligned(static_cast<size_t>(band * out) * sizeof(float)) + areas;
+}
+
+void linear_forward_native(Context& ctx, GemmPlanCache& plans, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias,
+                           TypedPtr pre, TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue,
+                           size_t budget_bytes) {
+  const bool gelu = epilogue == LinearEpilogue::kBiasGelu;
+  const DType type = common_type("linear_forward", {{"x", x}, {"w", w}, {"bias", bias}, {"pre", pre}, {"y", y}});
+  if (type != DType::kBF16 || rows == 0 || in == 0 || out == 0) {
+    linear_forward(ctx, x, w, bias, pre, y, rows, in, out, epilogue);  // its checks, its trivial cases
+    return;
+  }
+  if (gelu && pre.data == nullptr) throw Error("linear_forward: the GELU epilogue needs pre, to keep for backward");
+  DTRAIN_ASSERT(rows > 0 && in > 0 && out > 0, "linear_forward: negative dimension");
+  const int64_t band = linear_native_band_rows(rows, out, budget_bytes);
+  const int64_t rest = rows % band;
+  const SlabRun full = plan_band(plans, band, in, out);
+  const SlabRun last = rest > 0 ? plan_band(plans, rest, in, out) : SlabRun{};
+  const size_t product_bytes = aligned(static_cast<size_t>(band * out) * sizeof(float));
+  auto* ws = static_cast<char*>(
+      ctx.workspace(product_bytes + std::max(full.workspace_bytes(), rest > 0 ? last.workspace_bytes() : 0)));
+  auto* product = reinterpret_cast<float*>(ws);
+  char* areas = ws + product_bytes;
+  const auto* x16 = static_cast<const bf16*>(x.data);
+  const auto* w16 = static_cast<const bf16*>(w.data);
+  for (int64_t r0 = 0; r0 < rows; r0 += band) {
+    const int64_t here = std::min(band, rows - r0);
+    run_slabs(ctx, here == band ? full : last, false, true, in, in, out, x16 + r0 * in, w16, product,
+              sizeof(float), areas);
+    linear_epilogue_rows(ctx, product, r0, here, out, static_cast<const bf16*>(bias.data),
+                         gelu ? static_cast<bf16*>(pre.data) : nullptr, static_cast<bf16*>(y.data), epilogue);
+  }
 }
 
 }  // namespace dtrain::cpu

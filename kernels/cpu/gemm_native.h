@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/ops.h"
 
 namespace dtrain::cpu {
@@ -88,5 +89,19 @@ size_t gemm_native_workspace_bytes(GemmPlanCache& plans, int64_t m, int64_t n, i
 void gemm_native(Context& ctx, GemmPlanCache& plans, bool trans_a, bool trans_b, int64_t m, int64_t n,
                  int64_t k, float alpha, ConstTypedPtr a, int64_t lda, ConstTypedPtr b, int64_t ldb,
                  float beta, TypedPtr c, int64_t ldc);
+
+// ops::linear_forward on bf16 operands, natively (Note [Native linear forward] in
+// gemm_native.cpp): the product of each band of rows into fp32, then the epilogue.
+// Other types, and no input columns, go to linear_forward(). The budget bounds the
+// fp32 block (a parameter for the tests that force several bands).
+void linear_forward_native(Context& ctx, GemmPlanCache& plans, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias,
+                           TypedPtr pre, TypedPtr y, int64_t rows, int64_t in, int64_t out, LinearEpilogue epilogue,
+                           size_t budget_bytes = kGemmWorkspaceBudget);
+// The workspace it takes: the fp32 block of a band and the band GEMMs' scratch areas.
+size_t linear_forward_native_workspace_bytes(GemmPlanCache& plans, int64_t rows, int64_t in, int64_t out,
+                                             size_t budget_bytes = kGemmWorkspaceBudget);
+// The rows of a band: as many as fit the budget in fp32 (whole kGemmNativeSlabAlign
+// units, at least one), all of them when they fit. Pure.
+int64_t linear_native_band_rows(int64_t rows, int64_t out, size_t budget_bytes);
 
 }  // namespace dtrain::cpu

@@ -4,9 +4,10 @@
 //   add_layernorm_forward   bit for bit add() then layernorm_forward() (Note [Fused
 //                           residual LayerNorm]), also with the sum written over a or b.
 //   linear_forward          (Note [Fused linear epilogue]) fp32: bit for bit gemm,
-//                           add_bias, gelu_forward; bf16: bit for bit the fp32 op of the
-//                           widened inputs, rounded once per stored value (so it differs
-//                           from the bf16 chain, within the bound derived below).
+//                           add_bias, gelu_forward; bf16: on the emulated GEMM, bit for
+//                           bit the fp32 op of the widened inputs, rounded once per
+//                           stored value, and on the backend's GEMM (native or emulated)
+//                           within the bound derived below of the bf16 chain.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu_async/cpu_async_backend.h"
 #include "kernels/dtype.h"
 #include "kernels/memory.h"
@@ -258,7 +260,8 @@ double bf16_spacing(double v) {
   return std::ldexp(1.0, e - 8);
 }
 
-// In bf16 the op is the fp32 op of the widened inputs, each stored value rounded once;
+// In bf16 the op is the fp32 op of the widened inputs (its product summed in the order
+// of the backend's GEMM, whose fp32 product p is below), each stored value rounded once;
 // against the bf16 chain (which rounds the product, then the sum, and takes GELU of
 // the rounded pre) it differs, per element with p the fp32 product, by at most
 //   pre: |round(round(p) + b) - round(p + b)| <= ulp(p)/2 + ulp(pre)
@@ -279,13 +282,18 @@ TEST(FusedLinear, Bf16RoundsOnceAndStaysWithinTheDerivedBoundOfTheChain) {
       auto pre = nan_filled<bf16>(n), y = nan_filled<bf16>(n);
       ops::linear_forward(*ctx, x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out, e);
 
-      // The contract: the fp32 op (itself the fp32 chain, above) of the widened inputs, rounded once.
+      // The contract, on the emulated GEMM (the oracle; the backend may run the native
+      // one, whose product sums in another order: test_cpu_linear_native.cpp): the fp32
+      // op (itself the fp32 chain, above) of the widened inputs, rounded once.
       std::vector<float> pre32(static_cast<size_t>(n)), y32(pre32.size());
       ops::linear_forward(*ctx, widened_values(x).data(), widened_values(w).data(), widened_values(bias).data(),
                           pre32.data(), y32.data(), c.rows, c.in, c.out, e);
-      EXPECT_TRUE(same_bits(y, rounded(y32)));
+      auto pre_emulated = nan_filled<bf16>(n), y_emulated = nan_filled<bf16>(n);
+      cpu::linear_forward(*ctx, x.data(), w.data(), bias.data(), pre_emulated.data(), y_emulated.data(), c.rows, c.in,
+                          c.out, e);
+      EXPECT_TRUE(same_bits(y_emulated, rounded(y32)));
       if (gelu) {
-        EXPECT_TRUE(same_bits(pre, rounded(pre32)));
+        EXPECT_TRUE(same_bits(pre_emulated, rounded(pre32)));
       }
 
       // Against the bf16 chain, within the bound above.
