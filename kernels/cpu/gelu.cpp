@@ -1,32 +1,34 @@
 // GELU in its tanh form (GPT-2's; torch.nn.GELU(approximate='tanh')):
-//   gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3).
+//   gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3),
+// over runs of elements in the loops of gelu_rows.cpp (Note [Arithmetic clones]).
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/cpu/gelu.h"
+#include "kernels/cpu/gelu_rows.h"
 #include "kernels/cpu/storage.h"
-#include "kernels/cpu/vector_math.h"
 
 namespace dtrain::cpu {
 
 namespace {
 
+// Runs of this many elements, one at a time per thread: fixed by n alone (the ops are
+// elementwise, so only speed depends on it).
+constexpr int64_t kRun = 4096;
+
 template <class T>
 void gelu_forward_typed(Context& ctx, const T* x, T* y, int64_t n) {
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-  for (int64_t i = 0; i < n; ++i) y[i] = narrow<T>(gelu_tanh(widen(x[i])));
+  const int64_t runs = (n + kRun - 1) / kRun;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t r = 0; r < runs; ++r) gelu_forward_run(x + r * kRun, y + r * kRun, std::min(kRun, n - r * kRun));
 }
 
 template <class T>
 void gelu_backward_typed(Context& ctx, const T* x, const T* dy, T* dx, int64_t n) {
-  // d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, with t = tanh(u).
-#pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = widen(x[i]);
-    const float u = kSqrt2OverPi * (v + kGeluCubic * v * v * v);
-    const float t = simd_tanh(u);
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * v * v);
-    dx[i] = narrow<T>((0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du) * widen(dy[i]));
+  const int64_t runs = (n + kRun - 1) / kRun;
+#pragma omp parallel for num_threads(ctx.num_threads()) if (n >= kParallelMinWork)
+  for (int64_t r = 0; r < runs; ++r) {
+    gelu_backward_run(x + r * kRun, dy + r * kRun, dx + r * kRun, std::min(kRun, n - r * kRun));
   }
 }
 

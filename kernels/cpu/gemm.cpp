@@ -12,7 +12,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/cpu/gelu.h"
+#include "kernels/cpu/gelu_rows.h"
 #include "kernels/cpu/storage.h"
 #include "kernels/errors.h"
 
@@ -178,8 +178,9 @@ void gemm_bf16(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, i
 }
 
 // The linear epilogue on rows [r0, r0 + rows) and columns [j0, j0 + cols) of the
-// output: v = block + bias in fp32, stored once (Note [Fused linear epilogue]). The
-// expressions are add_bias's and gelu_forward's, so fp32 gives the chain's bits.
+// output: v = block + bias in fp32, stored once (Note [Fused linear epilogue]), by the
+// runs of gelu_rows.h, whose expressions are add_bias's and gelu_forward's, so fp32
+// gives the chain's bits. block may be the output (pre, or y without GELU) itself.
 template <class T>
 void linear_epilogue(Context& ctx, const float* block, int64_t ld_block, int64_t r0, int64_t j0, int64_t rows,
                      int64_t cols, const T* bias, T* pre, T* y, int64_t ld, LinearEpilogue epilogue) {
@@ -189,16 +190,9 @@ void linear_epilogue(Context& ctx, const float* block, int64_t ld_block, int64_t
     const float* vr = block + r * ld_block;
     T* yr = y + (r0 + r) * ld + j0;
     if (gelu) {
-      T* pr = pre + (r0 + r) * ld + j0;
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) {
-        const float v = vr[j] + widen(bias[j0 + j]);
-        pr[j] = narrow<T>(v);
-        yr[j] = narrow<T>(gelu_tanh(v));
-      }
+      bias_gelu_epilogue_run(vr, bias + j0, pre + (r0 + r) * ld + j0, yr, cols);
     } else {
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) yr[j] = narrow<T>(vr[j] + widen(bias[j0 + j]));
+      bias_epilogue_run(vr, bias + j0, yr, cols);
     }
   }
 }
