@@ -2,7 +2,9 @@
 # The GPU check, one command on a bare GPU machine (see bench/RESULTS.md for what was
 # seen). It uses gpu-bundle/ made by scripts/gpu-bundle.sh on a CPU machine (or a
 # build-gpu/ made on this machine when it can build), and writes every log to one
-# folder: $OUT when set (the device tool's output folder), else gpu-check-logs/.
+# folder, gpu-check-logs/. When OUT is set (the device tool's output folder, which
+# brings back at most 8 files) the logs go to a temporary folder instead, and OUT gets
+# three files at the end: verdict.txt, summary.txt and gpu-check-logs.tar.xz (the rest).
 #   1. probe: the card, driver, toolkit, MPI and libraries present
 #   2. the gpu-labelled unit tests (CUDA ops against the CPU ops, allocator, NCCL, the
 #      GPT with and without recompute)
@@ -29,7 +31,7 @@
 # GPU is a failure (scripts/gpu-skip-rule.sh).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-logs=${OUT:-$root/gpu-check-logs}
+if [ -n "${OUT:-}" ]; then logs=$(mktemp -d)/gpu-check-logs; else logs=$root/gpu-check-logs; fi
 mkdir -p "$logs"
 bundle=$root/gpu-bundle
 source "$root/scripts/gpu-skip-rule.sh"
@@ -63,6 +65,12 @@ finish() {
   fi
   cat "$verdict" "$logs/summary.txt" >"$logs/summary.new" 2>/dev/null && mv "$logs/summary.new" "$logs/summary.txt"
   [ -n "${libs:-}" ] && rm -rf "$libs"  # the unpacked bundle: binaries, libraries, Open MPI
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT" && cp "$verdict" "$logs/summary.txt" "$OUT/"
+    # Python's tarfile: an image may lack xz.
+    (cd "$(dirname "$logs")" && python3 -m tarfile -c "$OUT/gpu-check-logs.tar.xz" gpu-check-logs) ||
+      echo "could not pack the logs into $OUT/gpu-check-logs.tar.xz"
+  fi
   echo; cat "$verdict"
   exit "$status"
 }
