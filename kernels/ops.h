@@ -132,6 +132,10 @@ class OpsBackend {
   virtual size_t linear_forward_workspace_bytes(int64_t rows, int64_t in, int64_t out, DType type) const;
   virtual void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
   virtual void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n);
+  // The default is the chain (gemm, then gelu_backward in place): Note [Fused GELU
+  // backward].
+  virtual void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre,
+                                          TypedPtr dpre, int64_t rows, int64_t in, int64_t out);
   virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
   virtual void scale(Context& ctx, float* x, int64_t n, float alpha);
   virtual void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
@@ -363,6 +367,19 @@ inline void add_layernorm_forward(Context& ctx, ConstTypedPtr a, ConstTypedPtr b
 // a rounding or two (tests/unit/kernels/test_fused_ops.cpp derives the bound). GELU's
 // backward reads the stored (rounded) pre, as the chain's does.
 //
+// Note [cuBLASLt GELU]
+// On CUDA in bf16 the GELU linear is one cuBLASLt GEMM (CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+// kernels/cuda/linear_lt.h): pre = round(v) as above, but y = round(g(v)) with g
+// cuBLASLt's own evaluation of the tanh form, which NVIDIA does not document. The
+// promise there is |g(v) - gelu_tanh(v)| <= 2^-12 |v| + 2^-24: g(v) = v (1 + t) / 2
+// with t within 2^-11 of tanh relative (the bound PTX gives tanh.approx.f32, the
+// fastest tanh a GEMM epilogue would use) and |t| <= 1. That is under a sixteenth of
+// a bf16 ulp of v, so a stored y moves by at most an ulp. The derivative in the
+// backward GEMM (Note [Fused GELU backward]) is g'(v) = (1 + t) / 2 + v (1 - t^2) k
+// (1 + 3a v^2) / 2 (k = sqrt(2/pi), a = 0.044715); t's error moves it by at most
+// 2^-11 (1/2 + k |v| (1 + 3a v^2)) + 2^-22. tests/gpu/test_fused_ops.cpp holds the GPU
+// to both against the CPU. fp32 keeps the unfused forms and the backend's gelu_tanh.
+//
 // y (rows, out) = epilogue(x (rows, in) W (out, in)^T + bias (out)); x, w, bias, pre
 // and y all of one type. pre and y alias nothing. Takes at most
 // linear_forward_workspace_bytes(rows, in, out, type) of workspace.
@@ -380,6 +397,21 @@ inline void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) {
 // dx = gelu_tanh'(x) * dy; dx may alias dy.
 inline void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) {
   ctx.backend().gelu_backward(ctx, x, dy, dx, n);
+}
+// Note [Fused GELU backward]
+// The input gradient of a linear whose input was gelu_tanh(pre) (the MLP's c_proj),
+// taken through GELU: dpre = gelu_tanh'(pre) * (dy W), with dy (rows, out), W (out, in),
+// pre and dpre (rows, in), all of one type. It replaces the chain gemm (dx = dy W)
+// then gelu_backward (dpre = gelu_tanh'(pre) * dx), and the default backend op IS that
+// chain, so the CPU's bits are the chain's. On CUDA in bf16 it is one cuBLASLt GEMM
+// with CUBLASLT_EPILOGUE_DGELU (kernels/cuda/linear_lt.h): GELU's derivative is applied
+// to the fp32 product, and dpre rounded once where the chain rounds dx first, with
+// cuBLASLt's own evaluation of the derivative (Note [cuBLASLt GELU] bounds it).
+// tests/gpu/test_fused_ops.cpp holds the GPU to the CPU chain within both differences.
+// dpre aliases nothing; no workspace beyond the gemm's.
+inline void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre,
+                                       TypedPtr dpre, int64_t rows, int64_t in, int64_t out) {
+  ctx.backend().linear_backward_input_gelu(ctx, dy, w, pre, dpre, rows, in, out);
 }
 // y = a + b elementwise; y may alias a or b (y += b is add(y, b, y)).
 inline void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) {

@@ -20,11 +20,17 @@ void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPt
   ops::linear_forward(ctx, x, w, b, nullptr, y, rows, in, out, LinearEpilogue::kBias);
 }
 
-// dW += dy^T x, db += column sums of dy, dx = dy W (overwritten).
-void linear_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr w, TypedPtr dx, float* dw,
-                     float* db, int64_t rows, int64_t in, int64_t out) {
+// dW += dy^T x, db += column sums of dy.
+void linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db, int64_t rows,
+                                int64_t in, int64_t out) {
   ops::gemm(ctx, true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
   ops::bias_backward(ctx, dy, db, rows, out, 1);
+}
+
+// The parameter gradients as above, and dx = dy W (overwritten).
+void linear_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr w, TypedPtr dx, float* dw,
+                     float* db, int64_t rows, int64_t in, int64_t out) {
+  linear_parameter_gradients(ctx, dy, x, dw, db, rows, in, out);
   ops::gemm(ctx, false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
@@ -509,11 +515,12 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
       layernorm_1(a, l);
       block_forward_to_gelu(a, l, drop);
     }
-    // dres holds d res3. MLP branch: dfch_gelu (dbig) from the branch's gradient,
-    // then dfch in place, then dln2 (dtmp); ln_2 adds its dx into dres (-> d res2).
+    // dres holds d res3. MLP branch: dfch (dbig) from the branch's gradient through
+    // c_proj and GELU in one op (Note [Fused GELU backward]), then dln2 (dtmp); ln_2
+    // adds its dx into dres (-> d res2).
     const ConstTypedPtr dmlp = branch_grad(mlp_site(l));
-    linear_backward(ctx_, dmlp, b.fch_gelu, w.at(p.fcproj_w), a.dbig, g + p.fcproj_w, g + p.fcproj_b, BT, 4 * C, C);
-    ops::gelu_backward(ctx_, b.fch, a.dbig, a.dbig, BT * 4 * C);
+    linear_parameter_gradients(ctx_, dmlp, b.fch_gelu, g + p.fcproj_w, g + p.fcproj_b, BT, 4 * C, C);
+    ops::linear_backward_input_gelu(ctx_, dmlp, w.at(p.fcproj_w), b.fch, a.dbig, BT, 4 * C, C);
     linear_backward(ctx_, a.dbig, b.ln2, w.at(p.fc_w), a.dtmp, g + p.fc_w, g + p.fc_b, BT, C, 4 * C);
     ops::layernorm_backward(ctx_, a.dtmp, b.res2, w.at(p.ln2_w), b.ln2_mean, b.ln2_rstd, a.dres, g + p.ln2_w,
                             g + p.ln2_b, BT, C, true);

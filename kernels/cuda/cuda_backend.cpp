@@ -72,7 +72,7 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32,
   DTRAIN_CUBLAS_CHECK(
       cublasSetWorkspace(blas, cublas_workspace_.data(), cublas_workspace_.bytes()));
   // cuBLASLt's GEMMs share it: they run on the same stream as cuBLAS's.
-  bias_linear_lt_ = std::make_unique<BiasLinearLt>(cublas_workspace_.data(), cublas_workspace_.bytes());
+  linear_lt_ = std::make_unique<LinearLt>(cublas_workspace_.data(), cublas_workspace_.bytes());
   // The default math mode computes SGEMM in full FP32 (as PyTorch's default matmul);
   // CUBLAS_PEDANTIC_MATH would also forbid what only environment variables can enable
   // (BF16x9 emulation), at a documented speed cost. With tf32 the user opted into

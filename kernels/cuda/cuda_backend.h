@@ -41,7 +41,7 @@
 #include <memory>
 #include <type_traits>
 
-#include "kernels/cuda/bias_linear_lt.h"
+#include "kernels/cuda/linear_lt.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/fused_attention.h"
@@ -137,6 +137,8 @@ class CudaBackend final : public OpsBackend {
   // gelu.cu
   void gelu_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n) override;
   void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override;
+  void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre, TypedPtr dpre,
+                                  int64_t rows, int64_t in, int64_t out) override;
   // elementwise.cu
   void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override;
   void scale(Context& ctx, float* x, int64_t n, float alpha) override;
@@ -163,7 +165,7 @@ class CudaBackend final : public OpsBackend {
                                DType type) const override;
   const FusedAttention& fused_attention() const { return *fused_attention_; }
   const FlashAttention& flash_attention() const { return *flash_attention_; }
-  const BiasLinearLt& bias_linear_lt() const { return *bias_linear_lt_; }
+  const LinearLt& linear_lt() const { return *linear_lt_; }
   // dropout.cu
   void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples, int64_t per_sample,
                        const int64_t* sample_ids, uint64_t key, float p) override;
@@ -236,7 +238,7 @@ class CudaBackend final : public OpsBackend {
   std::unique_ptr<FusedAttention> fused_attention_;
   std::unique_ptr<FlashAttention> flash_attention_;
   // The bf16 bias linear in one cuBLASLt GEMM (linear.cu), on cublas_workspace_.
-  std::unique_ptr<BiasLinearLt> bias_linear_lt_;
+  std::unique_ptr<LinearLt> linear_lt_;
 };
 
 }  // namespace dtrain

@@ -1,16 +1,15 @@
 // The linear forward with its epilogue (Note [Fused linear epilogue], kernels/ops.h):
 // y = epilogue(x W^T + bias), each stored value rounded once from its fp32 value.
 //
-// The bf16 bias linear is one cuBLASLt GEMM with the bias in its epilogue
-// (kernels/cuda/bias_linear_lt.h), where cuBLASLt takes the shape. Otherwise (fp32,
-// the GELU epilogue, a declined shape) cuBLAS computes the product in fp32 (into pre
-// or y for fp32; for bf16 inputs into an fp32 workspace, cublasGemmEx with an fp32 C),
-// and one elementwise pass adds the bias, applies GELU and rounds. That meets the op's
-// contract (the product is never rounded before the bias) at the cost of one extra
-// pass over the output and, in bf16, rows x out floats of workspace, which
-// linear_forward_workspace_bytes reports for every bf16 call (a bias call that
-// cuBLASLt takes uses none of it: the memory model counts a little more than it must).
-// cuBLASLt's GELU epilogue is left out: see bias_linear_lt.h.
+// The bf16 linear, bias or bias and GELU, is one cuBLASLt GEMM with its epilogue
+// (kernels/cuda/linear_lt.h), where cuBLASLt takes the shape. Otherwise (fp32, a
+// declined shape) cuBLAS computes the product in fp32 (into pre or y for fp32; for bf16
+// inputs into an fp32 workspace, cublasGemmEx with an fp32 C), and one elementwise pass
+// adds the bias, applies GELU and rounds. That meets the op's contract (the product is
+// never rounded before the bias) at the cost of one extra pass over the output and, in
+// bf16, rows x out floats of workspace, which linear_forward_workspace_bytes reports
+// for every bf16 call (a call that cuBLASLt takes uses none of it: the memory model
+// counts a little more than it must).
 #include <cstdint>
 #include <type_traits>
 
@@ -71,7 +70,7 @@ void CudaBackend::linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w,
     (void)typed<T>(x, kOp);  // checks: all of one type
     (void)typed<T>(w, kOp);
     if constexpr (!std::is_same_v<T, float>) {
-      if (!gelu && bias_linear_lt_->run(stream(), x.data, w.data, b, yt, rows, in, out)) return;
+      if (linear_lt_->run(stream(), x.data, w.data, b, yt, rows, in, out, gelu ? p : nullptr)) return;
     }
     float* product = nullptr;
     if constexpr (std::is_same_v<T, float>) {
@@ -84,6 +83,16 @@ void CudaBackend::linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w,
         product, b, p, yt, rows, out, gelu);
   });
   DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+// Note [Fused GELU backward]: one cuBLASLt GEMM in bf16 where it takes the shape, else
+// the chain (cuBLAS, then the GELU backward pass).
+void CudaBackend::linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre,
+                                             TypedPtr dpre, int64_t rows, int64_t in, int64_t out) {
+  const bool bf16 = dy.type == DType::kBF16 && w.type == DType::kBF16 && pre.type == DType::kBF16 &&
+                    dpre.type == DType::kBF16;
+  if (bf16 && linear_lt_->run_gelu_backward(stream(), dy.data, w.data, pre.data, dpre.data, rows, in, out)) return;
+  OpsBackend::linear_backward_input_gelu(ctx, dy, w, pre, dpre, rows, in, out);
 }
 
 }  // namespace dtrain

@@ -13,7 +13,17 @@
 //                           test_cuda_ops.cpp's GEMM bound), y within 1.13 times that
 //                           (max |gelu'| < 1.13) plus GELU's 1e-6; bf16 adds an ulp.
 //                           The bf16 bias form is one cuBLASLt GEMM with the bias in
-//                           its epilogue (bias_linear_lt.h): the same bound holds.
+//                           its epilogue (linear_lt.h): the same bound holds. The
+//                           bf16 GELU form is one too, whose GELU is cuBLASLt's: y
+//                           gets Note [cuBLASLt GELU]'s 2^-12 |v| + 2^-24 more.
+//   linear_backward_input_gelu  (Note [Fused GELU backward]) against the CPU chain,
+//                           with P = dy W, S = sum |dy||w| and v = pre: the GEMM bound
+//                           2 gamma_{out+2} S times |g'|, the two backends' fp32
+//                           derivatives within 2^-20 (1/2 + k|v|(1 + 3a v^2)) of the
+//                           exact one each; bf16 adds the chain's rounding of P (2^-9
+//                           |P| |g'|), cuBLASLt's derivative (Note [cuBLASLt GELU]:
+//                           2^-11 for 2^-20) and an ulp. bf16 at GPT-2's c_proj shape
+//                           runs as one cuBLASLt GEMM; both types repeat bit for bit.
 //   softmax_cross_entropy   already llm.c's fused classifier (Note [Fused classifier],
 //                           kernels/cuda/cross_entropy.cu): test_cuda_ops.cpp checks
 //                           its values in place; here, that a GPT-sized call in place
@@ -149,7 +159,7 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
       const auto xv = testing::values(x), wv = testing::values(w), bv = testing::values(bias);
       std::vector<double> pre_slack(static_cast<size_t>(n)), y_slack(pre_slack.size());
       const double factor = 2.0 * gamma_n(c.in + 2);
-      const auto yv = testing::values(y);
+      const auto yv = testing::values(y), pv = testing::values(pre);
       for (int64_t r = 0; r < c.rows; ++r) {
         for (int64_t o = 0; o < c.out; ++o) {
           double sum = std::fabs(bv[o]);
@@ -157,6 +167,10 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
           const size_t i = static_cast<size_t>(r * c.out + o);
           pre_slack[i] = factor * sum;
           y_slack[i] = gelu ? 1.13 * factor * sum + 1e-6 * (1.0 + std::fabs(yv[i])) : factor * sum;
+          if (gelu && !std::is_same_v<T, float>) {
+            const double v = std::fabs(static_cast<double>(pv[i])) * (1.0 + std::ldexp(1.0, -8)) + pre_slack[i];
+            y_slack[i] += std::ldexp(v, -12) + std::ldexp(1.0, -24);
+          }
         }
       }
       EXPECT_TRUE(within(gy.to_host(), y, y_slack));
@@ -167,8 +181,8 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
   }
 }
 
-// The bf16 bias linear runs as one cuBLASLt GEMM (kernels/cuda/bias_linear_lt.h), the
-// others as cuBLAS and a pass: each repeats bit for bit (a GPT-2 124M linear's shape).
+// The bf16 linears run as one cuBLASLt GEMM each (kernels/cuda/linear_lt.h), the
+// fp32 ones as cuBLAS and a pass: each repeats bit for bit (a GPT-2 124M linear's shape).
 TYPED_TEST(FusedOpsIn, LinearForwardRepeatsBitForBit) {
   using T = TypeParam;
   const int64_t rows = 512, in = 768, out = 2304;
@@ -194,7 +208,7 @@ TYPED_TEST(FusedOpsIn, LinearForwardRepeatsBitForBit) {
 class FusedOps : public testing::CudaAgainstCpuTest {};
 
 TEST_F(FusedOps, Bf16BiasLinearsOfGpt2ShapesRunAsOneCublasLtGemm) {
-  const BiasLinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).bias_linear_lt();
+  const LinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).linear_lt();
   const int64_t rows = 256;
   Rng rng(45);
   struct Shape {
@@ -212,6 +226,89 @@ TEST_F(FusedOps, Bf16BiasLinearsOfGpt2ShapesRunAsOneCublasLtGemm) {
     gpu().synchronize();
     EXPECT_EQ(lt.calls(), before + 1);
   }
+}
+
+// So does the MLP's GELU linear (c_fc, 768 -> 3072), with GELU in the epilogue.
+TEST_F(FusedOps, Bf16GeluLinearOfGpt2ShapeRunsAsOneCublasLtGemm) {
+  const LinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).linear_lt();
+  const int64_t rows = 256, in = 768, out = 3072;
+  Rng rng(46);
+  DeviceArray<bf16> x(gpu(), stored<bf16>(random_normal(rng, rows * in)));
+  DeviceArray<bf16> w(gpu(), stored<bf16>(random_normal(rng, out * in, 0.05)));
+  DeviceArray<bf16> bias(gpu(), stored<bf16>(random_normal(rng, out, 0.5)));
+  DeviceArray<bf16> pre(gpu(), stored_nans<bf16>(rows * out)), y(gpu(), stored_nans<bf16>(rows * out));
+  const int64_t before = lt.gelu_calls();
+  ops::linear_forward(gpu(), x.get(), w.get(), bias.get(), pre.get(), y.get(), rows, in, out,
+                      LinearEpilogue::kBiasGelu);
+  gpu().synchronize();
+  EXPECT_EQ(lt.gelu_calls(), before + 1);
+}
+
+// GELU's tanh form's derivative in double (the exact one of Note [cuBLASLt GELU]).
+double gelu_derivative(double v) {
+  const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
+  const double t = std::tanh(k * (v + a * v * v * v));
+  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * a * v * v);
+}
+
+TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerivedBound) {
+  using T = TypeParam;
+  constexpr bool kBf16 = !std::is_same_v<T, float>;
+  struct Case {
+    int64_t rows, in, out;
+  };
+  Rng rng(47);
+  for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{96, 768, 192}, Case{130, 3072, 768}}) {
+    SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.out << "->" << c.in);
+    const int64_t n = c.rows * c.in;
+    const auto dy = stored<T>(random_normal(rng, c.rows * c.out));
+    const auto w = stored<T>(random_normal(rng, c.out * c.in, 0.05));
+    const auto pre = stored<T>(random_normal(rng, n, 1.5));
+    std::vector<T> want(static_cast<size_t>(n));
+    ops::linear_backward_input_gelu(this->cpu(), dy.data(), w.data(), pre.data(), want.data(), c.rows, c.in, c.out);
+    DeviceArray<T> gdy(this->gpu(), dy), gw(this->gpu(), w), gpre(this->gpu(), pre);
+    std::vector<std::vector<T>> runs;
+    for (int run = 0; run < 2; ++run) {
+      DeviceArray<T> gdpre(this->gpu(), stored_nans<T>(n));
+      ops::linear_backward_input_gelu(this->gpu(), gdy.get(), gw.get(), gpre.get(), gdpre.get(), c.rows, c.in, c.out);
+      runs.push_back(gdpre.to_host());
+    }
+    EXPECT_TRUE(exactly(runs[1], runs[0]));
+
+    const auto dv = testing::values(dy), wv = testing::values(w), pv = testing::values(pre);
+    const double k = std::sqrt(2.0 / M_PI), a = 0.044715, factor = 2.0 * gamma_n(c.out + 2);
+    std::vector<double> slack(static_cast<size_t>(n));
+    for (int64_t r = 0; r < c.rows; ++r) {
+      for (int64_t i = 0; i < c.in; ++i) {
+        double product = 0.0, magnitude = 0.0;
+        for (int64_t o = 0; o < c.out; ++o) {
+          const double term = static_cast<double>(dv[r * c.out + o]) * wv[o * c.in + i];
+          product += term;
+          magnitude += std::fabs(term);
+        }
+        const size_t at = static_cast<size_t>(r * c.in + i);
+        const double v = pv[at], g = std::fabs(gelu_derivative(v)), p = std::fabs(product) + factor * magnitude;
+        const double shape = 0.5 + k * std::fabs(v) * (1.0 + 3.0 * a * v * v);
+        slack[at] = g * factor * magnitude + 2.0 * std::ldexp(shape, -20) * p;
+        if (kBf16) slack[at] += g * std::ldexp(p, -9) + (std::ldexp(shape, -11) + std::ldexp(1.0, -22)) * p;
+      }
+    }
+    EXPECT_TRUE(within(runs[0], want, slack));
+  }
+}
+
+TEST_F(FusedOps, Bf16GeluBackwardOfGpt2ShapeRunsAsOneCublasLtGemm) {
+  const LinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).linear_lt();
+  const int64_t rows = 256, in = 3072, out = 768;
+  Rng rng(48);
+  DeviceArray<bf16> dy(gpu(), stored<bf16>(random_normal(rng, rows * out)));
+  DeviceArray<bf16> w(gpu(), stored<bf16>(random_normal(rng, out * in, 0.05)));
+  DeviceArray<bf16> pre(gpu(), stored<bf16>(random_normal(rng, rows * in)));
+  DeviceArray<bf16> dpre(gpu(), stored_nans<bf16>(rows * in));
+  const int64_t before = lt.gelu_backward_calls();
+  ops::linear_backward_input_gelu(gpu(), dy.get(), w.get(), pre.get(), dpre.get(), rows, in, out);
+  gpu().synchronize();
+  EXPECT_EQ(lt.gelu_backward_calls(), before + 1);
 }
 
 TYPED_TEST(FusedOpsIn, ClassifierInPlaceTakesOnlyItsPerRowWorkspace) {

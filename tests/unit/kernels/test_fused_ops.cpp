@@ -8,6 +8,10 @@
 //                           bit the fp32 op of the widened inputs, rounded once per
 //                           stored value, and on the backend's GEMM (native or emulated)
 //                           within the bound derived below of the bf16 chain.
+//   linear_backward_input_gelu  (Note [Fused GELU backward]) the chain gemm then
+//                           gelu_backward bit for bit, fp32 and bf16, on the CPU and
+//                           cpu-async; in fp32 within the derived bound of the tanh
+//                           form's derivative evaluated in double.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -351,6 +355,80 @@ TEST(FusedLinear, CpuAsyncGivesTheCpuBackendsBitsWithinItsDeclaredWorkspace) {
   const auto [pre_a, y_a] = run(*async, true);
   EXPECT_TRUE(same_bits(pre_a, pre_c));
   EXPECT_TRUE(same_bits(y_a, y_c));
+}
+
+// ------------------------------------------------- linear_backward_input_gelu
+
+struct GeluBackwardCase {
+  int64_t rows, in, out;
+};
+// Odd shapes, one of a GPT's MLP (c_proj: in = 4C), and one over the OpenMP split.
+const GeluBackwardCase kGeluBackwardCases[] = {{1, 1, 1}, {7, 5, 3}, {48, 256, 64}, {301, 96, 40}};
+
+TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluIsTheGemmThenGeluBackwardChainBitForBit) {
+  using T = TypeParam;
+  Rng rng(37);
+  for (const bool async : {false, true}) {
+    auto ctx = async ? Context::make_cpu_async(2) : Context::make_cpu(2);
+    for (const GeluBackwardCase& c : kGeluBackwardCases) {
+      SCOPED_TRACE(::testing::Message() << (async ? "cpu-async " : "cpu ") << c.rows << "x" << c.out << "->" << c.in);
+      const auto dy = random_values<T>(rng, c.rows * c.out), w = random_values<T>(rng, c.out * c.in, 0.1);
+      const auto pre = random_values<T>(rng, c.rows * c.in, 1.5);
+      Buffer gdy = upload(*ctx, dy), gw = upload(*ctx, w), gpre = upload(*ctx, pre);
+      Buffer chain = upload(*ctx, nan_filled<T>(c.rows * c.in)), fused = upload(*ctx, nan_filled<T>(c.rows * c.in));
+      ops::gemm(*ctx, false, false, c.rows, c.in, c.out, 1.0f, gdy.as<T>(), c.out, gw.as<T>(), c.in, 0.0f,
+                chain.as<T>(), c.in);
+      ops::gelu_backward(*ctx, gpre.as<T>(), chain.as<T>(), chain.as<T>(), c.rows * c.in);
+      ops::linear_backward_input_gelu(*ctx, gdy.as<T>(), gw.as<T>(), gpre.as<T>(), fused.as<T>(), c.rows, c.in, c.out);
+      EXPECT_TRUE(same_bits(download<T>(*ctx, fused), download<T>(*ctx, chain)));
+    }
+  }
+}
+
+// GELU's tanh form and its derivative in double, the independent reference.
+double gelu_derivative(double v) {
+  const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
+  const double t = std::tanh(k * (v + a * v * v * v));
+  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * a * v * v);
+}
+
+// With P = dy W and S = sum over k of |dy||w|: the fp32 product is within gamma_out S of
+// P (Higham's bound for a sum of `out` products), and the derivative's fp32 evaluation
+// within e(v) = 2^-20 (1/2 + k |v| (1 + 3a v^2)) of the exact one: as Note [cuBLASLt
+// GELU]'s derivation with tanh's error 2^-20 (a few fp32 ulps) in place of 2^-11. So
+// |dpre - g'(v) P| <= |g'| gamma_out S + e(v) (|P| + gamma_out S) + an ulp of dpre.
+TEST(FusedGeluBackward, Fp32IsWithinTheDerivedBoundOfTheTanhFormsDerivativeInDouble) {
+  auto ctx = Context::make_cpu(2);
+  Rng rng(38);
+  for (const GeluBackwardCase& c : kGeluBackwardCases) {
+    SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.out << "->" << c.in);
+    const auto dy = random_values<float>(rng, c.rows * c.out), w = random_values<float>(rng, c.out * c.in, 0.1);
+    const auto pre = random_values<float>(rng, c.rows * c.in, 2.0);
+    auto dpre = nan_filled<float>(c.rows * c.in);
+    ops::linear_backward_input_gelu(*ctx, dy.data(), w.data(), pre.data(), dpre.data(), c.rows, c.in, c.out);
+    const double gamma = c.out * std::ldexp(1.0, -24) / (1.0 - c.out * std::ldexp(1.0, -24));
+    const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
+    int failures = 0;
+    for (int64_t r = 0; r < c.rows; ++r) {
+      for (int64_t i = 0; i < c.in; ++i) {
+        double product = 0.0, magnitude = 0.0;
+        for (int64_t o = 0; o < c.out; ++o) {
+          const double term = static_cast<double>(dy[r * c.out + o]) * w[o * c.in + i];
+          product += term;
+          magnitude += std::fabs(term);
+        }
+        const double v = pre[r * c.in + i], g = gelu_derivative(v);
+        const double e = std::ldexp(0.5 + k * std::fabs(v) * (1.0 + 3.0 * a * v * v), -20);
+        const double want = g * product, got = dpre[r * c.in + i];
+        const double bound = std::fabs(g) * gamma * magnitude + e * (std::fabs(product) + gamma * magnitude) +
+                             std::ldexp(std::fabs(want), -23) + 1e-30;
+        if (!(std::fabs(got - want) <= bound) && ++failures <= 3) {
+          ADD_FAILURE() << "[" << r << ", " << i << "] got " << got << ", want " << want << ", bound " << bound;
+        }
+      }
+    }
+    EXPECT_EQ(failures, 0);
+  }
 }
 
 }  // namespace
