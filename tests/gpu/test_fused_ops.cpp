@@ -43,6 +43,7 @@
 #include "kernels/rng.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/gpu/stored_types.h"
+#include "tests/unit/kernels/gelu_reference.h"
 
 namespace dtrain {
 namespace {
@@ -244,13 +245,6 @@ TEST_F(FusedOps, Bf16GeluLinearOfGpt2ShapeRunsAsOneCublasLtGemm) {
   EXPECT_EQ(lt.gelu_calls(), before + 1);
 }
 
-// GELU's tanh form's derivative in double (the exact one of Note [cuBLASLt GELU]).
-double gelu_derivative(double v) {
-  const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
-  const double t = std::tanh(k * (v + a * v * v * v));
-  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * a * v * v);
-}
-
 TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerivedBound) {
   using T = TypeParam;
   constexpr bool kBf16 = !std::is_same_v<T, float>;
@@ -276,19 +270,14 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
     EXPECT_TRUE(exactly(runs[1], runs[0]));
 
     const auto dv = testing::values(dy), wv = testing::values(w), pv = testing::values(pre);
-    const double k = std::sqrt(2.0 / M_PI), a = 0.044715, factor = 2.0 * gamma_n(c.out + 2);
+    const double factor = 2.0 * gamma_n(c.out + 2);
     std::vector<double> slack(static_cast<size_t>(n));
     for (int64_t r = 0; r < c.rows; ++r) {
       for (int64_t i = 0; i < c.in; ++i) {
-        double product = 0.0, magnitude = 0.0;
-        for (int64_t o = 0; o < c.out; ++o) {
-          const double term = static_cast<double>(dv[r * c.out + o]) * wv[o * c.in + i];
-          product += term;
-          magnitude += std::fabs(term);
-        }
+        const auto [product, magnitude] = testing::input_gradient_element(dv, wv, r, i, c.in, c.out);
         const size_t at = static_cast<size_t>(r * c.in + i);
-        const double v = pv[at], g = std::fabs(gelu_derivative(v)), p = std::fabs(product) + factor * magnitude;
-        const double shape = 0.5 + k * std::fabs(v) * (1.0 + 3.0 * a * v * v);
+        const double v = pv[at], g = std::fabs(testing::gelu_derivative(v)), p = std::fabs(product) + factor * magnitude;
+        const double shape = testing::gelu_derivative_sensitivity(v);
         slack[at] = g * factor * magnitude + 2.0 * std::ldexp(shape, -20) * p;
         if (kBf16) slack[at] += g * std::ldexp(p, -9) + (std::ldexp(shape, -11) + std::ldexp(1.0, -22)) * p;
       }

@@ -32,6 +32,7 @@
 #include "kernels/memory.h"
 #include "kernels/ops.h"
 #include "kernels/rng.h"
+#include "tests/unit/kernels/gelu_reference.h"
 
 namespace dtrain {
 namespace {
@@ -385,13 +386,6 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluIsTheGemmThenGeluBackwardChainBitF
   }
 }
 
-// GELU's tanh form and its derivative in double, the independent reference.
-double gelu_derivative(double v) {
-  const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
-  const double t = std::tanh(k * (v + a * v * v * v));
-  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * a * v * v);
-}
-
 // With P = dy W and S = sum over k of |dy||w|: the fp32 product is within gamma_out S of
 // P (Higham's bound for a sum of `out` products), and the derivative's fp32 evaluation
 // within e(v) = 2^-20 (1/2 + k |v| (1 + 3a v^2)) of the exact one: as Note [cuBLASLt
@@ -407,18 +401,12 @@ TEST(FusedGeluBackward, Fp32IsWithinTheDerivedBoundOfTheTanhFormsDerivativeInDou
     auto dpre = nan_filled<float>(c.rows * c.in);
     ops::linear_backward_input_gelu(*ctx, dy.data(), w.data(), pre.data(), dpre.data(), c.rows, c.in, c.out);
     const double gamma = c.out * std::ldexp(1.0, -24) / (1.0 - c.out * std::ldexp(1.0, -24));
-    const double k = std::sqrt(2.0 / M_PI), a = 0.044715;
     int failures = 0;
     for (int64_t r = 0; r < c.rows; ++r) {
       for (int64_t i = 0; i < c.in; ++i) {
-        double product = 0.0, magnitude = 0.0;
-        for (int64_t o = 0; o < c.out; ++o) {
-          const double term = static_cast<double>(dy[r * c.out + o]) * w[o * c.in + i];
-          product += term;
-          magnitude += std::fabs(term);
-        }
-        const double v = pre[r * c.in + i], g = gelu_derivative(v);
-        const double e = std::ldexp(0.5 + k * std::fabs(v) * (1.0 + 3.0 * a * v * v), -20);
+        const auto [product, magnitude] = testing::input_gradient_element(dy, w, r, i, c.in, c.out);
+        const double v = pre[r * c.in + i], g = testing::gelu_derivative(v);
+        const double e = std::ldexp(testing::gelu_derivative_sensitivity(v), -20);
         const double want = g * product, got = dpre[r * c.in + i];
         const double bound = std::fabs(g) * gamma * magnitude + e * (std::fabs(product) + gamma * magnitude) +
                              std::ldexp(std::fabs(want), -23) + 1e-30;
