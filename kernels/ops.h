@@ -45,14 +45,21 @@ struct Pool2dShape {
 // What a fused linear forward applies to its product (ops::linear_forward).
 enum class LinearEpilogue : uint8_t { kBias, kBiasGelu };
 
+// grad_scale: each gradient is multiplied by it (one fp32 multiplication) before the
+// update reads it, so the update is bit for bit scale(grads, grad_scale) followed by
+// the update at 1, without that pass over the gradients: gradient clipping's
+// coefficient (runtime/gradient_clipping.h), as llm.c folds it into its AdamW kernel.
+// The gradients themselves are not written.
 struct SgdHyper {
   float lr, momentum, weight_decay;
   bool nesterov;
+  float grad_scale = 1.0f;
 };
 
 struct AdamWHyper {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;  // 1 for the first update (bias correction)
+  float grad_scale = 1.0f;
 };
 
 // The interface each backend implements. Call the free functions below instead.

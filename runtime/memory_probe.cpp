@@ -147,7 +147,7 @@ StepOverheads time_step_overheads(Model& model, Context& ctx, const Dataset& dat
 
 double time_optimizer_step(Model& model, Optimizer& optimizer, Context& ctx, int reps) {
   constexpr double kLr = 1e-3;
-  auto once = [&] { optimizer.step(ctx, model.params(), model.grads(), kLr, model.param_copy()); };
+  auto once = [&] { optimizer.step(ctx, model.params(), model.grads(), kLr, 1.0f, model.param_copy()); };
   once();
   ctx.synchronize();
   const auto t0 = std::chrono::steady_clock::now();

@@ -25,10 +25,10 @@ class Sgd final : public Optimizer {
   int64_t state_bytes_per_param() const override { return optimizer_state_bytes_per_param(config_); }
   FlatRange shard() const override { return shard_; }
   std::vector<float*> state_buffers() override { return {momentum_.as<float>()}; }
-  void step(Context& ctx, float* master, const float* grads, double lr, bf16* params_bf16) override {
+  void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale, bf16* params_bf16) override {
     for (const DecaySpan& s : spans_) {
       const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
-                       s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, config_.nesterov};
+                       s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, config_.nesterov, grad_scale};
       const int64_t local = s.offset - shard_.offset;
       ops::sgd_update(ctx, master + local, grads + s.offset, momentum_.as<float>() + local, s.count, h);
     }
@@ -57,12 +57,16 @@ class AdamW final : public Optimizer {
   std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
   int64_t steps_taken() const override { return t_; }
   void set_steps_taken(int64_t t) override { t_ = t; }
-  void step(Context& ctx, float* master, const float* grads, double lr, bf16* params_bf16) override {
+  void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale, bf16* params_bf16) override {
     ++t_;
     for (const DecaySpan& s : spans_) {
-      const AdamWHyper h{static_cast<float>(lr), static_cast<float>(config_.beta1),
-                         static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
-                         s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, t_};
+      const AdamWHyper h{static_cast<float>(lr),
+                         static_cast<float>(config_.beta1),
+                         static_cast<float>(config_.beta2),
+                         static_cast<float>(config_.eps),
+                         s.decay ? static_cast<float>(config_.weight_decay) : 0.0f,
+                         t_,
+                         grad_scale};
       const int64_t local = s.offset - shard_.offset;
       ops::adamw_update(ctx, master + local, grads + s.offset, m_.as<float>() + local, v_.as<float>() + local,
                         s.count, h, params_bf16 ? params_bf16 + s.offset : nullptr);

@@ -33,8 +33,11 @@ class Optimizer {
   // buffer), `grads` the whole flat gradient buffer (n floats), both device memory.
   // When params_bf16 (the whole bf16 copy) is not null its shard range receives the
   // updated parameters rounded to bf16 (the model's compute copy, Note [bf16
-  // storage]), in the update's own pass where the op can.
-  virtual void step(Context& ctx, float* master, const float* grads, double lr, bf16* params_bf16 = nullptr) = 0;
+  // storage]), in the update's own pass where the op can. The update reads each
+  // gradient times grad_scale (gradient clipping's coefficient; the gradients are not
+  // written): bit for bit scaling them first (SgdHyper, AdamWHyper).
+  virtual void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale,
+                    bf16* params_bf16 = nullptr) = 0;
   // Bytes of optimizer state per parameter of the shard.
   virtual int64_t state_bytes_per_param() const = 0;
   // The range of the flat buffers this optimizer updates and keeps state for.

@@ -450,9 +450,10 @@ void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
                               noise_.trace_sum, noise_.small_batches);
   }
   TraceScope scope(trace_.get(), "optimizer step", "compute", step + 1);
-  clip_gradients(ctx_, model_.grads() + shard_.offset, shard_.count, grad_sq, config_.optimizer.clip_grad_norm);
+  // Clipping rides in the update's own pass (Optimizer::step's grad_scale).
+  const auto clip = static_cast<float>(clip_coefficient(std::sqrt(grad_sq), config_.optimizer.clip_grad_norm));
   if (shards_.empty()) {
-    optimizer_.step(ctx_, model_.params(), model_.grads(), lr, model_.param_copy());
+    optimizer_.step(ctx_, model_.params(), model_.grads(), lr, clip, model_.param_copy());
     return;
   }
   // Sharded: this rank updates its range, and the all-gather brings every rank's. A
@@ -461,11 +462,11 @@ void TrainingRun::apply_update(int64_t step, const StepSums& sums, double lr) {
   // (2 bytes a parameter). An fp32 model computes with the fp32 parameters: they travel.
   TraceScope gather(trace_.get(), "all-gather parameters", "comm", step + 1);
   if (model_.master_is_sharded()) {
-    optimizer_.step(ctx_, model_.master(), model_.grads(), lr, model_.param_copy());
+    optimizer_.step(ctx_, model_.master(), model_.grads(), lr, clip, model_.param_copy());
     comm_.all_gather_v(model_.param_copy(), shard_counts_, DataType::BFloat16)->wait();
     return;
   }
-  optimizer_.step(ctx_, model_.params() + shard_.offset, model_.grads(), lr);
+  optimizer_.step(ctx_, model_.params() + shard_.offset, model_.grads(), lr, clip);
   comm_.all_gather_v(model_.params(), shard_counts_, DataType::Float32)->wait();
   model_.params_changed();
 }

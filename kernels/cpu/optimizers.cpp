@@ -9,7 +9,7 @@ namespace dtrain::cpu {
 void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                 const SgdHyper& h) {
   const float lr_wd = h.lr * h.weight_decay;
-  const float lr = h.lr, mu = h.momentum;
+  const float lr = h.lr, mu = h.momentum, scale = h.grad_scale;
   const bool threaded = n >= kParallelMinWork;
   if (momentum == nullptr) {
     // Without a buffer the update is plain SGD, which is only right when momentum is 0.
@@ -18,7 +18,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
-      params[i] = p - lr * grads[i];
+      params[i] = p - lr * (grads[i] * scale);
     }
     return;
   }
@@ -27,7 +27,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
-      const float g = grads[i];
+      const float g = grads[i] * scale;
       const float buf = mu * momentum[i] + g;
       momentum[i] = buf;
       params[i] = p - lr * (g + mu * buf);
@@ -37,7 +37,7 @@ void sgd_update(Context& ctx, float* params, const float* grads, float* momentum
     for (int64_t i = 0; i < n; ++i) {
       float p = params[i];
       p -= lr_wd * p;
-      const float buf = mu * momentum[i] + grads[i];
+      const float buf = mu * momentum[i] + grads[i] * scale;
       momentum[i] = buf;
       params[i] = p - lr * buf;
     }
@@ -58,10 +58,10 @@ void adamw_update(Context& ctx, float* params, const float* grads, float* m, flo
   const auto inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float decay = 1.0f - h.lr * h.weight_decay;
   const float b1 = h.beta1, b2 = h.beta2, eps = h.eps;
-  const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+  const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2, scale = h.grad_scale;
 #pragma omp parallel for simd num_threads(ctx.num_threads()) if (parallel : n >= kParallelMinWork)
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grads[i];
+    const float g = grads[i] * scale;
     const float mi = b1 * m[i] + one_minus_b1 * g;
     const float vi = b2 * v[i] + one_minus_b2 * g * g;
     m[i] = mi;

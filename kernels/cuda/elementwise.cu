@@ -9,6 +9,7 @@
 // workspace -> a second kernel adds them in chunk order; bias_backward_workspace_bytes
 // says how much). For inner > 1 (a convolution's) a block per channel sums its planes,
 // block shape and per-thread strides constant.
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/context.h"
@@ -173,6 +174,13 @@ void CudaBackend::relu_backward(Context& /*ctx*/, const float* y, const float* d
 
 void CudaBackend::fill(Context& /*ctx*/, float* x, int64_t n, float value) {
   if (n == 0) return;
+  // +0.0f is all zero bytes, which the driver's memset writes at full bandwidth: the
+  // kernel's 4-byte stores averaged 119 us a call in the GPT's H100 profile, zeroing
+  // the gradients every step among them. -0.0f and every other value take the kernel.
+  if (value == 0.0f && !std::signbit(value)) {
+    DTRAIN_CUDA_CHECK(cudaMemsetAsync(x, 0, static_cast<size_t>(n) * sizeof(float), stream()));
+    return;
+  }
   fill_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream()>>>(x, n, value);
   DTRAIN_CUDA_LAUNCH_CHECK();
 }

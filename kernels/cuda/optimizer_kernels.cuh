@@ -29,11 +29,11 @@ enum class SgdKind { Plain, Momentum, Nesterov };
 
 template <SgdKind kind>
 __global__ void sgd_kernel(float* params, const float* grads, float* momentum, int64_t n,
-                           float lr, float lr_wd, float mu) {
+                           float lr, float lr_wd, float mu, float grad_scale) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
     float p = params[i];
     p = __fsub_rn(p, __fmul_rn(lr_wd, p));  // decoupled weight decay
-    const float g = grads[i];
+    const float g = __fmul_rn(grads[i], grad_scale);
     if constexpr (kind == SgdKind::Plain) {
       params[i] = __fsub_rn(p, __fmul_rn(lr, g));
     } else {
@@ -51,6 +51,7 @@ struct AdamWScalars {
   float step_size;     // lr / (1 - beta1^t)
   float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^t)
   float decay;         // 1 - lr * weight_decay
+  float grad_scale;    // AdamWHyper::grad_scale
 };
 
 // params_bf16 (B: the device's or the host's bf16 type) is written only when kBf16Copy.
@@ -58,7 +59,7 @@ template <bool kBf16Copy, class B>
 __global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, B* params_bf16, int64_t n,
                              AdamWScalars k) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float g = grads[i];
+    const float g = __fmul_rn(grads[i], k.grad_scale);
     const float mi = __fadd_rn(__fmul_rn(k.beta1, m[i]), __fmul_rn(k.one_minus_beta1, g));
     const float vi =
         __fadd_rn(__fmul_rn(k.beta2, v[i]), __fmul_rn(__fmul_rn(k.one_minus_beta2, g), g));
@@ -86,6 +87,7 @@ inline AdamWScalars adamw_scalars(const AdamWHyper& h) {
   k.step_size = static_cast<float>(h.lr / bc1);
   k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   k.decay = 1.0f - h.lr * h.weight_decay;
+  k.grad_scale = h.grad_scale;
   return k;
 }
 

@@ -32,13 +32,13 @@ void CudaBackend::sgd_update(Context& /*ctx*/, float* params, const float* grads
   const unsigned blocks = blocks_for(n, kBlockThreads);
   if (momentum == nullptr) {
     sgd_kernel<SgdKind::Plain><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, nullptr, n,
-                                                                        h.lr, lr_wd, 0.0f);
+                                                                        h.lr, lr_wd, 0.0f, h.grad_scale);
   } else if (h.nesterov) {
     sgd_kernel<SgdKind::Nesterov><<<blocks, kBlockThreads, 0, stream()>>>(
-        params, grads, momentum, n, h.lr, lr_wd, h.momentum);
+        params, grads, momentum, n, h.lr, lr_wd, h.momentum, h.grad_scale);
   } else {
     sgd_kernel<SgdKind::Momentum><<<blocks, kBlockThreads, 0, stream()>>>(
-        params, grads, momentum, n, h.lr, lr_wd, h.momentum);
+        params, grads, momentum, n, h.lr, lr_wd, h.momentum, h.grad_scale);
   }
   DTRAIN_CUDA_LAUNCH_CHECK();
 }

@@ -428,11 +428,19 @@ TEST_F(CudaOps, ReluForwardAndBackwardMatchCpuExactly) {
   }
 }
 
+// Zero takes the driver's memset, any other value (negative zero included) the kernel:
+// each writes every element and its own bits.
 TEST_F(CudaOps, FillWritesEveryElement) {
-  for (const int64_t n : {int64_t{1}, int64_t{777}, int64_t{3'000'001}}) {
-    DeviceArray<float> x(gpu(), nans(n));
-    ops::fill(gpu(), x.get(), n, -2.5f);
-    EXPECT_TRUE(all_close(x.to_host(), std::vector<float>(static_cast<size_t>(n), -2.5f), 0.0));
+  for (const float value : {-2.5f, 0.0f, -0.0f}) {
+    for (const int64_t n : {int64_t{1}, int64_t{777}, int64_t{3'000'001}}) {
+      SCOPED_TRACE(::testing::Message() << "value " << value << (std::signbit(value) ? " (signed)" : "") << ", n " << n);
+      DeviceArray<float> x(gpu(), nans(n));
+      ops::fill(gpu(), x.get(), n, value);
+      const std::vector<float> got = x.to_host();
+      size_t wrong = 0;
+      for (const float v : got) wrong += std::memcmp(&v, &value, sizeof v) != 0 ? 1 : 0;
+      EXPECT_EQ(wrong, 0u);
+    }
   }
 }
 
@@ -828,12 +836,14 @@ TEST_F(CudaOps, ConvertKeepsNaNANaN) {
 
 TEST_F(CudaOps, SgdMatchesCpuOverSeveralSteps) {
   const int64_t n = 1'000'003;
+  // The last with gradient clipping's coefficient folded in (grad_scale).
   const SgdHyper variants[] = {{0.1f, 0.9f, 0.01f, false}, {0.05f, 0.9f, 0.0f, true},
-                               {0.2f, 0.0f, 0.001f, false}};
+                               {0.2f, 0.0f, 0.001f, false}, {0.1f, 0.9f, 0.01f, true, 0.37f}};
   uint64_t seed = 110;
   for (const SgdHyper& h : variants) {
     SCOPED_TRACE(::testing::Message() << "lr=" << h.lr << " momentum=" << h.momentum
-                                      << " wd=" << h.weight_decay << " nesterov=" << h.nesterov);
+                                      << " wd=" << h.weight_decay << " nesterov=" << h.nesterov
+                                      << " grad_scale=" << h.grad_scale);
     Rng rng(++seed);
     auto p = random_normal(rng, n);
     auto buf = random_normal(rng, n, 0.1);
@@ -859,7 +869,8 @@ TEST_F(CudaOps, AdamWMatchesCpuOverSeveralSteps) {
   std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
   DeviceArray<float> gp(gpu(), p), gm(gpu(), m), gv(gpu(), v);
   for (int64_t step = 1; step <= 4; ++step) {
-    const AdamWHyper h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step};
+    // Gradient clipping's coefficient folded in on the even steps.
+    const AdamWHyper h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, step % 2 == 0 ? 0.37f : 1.0f};
     const auto g = random_normal(rng, n, 0.5);
     DeviceArray<float> gg(gpu(), g);
     ops::adamw_update(cpu(), p.data(), g.data(), m.data(), v.data(), n, h);

@@ -37,6 +37,7 @@ using cpu_test::all_close;
 using cpu_test::kNaN;
 using cpu_test::kRelTol;
 using cpu_test::random_normal;
+using cpu_test::same_bits;
 using cpu_test::to_double;
 
 std::unique_ptr<Context> make_context() { return Context::make_cpu(2); }
@@ -503,6 +504,44 @@ TEST(CpuAdamW, ThreeStepsMatchReferenceFormula) {
     EXPECT_TRUE(all_close(p, p_ref));
     EXPECT_TRUE(all_close(m, m_ref));
     EXPECT_TRUE(all_close(v, v_ref));
+  }
+}
+
+// grad_scale (gradient clipping's coefficient, folded into the update) is bit for bit
+// scale() of the gradients followed by the update at scale 1, and leaves the gradients
+// as they were.
+TEST(CpuOptimizers, GradScaleIsScaleThenTheUnscaledUpdateBitForBit) {
+  auto ctx = make_context();
+  const int64_t n = (int64_t{1} << 16) + 5;  // threaded
+  Rng rng(72);
+  const auto p0 = random_normal(rng, n), g = random_normal(rng, n), m0 = random_normal(rng, n, 0.1);
+  std::vector<float> v0(m0.size());
+  for (size_t i = 0; i < v0.size(); ++i) v0[i] = m0[i] * m0[i];
+  for (const float scale : {0.37f, 1.0f / 3.0f, 1e-3f}) {
+    SCOPED_TRACE(::testing::Message() << "grad_scale " << scale);
+    auto scaled = g;
+    ops::scale(*ctx, scaled.data(), n, scale);
+    for (const SgdHyper base : {SgdHyper{0.1f, 0.0f, 0.01f, false}, SgdHyper{0.05f, 0.9f, 0.0f, false},
+                                SgdHyper{0.05f, 0.9f, 0.05f, true}}) {
+      SgdHyper fused = base;
+      fused.grad_scale = scale;
+      auto p_ref = p0, buf_ref = m0, p = p0, buf = m0, grads = g;
+      ops::sgd_update(*ctx, p_ref.data(), scaled.data(), buf_ref.data(), n, base);
+      ops::sgd_update(*ctx, p.data(), grads.data(), buf.data(), n, fused);
+      EXPECT_TRUE(same_bits(p, p_ref));
+      EXPECT_TRUE(same_bits(buf, buf_ref));
+      EXPECT_TRUE(same_bits(grads, g));
+    }
+    AdamWHyper base{0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, 3};
+    AdamWHyper fused = base;
+    fused.grad_scale = scale;
+    auto p_ref = p0, m_ref = m0, v_ref = v0, p = p0, m = m0, v = v0, grads = g;
+    ops::adamw_update(*ctx, p_ref.data(), scaled.data(), m_ref.data(), v_ref.data(), n, base);
+    ops::adamw_update(*ctx, p.data(), grads.data(), m.data(), v.data(), n, fused);
+    EXPECT_TRUE(same_bits(p, p_ref));
+    EXPECT_TRUE(same_bits(m, m_ref));
+    EXPECT_TRUE(same_bits(v, v_ref));
+    EXPECT_TRUE(same_bits(grads, g));
   }
 }
 

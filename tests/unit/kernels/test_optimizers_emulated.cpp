@@ -45,23 +45,26 @@ void emulated_sgd(float* params, const float* grads, float* momentum, int64_t n,
   const float lr_wd = h.lr * h.weight_decay;
   if (momentum == nullptr) {
     simt::launch(kGrid, kBlock, 0, optim::sgd_kernel<optim::SgdKind::Plain>, params, grads, momentum, n, h.lr, lr_wd,
-                 0.0f);
+                 0.0f, h.grad_scale);
   } else if (h.nesterov) {
     simt::launch(kGrid, kBlock, 0, optim::sgd_kernel<optim::SgdKind::Nesterov>, params, grads, momentum, n, h.lr,
-                 lr_wd, h.momentum);
+                 lr_wd, h.momentum, h.grad_scale);
   } else {
     simt::launch(kGrid, kBlock, 0, optim::sgd_kernel<optim::SgdKind::Momentum>, params, grads, momentum, n, h.lr,
-                 lr_wd, h.momentum);
+                 lr_wd, h.momentum, h.grad_scale);
   }
 }
 
 TEST(OptimizersEmulated, SgdComputesTheCpuBitsOverSeveralSteps) {
   auto cpu = Context::make_cpu(1);
-  const SgdHyper variants[] = {{0.1f, 0.9f, 0.01f, false}, {0.05f, 0.9f, 0.0f, true}, {0.2f, 0.0f, 0.001f, false}};
+  // Each with and without a gradient scale (clipping's coefficient).
+  const SgdHyper variants[] = {{0.1f, 0.9f, 0.01f, false},       {0.05f, 0.9f, 0.0f, true},
+                               {0.2f, 0.0f, 0.001f, false},      {0.1f, 0.9f, 0.01f, false, 0.3f},
+                               {0.05f, 0.9f, 0.0f, true, 0.77f}, {0.2f, 0.0f, 0.001f, false, 0.123f}};
   uint64_t seed = 110;
   for (const SgdHyper& h : variants) {
     SCOPED_TRACE(::testing::Message() << "lr=" << h.lr << " momentum=" << h.momentum << " wd=" << h.weight_decay
-                                      << " nesterov=" << h.nesterov);
+                                      << " nesterov=" << h.nesterov << " grad_scale=" << h.grad_scale);
     Rng rng(++seed);
     auto p = random_normal(rng, kElements);
     auto buf = random_normal(rng, kElements, 0.1);
@@ -98,7 +101,8 @@ TEST(OptimizersEmulated, AdamWComputesTheCpuBitsAndItsBf16CopyOverSeveralSteps) 
     std::vector<bf16> copy(static_cast<size_t>(kElements), float_to_bf16(std::nanf("")));
     // Late steps too: 1 - beta2^t is then far from both 0 and 1.
     for (const int64_t step : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{1000}}) {
-      const AdamWHyper h{3e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, step};
+      // Clipping's coefficient on some steps.
+      const AdamWHyper h{3e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, step, step % 2 == 0 ? 0.37f : 1.0f};
       const auto g = adamw_gradients(rng, kElements);
       ops::adamw_update(*cpu, p.data(), g.data(), m.data(), v.data(), kElements, h);
       const optim::AdamWScalars k = optim::adamw_scalars(h);
