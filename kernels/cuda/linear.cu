@@ -7,9 +7,12 @@
 // inputs into an fp32 workspace, cublasGemmEx with an fp32 C), and one elementwise pass
 // adds the bias, applies GELU and rounds. That meets the op's contract (the product is
 // never rounded before the bias) at the cost of one extra pass over the output and, in
-// bf16, rows x out floats of workspace, which linear_forward_workspace_bytes reports
-// for every bf16 call (a call that cuBLASLt takes uses none of it: the memory model
-// counts a little more than it must).
+// bf16, a workspace for the fp32 product. The bf16 product is taken in bands of rows,
+// each at most kBandBytes of floats, so that the workspace, which
+// linear_forward_workspace_bytes reports for every bf16 call (cuBLASLt's calls use
+// none of it), stays bounded however large the micro-batch: as rows x out floats it
+// was the memory model's largest workspace for GPT-2 124M, 5 GB at micro-batch 398.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -49,11 +52,20 @@ __global__ void linear_epilogue_kernel(const float* product, const T* bias, T* p
   }
 }
 
+// The most bytes of fp32 product one band of a bf16 linear's rows takes (at least one
+// row): 64 MiB, 5,461 rows of GPT-2's widest linear (3072), enough for full-size GEMMs.
+constexpr int64_t kBandBytes = int64_t{64} << 20;
+
+int64_t band_rows(int64_t rows, int64_t out) {
+  const int64_t fit = kBandBytes / (out * static_cast<int64_t>(sizeof(float)));
+  return std::clamp<int64_t>(fit, 1, rows);
+}
+
 }  // namespace
 
 size_t CudaBackend::linear_forward_workspace_bytes(int64_t rows, int64_t /*in*/, int64_t out, DType type) const {
   if (type == DType::kF32 || rows <= 0 || out <= 0) return 0;
-  return static_cast<size_t>(rows) * static_cast<size_t>(out) * sizeof(float);
+  return static_cast<size_t>(band_rows(rows, out)) * static_cast<size_t>(out) * sizeof(float);
 }
 
 void CudaBackend::linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPtr bias, TypedPtr pre,
@@ -72,15 +84,22 @@ void CudaBackend::linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w,
     if constexpr (!std::is_same_v<T, float>) {
       if (linear_lt_->run(stream(), x.data, w.data, b, yt, rows, in, out, gelu ? p : nullptr)) return;
     }
-    float* product = nullptr;
     if constexpr (std::is_same_v<T, float>) {
-      product = gelu ? p : yt;
+      float* product = gelu ? p : yt;  // in place: one thread reads, then writes, each element
+      gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, TypedPtr(product, DType::kF32), out);
+      linear_epilogue_kernel<<<blocks_for(rows * out, kBlockThreads), kBlockThreads, 0, stream()>>>(
+          product, b, p, yt, rows, out, gelu);
     } else {
-      product = static_cast<float*>(ctx.workspace(linear_forward_workspace_bytes(rows, in, out, y.type)));
+      const int64_t band = band_rows(rows, out);
+      auto* product = static_cast<float*>(ctx.workspace(linear_forward_workspace_bytes(rows, in, out, y.type)));
+      for (int64_t first = 0; first < rows; first += band) {
+        const int64_t n = std::min(band, rows - first);
+        gemm(ctx, false, true, n, out, in, 1.0f, x.at(first * in), in, w, in, 0.0f, TypedPtr(product, DType::kF32),
+             out);
+        linear_epilogue_kernel<<<blocks_for(n * out, kBlockThreads), kBlockThreads, 0, stream()>>>(
+            product, b, p == nullptr ? nullptr : p + first * out, yt + first * out, n, out, gelu);
+      }
     }
-    gemm(ctx, false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, TypedPtr(product, DType::kF32), out);
-    linear_epilogue_kernel<<<blocks_for(rows * out, kBlockThreads), kBlockThreads, 0, stream()>>>(
-        product, b, p, yt, rows, out, gelu);
   });
   DTRAIN_CUDA_LAUNCH_CHECK();
 }

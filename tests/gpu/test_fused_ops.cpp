@@ -142,7 +142,10 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
     int64_t rows, in, out;
   };
   Rng rng(43);
-  for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 48, 192}, Case{130, 768, 3072}, Case{96, 3072, 768}}) {
+  // The last: a width cuBLASLt's GELU declines (not a multiple of 8) whose bf16 product
+  // (4100 x 4099 floats) exceeds linear.cu's 64 MiB band, so it is taken in two bands.
+  for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 48, 192}, Case{130, 768, 3072}, Case{96, 3072, 768},
+                        Case{4100, 16, 4099}}) {
     for (const LinearEpilogue e : {LinearEpilogue::kBias, LinearEpilogue::kBiasGelu}) {
       const bool gelu = e == LinearEpilogue::kBiasGelu;
       SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << "->" << c.out << (gelu ? " gelu" : " bias"));
@@ -227,6 +230,16 @@ TEST_F(FusedOps, Bf16BiasLinearsOfGpt2ShapesRunAsOneCublasLtGemm) {
     gpu().synchronize();
     EXPECT_EQ(lt.calls(), before + 1);
   }
+}
+
+// The bf16 fallback's workspace is its fp32 product, in bands of at most 64 MiB: bounded
+// however many rows (the memory model's largest workspace otherwise), exact when small.
+TEST_F(FusedOps, Bf16LinearWorkspaceIsBoundedByOneBand) {
+  const size_t band = size_t{64} << 20;
+  EXPECT_EQ(ops::linear_forward_workspace_bytes(gpu(), 100, 768, 3072, DType::kBF16), size_t{100} * 3072 * 4);
+  EXPECT_LE(ops::linear_forward_workspace_bytes(gpu(), 398 * 1024, 768, 3072, DType::kBF16), band);
+  EXPECT_GT(ops::linear_forward_workspace_bytes(gpu(), 398 * 1024, 768, 3072, DType::kBF16), band - 3072 * 4);
+  EXPECT_EQ(ops::linear_forward_workspace_bytes(gpu(), 398 * 1024, 768, 3072, DType::kF32), 0u);
 }
 
 // So does the MLP's GELU linear (c_fc, 768 -> 3072), with GELU in the epilogue.
