@@ -12,7 +12,8 @@
 #   4. the GPT end-to-end in fp32: GPU against CPU (tests/e2e/gpu_gpt_checks.sh)
 #   5. the GPT benchmark (bench/run_gpt_gpu_bench.sh: GPT-2 124M in bf16, dtrain
 #      against PyTorch eager and torch.compile), only when the GPT's fp32 checks passed
-#      (dtrain_gpu_tests, which holds the transformer ops, and step 4)
+#      (dtrain_gpu_tests, which holds the transformer ops, with bf16 tests alone failing
+#      allowed and marked, and step 4, which holds the bf16 GPT's trajectory too)
 #   6. the GPT's kernels timed one by one under ncu (bench/profile_gpt_kernels.sh):
 #      where the GPU step's time goes; informational, so it fails nothing
 #   7. attention's paths timed (bench/attention_bench): dtrain's own fused kernels
@@ -163,7 +164,16 @@ for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_models_tests dtrain_g
     124) r="OUT OF TIME"; fail "$t did not finish within the check's time: see $t.txt" ;;
     *) r=FAILED; fail "$t failed: see $t.txt" ;;
   esac
-  [ "$t" = dtrain_gpu_tests ] && gpt_ops=$r
+  if [ "$t" = dtrain_gpu_tests ]; then
+    gpt_ops=$r
+    # The benchmark's gate is the fp32 checks (issue 15): failures of bf16 tests alone
+    # (typed tests' /bf16 instances, Bf16 tests) still fail the check but leave the
+    # benchmark to run, marked, since a new bf16 kernel's bound is what fails first.
+    if [ "$r" = FAILED ] && grep -qE '^\[  FAILED  \] [A-Za-z]' "$logs/$t.txt" &&
+       ! grep -E '^\[  FAILED  \] [A-Za-z]' "$logs/$t.txt" | grep -qviE 'bf16'; then
+      gpt_ops="passed in fp32 (bf16 tests failed)"
+    fi
+  fi
   echo "$t: $r: $(grep -E '^\[ +(PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$logs/$t.txt" | tr '\n' ' ')" | tee -a "$logs/summary.txt"
   grep -qE '^\[ +(PASSED|FAILED) +\]' "$logs/$t.txt" || tail -5 "$logs/$t.txt" | tee -a "$logs/summary.txt"
 done
@@ -200,7 +210,11 @@ esac
 echo "gpu_gpt_checks: $gpt_e2e" | tee -a "$logs/summary.txt"; grep -E "vs|SKIP|FAILED" "$logs/gpt_e2e.txt" | tee -a "$logs/summary.txt"
 
 step "gpt benchmark" | tee -a "$logs/summary.txt"
-if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
+fp32_ops_passed() { [ "$gpt_ops" = passed ] || [ "$gpt_ops" = "passed in fp32 (bf16 tests failed)" ]; }
+if fp32_ops_passed && [ "$gpt_e2e" = passed ]; then
+  [ "$gpt_ops" = passed ] ||
+    echo "NOTE: bf16 GPU op tests failed (see dtrain_gpu_tests.txt): the figures below ran kernels that failed a bound" |
+    tee -a "$logs/summary.txt"
   # Its own deadline: its share, or what is left if less; the MLP/CNN benchmark has the rest.
   gpt_deadline=$(( $(date +%s) + gpt_bench_s ))
   [ "$gpt_deadline" -gt $((deadline - 10)) ] && gpt_deadline=$((deadline - 10))
@@ -216,7 +230,7 @@ else
 fi
 
 step "gpt kernel profile" | tee -a "$logs/summary.txt"
-if [ "$gpt_ops" = passed ] && [ "$gpt_e2e" = passed ]; then
+if fp32_ops_passed && [ "$gpt_e2e" = passed ]; then
   # A profile says where to work next; it checks nothing, so its outcome fails nothing.
   DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python PROFILE_LOGS=$logs/gpt_profile \
     timeout "$(limit 100 "$mlp_cnn_reserve")" bash "$root/bench/profile_gpt_kernels.sh" >"$logs/gpt_profile.txt" 2>&1
