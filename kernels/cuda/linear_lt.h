@@ -15,6 +15,10 @@
 // cuBLASLt's GELU is the tanh form (the one GPT-2 and the CPU ops use), but its
 // evaluation is cuBLASLt's own: Note [cuBLASLt GELU] in kernels/ops.h says what the ops
 // promise then, and tests/gpu/test_fused_ops.cpp bounds it against the CPU.
+// No BGRAD epilogues: cuBLASLt writes a bias gradient in the output's type (bf16 here,
+// cublasLt.h on CUBLASLT_MATMUL_DESC_BIAS_POINTER) and overwrites it, where the
+// gradients accumulate in fp32 over micro-steps; the column sums stay
+// bias_backward's.
 // A shape cuBLASLt has no algorithm for, a pointer under 16-byte alignment, or (GELU)
 // an auxiliary matrix whose width is not a multiple of 8 (its leading dimension must
 // be, cublasLt.h) is declined: the call returns false, nothing queued, and the caller
