@@ -119,7 +119,7 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   // "No algorithm" declines the shape; any other failure is a bug to see, not to hide
   // behind the unfused form.
   if (status != CUBLAS_STATUS_NOT_SUPPORTED) DTRAIN_CUBLAS_CHECK(status);
-  p->ok = status == CUBLAS_STATUS_SUCCESS && found_algos > 0;
+  p->ok = status == CUBLAS_STATUS_SUCCESS && found_algos > 0 && result.state == CUBLAS_STATUS_SUCCESS;
   if (p->ok) p->algo = result.algo;
   return *plans_.emplace(key, std::move(p)).first->second;
 }
@@ -163,7 +163,8 @@ bool LinearLt::run_gelu_backward(cudaStream_t stream, const void* dy, const void
   if (!aligned(dy) || !aligned(w) || !aligned(pre) || !aligned(dpre) || in % 8 != 0) return false;
   Plan& p = plan(Kind::kGeluBackward, rows, in, out);
   if (!p.ok) return false;
-  DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &pre, sizeof pre));
+  DTRAIN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &pre, sizeof pre));
   if (!matmul(stream, p, w, dy, dpre)) return false;
   ++gelu_backward_calls_;
   return true;
