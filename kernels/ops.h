@@ -430,7 +430,7 @@ inline void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstType
 inline void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) {
   ctx.backend().add(ctx, a, b, y, n);
 }
-// x *= alpha (gradient clipping).
+// x *= alpha (gradient clipping now rides in the optimizer: Optimizer::step's grad_scale).
 inline void scale(Context& ctx, float* x, int64_t n, float alpha) { ctx.backend().scale(ctx, x, n, alpha); }
 // y = x converted to y's type (fp32 to bf16 rounds to nearest even; bf16 to fp32 is
 // exact; the same type copies). x and y do not overlap.
