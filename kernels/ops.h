@@ -143,6 +143,11 @@ class OpsBackend {
   // backward].
   virtual void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre,
                                           TypedPtr dpre, int64_t rows, int64_t in, int64_t out);
+  // The default is the chain (gemm, then bias_backward): Note [Fused bias gradient].
+  virtual void linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db,
+                                          int64_t rows, int64_t in, int64_t out);
+  virtual size_t linear_parameter_gradients_workspace_bytes(int64_t rows, int64_t in, int64_t out,
+                                                            DType type) const;
   virtual void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n);
   virtual void scale(Context& ctx, float* x, int64_t n, float alpha);
   virtual void convert(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t n);
@@ -425,6 +430,27 @@ inline void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, Typed
 inline void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre,
                                        TypedPtr dpre, int64_t rows, int64_t in, int64_t out) {
   ctx.backend().linear_backward_input_gelu(ctx, dy, w, pre, dpre, rows, in, out);
+}
+// Note [Fused bias gradient]
+// A linear layer's parameter gradients: dw (out, in) += dy^T x and db (out) += the sums
+// over rows of dy, with dy (rows, out) and x (rows, in) of one type, dw and db fp32. The
+// default backend op is the chain gemm then bias_backward, so the CPU's bits are the
+// chain's. On CUDA in bf16 it is one cuBLASLt GEMM with CUBLASLT_EPILOGUE_BGRADB
+// (kernels/cuda/linear_lt.h), which reads dy once for both: cuBLASLt sums the columns
+// of dy in fp32, in its own order, into a workspace vector (the epilogue overwrites),
+// which one pass then adds into db. The chain's bias_backward read all of dy a second
+// time (3.9% of a GPT-2 124M step's kernel time on an H100, bench/RESULTS.md). Like the
+// GEMM's own, cuBLASLt's order is fixed for a shape on a given device and library, so a
+// run repeats bit for bit there; bias_backward's sums, in double over a partition of
+// the shape alone, also agreed across GPUs, which the bf16 GEMMs never did.
+// tests/gpu/test_fused_ops.cpp bounds the GPU against the CPU chain.
+inline void linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db,
+                                       int64_t rows, int64_t in, int64_t out) {
+  ctx.backend().linear_parameter_gradients(ctx, dy, x, dw, db, rows, in, out);
+}
+inline size_t linear_parameter_gradients_workspace_bytes(Context& ctx, int64_t rows, int64_t in, int64_t out,
+                                                         DType type) {
+  return ctx.backend().linear_parameter_gradients_workspace_bytes(rows, in, out, type);
 }
 // y = a + b elementwise; y may alias a or b (y += b is add(y, b, y)).
 inline void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) {

@@ -20,17 +20,11 @@ void linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w, ConstTypedPt
   ops::linear_forward(ctx, x, w, b, nullptr, y, rows, in, out, LinearEpilogue::kBias);
 }
 
-// dW += dy^T x, db += column sums of dy.
-void linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db, int64_t rows,
-                                int64_t in, int64_t out) {
-  ops::gemm(ctx, true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
-  ops::bias_backward(ctx, dy, db, rows, out, 1);
-}
-
-// The parameter gradients as above, and dx = dy W (overwritten).
+// dW += dy^T x and db += column sums of dy (Note [Fused bias gradient]), and dx = dy W
+// (overwritten).
 void linear_backward(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, ConstTypedPtr w, TypedPtr dx, float* dw,
                      float* db, int64_t rows, int64_t in, int64_t out) {
-  linear_parameter_gradients(ctx, dy, x, dw, db, rows, in, out);
+  ops::linear_parameter_gradients(ctx, dy, x, dw, db, rows, in, out);
   ops::gemm(ctx, false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
@@ -329,8 +323,8 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   // Every GEMM of a step, exactly those (a backend's scratch may differ by shape, and
   // the CPU's memory model is exact): each block linear's fused forward (rows x out x
   // in, its epilogue included), the head's plain forward GEMM, and every linear's two
-  // backward products, with the head as a linear from C to V; and each block linear's
-  // bias gradient (the head has no bias).
+  // backward products, with the head as a linear from C to V, a block linear's weight
+  // gradient with its bias's (Note [Fused bias gradient]; the head has no bias).
   most = std::max(most, ops::gemm_workspace_bytes(ctx_, BT, V, C, type, type));
   struct Linear {
     int64_t in, out;
@@ -339,12 +333,13 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
   for (const Linear& l : {Linear{C, 3 * C, false}, Linear{C, C, false}, Linear{C, 4 * C, false},
                           Linear{4 * C, C, false}, Linear{C, V, true}}) {
     const int64_t in = l.in, out = l.out;
-    if (!l.head) {
+    if (l.head) {
+      most = std::max(most, ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32));
+    } else {
       most = std::max({most, ops::linear_forward_workspace_bytes(ctx_, BT, in, out, type),
-                       ops::bias_backward_workspace_bytes(ctx_, BT, out, 1)});
+                       ops::linear_parameter_gradients_workspace_bytes(ctx_, BT, in, out, type)});
     }
-    most = std::max({most, ops::gemm_workspace_bytes(ctx_, out, in, BT, type, DType::kF32),
-                     ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type)});
+    most = std::max(most, ops::gemm_workspace_bytes(ctx_, BT, in, out, type, type));
   }
   return most;
 }
@@ -519,7 +514,7 @@ void Gpt::backward(const std::function<void(int)>& on_range_done) {
     // c_proj and GELU in one op (Note [Fused GELU backward]), then dln2 (dtmp); ln_2
     // adds its dx into dres (-> d res2).
     const ConstTypedPtr dmlp = branch_grad(mlp_site(l));
-    linear_parameter_gradients(ctx_, dmlp, b.fch_gelu, g + p.fcproj_w, g + p.fcproj_b, BT, 4 * C, C);
+    ops::linear_parameter_gradients(ctx_, dmlp, b.fch_gelu, g + p.fcproj_w, g + p.fcproj_b, BT, 4 * C, C);
     ops::linear_backward_input_gelu(ctx_, dmlp, w.at(p.fcproj_w), b.fch, a.dbig, BT, 4 * C, C);
     linear_backward(ctx_, a.dbig, b.ln2, w.at(p.fc_w), a.dtmp, g + p.fc_w, g + p.fc_b, BT, C, 4 * C);
     ops::layernorm_backward(ctx_, a.dtmp, b.res2, w.at(p.ln2_w), b.ln2_mean, b.ln2_rstd, a.dres, g + p.ln2_w,

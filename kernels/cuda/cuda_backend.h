@@ -139,6 +139,10 @@ class CudaBackend final : public OpsBackend {
   void gelu_backward(Context& ctx, ConstTypedPtr x, ConstTypedPtr dy, TypedPtr dx, int64_t n) override;
   void linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, ConstTypedPtr w, ConstTypedPtr pre, TypedPtr dpre,
                                   int64_t rows, int64_t in, int64_t out) override;
+  void linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db,
+                                  int64_t rows, int64_t in, int64_t out) override;
+  size_t linear_parameter_gradients_workspace_bytes(int64_t rows, int64_t in, int64_t out,
+                                                    DType type) const override;
   // elementwise.cu
   void add(Context& ctx, ConstTypedPtr a, ConstTypedPtr b, TypedPtr y, int64_t n) override;
   void scale(Context& ctx, float* x, int64_t n, float alpha) override;

@@ -114,4 +114,25 @@ void CudaBackend::linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, Con
   OpsBackend::linear_backward_input_gelu(ctx, dy, w, pre, dpre, rows, in, out);
 }
 
+// Note [Fused bias gradient]: in bf16 one cuBLASLt GEMM writes the weight gradient and
+// the column sums of dy (into the workspace: the epilogue overwrites), which one add
+// then puts into db; else the chain (cuBLAS, then bias_backward).
+void CudaBackend::linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db,
+                                             int64_t rows, int64_t in, int64_t out) {
+  if (dy.type == DType::kBF16 && x.type == DType::kBF16 && rows > 0 && in > 0 && out > 0) {
+    auto* column_sums = static_cast<float*>(ctx.workspace(static_cast<size_t>(out) * sizeof(float)));
+    if (linear_lt_->run_parameter_gradients(stream(), dy.data, x.data, dw, column_sums, rows, in, out)) {
+      add(ctx, column_sums, db, db, out);
+      return;
+    }
+  }
+  OpsBackend::linear_parameter_gradients(ctx, dy, x, dw, db, rows, in, out);
+}
+
+size_t CudaBackend::linear_parameter_gradients_workspace_bytes(int64_t rows, int64_t in, int64_t out,
+                                                               DType type) const {
+  const size_t fused = type == DType::kBF16 ? static_cast<size_t>(out) * sizeof(float) : 0;
+  return std::max(fused, OpsBackend::linear_parameter_gradients_workspace_bytes(rows, in, out, type));
+}
+
 }  // namespace dtrain

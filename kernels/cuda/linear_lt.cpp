@@ -24,6 +24,10 @@ bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment
 //   backward  dpre (rows, in) = dy W is dpre' (in, rows) = W' dy' with W' the (in, out)
 //             view of W and dy' the (out, rows) view of dy, neither transposed: m = in,
 //             n = rows, k = out; the auxiliary input pre has dpre's layout (ld in).
+//   parameter dW (out, in) += dy^T x is dW' (in, out) = x' op(dy') with x' the (in,
+//   gradients rows) view of x and dy' the (out, rows) view of dy taken transposed:
+//             m = in, n = out, k = rows, D fp32. BGRADB sums op(B) = dy over k, one
+//             value per column of D: the column sums of dy, length out.
 struct LinearLt::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
@@ -51,29 +55,34 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   auto found = plans_.find(key);
   if (found != plans_.end()) return *found->second;
   auto p = std::make_unique<Plan>();
-  const bool forward = kind != Kind::kGeluBackward;
+  const bool forward = kind == Kind::kBias || kind == Kind::kBiasGelu;
+  const bool parameters = kind == Kind::kParameterGradients;
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, none = CUBLAS_OP_N;
-  const cublasLtEpilogue_t epilogue = kind == Kind::kBias        ? CUBLASLT_EPILOGUE_BIAS
-                                      : kind == Kind::kBiasGelu ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                                : CUBLASLT_EPILOGUE_DGELU;
+  const cublasOperation_t transpose_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t transpose_b = parameters ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasLtEpilogue_t epilogue = kind == Kind::kBias           ? CUBLASLT_EPILOGUE_BIAS
+                                      : kind == Kind::kBiasGelu     ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                      : kind == Kind::kGeluBackward ? CUBLASLT_EPILOGUE_DGELU
+                                                                    : CUBLASLT_EPILOGUE_BGRADB;
   DTRAIN_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose_a, sizeof transpose_a));
-  DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none));
+  DTRAIN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &transpose_b, sizeof transpose_b));
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
   // The heuristic reads the bias and auxiliary pointers' values (never what they point
   // to) for the alignment it may assume: a stand-in with exactly the alignment the
   // calls guarantee, so that no algorithm counting on more is chosen (a null pointer
   // looks aligned to everything).
   const void* stand_in = reinterpret_cast<const void*>(uintptr_t{kAlignment});
-  if (forward) {
-    const cudaDataType_t bias_type = CUDA_R_16BF;
+  if (forward || parameters) {
+    // The bias in the output's type: bf16 forward, fp32 for the bias gradient.
+    const cudaDataType_t bias_type = parameters ? CUDA_R_32F : CUDA_R_16BF;
     DTRAIN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     DTRAIN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &stand_in, sizeof stand_in));
   }
-  if (kind != Kind::kBias) {
+  if (kind == Kind::kBiasGelu || kind == Kind::kGeluBackward) {
     // pre in the output's type (bf16, the attribute's default) and layout.
     const int64_t aux_ld = forward ? out : in;
     DTRAIN_CUBLAS_CHECK(
@@ -81,18 +90,21 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
     DTRAIN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &stand_in, sizeof stand_in));
   }
-  const auto layout = [](cublasLtMatrixLayout_t* l, int64_t r, int64_t c) {
-    DTRAIN_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(l, CUDA_R_16BF, static_cast<uint64_t>(r), static_cast<uint64_t>(c), r));
+  const auto layout = [](cublasLtMatrixLayout_t* l, cudaDataType_t type, int64_t r, int64_t c) {
+    DTRAIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, static_cast<uint64_t>(r), static_cast<uint64_t>(c), r));
   };
   if (forward) {
-    layout(&p->a, in, out);   // W' (in, out), taken transposed
-    layout(&p->b, in, rows);  // x'
-    layout(&p->d, out, rows);
+    layout(&p->a, CUDA_R_16BF, in, out);   // W' (in, out), taken transposed
+    layout(&p->b, CUDA_R_16BF, in, rows);  // x'
+    layout(&p->d, CUDA_R_16BF, out, rows);
+  } else if (parameters) {
+    layout(&p->a, CUDA_R_16BF, in, rows);   // x'
+    layout(&p->b, CUDA_R_16BF, out, rows);  // dy', taken transposed
+    layout(&p->d, CUDA_R_32F, in, out);     // dW'
   } else {
-    layout(&p->a, in, out);    // W' (in, out)
-    layout(&p->b, out, rows);  // dy'
-    layout(&p->d, in, rows);
+    layout(&p->a, CUDA_R_16BF, in, out);    // W' (in, out)
+    layout(&p->b, CUDA_R_16BF, out, rows);  // dy'
+    layout(&p->d, CUDA_R_16BF, in, rows);
   }
 
   cublasLtMatmulPreference_t preference = nullptr;
@@ -124,8 +136,8 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   return *plans_.emplace(key, std::move(p)).first->second;
 }
 
-bool LinearLt::matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d) {
-  const float alpha = 1.0f, beta = 0.0f;
+bool LinearLt::matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d, float beta) {
+  const float alpha = 1.0f;
   const cublasStatus_t status = cublasLtMatmul(handle_, p.op, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &p.algo,
                                                workspace_, workspace_bytes_, stream);
   // An algorithm may still refuse the call (cublasLtMatmulAlgoCheck's caveat); nothing
@@ -167,6 +179,19 @@ bool LinearLt::run_gelu_backward(cudaStream_t stream, const void* dy, const void
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &pre, sizeof pre));
   if (!matmul(stream, p, w, dy, dpre)) return false;
   ++gelu_backward_calls_;
+  return true;
+}
+
+bool LinearLt::run_parameter_gradients(cudaStream_t stream, const void* dy, const void* x, float* dw,
+                                       float* column_sums, int64_t rows, int64_t in, int64_t out) {
+  if (rows <= 0 || in <= 0 || out <= 0) return false;
+  if (!aligned(dy) || !aligned(x) || !aligned(dw) || !aligned(column_sums)) return false;
+  Plan& p = plan(Kind::kParameterGradients, rows, in, out);
+  if (!p.ok) return false;
+  DTRAIN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &column_sums, sizeof column_sums));
+  if (!matmul(stream, p, x, dy, dw, 1.0f)) return false;
+  ++parameter_gradient_calls_;
   return true;
 }
 

@@ -6,6 +6,8 @@
 //                         v = x W^T + bias (pre is the auxiliary output)
 //   input gradient        dpre = round(GELU'(pre) (dy W))         CUBLASLT_EPILOGUE_DGELU
 //   through GELU          (pre the auxiliary input)
+//   parameter gradients   dW += dy^T x in fp32, and the column     CUBLASLT_EPILOGUE_BGRADB
+//                         sums of dy (the bias gradient) in fp32
 // as Note [Fused linear epilogue] and Note [Fused GELU backward] (kernels/ops.h) ask.
 // linear.cu otherwise has cuBLAS write the product in fp32 and adds the bias (and GELU)
 // in a second pass, and the GELU backward is a pass of its own: on an H100 in a GPT-2
@@ -15,10 +17,12 @@
 // cuBLASLt's GELU is the tanh form (the one GPT-2 and the CPU ops use), but its
 // evaluation is cuBLASLt's own: Note [cuBLASLt GELU] in kernels/ops.h says what the ops
 // promise then, and tests/gpu/test_fused_ops.cpp bounds it against the CPU.
-// No BGRAD epilogues: cuBLASLt writes a bias gradient in the output's type (bf16 here,
-// cublasLt.h on CUBLASLT_MATMUL_DESC_BIAS_POINTER) and overwrites it, where the
-// gradients accumulate in fp32 over micro-steps; the column sums stay
-// bias_backward's.
+// The bias gradient rides on the weight gradient's GEMM, whose output is fp32 (the
+// gradients), so the bias gradient cuBLASLt writes, in the output's type
+// (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE in cublasLt.h), is fp32 too; it overwrites,
+// so the caller adds it into the gradient that accumulates over micro-steps (Note
+// [Fused bias gradient], kernels/ops.h). DGELU_BGRAD is not used: there the bias
+// gradient would be in the input gradient's type, bf16.
 // A shape cuBLASLt has no algorithm for, a pointer under 16-byte alignment, or (GELU)
 // an auxiliary matrix whose width is not a multiple of 8 (its leading dimension must
 // be, cublasLt.h) is declined: the call returns false, nothing queued, and the caller
@@ -54,19 +58,25 @@ class LinearLt {
   // bf16, queued on `stream`; false, with nothing queued, where declined.
   bool run_gelu_backward(cudaStream_t stream, const void* dy, const void* w, const void* pre, void* dpre,
                          int64_t rows, int64_t in, int64_t out);
-  // The GEMMs queued so far, and those of them with GELU forward or backward (for the
-  // tests: that a shape took this path).
+  // dw (out, in) += dy^T x and column_sums (out) = the sums over rows of dy, with dy
+  // (rows, out) and x (rows, in) bf16, dw and column_sums fp32 (column_sums
+  // overwritten), queued on `stream`; false, with nothing queued, where declined.
+  bool run_parameter_gradients(cudaStream_t stream, const void* dy, const void* x, float* dw, float* column_sums,
+                               int64_t rows, int64_t in, int64_t out);
+  // The GEMMs queued so far, and those of them with GELU forward or backward or with
+  // the bias gradient (for the tests: that a shape took this path).
   int64_t calls() const { return calls_; }
   int64_t gelu_calls() const { return gelu_calls_; }
   int64_t gelu_backward_calls() const { return gelu_backward_calls_; }
+  int64_t parameter_gradient_calls() const { return parameter_gradient_calls_; }
 
  private:
-  enum class Kind { kBias, kBiasGelu, kGeluBackward };
+  enum class Kind { kBias, kBiasGelu, kGeluBackward, kParameterGradients };
   struct Plan;  // one shape's descriptors and algorithm, or that it has none
   Plan& plan(Kind kind, int64_t rows, int64_t in, int64_t out);
-  // Queues plan p's GEMM D = op(A) B; false (and p declined from now on) when cuBLASLt
-  // refuses the call.
-  bool matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d);
+  // Queues plan p's GEMM D = op(A) op(B) + beta D; false (and p declined from now on)
+  // when cuBLASLt refuses the call.
+  bool matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d, float beta = 0.0f);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_;
@@ -74,6 +84,7 @@ class LinearLt {
   int64_t calls_ = 0;
   int64_t gelu_calls_ = 0;
   int64_t gelu_backward_calls_ = 0;
+  int64_t parameter_gradient_calls_ = 0;
   std::map<std::tuple<Kind, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> plans_;
 };
 

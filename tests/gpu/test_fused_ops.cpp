@@ -25,6 +25,13 @@
 //                           derivative (Note [cuBLASLt GELU]: 2^-10 for 2^-20) and an
 //                           ulp. bf16 at GPT-2's c_proj shape
 //                           runs as one cuBLASLt GEMM; both types repeat bit for bit.
+//   linear_parameter_gradients  (Note [Fused bias gradient]) against the CPU chain,
+//                           both added onto nonzero gradients dw0 and db0: dw within
+//                           2 gamma_{rows+2} (sum over rows |dy||x| + |dw0|) (two fp32
+//                           sums in other orders, then the add), db within 2
+//                           gamma_{rows+2} (sum |dy| + |db0|) (the CPU's double sums
+//                           rounded once, cuBLASLt's fp32 sums). bf16 at GPT-2's
+//                           shapes runs as one cuBLASLt GEMM; both repeat bit for bit.
 //   softmax_cross_entropy   already llm.c's fused classifier (Note [Fused classifier],
 //                           kernels/cuda/cross_entropy.cu): test_cuda_ops.cpp checks
 //                           its values in place; here, that a GPT-sized call in place
@@ -316,6 +323,75 @@ TEST_F(FusedOps, Bf16GeluBackwardOfGpt2ShapeRunsAsOneCublasLtGemm) {
   ops::linear_backward_input_gelu(gpu(), dy.get(), w.get(), pre.get(), dpre.get(), rows, in, out);
   gpu().synchronize();
   EXPECT_EQ(lt.gelu_backward_calls(), before + 1);
+}
+
+TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChain) {
+  using T = TypeParam;
+  struct Case {
+    int64_t rows, in, out;
+  };
+  Rng rng(49);
+  for (const Case& c :
+       {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{300, 768, 2304}, Case{1030, 3072, 768}}) {
+    SCOPED_TRACE(::testing::Message() << c.rows << " rows, " << c.in << "->" << c.out);
+    const auto dy = stored<T>(random_normal(rng, c.rows * c.out));
+    const auto x = stored<T>(random_normal(rng, c.rows * c.in, 1.0, 0.5));
+    const auto dw0 = random_normal(rng, c.out * c.in, 0.1), db0 = random_normal(rng, c.out, 0.1);
+    std::vector<float> want_dw = dw0, want_db = db0;
+    ops::linear_parameter_gradients(this->cpu(), dy.data(), x.data(), want_dw.data(), want_db.data(), c.rows, c.in,
+                                    c.out);
+    DeviceArray<T> gdy(this->gpu(), dy), gx(this->gpu(), x);
+    std::vector<std::vector<float>> dws, dbs;
+    for (int run = 0; run < 2; ++run) {
+      DeviceArray<float> gdw(this->gpu(), dw0), gdb(this->gpu(), db0);
+      ops::linear_parameter_gradients(this->gpu(), gdy.get(), gx.get(), gdw.get(), gdb.get(), c.rows, c.in, c.out);
+      dws.push_back(gdw.to_host());
+      dbs.push_back(gdb.to_host());
+    }
+    EXPECT_TRUE(exactly(dws[1], dws[0]));
+    EXPECT_TRUE(exactly(dbs[1], dbs[0]));
+
+    const auto dv = testing::values(dy), xv = testing::values(x);
+    const double factor = 2.0 * gamma_n(c.rows + 2);
+    std::vector<double> dw_slack(dw0.size()), db_slack(db0.size());
+    for (int64_t o = 0; o < c.out; ++o) {
+      double column = 0.0;
+      for (int64_t r = 0; r < c.rows; ++r) column += std::fabs(dv[static_cast<size_t>(r * c.out + o)]);
+      db_slack[static_cast<size_t>(o)] = factor * (column + std::fabs(db0[static_cast<size_t>(o)]));
+      for (int64_t i = 0; i < c.in; ++i) {
+        double magnitude = 0.0;
+        for (int64_t r = 0; r < c.rows; ++r) {
+          magnitude += std::fabs(static_cast<double>(dv[static_cast<size_t>(r * c.out + o)]) *
+                                 xv[static_cast<size_t>(r * c.in + i)]);
+        }
+        const size_t at = static_cast<size_t>(o * c.in + i);
+        dw_slack[at] = factor * (magnitude + std::fabs(dw0[at]));
+      }
+    }
+    EXPECT_TRUE(within(dws[0], want_dw, dw_slack));
+    EXPECT_TRUE(within(dbs[0], want_db, db_slack));
+  }
+}
+
+TEST_F(FusedOps, Bf16ParameterGradientsOfGpt2ShapesRunAsOneCublasLtGemmEach) {
+  const LinearLt& lt = dynamic_cast<CudaBackend&>(gpu().backend()).linear_lt();
+  const int64_t rows = 256, C = 768;
+  Rng rng(50);
+  struct Shape {
+    int64_t in, out;
+  };
+  // c_attn, attn.c_proj, c_fc, mlp.c_proj.
+  for (const Shape& s : {Shape{C, 3 * C}, Shape{C, C}, Shape{C, 4 * C}, Shape{4 * C, C}}) {
+    SCOPED_TRACE(::testing::Message() << s.in << "->" << s.out);
+    DeviceArray<bf16> dy(gpu(), stored<bf16>(random_normal(rng, rows * s.out)));
+    DeviceArray<bf16> x(gpu(), stored<bf16>(random_normal(rng, rows * s.in)));
+    DeviceArray<float> dw(gpu(), std::vector<float>(static_cast<size_t>(s.out * s.in), 0.0f));
+    DeviceArray<float> db(gpu(), std::vector<float>(static_cast<size_t>(s.out), 0.0f));
+    const int64_t before = lt.parameter_gradient_calls();
+    ops::linear_parameter_gradients(gpu(), dy.get(), x.get(), dw.get(), db.get(), rows, s.in, s.out);
+    gpu().synchronize();
+    EXPECT_EQ(lt.parameter_gradient_calls(), before + 1);
+  }
 }
 
 TYPED_TEST(FusedOpsIn, ClassifierInPlaceTakesOnlyItsPerRowWorkspace) {

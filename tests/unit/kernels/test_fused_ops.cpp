@@ -12,6 +12,10 @@
 //                           gelu_backward bit for bit, fp32 and bf16, on the CPU and
 //                           cpu-async; in fp32 within the derived bound of the tanh
 //                           form's derivative evaluated in double.
+//   linear_parameter_gradients  (Note [Fused bias gradient]) the chain gemm then
+//                           bias_backward bit for bit, fp32 and bf16, on the CPU and
+//                           cpu-async, added onto nonzero gradients; and within the
+//                           fp32 sums' bound of the gradients summed in double.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -412,6 +416,90 @@ TEST(FusedGeluBackward, Fp32IsWithinTheDerivedBoundOfTheTanhFormsDerivativeInDou
                              std::ldexp(std::fabs(want), -23) + 1e-30;
         if (!(std::fabs(got - want) <= bound) && ++failures <= 3) {
           ADD_FAILURE() << "[" << r << ", " << i << "] got " << got << ", want " << want << ", bound " << bound;
+        }
+      }
+    }
+    EXPECT_EQ(failures, 0);
+  }
+}
+
+// ------------------------------------------------- linear_parameter_gradients
+
+struct ParameterGradientCase {
+  int64_t rows, in, out;
+};
+// Odd shapes, one of a GPT's attention (c_attn: out = 3C), one over the OpenMP split.
+const ParameterGradientCase kParameterGradientCases[] = {{1, 1, 1}, {7, 5, 3}, {48, 64, 192}, {301, 40, 96}};
+
+TYPED_TEST(FusedOpsIn, LinearParameterGradientsAreTheGemmThenBiasBackwardChainBitForBit) {
+  using T = TypeParam;
+  Rng rng(39);
+  for (const bool async : {false, true}) {
+    auto ctx = async ? Context::make_cpu_async(2) : Context::make_cpu(2);
+    for (const ParameterGradientCase& c : kParameterGradientCases) {
+      SCOPED_TRACE(::testing::Message() << (async ? "cpu-async " : "cpu ") << c.rows << " rows, " << c.in << "->"
+                                        << c.out);
+      const auto dy = random_values<T>(rng, c.rows * c.out), x = random_values<T>(rng, c.rows * c.in, 1.0, 0.5);
+      const auto dw0 = random_values<float>(rng, c.out * c.in, 0.1), db0 = random_values<float>(rng, c.out, 0.1);
+      Buffer gdy = upload(*ctx, dy), gx = upload(*ctx, x);
+      Buffer chain_dw = upload(*ctx, dw0), chain_db = upload(*ctx, db0);
+      Buffer fused_dw = upload(*ctx, dw0), fused_db = upload(*ctx, db0);
+      ops::gemm(*ctx, true, false, c.out, c.in, c.rows, 1.0f, gdy.as<T>(), c.out, gx.as<T>(), c.in, 1.0f,
+                chain_dw.as<float>(), c.in);
+      ops::bias_backward(*ctx, gdy.as<T>(), chain_db.as<float>(), c.rows, c.out, 1);
+      ops::linear_parameter_gradients(*ctx, gdy.as<T>(), gx.as<T>(), fused_dw.as<float>(), fused_db.as<float>(),
+                                      c.rows, c.in, c.out);
+      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_dw), download<float>(*ctx, chain_dw)));
+      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_db), download<float>(*ctx, chain_db)));
+    }
+  }
+}
+
+// Against the sums in double: each of dw's fp32 sums (rows products and dw0) within
+// gamma_{rows+1} of its magnitude (Higham's bound) plus the rounding of the result,
+// with u = 2^-23 rather than 2^-24: the native bf16 GEMMs' dot-product instructions
+// (VDPBF16PS, AMX) flush denormals and may round inside a pair; db is summed in double
+// and rounded twice (to float, then added to db0): within 2^-23 of its magnitude.
+TYPED_TEST(FusedOpsIn, LinearParameterGradientsAreWithinTheFp32SumsBoundOfDouble) {
+  using T = TypeParam;
+  auto ctx = Context::make_cpu(2);
+  Rng rng(40);
+  for (const ParameterGradientCase& c : kParameterGradientCases) {
+    SCOPED_TRACE(::testing::Message() << c.rows << " rows, " << c.in << "->" << c.out);
+    const auto dy = random_values<T>(rng, c.rows * c.out), x = random_values<T>(rng, c.rows * c.in, 1.0, 0.5);
+    auto dw = random_values<float>(rng, c.out * c.in, 0.1), db = random_values<float>(rng, c.out, 0.1);
+    const auto dw0 = dw, db0 = db;
+    ops::linear_parameter_gradients(*ctx, dy.data(), x.data(), dw.data(), db.data(), c.rows, c.in, c.out);
+    const auto value = [](auto v) {
+      if constexpr (std::is_same_v<decltype(v), float>) {
+        return static_cast<double>(v);
+      } else {
+        return static_cast<double>(bf16_to_float(v));
+      }
+    };
+    const double u = std::ldexp(1.0, -23);
+    const double gamma = (c.rows + 1) * u / (1.0 - (c.rows + 1) * u);
+    int failures = 0;
+    for (int64_t o = 0; o < c.out; ++o) {
+      double column = db0[o], column_magnitude = std::fabs(db0[o]);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        column += value(dy[r * c.out + o]);
+        column_magnitude += std::fabs(value(dy[r * c.out + o]));
+      }
+      if (!(std::fabs(db[o] - column) <= std::ldexp(column_magnitude, -23)) && ++failures <= 3) {
+        ADD_FAILURE() << "db[" << o << "] got " << db[o] << ", want " << column;
+      }
+      for (int64_t i = 0; i < c.in; ++i) {
+        const size_t at = static_cast<size_t>(o * c.in + i);
+        double sum = dw0[at], magnitude = std::fabs(dw0[at]);
+        for (int64_t r = 0; r < c.rows; ++r) {
+          const double term = value(dy[r * c.out + o]) * value(x[r * c.in + i]);
+          sum += term;
+          magnitude += std::fabs(term);
+        }
+        const double bound = gamma * magnitude + u * std::fabs(sum) + 1e-30;
+        if (!(std::fabs(dw[at] - sum) <= bound) && ++failures <= 3) {
+          ADD_FAILURE() << "dw[" << o << ", " << i << "] got " << dw[at] << ", want " << sum << ", bound " << bound;
         }
       }
     }
