@@ -20,9 +20,12 @@ namespace {
 using cuda::kBlockThreads;
 using cuda::typed;
 using cuda::layernorm::add_layernorm_forward_rows;
+using cuda::layernorm::kFusedMaxChannels;
 using cuda::layernorm::kRowsPerBlock;
+using cuda::layernorm::layernorm_backward_fused;
 using cuda::layernorm::layernorm_backward_rows;
 using cuda::layernorm::layernorm_forward_rows;
+using cuda::layernorm::with_lane_runs;
 using cuda::layernorm::LayerNormParamTerms;
 
 }  // namespace
@@ -87,10 +90,29 @@ void CudaBackend::layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstType
     const T* x = typed<T>(x_t, kOp);
     const T* weight = typed<T>(weight_t, kOp);
     T* dx = typed<T>(dx_t, kOp);
+    const bool packed = cuda::rows_packable(channels, dy, x, weight, dx);
+    if (channels <= kFusedMaxChannels) {
+      // Note [Fused LayerNorm backward]: dx and the partials, then their totals.
+      const cuda::ColumnSumPlan plan = cuda::column_sum_plan(rows, channels);
+      cuda::with_row_form(packed, [&](auto form) {
+        constexpr int V = decltype(form)::value;
+        with_lane_runs<V>(channels, [&](auto runs) {
+          layernorm_backward_fused<V, decltype(runs)::value><<<static_cast<unsigned>(plan.chunks), kBlockThreads, 0,
+                                                               stream()>>>(dy, x, weight, mean, rstd, dx, rows,
+                                                                           channels, plan, partials, accumulate_dx);
+        });
+      });
+      DTRAIN_CUDA_LAUNCH_CHECK();
+      const auto groups = static_cast<unsigned>((channels + cuda::kTotalLanes - 1) / cuda::kTotalLanes);
+      cuda::column_totals<<<dim3(groups, 2), kBlockThreads, 0, stream()>>>(partials, plan.chunks, channels,
+                                                                          cuda::ColumnOutputs<2>{{dweight, dbias}});
+      DTRAIN_CUDA_LAUNCH_CHECK();
+      return;
+    }
     // The parameter sums read dy before the row kernel may overwrite it (dx aliasing dy).
     cuda::column_sums(stream(), LayerNormParamTerms<T>{dy, x, mean, rstd}, cuda::rows_packable(channels, dy, x),
                       rows, channels, partials, cuda::ColumnOutputs<2>{{dweight, dbias}});
-    cuda::with_row_form(cuda::rows_packable(channels, dy, x, weight, dx), [&](auto form) {
+    cuda::with_row_form(packed, [&](auto form) {
       layernorm_backward_rows<decltype(form)::value><<<grid, kBlockThreads, 0, stream()>>>(
           dy, x, weight, mean, rstd, dx, rows, channels, accumulate_dx);
     });

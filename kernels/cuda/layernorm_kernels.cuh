@@ -20,10 +20,12 @@
 //   dweight += sum over rows of dy * xhat
 //   dbias   += sum over rows of dy
 // The parameter sums are a reduction over rows, done without atomics in a fixed order
-// by the column sums of kernels/cuda/column_sum_kernels.cuh (Note [Column sum partition]):
-// chunks of rows sized by the shape alone (never the device or grid) -> double
-// partials in the workspace -> a second kernel adds each channel's partials in chunk
-// order. The same inputs give the same bits on every run and every GPU.
+// over the chunks of rows of the column sums (kernels/cuda/column_sum_kernels.cuh, Note
+// [Column sum partition]): chunks sized by the shape alone (never the device or grid)
+// -> double partials in the workspace -> column_totals adds each channel's partials in
+// chunk order. The same inputs give the same bits on every run and every GPU. Up to
+// kFusedMaxChannels the rows kernel writes the partials itself (Note [Fused LayerNorm
+// backward]); wider rows take the column sums' own kernels after the rows kernel.
 //
 // In bf16 (x, weight, bias, y, dy and dx; the row statistics and parameter gradients
 // stay fp32) every kernel widens what it reads and computes as in fp32; y and dx are
@@ -39,6 +41,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/column_sum_kernels.cuh"
 #include "kernels/cuda/launch.cuh"
@@ -201,6 +204,130 @@ __global__ void layernorm_backward_rows(const T* dy, const T* x, const T* weight
       }
       store_floats<V>(dxr + c, out);
     }
+  }
+}
+
+// Note [Fused LayerNorm backward]
+// dx and the chunk partials of dweight and dbias in one kernel, so that dy and x are
+// read once (the rows' second pass finds them in L1/L2) where the rows kernel and the
+// column sums read them twice, in three launches: on an H100 the pair took 34 + 26 us
+// a call on GPT-2's 16384 x 768 bf16 rows (bench/RESULTS.md). Block b takes chunk b
+// of column_sum_plan's partition; its warp w takes the chunk's rows w, w + 8, ... in
+// order and computes each row's dx as layernorm_backward_rows does, and adds each of
+// its channels' dy * xhat and dy into float sums held in registers (the product by
+// __fmul_rn, which no compiler contracts into an fma, so the bits are the source's).
+// The block then adds its warps' sums in warp order, in double, and writes the chunk's
+// partials, which column_totals adds as before. A lane holds kPacks runs of V channels
+// per output, so the kernel takes rows of at most kFusedMaxChannels channels (32
+// floats a lane for each sum); wider rows take the unfused pair. Each channel's terms
+// get the same float operations in the same order in either row form (only which lane
+// holds the channel differs), so both forms give the same bits, and the order depends
+// on the shape alone. Float sums over a warp's rows of a chunk (6 at GPT-2's 16384
+// rows, rows_per_chunk / 8 in general) lose little against the partials' double.
+inline constexpr int kFusedLaneChannels = 32;
+inline constexpr int64_t kFusedMaxChannels = int64_t{kWarpSize} * kFusedLaneChannels;
+
+template <int V, int kPacks, class T>
+__global__ void __launch_bounds__(kBlockThreads)
+    layernorm_backward_fused(const T* dy, const T* x, const T* weight, const float* mean, const float* rstd, T* dx,
+                             int64_t rows, int64_t channels, ColumnSumPlan plan, double* partials, bool accumulate) {
+  static_assert(kPacks * V <= kFusedLaneChannels, "a lane's sums must fit its registers");
+  constexpr int64_t kStride = int64_t{kWarpSize} * V;
+  __shared__ double block_sums[2][kFusedMaxChannels];
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t chunk = blockIdx.x;
+  const int64_t first = chunk * plan.rows_per_chunk;
+  const int64_t last = first + plan.rows_per_chunk < rows ? first + plan.rows_per_chunk : rows;
+  float dweight_sum[kPacks][V] = {}, dbias_sum[kPacks][V] = {};
+  for (int64_t r = first + warp; r < last; r += kRowsPerBlock) {
+    const T* xr = x + r * channels;
+    const T* dyr = dy + r * channels;
+    const float m = mean[r];
+    const float rs = rstd[r];
+    double g_sum = 0.0, gx_sum = 0.0;
+    DTRAIN_UNROLL
+    for (int p = 0; p < kPacks; ++p) {
+      const int64_t c = lane * V + p * kStride;
+      if (c >= channels) continue;
+      float xv[V], dyv[V], wv[V];
+      load_floats<V>(xr + c, xv);
+      load_floats<V>(dyr + c, dyv);
+      load_floats<V>(weight + c, wv);
+      DTRAIN_UNROLL
+      for (int k = 0; k < V; ++k) {
+        const float xhat = (xv[k] - m) * rs;
+        const float g = dyv[k] * wv[k];
+        g_sum += g;
+        gx_sum += static_cast<double>(g) * xhat;
+      }
+    }
+    const auto g_mean = static_cast<float>(warp_sum(g_sum) / static_cast<double>(channels));
+    const auto gx_mean = static_cast<float>(warp_sum(gx_sum) / static_cast<double>(channels));
+    T* dxr = dx + r * channels;
+    DTRAIN_UNROLL
+    for (int p = 0; p < kPacks; ++p) {
+      const int64_t c = lane * V + p * kStride;
+      if (c >= channels) continue;
+      float xv[V], dyv[V], wv[V], out[V];
+      load_floats<V>(xr + c, xv);
+      load_floats<V>(dyr + c, dyv);
+      load_floats<V>(weight + c, wv);
+      if (accumulate) load_floats<V>(dxr + c, out);
+      DTRAIN_UNROLL
+      for (int k = 0; k < V; ++k) {
+        const float xhat = (xv[k] - m) * rs;
+        const float g = dyv[k] * wv[k];
+        const float grad = rs * (g - g_mean - xhat * gx_mean);
+        out[k] = accumulate ? out[k] + grad : grad;
+        dweight_sum[p][k] += __fmul_rn(dyv[k], xhat);
+        dbias_sum[p][k] += dyv[k];
+      }
+      store_floats<V>(dxr + c, out);
+    }
+  }
+  // The warps' sums, added in warp order (warp 0's start the block's).
+  for (int w = 0; w < kRowsPerBlock; ++w) {
+    if (warp == w) {
+      DTRAIN_UNROLL
+      for (int p = 0; p < kPacks; ++p) {
+        const int64_t c = lane * V + p * kStride;
+        if (c >= channels) continue;
+        DTRAIN_UNROLL
+        for (int k = 0; k < V; ++k) {
+          const double before_w = w == 0 ? 0.0 : block_sums[0][c + k];
+          const double before_b = w == 0 ? 0.0 : block_sums[1][c + k];
+          block_sums[0][c + k] = before_w + dweight_sum[p][k];
+          block_sums[1][c + k] = before_b + dbias_sum[p][k];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  for (int64_t c = threadIdx.x; c < channels; c += kBlockThreads) {
+    partials[chunk * channels + c] = block_sums[0][c];
+    partials[(plan.chunks + chunk) * channels + c] = block_sums[1][c];
+  }
+}
+
+// Calls f(std::integral_constant<int, P>{}) with P the runs of V channels a lane holds
+// in layernorm_backward_fused: as few as the width needs in packs (1 to 4), and in
+// single channels a multiple of 8 (8 to 32), so that the scalar form, which only odd
+// or unaligned rows take, has four instances rather than 32. channels <=
+// kFusedMaxChannels.
+template <int V, class F>
+void with_lane_runs(int64_t channels, F&& f) {
+  const int64_t runs = (channels + int64_t{kWarpSize} * V - 1) / (int64_t{kWarpSize} * V);
+  constexpr int kStep = V == 1 ? 8 : 1;
+  static_assert(4 * kStep * V == kFusedLaneChannels, "the largest instance holds kFusedLaneChannels");
+  if (runs <= kStep) {
+    f(std::integral_constant<int, kStep>{});
+  } else if (runs <= 2 * kStep) {
+    f(std::integral_constant<int, 2 * kStep>{});
+  } else if (runs <= 3 * kStep) {
+    f(std::integral_constant<int, 3 * kStep>{});
+  } else {
+    f(std::integral_constant<int, 4 * kStep>{});
   }
 }
 

@@ -80,10 +80,11 @@ struct RowsCase {
 };
 // One channel (zero variance: rstd = 1/sqrt(eps)), widths below, at and above a warp,
 // GPT-2's 768 (at its 16384 rows too), enough rows for many parameter-gradient chunks
-// (Note [Column sum partition]: 64 rows or more each), and widths that are not
-// multiples of 8 (the scalar form) over many rows.
-const RowsCase kLayerNormCases[] = {{1, 1},     {3, 5},     {17, 32},    {40, 33},     {64, 768},
-                                    {1000, 96}, {5003, 40}, {2049, 100}, {16384, 768}};
+// (Note [Column sum partition]: 64 rows or more each), widths that are not multiples
+// of 8 (the scalar form) over many rows, and widths past the fused backward's 1024
+// (Note [Fused LayerNorm backward]), which take the rows kernel and the column sums.
+const RowsCase kLayerNormCases[] = {{1, 1},       {3, 5},     {17, 32},    {40, 33},     {64, 768},  {1000, 96},
+                                    {5003, 40},   {2049, 100}, {16384, 768}, {1024, 1024}, {300, 1600}, {130, 1027}};
 
 TYPED_TEST(TransformerOpsIn, LayerNormForwardMatchesCpu) {
   using T = TypeParam;
@@ -167,13 +168,13 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
 
 // dx over dy (as ops.h allows), with dy, x and dx aligned (the packed form) and one
 // element off (the scalar form; weight stays aligned): both match the CPU doing the
-// same in place, and the parameter gradients agree bit for bit between the forms (Note
-// [Column sum partition]: each channel's terms in the same order). dx may differ in
-// the order of its row sums.
+// same in place, and the parameter gradients agree bit for bit between the forms (Notes
+// [Column sum partition] and [Fused LayerNorm backward]: each channel's terms in the
+// same order). dx may differ in the order of its row sums.
 TYPED_TEST(TransformerOpsIn, LayerNormBackwardInPlaceMatchesCpuInEitherForm) {
   using T = TypeParam;
   Rng rng(5);
-  for (const RowsCase& c : {RowsCase{16384, 768}, RowsCase{4099, 520}}) {
+  for (const RowsCase& c : {RowsCase{16384, 768}, RowsCase{4099, 520}, RowsCase{1030, 1536}}) {
     SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
     const auto [x, w, dy, mean, rstd] = layernorm_backward_inputs<T>(this->cpu(), rng, c);
     const auto dw0 = random_normal(rng, c.channels);
@@ -205,11 +206,13 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardInPlaceMatchesCpuInEitherForm) {
 }
 
 // Many chunks of rows (Note [Column sum partition]) in both forms: 8195 x 192 ends in a
-// partial chunk, 16384 x 768 is GPT-2's, 2049 x 100 takes the scalar form.
+// partial chunk, 16384 x 768 is GPT-2's, 2049 x 100 takes the scalar form, 2050 x
+// 1280 the unfused pair (Note [Fused LayerNorm backward]).
 TYPED_TEST(TransformerOpsIn, LayerNormBackwardIsBitIdenticalAcrossRuns) {
   using T = TypeParam;
   Rng rng(3);
-  for (const RowsCase& c : {RowsCase{8 * 1024 + 3, 192}, RowsCase{16384, 768}, RowsCase{2049, 100}}) {
+  for (const RowsCase& c :
+       {RowsCase{8 * 1024 + 3, 192}, RowsCase{16384, 768}, RowsCase{2049, 100}, RowsCase{2050, 1280}}) {
     SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels);
     const int64_t n = c.rows * c.channels;
     const auto x = stored<T>(random_normal(rng, n));

@@ -6,8 +6,10 @@
 // - forward, and the residual add fused with it (Note [Fused residual LayerNorm]),
 //   whose sum is the add's bits and whose output is the plain kernel's bits on it;
 // - backward: dx set and accumulated, in place over dy too, and the parameter
-//   gradients added into what they held, over enough rows for several chunks; the two
-//   forms' parameter gradients agree bit for bit.
+//   gradients added into what they held, over enough rows for several chunks, by the
+//   fused kernel (Note [Fused LayerNorm backward]) and by the rows kernel and the
+//   column sums (the path of rows wider than it takes); in each, the two forms'
+//   parameter gradients agree bit for bit.
 // Bounds, and why, as tests/gpu/test_transformer_ops.cpp states them for the same ops
 // on a GPU (2e-5 forward: the row sums in another order; 1e-4 of the norm backward;
 // bf16 one rounding more, tests/gpu/stored_types.h). Grids are smaller than the rows,
@@ -51,8 +53,9 @@ struct Shape {
   int64_t rows, channels;
 };
 // Below, at and above a warp's width; widths of packs (40, 96) and not (5, 33, 100);
-// 300 and 520 rows make 5 and 9 chunks of the column sums (64 rows each at least).
-const Shape kShapes[] = {{3, 5}, {17, 32}, {40, 33}, {21, 96}, {300, 40}, {520, 100}};
+// 300 and 520 rows make 5 and 9 chunks of the column sums (64 rows each at least);
+// 1024 is the fused kernel's widest row (a lane's whole 32 channels).
+const Shape kShapes[] = {{3, 5}, {17, 32}, {40, 33}, {21, 96}, {300, 40}, {520, 100}, {70, 1024}};
 
 // The forms a shape allows: packs need whole packs per row (rows_packable; the
 // vectors here are aligned to a pack).
@@ -162,11 +165,12 @@ struct Backward {
   std::vector<float> dw, db;
 };
 
-// The host half of kernels/cuda/layernorm.cu's layernorm_backward (the column sums'
-// launch as kernels/cuda/column_sums.cuh queues it), on the emulator. dx_over_dy: dx
-// is written over dy (`dx` is ignored then).
+// The host half of kernels/cuda/layernorm.cu's layernorm_backward, on the emulator:
+// fused, the fused kernel then column_totals; else the column sums (as
+// kernels/cuda/column_sums.cuh queues them) then the rows kernel. dx_over_dy: dx is
+// written over dy (`dx` is ignored then).
 template <class T>
-void emulated_backward(int v, std::vector<T>& dy, const std::vector<T>& x, const std::vector<T>& w,
+void emulated_backward(bool fused, int v, std::vector<T>& dy, const std::vector<T>& x, const std::vector<T>& w,
                        const std::vector<float>& mean, const std::vector<float>& rstd, Backward<T>& out, const Shape& s,
                        bool accumulate, bool dx_over_dy) {
   using Terms = ln::LayerNormParamTerms<T>;
@@ -175,12 +179,27 @@ void emulated_backward(int v, std::vector<T>& dy, const std::vector<T>& x, const
                                std::nan(""));
   const Terms terms{dy.data(), x.data(), mean.data(), rstd.data()};
   T* dx = dx_over_dy ? dy.data() : out.dx.data();
+  const auto groups = static_cast<unsigned>((s.channels + cuda::kTotalLanes - 1) / cuda::kTotalLanes);
+  if (fused) {
+    with_form(v, [&](auto form) {
+      constexpr int V = decltype(form)::value;
+      ln::with_lane_runs<V>(s.channels, [&](auto runs) {
+        simt::launch({static_cast<unsigned>(plan.chunks), 1, 1}, kBlock, 0,
+                     ln::layernorm_backward_fused<V, decltype(runs)::value, T>, static_cast<const T*>(dy.data()),
+                     x.data(), w.data(), mean.data(), rstd.data(), dx, s.rows, s.channels, plan, partials.data(),
+                     accumulate);
+      });
+    });
+    simt::launch({groups, Terms::kOutputs, 1}, kBlock, 0, cuda::column_totals<Terms::kOutputs>,
+                 static_cast<const double*>(partials.data()), plan.chunks, s.channels,
+                 cuda::ColumnOutputs<2>{{out.dw.data(), out.db.data()}});
+    return;
+  }
   with_form(v, [&](auto form) {
     constexpr int V = decltype(form)::value;
     const auto tiles = static_cast<unsigned>((s.channels + cuda::kColumnLanes * V - 1) / (cuda::kColumnLanes * V));
     simt::launch({tiles, static_cast<unsigned>(plan.chunks), 1}, kBlock, 0, cuda::column_partials<V, Terms>, terms,
                  s.rows, s.channels, plan, partials.data());
-    const auto groups = static_cast<unsigned>((s.channels + cuda::kTotalLanes - 1) / cuda::kTotalLanes);
     simt::launch({groups, Terms::kOutputs, 1}, kBlock, 0, cuda::column_totals<Terms::kOutputs>,
                  static_cast<const double*>(partials.data()), plan.chunks, s.channels,
                  cuda::ColumnOutputs<2>{{out.dw.data(), out.db.data()}});
@@ -220,22 +239,25 @@ TYPED_TEST(LayerNormEmulated, BackwardMatchesTheCpuAndTheFormsAgreeOnTheParamete
         ops::layernorm_backward(*cpu, cpu_dy.data(), x.data(), w.data(), mean.data(), rstd.data(), cpu_dx,
                                 want.dw.data(), want.db.data(), s.rows, s.channels, accumulate);
         if (dx_over_dy) want.dx = cpu_dy;
-        std::vector<Backward<T>> by_form;
-        for (const int v : forms_of(s)) {
-          SCOPED_TRACE(::testing::Message() << "rows=" << s.rows << " channels=" << s.channels << " form V=" << v
-                                            << " accumulate=" << accumulate << " dx over dy=" << dx_over_dy);
-          auto emulated_dy = dy;
-          Backward<T> got{dx_before, dw_before, db_before};
-          emulated_backward(v, emulated_dy, x, w, mean, rstd, got, s, accumulate, dx_over_dy);
-          if (dx_over_dy) got.dx = emulated_dy;
-          EXPECT_TRUE(close_to_norm(got.dx, want.dx, 1e-4));
-          EXPECT_TRUE(norm_close(got.dw, want.dw, 1e-4));
-          EXPECT_TRUE(norm_close(got.db, want.db, 1e-4));
-          by_form.push_back(got);
-        }
-        if (by_form.size() == 2) {
-          EXPECT_TRUE(same_bits(by_form[0].dw, by_form[1].dw));
-          EXPECT_TRUE(same_bits(by_form[0].db, by_form[1].db));
+        for (const bool fused : {true, false}) {
+          std::vector<Backward<T>> by_form;
+          for (const int v : forms_of(s)) {
+            SCOPED_TRACE(::testing::Message() << "rows=" << s.rows << " channels=" << s.channels << " form V=" << v
+                                              << (fused ? " fused" : " unfused") << " accumulate=" << accumulate
+                                              << " dx over dy=" << dx_over_dy);
+            auto emulated_dy = dy;
+            Backward<T> got{dx_before, dw_before, db_before};
+            emulated_backward(fused, v, emulated_dy, x, w, mean, rstd, got, s, accumulate, dx_over_dy);
+            if (dx_over_dy) got.dx = emulated_dy;
+            EXPECT_TRUE(close_to_norm(got.dx, want.dx, 1e-4));
+            EXPECT_TRUE(norm_close(got.dw, want.dw, 1e-4));
+            EXPECT_TRUE(norm_close(got.db, want.db, 1e-4));
+            by_form.push_back(got);
+          }
+          if (by_form.size() == 2) {
+            EXPECT_TRUE(same_bits(by_form[0].dw, by_form[1].dw));
+            EXPECT_TRUE(same_bits(by_form[0].db, by_form[1].db));
+          }
         }
       }
     }
