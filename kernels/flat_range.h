@@ -19,4 +19,12 @@ inline FlatRange intersect(const FlatRange& a, const FlatRange& b) {
   return hi > lo ? FlatRange{lo, hi - lo} : FlatRange{lo, 0};
 }
 
+// A run of a flat buffer whose parameters share their weight decay (the optimizers'
+// decay spans, runtime/optimizer.h; ops::adamw_update_spans).
+struct DecaySpan {
+  int64_t offset = 0;
+  int64_t count = 0;
+  bool decay = true;
+};
+
 }  // namespace dtrain

@@ -12,10 +12,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "kernels/context.h"
 #include "kernels/device_timeline.h"
 #include "kernels/dtype.h"
+#include "kernels/flat_range.h"
 
 namespace dtrain {
 
@@ -176,6 +178,9 @@ class OpsBackend {
                                 int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                             bf16* params_bf16, int64_t n, const AdamWHyper& h) = 0;
+  // The default is adamw_update over each span in turn: Note [AdamW over spans].
+  virtual void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
+                                  bf16* params_bf16, const std::vector<DecaySpan>& spans, const AdamWHyper& h);
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
   virtual void sum_squares(Context& ctx, const float* x, int64_t n, double scale, double* out) = 0;
   virtual void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) = 0;
@@ -299,6 +304,21 @@ inline void sgd_update(Context& ctx, float* params, const float* grads, float* m
 inline void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                          int64_t n, const AdamWHyper& h, bf16* params_bf16 = nullptr) {
   ctx.backend().adamw_update(ctx, params, grads, m, v, params_bf16, n, h);
+}
+// Note [AdamW over spans]
+// AdamW over the spans of a flat range, the offsets counted from the start of params
+// (and of grads, m, v and params_bf16): each span's elements updated as adamw_update
+// with h, its weight decay h.weight_decay where the span decays and 0 where not, so
+// bit for bit adamw_update over each span in turn, which is the default op. A GPT's
+// spans alternate between matrices and the biases and gains around them (98 for
+// GPT-2 124M, half of them a few thousand elements): one launch each was 98 launches
+// per step, with a tail each. On CUDA, spans that follow one another are one launch
+// (up to kMaxLaunchSpans of them, kernels/cuda/optimizer_kernels.cuh), each thread
+// finding its elements' span from a table passed with the launch.
+inline void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
+                               const std::vector<DecaySpan>& spans, const AdamWHyper& h,
+                               bf16* params_bf16 = nullptr) {
+  ctx.backend().adamw_update_spans(ctx, params, grads, m, v, params_bf16, spans, h);
 }
 inline void fill(Context& ctx, float* x, int64_t n, float value) {
   ctx.backend().fill(ctx, x, n, value);

@@ -45,7 +45,7 @@ class Sgd final : public Optimizer {
 class AdamW final : public Optimizer {
  public:
   AdamW(const OptimizerConfig& c, Context& ctx, std::vector<DecaySpan> spans, FlatRange shard)
-      : config_(c), shard_(shard), spans_(std::move(spans)),
+      : config_(c), shard_(shard), shard_spans_(from_shard_start(std::move(spans), shard)),
         m_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer),
         v_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer) {
     ops::fill(ctx, m_.as<float>(), shard.count, 0.0f);
@@ -57,26 +57,31 @@ class AdamW final : public Optimizer {
   std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
   int64_t steps_taken() const override { return t_; }
   void set_steps_taken(int64_t t) override { t_ = t; }
+  // One call over the shard's spans (Note [AdamW over spans]): master, m and v hold the
+  // shard alone, grads and params_bf16 the whole buffer.
   void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale, bf16* params_bf16) override {
     ++t_;
-    for (const DecaySpan& s : spans_) {
-      const AdamWHyper h{static_cast<float>(lr),
-                         static_cast<float>(config_.beta1),
-                         static_cast<float>(config_.beta2),
-                         static_cast<float>(config_.eps),
-                         s.decay ? static_cast<float>(config_.weight_decay) : 0.0f,
-                         t_,
-                         grad_scale};
-      const int64_t local = s.offset - shard_.offset;
-      ops::adamw_update(ctx, master + local, grads + s.offset, m_.as<float>() + local, v_.as<float>() + local,
-                        s.count, h, params_bf16 ? params_bf16 + s.offset : nullptr);
-    }
+    const AdamWHyper h{static_cast<float>(lr),
+                       static_cast<float>(config_.beta1),
+                       static_cast<float>(config_.beta2),
+                       static_cast<float>(config_.eps),
+                       static_cast<float>(config_.weight_decay),
+                       t_,
+                       grad_scale};
+    ops::adamw_update_spans(ctx, master, grads + shard_.offset, m_.as<float>(), v_.as<float>(), shard_spans_, h,
+                            params_bf16 ? params_bf16 + shard_.offset : nullptr);
   }
 
  private:
+  // The spans counted from the shard's start.
+  static std::vector<DecaySpan> from_shard_start(std::vector<DecaySpan> spans, const FlatRange& shard) {
+    for (DecaySpan& s : spans) s.offset -= shard.offset;
+    return spans;
+  }
+
   OptimizerConfig config_;
   FlatRange shard_;
-  std::vector<DecaySpan> spans_;
+  std::vector<DecaySpan> shard_spans_;
   Buffer m_, v_;
   int64_t t_ = 0;
 };

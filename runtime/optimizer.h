@@ -2,8 +2,9 @@
 // parameters, with state in mirror buffers accounted as Optimizer memory. Weight
 // decay (decoupled) applies to the spans optimizer.decay_filter selects: by default
 // the weights of two or more dimensions (matrices, convolution kernels, embeddings),
-// not biases or LayerNorm gains, as GPT-2's recipe and nanoGPT do. One update pass
-// per run of neighbouring tensors with the same decay.
+// not biases or LayerNorm gains, as GPT-2's recipe and nanoGPT do, in runs of
+// neighbouring tensors with the same decay (DecaySpan). SGD takes one update pass per
+// run; AdamW one call over all of them (ops::adamw_update_spans: one launch on CUDA).
 //
 // Sharded (optimizer.shard, Note [Shard ranges]), an optimizer keeps state for its
 // rank's range of the flat buffers alone and updates only that range; the trainer
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/flat_range.h"
 #include "kernels/memory.h"
 #include "comm/gradient_reducer.h"
 #include "models/model.h"
@@ -54,13 +56,6 @@ class Optimizer {
 // Bytes of state per parameter the optimizer of `config` keeps (SGD: momentum, 4;
 // AdamW: m and v, 8), known before it is made (the planner's levers).
 int64_t optimizer_state_bytes_per_param(const OptimizerConfig& config);
-
-// A contiguous run of parameters that share their weight decay.
-struct DecaySpan {
-  int64_t offset = 0;
-  int64_t count = 0;
-  bool decay = true;
-};
 
 // The spans of `tensors` (in buffer order, covering [0, n)) for a decay filter:
 // "all" decays everything (one span); "matrices" decays tensors of rank >= 2.

@@ -180,6 +180,8 @@ class CudaBackend final : public OpsBackend {
                   const SgdHyper& h) override;
   void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                     bf16* params_bf16, int64_t n, const AdamWHyper& h) override;
+  void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v, bf16* params_bf16,
+                          const std::vector<DecaySpan>& spans, const AdamWHyper& h) override;
 
   // cuda_backend.cpp
   // Queued on the stream. A pageable `src` may be reused as soon as this returns (CUDA

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cuda/launch.cuh"
 #include "kernels/ops.h"
@@ -54,22 +55,77 @@ struct AdamWScalars {
   float grad_scale;    // AdamWHyper::grad_scale
 };
 
-// params_bf16 (B: the device's or the host's bf16 type) is written only when kBf16Copy.
+// Element i's update, with `decay` for 1 - lr * weight_decay (k.decay, or 1 where the
+// parameter does not decay: 1 - lr * 0 is 1 exactly, and p * 1 is p, as the CPU op
+// computes it). params_bf16 (B: the device's or the host's bf16 type) is written only
+// when kBf16Copy.
+template <bool kBf16Copy, class B>
+__device__ inline void adamw_element(float* params, const float* grads, float* m, float* v, B* params_bf16,
+                                     int64_t i, const AdamWScalars& k, float decay) {
+  const float g = __fmul_rn(grads[i], k.grad_scale);
+  const float mi = __fadd_rn(__fmul_rn(k.beta1, m[i]), __fmul_rn(k.one_minus_beta1, g));
+  const float vi = __fadd_rn(__fmul_rn(k.beta2, v[i]), __fmul_rn(__fmul_rn(k.one_minus_beta2, g), g));
+  m[i] = mi;
+  v[i] = vi;
+  const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), k.inv_sqrt_bc2), k.eps);
+  const float p = __fsub_rn(__fmul_rn(params[i], decay), __fdiv_rn(__fmul_rn(k.step_size, mi), denom));
+  params[i] = p;
+  if constexpr (kBf16Copy) params_bf16[i] = from_float<B>(p);
+}
+
 template <bool kBf16Copy, class B>
 __global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, B* params_bf16, int64_t n,
                              AdamWScalars k) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float g = __fmul_rn(grads[i], k.grad_scale);
-    const float mi = __fadd_rn(__fmul_rn(k.beta1, m[i]), __fmul_rn(k.one_minus_beta1, g));
-    const float vi =
-        __fadd_rn(__fmul_rn(k.beta2, v[i]), __fmul_rn(__fmul_rn(k.one_minus_beta2, g), g));
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), k.inv_sqrt_bc2), k.eps);
-    const float p = __fsub_rn(__fmul_rn(params[i], k.decay), __fdiv_rn(__fmul_rn(k.step_size, mi), denom));
-    params[i] = p;
-    if constexpr (kBf16Copy) params_bf16[i] = from_float<B>(p);
+    adamw_element<kBf16Copy>(params, grads, m, v, params_bf16, i, k, k.decay);
   }
+}
+
+// Note [AdamW over spans] (kernels/ops.h): spans that follow one another, in one launch.
+// Their ends and decay flags travel in the launch's parameters (1 KiB, under the 4 KiB
+// every CUDA version takes), so nothing is uploaded per step. Each thread walks its
+// grid-stride elements in increasing order, so its span index only moves forward: one
+// comparison per element, and at most kMaxLaunchSpans steps of the index in all.
+inline constexpr int kMaxLaunchSpans = 128;
+struct SpanTable {
+  int64_t first = 0;                      // where the first span starts
+  int64_t end[kMaxLaunchSpans] = {};      // where span s ends; increasing
+  uint32_t decays[kMaxLaunchSpans / 32] = {};  // bit s % 32 of word s / 32: span s decays
+  int count = 0;
+};
+
+template <bool kBf16Copy, class B>
+__global__ void adamw_spans_kernel(float* params, const float* grads, float* m, float* v, B* params_bf16,
+                                   AdamWScalars k, SpanTable spans) {
+  const int64_t n = spans.end[spans.count - 1];
+  int s = 0;
+  for (int64_t i = spans.first + grid_start(); i < n; i += grid_stride()) {
+    while (i >= spans.end[s]) ++s;
+    const bool decays = ((spans.decays[s / 32] >> (s % 32)) & 1u) != 0u;
+    adamw_element<kBf16Copy>(params, grads, m, v, params_bf16, i, k, decays ? k.decay : 1.0f);
+  }
+}
+
+// The launches' tables for `spans`, kMaxLaunchSpans at a time, empty spans left out;
+// none when the spans do not each start where the one before ends (the op then takes
+// the spans one by one). A host function, shared with the emulator's tests.
+inline std::vector<SpanTable> span_tables(const std::vector<DecaySpan>& spans) {
+  std::vector<SpanTable> tables;
+  int64_t at = spans.empty() ? 0 : spans.front().offset;
+  for (const DecaySpan& s : spans) {
+    if (s.offset != at || s.count < 0) return {};
+    if (s.count == 0) continue;
+    if (tables.empty() || tables.back().count == kMaxLaunchSpans) {
+      tables.emplace_back();
+      tables.back().first = at;
+    }
+    SpanTable& t = tables.back();
+    at += s.count;
+    t.end[t.count] = at;
+    if (s.decay) t.decays[t.count / 32] |= 1u << (t.count % 32);
+    ++t.count;
+  }
+  return tables;
 }
 
 // AdamW's scalars for step h.step: the bias corrections in double, as the CPU op: 1 -

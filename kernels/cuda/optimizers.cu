@@ -16,7 +16,9 @@ namespace {
 
 using cuda::kBlockThreads;
 using cuda::optim::adamw_kernel;
+using cuda::optim::adamw_spans_kernel;
 using cuda::optim::AdamWScalars;
+using cuda::optim::SpanTable;
 using cuda::optim::sgd_kernel;
 using cuda::optim::SgdKind;
 
@@ -56,6 +58,28 @@ void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* gra
     adamw_kernel<true><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v, copy, n, k);
   }
   DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+// Note [AdamW over spans]: a launch per table of up to kMaxLaunchSpans spans.
+void CudaBackend::adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
+                                     bf16* params_bf16, const std::vector<DecaySpan>& spans, const AdamWHyper& h) {
+  DTRAIN_ASSERT(h.step >= 1, "adamw_update_spans: step " << h.step << " must count from 1");
+  const std::vector<SpanTable> tables = cuda::optim::span_tables(spans);
+  if (tables.empty()) {
+    OpsBackend::adamw_update_spans(ctx, params, grads, m, v, params_bf16, spans, h);
+    return;
+  }
+  const AdamWScalars k = cuda::optim::adamw_scalars(h);
+  auto* copy = reinterpret_cast<__nv_bfloat16*>(params_bf16);
+  for (const SpanTable& t : tables) {
+    const unsigned blocks = blocks_for(t.end[t.count - 1] - t.first, kBlockThreads);
+    if (copy == nullptr) {
+      adamw_spans_kernel<false><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v, copy, k, t);
+    } else {
+      adamw_spans_kernel<true><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v, copy, k, t);
+    }
+    DTRAIN_CUDA_LAUNCH_CHECK();
+  }
 }
 
 }  // namespace dtrain

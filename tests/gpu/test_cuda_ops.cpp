@@ -904,6 +904,46 @@ TEST_F(CudaOps, AdamWWritesTheRoundedParametersInTheSamePass) {
   EXPECT_TRUE(same_bits(gcopy.to_host(), to_bf16(params)));
 }
 
+// Note [AdamW over spans]: 300 alternating spans (three launches' tables, one-element
+// spans among them) from an offset, with the bf16 copy: the same bits as the CUDA
+// adamw_update span by span, and within AdamWMatchesCpuOverSeveralSteps's bound of the
+// CPU's.
+TEST_F(CudaOps, AdamWOverSpansIsTheUpdateSpanBySpan) {
+  std::vector<DecaySpan> spans;
+  int64_t at = 5;
+  for (int i = 0; i < 300; ++i) {
+    const int64_t count = i % 7 == 0 ? 1 : 1 + (i * 53) % 997;
+    spans.push_back(DecaySpan{at, count, i % 2 == 0});
+    at += count;
+  }
+  const int64_t n = at;
+  Rng rng(122);
+  auto p = random_normal(rng, n);
+  std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+  DeviceArray<float> gp(gpu(), p), gm(gpu(), m), gv(gpu(), v), sp(gpu(), p), sm(gpu(), m), sv(gpu(), v);
+  DeviceArray<bf16> gcopy(gpu(), stored_nans<bf16>(n)), scopy(gpu(), stored_nans<bf16>(n));
+  for (int64_t step = 1; step <= 3; ++step) {
+    const AdamWHyper h{1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, step, step == 2 ? 0.37f : 1.0f};
+    const auto g = random_normal(rng, n, 0.5);
+    DeviceArray<float> gg(gpu(), g);
+    ops::adamw_update_spans(cpu(), p.data(), g.data(), m.data(), v.data(), spans, h);
+    ops::adamw_update_spans(gpu(), gp.get(), gg.get(), gm.get(), gv.get(), spans, h, gcopy.get());
+    for (const DecaySpan& s : spans) {
+      AdamWHyper span_h = h;
+      if (!s.decay) span_h.weight_decay = 0.0f;
+      ops::adamw_update(gpu(), sp.get() + s.offset, gg.get() + s.offset, sm.get() + s.offset, sv.get() + s.offset,
+                        s.count, span_h, scopy.get() + s.offset);
+    }
+  }
+  EXPECT_TRUE(same_bits(gp.to_host(), sp.to_host()));
+  EXPECT_TRUE(same_bits(gm.to_host(), sm.to_host()));
+  EXPECT_TRUE(same_bits(gv.to_host(), sv.to_host()));
+  EXPECT_TRUE(same_bits(gcopy.to_host(), scopy.to_host()));
+  EXPECT_TRUE(all_close(gp.to_host(), p, 1e-6));
+  EXPECT_TRUE(all_close(gm.to_host(), m, 1e-6));
+  EXPECT_TRUE(all_close(gv.to_host(), v, 1e-6));
+}
+
 // ----------------------------------------------------------------------- Transfers
 
 TEST_F(CudaOps, SumSquaresMatchesCpuAndAddsScaled) {

@@ -3,9 +3,10 @@
 // op, the oracle. The kernels spell each float operation out as a rounded intrinsic in
 // the CPU op's order, so that they compute the CPU's bits: checked here bit for bit,
 // over several steps, for SGD (plain, momentum, Nesterov) and AdamW, with and without
-// the bf16 copy written in the same pass. The grid is smaller than the elements, so
-// every thread's grid-stride loop turns. tests/gpu/test_cuda_ops.cpp runs the kernels
-// through the CUDA backend on a GPU.
+// the bf16 copy written in the same pass, and AdamW over decay spans in one launch per
+// table of spans (Note [AdamW over spans]) against adamw_update span by span. The grid
+// is smaller than the elements, so every thread's grid-stride loop turns.
+// tests/gpu/test_cuda_ops.cpp runs the kernels through the CUDA backend on a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -121,6 +122,102 @@ TEST(OptimizersEmulated, AdamWComputesTheCpuBitsAndItsBf16CopyOverSeveralSteps) 
       }
     }
   }
+}
+
+// Spans that alternate decay from `first` on, of the given sizes (0 included: left out
+// of the tables), the first decaying when `decay_first`.
+std::vector<DecaySpan> alternating_spans(int64_t first, const std::vector<int64_t>& sizes, bool decay_first) {
+  std::vector<DecaySpan> spans;
+  int64_t at = first;
+  bool decay = decay_first;
+  for (const int64_t size : sizes) {
+    spans.push_back(DecaySpan{at, size, decay});
+    at += size;
+    decay = !decay;
+  }
+  return spans;
+}
+
+TEST(OptimizersEmulated, AdamWOverSpansComputesTheCpuBitsOfEachSpanInTurn) {
+  auto cpu = Context::make_cpu(1);
+  // A GPT-like run (one-element and empty spans among them), and more spans than one
+  // launch's table holds (three tables), from an offset into the buffers.
+  std::vector<int64_t> many;
+  for (int i = 0; i < 2 * optim::kMaxLaunchSpans + 17; ++i) many.push_back(1 + (i * 37) % 61);
+  const std::vector<std::vector<DecaySpan>> cases = {
+      alternating_spans(0, {1, 700, 3, 0, 2000, 5, 1, 4096, 37, 3163}, true),
+      alternating_spans(11, many, false)};
+  for (const auto& spans : cases) {
+    const int64_t n = spans.back().offset + spans.back().count;
+    SCOPED_TRACE(::testing::Message() << spans.size() << " spans over " << n << " elements");
+    const std::vector<optim::SpanTable> tables = optim::span_tables(spans);
+    ASSERT_FALSE(tables.empty());
+    for (const bool with_copy : {false, true}) {
+      SCOPED_TRACE(with_copy ? "with the bf16 copy" : "fp32 alone");
+      Rng rng(with_copy ? 77 : 78);
+      auto p = random_normal(rng, n);
+      std::vector<float> m(static_cast<size_t>(n), 0.0f), v(m.size(), 0.0f);
+      auto emulated_p = p, emulated_m = m, emulated_v = v;
+      std::vector<bf16> copy(static_cast<size_t>(n), float_to_bf16(std::nanf("")));
+      const auto untouched_copy = copy;
+      for (const int64_t step : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+        const AdamWHyper h{3e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, step, step == 2 ? 0.37f : 1.0f};
+        const auto g = adamw_gradients(rng, n);
+        for (const DecaySpan& span : spans) {
+          if (span.count == 0) continue;
+          AdamWHyper span_h = h;
+          if (!span.decay) span_h.weight_decay = 0.0f;
+          const auto at = static_cast<size_t>(span.offset);
+          ops::adamw_update(*cpu, p.data() + at, g.data() + at, m.data() + at, v.data() + at, span.count, span_h);
+        }
+        const optim::AdamWScalars k = optim::adamw_scalars(h);
+        for (const optim::SpanTable& t : tables) {
+          if (with_copy) {
+            simt::launch(kGrid, kBlock, 0, optim::adamw_spans_kernel<true, bf16>, emulated_p.data(), g.data(),
+                         emulated_m.data(), emulated_v.data(), copy.data(), k, t);
+          } else {
+            simt::launch(kGrid, kBlock, 0, optim::adamw_spans_kernel<false, bf16>, emulated_p.data(), g.data(),
+                         emulated_m.data(), emulated_v.data(), static_cast<bf16*>(nullptr), k, t);
+          }
+        }
+        ASSERT_TRUE(same_bits(emulated_p, p)) << "step " << step;
+        ASSERT_TRUE(same_bits(emulated_m, m)) << "step " << step;
+        ASSERT_TRUE(same_bits(emulated_v, v)) << "step " << step;
+      }
+      // The copy: every spanned element rounded, the elements before the first span
+      // not written.
+      auto want_copy = rounded(p);
+      const auto first = static_cast<size_t>(spans.front().offset);
+      std::copy(untouched_copy.begin(), untouched_copy.begin() + static_cast<std::ptrdiff_t>(first), want_copy.begin());
+      if (with_copy) {
+        EXPECT_TRUE(same_bits(copy, want_copy));
+      }
+    }
+  }
+}
+
+// The tables' cut: kMaxLaunchSpans spans each, empty spans left out, and none at all
+// for spans with a gap or an overlap between them (the op then goes span by span).
+TEST(OptimizersEmulated, SpanTablesHoldFollowingSpansAndRefuseGaps) {
+  // kMaxLaunchSpans + 1 spans of 2 elements from 3 on, and an empty one (entry 5).
+  std::vector<int64_t> sizes(static_cast<size_t>(optim::kMaxLaunchSpans + 2), 2);
+  sizes[5] = 0;
+  const auto tables = optim::span_tables(alternating_spans(3, sizes, true));
+  ASSERT_EQ(tables.size(), 2u);
+  EXPECT_EQ(tables[0].count, optim::kMaxLaunchSpans);
+  EXPECT_EQ(tables[0].first, 3);
+  EXPECT_EQ(tables[0].end[0], 5);
+  EXPECT_EQ(tables[0].end[optim::kMaxLaunchSpans - 1], 3 + 2 * optim::kMaxLaunchSpans);
+  const auto decays = [&](int s) { return ((tables[0].decays[s / 32] >> (s % 32)) & 1u) != 0u; };
+  EXPECT_TRUE(decays(4));   // entry 4
+  EXPECT_TRUE(decays(5));   // entry 6: the empty entry 5 is left out
+  EXPECT_FALSE(decays(6));  // entry 7
+  EXPECT_EQ(tables[1].count, 1);
+  EXPECT_EQ(tables[1].first, 3 + 2 * optim::kMaxLaunchSpans);
+  EXPECT_EQ(tables[1].end[0], 5 + 2 * optim::kMaxLaunchSpans);
+  EXPECT_TRUE(optim::span_tables({DecaySpan{0, 2, true}, DecaySpan{3, 2, false}}).empty());  // a gap
+  EXPECT_TRUE(optim::span_tables({DecaySpan{0, 2, true}, DecaySpan{1, 2, false}}).empty());  // an overlap
+  EXPECT_TRUE(optim::span_tables({}).empty());
 }
 
 }  // namespace
