@@ -157,6 +157,35 @@ __global__ void add_layernorm_forward_rows(const T* a, const T* b, T* residual, 
   }
 }
 
+// A row's means of g = dy * weight and of g * xhat over its channels, summed in double
+// by each lane over its V-wide runs in order and combined by warp_sum: every lane gets
+// the same bits. Both backward kernels take them from here, so their row sums agree.
+struct GradientMeans {
+  float g, gx;
+};
+template <int V, class T>
+__device__ GradientMeans gradient_means(const T* xr, const T* dyr, const T* weight, float m, float rs,
+                                        int64_t channels, int lane) {
+  constexpr int64_t kStride = int64_t{kWarpSize} * V;
+  double g_sum = 0.0, gx_sum = 0.0;
+  DTRAIN_UNROLL_BY(4)
+  for (int64_t c = lane * V; c < channels; c += kStride) {
+    float xv[V], dyv[V], wv[V];
+    load_floats<V>(xr + c, xv);
+    load_floats<V>(dyr + c, dyv);
+    load_floats<V>(weight + c, wv);
+    DTRAIN_UNROLL
+    for (int k = 0; k < V; ++k) {
+      const float xhat = (xv[k] - m) * rs;
+      const float g = dyv[k] * wv[k];
+      g_sum += g;
+      gx_sum += static_cast<double>(g) * xhat;
+    }
+  }
+  return {static_cast<float>(warp_sum(g_sum) / static_cast<double>(channels)),
+          static_cast<float>(warp_sum(gx_sum) / static_cast<double>(channels))};
+}
+
 // dx (= or +=) per row, lanes taking V-wide runs as layernorm_row does; dx may alias
 // dy (each element is read before it is written, by the lane that writes it).
 template <int V, class T>
@@ -172,22 +201,8 @@ __global__ void layernorm_backward_rows(const T* dy, const T* x, const T* weight
     const T* dyr = dy + r * channels;
     const float m = mean[r];
     const float rs = rstd[r];
-    double g_sum = 0.0, gx_sum = 0.0;
-    for (int64_t c = lane * V; c < channels; c += kStride) {
-      float xv[V], dyv[V], wv[V];
-      load_floats<V>(xr + c, xv);
-      load_floats<V>(dyr + c, dyv);
-      load_floats<V>(weight + c, wv);
-      DTRAIN_UNROLL
-      for (int k = 0; k < V; ++k) {
-        const float xhat = (xv[k] - m) * rs;
-        const float g = dyv[k] * wv[k];
-        g_sum += g;
-        gx_sum += static_cast<double>(g) * xhat;
-      }
-    }
-    const auto g_mean = static_cast<float>(warp_sum(g_sum) / static_cast<double>(channels));
-    const auto gx_mean = static_cast<float>(warp_sum(gx_sum) / static_cast<double>(channels));
+    const GradientMeans means = gradient_means<V>(xr, dyr, weight, m, rs, channels, lane);
+    const float g_mean = means.g, gx_mean = means.gx;
     T* dxr = dx + r * channels;
     for (int64_t c = lane * V; c < channels; c += kStride) {
       float xv[V], dyv[V], wv[V], out[V];
@@ -245,25 +260,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     const T* dyr = dy + r * channels;
     const float m = mean[r];
     const float rs = rstd[r];
-    double g_sum = 0.0, gx_sum = 0.0;
-    DTRAIN_UNROLL
-    for (int p = 0; p < kPacks; ++p) {
-      const int64_t c = lane * V + p * kStride;
-      if (c >= channels) continue;
-      float xv[V], dyv[V], wv[V];
-      load_floats<V>(xr + c, xv);
-      load_floats<V>(dyr + c, dyv);
-      load_floats<V>(weight + c, wv);
-      DTRAIN_UNROLL
-      for (int k = 0; k < V; ++k) {
-        const float xhat = (xv[k] - m) * rs;
-        const float g = dyv[k] * wv[k];
-        g_sum += g;
-        gx_sum += static_cast<double>(g) * xhat;
-      }
-    }
-    const auto g_mean = static_cast<float>(warp_sum(g_sum) / static_cast<double>(channels));
-    const auto gx_mean = static_cast<float>(warp_sum(gx_sum) / static_cast<double>(channels));
+    const GradientMeans means = gradient_means<V>(xr, dyr, weight, m, rs, channels, lane);
+    const float g_mean = means.g, gx_mean = means.gx;
     T* dxr = dx + r * channels;
     DTRAIN_UNROLL
     for (int p = 0; p < kPacks; ++p) {
