@@ -20,6 +20,8 @@
 #      against unfused and cuDNN's; informational too
 #   8. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
 #      when GPU_CHECK_MLP_CNN_BENCH=0
+#   9. the CNN at batch 512 profiled (bench/profile_cnn_kernels.sh: its device timeline
+#      and its kernels under ncu), when 45 s are left; informational
 # The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
 # the device's 10-minute call): each step's time limit is cut to what is left, the
 # benchmarks start no run they cannot finish, and a step that ran out of time is a
@@ -258,6 +260,17 @@ else
   DEADLINE=$((deadline - 10)) DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python timeout "$(limit 600)" bash "$root/bench/run_gpu_bench.sh" >"$logs/bench.txt" 2>&1 || fail "the GPU benchmark failed: see bench.txt"
   tail -15 "$logs/bench.txt" | tee -a "$logs/summary.txt"
   grep -q "not run (out of time)" "$logs/bench.txt" && fail "benchmark runs left out for lack of time: see bench.txt"
+fi
+step "cnn profile" | tee -a "$logs/summary.txt"
+# Informational, with what time is left: whether the CNN at batch 512 (behind PyTorch
+# eager so far) waits on the host between steps, and which of its kernels take the time.
+if [ "$(limit 60)" -ge 45 ]; then
+  DTRAIN_BIN=$bin/dtrain PYTHON=$torch_python PROFILE_LOGS=$logs/cnn_profile \
+    timeout "$(limit 60)" bash "$root/bench/profile_cnn_kernels.sh" >"$logs/cnn_profile.txt" 2>&1
+  echo "profile_cnn_kernels.sh: exit $?" >>"$logs/cnn_profile.txt"
+  head -30 "$logs/cnn_profile.txt" | tee -a "$logs/summary.txt"
+else
+  echo "not run: under 45 s left" | tee -a "$logs/summary.txt"
 fi
 echo "the check took $(( $(date +%s) - deadline + ${GPU_CHECK_BUDGET_S:-480} - 15 )) s" | tee -a "$logs/summary.txt"
 exit "$status"

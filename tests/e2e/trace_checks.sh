@@ -93,6 +93,10 @@ report=$(python3 "$src/bench/device_timeline_report.py" "$work/async") ||
 echo "$report"
 [ "$(grep -c '^step [1-4]: micro-steps' <<<"$report")" = 4 ] && grep -q '^after step 1: median' <<<"$report" ||
   { echo "FAILED: the report lacks a line per step or its medians"; status=1; }
+# The device's idle between steps: from the second step on, and among the medians.
+[ "$(grep -c '^step [2-4]: .*; idle before the step [0-9.]* ms$' <<<"$report")" = 3 ] &&
+  grep -q '^after step 1: .* between steps [0-9.]* ms' <<<"$report" ||
+  { echo "FAILED: the report lacks the idle between steps"; status=1; }
 python3 "$src/bench/device_timeline_report.py" "$work/run" >/dev/null &&
   { echo "FAILED: the report found a device row in the CPU run"; status=1; }
 exit "$status"
