@@ -124,6 +124,9 @@ class OpsBackend {
   virtual size_t softmax_cross_entropy_workspace_bytes(int64_t batch) const = 0;
   virtual void sgd_update(Context& ctx, float* params, const float* grads, float* momentum,
                           int64_t n, const SgdHyper& h) = 0;
+  // The default is sgd_update over each span in turn: Note [Optimizers over spans].
+  virtual void sgd_update_spans(Context& ctx, float* params, const float* grads, float* momentum,
+                                const std::vector<DecaySpan>& spans, const SgdHyper& h);
   // The transformer ops (Note [Transformer ops]). Not pure: a backend without them
   // (a test's fake) throws Error naming the op when one is called.
   virtual void layernorm_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr weight, ConstTypedPtr bias,
@@ -178,7 +181,7 @@ class OpsBackend {
                                 int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                             bf16* params_bf16, int64_t n, const AdamWHyper& h) = 0;
-  // The default is adamw_update over each span in turn: Note [AdamW over spans].
+  // The default is adamw_update over each span in turn: Note [Optimizers over spans].
   virtual void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
                                   bf16* params_bf16, const std::vector<DecaySpan>& spans, const AdamWHyper& h);
   virtual void fill(Context& ctx, float* x, int64_t n, float value) = 0;
@@ -305,16 +308,22 @@ inline void adamw_update(Context& ctx, float* params, const float* grads, float*
                          int64_t n, const AdamWHyper& h, bf16* params_bf16 = nullptr) {
   ctx.backend().adamw_update(ctx, params, grads, m, v, params_bf16, n, h);
 }
-// Note [AdamW over spans]
-// AdamW over the spans of a flat range, the offsets counted from the start of params
-// (and of grads, m, v and params_bf16): each span's elements updated as adamw_update
-// with h, its weight decay h.weight_decay where the span decays and 0 where not, so
-// bit for bit adamw_update over each span in turn, which is the default op. A GPT's
-// spans alternate between matrices and the biases and gains around them (98 for
-// GPT-2 124M, half of them a few thousand elements): one launch each was 98 launches
-// per step, with a tail each. On CUDA, spans that follow one another are one launch
-// (up to kMaxLaunchSpans of them, kernels/cuda/optimizer_kernels.cuh), each thread
-// finding its elements' span from a table passed with the launch.
+// Note [Optimizers over spans]
+// SGD or AdamW over the spans of a flat range, the offsets counted from the start of
+// params (and of grads and the state: momentum, m, v, params_bf16): each span's
+// elements updated as sgd_update or adamw_update with h, its weight decay
+// h.weight_decay where the span decays and 0 where not, so bit for bit the update over
+// each span in turn, which is the default op. A GPT's spans alternate between matrices
+// and the biases and gains around them (98 for GPT-2 124M, half of them a few thousand
+// elements): a launch each was 98 launches per step, with a tail each (2.1% of an H100
+// step's kernel time); an MLP's few spans cost it launches of a step of a few hundred
+// microseconds. On CUDA, spans that follow one another are one launch (up to
+// kMaxLaunchSpans of them, kernels/cuda/optimizer_kernels.cuh), each thread finding its
+// elements' span from a table passed with the launch.
+inline void sgd_update_spans(Context& ctx, float* params, const float* grads, float* momentum,
+                             const std::vector<DecaySpan>& spans, const SgdHyper& h) {
+  ctx.backend().sgd_update_spans(ctx, params, grads, momentum, spans, h);
+}
 inline void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
                                const std::vector<DecaySpan>& spans, const AdamWHyper& h,
                                bf16* params_bf16 = nullptr) {

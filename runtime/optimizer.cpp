@@ -14,10 +14,16 @@ namespace {
 // tiny memory, Note [Shard ranges]) still has a valid pointer.
 size_t bytes_of(const FlatRange& shard) { return static_cast<size_t>(std::max<int64_t>(1, shard.count)) * sizeof(float); }
 
+// The spans counted from the shard's start (the optimizers' state holds the shard alone).
+std::vector<DecaySpan> from_shard_start(std::vector<DecaySpan> spans, const FlatRange& shard) {
+  for (DecaySpan& s : spans) s.offset -= shard.offset;
+  return spans;
+}
+
 class Sgd final : public Optimizer {
  public:
   Sgd(const OptimizerConfig& c, Context& ctx, std::vector<DecaySpan> spans, FlatRange shard)
-      : config_(c), shard_(shard), spans_(std::move(spans)),
+      : config_(c), shard_(shard), shard_spans_(from_shard_start(std::move(spans), shard)),
         momentum_(ctx.allocator(), bytes_of(shard), MemoryCategory::Optimizer) {
     ops::fill(ctx, momentum_.as<float>(), shard.count, 0.0f);
   }
@@ -25,20 +31,19 @@ class Sgd final : public Optimizer {
   int64_t state_bytes_per_param() const override { return optimizer_state_bytes_per_param(config_); }
   FlatRange shard() const override { return shard_; }
   std::vector<float*> state_buffers() override { return {momentum_.as<float>()}; }
+  // One call over the shard's spans (Note [Optimizers over spans]): master and the
+  // momentum hold the shard alone, grads and params_bf16 the whole buffer.
   void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale, bf16* params_bf16) override {
-    for (const DecaySpan& s : spans_) {
-      const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
-                       s.decay ? static_cast<float>(config_.weight_decay) : 0.0f, config_.nesterov, grad_scale};
-      const int64_t local = s.offset - shard_.offset;
-      ops::sgd_update(ctx, master + local, grads + s.offset, momentum_.as<float>() + local, s.count, h);
-    }
+    const SgdHyper h{static_cast<float>(lr), static_cast<float>(config_.momentum),
+                     static_cast<float>(config_.weight_decay), config_.nesterov, grad_scale};
+    ops::sgd_update_spans(ctx, master, grads + shard_.offset, momentum_.as<float>(), shard_spans_, h);
     if (params_bf16 != nullptr && shard_.count > 0) ops::convert(ctx, master, params_bf16 + shard_.offset, shard_.count);
   }
 
  private:
   OptimizerConfig config_;
   FlatRange shard_;
-  std::vector<DecaySpan> spans_;
+  std::vector<DecaySpan> shard_spans_;
   Buffer momentum_;
 };
 
@@ -57,7 +62,7 @@ class AdamW final : public Optimizer {
   std::vector<float*> state_buffers() override { return {m_.as<float>(), v_.as<float>()}; }
   int64_t steps_taken() const override { return t_; }
   void set_steps_taken(int64_t t) override { t_ = t; }
-  // One call over the shard's spans (Note [AdamW over spans]): master, m and v hold the
+  // One call over the shard's spans (Note [Optimizers over spans]): master, m and v hold the
   // shard alone, grads and params_bf16 the whole buffer.
   void step(Context& ctx, float* master, const float* grads, double lr, float grad_scale, bf16* params_bf16) override {
     ++t_;
@@ -73,12 +78,6 @@ class AdamW final : public Optimizer {
   }
 
  private:
-  // The spans counted from the shard's start.
-  static std::vector<DecaySpan> from_shard_start(std::vector<DecaySpan> spans, const FlatRange& shard) {
-    for (DecaySpan& s : spans) s.offset -= shard.offset;
-    return spans;
-  }
-
   OptimizerConfig config_;
   FlatRange shard_;
   std::vector<DecaySpan> shard_spans_;

@@ -3,8 +3,8 @@
 // decay (decoupled) applies to the spans optimizer.decay_filter selects: by default
 // the weights of two or more dimensions (matrices, convolution kernels, embeddings),
 // not biases or LayerNorm gains, as GPT-2's recipe and nanoGPT do, in runs of
-// neighbouring tensors with the same decay (DecaySpan). SGD takes one update pass per
-// run; AdamW one call over all of them (ops::adamw_update_spans: one launch on CUDA).
+// neighbouring tensors with the same decay (DecaySpan), all updated by one call
+// (ops::sgd_update_spans, ops::adamw_update_spans: one launch on CUDA).
 //
 // Sharded (optimizer.shard, Note [Shard ranges]), an optimizer keeps state for its
 // rank's range of the flat buffers alone and updates only that range; the trainer

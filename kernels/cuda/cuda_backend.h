@@ -178,6 +178,8 @@ class CudaBackend final : public OpsBackend {
   // optimizers.cu
   void sgd_update(Context& ctx, float* params, const float* grads, float* momentum, int64_t n,
                   const SgdHyper& h) override;
+  void sgd_update_spans(Context& ctx, float* params, const float* grads, float* momentum,
+                        const std::vector<DecaySpan>& spans, const SgdHyper& h) override;
   void adamw_update(Context& ctx, float* params, const float* grads, float* m, float* v,
                     bf16* params_bf16, int64_t n, const AdamWHyper& h) override;
   void adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v, bf16* params_bf16,

@@ -28,21 +28,62 @@ namespace dtrain::cuda::optim {
 
 enum class SgdKind { Plain, Momentum, Nesterov };
 
+// Note [Optimizers over spans] (kernels/ops.h): spans that follow one another, in one
+// launch. Their ends and decay flags travel in the launch's parameters (1 KiB, under
+// the 4 KiB every CUDA version takes), so nothing is uploaded per step. Each thread
+// walks its grid-stride elements in increasing order, so its span index only moves
+// forward: one comparison per element, and at most kMaxLaunchSpans steps of the index
+// in all.
+inline constexpr int kMaxLaunchSpans = 128;
+struct SpanTable {
+  int64_t first = 0;                           // where the first span starts
+  int64_t end[kMaxLaunchSpans] = {};           // where span s ends; increasing
+  uint32_t decays[kMaxLaunchSpans / 32] = {};  // bit s % 32 of word s / 32: span s decays
+  int count = 0;
+};
+
+// Whether element i decays, with s the span of the thread's previous element (0 at
+// first), moved on to i's; i < the table's last end.
+__device__ __forceinline__ bool span_decays(const SpanTable& spans, int& s, int64_t i) {
+  while (i >= spans.end[s]) ++s;
+  return ((spans.decays[s / 32] >> (s % 32)) & 1u) != 0u;
+}
+
+// Element i's update, with lr_wd = lr * weight_decay (0 where the parameter does not
+// decay, as the CPU op computes it then).
+template <SgdKind kind>
+__device__ inline void sgd_element(float* params, const float* grads, float* momentum, int64_t i, float lr,
+                                   float lr_wd, float mu, float grad_scale) {
+  float p = params[i];
+  p = __fsub_rn(p, __fmul_rn(lr_wd, p));  // decoupled weight decay
+  const float g = __fmul_rn(grads[i], grad_scale);
+  if constexpr (kind == SgdKind::Plain) {
+    params[i] = __fsub_rn(p, __fmul_rn(lr, g));
+  } else {
+    const float buf = __fadd_rn(__fmul_rn(mu, momentum[i]), g);
+    momentum[i] = buf;
+    const float step = kind == SgdKind::Nesterov ? __fadd_rn(g, __fmul_rn(mu, buf)) : buf;
+    params[i] = __fsub_rn(p, __fmul_rn(lr, step));
+  }
+}
+
 template <SgdKind kind>
 __global__ void sgd_kernel(float* params, const float* grads, float* momentum, int64_t n,
                            float lr, float lr_wd, float mu, float grad_scale) {
   for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    float p = params[i];
-    p = __fsub_rn(p, __fmul_rn(lr_wd, p));  // decoupled weight decay
-    const float g = __fmul_rn(grads[i], grad_scale);
-    if constexpr (kind == SgdKind::Plain) {
-      params[i] = __fsub_rn(p, __fmul_rn(lr, g));
-    } else {
-      const float buf = __fadd_rn(__fmul_rn(mu, momentum[i]), g);
-      momentum[i] = buf;
-      const float step = kind == SgdKind::Nesterov ? __fadd_rn(g, __fmul_rn(mu, buf)) : buf;
-      params[i] = __fsub_rn(p, __fmul_rn(lr, step));
-    }
+    sgd_element<kind>(params, grads, momentum, i, lr, lr_wd, mu, grad_scale);
+  }
+}
+
+// lr_wd where a span decays, lr_wd_off (lr * 0, as the CPU op gets it) where not.
+template <SgdKind kind>
+__global__ void sgd_spans_kernel(float* params, const float* grads, float* momentum, float lr, float lr_wd,
+                                 float lr_wd_off, float mu, float grad_scale, SpanTable spans) {
+  const int64_t n = spans.end[spans.count - 1];
+  int s = 0;
+  for (int64_t i = spans.first + grid_start(); i < n; i += grid_stride()) {
+    const float decay = span_decays(spans, s, i) ? lr_wd : lr_wd_off;
+    sgd_element<kind>(params, grads, momentum, i, lr, decay, mu, grad_scale);
   }
 }
 
@@ -81,28 +122,13 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
   }
 }
 
-// Note [AdamW over spans] (kernels/ops.h): spans that follow one another, in one launch.
-// Their ends and decay flags travel in the launch's parameters (1 KiB, under the 4 KiB
-// every CUDA version takes), so nothing is uploaded per step. Each thread walks its
-// grid-stride elements in increasing order, so its span index only moves forward: one
-// comparison per element, and at most kMaxLaunchSpans steps of the index in all.
-inline constexpr int kMaxLaunchSpans = 128;
-struct SpanTable {
-  int64_t first = 0;                      // where the first span starts
-  int64_t end[kMaxLaunchSpans] = {};      // where span s ends; increasing
-  uint32_t decays[kMaxLaunchSpans / 32] = {};  // bit s % 32 of word s / 32: span s decays
-  int count = 0;
-};
-
 template <bool kBf16Copy, class B>
 __global__ void adamw_spans_kernel(float* params, const float* grads, float* m, float* v, B* params_bf16,
                                    AdamWScalars k, SpanTable spans) {
   const int64_t n = spans.end[spans.count - 1];
   int s = 0;
   for (int64_t i = spans.first + grid_start(); i < n; i += grid_stride()) {
-    while (i >= spans.end[s]) ++s;
-    const bool decays = ((spans.decays[s / 32] >> (s % 32)) & 1u) != 0u;
-    adamw_element<kBf16Copy>(params, grads, m, v, params_bf16, i, k, decays ? k.decay : 1.0f);
+    adamw_element<kBf16Copy>(params, grads, m, v, params_bf16, i, k, span_decays(spans, s, i) ? k.decay : 1.0f);
   }
 }
 

@@ -1,6 +1,8 @@
 // Fused SGD and AdamW passes over a flat range: the host half, which launches the
 // kernels of optimizer_kernels.cuh (how they match the CPU op's bits is said there).
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -20,7 +22,21 @@ using cuda::optim::adamw_spans_kernel;
 using cuda::optim::AdamWScalars;
 using cuda::optim::SpanTable;
 using cuda::optim::sgd_kernel;
+using cuda::optim::sgd_spans_kernel;
 using cuda::optim::SgdKind;
+
+// Calls f(std::integral_constant<SgdKind, K>{}): Plain without a momentum buffer, else
+// Nesterov or Momentum.
+template <class F>
+void with_sgd_kind(bool has_momentum, bool nesterov, F&& f) {
+  if (!has_momentum) {
+    f(std::integral_constant<SgdKind, SgdKind::Plain>{});
+  } else if (nesterov) {
+    f(std::integral_constant<SgdKind, SgdKind::Nesterov>{});
+  } else {
+    f(std::integral_constant<SgdKind, SgdKind::Momentum>{});
+  }
+}
 
 }  // namespace
 
@@ -32,17 +48,33 @@ void CudaBackend::sgd_update(Context& /*ctx*/, float* params, const float* grads
   if (n == 0) return;
   const float lr_wd = h.lr * h.weight_decay;
   const unsigned blocks = blocks_for(n, kBlockThreads);
-  if (momentum == nullptr) {
-    sgd_kernel<SgdKind::Plain><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, nullptr, n,
-                                                                        h.lr, lr_wd, 0.0f, h.grad_scale);
-  } else if (h.nesterov) {
-    sgd_kernel<SgdKind::Nesterov><<<blocks, kBlockThreads, 0, stream()>>>(
-        params, grads, momentum, n, h.lr, lr_wd, h.momentum, h.grad_scale);
-  } else {
-    sgd_kernel<SgdKind::Momentum><<<blocks, kBlockThreads, 0, stream()>>>(
-        params, grads, momentum, n, h.lr, lr_wd, h.momentum, h.grad_scale);
-  }
+  with_sgd_kind(momentum != nullptr, h.nesterov, [&](auto kind) {
+    sgd_kernel<decltype(kind)::value><<<blocks, kBlockThreads, 0, stream()>>>(
+        params, grads, momentum, n, h.lr, lr_wd, momentum == nullptr ? 0.0f : h.momentum, h.grad_scale);
+  });
   DTRAIN_CUDA_LAUNCH_CHECK();
+}
+
+// Note [Optimizers over spans]: a launch per table of up to kMaxLaunchSpans spans.
+void CudaBackend::sgd_update_spans(Context& ctx, float* params, const float* grads, float* momentum,
+                                   const std::vector<DecaySpan>& spans, const SgdHyper& h) {
+  DTRAIN_ASSERT(momentum != nullptr || h.momentum == 0.0f,
+                "sgd_update_spans: momentum " << h.momentum << " needs a momentum buffer");
+  const std::vector<SpanTable> tables = cuda::optim::span_tables(spans);
+  if (tables.empty()) {
+    OpsBackend::sgd_update_spans(ctx, params, grads, momentum, spans, h);
+    return;
+  }
+  const float lr_wd = h.lr * h.weight_decay, lr_wd_off = h.lr * 0.0f;
+  for (const SpanTable& t : tables) {
+    const unsigned blocks = blocks_for(t.end[t.count - 1] - t.first, kBlockThreads);
+    with_sgd_kind(momentum != nullptr, h.nesterov, [&](auto kind) {
+      sgd_spans_kernel<decltype(kind)::value><<<blocks, kBlockThreads, 0, stream()>>>(
+          params, grads, momentum, h.lr, lr_wd, lr_wd_off, momentum == nullptr ? 0.0f : h.momentum, h.grad_scale,
+          t);
+    });
+    DTRAIN_CUDA_LAUNCH_CHECK();
+  }
 }
 
 void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* grads, float* m,
@@ -60,7 +92,7 @@ void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* gra
   DTRAIN_CUDA_LAUNCH_CHECK();
 }
 
-// Note [AdamW over spans]: a launch per table of up to kMaxLaunchSpans spans.
+// Note [Optimizers over spans]: a launch per table of up to kMaxLaunchSpans spans.
 void CudaBackend::adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
                                      bf16* params_bf16, const std::vector<DecaySpan>& spans, const AdamWHyper& h) {
   DTRAIN_ASSERT(h.step >= 1, "adamw_update_spans: step " << h.step << " must count from 1");

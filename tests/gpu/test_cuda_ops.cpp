@@ -904,11 +904,11 @@ TEST_F(CudaOps, AdamWWritesTheRoundedParametersInTheSamePass) {
   EXPECT_TRUE(same_bits(gcopy.to_host(), to_bf16(params)));
 }
 
-// Note [AdamW over spans]: 300 alternating spans (three launches' tables, one-element
-// spans among them) from an offset, with the bf16 copy: the same bits as the CUDA
-// adamw_update span by span, and within AdamWMatchesCpuOverSeveralSteps's bound of the
+// Note [Optimizers over spans]: 300 alternating spans (three launches' tables,
+// one-element spans among them) from an offset: the same bits as the CUDA update span
+// by span (AdamW with its bf16 copy), and within the single-range tests' bound of the
 // CPU's.
-TEST_F(CudaOps, AdamWOverSpansIsTheUpdateSpanBySpan) {
+std::vector<DecaySpan> many_spans() {
   std::vector<DecaySpan> spans;
   int64_t at = 5;
   for (int i = 0; i < 300; ++i) {
@@ -916,7 +916,37 @@ TEST_F(CudaOps, AdamWOverSpansIsTheUpdateSpanBySpan) {
     spans.push_back(DecaySpan{at, count, i % 2 == 0});
     at += count;
   }
-  const int64_t n = at;
+  return spans;
+}
+
+TEST_F(CudaOps, SgdOverSpansIsTheUpdateSpanBySpan) {
+  const std::vector<DecaySpan> spans = many_spans();
+  const int64_t n = spans.back().offset + spans.back().count;
+  Rng rng(123);
+  auto p = random_normal(rng, n);
+  std::vector<float> buf(static_cast<size_t>(n), 0.0f);
+  DeviceArray<float> gp(gpu(), p), gbuf(gpu(), buf), sp(gpu(), p), sbuf(gpu(), buf);
+  for (int step = 1; step <= 3; ++step) {
+    const SgdHyper h{0.05f, 0.9f, 0.01f, true, step == 2 ? 0.37f : 1.0f};
+    const auto g = random_normal(rng, n, 0.5);
+    DeviceArray<float> gg(gpu(), g);
+    ops::sgd_update_spans(cpu(), p.data(), g.data(), buf.data(), spans, h);
+    ops::sgd_update_spans(gpu(), gp.get(), gg.get(), gbuf.get(), spans, h);
+    for (const DecaySpan& s : spans) {
+      SgdHyper span_h = h;
+      if (!s.decay) span_h.weight_decay = 0.0f;
+      ops::sgd_update(gpu(), sp.get() + s.offset, gg.get() + s.offset, sbuf.get() + s.offset, s.count, span_h);
+    }
+  }
+  EXPECT_TRUE(same_bits(gp.to_host(), sp.to_host()));
+  EXPECT_TRUE(same_bits(gbuf.to_host(), sbuf.to_host()));
+  EXPECT_TRUE(all_close(gp.to_host(), p, 1e-6));
+  EXPECT_TRUE(all_close(gbuf.to_host(), buf, 1e-6));
+}
+
+TEST_F(CudaOps, AdamWOverSpansIsTheUpdateSpanBySpan) {
+  const std::vector<DecaySpan> spans = many_spans();
+  const int64_t n = spans.back().offset + spans.back().count;
   Rng rng(122);
   auto p = random_normal(rng, n);
   std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);

@@ -3,8 +3,8 @@
 // op, the oracle. The kernels spell each float operation out as a rounded intrinsic in
 // the CPU op's order, so that they compute the CPU's bits: checked here bit for bit,
 // over several steps, for SGD (plain, momentum, Nesterov) and AdamW, with and without
-// the bf16 copy written in the same pass, and AdamW over decay spans in one launch per
-// table of spans (Note [AdamW over spans]) against adamw_update span by span. The grid
+// the bf16 copy written in the same pass, and both over decay spans in one launch per
+// table of spans (Note [Optimizers over spans]) against the update span by span. The grid
 // is smaller than the elements, so every thread's grid-stride loop turns.
 // tests/gpu/test_cuda_ops.cpp runs the kernels through the CUDA backend on a GPU.
 #include <gtest/gtest.h>
@@ -138,16 +138,64 @@ std::vector<DecaySpan> alternating_spans(int64_t first, const std::vector<int64_
   return spans;
 }
 
-TEST(OptimizersEmulated, AdamWOverSpansComputesTheCpuBitsOfEachSpanInTurn) {
-  auto cpu = Context::make_cpu(1);
-  // A GPT-like run (one-element and empty spans among them), and more spans than one
-  // launch's table holds (three tables), from an offset into the buffers.
+// A GPT-like run (one-element and empty spans among them), and more spans than one
+// launch's table holds (three tables), from an offset into the buffers.
+std::vector<std::vector<DecaySpan>> span_cases() {
   std::vector<int64_t> many;
   for (int i = 0; i < 2 * optim::kMaxLaunchSpans + 17; ++i) many.push_back(1 + (i * 37) % 61);
-  const std::vector<std::vector<DecaySpan>> cases = {
-      alternating_spans(0, {1, 700, 3, 0, 2000, 5, 1, 4096, 37, 3163}, true),
-      alternating_spans(11, many, false)};
-  for (const auto& spans : cases) {
+  return {alternating_spans(0, {1, 700, 3, 0, 2000, 5, 1, 4096, 37, 3163}, true), alternating_spans(11, many, false)};
+}
+
+TEST(OptimizersEmulated, SgdOverSpansComputesTheCpuBitsOfEachSpanInTurn) {
+  auto cpu = Context::make_cpu(1);
+  for (const auto& spans : span_cases()) {
+    const int64_t n = spans.back().offset + spans.back().count;
+    const std::vector<optim::SpanTable> tables = optim::span_tables(spans);
+    ASSERT_FALSE(tables.empty());
+    // Nesterov, plain momentum, and none (no buffer); with clipping's coefficient too.
+    for (const SgdHyper& h : {SgdHyper{0.1f, 0.9f, 0.01f, true, 0.3f}, SgdHyper{0.05f, 0.9f, 0.02f, false},
+                              SgdHyper{0.2f, 0.0f, 0.001f, false}}) {
+      SCOPED_TRACE(::testing::Message() << spans.size() << " spans over " << n << " elements, momentum "
+                                        << h.momentum << (h.nesterov ? " nesterov" : ""));
+      const bool with_buffer = h.momentum != 0.0f;
+      Rng rng(79);
+      auto p = random_normal(rng, n);
+      auto buf = random_normal(rng, n, 0.1);
+      auto emulated_p = p, emulated_buf = buf;
+      for (int step = 0; step < 3; ++step) {
+        const auto g = random_normal(rng, n);
+        for (const DecaySpan& span : spans) {
+          if (span.count == 0) continue;
+          SgdHyper span_h = h;
+          if (!span.decay) span_h.weight_decay = 0.0f;
+          const auto at = static_cast<size_t>(span.offset);
+          ops::sgd_update(*cpu, p.data() + at, g.data() + at, with_buffer ? buf.data() + at : nullptr, span.count,
+                          span_h);
+        }
+        const float lr_wd = h.lr * h.weight_decay, lr_wd_off = h.lr * 0.0f;
+        float* momentum = with_buffer ? emulated_buf.data() : nullptr;
+        for (const optim::SpanTable& t : tables) {
+          if (!with_buffer) {
+            simt::launch(kGrid, kBlock, 0, optim::sgd_spans_kernel<optim::SgdKind::Plain>, emulated_p.data(),
+                         g.data(), momentum, h.lr, lr_wd, lr_wd_off, 0.0f, h.grad_scale, t);
+          } else if (h.nesterov) {
+            simt::launch(kGrid, kBlock, 0, optim::sgd_spans_kernel<optim::SgdKind::Nesterov>, emulated_p.data(),
+                         g.data(), momentum, h.lr, lr_wd, lr_wd_off, h.momentum, h.grad_scale, t);
+          } else {
+            simt::launch(kGrid, kBlock, 0, optim::sgd_spans_kernel<optim::SgdKind::Momentum>, emulated_p.data(),
+                         g.data(), momentum, h.lr, lr_wd, lr_wd_off, h.momentum, h.grad_scale, t);
+          }
+        }
+        ASSERT_TRUE(same_bits(emulated_p, p)) << "step " << step;
+        ASSERT_TRUE(same_bits(emulated_buf, buf)) << "step " << step;
+      }
+    }
+  }
+}
+
+TEST(OptimizersEmulated, AdamWOverSpansComputesTheCpuBitsOfEachSpanInTurn) {
+  auto cpu = Context::make_cpu(1);
+  for (const auto& spans : span_cases()) {
     const int64_t n = spans.back().offset + spans.back().count;
     SCOPED_TRACE(::testing::Message() << spans.size() << " spans over " << n << " elements");
     const std::vector<optim::SpanTable> tables = optim::span_tables(spans);
