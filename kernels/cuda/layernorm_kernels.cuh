@@ -24,8 +24,9 @@
 // [Column sum partition]): chunks sized by the shape alone (never the device or grid)
 // -> double partials in the workspace -> column_totals adds each channel's partials in
 // chunk order. The same inputs give the same bits on every run and every GPU. Up to
-// kFusedMaxChannels the rows kernel writes the partials itself (Note [Fused LayerNorm
-// backward]); wider rows take the column sums' own kernels after the rows kernel.
+// kFusedMaxChannels one kernel gives dx and the partials (Note [Fused LayerNorm
+// backward], whose warps first sum their rows of a chunk in float); wider rows take
+// the column sums' own kernels, double throughout, after the rows kernel.
 //
 // In bf16 (x, weight, bias, y, dy and dx; the row statistics and parameter gradients
 // stay fp32) every kernel widens what it reads and computes as in fp32; y and dx are
@@ -237,8 +238,13 @@ __global__ void layernorm_backward_rows(const T* dy, const T* x, const T* weight
 // floats a lane for each sum); wider rows take the unfused pair. Each channel's terms
 // get the same float operations in the same order in either row form (only which lane
 // holds the channel differs), so both forms give the same bits, and the order depends
-// on the shape alone. Float sums over a warp's rows of a chunk (6 at GPT-2's 16384
-// rows, rows_per_chunk / 8 in general) lose little against the partials' double.
+// on the shape alone. The price of registers: a warp sums its rows of a chunk in
+// float, not double as the column sums do: n = rows_per_chunk / 8 terms (8 at GPT-2's
+// 16384 x 768, 64-row chunks; 149 at micro-batch 398, 407,552 rows), so within
+// gamma_n (n 2^-24 / (1 - n 2^-24), under 1e-5 for n = 149) of the sum of the terms'
+// magnitudes before the partials' double sums, a bound the tests' 1e-4 of the norm
+// covers. (The chunks are column_sum_plan's, at least 64 rows: at GPT-2's size that is
+// 256 blocks of 8 warps, where the rows kernel ran 2048 of a row a warp.)
 inline constexpr int kFusedLaneChannels = 32;
 inline constexpr int64_t kFusedMaxChannels = int64_t{kWarpSize} * kFusedLaneChannels;
 

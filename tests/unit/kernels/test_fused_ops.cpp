@@ -12,9 +12,9 @@
 //                           gelu_backward bit for bit, fp32 and bf16, on the CPU and
 //                           cpu-async; in fp32 within the derived bound of the tanh
 //                           form's derivative evaluated in double.
-//   linear_parameter_gradients  (Note [Fused bias gradient]) the chain gemm then
-//                           bias_backward bit for bit, fp32 and bf16, on the CPU and
-//                           cpu-async, added onto nonzero gradients; and within the
+//   linear_parameter_gradients  (Note [Fused bias gradient]) on the CPU and cpu-async,
+//                           the CPU's chain gemm then bias_backward bit for bit, fp32
+//                           and bf16, added onto nonzero gradients; and within the
 //                           fp32 sums' bound of the gradients summed in double.
 #include <gtest/gtest.h>
 
@@ -431,9 +431,12 @@ struct ParameterGradientCase {
 // Odd shapes, one of a GPT's attention (c_attn: out = 3C), one over the OpenMP split.
 const ParameterGradientCase kParameterGradientCases[] = {{1, 1, 1}, {7, 5, 3}, {48, 64, 192}, {301, 40, 96}};
 
-TYPED_TEST(FusedOpsIn, LinearParameterGradientsAreTheGemmThenBiasBackwardChainBitForBit) {
+// The op on the CPU and on cpu-async (queued, on its declared workspace) against the
+// chain run apart on the CPU.
+TYPED_TEST(FusedOpsIn, LinearParameterGradientsAreTheCpuGemmThenBiasBackwardChainBitForBit) {
   using T = TypeParam;
   Rng rng(39);
+  auto cpu = Context::make_cpu(2);
   for (const bool async : {false, true}) {
     auto ctx = async ? Context::make_cpu_async(2) : Context::make_cpu(2);
     for (const ParameterGradientCase& c : kParameterGradientCases) {
@@ -441,16 +444,15 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAreTheGemmThenBiasBackwardChainBi
                                         << c.out);
       const auto dy = random_values<T>(rng, c.rows * c.out), x = random_values<T>(rng, c.rows * c.in, 1.0, 0.5);
       const auto dw0 = random_values<float>(rng, c.out * c.in, 0.1), db0 = random_values<float>(rng, c.out, 0.1);
-      Buffer gdy = upload(*ctx, dy), gx = upload(*ctx, x);
-      Buffer chain_dw = upload(*ctx, dw0), chain_db = upload(*ctx, db0);
-      Buffer fused_dw = upload(*ctx, dw0), fused_db = upload(*ctx, db0);
-      ops::gemm(*ctx, true, false, c.out, c.in, c.rows, 1.0f, gdy.as<T>(), c.out, gx.as<T>(), c.in, 1.0f,
-                chain_dw.as<float>(), c.in);
-      ops::bias_backward(*ctx, gdy.as<T>(), chain_db.as<float>(), c.rows, c.out, 1);
+      auto chain_dw = dw0, chain_db = db0;
+      ops::gemm(*cpu, true, false, c.out, c.in, c.rows, 1.0f, dy.data(), c.out, x.data(), c.in, 1.0f,
+                chain_dw.data(), c.in);
+      ops::bias_backward(*cpu, dy.data(), chain_db.data(), c.rows, c.out, 1);
+      Buffer gdy = upload(*ctx, dy), gx = upload(*ctx, x), fused_dw = upload(*ctx, dw0), fused_db = upload(*ctx, db0);
       ops::linear_parameter_gradients(*ctx, gdy.as<T>(), gx.as<T>(), fused_dw.as<float>(), fused_db.as<float>(),
                                       c.rows, c.in, c.out);
-      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_dw), download<float>(*ctx, chain_dw)));
-      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_db), download<float>(*ctx, chain_db)));
+      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_dw), chain_dw));
+      EXPECT_TRUE(same_bits(download<float>(*ctx, fused_db), chain_db));
     }
   }
 }

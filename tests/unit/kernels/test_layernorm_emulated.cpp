@@ -53,9 +53,12 @@ struct Shape {
   int64_t rows, channels;
 };
 // Below, at and above a warp's width; widths of packs (40, 96) and not (5, 33, 100);
-// 300 and 520 rows make 5 and 9 chunks of the column sums (64 rows each at least);
-// 1024 is the fused kernel's widest row (a lane's whole 32 channels).
-const Shape kShapes[] = {{3, 5}, {17, 32}, {40, 33}, {21, 96}, {300, 40}, {520, 100}, {70, 1024}};
+// 300 and 520 rows make 5 and 9 chunks of the column sums (64 rows each at least).
+// The fused kernel's instances (runs of V channels a lane holds): packs 1 (up to 256
+// channels), 2 (264), 3 (GPT-2's 768) and 4 (1024, its widest row); single channels 8
+// (up to 256), 16 (300), 24 (768) and 32 (1024).
+const Shape kShapes[] = {{3, 5},    {17, 32},  {40, 33},  {21, 96},   {300, 40},
+                         {520, 100}, {33, 264}, {45, 300}, {70, 768}, {70, 1024}};
 
 // The forms a shape allows: packs need whole packs per row (rows_packable; the
 // vectors here are aligned to a pack).
