@@ -17,6 +17,20 @@ class OpsBackend;
 // (kernels/cpu_async/cpu_async_backend.h), to test device code paths without a GPU.
 enum class DeviceKind { Cpu, CpuAsync, Cuda };
 
+// The CUDA backend's fused paths that replace a chain of kernels in the GPT's step,
+// each on by default; off, the op runs the chain it replaced (the path measured before
+// it). They change no result beyond each op's stated bound, so they are not settings a
+// run chooses: bench/fusion_ablation.cpp switches them off one at a time to measure
+// what each buys on a GPU, and the GPU tests check that off means the chain.
+struct CudaFusions {
+  bool gelu_epilogue = true;        // bf16 c_fc: GELU in the GEMM (Note [cuBLASLt GELU])
+  bool gelu_backward = true;        // bf16 c_proj's dx through GELU (Note [Fused GELU backward])
+  bool bias_gradient = true;        // bf16 db in dW's GEMM (Note [Fused bias gradient])
+  bool layernorm_backward = true;   // dx and the parameter partials in one kernel
+                                    // (Note [Fused LayerNorm backward])
+  bool optimizer_spans = true;      // all decay spans in one launch (Note [Optimizers over spans])
+};
+
 struct CudaOptions {
   int device = 0;                 // index among the devices this process sees
   bool tf32 = false;              // allow TF32 tensor-core math in GEMM and convolution
@@ -26,6 +40,7 @@ struct CudaOptions {
   // kernels/cuda/fused_attention.h), else dtrain's own (Note [Own fused attention],
   // kernels/cuda/flash_attention.h); false: always the unfused path.
   bool fused_attention = true;
+  CudaFusions fusions;
 };
 
 // Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds dtrain for a GPU machine on this (CPU) machine and packs what a bare GPU
 # machine lacks into gpu-bundle/ (carried to the GPU machine with the working tree):
-#   bin.tar.xz  dtrain, the GPU test binaries, metrics_check and attention_bench
+#   bin.tar.xz  dtrain, the GPU test binaries, metrics_check, attention_bench and
+#               fusion_ablation
 #         (stripped and compressed: with the cuDNN frontend's code in each they came
 #         to 23 MB)
 #   lib.tar.xz  the shared libraries they need that a CUDA image may lack (yaml-cpp,
@@ -28,7 +29,7 @@ cmake --build "$build" --parallel "$(nproc)"
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/data"
 bins=("$build/dtrain" "$build/tests/gpu/dtrain_gpu_tests" "$build/tests/gpu/dtrain_gpu_comm_tests"
       "$build/tests/gpu/dtrain_gpu_models_tests" "$build/tests/gpu/dtrain_gpu_runtime_tests"
-      "$build/tests/e2e/metrics_check" "$build/bench/attention_bench")
+      "$build/tests/e2e/metrics_check" "$build/bench/attention_bench" "$build/bench/fusion_ablation")
 cp "${bins[@]}" "$out/bin/"
 # Without their symbol tables: the bundle and the tree travel in 64 MiB, which the
 # unstripped binaries (15 MB) took over the limit on 2026-12-04.

@@ -18,9 +18,11 @@
 #      where the GPU step's time goes; informational, so it fails nothing
 #   7. attention's paths timed (bench/attention_bench): dtrain's own fused kernels
 #      against unfused and cuDNN's; informational too
-#   8. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
+#   8. the GPT's step with each fused path off in turn (bench/fusion_ablation): what
+#      each fusion buys; informational, run when the GPT's fp32 checks passed
+#   9. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
 #      when GPU_CHECK_MLP_CNN_BENCH=0
-#   9. the CNN at batch 512 profiled (bench/profile_cnn_kernels.sh: its device timeline
+#  10. the CNN at batch 512 profiled (bench/profile_cnn_kernels.sh: its device timeline
 #      and its kernels under ncu), when 45 s are left; informational
 # The whole check keeps to GPU_CHECK_BUDGET_S seconds (default 480: 8 minutes, inside
 # the device's 10-minute call): each step's time limit is cut to what is left, the
@@ -129,7 +131,7 @@ else
   fi
   mkdir -p "$root/build-gpu/bin"
   for b in dtrain tests/gpu/dtrain_gpu_tests tests/gpu/dtrain_gpu_comm_tests tests/gpu/dtrain_gpu_models_tests \
-           tests/gpu/dtrain_gpu_runtime_tests bench/attention_bench \
+           tests/gpu/dtrain_gpu_runtime_tests bench/attention_bench bench/fusion_ablation \
            tests/e2e/metrics_check; do
     ln -sf "$root/build-gpu/$b" "$root/build-gpu/bin/"
   done
@@ -251,6 +253,20 @@ if [ -x "$bin/attention_bench" ]; then
   tee -a "$logs/summary.txt" <"$logs/attention_bench.txt"
 else
   echo "not run: no attention_bench among the binaries" | tee -a "$logs/summary.txt"
+fi
+
+step "fusion ablation" | tee -a "$logs/summary.txt"
+# Informational: the GPT-2 124M step with each of the CUDA backend's fusions off in
+# turn (CudaFusions, kernels/context.h), about 30 s.
+if [ ! -x "$bin/fusion_ablation" ]; then
+  echo "not run: no fusion_ablation among the binaries" | tee -a "$logs/summary.txt"
+elif fp32_ops_passed && [ "$gpt_e2e" = passed ]; then
+  timeout "$(limit 60 "$mlp_cnn_reserve")" "$bin/fusion_ablation" "$root/bench/gpt2_124m.yaml" 10 \
+    >"$logs/fusion_ablation.txt" 2>&1
+  echo "fusion_ablation: exit $?" >>"$logs/fusion_ablation.txt"
+  tee -a "$logs/summary.txt" <"$logs/fusion_ablation.txt"
+else
+  echo "not run: the GPT's fp32 GPU checks did not pass" | tee -a "$logs/summary.txt"
 fi
 
 step "benchmark" | tee -a "$logs/summary.txt"

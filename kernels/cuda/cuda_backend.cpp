@@ -52,8 +52,10 @@ cudaStream_t cuda_stream(Context& ctx) { return cuda_backend_of(ctx, "cuda_strea
 
 int cuda_device(Context& ctx) { return cuda_backend_of(ctx, "cuda_device").device(); }
 
-CudaBackend::CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32, bool fused_attention)
-    : allocator_(allocator), device_(device), tf32_(tf32) {
+CudaBackend::CudaBackend(CudaCachingAllocator& allocator, const CudaOptions& options)
+    : allocator_(allocator), device_(options.device), tf32_(options.tf32), fusions_(options.fusions) {
+  const int device = options.device;
+  const bool tf32 = options.tf32, fused_attention = options.fused_attention;
   int major = 0;
   DTRAIN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device));
   DTRAIN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));

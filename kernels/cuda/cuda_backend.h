@@ -41,10 +41,11 @@
 #include <memory>
 #include <type_traits>
 
-#include "kernels/cuda/linear_lt.h"
+#include "kernels/context.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/fused_attention.h"
+#include "kernels/cuda/linear_lt.h"
 #include "kernels/memory.h"
 #include "kernels/ops.h"
 
@@ -76,9 +77,9 @@ struct PinnedDeleter {
 
 class CudaBackend final : public OpsBackend {
  public:
-  // Makes the stream and handles on `device`, which must be the current device.
+  // Makes the stream and handles on options.device, which must be the current device.
   // `allocator` must outlive the backend (the Context destroys them in that order).
-  CudaBackend(CudaCachingAllocator& allocator, int device, bool tf32, bool fused_attention);
+  CudaBackend(CudaCachingAllocator& allocator, const CudaOptions& options);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -209,6 +210,12 @@ class CudaBackend final : public OpsBackend {
   cudaStream_t stream() const { return stream_.get(); }
   int device() const { return device_; }
   bool tf32() const { return tf32_; }
+  const CudaFusions& fusions() const { return fusions_; }
+  // Calls that took the fused LayerNorm backward, and launches of the optimizers' span
+  // kernels: what the tests and benches read to know which path ran (LinearLt counts
+  // its own GEMMs).
+  int64_t fused_layernorm_backward_calls() const { return fused_layernorm_backward_calls_; }
+  int64_t optimizer_span_launches() const { return optimizer_span_launches_; }
 
  private:
   // Blocks for a grid-stride loop over n items of `items_per_block` each.
@@ -226,6 +233,9 @@ class CudaBackend final : public OpsBackend {
   int64_t host_syncs_ = 0;
   const int device_;
   const bool tf32_;
+  const CudaFusions fusions_;
+  int64_t fused_layernorm_backward_calls_ = 0;
+  int64_t optimizer_span_launches_ = 0;
   int sm_count_ = 1;
   std::unique_ptr<std::remove_pointer_t<cudaStream_t>, cuda_detail::StreamDeleter> stream_;
   std::unique_ptr<std::remove_pointer_t<cublasHandle_t>, cuda_detail::CublasDeleter> cublas_;

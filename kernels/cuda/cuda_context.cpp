@@ -88,7 +88,7 @@ std::unique_ptr<Context> Context::make_cuda(const CudaOptions& options) {
   DTRAIN_CUDA_CHECK(cudaSetDevice(options.device));
   auto allocator =
       std::make_unique<CudaCachingAllocator>(options.device, options.memory_limit_bytes);
-  auto backend = std::make_unique<CudaBackend>(*allocator, options.device, options.tf32, options.fused_attention);
+  auto backend = std::make_unique<CudaBackend>(*allocator, options);
   return std::make_unique<Context>(DeviceKind::Cuda, std::move(allocator), std::move(backend),
                                    options.num_threads);
 }

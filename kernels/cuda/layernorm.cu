@@ -91,7 +91,7 @@ void CudaBackend::layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstType
     const T* weight = typed<T>(weight_t, kOp);
     T* dx = typed<T>(dx_t, kOp);
     const bool packed = cuda::rows_packable(channels, dy, x, weight, dx);
-    if (channels <= kFusedMaxChannels) {
+    if (fusions_.layernorm_backward && channels <= kFusedMaxChannels) {
       // Note [Fused LayerNorm backward]: dx and the partials, then their totals.
       const cuda::ColumnSumPlan plan = cuda::column_sum_plan(rows, channels);
       cuda::with_row_form(packed, [&](auto form) {
@@ -103,6 +103,7 @@ void CudaBackend::layernorm_backward(Context& ctx, ConstTypedPtr dy_t, ConstType
         });
       });
       DTRAIN_CUDA_LAUNCH_CHECK();
+      ++fused_layernorm_backward_calls_;
       const auto groups = static_cast<unsigned>((channels + cuda::kTotalLanes - 1) / cuda::kTotalLanes);
       cuda::column_totals<<<dim3(groups, 2), kBlockThreads, 0, stream()>>>(partials, plan.chunks, channels,
                                                                           cuda::ColumnOutputs<2>{{dweight, dbias}});

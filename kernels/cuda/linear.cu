@@ -82,7 +82,8 @@ void CudaBackend::linear_forward(Context& ctx, ConstTypedPtr x, ConstTypedPtr w,
     (void)typed<T>(x, kOp);  // checks: all of one type
     (void)typed<T>(w, kOp);
     if constexpr (!std::is_same_v<T, float>) {
-      if (linear_lt_->run(stream(), x.data, w.data, b, yt, rows, in, out, gelu ? p : nullptr)) return;
+      const bool lt = !gelu || fusions_.gelu_epilogue;  // CudaFusions: off, the band path below
+      if (lt && linear_lt_->run(stream(), x.data, w.data, b, yt, rows, in, out, gelu ? p : nullptr)) return;
     }
     if constexpr (std::is_same_v<T, float>) {
       float* product = gelu ? p : yt;  // in place: one thread reads, then writes, each element
@@ -110,7 +111,7 @@ void CudaBackend::linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, Con
                                              TypedPtr dpre, int64_t rows, int64_t in, int64_t out) {
   const bool bf16 = dy.type == DType::kBF16 && w.type == DType::kBF16 && pre.type == DType::kBF16 &&
                     dpre.type == DType::kBF16;
-  if (bf16 && linear_lt_->run_gelu_backward(stream(), dy.data, w.data, pre.data, dpre.data, rows, in, out)) return;
+  if (bf16 && fusions_.gelu_backward && linear_lt_->run_gelu_backward(stream(), dy.data, w.data, pre.data, dpre.data, rows, in, out)) return;
   OpsBackend::linear_backward_input_gelu(ctx, dy, w, pre, dpre, rows, in, out);
 }
 
@@ -119,7 +120,8 @@ void CudaBackend::linear_backward_input_gelu(Context& ctx, ConstTypedPtr dy, Con
 // then puts into db; else the chain (cuBLAS, then bias_backward).
 void CudaBackend::linear_parameter_gradients(Context& ctx, ConstTypedPtr dy, ConstTypedPtr x, float* dw, float* db,
                                              int64_t rows, int64_t in, int64_t out) {
-  if (dy.type == DType::kBF16 && x.type == DType::kBF16 && rows > 0 && in > 0 && out > 0) {
+  if (fusions_.bias_gradient && dy.type == DType::kBF16 && x.type == DType::kBF16 && rows > 0 && in > 0 &&
+      out > 0) {
     auto* column_sums = static_cast<float*>(ctx.workspace(static_cast<size_t>(out) * sizeof(float)));
     if (linear_lt_->run_parameter_gradients(stream(), dy.data, x.data, dw, column_sums, rows, in, out)) {
       add(ctx, column_sums, db, db, out);

@@ -60,7 +60,9 @@ void CudaBackend::sgd_update_spans(Context& ctx, float* params, const float* gra
                                    const std::vector<DecaySpan>& spans, const SgdHyper& h) {
   DTRAIN_ASSERT(momentum != nullptr || h.momentum == 0.0f,
                 "sgd_update_spans: momentum " << h.momentum << " needs a momentum buffer");
-  const std::vector<SpanTable> tables = cuda::optim::span_tables(spans);
+  // CudaFusions off: the default, an update launch per span.
+  const std::vector<SpanTable> tables =
+      fusions_.optimizer_spans ? cuda::optim::span_tables(spans) : std::vector<SpanTable>{};
   if (tables.empty()) {
     OpsBackend::sgd_update_spans(ctx, params, grads, momentum, spans, h);
     return;
@@ -74,6 +76,7 @@ void CudaBackend::sgd_update_spans(Context& ctx, float* params, const float* gra
           t);
     });
     DTRAIN_CUDA_LAUNCH_CHECK();
+    ++optimizer_span_launches_;
   }
 }
 
@@ -96,7 +99,9 @@ void CudaBackend::adamw_update(Context& /*ctx*/, float* params, const float* gra
 void CudaBackend::adamw_update_spans(Context& ctx, float* params, const float* grads, float* m, float* v,
                                      bf16* params_bf16, const std::vector<DecaySpan>& spans, const AdamWHyper& h) {
   DTRAIN_ASSERT(h.step >= 1, "adamw_update_spans: step " << h.step << " must count from 1");
-  const std::vector<SpanTable> tables = cuda::optim::span_tables(spans);
+  // CudaFusions off: the default, an update launch per span.
+  const std::vector<SpanTable> tables =
+      fusions_.optimizer_spans ? cuda::optim::span_tables(spans) : std::vector<SpanTable>{};
   if (tables.empty()) {
     OpsBackend::adamw_update_spans(ctx, params, grads, m, v, params_bf16, spans, h);
     return;
@@ -111,6 +116,7 @@ void CudaBackend::adamw_update_spans(Context& ctx, float* params, const float* g
       adamw_spans_kernel<true><<<blocks, kBlockThreads, 0, stream()>>>(params, grads, m, v, copy, k, t);
     }
     DTRAIN_CUDA_LAUNCH_CHECK();
+    ++optimizer_span_launches_;
   }
 }
 

@@ -62,6 +62,14 @@ inline std::unique_ptr<Context> make_cuda_unfused_attention() {
   return Context::make_cuda(options);
 }
 
+// A CUDA context with every fused path of CudaFusions off: each op runs the chain of
+// kernels its fusion replaced (kernels/context.h).
+inline std::unique_ptr<Context> make_cuda_chains() {
+  CudaOptions options;
+  options.fusions = CudaFusions{false, false, false, false, false};
+  return Context::make_cuda(options);
+}
+
 // n seeded normal values: offset + scale * N(0, 1).
 inline std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   std::vector<float> v(static_cast<size_t>(n));

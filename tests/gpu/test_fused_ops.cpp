@@ -150,6 +150,7 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
     int64_t rows, in, out;
   };
   Rng rng(43);
+  const auto chains = testing::make_cuda_chains();  // the unfused chains' bits meet the bound too
   // The last: a bf16 product (4100 x 4099 floats) over linear.cu's 64 MiB band, so the
   // fallback takes it in two bands; its outputs start one element into their buffers,
   // under cuBLASLt's 16-byte alignment, so that both forms fall back (GELU's width, not
@@ -166,11 +167,6 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
       std::vector<T> pre(static_cast<size_t>(n)), y(pre.size());
       ops::linear_forward(this->cpu(), x.data(), w.data(), bias.data(), pre.data(), y.data(), c.rows, c.in, c.out,
                           e);
-      DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gb(this->gpu(), bias);
-      const size_t offset = c.rows == 4100 ? 1 : 0;
-      DeviceArray<T> gpre(this->gpu(), stored_nans<T>(n), offset), gy(this->gpu(), stored_nans<T>(n), offset);
-      ops::linear_forward(this->gpu(), gx.get(), gw.get(), gb.get(), gpre.get(), gy.get(), c.rows, c.in, c.out, e);
-
       const auto xv = testing::values(x), wv = testing::values(w), bv = testing::values(bias);
       std::vector<double> pre_slack(static_cast<size_t>(n)), y_slack(pre_slack.size());
       const double factor = 2.0 * gamma_n(c.in + 2);
@@ -188,9 +184,16 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
           }
         }
       }
-      EXPECT_TRUE(within(gy.to_host(), y, y_slack));
-      if (gelu) {
-        EXPECT_TRUE(within(gpre.to_host(), pre, pre_slack));
+      for (Context* gpu : {&this->gpu(), chains.get()}) {
+        SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+        DeviceArray<T> gx(*gpu, x), gw(*gpu, w), gb(*gpu, bias);
+        const size_t offset = c.rows == 4100 ? 1 : 0;
+        DeviceArray<T> gpre(*gpu, stored_nans<T>(n), offset), gy(*gpu, stored_nans<T>(n), offset);
+        ops::linear_forward(*gpu, gx.get(), gw.get(), gb.get(), gpre.get(), gy.get(), c.rows, c.in, c.out, e);
+        EXPECT_TRUE(within(gy.to_host(), y, y_slack));
+        if (gelu) {
+          EXPECT_TRUE(within(gpre.to_host(), pre, pre_slack));
+        }
       }
     }
   }
@@ -276,6 +279,7 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
     int64_t rows, in, out;
   };
   Rng rng(47);
+  const auto chains = testing::make_cuda_chains();  // the chain (cuBLAS, then GELU's backward pass) too
   for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{96, 768, 192}, Case{130, 3072, 768}}) {
     SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.out << "->" << c.in);
     const int64_t n = c.rows * c.in;
@@ -284,15 +288,6 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
     const auto pre = stored<T>(random_normal(rng, n, 1.5));
     std::vector<T> want(static_cast<size_t>(n));
     ops::linear_backward_input_gelu(this->cpu(), dy.data(), w.data(), pre.data(), want.data(), c.rows, c.in, c.out);
-    DeviceArray<T> gdy(this->gpu(), dy), gw(this->gpu(), w), gpre(this->gpu(), pre);
-    std::vector<std::vector<T>> runs;
-    for (int run = 0; run < 2; ++run) {
-      DeviceArray<T> gdpre(this->gpu(), stored_nans<T>(n));
-      ops::linear_backward_input_gelu(this->gpu(), gdy.get(), gw.get(), gpre.get(), gdpre.get(), c.rows, c.in, c.out);
-      runs.push_back(gdpre.to_host());
-    }
-    EXPECT_TRUE(exactly(runs[1], runs[0]));
-
     const auto dv = testing::values(dy), wv = testing::values(w), pv = testing::values(pre);
     const double factor = 2.0 * gamma_n(c.out + 2);
     std::vector<double> slack(static_cast<size_t>(n));
@@ -307,7 +302,18 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
         if (kBf16) slack[at] += g * std::ldexp(p, -8) + std::ldexp(shape, -10) * (1.0 + std::ldexp(1.0, -11)) * p;
       }
     }
-    EXPECT_TRUE(within(runs[0], want, slack));
+    for (Context* gpu : {&this->gpu(), chains.get()}) {
+      SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+      DeviceArray<T> gdy(*gpu, dy), gw(*gpu, w), gpre(*gpu, pre);
+      std::vector<std::vector<T>> runs;
+      for (int run = 0; run < 2; ++run) {
+        DeviceArray<T> gdpre(*gpu, stored_nans<T>(n));
+        ops::linear_backward_input_gelu(*gpu, gdy.get(), gw.get(), gpre.get(), gdpre.get(), c.rows, c.in, c.out);
+        runs.push_back(gdpre.to_host());
+      }
+      EXPECT_TRUE(exactly(runs[1], runs[0]));
+      EXPECT_TRUE(within(runs[0], want, slack));
+    }
   }
 }
 
@@ -331,6 +337,7 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChai
     int64_t rows, in, out;
   };
   Rng rng(49);
+  const auto chains = testing::make_cuda_chains();  // the chain (cuBLAS, then bias_backward) too
   for (const Case& c :
        {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{300, 768, 2304}, Case{1030, 3072, 768}}) {
     SCOPED_TRACE(::testing::Message() << c.rows << " rows, " << c.in << "->" << c.out);
@@ -340,17 +347,6 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChai
     std::vector<float> want_dw = dw0, want_db = db0;
     ops::linear_parameter_gradients(this->cpu(), dy.data(), x.data(), want_dw.data(), want_db.data(), c.rows, c.in,
                                     c.out);
-    DeviceArray<T> gdy(this->gpu(), dy), gx(this->gpu(), x);
-    std::vector<std::vector<float>> dws, dbs;
-    for (int run = 0; run < 2; ++run) {
-      DeviceArray<float> gdw(this->gpu(), dw0), gdb(this->gpu(), db0);
-      ops::linear_parameter_gradients(this->gpu(), gdy.get(), gx.get(), gdw.get(), gdb.get(), c.rows, c.in, c.out);
-      dws.push_back(gdw.to_host());
-      dbs.push_back(gdb.to_host());
-    }
-    EXPECT_TRUE(exactly(dws[1], dws[0]));
-    EXPECT_TRUE(exactly(dbs[1], dbs[0]));
-
     const auto dv = testing::values(dy), xv = testing::values(x);
     const double factor = 2.0 * gamma_n(c.rows + 2);
     std::vector<double> dw_slack(dw0.size()), db_slack(db0.size());
@@ -368,8 +364,21 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChai
         dw_slack[at] = factor * (magnitude + std::fabs(dw0[at]));
       }
     }
-    EXPECT_TRUE(within(dws[0], want_dw, dw_slack));
-    EXPECT_TRUE(within(dbs[0], want_db, db_slack));
+    for (Context* gpu : {&this->gpu(), chains.get()}) {
+      SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+      DeviceArray<T> gdy(*gpu, dy), gx(*gpu, x);
+      std::vector<std::vector<float>> dws, dbs;
+      for (int run = 0; run < 2; ++run) {
+        DeviceArray<float> gdw(*gpu, dw0), gdb(*gpu, db0);
+        ops::linear_parameter_gradients(*gpu, gdy.get(), gx.get(), gdw.get(), gdb.get(), c.rows, c.in, c.out);
+        dws.push_back(gdw.to_host());
+        dbs.push_back(gdb.to_host());
+      }
+      EXPECT_TRUE(exactly(dws[1], dws[0]));
+      EXPECT_TRUE(exactly(dbs[1], dbs[0]));
+      EXPECT_TRUE(within(dws[0], want_dw, dw_slack));
+      EXPECT_TRUE(within(dbs[0], want_db, db_slack));
+    }
   }
 }
 

@@ -142,6 +142,7 @@ LayerNormBackwardInputs<T> layernorm_backward_inputs(Context& cpu, Rng& rng, con
 TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
   using T = TypeParam;
   Rng rng(2);
+  const auto chains = testing::make_cuda_chains();  // the rows kernel and the column sums, at any width
   for (const RowsCase& c : kLayerNormCases) {
     for (const bool accumulate : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "rows=" << c.rows << " channels=" << c.channels
@@ -151,17 +152,20 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
       auto dx = accumulate ? stored<T>(random_normal(rng, n)) : stored_nans<T>(n);
       auto dw = random_normal(rng, c.channels);
       auto db = random_normal(rng, c.channels);
-      DeviceArray<T> gx(this->gpu(), x), gw(this->gpu(), w), gdy(this->gpu(), dy), gdx(this->gpu(), dx);
-      DeviceArray<float> gmean(this->gpu(), mean), grstd(this->gpu(), rstd), gdw(this->gpu(), dw),
-          gdb(this->gpu(), db);
+      const auto dx0 = dx, dw0 = dw, db0 = db;
       if (!accumulate) dx = stored<T>(std::vector<float>(dx.size(), 0.0f));  // the CPU's dx may hold anything
       ops::layernorm_backward(this->cpu(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(),
                               dw.data(), db.data(), c.rows, c.channels, accumulate);
-      ops::layernorm_backward(this->gpu(), gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdx.get(),
-                              gdw.get(), gdb.get(), c.rows, c.channels, accumulate);
-      EXPECT_TRUE(close_to_norm(gdx.to_host(), dx, 1e-4));
-      EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
-      EXPECT_TRUE(norm_close(gdb.to_host(), db, 1e-4));
+      for (Context* gpu : {&this->gpu(), chains.get()}) {
+        SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+        DeviceArray<T> gx(*gpu, x), gw(*gpu, w), gdy(*gpu, dy), gdx(*gpu, dx0);
+        DeviceArray<float> gmean(*gpu, mean), grstd(*gpu, rstd), gdw(*gpu, dw0), gdb(*gpu, db0);
+        ops::layernorm_backward(*gpu, gdy.get(), gx.get(), gw.get(), gmean.get(), grstd.get(), gdx.get(), gdw.get(),
+                                gdb.get(), c.rows, c.channels, accumulate);
+        EXPECT_TRUE(close_to_norm(gdx.to_host(), dx, 1e-4));
+        EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
+        EXPECT_TRUE(norm_close(gdb.to_host(), db, 1e-4));
+      }
     }
   }
 }

@@ -1,0 +1,204 @@
+// Times the GPT's training step on a GPU with each of the CUDA backend's fused paths
+// (CudaFusions, kernels/context.h) switched off in turn, and all of them off: what each
+// fusion buys in the whole step, where the kernel profile (bench/profile_gpt_kernels.sh)
+// says only what the remaining kernels take. A step is what the trainer runs on one
+// rank without accumulation: zero the gradients, forward and backward of one
+// micro-batch, and the optimizer's update (make_optimizer, as the config says), on
+// random tokens the same in every run. Each run builds the model anew from the same
+// seed, so the first step's loss is printed too: the fusions change results only
+// within their ops' bounds, so the runs' losses agree to a few bf16 roundings, and a
+// fusion that broke the step shows there. It checks nothing (the GPU tests do);
+// scripts/gpu-check.sh records its lines.
+// Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
+// median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
+// config as dtrain's --set does). Exit 77 where no CUDA device is visible, 2 on
+// unusable arguments, 1 on an error. FUSION_ABLATION_DEVICE=cpu-async runs the same
+// steps on the CPU as a device, where no switch changes anything: a smoke test of the
+// bench itself on a machine without a GPU (tests/e2e/CMakeLists.txt).
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/context.h"
+#include "kernels/memory.h"
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+#include "models/gpt.h"
+#include "runtime/config.h"
+#include "runtime/optimizer.h"
+
+namespace dtrain {
+namespace {
+
+struct Variant {
+  const char* name;
+  CudaFusions fusions;
+};
+
+std::vector<Variant> variants() {
+  const std::pair<const char*, bool CudaFusions::*> switches[] = {
+      {"gelu_epilogue off", &CudaFusions::gelu_epilogue},
+      {"gelu_backward off", &CudaFusions::gelu_backward},
+      {"bias_gradient off", &CudaFusions::bias_gradient},
+      {"layernorm_backward off", &CudaFusions::layernorm_backward},
+      {"optimizer_spans off", &CudaFusions::optimizer_spans}};
+  std::vector<Variant> out{{"all fused", CudaFusions{}}};
+  CudaFusions none;
+  for (const auto& [name, on] : switches) {
+    CudaFusions f;
+    f.*on = false;
+    none.*on = false;
+    out.push_back({name, f});
+  }
+  out.push_back({"all off", none});
+  return out;
+}
+
+struct Timing {
+  double median_ms;
+  double first_loss;  // the first step's mean loss per sample
+};
+
+Buffer upload(Context& ctx, const void* host, size_t bytes) {
+  Buffer b(ctx.allocator(), bytes, MemoryCategory::Other);
+  ops::copy_from_host(ctx, b.data(), host, bytes);
+  return b;
+}
+
+std::unique_ptr<Context> make_context(const Config& config, const CudaFusions& fusions, bool cpu_async) {
+  if (cpu_async) return Context::make_cpu_async(2);
+  CudaOptions options;
+  options.tf32 = config.precision.tf32;
+  options.fusions = fusions;
+  return Context::make_cuda(options);
+}
+
+Timing time_steps(const Config& config, const CudaFusions& fusions, int steps, bool cpu_async) {
+  auto ctx = make_context(config, fusions, cpu_async);
+  ModelSpec spec = config.model;
+  spec.compute = config.precision.compute;
+  spec.recompute = "none";
+  DataFacts data;
+  data.layout.input = Shape{spec.seq_len};
+  data.layout.input_type = ElementType::kInt32;
+  data.layout.target = Shape{spec.seq_len};
+  data.classes = spec.vocab;
+  auto model = build_gpt(*ctx, spec, data);
+  model->init(static_cast<uint64_t>(config.train.seed));
+  const int64_t n = model->param_count();
+  auto optimizer = make_optimizer(config.optimizer, *ctx, n,
+                                  decay_spans(model->param_tensors(), n, config.optimizer.decay_filter));
+
+  const int64_t batch_size = config.train.micro_batch;
+  std::vector<int32_t> tokens(static_cast<size_t>(batch_size * spec.seq_len)), targets(tokens.size());
+  Rng rng(11);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    tokens[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(spec.vocab)));
+    targets[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(spec.vocab)));
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(batch_size));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  Buffer d_tokens = upload(*ctx, tokens.data(), tokens.size() * sizeof(int32_t));
+  Buffer d_targets = upload(*ctx, targets.data(), targets.size() * sizeof(int32_t));
+  Buffer d_ids = upload(*ctx, ids.data(), ids.size() * sizeof(int64_t));
+  Buffer d_stats(ctx->allocator(), kModelStats * sizeof(double), MemoryCategory::Other);
+  const double zeros[kModelStats] = {};
+
+  Batch batch;
+  batch.size = batch_size;
+  batch.inputs = d_tokens.data();
+  batch.targets = d_targets.as<int32_t>();
+  batch.sample_ids = d_ids.as<int64_t>();
+  const auto step = [&](int64_t s) {
+    batch.step = s;
+    model->zero_grads();
+    model->forward(batch, Pass::kTrain, 1.0f / static_cast<float>(batch_size), d_stats.as<double>());
+    model->backward();
+    optimizer->step(*ctx, model->master(), model->grads(), config.optimizer.lr, 1.0f, model->param_copy());
+  };
+
+  Timing t{};
+  ops::copy_from_host(*ctx, d_stats.data(), zeros, sizeof(zeros));
+  step(0);
+  double stats[kModelStats];
+  ops::copy_to_host(*ctx, stats, d_stats.data(), sizeof(stats));
+  t.first_loss = stats[kModelLossSum] / static_cast<double>(batch_size);
+  for (int64_t s = 1; s < 3; ++s) step(s);
+  ctx->synchronize();
+  std::vector<double> ms;
+  for (int i = 0; i < steps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    step(3 + i);
+    ctx->synchronize();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  t.median_ms = ms[ms.size() / 2];
+  return t;
+}
+
+int run(const std::string& config_file, int steps, const std::vector<std::string>& overrides) {
+  const char* device = std::getenv("FUSION_ABLATION_DEVICE");
+  const bool cpu_async = device != nullptr && std::string(device) == "cpu-async";
+  if (device != nullptr && !cpu_async && std::string(device) != "cuda") {
+    std::fprintf(stderr, "fusion_ablation: FUSION_ABLATION_DEVICE is '%s'; use cuda (the default) or cpu-async\n",
+                 device);
+    return 2;
+  }
+  if (!cpu_async && cuda_device_count() == 0) {
+    std::printf("fusion_ablation: no CUDA device visible\n");
+    return 77;
+  }
+  const Config config = load_config(config_file, overrides);
+  if (config.model.name != "gpt") {
+    std::fprintf(stderr, "fusion_ablation: %s: model.name is '%s'; the ablation is of the GPT's step (model.name: gpt)\n",
+                 config_file.c_str(), config.model.name.c_str());
+    return 2;
+  }
+  if (config.train.micro_batch == kAuto) {
+    std::fprintf(stderr, "fusion_ablation: %s: train.micro_batch is auto; the ablation times a given micro-batch: "
+                 "set a number\n", config_file.c_str());
+    return 2;
+  }
+  std::printf("fusion_ablation: %s on %s, %s, micro-batch %lld x %lld tokens, median of %d steps\n",
+              config_file.c_str(), cpu_async ? "cpu-async (no switch applies)" : "cuda", config.precision.compute.c_str(), static_cast<long long>(config.train.micro_batch),
+              static_cast<long long>(config.model.seq_len), steps);
+  Timing base{};
+  for (const Variant& v : variants()) {
+    const Timing t = time_steps(config, v.fusions, steps, cpu_async);
+    if (base.median_ms == 0.0) base = t;
+    std::printf("fusion_ablation %-24s step %8.3f ms (%+7.3f ms, %5.3fx all fused's), first loss %.6f (%+.1e "
+                "relative)\n",
+                v.name, t.median_ms, t.median_ms - base.median_ms, t.median_ms / base.median_ms, t.first_loss,
+                (t.first_loss - base.first_loss) / base.first_loss);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dtrain
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (e.g. bench/gpt2_124m.yaml 10)\n");
+    return 2;
+  }
+  const int steps = argc > 2 ? std::atoi(argv[2]) : 10;
+  if (steps < 1) {
+    std::fprintf(stderr, "fusion_ablation: STEPS must be a positive count, got '%s'\n", argv[2]);
+    return 2;
+  }
+  try {
+    return dtrain::run(argv[1], steps, std::vector<std::string>(argv + std::min(argc, 3), argv + argc));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fusion_ablation: %s\n", e.what());
+    return 1;
+  }
+}
