@@ -4,10 +4,12 @@
 // says only what the remaining kernels take. A step is what the trainer runs on one
 // rank without accumulation: zero the gradients, forward and backward of one
 // micro-batch, and the optimizer's update (make_optimizer, as the config says), on
-// random tokens the same in every run. Each run builds the model anew from the same
-// seed, so the first step's loss is printed too: the fusions change results only
-// within their ops' bounds, so the runs' losses agree to a few bf16 roundings, and a
-// fusion that broke the step shows there. It checks nothing (the GPU tests do);
+// random tokens the same in every run (the same batch every step). Each run builds the
+// model anew from the same parameters, so the losses are printed too: the first step's
+// (its forward alone) and the one after the timed steps' updates (every fused path in
+// it). The fusions change results only within their ops' bounds, so the runs' losses
+// agree to bf16's roundings, and a fusion that broke the step shows there. "all fused"
+// runs first and again last, so that a drift of the card's clocks shows. It checks nothing (the GPU tests do);
 // scripts/gpu-check.sh records its lines.
 // Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
 // median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
@@ -57,12 +59,17 @@ std::vector<Variant> variants() {
     out.push_back({name, f});
   }
   out.push_back({"all off", none});
+  // Again, last: a drift of the card's clocks over the runs shows as a difference from
+  // the first.
+  out.push_back({"all fused, again", CudaFusions{}});
   return out;
 }
 
 struct Timing {
   double median_ms;
-  double first_loss;  // the first step's mean loss per sample
+  double first_loss;  // the first step's mean loss per sample: its forward alone
+  double last_loss;   // after every step's update (the same batch each step), so
+                      // every fused path, backward's and the optimizer's too, is in it
 };
 
 Buffer upload(Context& ctx, const void* host, size_t bytes) {
@@ -133,12 +140,16 @@ Timing time_steps(const Config& config, const CudaFusions& fusions, int steps, b
     optimizer->step(*ctx, model->master(), model->grads(), config.optimizer.lr, 1.0f, model->param_copy());
   };
 
+  // The mean loss of step s's forward, read after the step (untimed).
+  const auto loss_of_step = [&](int64_t s) {
+    ops::copy_from_host(*ctx, d_stats.data(), zeros, sizeof(zeros));
+    step(s);
+    double stats[kModelStats];
+    ops::copy_to_host(*ctx, stats, d_stats.data(), sizeof(stats));
+    return stats[kModelLossSum] / static_cast<double>(batch_size);
+  };
   Timing t{};
-  ops::copy_from_host(*ctx, d_stats.data(), zeros, sizeof(zeros));
-  step(0);
-  double stats[kModelStats];
-  ops::copy_to_host(*ctx, stats, d_stats.data(), sizeof(stats));
-  t.first_loss = stats[kModelLossSum] / static_cast<double>(batch_size);
+  t.first_loss = loss_of_step(0);
   for (int64_t s = 1; s < 3; ++s) step(s);
   ctx->synchronize();
   std::vector<double> ms;
@@ -150,6 +161,7 @@ Timing time_steps(const Config& config, const CudaFusions& fusions, int steps, b
   }
   std::sort(ms.begin(), ms.end());
   t.median_ms = ms[ms.size() / 2];
+  t.last_loss = loss_of_step(3 + steps);
   return t;
 }
 
@@ -184,10 +196,11 @@ int run(const std::string& config_file, int steps, const std::vector<std::string
   for (const Variant& v : variants()) {
     const Timing t = time_steps(config, v.fusions, steps, cpu_async, initial);
     if (base.median_ms == 0.0) base = t;
-    std::printf("fusion_ablation %-24s step %8.3f ms (%+7.3f ms, %5.3fx all fused's), first loss %.6f (%+.1e "
-                "relative)\n",
+    std::printf("fusion_ablation %-24s step %8.3f ms (%+7.3f ms, %5.3fx all fused's), first loss %.6f (%+.1e), "
+                "last loss %.6f (%+.1e relative)\n",
                 v.name, t.median_ms, t.median_ms - base.median_ms, t.median_ms / base.median_ms, t.first_loss,
-                (t.first_loss - base.first_loss) / base.first_loss);
+                (t.first_loss - base.first_loss) / base.first_loss, t.last_loss,
+                (t.last_loss - base.last_loss) / base.last_loss);
     std::fflush(stdout);
   }
   return 0;

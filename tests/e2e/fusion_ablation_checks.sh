@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/fusion_ablation, run as gpu-check runs it but on cpu-async (no GPU here) and on
 # a small GPT-2-shaped model: it prints one line per variant (all fused, each of
-# CudaFusions' five switches off, all off), each with a finite step time; and, as no
-# switch applies on the CPU and every variant builds its model from the same seed, the
-# same first loss in all seven, near ln(vocab), an untrained GPT's loss (GPT-2's
-# initialisation, std 0.02, leaves the logits near zero). Its usage errors exit 2.
+# CudaFusions' five switches off, all off, all fused again), each with a positive step
+# time; and, as no switch applies on the CPU and every variant starts from the same
+# parameters, the same first loss in all eight, near ln(vocab), an untrained GPT's loss
+# (GPT-2's initialisation, std 0.02, leaves the logits near zero), and the same last
+# loss, below the first (AdamW's steps on one batch lower its loss). Its usage errors
+# exit 2.
 # Usage: fusion_ablation_checks.sh FUSION_ABLATION ROOT
 set -uo pipefail
 bench=$1 root=$2
@@ -16,15 +18,18 @@ rc=$?
 echo "$out"
 [ "$rc" -eq 0 ] || fail "exit $rc"
 lines=$(grep -c '^fusion_ablation .* step .* ms .* first loss' <<<"$out")
-[ "$lines" -eq 7 ] || fail "$lines variant lines, want 7"
+[ "$lines" -eq 8 ] || fail "$lines variant lines, want 8"
 for v in "all fused" "gelu_epilogue off" "gelu_backward off" "bias_gradient off" "layernorm_backward off" \
-         "optimizer_spans off" "all off"; do
+         "optimizer_spans off" "all off" "all fused, again"; do
   grep -q "^fusion_ablation $v " <<<"$out" || fail "no line for '$v'"
 done
 losses=$(sed -n 's/.*first loss \([^ ]*\) .*/\1/p' <<<"$out" | sort -u)
 [ "$(wc -l <<<"$losses")" -eq 1 ] || fail "the variants' first losses differ on cpu-async: $losses"
 awk -v l="$losses" 'BEGIN { d = l - log(512); exit !(d < 0.1 && d > -0.1) }' ||
   fail "first loss $losses is not within 0.1 of ln 512 = 6.238"
+last=$(sed -n 's/.*last loss \([^ ]*\) .*/\1/p' <<<"$out" | sort -u)
+[ "$(wc -l <<<"$last")" -eq 1 ] || fail "the variants' last losses differ on cpu-async: $last"
+awk -v f="$losses" -v l="$last" 'BEGIN { exit !(l < f) }' || fail "last loss $last is not below the first, $losses"
 sed -n 's/.* step *\([^ ]*\) ms.*/\1/p' <<<"$out" | awk '!($1 > 0) { bad = 1 } END { exit bad }' ||
   fail "a step time is not a positive number"
 

@@ -2,10 +2,11 @@
 // else. With one switch off, its op runs the chain it replaced (the fused path's count
 // stays) while the other four take their fused paths (their counts move), at GPT-2
 // 124M's bf16 shapes, where every fused path takes the shape. The values of both paths
-// are tested against the CPU where each op is (test_fused_ops.cpp,
-// test_transformer_ops.cpp and test_cuda_ops.cpp run them on a context with every
-// switch off too); here, the bits the Notes promise between them: LayerNorm's dx is the
-// rows kernel's either way (Note [Fused LayerNorm backward]: the same arithmetic per row).
+// are tested against the CPU where each op is (test_fused_ops.cpp and
+// test_transformer_ops.cpp run the linears and LayerNorm's backward on a context with
+// every switch off too; test_cuda_ops.cpp compares the span launch with the update span
+// by span); here, the bits the Notes promise between them: LayerNorm's dx is the rows
+// kernel's either way (Note [Fused LayerNorm backward]: the same arithmetic per row).
 #include <gtest/gtest.h>
 
 #include <array>

@@ -152,7 +152,9 @@ TYPED_TEST(TransformerOpsIn, LayerNormBackwardMatchesCpuAndAccumulates) {
       auto dx = accumulate ? stored<T>(random_normal(rng, n)) : stored_nans<T>(n);
       auto dw = random_normal(rng, c.channels);
       auto db = random_normal(rng, c.channels);
-      const auto dx0 = dx, dw0 = dw, db0 = db;
+      const auto dx0 = dx;  // what the GPU starts from: NaNs or the values to accumulate onto
+      const auto dw0 = dw;
+      const auto db0 = db;
       if (!accumulate) dx = stored<T>(std::vector<float>(dx.size(), 0.0f));  // the CPU's dx may hold anything
       ops::layernorm_backward(this->cpu(), dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(),
                               dw.data(), db.data(), c.rows, c.channels, accumulate);
