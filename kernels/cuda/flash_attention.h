@@ -7,10 +7,12 @@
 // are not multiples of 8 or are over 128; seq or channels that are not multiples of 8;
 // a build without the cuDNN frontend), these kernels do what FlashAttention-2 does, in
 // plain fp32 SIMT arithmetic (no tensor cores: a fallback, never the fast path):
-//   forward   each warp carries query rows through the keys, 32 at a time in shared
-//             memory, with an online softmax; it writes out and each row's log-sum-exp
-//             of its scaled scores (fp32, B*H*T), the same statistic cuDNN keeps, so
-//             the op's saved state is the same size on either fused path.
+//   forward   each warp carries 4 query rows through the keys, 32 at a time in shared
+//             memory, the 4 sharing each read of a key (Note [Own attention's shared
+//             rows], flash_attention_kernels.cuh), with an online softmax; it writes
+//             out and each row's log-sum-exp of its scaled scores (fp32, B*H*T), the
+//             same statistic cuDNN keeps, so the op's saved state is the same size on
+//             either fused path.
 //   backward  D_i = dO_i . O_i once per row (workspace, B*H*T floats); then one pass
 //             over keys per query row for dQ, and one pass over queries per key row for
 //             dK and dV, each recomputing P_ij = exp(s q_i.k_j - lse_i).
@@ -26,8 +28,8 @@
 // against that bound, and tests/gpu/test_flash_attention.cpp runs them on a GPU.
 //
 // Where it runs: head size up to 256 (each lane owns up to 8 of a head's dimensions),
-// and the kernels' shared memory (96 rows of hs + 1 floats in backward) within what the
-// device gives a block.
+// and the kernels' shared memory (in backward 32 rows of hs rounded up to 4 floats and
+// 64 of hs + 1) within what the device gives a block.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -7,9 +7,10 @@
 // compiler, from the unit tests' SIMT emulator (tests/unit/kernels/simt_emulator.h),
 // which runs each CUDA thread as a fiber so that CI executes these very kernels on the
 // CPU. So it uses only what both provide: the CUDA built-in names (threadIdx, blockIdx,
-// __syncthreads, __shfl_sync, __shfl_xor_sync, expf, logf, fmaxf), to_float and
-// from_float<T> (kernels/cuda/storage.cuh, or the emulator's), and block_shared(), the
-// block's dynamic shared memory. The includer provides them before including this.
+// __syncthreads, __shfl_sync, __shfl_xor_sync, __host__, __device__, expf, logf,
+// fmaxf), to_float and from_float<T> (kernels/cuda/storage.cuh, or the emulator's), and
+// block_shared(), the block's dynamic shared memory, 16-byte aligned (the emulator's
+// is a std::vector's, malloc's 16). The includer provides them before including this.
 //
 // Layout, as attention.cu: qkv (B, T, 3C), head h of q, k, v in features h*hs + [0, hs)
 // of each third; out, dout (B, T, C); stats and D (B, H, T) fp32, row (b*H + h)*T + t.
@@ -36,13 +37,29 @@ inline constexpr int kTile = kWarpLanes;    // the rows streamed past them: one 
 inline constexpr int kThreads = kWarps * kWarpLanes;
 inline constexpr unsigned kAllLanes = 0xffffffffu;
 
+// Note [Own attention's shared rows]
+// A warp carries its 4 own rows (queries; keys in dK/dV) together: each lane scores its
+// tile row against all 4, reading its tile row's element once for the 4 products and
+// each own row's 4 consecutive elements in one 16-byte load, and the weighted sums over
+// the tile read each tile row's element once for the 4 rows. So the block's own rows
+// sit hs rounded up to 4 floats apart (own_ld: 16-byte rows, read by every lane at
+// once, a broadcast), and the tile's rows hs + 1 apart (shared_ld: lane j reading
+// element d of row j hits bank (j + d) % 32, no conflict). Each row's sums keep their
+// order (d, then the tile's rows in order), so the results are the bits of one row at a
+// time; only the shared-memory reads are fewer.
+//
 // The launch geometry (host code): grid (grid_rows(T), B * H) of kThreads threads, and
-// each kernel's dynamic shared memory, rows of hs + 1 floats (and dK/dV's 64 row
-// statistics). row_dot is a grid-stride loop over rows, a warp each.
+// each kernel's dynamic shared memory: the own rows (own_ld floats each) first, so that
+// they start 16-byte aligned, then the tile's (shared_ld), then dK/dV's 64 row
+// statistics. row_dot is a grid-stride loop over rows, a warp each.
 inline unsigned grid_rows(int64_t seq) { return static_cast<unsigned>((seq + kBlockRows - 1) / kBlockRows); }
-inline size_t forward_shared_bytes(int64_t hs) { return static_cast<size_t>(kBlockRows + 2 * kTile) * (hs + 1) * 4; }
+__host__ __device__ inline int own_ld(int64_t hs) { return static_cast<int>((hs + 3) / 4 * 4); }
+inline size_t forward_shared_bytes(int64_t hs) {
+  return (static_cast<size_t>(kBlockRows) * own_ld(hs) + static_cast<size_t>(2 * kTile) * (hs + 1)) * 4;
+}
 inline size_t backward_shared_bytes(int64_t hs) {
-  return static_cast<size_t>(2 * kBlockRows + 2 * kTile) * (hs + 1) * 4 + 2 * kTile * 4;
+  return (static_cast<size_t>(2 * kBlockRows) * own_ld(hs) + static_cast<size_t>(2 * kTile) * (hs + 1) + 2 * kTile) *
+         4;
 }
 inline unsigned row_dot_blocks(int64_t rows) {
   constexpr int64_t kMaxBlocks = int64_t{1} << 20;  // any count gives the same bits
@@ -98,25 +115,64 @@ __device__ inline void load_key_tile(const T* q_base, int64_t ld_qkv, int channe
   load_rows(q_base + key0 * ld_qkv + 2 * channels, ld_qkv, kTile, valid, hs, vs, ld);
 }
 
-// a . b over hs floats of shared memory, in order.
-__device__ inline float dot_shared(const float* a, const float* b, int hs) {
-  float sum = 0.0f;
-  for (int d = 0; d < hs; ++d) sum += a[d] * b[d];
-  return sum;
+// Four consecutive floats of shared memory, read as one 16-byte load.
+struct alignas(16) Quad {
+  float v[4];
+};
+
+// s[r] = own row r . the lane's tile row, over hs floats: own rows at own + r * ld_own
+// (ld_own and own 16-byte aligned: Note [Own attention's shared rows]), the lane's at
+// lane_row. Each sum runs over d in order, s += own[d] * lane_row[d].
+__device__ inline void dot_own_rows(const float* own, int ld_own, const float* lane_row, int hs,
+                                    float (&s)[kRowsPerWarp]) {
+  DTRAIN_UNROLL
+  for (int r = 0; r < kRowsPerWarp; ++r) s[r] = 0.0f;
+  int d = 0;
+  for (; d + 4 <= hs; d += 4) {
+    const float b[4] = {lane_row[d], lane_row[d + 1], lane_row[d + 2], lane_row[d + 3]};
+    DTRAIN_UNROLL
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const Quad a = *reinterpret_cast<const Quad*>(own + r * ld_own + d);
+      DTRAIN_UNROLL
+      for (int k = 0; k < 4; ++k) s[r] += a.v[k] * b[k];
+    }
+  }
+  for (; d < hs; ++d) {
+    const float b = lane_row[d];
+    DTRAIN_UNROLL
+    for (int r = 0; r < kRowsPerWarp; ++r) s[r] += own[r * ld_own + d] * b;
+  }
 }
 
-// acc[t] += sum over the tile's lanes first <= jj < end of w_jj * rows[jj][lane + 32 t],
-// where lane jj holds w_jj: each lane adds to the head dimensions it owns, in the order
-// of jj. first and end must be the same on every lane.
+// For each own row r: acc[r][t] += sum over the tile's lanes first[r] <= jj < end[r] of
+// w_jj * rows[jj][lane + 32 t], where lane jj holds w[r]: each lane adds to the head
+// dimensions it owns, in the order of jj. first and end must be the same on every lane
+// (an empty range, first = end, leaves the row's sums alone).
 template <int DPL>
-__device__ inline void accumulate_rows(float (&acc)[DPL], float w, const float* rows, int ld, int first, int end,
-                                       int hs, int lane) {
-  for (int jj = first; jj < end; ++jj) {
-    const float wj = __shfl_sync(kAllLanes, w, jj);
+__device__ inline void accumulate_own_rows(float (&acc)[kRowsPerWarp][DPL], const float (&w)[kRowsPerWarp],
+                                           const float* rows, int ld, const int (&first)[kRowsPerWarp],
+                                           const int (&end)[kRowsPerWarp], int hs, int lane) {
+  int lo = kTile, hi = 0;
+  DTRAIN_UNROLL
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    if (first[r] < end[r]) {
+      lo = first[r] < lo ? first[r] : lo;
+      hi = end[r] > hi ? end[r] : hi;
+    }
+  }
+  for (int jj = lo; jj < hi; ++jj) {
+    float wj[kRowsPerWarp];
+    DTRAIN_UNROLL
+    for (int r = 0; r < kRowsPerWarp; ++r) wj[r] = __shfl_sync(kAllLanes, w[r], jj);
     DTRAIN_UNROLL
     for (int t = 0; t < DPL; ++t) {
       const int d = lane + kWarpLanes * t;
-      if (d < hs) acc[t] += wj * rows[jj * ld + d];
+      if (d >= hs) continue;
+      const float x = rows[jj * ld + d];
+      DTRAIN_UNROLL
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        if (jj >= first[r] && jj < end[r]) acc[r][t] += wj[r] * x;
+      }
     }
   }
 }
@@ -126,13 +182,14 @@ __device__ inline void accumulate_rows(float (&acc)[DPL], float w, const float* 
 // warp and lane, and the head's q (and so k, v: + C, + 2C) and dO rows in memory.
 template <class T>
 struct HeadBlock {
-  int hs, ld, warp, lane, head, b, h, row0, rows;  // rows: own rows before seq ends
+  int hs, ld, ld_own, warp, lane, head, b, h, row0, rows;  // rows: own rows before seq ends
   int64_t ld_qkv, head_at;
   const T* q_base;
   const T* do_base;
   __device__ HeadBlock(const T* qkv, const T* dout, int seq, int channels, int heads)
       : hs(channels / heads),
         ld(shared_ld(hs)),
+        ld_own(own_ld(hs)),
         warp(static_cast<int>(threadIdx.x) / kWarpLanes),
         lane(static_cast<int>(threadIdx.x) % kWarpLanes),
         head(static_cast<int>(blockIdx.y)),
@@ -148,20 +205,21 @@ struct HeadBlock {
 
 // Forward. Grid (ceil(T / 16), B * H); each block takes 16 query rows of one head,
 // each warp 4 of them, and streams the keys and values of rows 0 .. its last row past
-// them, 32 at a time: lane j scores key j of the tile, and the online softmax (running
-// max m, running sum l, output rescaled when m grows) keeps only O(hs) state a row.
+// them, 32 at a time: lane j scores key j of the tile against the warp's 4 rows (Note
+// [Own attention's shared rows]), and the online softmax (running max m, running sum
+// l, output rescaled when m grows) keeps only O(hs) state a row.
 // out = acc / l, stats = m + log l. Shared memory: Q (16 rows), K and V (32 rows each).
 template <class T, int DPL>
 __global__ void forward(const T* qkv, T* out, float* stats, int seq, int channels, int heads, float scale) {
   const HeadBlock<T> at(qkv, nullptr, seq, channels, heads);
-  const int hs = at.hs, ld = at.ld, warp = at.warp, lane = at.lane, row0 = at.row0;
+  const int hs = at.hs, ld = at.ld, ld_own = at.ld_own, warp = at.warp, lane = at.lane, row0 = at.row0;
   const int64_t ld_qkv = at.ld_qkv;
   const T* q_base = at.q_base;
   float* qs = block_shared();
-  float* ks = qs + kBlockRows * ld;
+  float* ks = qs + kBlockRows * ld_own;
   float* vs = ks + kTile * ld;
   const int last = row0 + at.rows - 1;  // the block's last row
-  load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld);
+  load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld_own);
 
   float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][DPL];
   DTRAIN_UNROLL
@@ -171,25 +229,35 @@ __global__ void forward(const T* qkv, T* out, float* stats, int seq, int channel
     DTRAIN_UNROLL
     for (int t = 0; t < DPL; ++t) acc[r][t] = 0.0f;
   }
+  const int warp_row0 = row0 + warp * kRowsPerWarp;  // the warp's first row
   for (int key0 = 0; key0 <= last; key0 += kTile) {
     __syncthreads();  // the previous tile is used up (and Q is loaded)
     load_key_tile(q_base, ld_qkv, channels, key0, seq, hs, ks, vs, ld);
     __syncthreads();
+    // The warp's rows that see a key of this tile: i < seq and key0 <= i, the same on
+    // every lane; their scores by lane j = key j of the tile.
+    if (warp_row0 >= seq || key0 > warp_row0 + kRowsPerWarp - 1) continue;  // warp-uniform
+    float dots[kRowsPerWarp], p[kRowsPerWarp];
+    int first[kRowsPerWarp], end[kRowsPerWarp];
+    dot_own_rows(qs + warp * kRowsPerWarp * ld_own, ld_own, ks + lane * ld, hs, dots);
+    const int j = key0 + lane;
     DTRAIN_UNROLL
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int qr = warp * kRowsPerWarp + r, i = row0 + qr;
-      if (i >= seq || key0 > i) continue;  // the warp's row: the same for every lane
-      const int j = key0 + lane;
-      const float s = j <= i ? scale * dot_shared(qs + qr * ld, ks + lane * ld, hs) : -INFINITY;
+      const int i = warp_row0 + r;
+      p[r] = 0.0f;
+      first[r] = end[r] = 0;
+      if (i >= seq || key0 > i) continue;  // the row: the same for every lane
+      const float s = j <= i ? scale * dots[r] : -INFINITY;
       const float m_new = fmaxf(m[r], warp_max(s));  // finite: key0 <= i scores
-      const float p = j <= i ? expf(s - m_new) : 0.0f;
+      p[r] = j <= i ? expf(s - m_new) : 0.0f;
       const float rescale = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
-      l[r] = l[r] * rescale + warp_sum(p);
+      l[r] = l[r] * rescale + warp_sum(p[r]);
       DTRAIN_UNROLL
       for (int t = 0; t < DPL; ++t) acc[r][t] *= rescale;
-      accumulate_rows(acc[r], p, vs, ld, 0, i - key0 + 1 < kTile ? i - key0 + 1 : kTile, hs, lane);
+      end[r] = i - key0 + 1 < kTile ? i - key0 + 1 : kTile;
       m[r] = m_new;
     }
+    accumulate_own_rows(acc, p, vs, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -234,16 +302,17 @@ template <class T, int DPL>
 __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, const float* d_rows, T* dqkv, int seq,
                             int channels, int heads, float scale) {
   const HeadBlock<T> at(qkv, dout, seq, channels, heads);
-  const int hs = at.hs, ld = at.ld, warp = at.warp, lane = at.lane, head = at.head, row0 = at.row0;
+  const int hs = at.hs, ld = at.ld, ld_own = at.ld_own, warp = at.warp, lane = at.lane, head = at.head,
+            row0 = at.row0;
   const int64_t ld_qkv = at.ld_qkv;
   const T* q_base = at.q_base;
   float* qs = block_shared();
-  float* dos = qs + kBlockRows * ld;
-  float* ks = dos + kBlockRows * ld;
+  float* dos = qs + kBlockRows * ld_own;
+  float* ks = dos + kBlockRows * ld_own;
   float* vs = ks + kTile * ld;
   const int last = row0 + at.rows - 1;
-  load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld);
-  load_rows(at.do_base + static_cast<int64_t>(row0) * channels, channels, kBlockRows, at.rows, hs, dos, ld);
+  load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld_own);
+  load_rows(at.do_base + static_cast<int64_t>(row0) * channels, channels, kBlockRows, at.rows, hs, dos, ld_own);
 
   float acc[kRowsPerWarp][DPL];
   DTRAIN_UNROLL
@@ -253,23 +322,30 @@ __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, con
   }
   const float* head_stats = stats + static_cast<int64_t>(head) * seq;
   const float* head_d = d_rows + static_cast<int64_t>(head) * seq;
+  const int warp_row0 = row0 + warp * kRowsPerWarp;
   for (int key0 = 0; key0 <= last; key0 += kTile) {
     __syncthreads();
     load_key_tile(q_base, ld_qkv, channels, key0, seq, hs, ks, vs, ld);
     __syncthreads();
+    if (warp_row0 >= seq || key0 > warp_row0 + kRowsPerWarp - 1) continue;  // warp-uniform
+    float qk[kRowsPerWarp], dov[kRowsPerWarp], ds[kRowsPerWarp];
+    int first[kRowsPerWarp], end[kRowsPerWarp];
+    dot_own_rows(qs + warp * kRowsPerWarp * ld_own, ld_own, ks + lane * ld, hs, qk);
+    dot_own_rows(dos + warp * kRowsPerWarp * ld_own, ld_own, vs + lane * ld, hs, dov);
+    const int j = key0 + lane;
     DTRAIN_UNROLL
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int qr = warp * kRowsPerWarp + r, i = row0 + qr;
+      const int i = warp_row0 + r;
+      ds[r] = 0.0f;
+      first[r] = end[r] = 0;
       if (i >= seq || key0 > i) continue;  // warp-uniform
-      const int j = key0 + lane;
-      float ds = 0.0f;
       if (j <= i) {
-        const float p = expf(scale * dot_shared(qs + qr * ld, ks + lane * ld, hs) - head_stats[i]);
-        const float dp = dot_shared(dos + qr * ld, vs + lane * ld, hs);
-        ds = p * (dp - head_d[i]);
+        const float p = expf(scale * qk[r] - head_stats[i]);
+        ds[r] = p * (dov[r] - head_d[i]);
       }
-      accumulate_rows(acc[r], ds, ks, ld, 0, i - key0 + 1 < kTile ? i - key0 + 1 : kTile, hs, lane);
+      end[r] = i - key0 + 1 < kTile ? i - key0 + 1 : kTile;
     }
+    accumulate_own_rows(acc, ds, ks, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -286,7 +362,7 @@ __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, con
 
 // Backward, dK and dV: each block takes 16 key rows of one head, each warp 4 of them,
 // and streams the query rows that see them (i >= the block's first key) past, 32 at a
-// time, lane i scoring query i of the tile:
+// time, lane i scoring query i of the tile against the warp's 4 keys:
 //   dV_j = sum_i P_ij dO_i,  dK_j = s sum_i dS_ij q_i.
 // Each (b, h, j) is one warp's alone, so there is no atomic and no cross-block sum:
 // the result is the same bits every run. Shared memory: K and V (16 rows each), then
@@ -295,18 +371,19 @@ template <class T, int DPL>
 __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, const float* d_rows, T* dqkv, int seq,
                              int channels, int heads, float scale) {
   const HeadBlock<T> at(qkv, dout, seq, channels, heads);
-  const int hs = at.hs, ld = at.ld, warp = at.warp, lane = at.lane, head = at.head, row0 = at.row0;
+  const int hs = at.hs, ld = at.ld, ld_own = at.ld_own, warp = at.warp, lane = at.lane, head = at.head,
+            row0 = at.row0;
   const int64_t ld_qkv = at.ld_qkv;
   const T* q_base = at.q_base;
   const T* do_base = at.do_base;
   float* ks = block_shared();
-  float* vs = ks + kBlockRows * ld;
-  float* qs = vs + kBlockRows * ld;
+  float* vs = ks + kBlockRows * ld_own;
+  float* qs = vs + kBlockRows * ld_own;
   float* dos = qs + kTile * ld;
   float* tile_stats = dos + kTile * ld;
   float* tile_d = tile_stats + kTile;
-  load_rows(q_base + row0 * ld_qkv + channels, ld_qkv, kBlockRows, at.rows, hs, ks, ld);
-  load_rows(q_base + row0 * ld_qkv + 2 * channels, ld_qkv, kBlockRows, at.rows, hs, vs, ld);
+  load_rows(q_base + row0 * ld_qkv + channels, ld_qkv, kBlockRows, at.rows, hs, ks, ld_own);
+  load_rows(q_base + row0 * ld_qkv + 2 * channels, ld_qkv, kBlockRows, at.rows, hs, vs, ld_own);
 
   float dk[kRowsPerWarp][DPL], dv[kRowsPerWarp][DPL];
   DTRAIN_UNROLL
@@ -316,6 +393,7 @@ __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, co
   }
   const float* head_stats = stats + static_cast<int64_t>(head) * seq;
   const float* head_d = d_rows + static_cast<int64_t>(head) * seq;
+  const int warp_row0 = row0 + warp * kRowsPerWarp;  // the warp's first key
   for (int q0 = row0 / kTile * kTile; q0 < seq; q0 += kTile) {
     __syncthreads();
     const int valid = seq - q0 < kTile ? seq - q0 : kTile;
@@ -327,22 +405,29 @@ __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, co
       tile_d[threadIdx.x] = i < seq ? head_d[i] : 0.0f;
     }
     __syncthreads();
+    // No key of the warp's is seen by a query of the tile: warp-uniform.
+    if (warp_row0 >= seq || q0 + kTile <= warp_row0) continue;
+    float qk[kRowsPerWarp], dov[kRowsPerWarp], p[kRowsPerWarp], ds[kRowsPerWarp];
+    int first[kRowsPerWarp], end[kRowsPerWarp];
+    dot_own_rows(ks + warp * kRowsPerWarp * ld_own, ld_own, qs + lane * ld, hs, qk);
+    dot_own_rows(vs + warp * kRowsPerWarp * ld_own, ld_own, dos + lane * ld, hs, dov);
+    const int i = q0 + lane;
     DTRAIN_UNROLL
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int kr = warp * kRowsPerWarp + r, j = row0 + kr;
+      const int j = warp_row0 + r;
+      p[r] = ds[r] = 0.0f;
+      first[r] = end[r] = 0;
       if (j >= seq || q0 + kTile <= j) continue;  // warp-uniform: no query of the tile sees key j
-      const int i = q0 + lane;
-      float p = 0.0f, ds = 0.0f;
       if (i >= j && i < seq) {
-        p = expf(scale * dot_shared(qs + lane * ld, ks + kr * ld, hs) - tile_stats[lane]);
-        const float dp = dot_shared(dos + lane * ld, vs + kr * ld, hs);
-        ds = p * (dp - tile_d[lane]);
+        p[r] = expf(scale * qk[r] - tile_stats[lane]);
+        ds[r] = p[r] * (dov[r] - tile_d[lane]);
       }
       // Lanes below j - q0 and at or past `valid` hold zeros: start and stop around them.
-      const int first = j - q0 > 0 ? j - q0 : 0;
-      accumulate_rows(dv[r], p, dos, ld, first, valid, hs, lane);
-      accumulate_rows(dk[r], ds, qs, ld, first, valid, hs, lane);
+      first[r] = j - q0 > 0 ? j - q0 : 0;
+      end[r] = valid;
     }
+    accumulate_own_rows(dv, p, dos, ld, first, end, hs, lane);
+    accumulate_own_rows(dk, ds, qs, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {

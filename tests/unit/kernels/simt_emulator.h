@@ -275,6 +275,7 @@ void launch(Dim3 grid, Dim3 block, size_t shared_bytes, Kernel kernel, Args... a
 // The CUDA names a kernel source uses, for the host compiler.
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define threadIdx (::dtrain::simt::current_fiber().thread_idx)
 #define blockIdx (::dtrain::simt::running()->block_idx)
