@@ -7,7 +7,7 @@
 // compiler, from the unit tests' SIMT emulator (tests/unit/kernels/simt_emulator.h),
 // which runs each CUDA thread as a fiber so that CI executes these very kernels on the
 // CPU. So it uses only what both provide: the CUDA built-in names (threadIdx, blockIdx,
-// __syncthreads, __shfl_sync, __shfl_xor_sync, __host__, __device__, expf, logf,
+// __syncthreads, __syncwarp, __shfl_sync, __shfl_xor_sync, __host__, __device__, expf, logf,
 // fmaxf), to_float and from_float<T> (kernels/cuda/storage.cuh, or the emulator's), and
 // block_shared(), the block's dynamic shared memory, 16-byte aligned (the emulator's
 // is a std::vector's, malloc's 16). The includer provides them before including this.
@@ -46,19 +46,26 @@ inline constexpr unsigned kAllLanes = 0xffffffffu;
 // once, a broadcast), and the tile's rows hs + 1 apart (shared_ld: lane j reading
 // element d of row j hits bank (j + d) % 32, no conflict). Each row's sums keep their
 // order (d, then the tile's rows in order), so the results are the bits of one row at a
-// time; only the shared-memory reads are fewer.
+// time; only the shared-memory reads are fewer. The weights of those sums (lane j's,
+// one per own row) go through the warp's stage in shared memory, 4 floats a lane, so
+// that a lane reads tile row j's 4 weights in one 16-byte load rather than 4 shuffles.
 //
 // The launch geometry (host code): grid (grid_rows(T), B * H) of kThreads threads, and
-// each kernel's dynamic shared memory: the own rows (own_ld floats each) first, so that
-// they start 16-byte aligned, then the tile's (shared_ld), then dK/dV's 64 row
-// statistics. row_dot is a grid-stride loop over rows, a warp each.
+// each kernel's dynamic shared memory: the own rows (own_ld floats each) and the warps'
+// stages (one each; dK/dV two) first, so that they start 16-byte aligned, then the
+// tile's rows (shared_ld), then dK/dV's 64 row statistics. row_dot is a grid-stride
+// loop over rows, a warp each.
+inline constexpr int kStageFloats = kTile * kRowsPerWarp;  // one warp's stage
 inline unsigned grid_rows(int64_t seq) { return static_cast<unsigned>((seq + kBlockRows - 1) / kBlockRows); }
 __host__ __device__ inline int own_ld(int64_t hs) { return static_cast<int>((hs + 3) / 4 * 4); }
 inline size_t forward_shared_bytes(int64_t hs) {
-  return (static_cast<size_t>(kBlockRows) * own_ld(hs) + static_cast<size_t>(2 * kTile) * (hs + 1)) * 4;
+  return (static_cast<size_t>(kBlockRows) * own_ld(hs) + kWarps * kStageFloats +
+          static_cast<size_t>(2 * kTile) * (hs + 1)) *
+         4;
 }
 inline size_t backward_shared_bytes(int64_t hs) {
-  return (static_cast<size_t>(2 * kBlockRows) * own_ld(hs) + static_cast<size_t>(2 * kTile) * (hs + 1) + 2 * kTile) *
+  return (static_cast<size_t>(2 * kBlockRows) * own_ld(hs) + 2 * kWarps * kStageFloats +
+          static_cast<size_t>(2 * kTile) * (hs + 1) + 2 * kTile) *
          4;
 }
 inline unsigned row_dot_blocks(int64_t rows) {
@@ -147,11 +154,17 @@ __device__ inline void dot_own_rows(const float* own, int ld_own, const float* l
 // For each own row r: acc[r][t] += sum over the tile's lanes first[r] <= jj < end[r] of
 // w_jj * rows[jj][lane + 32 t], where lane jj holds w[r]: each lane adds to the head
 // dimensions it owns, in the order of jj. first and end must be the same on every lane
-// (an empty range, first = end, leaves the row's sums alone).
+// (an empty range, first = end, leaves the row's sums alone). Every lane of the warp
+// calls it; `stage` is the warp's (kStageFloats, 16-byte aligned), free until the
+// block's next __syncthreads.
+static_assert(kRowsPerWarp == 4, "a lane's weights for its warp's rows fill one Quad");
 template <int DPL>
 __device__ inline void accumulate_own_rows(float (&acc)[kRowsPerWarp][DPL], const float (&w)[kRowsPerWarp],
-                                           const float* rows, int ld, const int (&first)[kRowsPerWarp],
-                                           const int (&end)[kRowsPerWarp], int hs, int lane) {
+                                           float* stage, const float* rows, int ld,
+                                           const int (&first)[kRowsPerWarp], const int (&end)[kRowsPerWarp],
+                                           int hs, int lane) {
+  *reinterpret_cast<Quad*>(stage + lane * kRowsPerWarp) = Quad{{w[0], w[1], w[2], w[3]}};
+  __syncwarp();
   int lo = kTile, hi = 0;
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -161,9 +174,7 @@ __device__ inline void accumulate_own_rows(float (&acc)[kRowsPerWarp][DPL], cons
     }
   }
   for (int jj = lo; jj < hi; ++jj) {
-    float wj[kRowsPerWarp];
-    DTRAIN_UNROLL
-    for (int r = 0; r < kRowsPerWarp; ++r) wj[r] = __shfl_sync(kAllLanes, w[r], jj);
+    const Quad wj = *reinterpret_cast<const Quad*>(stage + jj * kRowsPerWarp);
     DTRAIN_UNROLL
     for (int t = 0; t < DPL; ++t) {
       const int d = lane + kWarpLanes * t;
@@ -171,7 +182,7 @@ __device__ inline void accumulate_own_rows(float (&acc)[kRowsPerWarp][DPL], cons
       const float x = rows[jj * ld + d];
       DTRAIN_UNROLL
       for (int r = 0; r < kRowsPerWarp; ++r) {
-        if (jj >= first[r] && jj < end[r]) acc[r][t] += wj[r] * x;
+        if (jj >= first[r] && jj < end[r]) acc[r][t] += wj.v[r] * x;
       }
     }
   }
@@ -208,7 +219,8 @@ struct HeadBlock {
 // them, 32 at a time: lane j scores key j of the tile against the warp's 4 rows (Note
 // [Own attention's shared rows]), and the online softmax (running max m, running sum
 // l, output rescaled when m grows) keeps only O(hs) state a row.
-// out = acc / l, stats = m + log l. Shared memory: Q (16 rows), K and V (32 rows each).
+// out = acc / l, stats = m + log l. Shared memory: Q (16 rows), the warps' stages, K and
+// V (32 rows each).
 template <class T, int DPL>
 __global__ void forward(const T* qkv, T* out, float* stats, int seq, int channels, int heads, float scale) {
   const HeadBlock<T> at(qkv, nullptr, seq, channels, heads);
@@ -216,7 +228,8 @@ __global__ void forward(const T* qkv, T* out, float* stats, int seq, int channel
   const int64_t ld_qkv = at.ld_qkv;
   const T* q_base = at.q_base;
   float* qs = block_shared();
-  float* ks = qs + kBlockRows * ld_own;
+  float* stage = qs + kBlockRows * ld_own + warp * kStageFloats;
+  float* ks = qs + kBlockRows * ld_own + kWarps * kStageFloats;
   float* vs = ks + kTile * ld;
   const int last = row0 + at.rows - 1;  // the block's last row
   load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld_own);
@@ -257,7 +270,7 @@ __global__ void forward(const T* qkv, T* out, float* stats, int seq, int channel
       end[r] = i - key0 + 1 < kTile ? i - key0 + 1 : kTile;
       m[r] = m_new;
     }
-    accumulate_own_rows(acc, p, vs, ld, first, end, hs, lane);
+    accumulate_own_rows(acc, p, stage, vs, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -297,7 +310,7 @@ __global__ void row_dot(const T* dout, const T* out, float* d_rows, int64_t rows
 // Backward, dQ: the forward's loop over keys again, per query row i:
 //   P_ij = exp(s q_i.k_j - stats_i),  dP_ij = dO_i . v_j,  dS_ij = P_ij (dP_ij - D_i),
 //   dQ_i = s sum_j dS_ij k_j.
-// Shared memory: Q and dO (16 rows each), K and V (32 rows each).
+// Shared memory: Q and dO (16 rows each), the warps' stages, K and V (32 rows each).
 template <class T, int DPL>
 __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, const float* d_rows, T* dqkv, int seq,
                             int channels, int heads, float scale) {
@@ -308,7 +321,8 @@ __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, con
   const T* q_base = at.q_base;
   float* qs = block_shared();
   float* dos = qs + kBlockRows * ld_own;
-  float* ks = dos + kBlockRows * ld_own;
+  float* stage = dos + kBlockRows * ld_own + warp * kStageFloats;
+  float* ks = dos + kBlockRows * ld_own + kWarps * kStageFloats;
   float* vs = ks + kTile * ld;
   const int last = row0 + at.rows - 1;
   load_rows(q_base + row0 * ld_qkv, ld_qkv, kBlockRows, at.rows, hs, qs, ld_own);
@@ -345,7 +359,7 @@ __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, con
       }
       end[r] = i - key0 + 1 < kTile ? i - key0 + 1 : kTile;
     }
-    accumulate_own_rows(acc, ds, ks, ld, first, end, hs, lane);
+    accumulate_own_rows(acc, ds, stage, ks, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -365,8 +379,9 @@ __global__ void backward_dq(const T* qkv, const T* dout, const float* stats, con
 // time, lane i scoring query i of the tile against the warp's 4 keys:
 //   dV_j = sum_i P_ij dO_i,  dK_j = s sum_i dS_ij q_i.
 // Each (b, h, j) is one warp's alone, so there is no atomic and no cross-block sum:
-// the result is the same bits every run. Shared memory: K and V (16 rows each), then
-// Q and dO (32 rows each), then the tile's stats and D (32 each).
+// the result is the same bits every run. Shared memory: K and V (16 rows each), the
+// warps' two stages each (P's and dS's), then Q and dO (32 rows each), then the tile's
+// stats and D (32 each).
 template <class T, int DPL>
 __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, const float* d_rows, T* dqkv, int seq,
                              int channels, int heads, float scale) {
@@ -378,7 +393,9 @@ __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, co
   const T* do_base = at.do_base;
   float* ks = block_shared();
   float* vs = ks + kBlockRows * ld_own;
-  float* qs = vs + kBlockRows * ld_own;
+  float* p_stage = vs + kBlockRows * ld_own + warp * 2 * kStageFloats;  // the warp's two
+  float* ds_stage = p_stage + kStageFloats;
+  float* qs = vs + kBlockRows * ld_own + kWarps * 2 * kStageFloats;
   float* dos = qs + kTile * ld;
   float* tile_stats = dos + kTile * ld;
   float* tile_d = tile_stats + kTile;
@@ -426,8 +443,8 @@ __global__ void backward_dkv(const T* qkv, const T* dout, const float* stats, co
       first[r] = j - q0 > 0 ? j - q0 : 0;
       end[r] = valid;
     }
-    accumulate_own_rows(dv, p, dos, ld, first, end, hs, lane);
-    accumulate_own_rows(dk, ds, qs, ld, first, end, hs, lane);
+    accumulate_own_rows(dv, p, p_stage, dos, ld, first, end, hs, lane);
+    accumulate_own_rows(dk, ds, ds_stage, qs, ld, first, end, hs, lane);
   }
   DTRAIN_UNROLL
   for (int r = 0; r < kRowsPerWarp; ++r) {
