@@ -104,12 +104,19 @@ __device__ inline float warp_sum(float v) {
 }
 
 // rows x hs values of a head, from `base` (row r at base + r * ld_global), into shared
-// memory with row stride ld; rows at or past `valid` are zero.
+// memory with row stride ld; rows at or past `valid` are zero. Warp w takes rows w,
+// w + 4, ..., its lanes a row's consecutive values (no division by hs per value).
 template <class T>
 __device__ inline void load_rows(const T* base, int64_t ld_global, int rows, int valid, int hs, float* dst, int ld) {
-  for (int e = static_cast<int>(threadIdx.x); e < rows * hs; e += kThreads) {
-    const int r = e / hs, d = e - r * hs;
-    dst[r * ld + d] = r < valid ? to_float(base[static_cast<int64_t>(r) * ld_global + d]) : 0.0f;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpLanes;
+  for (int r = static_cast<int>(threadIdx.x) / kWarpLanes; r < rows; r += kWarps) {
+    float* row = dst + r * ld;
+    if (r < valid) {
+      const T* src = base + static_cast<int64_t>(r) * ld_global;
+      for (int d = lane; d < hs; d += kWarpLanes) row[d] = to_float(src[d]);
+    } else {
+      for (int d = lane; d < hs; d += kWarpLanes) row[d] = 0.0f;
+    }
   }
 }
 
