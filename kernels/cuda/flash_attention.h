@@ -28,8 +28,9 @@
 // against that bound, and tests/gpu/test_flash_attention.cpp runs them on a GPU.
 //
 // Where it runs: head size up to 256 (each lane owns up to 8 of a head's dimensions),
-// and the kernels' shared memory (in backward 32 rows of hs rounded up to 4 floats and
-// 64 of hs + 1) within what the device gives a block.
+// and the kernels' shared memory (in backward 32 rows of hs rounded up to 4 floats, 64
+// of hs + 1, the warps' stages and the tile's statistics: backward_shared_bytes) within
+// what the device gives a block.
 #pragma once
 
 #include <cuda_runtime.h>

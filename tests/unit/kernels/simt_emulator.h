@@ -245,6 +245,11 @@ void launch(Dim3 grid, Dim3 block, size_t shared_bytes, Kernel kernel, Args... a
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         s.block_idx = {bx, by, bz};
         s.shared.assign((shared_bytes + sizeof(float) - 1) / sizeof(float), std::nanf(""));
+        // A GPU's dynamic shared memory is at least 16-byte aligned, and kernels read it
+        // 16 bytes at a time (Note [Own attention's shared rows]); malloc's is too.
+        if (!s.shared.empty() && reinterpret_cast<std::uintptr_t>(s.shared.data()) % 16 != 0) {
+          throw std::runtime_error("simt: the block's shared memory is not 16-byte aligned");
+        }
         s.barrier = Barrier{static_cast<int>(block.x)};
         s.warps.assign(block.x / 32, Warp{});
         for (Warp& w : s.warps) w.barrier.expected = 32;
