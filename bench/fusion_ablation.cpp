@@ -9,8 +9,8 @@
 // (its forward alone) and the one after the timed steps' updates (every fused path in
 // it). The fusions change results only within their ops' bounds, so the runs' losses
 // agree to bf16's roundings, and a fusion that broke the step shows there. "all fused"
-// runs first and again last, so that a drift of the card's clocks shows. It checks nothing (the GPU tests do);
-// scripts/gpu-check.sh records its lines.
+// runs first and again last, so that a drift of the card's clocks shows. It checks
+// nothing (the GPU tests do); scripts/gpu-check.sh records its lines.
 // Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
 // median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
 // config as dtrain's --set does). Exit 77 where no CUDA device is visible, 2 on
@@ -179,7 +179,8 @@ int run(const std::string& config_file, int steps, const std::vector<std::string
   }
   const Config config = load_config(config_file, overrides);
   if (config.model.name != "gpt") {
-    std::fprintf(stderr, "fusion_ablation: %s: model.name is '%s'; the ablation is of the GPT's step (model.name: gpt)\n",
+    std::fprintf(stderr,
+                 "fusion_ablation: %s: model.name is '%s'; the ablation is of the GPT's step (model.name: gpt)\n",
                  config_file.c_str(), config.model.name.c_str());
     return 2;
   }
@@ -189,7 +190,8 @@ int run(const std::string& config_file, int steps, const std::vector<std::string
     return 2;
   }
   std::printf("fusion_ablation: %s on %s, %s, micro-batch %lld x %lld tokens, median of %d steps\n",
-              config_file.c_str(), cpu_async ? "cpu-async (no switch applies)" : "cuda", config.precision.compute.c_str(), static_cast<long long>(config.train.micro_batch),
+              config_file.c_str(), cpu_async ? "cpu-async (no switch applies)" : "cuda",
+              config.precision.compute.c_str(), static_cast<long long>(config.train.micro_batch),
               static_cast<long long>(config.model.seq_len), steps);
   Timing base{};
   std::vector<float> initial;
