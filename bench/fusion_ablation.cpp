@@ -9,7 +9,9 @@
 // (its forward alone) and the one after the timed steps' updates (every fused path in
 // it). The fusions change results only within their ops' bounds, so the runs' losses
 // agree to bf16's roundings, and a fusion that broke the step shows there. "all fused"
-// runs first and again last, so that a drift of the card's clocks shows. It checks
+// runs first and again last, so that a drift of the card's clocks shows. The run before
+// the last has every fusion and CudaOptions::gemm_autotune too (Note [GEMM autotuning]),
+// whose timing of the GEMMs falls in the untimed first step. It checks
 // nothing (the GPU tests do); scripts/gpu-check.sh records its lines.
 // Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
 // median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
@@ -41,6 +43,7 @@ namespace {
 struct Variant {
   const char* name;
   CudaFusions fusions;
+  bool gemm_autotune = false;
 };
 
 std::vector<Variant> variants() {
@@ -59,6 +62,7 @@ std::vector<Variant> variants() {
     out.push_back({name, f});
   }
   out.push_back({"all off", none});
+  out.push_back({"gemm_autotune on", CudaFusions{}, true});  // every fusion, and the GEMMs timed
   // Again, last: a drift of the card's clocks over the runs shows as a difference from
   // the first.
   out.push_back({"all fused, again", CudaFusions{}});
@@ -78,19 +82,20 @@ Buffer upload(Context& ctx, const void* host, size_t bytes) {
   return b;
 }
 
-std::unique_ptr<Context> make_context(const Config& config, const CudaFusions& fusions, bool cpu_async) {
+std::unique_ptr<Context> make_context(const Config& config, const Variant& variant, bool cpu_async) {
   if (cpu_async) return Context::make_cpu_async(2);
   CudaOptions options;
   options.tf32 = config.precision.tf32;
-  options.fusions = fusions;
+  options.fusions = variant.fusions;
+  options.gemm_autotune = variant.gemm_autotune;
   return Context::make_cuda(options);
 }
 
 // `initial`: the parameters every run starts from; empty, this run initialises them from
 // the seed and fills it (GPT-2 124M's host initialisation takes seconds; once is enough).
-Timing time_steps(const Config& config, const CudaFusions& fusions, int steps, bool cpu_async,
+Timing time_steps(const Config& config, const Variant& variant, int steps, bool cpu_async,
                   std::vector<float>& initial) {
-  auto ctx = make_context(config, fusions, cpu_async);
+  auto ctx = make_context(config, variant, cpu_async);
   ModelSpec spec = config.model;
   spec.compute = config.precision.compute;
   spec.recompute = "none";
@@ -196,7 +201,7 @@ int run(const std::string& config_file, int steps, const std::vector<std::string
   Timing base{};
   std::vector<float> initial;
   for (const Variant& v : variants()) {
-    const Timing t = time_steps(config, v.fusions, steps, cpu_async, initial);
+    const Timing t = time_steps(config, v, steps, cpu_async, initial);
     if (base.median_ms == 0.0) base = t;
     std::printf("fusion_ablation %-24s step %8.3f ms (%+7.3f ms, %5.3fx all fused's), first loss %.6f (%+.1e), "
                 "last loss %.6f (%+.1e relative)\n",

@@ -41,6 +41,11 @@ struct CudaOptions {
   // kernels/cuda/flash_attention.h); false: always the unfused path.
   bool fused_attention = true;
   CudaFusions fusions;
+  // Time cuBLASLt's candidate algorithms for each bf16 GEMM shape on its first call and
+  // keep the fastest (Note [GEMM autotuning], kernels/cuda/linear_lt.h); off: the
+  // heuristic's first choice, as cuBLAS takes. Off by default: runs with it are not
+  // repeated bit for bit. For measurement (bench/fusion_ablation) until it pays.
+  bool gemm_autotune = false;
 };
 
 // Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a

@@ -74,7 +74,8 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, const CudaOptions& opt
   DTRAIN_CUBLAS_CHECK(
       cublasSetWorkspace(blas, cublas_workspace_.data(), cublas_workspace_.bytes()));
   // cuBLASLt's GEMMs share it: they run on the same stream as cuBLAS's.
-  linear_lt_ = std::make_unique<LinearLt>(cublas_workspace_.data(), cublas_workspace_.bytes());
+  linear_lt_ = std::make_unique<LinearLt>(cublas_workspace_.data(), cublas_workspace_.bytes(), &allocator_,
+                                          options.gemm_autotune);
   // The default math mode computes SGEMM in full FP32 (as PyTorch's default matmul);
   // CUBLAS_PEDANTIC_MATH would also forbid what only environment variables can enable
   // (BF16x9 emulation), at a documented speed cost. With tf32 the user opted into

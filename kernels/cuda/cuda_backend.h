@@ -194,7 +194,8 @@ class CudaBackend final : public OpsBackend {
   // Returns once the bytes are on the host (and checks Note [Label check on the device]).
   void copy_to_host(Context& ctx, void* dst, const void* src, size_t bytes) override;
   void synchronize(Context& ctx) override;
-  int64_t host_syncs() const override { return host_syncs_; }
+  // With the waits of the GEMM timings (Note [GEMM autotuning]), which only autotune has.
+  int64_t host_syncs() const override { return host_syncs_ + linear_lt_->tuning_syncs(); }
   // cuda_timeline.cpp: events on the compute stream (Note [Device timeline]).
   std::unique_ptr<DeviceTimeline> make_timeline(Context& ctx) override;
   // With TF32 allowed, the tensor-core TF32 rate is not counted: this is the fp32 peak.

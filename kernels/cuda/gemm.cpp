@@ -13,7 +13,9 @@
 // beta * C in fp32 and rounds a bf16 C once, to nearest (the handle's math mode
 // forbids split-K reductions in bf16: cuda_backend.cpp). Both take only the cuBLAS
 // workspace the backend set on its handle, so gemm_workspace_bytes stays the base's 0.
-// (cuBLASLt's fused bias and GELU epilogues would come here later.)
+// With CudaOptions::gemm_autotune a bf16 GEMM goes to cuBLASLt instead, whose candidate
+// algorithms it times (Note [GEMM autotuning], kernels/cuda/linear_lt.h), with the same
+// types, accumulation and fp32-only split-K sums.
 #include <algorithm>
 #include <limits>
 
@@ -64,6 +66,10 @@ void CudaBackend::gemm(Context& /*ctx*/, bool trans_a, bool trans_b, int64_t m, 
                                     to_blas(m, "m"), to_blas(k, "k"), &alpha, static_cast<const float*>(b.data),
                                     to_blas(ldb_ok, "ldb"), static_cast<const float*>(a.data),
                                     to_blas(lda_ok, "lda"), &beta, c.f32(), to_blas(ldc, "ldc")));
+    return;
+  }
+  if (linear_lt_->run_gemm(stream(), trans_b, trans_a, n, m, k, alpha, b.data, ldb, a.data, lda, beta, c.data, ldc,
+                           c.type == DType::kF32)) {
     return;
   }
   DTRAIN_CUBLAS_CHECK(cublasGemmEx(cublas_.get(), blas_op(trans_b), blas_op(trans_a), to_blas(n, "n"),

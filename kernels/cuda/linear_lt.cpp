@@ -1,8 +1,13 @@
 #include "kernels/cuda/linear_lt.h"
 
+#include <array>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/errors.h"
+#include "kernels/gemm_autotune.h"
+#include "kernels/memory.h"
 
 namespace dtrain {
 
@@ -28,11 +33,23 @@ bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment
 //   gradients rows) view of x and dy' the (out, rows) view of dy taken transposed:
 //             m = in, n = out, k = rows, D fp32. BGRADB sums op(B) = dy over k, one
 //             value per column of D: the column sums of dy, length out.
+// A is stored (k, m) when taken transposed, else (m, k); B (n, k) or (k, n); D (m, n).
+struct LinearLt::Shape {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldd = 0;
+  bool d_fp32 = false;
+};
+
 struct LinearLt::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool ok = false;  // cleared too when cuBLASLt refuses the algorithm at run time
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first; algo is one
+  // D's columns for cudaMemcpy2DAsync: n of them, each `d_column_bytes` wide, one every
+  // `d_pitch_bytes` (the leading dimension's padding is not D's).
+  size_t d_column_bytes = 0, d_pitch_bytes = 0, d_columns = 0;
+  bool tuned = false;  // Note [GEMM autotuning]: timed, or left untimed for good
+  bool ok = false;     // cleared too when cuBLASLt refuses the algorithm at run time
   ~Plan() {
     if (d != nullptr) DTRAIN_CUBLAS_REPORT(cublasLtMatrixLayoutDestroy(d));
     if (b != nullptr) DTRAIN_CUBLAS_REPORT(cublasLtMatrixLayoutDestroy(b));
@@ -41,7 +58,8 @@ struct LinearLt::Plan {
   }
 };
 
-LinearLt::LinearLt(void* workspace, size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+LinearLt::LinearLt(void* workspace, size_t workspace_bytes, Allocator* scratch, bool autotune)
+    : workspace_(workspace), workspace_bytes_(workspace_bytes), scratch_(scratch), autotune_(autotune) {
   DTRAIN_CUBLAS_CHECK(cublasLtCreate(&handle_));
 }
 
@@ -50,19 +68,25 @@ LinearLt::~LinearLt() {
   DTRAIN_CUBLAS_REPORT(cublasLtDestroy(handle_));
 }
 
-LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out) {
-  const auto key = std::make_tuple(kind, rows, in, out);
+LinearLt::Plan& LinearLt::plan(Kind kind, const Shape& s) {
+  const std::array<int64_t, 8> key = {static_cast<int64_t>(kind), s.m,   s.n,   s.k,
+                                      s.lda,                      s.ldb, s.ldd,
+                                      int64_t{s.trans_a} | int64_t{s.trans_b} << 1 | int64_t{s.d_fp32} << 2};
   auto found = plans_.find(key);
   if (found != plans_.end()) return *found->second;
   auto p = std::make_unique<Plan>();
-  const bool forward = kind == Kind::kBias || kind == Kind::kBiasGelu;
-  const bool parameters = kind == Kind::kParameterGradients;
+  const size_t d_element = s.d_fp32 ? sizeof(float) : sizeof(uint16_t);
+  p->d_column_bytes = static_cast<size_t>(s.m) * d_element;
+  p->d_pitch_bytes = static_cast<size_t>(s.ldd) * d_element;
+  p->d_columns = static_cast<size_t>(s.n);
+  const bool bias = kind == Kind::kBias || kind == Kind::kBiasGelu || kind == Kind::kParameterGradients;
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t transpose_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t transpose_b = parameters ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t transpose_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t transpose_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasLtEpilogue_t epilogue = kind == Kind::kBias           ? CUBLASLT_EPILOGUE_BIAS
                                       : kind == Kind::kBiasGelu     ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
                                       : kind == Kind::kGeluBackward ? CUBLASLT_EPILOGUE_DGELU
+                                      : kind == Kind::kPlain        ? CUBLASLT_EPILOGUE_DEFAULT
                                                                     : CUBLASLT_EPILOGUE_BGRADB;
   DTRAIN_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose_a, sizeof transpose_a));
@@ -74,9 +98,9 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   // calls guarantee, so that no algorithm counting on more is chosen (a null pointer
   // looks aligned to everything).
   const void* stand_in = reinterpret_cast<const void*>(uintptr_t{kAlignment});
-  if (forward || parameters) {
+  if (bias) {
     // The bias in the output's type: bf16 forward, fp32 for the bias gradient.
-    const cudaDataType_t bias_type = parameters ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t bias_type = s.d_fp32 ? CUDA_R_32F : CUDA_R_16BF;
     DTRAIN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     DTRAIN_CUBLAS_CHECK(
@@ -84,28 +108,17 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   }
   if (kind == Kind::kBiasGelu || kind == Kind::kGeluBackward) {
     // pre in the output's type (bf16, the attribute's default) and layout.
-    const int64_t aux_ld = forward ? out : in;
     DTRAIN_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &s.ldd, sizeof s.ldd));
     DTRAIN_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &stand_in, sizeof stand_in));
   }
-  const auto layout = [](cublasLtMatrixLayout_t* l, cudaDataType_t type, int64_t r, int64_t c) {
-    DTRAIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, static_cast<uint64_t>(r), static_cast<uint64_t>(c), r));
+  const auto layout = [](cublasLtMatrixLayout_t* l, cudaDataType_t type, int64_t r, int64_t c, int64_t ld) {
+    DTRAIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(l, type, static_cast<uint64_t>(r), static_cast<uint64_t>(c), ld));
   };
-  if (forward) {
-    layout(&p->a, CUDA_R_16BF, in, out);   // W' (in, out), taken transposed
-    layout(&p->b, CUDA_R_16BF, in, rows);  // x'
-    layout(&p->d, CUDA_R_16BF, out, rows);
-  } else if (parameters) {
-    layout(&p->a, CUDA_R_16BF, in, rows);   // x'
-    layout(&p->b, CUDA_R_16BF, out, rows);  // dy', taken transposed
-    layout(&p->d, CUDA_R_32F, in, out);     // dW'
-  } else {
-    layout(&p->a, CUDA_R_16BF, in, out);    // W' (in, out)
-    layout(&p->b, CUDA_R_16BF, out, rows);  // dy'
-    layout(&p->d, CUDA_R_16BF, in, rows);
-  }
+  layout(&p->a, CUDA_R_16BF, s.trans_a ? s.k : s.m, s.trans_a ? s.m : s.k, s.lda);
+  layout(&p->b, CUDA_R_16BF, s.trans_b ? s.n : s.k, s.trans_b ? s.k : s.n, s.ldb);
+  layout(&p->d, s.d_fp32 ? CUDA_R_32F : CUDA_R_16BF, s.m, s.n, s.ldd);
 
   cublasLtMatmulPreference_t preference = nullptr;
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
@@ -123,21 +136,106 @@ LinearLt::Plan& LinearLt::plan(Kind kind, int64_t rows, int64_t in, int64_t out)
   const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                                            &reductions, sizeof reductions));
-  cublasLtMatmulHeuristicResult_t result{};
+  std::array<cublasLtMatmulHeuristicResult_t, kCandidates> results{};
   int found_algos = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->a, p->b, p->d, p->d, preference,
-                                                               1, &result, &found_algos);
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, p->op, p->a, p->b, p->d, p->d, preference, autotune_ ? kCandidates : 1, results.data(), &found_algos);
   DTRAIN_CUBLAS_REPORT(cublasLtMatmulPreferenceDestroy(preference));
   // "No algorithm" declines the shape; any other failure is a bug to see, not to hide
   // behind the unfused form.
   if (status != CUBLAS_STATUS_NOT_SUPPORTED) DTRAIN_CUBLAS_CHECK(status);
-  p->ok = status == CUBLAS_STATUS_SUCCESS && found_algos > 0 && result.state == CUBLAS_STATUS_SUCCESS;
-  if (p->ok) p->algo = result.algo;
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    for (int i = 0; i < found_algos; ++i) {
+      if (results[static_cast<size_t>(i)].state == CUBLAS_STATUS_SUCCESS) {
+        p->candidates.push_back(results[static_cast<size_t>(i)].algo);
+      }
+    }
+  }
+  candidates_offered_ += static_cast<int64_t>(p->candidates.size());
+  p->ok = !p->candidates.empty();
+  if (p->ok) p->algo = p->candidates.front();
+  p->tuned = p->candidates.size() < 2;  // nothing to choose between
   return *plans_.emplace(key, std::move(p)).first->second;
 }
 
-bool LinearLt::matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d, float beta) {
-  const float alpha = 1.0f;
+namespace {
+
+// A CUDA event with timing, destroyed on every path out (the timing may throw).
+struct TimingEvent {
+  cudaEvent_t event = nullptr;
+  TimingEvent() { DTRAIN_CUDA_CHECK(cudaEventCreate(&event)); }
+  ~TimingEvent() { DTRAIN_CUDA_REPORT(cudaEventDestroy(event)); }
+  TimingEvent(const TimingEvent&) = delete;
+  TimingEvent& operator=(const TimingEvent&) = delete;
+};
+
+}  // namespace
+
+// Note [GEMM autotuning]. The candidates run back to back, each between its own pair of
+// events, and the host waits once, at the end: no candidate's time includes the gap of
+// a host wait before it (which would favour the one timed first).
+void LinearLt::tune(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d, float alpha, float beta) {
+  p.tuned = true;  // once, whatever happens below: an untimed shape is not retried every call
+  if (d == a || d == b) return;  // the timing would overwrite an operand (no op does this)
+  Buffer saved;
+  const auto copy_d = [&](void* to, size_t to_pitch, const void* from, size_t from_pitch) {
+    return cudaMemcpy2DAsync(to, to_pitch, from, from_pitch, p.d_column_bytes, p.d_columns,
+                             cudaMemcpyDeviceToDevice, stream);
+  };
+  if (beta != 0.0f) {
+    if (scratch_ == nullptr) return;
+    try {
+      saved = Buffer(*scratch_, p.d_column_bytes * p.d_columns, MemoryCategory::Workspace);
+    } catch (const OutOfMemoryError&) {
+      return;  // the heuristic's choice, untimed: the memory is the run's, not the tuning's
+    }
+    DTRAIN_CUDA_CHECK(copy_d(saved.data(), p.d_column_bytes, d, p.d_pitch_bytes));
+  }
+  const auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(handle_, p.op, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &algo, workspace_,
+                          workspace_bytes_, stream);
+  };
+  const size_t count = p.candidates.size();
+  std::vector<TimingEvent> starts(count), stops(count);
+  std::vector<bool> ran(count, false);
+  try {
+    for (size_t i = 0; i < count; ++i) {
+      const cublasStatus_t warm_up = launch(p.candidates[i]);
+      if (warm_up == CUBLAS_STATUS_NOT_SUPPORTED) continue;  // nothing queued
+      DTRAIN_CUBLAS_CHECK(warm_up);
+      DTRAIN_CUDA_CHECK(cudaEventRecord(starts[i].event, stream));
+      for (int r = 0; r < kRepeats; ++r) DTRAIN_CUBLAS_CHECK(launch(p.candidates[i]));
+      DTRAIN_CUDA_CHECK(cudaEventRecord(stops[i].event, stream));
+      ran[i] = true;
+    }
+  } catch (...) {
+    // Put the accumulated output back as far as the device still lets us, and wait for
+    // it before `saved` is released.
+    if (saved.data() != nullptr) DTRAIN_CUDA_REPORT(copy_d(d, p.d_pitch_bytes, saved.data(), p.d_column_bytes));
+    DTRAIN_CUDA_REPORT(cudaStreamSynchronize(stream));
+    throw;
+  }
+  if (saved.data() != nullptr) DTRAIN_CUDA_CHECK(copy_d(d, p.d_pitch_bytes, saved.data(), p.d_column_bytes));
+  // The one wait: for the events, and for the copy back before `saved` goes back to the
+  // allocator, whose next owner may use it on another stream (an uploader's).
+  DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  ++tuning_syncs_;
+  std::vector<double> ms(count, -1.0);  // negative: refused
+  for (size_t i = 0; i < count; ++i) {
+    if (!ran[i]) continue;
+    float elapsed = 0.0f;
+    DTRAIN_CUDA_CHECK(cudaEventElapsedTime(&elapsed, starts[i].event, stops[i].event));
+    ms[i] = static_cast<double>(elapsed) / kRepeats;
+    ++timed_candidates_;
+  }
+  const int chosen = choose_gemm_candidate(ms, kMargin);
+  // None ran: matmul's own call refuses too and declines the shape.
+  if (chosen >= 0) p.algo = p.candidates[static_cast<size_t>(chosen)];
+  ++tuned_plans_;
+}
+
+bool LinearLt::matmul(cudaStream_t stream, Plan& p, const void* a, const void* b, void* d, float alpha, float beta) {
+  if (!p.tuned) tune(stream, p, a, b, d, alpha, beta);
   const cublasStatus_t status = cublasLtMatmul(handle_, p.op, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &p.algo,
                                                workspace_, workspace_bytes_, stream);
   // An algorithm may still refuse the call (cublasLtMatmulAlgoCheck's caveat); nothing
@@ -157,7 +255,10 @@ bool LinearLt::run(cudaStream_t stream, const void* x, const void* w, const void
   if (rows <= 0 || in <= 0 || out <= 0) return false;
   if (!aligned(x) || !aligned(w) || !aligned(bias) || !aligned(y)) return false;
   if (gelu && (!aligned(gelu_pre) || out % 8 != 0)) return false;
-  Plan& p = plan(gelu ? Kind::kBiasGelu : Kind::kBias, rows, in, out);
+  Shape s;  // W' (in, out) taken transposed, x' (in, rows), y' (out, rows)
+  s.trans_a = true;
+  s.m = out, s.n = rows, s.k = in, s.lda = in, s.ldb = in, s.ldd = out;
+  Plan& p = plan(gelu ? Kind::kBiasGelu : Kind::kBias, s);
   if (!p.ok) return false;
   DTRAIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   if (gelu) {
@@ -173,7 +274,9 @@ bool LinearLt::run_gelu_backward(cudaStream_t stream, const void* dy, const void
                                  int64_t rows, int64_t in, int64_t out) {
   if (rows <= 0 || in <= 0 || out <= 0) return false;
   if (!aligned(dy) || !aligned(w) || !aligned(pre) || !aligned(dpre) || in % 8 != 0) return false;
-  Plan& p = plan(Kind::kGeluBackward, rows, in, out);
+  Shape s;  // W' (in, out), dy' (out, rows), dpre' (in, rows)
+  s.m = in, s.n = rows, s.k = out, s.lda = in, s.ldb = out, s.ldd = in;
+  Plan& p = plan(Kind::kGeluBackward, s);
   if (!p.ok) return false;
   DTRAIN_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &pre, sizeof pre));
@@ -186,12 +289,29 @@ bool LinearLt::run_parameter_gradients(cudaStream_t stream, const void* dy, cons
                                        float* column_sums, int64_t rows, int64_t in, int64_t out) {
   if (rows <= 0 || in <= 0 || out <= 0) return false;
   if (!aligned(dy) || !aligned(x) || !aligned(dw) || !aligned(column_sums)) return false;
-  Plan& p = plan(Kind::kParameterGradients, rows, in, out);
+  Shape s;  // x' (in, rows), dy' (out, rows) taken transposed, dW' (in, out) in fp32
+  s.trans_b = true;
+  s.m = in, s.n = out, s.k = rows, s.lda = in, s.ldb = out, s.ldd = in, s.d_fp32 = true;
+  Plan& p = plan(Kind::kParameterGradients, s);
   if (!p.ok) return false;
   DTRAIN_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &column_sums, sizeof column_sums));
-  if (!matmul(stream, p, x, dy, dw, 1.0f)) return false;
+  if (!matmul(stream, p, x, dy, dw, 1.0f, 1.0f)) return false;
   ++parameter_gradient_calls_;
+  return true;
+}
+
+bool LinearLt::run_gemm(cudaStream_t stream, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                        float alpha, const void* a, int64_t lda, const void* b, int64_t ldb, float beta, void* c,
+                        int64_t ldc, bool c_fp32) {
+  if (!autotune_ || m <= 0 || n <= 0 || k <= 0) return false;
+  if (!aligned(a) || !aligned(b) || !aligned(c)) return false;
+  Shape s;
+  s.trans_a = trans_a, s.trans_b = trans_b;
+  s.m = m, s.n = n, s.k = k, s.lda = lda, s.ldb = ldb, s.ldd = ldc, s.d_fp32 = c_fp32;
+  Plan& p = plan(Kind::kPlain, s);
+  if (!p.ok || !matmul(stream, p, a, b, c, alpha, beta)) return false;
+  ++plain_calls_;
   return true;
 }
 

@@ -70,6 +70,14 @@ inline std::unique_ptr<Context> make_cuda_chains() {
   return Context::make_cuda(options);
 }
 
+// A CUDA context whose bf16 GEMMs time cuBLASLt's candidates on each shape's first call
+// (CudaOptions::gemm_autotune; Note [GEMM autotuning], kernels/cuda/linear_lt.h).
+inline std::unique_ptr<Context> make_cuda_autotuned() {
+  CudaOptions options;
+  options.gemm_autotune = true;
+  return Context::make_cuda(options);
+}
+
 // n seeded normal values: offset + scale * N(0, 1).
 inline std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   std::vector<float> v(static_cast<size_t>(n));

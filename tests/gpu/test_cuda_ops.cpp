@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/errors.h"
 #include "kernels/host_buffer.h"
 #include "kernels/ops.h"
@@ -100,11 +101,14 @@ struct GemmOperands {
   std::vector<C> c;
 };
 
+// Padded, the leading dimensions exceed the widths (3, 2 and 1 more), which leaves
+// most rows under any vector alignment; unpadded, they are the widths.
 template <class AB, class C>
-GemmOperands<AB, C> gemm_operands(const GemmCase& g, bool ta, bool tb, Rng& rng) {
+GemmOperands<AB, C> gemm_operands(const GemmCase& g, bool ta, bool tb, Rng& rng, bool padded = true) {
   const int64_t a_rows = ta ? g.k : g.m, a_cols = ta ? g.m : g.k;
   const int64_t b_rows = tb ? g.n : g.k, b_cols = tb ? g.k : g.n;
-  GemmOperands<AB, C> o{a_cols + 3, b_cols + 2, g.n + 1, {}, {}, {}};
+  const int64_t pad = padded ? 1 : 0;
+  GemmOperands<AB, C> o{a_cols + 3 * pad, b_cols + 2 * pad, g.n + pad, {}, {}, {}};
   o.a = stored<AB>(random_normal(rng, a_rows * o.lda));
   o.b = stored<AB>(random_normal(rng, b_rows * o.ldb));
   o.c = stored<C>(random_normal(rng, g.m * o.ldc));
@@ -200,12 +204,12 @@ std::vector<double> gemm_slack(const GemmCase& g, bool ta, bool tb, float alpha,
 
 template <class C>
 void check_gemm_bf16(Context& gpu, Context& cpu, const GemmCase& g, bool ta, bool tb, float alpha, float beta,
-                     uint64_t seed) {
+                     uint64_t seed, bool padded = true) {
   SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k << " trans_a=" << ta
                                     << " trans_b=" << tb << " alpha=" << alpha << " beta=" << beta << " C "
-                                    << dtype_name(testing::dtype_of<C>));
+                                    << dtype_name(testing::dtype_of<C>) << (padded ? " padded" : ""));
   Rng rng(seed);
-  const auto operands = gemm_operands<bf16, C>(g, ta, tb, rng);
+  const auto operands = gemm_operands<bf16, C>(g, ta, tb, rng, padded);
   const auto slack = gemm_slack(g, ta, tb, alpha, beta, operands);  // m x n
   const auto [got, want] = run_gemm(gpu, cpu, g, ta, tb, alpha, beta, operands);
   if constexpr (std::is_same_v<C, bf16>) {
@@ -234,6 +238,34 @@ TEST_F(CudaOps, Bf16GemmMatchesCpuWithinTheSumOrderBound) {
       }
     }
   }
+}
+
+// With autotune (Note [GEMM autotuning]) the bf16 GEMMs run on cuBLASLt, whose timed
+// algorithm sums in its own order: the same bound. Unpadded widths that are multiples
+// of 8 take that path; the padded rows and the odd widths may be declined and fall
+// back to cuBLAS. Each shape is new to the context, so its first call is the one timed,
+// and with beta != 0 the timing's own additions into C must not show.
+TEST_F(CudaOps, Bf16GemmAutotunedMatchesCpuWithinTheSumOrderBound) {
+  const auto autotuned = testing::make_cuda_autotuned();
+  const LinearLt& lt = dynamic_cast<CudaBackend&>(autotuned->backend()).linear_lt();
+  uint64_t seed = 500;
+  for (const GemmCase& g : {GemmCase{7, 5, 9}, GemmCase{64, 128, 256}, GemmCase{256, 512, 128},
+                            GemmCase{8, 16, 3000}}) {
+    for (bool padded : {false, true}) {
+      for (bool ta : {false, true}) {
+        for (bool tb : {false, true}) {
+          for (const auto& [alpha, beta] : {std::pair{0.7f, -0.3f}, std::pair{1.0f, 0.0f}, std::pair{1.0f, 1.0f}}) {
+            check_gemm_bf16<bf16>(*autotuned, cpu(), g, ta, tb, alpha, beta, ++seed, padded);
+            check_gemm_bf16<float>(*autotuned, cpu(), g, ta, tb, alpha, beta, ++seed, padded);
+          }
+        }
+      }
+    }
+  }
+  // The unpadded shapes whose widths are multiples of 8 went to cuBLASLt, and were timed.
+  EXPECT_GT(lt.plain_calls(), 0);
+  EXPECT_GT(lt.tuned_plans(), 0);
+  EXPECT_GE(lt.timed_candidates(), lt.tuned_plans());
 }
 
 TEST_F(CudaOps, Bf16GemmWithEmptyInnerDimensionOnlyScalesABf16C) {

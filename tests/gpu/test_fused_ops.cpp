@@ -37,6 +37,10 @@
 //                           its values in place; here, that a GPT-sized call in place
 //                           takes no device memory beyond its per-row workspace, so
 //                           no probabilities are materialised.
+// The linears' bounds hold for any order of the sums, so they hold too on a context
+// with every fusion off (the chains) and on one that times cuBLASLt's candidate
+// algorithms (Note [GEMM autotuning]), where each case's shape is new, so its first
+// call is the one timed.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -151,6 +155,7 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
   };
   Rng rng(43);
   const auto chains = testing::make_cuda_chains();  // the unfused chains' bits meet the bound too
+  const auto autotuned = testing::make_cuda_autotuned();  // and the GEMMs' timed algorithms
   // The last: a bf16 product (4100 x 4099 floats) over linear.cu's 64 MiB band, so the
   // fallback takes it in two bands; its outputs start one element into their buffers,
   // under cuBLASLt's 16-byte alignment, so that both forms fall back (GELU's width, not
@@ -184,8 +189,10 @@ TYPED_TEST(FusedOpsIn, LinearForwardMatchesCpuWithinTheGemmBound) {
           }
         }
       }
-      for (Context* gpu : {&this->gpu(), chains.get()}) {
-        SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+      for (Context* gpu : {&this->gpu(), chains.get(), autotuned.get()}) {
+        SCOPED_TRACE(gpu == chains.get()      ? "CudaFusions off"
+                     : gpu == autotuned.get() ? "fused, GEMMs autotuned"
+                                              : "fused");
         DeviceArray<T> gx(*gpu, x), gw(*gpu, w), gb(*gpu, bias);
         const size_t offset = c.rows == 4100 ? 1 : 0;
         DeviceArray<T> gpre(*gpu, stored_nans<T>(n), offset), gy(*gpu, stored_nans<T>(n), offset);
@@ -280,6 +287,7 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
   };
   Rng rng(47);
   const auto chains = testing::make_cuda_chains();  // the chain (cuBLAS, then GELU's backward pass) too
+  const auto autotuned = testing::make_cuda_autotuned();  // the GEMM's timed algorithm too
   for (const Case& c : {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{96, 768, 192}, Case{130, 3072, 768}}) {
     SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.out << "->" << c.in);
     const int64_t n = c.rows * c.in;
@@ -302,8 +310,10 @@ TYPED_TEST(FusedOpsIn, LinearBackwardInputGeluMatchesTheCpuChainWithinTheDerived
         if (kBf16) slack[at] += g * std::ldexp(p, -8) + std::ldexp(shape, -10) * (1.0 + std::ldexp(1.0, -11)) * p;
       }
     }
-    for (Context* gpu : {&this->gpu(), chains.get()}) {
-      SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+    for (Context* gpu : {&this->gpu(), chains.get(), autotuned.get()}) {
+      SCOPED_TRACE(gpu == chains.get()      ? "CudaFusions off"
+                   : gpu == autotuned.get() ? "fused, GEMMs autotuned"
+                                            : "fused");
       DeviceArray<T> gdy(*gpu, dy), gw(*gpu, w), gpre(*gpu, pre);
       std::vector<std::vector<T>> runs;
       for (int run = 0; run < 2; ++run) {
@@ -338,6 +348,9 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChai
   };
   Rng rng(49);
   const auto chains = testing::make_cuda_chains();  // the chain (cuBLAS, then bias_backward) too
+  // The GEMM's timed algorithm too: the timing adds into dW too, so the first call's
+  // result shows that dW was put back before the call itself (Note [GEMM autotuning]).
+  const auto autotuned = testing::make_cuda_autotuned();
   for (const Case& c :
        {Case{1, 1, 1}, Case{7, 5, 3}, Case{64, 192, 48}, Case{300, 768, 2304}, Case{1030, 3072, 768}}) {
     SCOPED_TRACE(::testing::Message() << c.rows << " rows, " << c.in << "->" << c.out);
@@ -364,8 +377,10 @@ TYPED_TEST(FusedOpsIn, LinearParameterGradientsAddWithinTheGemmBoundOfTheCpuChai
         dw_slack[at] = factor * (magnitude + std::fabs(dw0[at]));
       }
     }
-    for (Context* gpu : {&this->gpu(), chains.get()}) {
-      SCOPED_TRACE(gpu == chains.get() ? "CudaFusions off" : "fused");
+    for (Context* gpu : {&this->gpu(), chains.get(), autotuned.get()}) {
+      SCOPED_TRACE(gpu == chains.get()      ? "CudaFusions off"
+                   : gpu == autotuned.get() ? "fused, GEMMs autotuned"
+                                            : "fused");
       DeviceArray<T> gdy(*gpu, dy), gx(*gpu, x);
       std::vector<std::vector<float>> dws, dbs;
       for (int run = 0; run < 2; ++run) {
