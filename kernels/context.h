@@ -44,7 +44,7 @@ struct CudaOptions {
   // Time cuBLASLt's candidate algorithms for each bf16 GEMM shape on its first call and
   // keep the fastest (Note [GEMM autotuning], kernels/cuda/linear_lt.h); off: the
   // heuristic's first choice, as cuBLAS takes. Off by default: runs with it are not
-  // repeated bit for bit. For measurement (bench/fusion_ablation) until it pays.
+  // repeated bit for bit (precision.gemm_autotune turns it on).
   bool gemm_autotune = false;
 };
 

@@ -42,6 +42,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
       CudaOptions options;
       options.device = choice.index;
       options.tf32 = config.precision.tf32;
+      options.gemm_autotune = config.precision.gemm_autotune;
       options.num_threads = threads;
       options.memory_limit_bytes = limit;
       setup.ctx = Context::make_cuda(options);

@@ -118,6 +118,10 @@ struct DeviceConfig {
 struct PrecisionConfig {
   bool tf32 = false;  // allow TF32 tensor-core math on GPUs (fp32 results then differ)
   std::string compute = "fp32";  // fp32 | bf16: activations and GEMM inputs (Note [bf16 storage])
+  // Time cuBLASLt's candidate algorithms for each bf16 GEMM shape on a GPU and keep the
+  // fastest (Note [GEMM autotuning], kernels/cuda/linear_lt.h); runs then repeat each
+  // other only to the last bits.
+  bool gemm_autotune = false;
 };
 
 struct Config {

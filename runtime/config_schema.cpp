@@ -188,6 +188,8 @@ std::vector<ConfigSection> make_schema() {
            {"tf32", Boolean{precision(&PrecisionConfig::tf32)}, "allow TF32 tensor-core math on GPUs"},
            {"compute", Choice{precision(&PrecisionConfig::compute), {"fp32", "bf16"}},
             "fp32, or bf16 activations and GEMM inputs with fp32 master weights (gpt only)"},
+           {"gemm_autotune", Boolean{precision(&PrecisionConfig::gemm_autotune)},
+            "time cuBLASLt's algorithms for each bf16 GEMM shape on GPUs and keep the fastest"},
        }},
   };
 }

@@ -55,9 +55,9 @@
 // run to run with the timing's noise, which the margin makes rarer but cannot rule
 // out: a run with autotune is no longer repeated bit for bit by the next, and ranks
 // that chose differently compute gradients that differ in the last bits before their
-// all-reduce (which still leaves all ranks the same parameters). A lever to measure
-// first (bench/fusion_ablation's "gemm_autotune on"); it becomes a user setting where
-// it pays.
+// all-reduce (which still leaves all ranks the same parameters). The user's setting is
+// precision.gemm_autotune; bench/fusion_ablation's "gemm_autotune on" line measures
+// what it buys in the GPT's step.
 #pragma once
 
 #include <cublasLt.h>

@@ -346,6 +346,7 @@ device:
 precision:
   tf32: true
   compute: bf16
+  gemm_autotune: true
 )";
 
 // The values of kEveryKey, written out again by hand.
@@ -419,6 +420,7 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_EQ(c.device.threads, 3);
   EXPECT_TRUE(c.precision.tf32);
   EXPECT_EQ(c.precision.compute, "bf16");
+  EXPECT_TRUE(c.precision.gemm_autotune);
 }
 
 // "section.key" of every key in a YAML text of sections, in the text's order.
