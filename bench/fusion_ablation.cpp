@@ -9,9 +9,11 @@
 // (its forward alone) and the one after the timed steps' updates (every fused path in
 // it). The fusions change results only within their ops' bounds, so the runs' losses
 // agree to bf16's roundings, and a fusion that broke the step shows there. "all fused"
-// runs first and again last, so that a drift of the card's clocks shows. The run before
-// the last has every fusion and CudaOptions::gemm_autotune too (Note [GEMM autotuning]),
-// whose timing of the GEMMs falls in the untimed first step. It checks
+// runs first and again last, so that a drift of the card's clocks shows. Two runs
+// before the last have every fusion and one more lever each: CudaOptions::gemm_autotune
+// (Note [GEMM autotuning]), whose timing of the GEMMs falls in the untimed first step,
+// and CudaOptions::deterministic off (cuDNN's attention backward by atomics, Note
+// [Fused attention]). It checks
 // nothing (the GPU tests do); scripts/gpu-check.sh records its lines.
 // Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
 // median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
@@ -44,6 +46,7 @@ struct Variant {
   const char* name;
   CudaFusions fusions;
   bool gemm_autotune = false;
+  bool deterministic = true;
 };
 
 std::vector<Variant> variants() {
@@ -63,6 +66,7 @@ std::vector<Variant> variants() {
   }
   out.push_back({"all off", none});
   out.push_back({"gemm_autotune on", CudaFusions{}, true});  // every fusion, and the GEMMs timed
+  out.push_back({"deterministic off", CudaFusions{}, false, false});  // every fusion, atomics in attention
   // Again, last: a drift of the card's clocks over the runs shows as a difference from
   // the first.
   out.push_back({"all fused, again", CudaFusions{}});
@@ -88,6 +92,7 @@ std::unique_ptr<Context> make_context(const Config& config, const Variant& varia
   options.tf32 = config.precision.tf32;
   options.fusions = variant.fusions;
   options.gemm_autotune = variant.gemm_autotune;
+  options.deterministic = variant.deterministic;
   return Context::make_cuda(options);
 }
 

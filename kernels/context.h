@@ -46,6 +46,10 @@ struct CudaOptions {
   // heuristic's first choice, as cuBLAS takes. Off by default: runs with it are not
   // repeated bit for bit (precision.gemm_autotune turns it on).
   bool gemm_autotune = false;
+  // false: where a library's faster algorithm is not deterministic, take it: cuDNN's
+  // attention backward then sums dQ by atomics (Note [Fused attention]). Runs then
+  // repeat each other only to the last bits (precision.deterministic: false).
+  bool deterministic = true;
 };
 
 // Number of CUDA devices this process sees (CUDA_VISIBLE_DEVICES applies); 0 in a

@@ -43,6 +43,7 @@ DeviceSetup setup_device(const Config& config, Process& process) {
       options.device = choice.index;
       options.tf32 = config.precision.tf32;
       options.gemm_autotune = config.precision.gemm_autotune;
+      options.deterministic = config.precision.deterministic;
       options.num_threads = threads;
       options.memory_limit_bytes = limit;
       setup.ctx = Context::make_cuda(options);

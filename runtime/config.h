@@ -122,6 +122,10 @@ struct PrecisionConfig {
   // fastest (Note [GEMM autotuning], kernels/cuda/linear_lt.h); runs then repeat each
   // other only to the last bits.
   bool gemm_autotune = false;
+  // false: take a library's faster non-deterministic algorithm where it has one (on a
+  // GPU, cuDNN's attention backward; Note [Fused attention]); runs then repeat each
+  // other only to the last bits.
+  bool deterministic = true;
 };
 
 struct Config {

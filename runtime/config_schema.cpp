@@ -190,6 +190,8 @@ std::vector<ConfigSection> make_schema() {
             "fp32, or bf16 activations and GEMM inputs with fp32 master weights (gpt only)"},
            {"gemm_autotune", Boolean{precision(&PrecisionConfig::gemm_autotune)},
             "time cuBLASLt's algorithms for each bf16 GEMM shape on GPUs and keep the fastest"},
+           {"deterministic", Boolean{precision(&PrecisionConfig::deterministic)},
+            "false: take faster non-deterministic GPU algorithms (cuDNN's attention backward)"},
        }},
   };
 }

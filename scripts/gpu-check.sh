@@ -18,9 +18,9 @@
 #      where the GPU step's time goes; informational, so it fails nothing
 #   7. attention's paths timed (bench/attention_bench): dtrain's own fused kernels
 #      against unfused and cuDNN's; informational too
-#   8. the GPT's step with each fused path off in turn, and with the GEMMs autotuned
-#      (bench/fusion_ablation): what each lever buys; informational, run when the
-#      GPT's fp32 checks passed
+#   8. the GPT's step with each fused path off in turn, with the GEMMs autotuned, and
+#      with the non-deterministic attention backward (bench/fusion_ablation): what each
+#      lever buys; informational, run when the GPT's fp32 checks passed
 #   9. the MLP/CNN GPU benchmark against PyTorch (bench/run_gpu_bench.sh); left out
 #      when GPU_CHECK_MLP_CNN_BENCH=0
 #  10. the CNN at batch 512 profiled (bench/profile_cnn_kernels.sh: its device timeline
@@ -258,7 +258,8 @@ fi
 
 step "fusion ablation" | tee -a "$logs/summary.txt"
 # Informational: the GPT-2 124M step with each of the CUDA backend's fusions off in
-# turn (CudaFusions, kernels/context.h), and with CudaOptions::gemm_autotune, about 35 s.
+# turn (CudaFusions, kernels/context.h), with CudaOptions::gemm_autotune and with
+# CudaOptions::deterministic off, about 40 s.
 if [ ! -x "$bin/fusion_ablation" ]; then
   echo "not run: no fusion_ablation among the binaries" | tee -a "$logs/summary.txt"
 elif ! fp32_ops_passed || [ "$gpt_e2e" != passed ]; then

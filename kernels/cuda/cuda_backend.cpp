@@ -90,7 +90,7 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, const CudaOptions& opt
   DTRAIN_CUDNN_CHECK(cudnnCreate(&dnn));
   cudnn_.reset(dnn);
   DTRAIN_CUDNN_CHECK(cudnnSetStream(dnn, stream));
-  fused_attention_ = std::make_unique<FusedAttention>(dnn, fused_attention);
+  fused_attention_ = std::make_unique<FusedAttention>(dnn, fused_attention, options.deterministic);
   flash_attention_ = std::make_unique<FlashAttention>(device, fused_attention);
 
   label_error_ = Buffer(allocator_, kLabelErrorBytes, MemoryCategory::Other);

@@ -147,7 +147,7 @@ const FusedAttention::Graphs& FusedAttention::graphs(const FusedAttentionShape& 
                        .set_name("attention_backward")
                        .set_causal_mask(true)
                        .set_attn_scale(scale)
-                       .set_deterministic_algorithm(true);
+                       .set_deterministic_algorithm(deterministic_);
     auto [dq, dk, dv] = g.sdpa_backward(q, k, v, o, d_o, stats, options);
     dq->set_output(true).set_uid(kDQ).set_dim(l.dims).set_stride(l.qkv_stride);
     dk->set_output(true).set_uid(kDK).set_dim(l.dims).set_stride(l.qkv_stride);
@@ -230,7 +230,8 @@ size_t FusedAttention::workspace_bytes(const FusedAttentionShape&) const { retur
 
 #endif
 
-FusedAttention::FusedAttention(cudnnHandle_t handle, bool enabled) : handle_(handle), enabled_(enabled) {}
+FusedAttention::FusedAttention(cudnnHandle_t handle, bool enabled, bool deterministic)
+    : handle_(handle), enabled_(enabled), deterministic_(deterministic) {}
 
 FusedAttention::~FusedAttention() = default;
 

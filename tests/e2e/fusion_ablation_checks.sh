@@ -2,9 +2,9 @@
 # bench/fusion_ablation, run as gpu-check runs it but on cpu-async (no GPU here) and on
 # a small GPT-2-shaped model: it prints one line per variant (all fused, each of
 # CudaFusions' five switches off, all off, all fused with the GEMMs autotuned, all
-# fused again), each with a positive step time; and, as no switch applies on the
-# CPU and every variant starts from the same parameters, the same first loss in all
-# nine, near ln(vocab), an untrained GPT's loss (GPT-2's initialisation, std 0.02,
+# fused with the non-deterministic attention backward, all fused again), each with a
+# positive step time; and, as no switch applies on the CPU and every variant starts
+# from the same parameters, the same first loss in all ten, near ln(vocab), an untrained GPT's loss (GPT-2's initialisation, std 0.02,
 # leaves the logits near zero), and the same last loss, below the first (AdamW's
 # steps on one batch lower its loss). Its usage errors exit 2.
 # Usage: fusion_ablation_checks.sh FUSION_ABLATION ROOT
@@ -18,9 +18,10 @@ rc=$?
 echo "$out"
 [ "$rc" -eq 0 ] || fail "exit $rc"
 lines=$(grep -c '^fusion_ablation .* step .* ms .* first loss' <<<"$out")
-[ "$lines" -eq 9 ] || fail "$lines variant lines, want 9"
+[ "$lines" -eq 10 ] || fail "$lines variant lines, want 10"
 for v in "all fused" "gelu_epilogue off" "gelu_backward off" "bias_gradient off" "layernorm_backward off" \
-         "optimizer_spans off" "all off" "gemm_autotune on" "all fused, again"; do
+         "optimizer_spans off" "all off" "gemm_autotune on" \
+         "deterministic off" "all fused, again"; do
   grep -q "^fusion_ablation $v " <<<"$out" || fail "no line for '$v'"
 done
 losses=$(sed -n 's/.*first loss \([^ ]*\) .*/\1/p' <<<"$out" | sort -u)

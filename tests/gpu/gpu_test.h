@@ -78,6 +78,14 @@ inline std::unique_ptr<Context> make_cuda_autotuned() {
   return Context::make_cuda(options);
 }
 
+// A CUDA context that takes the libraries' non-deterministic algorithms where faster
+// (CudaOptions::deterministic off: cuDNN's attention backward by atomics).
+inline std::unique_ptr<Context> make_cuda_nondeterministic() {
+  CudaOptions options;
+  options.deterministic = false;
+  return Context::make_cuda(options);
+}
+
 // n seeded normal values: offset + scale * N(0, 1).
 inline std::vector<float> random_normal(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   std::vector<float> v(static_cast<size_t>(n));

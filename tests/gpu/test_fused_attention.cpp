@@ -2,7 +2,9 @@
 // kernels/cuda/fused_attention.h: cuDNN's SDPA in bf16) against the CPU's attention,
 // the oracle, within the bound tests/gpu/attention_bounds.h derives; that it takes
 // GPT-2's shape on a GPU that can; that it repeats bit for bit; and that it declines
-// what it should.
+// what it should. The bound holds for any order of dQ's sums, so it holds too for the
+// non-deterministic backward (CudaOptions::deterministic off), which takes GPT-2's
+// shape with no more workspace.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -51,6 +53,8 @@ class FusedAttentionTest : public testing::CudaAgainstCpuTest {
     ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
     if (major < 8) GTEST_SKIP() << "cuDNN's fused attention needs compute capability 8.0 or more; this GPU has " << major;
   }
+  // MatchesCpuWithinTheDerivedBound's cases on `ctx`.
+  void expect_within_bound(Context& ctx);
 };
 
 TEST_F(FusedAttentionTest, TakesGpt2ShapesInBf16) {
@@ -80,10 +84,29 @@ TEST_F(FusedAttentionTest, DeclinesFp32OddShapesAndWhenOff) {
 // Forward against the CPU's; backward against the CPU's backward on the CPU's
 // probabilities, the fused one from its own forward (its saved statistics and output).
 TEST_F(FusedAttentionTest, MatchesCpuWithinTheDerivedBound) {
+  const auto nondeterministic = testing::make_cuda_nondeterministic();
+  for (Context* ctx : {&gpu(), nondeterministic.get()}) {
+    SCOPED_TRACE(ctx == &gpu() ? "deterministic backward" : "non-deterministic backward");
+    expect_within_bound(*ctx);
+  }
+}
+
+TEST_F(FusedAttentionTest, NonDeterministicBackwardTakesGpt2ShapeWithNoMoreWorkspace) {
+  const auto nondeterministic = testing::make_cuda_nondeterministic();
+  const FusedAttentionShape shape{16, 1024, 768, 12};
+  ASSERT_EQ(fused_of(*nondeterministic).declined(shape, DType::kBF16), "");
+  const size_t deterministic_bytes = fused_of(gpu()).workspace_bytes(shape);
+  const size_t nondeterministic_bytes = fused_of(*nondeterministic).workspace_bytes(shape);
+  RecordProperty("deterministic_workspace_bytes", std::to_string(deterministic_bytes));
+  RecordProperty("nondeterministic_workspace_bytes", std::to_string(nondeterministic_bytes));
+  EXPECT_LE(nondeterministic_bytes, deterministic_bytes);
+}
+
+void FusedAttentionTest::expect_within_bound(Context& ctx) {
   Rng rng(21);
   for (const Shape& a : kShapes) {
     SCOPED_TRACE(::testing::Message() << "B=" << a.batch << " T=" << a.seq << " C=" << a.channels << " H=" << a.heads);
-    ASSERT_EQ(fused_of(gpu()).declined({a.batch, a.seq, a.channels, a.heads}, DType::kBF16), "");
+    ASSERT_EQ(fused_of(ctx).declined({a.batch, a.seq, a.channels, a.heads}, DType::kBF16), "");
     const int64_t T = a.seq, n_qkv = a.batch * T * 3 * a.channels, n_out = a.batch * T * a.channels;
     const int64_t rows = a.batch * a.heads * T;
     const auto qkv = stored<bf16>(random_normal(rng, n_qkv));
@@ -94,14 +117,14 @@ TEST_F(FusedAttentionTest, MatchesCpuWithinTheDerivedBound) {
     ops::attention_backward(cpu(), dout.data(), qkv.data(), out.data(), probs.data(), dqkv.data(), a.batch, T,
                             a.channels, a.heads);
 
-    ASSERT_EQ(ops::attention_saved_bytes(gpu(), a.batch, T, a.channels, a.heads, DType::kBF16),
+    ASSERT_EQ(ops::attention_saved_bytes(ctx, a.batch, T, a.channels, a.heads, DType::kBF16),
               static_cast<size_t>(rows) * sizeof(float));
-    DeviceArray<bf16> gqkv(gpu(), qkv), gdout(gpu(), dout), gout(gpu(), testing::stored_nans<bf16>(n_out));
-    DeviceArray<bf16> gdqkv(gpu(), testing::stored_nans<bf16>(n_qkv));
-    DeviceArray<float> gstats(gpu(), testing::nans(rows));
-    ops::attention_forward(gpu(), gqkv.get(), gout.get(), TypedPtr(gstats.get(), DType::kBF16), a.batch, T,
+    DeviceArray<bf16> gqkv(ctx, qkv), gdout(ctx, dout), gout(ctx, testing::stored_nans<bf16>(n_out));
+    DeviceArray<bf16> gdqkv(ctx, testing::stored_nans<bf16>(n_qkv));
+    DeviceArray<float> gstats(ctx, testing::nans(rows));
+    ops::attention_forward(ctx, gqkv.get(), gout.get(), TypedPtr(gstats.get(), DType::kBF16), a.batch, T,
                            a.channels, a.heads);
-    ops::attention_backward(gpu(), gdout.get(), gqkv.get(), gout.get(), ConstTypedPtr(gstats.get(), DType::kBF16),
+    ops::attention_backward(ctx, gdout.get(), gqkv.get(), gout.get(), ConstTypedPtr(gstats.get(), DType::kBF16),
                             gdqkv.get(), a.batch, T, a.channels, a.heads);
     const auto got_out = gout.to_host();
     const auto got_stats = gstats.to_host();

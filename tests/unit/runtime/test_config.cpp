@@ -347,6 +347,7 @@ precision:
   tf32: true
   compute: bf16
   gemm_autotune: true
+  deterministic: false
 )";
 
 // The values of kEveryKey, written out again by hand.
@@ -421,6 +422,7 @@ void expect_every_key_of_the_fixture(const Config& c) {
   EXPECT_TRUE(c.precision.tf32);
   EXPECT_EQ(c.precision.compute, "bf16");
   EXPECT_TRUE(c.precision.gemm_autotune);
+  EXPECT_FALSE(c.precision.deterministic);
 }
 
 // "section.key" of every key in a YAML text of sections, in the text's order.
