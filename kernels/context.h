@@ -47,8 +47,9 @@ struct CudaOptions {
   // repeated bit for bit (precision.gemm_autotune turns it on).
   bool gemm_autotune = false;
   // false: where a library's faster algorithm is not deterministic, take it: cuDNN's
-  // attention backward then sums dQ by atomics (Note [Fused attention]). Runs then
-  // repeat each other only to the last bits (precision.deterministic: false).
+  // attention backward then sums dQ by atomics (Note [Fused attention]), and each
+  // convolution takes cuDNN's fastest algorithm (Note [cuDNN algorithm choice]). Runs
+  // then repeat each other only to the last bits (precision.deterministic: false).
   bool deterministic = true;
 };
 

@@ -51,4 +51,13 @@ ConvAlgoSelection conv_select_algorithm(std::span<const ConvAlgoCandidate> candi
   return selection(candidates, least_workspace(candidates, false, true));
 }
 
+ConvAlgoSelection conv_select_fastest(std::span<const ConvAlgoCandidate> candidates,
+                                      size_t preferred_workspace_bytes) {
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const ConvAlgoCandidate& c = candidates[i];
+    if (c.usable && c.workspace_bytes <= preferred_workspace_bytes) return selection(candidates, static_cast<int>(i));
+  }
+  return selection(candidates, least_workspace(candidates, false, true));
+}
+
 }  // namespace dtrain

@@ -35,4 +35,11 @@ struct ConvAlgoSelection {
 ConvAlgoSelection conv_select_algorithm(std::span<const ConvAlgoCandidate> candidates,
                                         size_t preferred_workspace_bytes, size_t deterministic_cap_bytes);
 
+// Fast before deterministic, where the user gave up bit-exact runs for speed
+// (precision.deterministic: false): the first usable candidate (the heuristics'
+// fastest) within preferred_workspace_bytes, whatever its determinism; else the usable
+// one needing the least workspace, deterministic first of equals.
+ConvAlgoSelection conv_select_fastest(std::span<const ConvAlgoCandidate> candidates,
+                                      size_t preferred_workspace_bytes);
+
 }  // namespace dtrain

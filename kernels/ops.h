@@ -175,6 +175,16 @@ class OpsBackend {
   // values of the type; a fused backend keeps less (Note [Fused attention]).
   virtual size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                        DType type) const;
+  // Whether attention's backward of this shape runs a deterministic algorithm (Note
+  // [Fused attention]: cuDNN's, with CudaOptions::deterministic off, is not); for the
+  // plan's report (Note [Determinism report]). The default: yes.
+  virtual bool attention_backward_deterministic(int64_t /*batch*/, int64_t /*seq*/, int64_t /*channels*/,
+                                                int64_t /*heads*/, DType /*type*/) const {
+    return true;
+  }
+  // Whether the GEMMs' algorithms are chosen by timing them in this process (Note [GEMM
+  // autotuning]), so that another process may choose others; for the plan's report.
+  virtual bool gemm_algorithms_timed() const { return false; }
   virtual void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples,
                                int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);
   virtual void dropout_backward(Context& ctx, ConstTypedPtr dy, TypedPtr dx, int64_t samples,
@@ -552,6 +562,11 @@ inline size_t conv2d_workspace_bytes(Context& ctx, const Conv2dShape& s) {
 // Which conv2d ops of shape s run a deterministic algorithm, for the plan's report.
 inline Conv2dDeterminism conv2d_determinism(Context& ctx, const Conv2dShape& s) {
   return ctx.backend().conv2d_determinism(ctx, s);
+}
+// Whether attention's backward of this shape is deterministic, for the plan's report.
+inline bool attention_backward_deterministic(Context& ctx, int64_t batch, int64_t seq, int64_t channels,
+                                             int64_t heads, DType type) {
+  return ctx.backend().attention_backward_deterministic(batch, seq, channels, heads, type);
 }
 inline void copy_from_host(Context& ctx, void* dst, const void* src, size_t bytes) {
   ctx.backend().copy_from_host(ctx, dst, src, bytes);

@@ -267,6 +267,7 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;
     outcome.plan = plan;
+    outcome.gemm_algorithms_timed = ctx.backend().gemm_algorithms_timed();
     for (int r = 0; r < n; ++r) {
       const int64_t* f = all.data() + static_cast<size_t>(r) * fields.size();
       RankPlanReport report;

@@ -41,7 +41,7 @@
 
 namespace dtrain {
 
-// A layer with a pass that has no deterministic algorithm at a rank's micro-batch
+// A layer with a pass that runs a non-deterministic algorithm at a rank's micro-batch
 // (Note [Determinism report], runtime/plan_report.h).
 struct NondeterministicLayer {
   int layer = 0;           // index in the model
@@ -69,6 +69,9 @@ struct RankPlanReport {
 struct PlanOutcome {
   BatchPlan plan;
   std::vector<RankPlanReport> ranks;  // every rank's, on every rank
+  // The GEMMs' algorithms are chosen by timing them in each process (Note [GEMM
+  // autotuning]: precision.gemm_autotune on a GPU), so a resumed run may take others.
+  bool gemm_algorithms_timed = false;
 };
 
 // The memory model of training `model` with `optimizer_bytes` of optimizer state (what

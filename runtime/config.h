@@ -123,8 +123,8 @@ struct PrecisionConfig {
   // other only to the last bits.
   bool gemm_autotune = false;
   // false: take a library's faster non-deterministic algorithm where it has one (on a
-  // GPU, cuDNN's attention backward; Note [Fused attention]); runs then repeat each
-  // other only to the last bits.
+  // GPU, cuDNN's attention backward and convolutions; Note [Fused attention], Note
+  // [cuDNN algorithm choice]); runs then repeat each other only to the last bits.
   bool deterministic = true;
 };
 

@@ -191,7 +191,7 @@ std::vector<ConfigSection> make_schema() {
            {"gemm_autotune", Boolean{precision(&PrecisionConfig::gemm_autotune)},
             "time cuBLASLt's algorithms for each bf16 GEMM shape on GPUs and keep the fastest"},
            {"deterministic", Boolean{precision(&PrecisionConfig::deterministic)},
-            "false: take faster non-deterministic GPU algorithms (cuDNN's attention backward)"},
+            "false: take faster non-deterministic GPU algorithms (cuDNN's attention, convolutions)"},
        }},
   };
 }

@@ -131,6 +131,10 @@ std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
     }
   }
   std::vector<std::string> notes;
+  if (outcome.gemm_algorithms_timed) {
+    notes.push_back("precision.gemm_autotune: each process times the GEMMs' algorithms and may keep others than "
+                    "a resumed run does; resume matches within float rounding, not bit for bit");
+  }
   for (const auto& [layer, entry] : layers) {
     std::vector<std::string> parts;
     for (size_t pass = 0; pass < kPassNames.size(); ++pass) {
@@ -140,7 +144,7 @@ std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
       for (size_t i = 0; i < ranks.size(); ++i) part += (i ? ", " : "") + std::to_string(ranks[i]);
       parts.push_back(part);
     }
-    notes.push_back("layer " + std::to_string(layer) + " " + entry.first + ": no deterministic algorithm for " +
+    notes.push_back("layer " + std::to_string(layer) + " " + entry.first + ": a non-deterministic algorithm for " +
                     join_list(parts) + "; resume matches within float rounding, not bit for bit");
   }
   return notes;

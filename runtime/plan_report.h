@@ -5,12 +5,16 @@
 // dtrain promises that a run resumed at the same world size repeats bit for bit. That
 // holds only where every op of a training step is deterministic, and cuDNN may have no
 // deterministic algorithm for a convolution's shape (Note [cuDNN algorithm choice],
-// kernels/cuda/conv2d_plan.h). The planner asks each rank's model which passes are not
-// deterministic at its planned micro-batch (Model::determinism) and gathers the
-// answers into every rank's RankPlanReport; determinism_notes turns them into one
-// sentence per layer, which rank 0 says once at start-up (in the plan it prints),
-// which plan.json carries, and which the run's summary repeats at the end. Only the
-// training step's shapes are asked: evaluation chunks do not feed the trajectory.
+// kernels/cuda/conv2d_plan.h), or the user may have traded determinism for speed
+// (precision.deterministic: false lets cuDNN's attention backward and convolutions take
+// non-deterministic algorithms; precision.gemm_autotune times the GEMMs' algorithms in
+// each process). The planner asks each rank's model which passes are not deterministic
+// at its planned micro-batch (Model::determinism) and gathers the answers into every
+// rank's RankPlanReport; determinism_notes turns them into one sentence per layer (after
+// one for timed GEMMs, which touch every layer), which rank 0 says once at start-up (in
+// the plan it prints), which plan.json carries, and which the run's summary repeats at
+// the end. Only the training step's shapes are asked: evaluation chunks do not feed the
+// trajectory.
 #pragma once
 
 #include <string>
@@ -50,10 +54,11 @@ struct PlanSummary {
   double max_lr = 0.0;  // optimizer.max_lr; 0: no cap
 };
 
-// One sentence per layer that some rank runs without a deterministic algorithm, e.g.
-// "layer 2 conv2d(8->16, 3x3): no deterministic algorithm for the parameter gradient on
-// ranks 0, 1; resume matches within float rounding, not bit for bit"; none when the
-// whole step is deterministic (Note [Determinism report]).
+// One sentence per layer that some rank runs with a non-deterministic algorithm, e.g.
+// "layer 2 conv2d(8->16, 3x3): a non-deterministic algorithm for the parameter gradient
+// on ranks 0, 1; resume matches within float rounding, not bit for bit", after one for
+// GEMM algorithms timed in each process; none when the whole step is deterministic
+// (Note [Determinism report]).
 std::vector<std::string> determinism_notes(const PlanOutcome& outcome);
 
 std::string plan_text(const PlanSummary& summary);

@@ -242,6 +242,12 @@ size_t CudaBackend::attention_saved_bytes(int64_t batch, int64_t seq, int64_t ch
   return OpsBackend::attention_saved_bytes(batch, seq, channels, heads, type);
 }
 
+bool CudaBackend::attention_backward_deterministic(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                                   DType type) const {
+  // dtrain's own fused kernels and the unfused path sum in a fixed order.
+  return fused_attention_->deterministic() || !fused_attention_->supports({batch, seq, channels, heads}, type);
+}
+
 void CudaBackend::attention_forward(Context& ctx, ConstTypedPtr qkv, TypedPtr out, TypedPtr probs, int64_t batch,
                                     int64_t seq, int64_t channels, int64_t heads) {
   if (batch == 0 || seq == 0 || channels == 0) return;

@@ -118,7 +118,8 @@ struct BackwardFilterCalls {
 // The heuristics' candidates described for conv_select_algorithm (Note [cuDNN
 // algorithm choice]).
 template <class Calls>
-ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan& plan, size_t deterministic_cap) {
+ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan& plan, size_t deterministic_cap,
+                                            bool prefer_deterministic) {
   DTRAIN_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.conv.get(), base_math(plan.tf32)));
   int max_count = 0;
   DTRAIN_CUDNN_CHECK(Calls::max_count(handle, &max_count));
@@ -142,7 +143,9 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
     c.workspace_bytes = std::max(bytes, r.memory);
     c.usable = true;
   }
-  const ConvAlgoSelection chosen = conv_select_algorithm(candidates, kConvWorkspacePreferred, deterministic_cap);
+  const ConvAlgoSelection chosen = prefer_deterministic
+                                       ? conv_select_algorithm(candidates, kConvWorkspacePreferred, deterministic_cap)
+                                       : conv_select_fastest(candidates, kConvWorkspacePreferred);
   if (chosen.index >= 0) {
     const auto i = static_cast<size_t>(chosen.index);
     return {results[i].algo, candidates[i].workspace_bytes, maths[i], chosen.deterministic};
@@ -155,7 +158,8 @@ ConvAlgoChoice<typename Calls::Algo> choose(cudnnHandle_t handle, const ConvPlan
 
 }  // namespace
 
-ConvPlan::ConvPlan(cudnnHandle_t handle, const Conv2dShape& s, bool use_tf32, size_t deterministic_cap)
+ConvPlan::ConvPlan(cudnnHandle_t handle, const Conv2dShape& s, bool use_tf32, size_t deterministic_cap,
+                   bool prefer_deterministic)
     : shape(s), tf32(use_tf32) {
   const auto i = [](int64_t v) { return static_cast<int>(v); };  // bounds: check_shape
   DTRAIN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
@@ -176,9 +180,9 @@ ConvPlan::ConvPlan(cudnnHandle_t handle, const Conv2dShape& s, bool use_tf32, si
                                   << describe(s));
   DTRAIN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n,
                                                 c, h, wd));
-  forward = choose<ForwardCalls>(handle, *this, deterministic_cap);
-  backward_data = choose<BackwardDataCalls>(handle, *this, deterministic_cap);
-  backward_filter = choose<BackwardFilterCalls>(handle, *this, deterministic_cap);
+  forward = choose<ForwardCalls>(handle, *this, deterministic_cap, prefer_deterministic);
+  backward_data = choose<BackwardDataCalls>(handle, *this, deterministic_cap, prefer_deterministic);
+  backward_filter = choose<BackwardFilterCalls>(handle, *this, deterministic_cap, prefer_deterministic);
 }
 
 void CudaBackend::release_plans() { conv_plans_->clear(); }

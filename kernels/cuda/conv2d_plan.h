@@ -21,7 +21,11 @@
 // workspace costs micro-batch, not determinism. Where cuDNN has no deterministic
 // algorithm for a direction, conv2d_determinism says so, and the runtime reports it in
 // the plan and the run's summary (Note [Determinism report], runtime/plan_report.h):
-// such a run, resumed, matches within float rounding, not bit for bit.
+// such a run, resumed, matches within float rounding, not bit for bit. With
+// CudaOptions::deterministic off (precision.deterministic: false) the rule is
+// conv_select_fastest: the heuristics' first usable candidate within the preferred
+// workspace, deterministic or not (what PyTorch's cuDNN calls take by default); the
+// report then names the directions whose choice is not deterministic.
 //
 // Math types: with TF32 off the descriptor is CUDNN_FMA_MATH, which keeps tensor
 // cores out entirely (CUDNN_DEFAULT_MATH allows TF32 on Ampere and later); with it on,
@@ -75,7 +79,8 @@ struct ConvAlgoChoice {
   Algo algo;
   size_t workspace_bytes;
   cudnnMathType_t math;
-  bool deterministic;  // false only when cuDNN offers no deterministic algorithm
+  bool deterministic;  // false when cuDNN offers no deterministic algorithm, or when
+                       // determinism is not preferred and the fastest is not
 };
 
 struct ConvPlan {
@@ -83,7 +88,9 @@ struct ConvPlan {
   // (cross-correlation, as PyTorch's conv2d) in float, NCHW, and chooses the algorithm
   // of each direction (Note [cuDNN algorithm choice]). The shape must fit cuDNN's int
   // sizes (conv2d.cpp checks).
-  ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32, size_t deterministic_cap_bytes);
+  // prefer_deterministic false: conv_select_fastest's rule.
+  ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32, size_t deterministic_cap_bytes,
+           bool prefer_deterministic = true);
 
   Conv2dShape shape;
   bool tf32;
@@ -99,14 +106,15 @@ struct ConvPlan {
 // Plans by shape; a backend's TF32 setting is fixed, so the shape is the whole key.
 class ConvPlanCache {
  public:
-  // deterministic_cap_bytes: the most workspace a deterministic algorithm may take
-  // (Note [cuDNN algorithm choice]).
-  explicit ConvPlanCache(size_t deterministic_cap_bytes) : deterministic_cap_bytes_(deterministic_cap_bytes) {}
+  // deterministic_cap_bytes: the most workspace a deterministic algorithm may take;
+  // prefer_deterministic false: the fastest algorithms (Note [cuDNN algorithm choice]).
+  explicit ConvPlanCache(size_t deterministic_cap_bytes, bool prefer_deterministic = true)
+      : deterministic_cap_bytes_(deterministic_cap_bytes), prefer_deterministic_(prefer_deterministic) {}
   ConvPlan& get(cudnnHandle_t handle, const Conv2dShape& s, bool tf32) {
     const std::array<int64_t, 8> key{s.batch,        s.in_channels, s.height, s.width,
                                      s.out_channels, s.kernel,      s.stride, s.padding};
     auto& plan = plans_[key];
-    if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32, deterministic_cap_bytes_);
+    if (!plan) plan = std::make_unique<ConvPlan>(handle, s, tf32, deterministic_cap_bytes_, prefer_deterministic_);
     return *plan;
   }
   size_t size() const { return plans_.size(); }
@@ -114,6 +122,7 @@ class ConvPlanCache {
 
  private:
   size_t deterministic_cap_bytes_;
+  bool prefer_deterministic_;
   std::map<std::array<int64_t, 8>, std::unique_ptr<ConvPlan>> plans_;
 };
 

@@ -102,7 +102,8 @@ CudaBackend::CudaBackend(CudaCachingAllocator& allocator, const CudaOptions& opt
   // A deterministic convolution may take up to a quarter of what this rank may use: the
   // allocator's limit where one is set, else the device (Note [cuDNN algorithm choice]).
   const MemoryCapacity memory = allocator_.capacity();
-  conv_plans_ = std::make_unique<ConvPlanCache>((memory.limit != 0 ? memory.limit : memory.total) / 4);
+  conv_plans_ =
+      std::make_unique<ConvPlanCache>((memory.limit != 0 ? memory.limit : memory.total) / 4, options.deterministic);
   DTRAIN_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

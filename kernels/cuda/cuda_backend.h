@@ -168,6 +168,10 @@ class CudaBackend final : public OpsBackend {
                                    int64_t heads, DType type) const override;
   size_t attention_saved_bytes(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
                                DType type) const override;
+  // cuDNN's backward where it takes the shape and CudaOptions::deterministic is off.
+  bool attention_backward_deterministic(int64_t batch, int64_t seq, int64_t channels, int64_t heads,
+                                        DType type) const override;
+  bool gemm_algorithms_timed() const override { return linear_lt_->autotune(); }
   const FusedAttention& fused_attention() const { return *fused_attention_; }
   const FlashAttention& flash_attention() const { return *flash_attention_; }
   const LinearLt& linear_lt() const { return *linear_lt_; }

@@ -66,6 +66,8 @@ class FusedAttention {
   bool supports(const FusedAttentionShape& s, DType type) const;
   // Why supports() said no ("" when it said yes): the first reason found.
   std::string declined(const FusedAttentionShape& s, DType type) const;
+  // Whether backward asks for cuDNN's deterministic algorithm (Note [Fused attention]).
+  bool deterministic() const { return deterministic_; }
   // The workspace either graph takes (the larger); only for a supported shape.
   size_t workspace_bytes(const FusedAttentionShape& s) const;
 

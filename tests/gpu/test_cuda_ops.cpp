@@ -561,6 +561,32 @@ TEST_F(CudaOps, Conv2dBackwardFilterAccumulatesLikeCpu) {
   }
 }
 
+// CudaOptions::deterministic off: each direction takes cuDNN's fastest algorithm
+// (conv_select_fastest), deterministic or not; the same tolerance holds, since any
+// algorithm sums the same products in some order.
+TEST_F(CudaOps, Conv2dFastestAlgorithmsMatchCpu) {
+  const auto fastest = testing::make_cuda_nondeterministic();
+  uint64_t seed = 70;
+  for (const Conv2dShape& s : kConvCases) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    const ConvData d = conv_data(s, ++seed);
+    const int64_t nx = s.batch * s.in_channels * s.height * s.width;
+    const int64_t ny = s.batch * s.out_channels * s.out_height() * s.out_width();
+    std::vector<float> y(static_cast<size_t>(ny)), dx(static_cast<size_t>(nx)), dw(d.w.size(), 0.0f);
+    ops::conv2d_forward(cpu(), s, d.x.data(), d.w.data(), d.bias.data(), y.data());
+    ops::conv2d_backward_data(cpu(), s, d.dy.data(), d.w.data(), dx.data());
+    ops::conv2d_backward_filter(cpu(), s, d.x.data(), d.dy.data(), dw.data(), nullptr);
+    DeviceArray<float> x(*fastest, d.x), w(*fastest, d.w), bias(*fastest, d.bias), dy(*fastest, d.dy);
+    DeviceArray<float> gy(*fastest, nans(ny)), gdx(*fastest, nans(nx)), gdw(*fastest, std::vector<float>(dw.size()));
+    ops::conv2d_forward(*fastest, s, x.get(), w.get(), bias.get(), gy.get());
+    ops::conv2d_backward_data(*fastest, s, dy.get(), w.get(), gdx.get());
+    ops::conv2d_backward_filter(*fastest, s, x.get(), dy.get(), gdw.get(), nullptr);
+    EXPECT_TRUE(norm_close(gy.to_host(), y, 1e-4));
+    EXPECT_TRUE(norm_close(gdx.to_host(), dx, 1e-4));
+    EXPECT_TRUE(norm_close(gdw.to_host(), dw, 1e-4));
+  }
+}
+
 TEST_F(CudaOps, Conv2dWithEmptyBatchTouchesNothing) {
   const Conv2dShape s{0, 3, 8, 8, 4, 3, 1, 1};
   DeviceArray<float> w(gpu(), std::vector<float>(4 * 3 * 9, 1.0f));

@@ -85,5 +85,28 @@ TEST(ConvAlgorithm, NothingWithinTheLimitOrTheCapTakesTheLeastWorkspaceDetermini
   EXPECT_TRUE(s.deterministic);
 }
 
+// conv_select_fastest: precision.deterministic false.
+TEST(ConvAlgorithmFastest, TheHeuristicsFirstWithinTheLimitIsTakenDeterministicOrNot) {
+  const std::vector<ConvAlgoCandidate> c = {unusable_det(0), det(1, 300 * kMiB), nondet(2, kLimit), det(3, 0)};
+  const ConvAlgoSelection s = conv_select_fastest(c, kLimit);
+  EXPECT_EQ(s.index, 2);  // where the deterministic rule takes 3
+  EXPECT_FALSE(s.deterministic);
+  EXPECT_EQ(conv_select_algorithm(c, kLimit, kCap).index, 3);
+  // A deterministic one first stays first.
+  const std::vector<ConvAlgoCandidate> d = {det(0, 8 * kMiB), nondet(1, 0)};
+  EXPECT_EQ(conv_select_fastest(d, kLimit).index, 0);
+  EXPECT_TRUE(conv_select_fastest(d, kLimit).deterministic);
+}
+
+TEST(ConvAlgorithmFastest, NothingWithinTheLimitTakesTheLeastWorkspaceDeterministicFirstOfEquals) {
+  const std::vector<ConvAlgoCandidate> c = {nondet(0, 600 * kMiB), nondet(1, 400 * kMiB), det(2, 400 * kMiB),
+                                            det(3, 500 * kMiB)};
+  const ConvAlgoSelection s = conv_select_fastest(c, kLimit);
+  EXPECT_EQ(s.index, 2);
+  EXPECT_TRUE(s.deterministic);
+  const std::vector<ConvAlgoCandidate> none = {unusable_det(0)};
+  EXPECT_EQ(conv_select_fastest(none, kLimit).index, -1);
+}
+
 }  // namespace
 }  // namespace dtrain

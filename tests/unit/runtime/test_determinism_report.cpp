@@ -15,6 +15,7 @@
 #include "kernels/context.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/ops.h"
+#include "models/gpt.h"
 #include "runtime/config.h"
 #include "runtime/plan_report.h"
 #include "runtime/trainer.h"
@@ -48,7 +49,7 @@ PlanOutcome two_rank_outcome() {
 TEST(DeterminismReport, NamesTheLayerItsPassesAndTheRanksInOneSentence) {
   const std::vector<std::string> notes = determinism_notes(two_rank_outcome());
   ASSERT_EQ(notes.size(), 1u);
-  EXPECT_EQ(notes[0], std::string("layer 2 conv2d(16->32, 5x5): no deterministic algorithm for the forward pass "
+  EXPECT_EQ(notes[0], std::string("layer 2 conv2d(16->32, 5x5): a non-deterministic algorithm for the forward pass "
                                   "on rank 1 and the parameter gradient on ranks 0, 1") + kRounding);
 }
 
@@ -67,6 +68,20 @@ TEST(DeterminismReport, PlanTextAndJsonCarryTheSentence) {
       << json;
 }
 
+TEST(DeterminismReport, TimedGemmsAreSaidOnceBeforeTheLayersAndEndBitExactResume) {
+  PlanOutcome o = two_rank_outcome();
+  o.gemm_algorithms_timed = true;
+  const std::vector<std::string> notes = determinism_notes(o);
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_EQ(notes[0], std::string("precision.gemm_autotune: each process times the GEMMs' algorithms and may keep "
+                                  "others than a resumed run does") + kRounding);
+  EXPECT_EQ(notes[1], determinism_notes(two_rank_outcome()).at(0));
+  for (RankPlanReport& r : o.ranks) r.nondeterministic.clear();
+  const PlanSummary s{o, 0.1, 0.1, "none", 64, 10, 0};
+  EXPECT_EQ(determinism_notes(o).size(), 1u);
+  EXPECT_NE(plan_json(s).find("\"bit_exact_resume\": false"), std::string::npos) << plan_json(s);
+}
+
 TEST(DeterminismReport, ADeterministicPlanSaysNothingAndPromisesBitExactResume) {
   PlanOutcome o = two_rank_outcome();
   for (RankPlanReport& r : o.ranks) r.nondeterministic.clear();
@@ -78,10 +93,14 @@ TEST(DeterminismReport, ADeterministicPlanSaysNothingAndPromisesBitExactResume) 
 
 // The CPU ops, except that conv2d_determinism answers as cuDNN would where it has no
 // deterministic backward-data algorithm for any shape, nor a backward-filter one for
-// convolutions with 4 input channels.
+// convolutions with 4 input channels; and attention's backward answers as cuDNN's
+// with precision.deterministic off would, for sequences of 16.
 class ClaimingBackend final : public OpsBackend {
  public:
   const char* name() const override { return "cpu (claiming non-deterministic convolutions)"; }
+  bool attention_backward_deterministic(int64_t, int64_t seq, int64_t, int64_t, DType) const override {
+    return seq != 16;
+  }
   Conv2dDeterminism conv2d_determinism(Context&, const Conv2dShape& s) override {
     Conv2dDeterminism d;
     d.backward_data = false;
@@ -176,9 +195,9 @@ TEST(DeterminismReport, TrainingSaysItAtStartUpInPlanJsonAndInTheSummary) {
   const std::string log = run_log(ctx, dir);
   // Layers: 0 conv(1->4), 1 relu, 2 pool, 3 conv(4->8), 4 relu, 5 pool, ... Layer 0
   // never computes its input gradient, so only layer 3 is named.
-  const std::string note = std::string("layer 3 conv2d(4->8, 3x3): no deterministic algorithm for the input "
+  const std::string note = std::string("layer 3 conv2d(4->8, 3x3): a non-deterministic algorithm for the input "
                                        "gradient on rank 0 and the parameter gradient on rank 0") + kRounding;
-  EXPECT_EQ(count_of(log, "no deterministic algorithm"), 2u) << log;
+  EXPECT_EQ(count_of(log, "non-deterministic algorithm"), 2u) << log;
   EXPECT_EQ(count_of(log, "plan: " + note + "\n"), 1u) << log;
   EXPECT_EQ(count_of(log, "dtrain: " + note + "\n"), 1u) << log;
   EXPECT_LT(log.find("plan: " + note), log.find("final test accuracy")) << log;    // at start-up
@@ -194,6 +213,29 @@ TEST(DeterminismReport, TrainingOnTheCpuSaysNothing) {
   const std::string log = run_log(*ctx, dir);
   EXPECT_EQ(log.find("deterministic"), std::string::npos) << log;
   EXPECT_NE(log.find("final test accuracy"), std::string::npos) << log;
+}
+
+// The GPT's blocks say what the backend says of attention's backward: its dQ reaches
+// the block's input gradient.
+TEST(DeterminismReport, EveryGptBlockNamesItsInputGradientWhereAttentionsBackwardIsNotDeterministic) {
+  Context ctx(DeviceKind::Cpu, std::make_unique<CpuAllocator>(), std::make_unique<ClaimingBackend>(), 1);
+  GptConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 16;
+  c.vocab = 32;
+  for (const int64_t seq : {int64_t{16}, int64_t{8}}) {
+    SCOPED_TRACE(::testing::Message() << "seq " << seq);
+    c.seq_len = seq;
+    const Gpt gpt(ctx, c);
+    const std::vector<PartDeterminism> parts = gpt.determinism(4);
+    ASSERT_EQ(parts.size(), 2u);
+    for (const PartDeterminism& p : parts) {
+      EXPECT_TRUE(p.passes.forward);
+      EXPECT_EQ(p.passes.input_gradient, seq != 16);
+      EXPECT_TRUE(p.passes.param_gradient);
+    }
+  }
 }
 
 }  // namespace
