@@ -182,8 +182,8 @@ class OpsBackend {
                                                 int64_t /*heads*/, DType /*type*/) const {
     return true;
   }
-  // Whether the GEMMs' algorithms are chosen by timing them in this process (Note [GEMM
-  // autotuning]), so that another process may choose others; for the plan's report.
+  // Whether the bf16 GEMMs' algorithms are chosen by timing them in this process (Note
+  // [GEMM autotuning]), so that another process may choose others; for the plan's report.
   virtual bool gemm_algorithms_timed() const { return false; }
   virtual void dropout_forward(Context& ctx, ConstTypedPtr x, TypedPtr y, int64_t samples,
                                int64_t per_sample, const int64_t* sample_ids, uint64_t key, float p);

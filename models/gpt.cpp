@@ -346,11 +346,13 @@ size_t Gpt::workspace_bytes_in(int64_t batch, DType type) const {
 
 // Every op of a block is deterministic but, where the backend says so, attention's
 // backward (cuDNN's with CudaOptions::deterministic off: Note [Fused attention]), whose
-// dQ reaches the block's input gradient and, through it, every parameter gradient below.
+// dQ reaches the block's input gradient and its own parameter gradients (c_attn's and
+// ln_1's come from dqkv).
 std::vector<PartDeterminism> Gpt::determinism(int64_t batch) const {
   PassDeterminism block;
   block.input_gradient = ops::attention_backward_deterministic(ctx_, batch, config_.seq_len, config_.n_embd,
                                                                config_.n_head, config_.compute);
+  block.param_gradient = block.input_gradient;
   std::vector<PartDeterminism> parts;
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     parts.push_back(PartDeterminism{"transformer.h." + std::to_string(l), block});

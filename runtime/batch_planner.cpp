@@ -267,7 +267,9 @@ PlanOutcome plan_training(const Config& config, Model& model, const Optimizer& o
     all_gather(control, std::span<const int64_t>(fields), std::span<int64_t>(all))->wait();
     PlanOutcome outcome;
     outcome.plan = plan;
-    outcome.gemm_algorithms_timed = ctx.backend().gemm_algorithms_timed();
+    // Only bf16 GEMMs are timed (Note [GEMM autotuning]).
+    outcome.gemm_algorithms_timed = ctx.backend().gemm_algorithms_timed() && model.compute_type() == DType::kBF16;
+    outcome.deterministic_preferred = config.precision.deterministic;
     for (int r = 0; r < n; ++r) {
       const int64_t* f = all.data() + static_cast<size_t>(r) * fields.size();
       RankPlanReport report;

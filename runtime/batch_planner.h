@@ -70,8 +70,11 @@ struct PlanOutcome {
   BatchPlan plan;
   std::vector<RankPlanReport> ranks;  // every rank's, on every rank
   // The GEMMs' algorithms are chosen by timing them in each process (Note [GEMM
-  // autotuning]: precision.gemm_autotune on a GPU), so a resumed run may take others.
+  // autotuning]: precision.gemm_autotune on a GPU, bf16), so a resumed run may take others.
   bool gemm_algorithms_timed = false;
+  // precision.deterministic: false lets the libraries take non-deterministic algorithms
+  // where faster (Note [Determinism report] names it as the cause).
+  bool deterministic_preferred = true;
 };
 
 // The memory model of training `model` with `optimizer_bytes` of optimizer state (what

@@ -135,6 +135,13 @@ std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
     notes.push_back("precision.gemm_autotune: each process times the GEMMs' algorithms and may keep others than "
                     "a resumed run does; resume matches within float rounding, not bit for bit");
   }
+  // A run of consecutive layers with the same passes on the same ranks (a GPT's blocks)
+  // is one sentence: "layers 0 to 11 (transformer.h.0 to transformer.h.11): ...".
+  struct Run {
+    int first, last;
+    std::string first_name, last_name, passes;
+  };
+  std::vector<Run> runs;
   for (const auto& [layer, entry] : layers) {
     std::vector<std::string> parts;
     for (size_t pass = 0; pass < kPassNames.size(); ++pass) {
@@ -144,8 +151,22 @@ std::vector<std::string> determinism_notes(const PlanOutcome& outcome) {
       for (size_t i = 0; i < ranks.size(); ++i) part += (i ? ", " : "") + std::to_string(ranks[i]);
       parts.push_back(part);
     }
-    notes.push_back("layer " + std::to_string(layer) + " " + entry.first + ": a non-deterministic algorithm for " +
-                    join_list(parts) + "; resume matches within float rounding, not bit for bit");
+    const std::string passes = join_list(parts);
+    if (!runs.empty() && runs.back().last + 1 == layer && runs.back().passes == passes) {
+      runs.back().last = layer;
+      runs.back().last_name = entry.first;
+    } else {
+      runs.push_back(Run{layer, layer, entry.first, entry.first, passes});
+    }
+  }
+  const std::string cause = outcome.deterministic_preferred ? "" : " (precision.deterministic: false)";
+  for (const Run& run : runs) {
+    const std::string where = run.first == run.last ? "layer " + std::to_string(run.first) + " " + run.first_name
+                                                    : "layers " + std::to_string(run.first) + " to " +
+                                                          std::to_string(run.last) + " (" + run.first_name + " to " +
+                                                          run.last_name + ")";
+    notes.push_back(where + ": a non-deterministic algorithm" + cause + " for " + run.passes +
+                    "; resume matches within float rounding, not bit for bit");
   }
   return notes;
 }

@@ -56,8 +56,10 @@ struct PlanSummary {
 
 // One sentence per layer that some rank runs with a non-deterministic algorithm, e.g.
 // "layer 2 conv2d(8->16, 3x3): a non-deterministic algorithm for the parameter gradient
-// on ranks 0, 1; resume matches within float rounding, not bit for bit", after one for
-// GEMM algorithms timed in each process; none when the whole step is deterministic
+// on ranks 0, 1; resume matches within float rounding, not bit for bit" (consecutive
+// layers alike in one: "layers 0 to 11 (transformer.h.0 to transformer.h.11): ...";
+// with precision.deterministic false, the algorithm is said to be its doing), after one
+// for GEMM algorithms timed in each process; none when the whole step is deterministic
 // (Note [Determinism report]).
 std::vector<std::string> determinism_notes(const PlanOutcome& outcome);
 

@@ -90,7 +90,7 @@ struct ConvPlan {
   // sizes (conv2d.cpp checks).
   // prefer_deterministic false: conv_select_fastest's rule.
   ConvPlan(cudnnHandle_t handle, const Conv2dShape& shape, bool tf32, size_t deterministic_cap_bytes,
-           bool prefer_deterministic = true);
+           bool prefer_deterministic);
 
   Conv2dShape shape;
   bool tf32;
@@ -108,7 +108,7 @@ class ConvPlanCache {
  public:
   // deterministic_cap_bytes: the most workspace a deterministic algorithm may take;
   // prefer_deterministic false: the fastest algorithms (Note [cuDNN algorithm choice]).
-  explicit ConvPlanCache(size_t deterministic_cap_bytes, bool prefer_deterministic = true)
+  ConvPlanCache(size_t deterministic_cap_bytes, bool prefer_deterministic)
       : deterministic_cap_bytes_(deterministic_cap_bytes), prefer_deterministic_(prefer_deterministic) {}
   ConvPlan& get(cudnnHandle_t handle, const Conv2dShape& s, bool tf32) {
     const std::array<int64_t, 8> key{s.batch,        s.in_channels, s.height, s.width,

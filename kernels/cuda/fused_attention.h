@@ -23,10 +23,11 @@
 // bit for bit, as the project's other ops do. A GPU or cuDNN that cannot do it gets the
 // unfused path, never a nondeterministic one. With CudaOptions::deterministic off
 // (precision.deterministic: false), backward takes cuDNN's other algorithm, as
-// PyTorch's flash attention does: dQ summed over the key blocks by fp32 atomics, in the
-// order the blocks finish, without the dP workspace (400 MB at GPT-2 124M's B = 16)
-// or the separate dQ product that reads it back (4.2% of the GPT-2 step's kernel time
-// on an H100, bench/RESULTS.md); dQ then differs between runs in its last bits.
+// PyTorch's flash attention does: dQ summed over the key blocks by fp32 atomics into a
+// B*H*T*head-size accumulator, in the order the blocks finish, instead of through the
+// dP workspace (384 MiB against the accumulator's 48 MiB at GPT-2 124M's B = 16) and
+// the separate dQ product that reads it back (4.2% of the GPT-2 step's kernel time on
+// an H100, bench/RESULTS.md); dQ then differs between runs in its last bits.
 //
 // Numerics against the CPU oracle: the probabilities are rounded to bf16 before the
 // P V and P^T dO products, unnormalised in forward (exp(S - running max)) and
@@ -56,7 +57,7 @@ class FusedAttention {
  public:
   // `handle` runs the graphs (on its stream); `enabled` false declines every shape;
   // `deterministic` false lets backward sum dQ by atomics (Note [Fused attention]).
-  FusedAttention(cudnnHandle_t handle, bool enabled, bool deterministic = true);
+  FusedAttention(cudnnHandle_t handle, bool enabled, bool deterministic);
   ~FusedAttention();
   FusedAttention(const FusedAttention&) = delete;
   FusedAttention& operator=(const FusedAttention&) = delete;

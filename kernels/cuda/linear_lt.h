@@ -79,7 +79,7 @@ class LinearLt {
   // for as long as this lives and uses it only on the same stream. `autotune`: Note
   // [GEMM autotuning], with `scratch` lending the buffer that keeps an accumulated
   // output during the timing (null: such shapes keep the heuristic's choice).
-  LinearLt(void* workspace, size_t workspace_bytes, Allocator* scratch = nullptr, bool autotune = false);
+  LinearLt(void* workspace, size_t workspace_bytes, Allocator* scratch, bool autotune);
   ~LinearLt();
   LinearLt(const LinearLt&) = delete;
   LinearLt& operator=(const LinearLt&) = delete;

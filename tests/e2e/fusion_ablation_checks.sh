@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/fusion_ablation, run as gpu-check runs it but on cpu-async (no GPU here) and on
-# a small GPT-2-shaped model: it prints one line per variant (all fused, each of
-# CudaFusions' five switches off, all off, all fused with the GEMMs autotuned, all
-# fused with the non-deterministic attention backward, all fused again), each with a
+# a small GPT-2-shaped model: it prints one line per variant (all fused, all fused
+# with the GEMMs autotuned, all fused with the non-deterministic attention backward,
+# each of CudaFusions' five switches off, all off, all fused again), each with a
 # positive step time; and, as no switch applies on the CPU and every variant starts
-# from the same parameters, the same first loss in all ten, near ln(vocab), an untrained GPT's loss (GPT-2's initialisation, std 0.02,
-# leaves the logits near zero), and the same last loss, below the first (AdamW's
-# steps on one batch lower its loss). Its usage errors exit 2.
+# from the same parameters, the same first loss in all ten, near ln(vocab), an
+# untrained GPT's loss (GPT-2's initialisation, std 0.02, leaves the logits near
+# zero), and the same last loss, below the first (AdamW's steps on one batch lower its
+# loss). Its usage errors exit 2.
 # Usage: fusion_ablation_checks.sh FUSION_ABLATION ROOT
 set -uo pipefail
 bench=$1 root=$2

@@ -4,7 +4,7 @@
 // GPT-2's shape on a GPU that can; that it repeats bit for bit; and that it declines
 // what it should. The bound holds for any order of dQ's sums, so it holds too for the
 // non-deterministic backward (CudaOptions::deterministic off), which takes GPT-2's
-// shape with no more workspace.
+// shape with less workspace on Hopper.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -91,15 +91,22 @@ TEST_F(FusedAttentionTest, MatchesCpuWithinTheDerivedBound) {
   }
 }
 
-TEST_F(FusedAttentionTest, NonDeterministicBackwardTakesGpt2ShapeWithNoMoreWorkspace) {
+// On Hopper the deterministic backward reduces dQ through a B x H x T x T bf16 dP
+// workspace (384 MiB here), the other through a B x H x T x head-size fp32 accumulator
+// (48 MiB): a strictly smaller workspace shows that the switch reached the graph. Other
+// architectures' engines differ, so there the sizes are only recorded.
+TEST_F(FusedAttentionTest, NonDeterministicBackwardTakesGpt2ShapeWithLessWorkspaceOnHopper) {
   const auto nondeterministic = testing::make_cuda_nondeterministic();
   const FusedAttentionShape shape{16, 1024, 768, 12};
+  ASSERT_EQ(fused_of(gpu()).declined(shape, DType::kBF16), "");
   ASSERT_EQ(fused_of(*nondeterministic).declined(shape, DType::kBF16), "");
   const size_t deterministic_bytes = fused_of(gpu()).workspace_bytes(shape);
   const size_t nondeterministic_bytes = fused_of(*nondeterministic).workspace_bytes(shape);
   RecordProperty("deterministic_workspace_bytes", std::to_string(deterministic_bytes));
   RecordProperty("nondeterministic_workspace_bytes", std::to_string(nondeterministic_bytes));
-  EXPECT_LE(nondeterministic_bytes, deterministic_bytes);
+  int major = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (major == 9) EXPECT_LT(nondeterministic_bytes, deterministic_bytes);
 }
 
 void FusedAttentionTest::expect_within_bound(Context& ctx) {
