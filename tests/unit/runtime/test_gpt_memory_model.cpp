@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 
+#include <unistd.h>
+
 #include "kernels/context.h"
 #include "runtime/batch_planner.h"
 #include "runtime/config.h"
@@ -31,7 +33,11 @@ class GptPredictionVsProbe : public ::testing::TestWithParam<Shape4> {};
 
 TEST_P(GptPredictionVsProbe, MeasuredPeakIsWithinTenPercent) {
   const Shape4 s = GetParam();
-  const fs::path file = fs::temp_directory_path() / "dtrain_gpt_memory_model.txt";
+  // One file per process: CTest runs each case in its own process, several at once
+  // (and the sanitizer build's beside them), and a shared name let one case remove the
+  // file another was about to read.
+  const fs::path file =
+      fs::temp_directory_path() / ("dtrain_gpt_memory_model." + std::to_string(::getpid()) + ".txt");
   {
     std::ofstream out(file, std::ios::binary);
     for (int i = 0; i < 40000; ++i) out.put(static_cast<char>('a' + (i * 7919) % 26));
