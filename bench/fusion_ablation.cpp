@@ -13,12 +13,14 @@
 // after the first have every fusion and one more lever each: CudaOptions::gemm_autotune
 // (Note [GEMM autotuning]), whose timing of the GEMMs falls in the untimed first step,
 // and CudaOptions::deterministic off (cuDNN's attention backward by atomics, Note
-// [Fused attention]). It checks
-// nothing (the GPU tests do); scripts/gpu-check.sh records its lines.
+// [Fused attention]). Each line ends with the run's memory peak, and its workspaces'
+// (cuDNN's attention backward keeps its dP or dQ buffer there). It checks nothing (the
+// GPU tests do); scripts/gpu-check.sh records its lines.
 // Usage: fusion_ablation CONFIG [STEPS [KEY=VALUE...]]   (bench/gpt2_124m.yaml; the
 // median of STEPS timed steps, default 10, after 3 untimed; KEY=VALUE overrides the
 // config as dtrain's --set does). Exit 77 where no CUDA device is visible, 2 on
-// unusable arguments, 1 on an error. FUSION_ABLATION_DEVICE=cpu-async runs the same
+// unusable arguments, 1 on an error (a variant that fails prints FAILED in its line
+// and the others still run). FUSION_ABLATION_DEVICE=cpu-async runs the same
 // steps on the CPU as a device, where no switch changes anything: a smoke test of the
 // bench itself on a machine without a GPU (tests/e2e/CMakeLists.txt).
 #include <algorithm>
@@ -80,6 +82,11 @@ struct Timing {
   double first_loss;  // the first step's mean loss per sample: its forward alone
   double last_loss;   // after every step's update (the same batch each step), so
                       // every fused path, backward's and the optimizer's too, is in it
+  // The allocator's peak of bytes in use over the run, and of its workspaces (where
+  // cuDNN's attention backward keeps its dP or dQ buffer): what a lever costs or saves
+  // in memory, which the planner turns into batch.
+  double peak_mib;
+  double peak_workspace_mib;
 };
 
 Buffer upload(Context& ctx, const void* host, size_t bytes) {
@@ -174,6 +181,10 @@ Timing time_steps(const Config& config, const Variant& variant, int steps, bool 
   std::sort(ms.begin(), ms.end());
   t.median_ms = ms[ms.size() / 2];
   t.last_loss = loss_of_step(3 + steps);
+  const MemoryStats memory = ctx->allocator().stats();
+  t.peak_mib = static_cast<double>(memory.peak) / (1 << 20);
+  t.peak_workspace_mib =
+      static_cast<double>(memory.peak_by[static_cast<int>(MemoryCategory::Workspace)]) / (1 << 20);
   return t;
 }
 
@@ -207,15 +218,34 @@ int run(const std::string& config_file, int steps, const std::vector<std::string
               static_cast<long long>(config.model.seq_len), steps);
   Timing base{};
   std::vector<float> initial;
+  int failed = 0;
   for (const Variant& v : variants()) {
-    const Timing t = time_steps(config, v, steps, cpu_async, initial);
-    if (base.median_ms == 0.0) base = t;
+    // A lever that fails (a library refusing a configuration never run on this card)
+    // costs its own line, not the lines after it: each variant builds its own context.
+    Timing t{};
+    try {
+      t = time_steps(config, v, steps, cpu_async, initial);
+    } catch (const std::exception& e) {
+      std::printf("fusion_ablation %-24s FAILED: %s\n", v.name, e.what());
+      std::fflush(stdout);
+      ++failed;
+      continue;
+    }
+    if (base.median_ms == 0.0) {
+      base = t;
+      if (failed > 0) std::printf("fusion_ablation: all fused failed; the relative figures below are to '%s'\n", v.name);
+    }
     std::printf("fusion_ablation %-24s step %8.3f ms (%+7.3f ms, %5.3fx all fused's), first loss %.6f (%+.1e), "
-                "last loss %.6f (%+.1e relative)\n",
+                "last loss %.6f (%+.1e relative), peak %.1f MiB (workspaces %.1f MiB)\n",
                 v.name, t.median_ms, t.median_ms - base.median_ms, t.median_ms / base.median_ms, t.first_loss,
                 (t.first_loss - base.first_loss) / base.first_loss, t.last_loss,
-                (t.last_loss - base.last_loss) / base.last_loss);
+                (t.last_loss - base.last_loss) / base.last_loss, t.peak_mib, t.peak_workspace_mib);
     std::fflush(stdout);
+  }
+  if (failed > 0) {
+    std::fprintf(stderr, "fusion_ablation: %d of %zu variants failed (their lines say why)\n", failed,
+                 variants().size());
+    return 1;
   }
   return 0;
 }

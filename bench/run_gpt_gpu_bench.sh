@@ -13,18 +13,24 @@
 # The runs, in this order, each with a time limit (cut to what is left before
 # DEADLINE; a run with under 20 s left is not started, and its cell says
 # "not run (out of time)"):
-#   1. two llm.c shards of random tokens in [0, 50257) (bench/gen_token_shard.py):
+#   1. two llm.c shards of random tokens in [0, 50257) (bench/gen_token_shard.py;
+#      a smaller model.vocab, a smoke run's, bounds them instead):
 #      train 2^21 tokens (2047 windows: more than any micro-batch the planner may
 #      choose), validation 8 windows (one evaluation batch after the last step)
 #   2. dtrain train, GPT_STEPS steps at the config's micro-batch             60 s
 #   3. dtrain plan with micro_batch and global_batch auto: dtrain's capacity in
 #      memory.fraction of the free memory, checked by a probe step at it      60 s
 #   4. PyTorch torch.compile, the same steps (the compilation inside the warm-up) 150 s
-#   5. PyTorch eager, the same steps; then its largest micro-batch in the same budget
+#   5. dtrain train again with its two speed levers that cost bit-for-bit repeats:
+#      precision.deterministic false (cuDNN's attention backward sums dQ by atomics,
+#      as PyTorch's flash attention does by default) and precision.gemm_autotune true
+#      (Note [GEMM autotuning]); a row of its own beside the default one, left out
+#      (not a failure) with under 40 s left                                    60 s
+#   6. PyTorch eager, the same steps; then its largest micro-batch in the same budget
 #      as dtrain's plan (doubling until out of memory, then bisection, for at most
 #      GPT_CAPACITY_S, less when less time is left)                           90 s
-# torch.compile runs before eager because the goal compares with it: when time runs
-# short, the capacity search is what shrinks first.
+# torch.compile and the second dtrain row run before eager because the goal compares
+# them: when time runs short, the capacity search is what shrinks first.
 # tokens/s counts the steps after the first GPT_WARMUP (dtrain: metrics.jsonl via
 # bench/dtrain_metrics.py; PyTorch: synchronised at both ends of the same window).
 #
@@ -88,7 +94,7 @@ run() {
 }
 # tail_of NAME STATUS: the end of a run's output, when it did not go well.
 tail_of() {
-  case $2 in ok | "not run"*) return ;; esac
+  case $2 in ok | "not run"* | "left out"*) return ;; esac
   echo "--- $1 ($2), the end of its output:"
   tail -n 15 "$work/$1.out" "$work/$1.err" 2>/dev/null
 }
@@ -98,9 +104,15 @@ card=$(bench_gpu_name)
 torch_version=$(bench_torch_version "${python[@]}")
 echo "card: $card; torch: ${torch_version:-missing}; dtrain: $dtrain; config: $config; $steps steps, $warmup untimed"
 
-# 1. the shards
-if ! "${python[@]}" "$root/bench/gen_token_shard.py" "$work/train.bin" --tokens $((1 << 21)) --seed 1 ||
-   ! "${python[@]}" "$root/bench/gen_token_shard.py" "$work/val.bin" --tokens $((8 * 1024 + 1)) --seed 2; then
+# 1. the shards, their tokens in [0, 50257), GPT-2's vocabulary, or in the config's
+#    smaller one (a smoke run's tiny model)
+vocab=$(sed -n '/^model:/,/^[^ ]/s/^ *vocab: *\([0-9]*\).*/\1/p' "$config" | head -1)
+token_vocab=50257
+[ -n "$vocab" ] && [ "$vocab" -lt "$token_vocab" ] && token_vocab=$vocab
+if ! "${python[@]}" "$root/bench/gen_token_shard.py" "$work/train.bin" --tokens $((1 << 21)) --vocab "$token_vocab" \
+       --seed 1 ||
+   ! "${python[@]}" "$root/bench/gen_token_shard.py" "$work/val.bin" --tokens $((8 * 1024 + 1)) --vocab "$token_vocab" \
+       --seed 2; then
   echo "run_gpt_gpu_bench.sh: cannot write the token shards in $work"
   exit 1
 fi
@@ -125,7 +137,7 @@ echo "dtrain plan (micro_batch auto): $plan_status"; tail_of plan "$plan_status"
 budget=$("${python[@]}" -c 'import json, sys; print(json.load(open(sys.argv[1]))["ranks"][0]["budget"])' \
   "$work/plan.out" 2>/dev/null || echo 0)
 
-# 4. and 5. PyTorch
+# 4. PyTorch torch.compile (and 6. eager, below)
 torch_args=(--config "$config" --device "$device" --steps "$steps" --warmup "$warmup" --train-file "$work/train.bin")
 if [ -z "$torch_version" ]; then
   compile_status="not run: ${python[*]} cannot import torch"
@@ -133,6 +145,23 @@ if [ -z "$torch_version" ]; then
 else
   compile_status=$(run compile 150 "${python[@]}" "$root/bench/torch_gpt_gpu_reference.py" "${torch_args[@]}" --compile)
   echo "PyTorch $torch_version torch.compile: $compile_status"; tail_of compile "$compile_status"
+fi
+
+# 5. dtrain with the levers that trade bit-for-bit repeats for speed. Informational
+#    beside the default row: its failure is reported in its row, not in the exit status.
+fast_levers=(--set precision.deterministic=false --set precision.gemm_autotune=true)
+fast_settings="precision.deterministic false, precision.gemm_autotune true"
+if [ "$(bench_limit "$deadline" 60 40)" = 0 ]; then
+  fast_status="left out: under 40 s left"
+else
+  fast_status=$(run dtrain_fast 60 "$dtrain" train "$config" "${data[@]}" --set "train.max_steps=$steps" \
+    "${fast_levers[@]}" --run-dir "$work/dtrain_fast")
+fi
+echo "dtrain train ($fast_settings): $fast_status"; tail_of dtrain_fast "$fast_status"
+grep -hE '^dtrain: (throughput|done)' "$work/dtrain_fast.out" "$work/dtrain_fast.err" 2>/dev/null
+
+# 6. PyTorch eager
+if [ -n "$torch_version" ]; then
   # The search gets what the run's limit leaves beyond the timed steps (about 40 s).
   t=$(limit 90)
   search=$(( t - 40 < capacity_s ? t - 40 : capacity_s ))
@@ -145,7 +174,9 @@ fi
 
 echo
 "${python[@]}" "$root/bench/gpt_gpu_report.py" --config "$config" --warmup "$warmup" \
-  --dtrain-run "$work/dtrain" --dtrain-status "$dtrain_status" --plan "$work/plan.out" --plan-status "$plan_status" \
+  --dtrain-run "$work/dtrain" --dtrain-status "$dtrain_status" \
+  --dtrain-fast-run "$work/dtrain_fast" --dtrain-fast-status "$fast_status" --dtrain-fast-settings "$fast_settings" \
+  --plan "$work/plan.out" --plan-status "$plan_status" \
   --eager "$work/eager.out" --eager-status "$eager_status" --compile "$work/compile.out" \
   --compile-status "$compile_status" --torch-version "$torch_version" --card "$card" --date "$(date -u +%Y-%m-%d)" \
   --commit "${DTRAIN_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null)}" | tee "$work/report.txt"
@@ -153,7 +184,7 @@ echo
 
 if [ -n "$keep" ]; then
   mkdir -p "$keep"
-  for f in dtrain plan eager compile; do
+  for f in dtrain dtrain_fast plan eager compile; do
     [ -f "$work/$f.out" ] && cat "$work/$f.out" "$work/$f.err" >"$keep/$f.log" 2>/dev/null
   done
   cp "$work/report.txt" "$keep/"
@@ -161,6 +192,7 @@ if [ -n "$keep" ]; then
   [ -f "$work/dtrain/trace/rank-0.json" ] && cp "$work/dtrain/trace/rank-0.json" "$keep/dtrain_trace.json"
   for f in metrics.jsonl plan.json config.yaml; do
     [ -f "$work/dtrain/$f" ] && cp "$work/dtrain/$f" "$keep/dtrain_$f"
+    [ -f "$work/dtrain_fast/$f" ] && cp "$work/dtrain_fast/$f" "$keep/dtrain_fast_$f"
   done
 fi
 [ "$status" = 0 ] || echo "run_gpt_gpu_bench.sh: dtrain's GPT run FAILED (train: $dtrain_status; plan: $plan_status)"

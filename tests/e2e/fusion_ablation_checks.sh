@@ -6,8 +6,8 @@
 # positive step time; and, as no switch applies on the CPU and every variant starts
 # from the same parameters, the same first loss in all ten, near ln(vocab), an
 # untrained GPT's loss (GPT-2's initialisation, std 0.02, leaves the logits near
-# zero), and the same last loss, below the first (AdamW's steps on one batch lower its
-# loss). Its usage errors exit 2.
+# zero), the same last loss, below the first (AdamW's steps on one batch lower its
+# loss), and the same positive memory peak. Its usage errors exit 2.
 # Usage: fusion_ablation_checks.sh FUSION_ABLATION ROOT
 set -uo pipefail
 bench=$1 root=$2
@@ -34,6 +34,10 @@ last=$(sed -n 's/.*last loss \([^ ]*\) .*/\1/p' <<<"$out" | sort -u)
 awk -v f="$losses" -v l="$last" 'BEGIN { exit !(l < f) }' || fail "last loss $last is not below the first, $losses"
 sed -n 's/.* step *\([^ ]*\) ms.*/\1/p' <<<"$out" | awk '!($1 > 0) { bad = 1 } END { exit bad }' ||
   fail "a step time is not a positive number"
+# The same steps on the same device hold the same buffers: one positive peak for all.
+peaks=$(sed -n 's/.*, peak \([^ ]*\) MiB (workspaces \([^ ]*\) MiB)$/\1 \2/p' <<<"$out" | sort -u)
+[ "$(grep -c . <<<"$peaks")" -eq 1 ] || fail "the variants' memory peaks differ on cpu-async, or are missing: $peaks"
+awk '!($1 > 0) { bad = 1 } END { exit bad }' <<<"$peaks" || fail "the memory peak is not positive: $peaks"
 
 FUSION_ABLATION_DEVICE=tpu "$bench" "$root/bench/gpt2_124m.yaml" >/dev/null 2>&1
 [ $? -eq 2 ] || fail "an unknown FUSION_ABLATION_DEVICE did not exit 2"
