@@ -30,9 +30,11 @@ blasint to_blas(int64_t v, const char* what) {
 // Below this many multiply-adds a GEMM runs on one thread: waking the team (tens of
 // microseconds with the passive wait policy on a VM) costs more than half the work.
 constexpr int64_t kGemmParallelMinMacs = int64_t{1} << 22;
-// Slabs start at multiples of this many rows or columns, so that no thread gets a
-// sliver narrower than OpenBLAS's register blocking.
+// Slabs start at multiples of this many rows or columns, so that no slab is a sliver
+// narrower than OpenBLAS's register blocking.
 constexpr int64_t kGemmSlabAlign = 32;
+// At most this many slabs: so many threads share one GEMM (Note [One thread pool]).
+constexpr int64_t kGemmMaxSlabs = 8;
 
 // Dimensions already checked by to_blas.
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -45,28 +47,49 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
               static_cast<blasint>(ldc));
 }
 
+// Note [One thread pool]
+// A GEMM is cut into slabs of C along the longer of its dimensions: columns (a slab of
+// op(B)) or rows (a slab of op(A)), each one OpenBLAS call over the whole of k, and the
+// team takes the slabs. The cut is a function of the shape alone (gemm_slabs), never of
+// the number of threads: OpenBLAS's sgemm kernels for AVX2 (its Haswell and Zen cores)
+// sum an element in an order that depends on the call's extents (an element of a slab
+// can differ in its last bit from the same element of the whole product), so a cut that
+// followed the threads would make the results depend on them. With the shape's cut, the
+// same calls run on 1, 2 or 8 threads and give the same bits; more than kGemmMaxSlabs
+// threads do not share one GEMM.
+struct GemmSlabs {
+  bool columns;    // the cut runs across columns of C (else across rows)
+  int64_t extent;  // n or m
+  int64_t count;   // 1: the whole product, one call
+  int64_t lo(int64_t s) const { return std::min(extent, units() * s / count * kGemmSlabAlign); }
+  int64_t hi(int64_t s) const { return std::min(extent, units() * (s + 1) / count * kGemmSlabAlign); }
+  int64_t units() const { return (extent + kGemmSlabAlign - 1) / kGemmSlabAlign; }
+};
+
+GemmSlabs gemm_slabs(int64_t m, int64_t n, int64_t k) {
+  const bool columns = n >= m;
+  const int64_t extent = columns ? n : m;
+  // Below kGemmParallelMinMacs the team's wake-up costs more than it shares.
+  const int64_t count =
+      m * n * k < kGemmParallelMinMacs ? 1 : std::clamp<int64_t>(extent / kGemmSlabAlign, 1, kGemmMaxSlabs);
+  return {columns, extent, count};
+}
+
 // The fp32 product on the team, dimensions already checked by to_blas.
 void sgemm_team(Context& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                 float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                 float* c, int64_t ldc) {
-  // Note [One thread pool]: each thread computes a slab of C, split along the longer of
-  // its dimensions: columns (a slab of op(B)) or rows (a slab of op(A)). Every element
-  // of C is still one OpenBLAS dot product over the whole of k, so the result is the
-  // same, bit for bit, as on one thread.
-  const bool split_columns = n >= m;
-  const int64_t extent = split_columns ? n : m;
-  const int64_t slabs = std::min<int64_t>(ctx.num_threads(), extent / kGemmSlabAlign);
-  if (slabs <= 1 || m * n * k < kGemmParallelMinMacs) {
+  const GemmSlabs slabs = gemm_slabs(m, n, k);
+  if (slabs.count == 1) {
     sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  const int64_t units = (extent + kGemmSlabAlign - 1) / kGemmSlabAlign;
-#pragma omp parallel for num_threads(static_cast<int>(slabs)) schedule(static, 1)
-  for (int64_t slab = 0; slab < slabs; ++slab) {
-    const int64_t lo = std::min(extent, units * slab / slabs * kGemmSlabAlign);
-    const int64_t hi = std::min(extent, units * (slab + 1) / slabs * kGemmSlabAlign);
+  const int threads = static_cast<int>(std::min<int64_t>(ctx.num_threads(), slabs.count));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t slab = 0; slab < slabs.count; ++slab) {
+    const int64_t lo = slabs.lo(slab), hi = slabs.hi(slab);
     if (hi <= lo) continue;
-    if (split_columns) {
+    if (slabs.columns) {
       const float* b_slab = trans_b ? b + lo * ldb : b + lo;
       sgemm(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, b_slab, ldb, beta, c + lo, ldc);
     } else {
@@ -116,11 +139,15 @@ int64_t gemm_bf16_floats(int64_t rows, int64_t cols, int64_t k, bool c_bf16) {
 // op(B) with bands of op(A)'s rows (or the reverse); else square blocks, where op(B)'s
 // blocks are widened again for each band of rows. Widened blocks keep A's and B's own
 // layout (a transposed operand stays transposed), so widening is a contiguous copy.
-// A product is only blocked when its widened operands exceed the budget, and its
-// blocks are then millions of multiply-adds, computed by the same OpenBLAS kernels as
-// the whole product would be: OpenBLAS's kernels for small products (below about 10^6
-// multiply-adds on x86) round some elements differently, which is why the blocks are
-// never small slivers. test_bf16_ops.cpp holds blocked products to the whole fp32 one.
+// A product is only blocked when its widened operands exceed the budget (64 MiB: the
+// GPT-2 head's scale), and its blocks are then millions of multiply-adds, never small
+// slivers (OpenBLAS's kernels for small products, below about 10^6 multiply-adds on
+// x86, round some elements differently). Each block is exactly the fp32 GEMM of its
+// widened operands, which test_bf16_ops.cpp holds to the bit. A blocked product equals
+// the whole fp32 product to the bit only where the BLAS sums an element the same way
+// whatever the call's extents: OpenBLAS's AVX-512 kernels do, its AVX2 ones (Haswell,
+// Zen) do not (Note [One thread pool]); there the two differ within fp32's sum-order
+// bound, and a bf16 C by at most one bf16 step where that straddles a rounding point.
 //
 // store_block, when given, replaces C's bf16 store (the fused linear epilogue, Note
 // [Fused linear epilogue] in kernels/ops.h): it receives each fp32 block of alpha *
