@@ -120,6 +120,34 @@ TEST(CpuGemm, EmptyInnerDimensionOnlyScalesC) {
   EXPECT_TRUE(all_close(c, {0.5, -1.0, 1.5, 2.0, 2.5, 3.0}));
 }
 
+// Products large enough to be cut into slabs for the team (Note [One thread pool],
+// kernels/cpu/gemm.cpp), cut across columns and across rows, with every transpose: the
+// same bits on 1, 2, 3 and 8 threads and on a repeat. On OpenBLAS's AVX2 kernels an
+// element's sum order depends on the call's extents, so a cut that followed the
+// threads fails here on such a CPU (it did on an AMD EPYC without AVX-512).
+TEST(CpuGemm, GivesTheSameBitsOnOneTwoThreeAndEightThreads) {
+  Rng rng(13);
+  for (const GemmCase& g : {GemmCase{96, 520, 100}, GemmCase{700, 64, 128}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k << " trans_a=" << ta
+                                          << " trans_b=" << tb);
+        const auto a = random_normal(rng, g.m * g.k), b = random_normal(rng, g.k * g.n);
+        const auto c0 = random_normal(rng, g.m * g.n);
+        auto product = [&](int threads) {
+          auto ctx = Context::make_cpu(threads);
+          std::vector<float> c = c0;
+          ops::gemm(*ctx, ta, tb, g.m, g.n, g.k, 0.5f, a.data(), ta ? g.m : g.k, b.data(), tb ? g.k : g.n, 1.0f,
+                    c.data(), g.n);
+          return c;
+        };
+        const std::vector<float> one = product(1);
+        for (int threads : {2, 3, 8, 1}) EXPECT_TRUE(same_bits(product(threads), one)) << threads << " threads";
+      }
+    }
+  }
+}
+
 // --------------------------------------------------------------------- Elementwise
 
 struct BiasCase {
