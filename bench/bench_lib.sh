@@ -33,6 +33,16 @@ bench_torch_version() {
   "${cmd[@]}" -c "import $(IFS=,; echo "${modules[*]}"); print(torch.__version__)" 2>/dev/null || true
 }
 
+# bench_torch_omp_env: the environment PyTorch's CPU runs get for their OpenMP workers'
+# wait between parallel loops, as assignments for env(1): BENCH_TORCH_OMP_ENV, by
+# default the bounded spin dtrain sets for itself (GOMP_SPINCOUNT=30000, Note [OpenMP
+# wait policy] in launch/main.cpp), so that both wait alike; OMP_WAIT_POLICY=PASSIVE
+# measures PyTorch's workers asleep between loops, "none" its runtime's own default.
+bench_torch_omp_env() {
+  local setting=${BENCH_TORCH_OMP_ENV:-GOMP_SPINCOUNT=30000}
+  if [ "$setting" != none ]; then echo "$setting"; fi
+}
+
 # bench_gpu_name: the first GPU's name as nvidia-smi reports it ("NVIDIA H200"), or
 # "unknown" without one.
 bench_gpu_name() {

@@ -16,11 +16,11 @@
 # timed the same way). Each number is the median of $BENCH_REPEATS runs, and dtrain and
 # PyTorch runs alternate so that slow phases of a noisy VM hit both.
 #
-# Fairness: dtrain runs OpenMP with OMP_WAIT_POLICY=PASSIVE (it re-executes itself
-# with it, launch/main.cpp); PyTorch gets the same here (BENCH_TORCH_WAIT_POLICY;
-# "default" leaves it unset, which makes PyTorch far slower with 2 threads on 2
-# cores), and torch_reference.py gives each rank OMP and OpenBLAS thread counts equal
-# to its threads. The 2-rank runs of both are unbound (mpirun --bind-to none).
+# Fairness: dtrain's OpenMP workers spin a bounded time between parallel loops and then
+# sleep (GOMP_SPINCOUNT=30000, which it sets for itself: Note [OpenMP wait policy],
+# launch/main.cpp); PyTorch gets the same here (BENCH_TORCH_OMP_ENV, bench_lib.sh:
+# OMP_WAIT_POLICY=PASSIVE or "none" measure it otherwise), and torch_reference.py gives
+# each rank OMP and OpenBLAS thread counts equal to its threads. The 2-rank runs of both are unbound (mpirun --bind-to none).
 #
 # The machine must be otherwise idle. Before each run the script waits (up to
 # $BENCH_IDLE_WAIT s) for the CPU to be idle; it then counts the CPU time that other
@@ -30,7 +30,7 @@
 #
 # Settings (environment): BENCH_MLP_STEPS (1000), BENCH_CNN_STEPS (300), BENCH_WARMUP
 # (20), BENCH_REPEATS (3), BENCH_RETRIES (3), BENCH_IDLE_WAIT (120), BENCH_OUT (a new
-# temporary folder for run directories and logs), BENCH_TORCH_WAIT_POLICY (PASSIVE),
+# temporary folder for run directories and logs), BENCH_TORCH_OMP_ENV (GOMP_SPINCOUNT=30000),
 # BENCH_TORCH_PYTHON (/usr/bin/python3: the Python whose torch is measured; point it at
 # a virtual environment's, e.g. /opt/torch2-venv/bin/python, to measure PyPI's PyTorch
 # beside Debian's).
@@ -46,7 +46,6 @@ warmup=${BENCH_WARMUP:-20}
 repeats=${BENCH_REPEATS:-3}
 retries=${BENCH_RETRIES:-3}
 idle_wait=${BENCH_IDLE_WAIT:-120}
-torch_wait=${BENCH_TORCH_WAIT_POLICY:-PASSIVE}
 out=${BENCH_OUT:-$(mktemp -d /tmp/dtrain-bench.XXXXXX)}
 torch_python=${BENCH_TORCH_PYTHON:-/usr/bin/python3}
 mkdir -p "$out"
@@ -119,7 +118,7 @@ run_dtrain() {  # model ranks steps tag -> prints samples/s
 run_torch() {  # model ranks steps tag -> prints samples/s
   local log=$out/torch-$1-$2-$4.log threads=$((2 / $2))
   local env_args=()
-  if [ "$torch_wait" != default ]; then env_args=(OMP_WAIT_POLICY="$torch_wait"); fi
+  read -r -a env_args <<<"$(bench_torch_omp_env)"
   env "${env_args[@]}" "$torch_python" "$root/bench/torch_reference.py" --model "$1" --ranks "$2" \
     --threads "$threads" --steps "$3" --warmup "$warmup" >"$log" 2>&1 ||
     { echo "run_cpu_bench.sh: PyTorch reference failed, see $log" >&2; tail -5 "$log" >&2; return 1; }
@@ -156,7 +155,7 @@ done
 
 echo
 echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), PyTorch $torch_version ($torch_python)" \
-  "(OMP_WAIT_POLICY=$torch_wait), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
+  "(PyTorch OpenMP: ${BENCH_TORCH_OMP_ENV:-GOMP_SPINCOUNT=30000}), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
   "median of $repeats, training samples/s after the first $warmup steps (MLP $mlp_steps, CNN $cnn_steps steps)"
 echo
 echo "| model | ranks | threads/rank | dtrain samples/s | PyTorch samples/s | dtrain/PyTorch |"

@@ -32,10 +32,10 @@
 # offsets, its sampler's permutation and its init from train.seed (see its header),
 # so the losses should agree to float32 noise; they are not bit-identical.
 #
-# Fairness: as bench/run_cpu_bench.sh. dtrain runs OpenMP with
-# OMP_WAIT_POLICY=PASSIVE (launch/main.cpp); PyTorch gets the same
-# (BENCH_TORCH_WAIT_POLICY; "default" leaves it unset) and OpenMP/BLAS thread counts
-# equal to its threads. Before each run the script waits (up to $BENCH_IDLE_WAIT s)
+# Fairness: as bench/run_cpu_bench.sh. dtrain's OpenMP workers spin a bounded time
+# between loops (GOMP_SPINCOUNT=30000, launch/main.cpp); PyTorch gets the same
+# (BENCH_TORCH_OMP_ENV, bench_lib.sh) and OpenMP/BLAS thread counts equal to its
+# threads. Before each run the script waits (up to $BENCH_IDLE_WAIT s)
 # for an idle CPU, counts the CPU time that other processes took during the run, and
 # reruns a run in which they took more than 5% of the machine (up to $BENCH_RETRIES
 # times); a number that stayed disturbed is marked * in the table.
@@ -47,8 +47,8 @@
 # Settings (environment): ITERS (2000), BENCH_WARMUP (20), BENCH_RETRIES (1), BENCH_PRECISION (fp32),
 # BENCH_IDLE_WAIT (120), BENCH_DATA (/work/shared/data/tinyshakespeare.txt),
 # BENCH_LAYOUTS (all four: "dtrain-1x2 dtrain-2x1 torch-1.13 torch-2"),
-# BENCH_TORCH2_PYTHON (/opt/torch2-venv/bin/python), BENCH_TORCH_WAIT_POLICY
-# (PASSIVE), BENCH_OUT (a new temporary folder for run directories and logs),
+# BENCH_TORCH2_PYTHON (/opt/torch2-venv/bin/python), BENCH_TORCH_OMP_ENV
+# (GOMP_SPINCOUNT=30000), BENCH_OUT (a new temporary folder for run directories and logs),
 # DTRAIN_BUILD_DIR (build). A layout that cannot run (no PyTorch 1.13, no venv)
 # reads "missing" and the script exits with status 3 after the table; a run that
 # fails reads "failed" and the script exits with status 1 after the table. This is
@@ -68,7 +68,6 @@ precision=${BENCH_PRECISION:-fp32}
 torch1_python=/usr/bin/python3
 py=/usr/bin/python3  # reads the results (standard library only)
 torch2_python=${BENCH_TORCH2_PYTHON:-/opt/torch2-venv/bin/python}
-torch_wait=${BENCH_TORCH_WAIT_POLICY:-PASSIVE}
 config=$root/bench/gpt_shakespeare.yaml
 out=${BENCH_OUT:-$(mktemp -d /tmp/dtrain-gpt-bench.XXXXXX)}
 mkdir -p "$out"
@@ -158,7 +157,7 @@ run_dtrain() {  # ranks tag
 run_torch() {  # python tag
   local log=$out/torch-$2.log
   local env_args=()
-  if [ "$torch_wait" != default ]; then env_args=(OMP_WAIT_POLICY="$torch_wait"); fi
+  read -r -a env_args <<<"$(bench_torch_omp_env)"
   env "${env_args[@]}" "$1" "$root/bench/torch_gpt_reference.py" --threads 2 --iters "$iters" \
     --warmup "$warmup" --data "$data" --precision "$precision" >"$log" 2>&1 ||
     { echo "run_gpt_bench.sh: PyTorch reference failed, see $log" >&2; tail -5 "$log" >&2; return 1; }
@@ -203,8 +202,8 @@ read -r base_tokens _ <<<"${result[torch-2]:-missing - -}"
 base_tokens=${base_tokens%\*}
 echo
 echo "dtrain $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  "($dtrain, OMP_WAIT_POLICY=PASSIVE); PyTorch 1.13: $torch1_label; PyTorch 2.x: $torch2_label" \
-  "(PyTorch OMP_WAIT_POLICY=$torch_wait); $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
+  "($dtrain, OpenMP: GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-30000}); PyTorch 1.13: $torch1_label; PyTorch 2.x: $torch2_label" \
+  "(PyTorch OpenMP: ${BENCH_TORCH_OMP_ENV:-GOMP_SPINCOUNT=30000}); $(lscpu | sed -n 's/^Model name: *//p'), $cores cores;" \
   "$(basename "$data"), $iters steps of 12 x 64 tokens, $precision; tokens/s after the first $warmup steps"
 echo
 echo "| layout | tokens/s | wall s ($iters steps) | final validation loss | tokens/s / PyTorch 2.x |"
