@@ -16,18 +16,18 @@ namespace {
 // Note [OpenMP wait policy]
 // Between two parallel loops of a step the OpenMP team's workers wait for the next.
 // Asleep (OMP_WAIT_POLICY=PASSIVE) they cost a futex wake-up at every loop, about 60 us
-// on a 2-core VM, which a 1-rank MLP step of about 1 ms pays dozens of times; spinning
+// on a 2-core VM, which a 1-rank MLP step of 1 to 2 ms pays a dozen times; spinning
 // until the next loop (ACTIVE) takes cores from the rank's other threads (the data
 // loader, cpu-async's queue) and from other processes for as long as the rank waits.
 // So dtrain's workers spin for a bounded time, kSpinCount turns of libgomp's wait loop
 // (by libgomp's own estimate of 100000 turns a millisecond, about 0.3 ms; a few times
 // more or less with the CPU), and then sleep: enough to bridge the host's work between
 // a step's loops, not a wait for another rank or the next file. Measured against
-// PASSIVE with 2 threads on a 2-core machine: MLP 1.6x, CNN 1.2x, GPT 1.3x (bench/
-// RESULTS.md, "The OpenMP workers' wait"). libgomp is the GCC build's runtime and reads
-// GOMP_SPINCOUNT once, as it loads, before main; so when the user has set neither it
-// nor OMP_WAIT_POLICY, dtrain sets it and re-executes itself (same pid, so MPI
-// launchers are unaffected). One OpenMP team serves the whole rank (OpenBLAS runs
+// PASSIVE with 2 threads on a 2-core machine, medians of 8 runs: MLP 1.54x, CNN 1.14x,
+// GPT 1.39x (bench/RESULTS.md, "The OpenMP workers' wait"). libgomp (the GCC build's
+// OpenMP runtime) reads GOMP_SPINCOUNT once, as it loads, before main; so when the user
+// has set neither it nor OMP_WAIT_POLICY, dtrain sets it and re-executes itself (same
+// pid, so MPI launchers are unaffected). One OpenMP team serves the whole rank (OpenBLAS runs
 // single-threaded inside it: Note [One thread pool], kernels/cpu/gemm.cpp), so no
 // other pool's threads compete with the spinning ones.
 constexpr const char* kSpinCount = "30000";
