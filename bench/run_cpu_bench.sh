@@ -20,7 +20,8 @@
 # sleep (GOMP_SPINCOUNT=30000, which it sets for itself: Note [OpenMP wait policy],
 # launch/main.cpp); PyTorch gets the same here (BENCH_TORCH_OMP_ENV, bench_lib.sh:
 # OMP_WAIT_POLICY=PASSIVE or "none" measure it otherwise), and torch_reference.py gives
-# each rank OMP and OpenBLAS thread counts equal to its threads. The 2-rank runs of both are unbound (mpirun --bind-to none).
+# each rank OMP and OpenBLAS thread counts equal to its threads. The 2-rank runs of both
+# are unbound (mpirun --bind-to none).
 #
 # The machine must be otherwise idle. Before each run the script waits (up to
 # $BENCH_IDLE_WAIT s) for the CPU to be idle; it then counts the CPU time that other
