@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -36,10 +37,36 @@ constexpr int64_t kGemmSlabAlign = 32;
 // At most this many slabs: so many threads share one GEMM (Note [One thread pool]).
 constexpr int64_t kGemmMaxSlabs = 8;
 
+// Note [Zeroing C]
+// With beta == 0, OpenBLAS first zeroes C in a pass of its own (its BETA kernel), then
+// its GEMM kernel adds alpha op(A) op(B) into C. On its AVX2 cores (Haswell, Zen) that
+// BETA kernel stores one float per instruction: it took 7% of the fp32 GPT's CPU step
+// on an AVX2 EPYC (bench/gpt_shakespeare.yaml, 2 threads, perf). There C is zeroed
+// here, row by row with memset's vector stores, and OpenBLAS is called with beta == 1,
+// which skips its pass: the same kernel then adds into the same zeros, so every element
+// is the same bits as with beta == 0 (test_cpu_ops.cpp holds it to OpenBLAS's own
+// beta == 0 call), NaN garbage in C is overwritten as before, and the zeroing runs on
+// the thread that computes the slab, just before the kernel reads it. On a CPU with
+// AVX-512 OpenBLAS keeps beta == 0: its BETA kernel there is vectorised, and its direct
+// kernel for small untransposed products (no packing) takes only beta == 0.
+// Elsewhere than x86-64, OpenBLAS's own path too.
+bool zero_c_before_openblas() {
+#if defined(__x86_64__)
+  static const bool avx2_only = !__builtin_cpu_supports("avx512f");
+  return avx2_only;
+#else
+  return false;
+#endif
+}
+
 // Dimensions already checked by to_blas.
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc) {
+  if (beta == 0.0f && zero_c_before_openblas()) {
+    for (int64_t i = 0; i < m; ++i) std::memset(c + i * ldc, 0, static_cast<size_t>(n) * sizeof(float));
+    beta = 1.0f;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
               static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,

@@ -2,6 +2,7 @@
 // accumulated in double, on seeded random inputs with odd shapes. Each expected value
 // comes from the definition of the op (or a closed formula), never from the backend.
 // The convolutions have their own file, test_cpu_conv2d.cpp.
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -93,6 +94,40 @@ TEST(CpuGemm, AllTransposeCombinationsWithAlphaBetaMatchNaive) {
         check_gemm(g, ta, tb, 0.7f, -0.3f, ++seed);
         check_gemm(g, ta, tb, 1.0f, 0.0f, ++seed);
         check_gemm(g, ta, tb, -1.5f, 1.0f, ++seed);
+      }
+    }
+  }
+}
+
+// Note [Zeroing C] (kernels/cpu/gemm.cpp): with beta == 0 the backend zeroes C itself
+// and calls OpenBLAS with beta == 1. The oracle is OpenBLAS's own beta == 0 call on the
+// same operands: every element the same bits, NaN garbage in C overwritten, and the
+// padding columns of a strided C (ldc > n) untouched. One call each (gemm_serial), so
+// the extents match; shapes on both sides of OpenBLAS's small-product kernels, every
+// transpose, alpha 1 and not. (On a CPU with AVX-512 the backend keeps OpenBLAS's own
+// beta == 0 path, and this holds the padding and the garbage only.)
+TEST(CpuGemm, BetaZeroGivesOpenBlasOwnBetaZeroBits) {
+  Rng rng(29);
+  for (const GemmCase& g : {GemmCase{64, 64, 32}, GemmCase{96, 520, 100}, GemmCase{700, 64, 128}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (float alpha : {1.0f, 0.125f}) {
+          SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k << " trans_a=" << ta
+                                            << " trans_b=" << tb << " alpha=" << alpha);
+          const int64_t lda = ta ? g.m : g.k, ldb = tb ? g.k : g.n, ldc = g.n + 5;
+          const auto a = random_normal(rng, g.m * g.k), b = random_normal(rng, g.k * g.n);
+          std::vector<float> ours(g.m * ldc, kNaN);
+          std::vector<float> theirs = random_normal(rng, g.m * ldc);
+          for (int64_t i = 0; i < g.m; ++i) {
+            for (int64_t j = g.n; j < ldc; ++j) ours[i * ldc + j] = theirs[i * ldc + j];  // the same padding
+          }
+          cpu::gemm_serial(ta, tb, g.m, g.n, g.k, alpha, a.data(), lda, b.data(), ldb, 0.0f, ours.data(), ldc);
+          cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                      static_cast<blasint>(g.m), static_cast<blasint>(g.n), static_cast<blasint>(g.k), alpha,
+                      a.data(), static_cast<blasint>(lda), b.data(), static_cast<blasint>(ldb), 0.0f,
+                      theirs.data(), static_cast<blasint>(ldc));
+          EXPECT_TRUE(same_bits(ours, theirs));
+        }
       }
     }
   }
