@@ -18,6 +18,12 @@ constexpr uint32_t kAlignment = 16;
 
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kAlignment == 0; }
 
+// The epilogue calls decline a dimension below this: cuBLASLt's bias epilogues have
+// been reported to refuse such shapes in its heuristic (INVALID_VALUE, which plan()
+// takes for a bug, not a decline) and, on some cards, to leave the bias off a 1-row
+// product; at that size the unfused form costs nothing worth the risk.
+constexpr int64_t kLtMinExtent = 2;
+
 }  // namespace
 
 // Row-major matrices seen column-major (cuBLASLt's order): a row-major (r, c) matrix is
@@ -252,7 +258,7 @@ bool LinearLt::matmul(cudaStream_t stream, Plan& p, const void* a, const void* b
 bool LinearLt::run(cudaStream_t stream, const void* x, const void* w, const void* bias, void* y, int64_t rows,
                    int64_t in, int64_t out, void* gelu_pre) {
   const bool gelu = gelu_pre != nullptr;
-  if (rows <= 0 || in <= 0 || out <= 0) return false;
+  if (rows < kLtMinExtent || in < kLtMinExtent || out < kLtMinExtent) return false;
   if (!aligned(x) || !aligned(w) || !aligned(bias) || !aligned(y)) return false;
   if (gelu && (!aligned(gelu_pre) || out % 8 != 0)) return false;
   Shape s;  // W' (in, out) taken transposed, x' (in, rows), y' (out, rows)
@@ -272,7 +278,7 @@ bool LinearLt::run(cudaStream_t stream, const void* x, const void* w, const void
 
 bool LinearLt::run_gelu_backward(cudaStream_t stream, const void* dy, const void* w, const void* pre, void* dpre,
                                  int64_t rows, int64_t in, int64_t out) {
-  if (rows <= 0 || in <= 0 || out <= 0) return false;
+  if (rows < kLtMinExtent || in < kLtMinExtent || out < kLtMinExtent) return false;
   if (!aligned(dy) || !aligned(w) || !aligned(pre) || !aligned(dpre) || in % 8 != 0) return false;
   Shape s;  // W' (in, out), dy' (out, rows), dpre' (in, rows)
   s.m = in, s.n = rows, s.k = out, s.lda = in, s.ldb = out, s.ldd = in;
@@ -287,7 +293,7 @@ bool LinearLt::run_gelu_backward(cudaStream_t stream, const void* dy, const void
 
 bool LinearLt::run_parameter_gradients(cudaStream_t stream, const void* dy, const void* x, float* dw,
                                        float* column_sums, int64_t rows, int64_t in, int64_t out) {
-  if (rows <= 0 || in <= 0 || out <= 0) return false;
+  if (rows < kLtMinExtent || in < kLtMinExtent || out < kLtMinExtent) return false;
   if (!aligned(dy) || !aligned(x) || !aligned(dw) || !aligned(column_sums)) return false;
   Shape s;  // x' (in, rows), dy' (out, rows) taken transposed, dW' (in, out) in fp32
   s.trans_b = true;

@@ -23,10 +23,10 @@
 // so the caller adds it into the gradient that accumulates over micro-steps (Note
 // [Fused bias gradient], kernels/ops.h). DGELU_BGRAD is not used: there the bias
 // gradient would be in the input gradient's type, bf16.
-// A shape cuBLASLt has no algorithm for, a pointer under 16-byte alignment, or (GELU)
+// A shape cuBLASLt has no algorithm for, a pointer under 16-byte alignment, (GELU)
 // an auxiliary matrix whose width is not a multiple of 8 (its leading dimension must
-// be, cublasLt.h) is declined: the call returns false, nothing queued, and the caller
-// takes the unfused form.
+// be, cublasLt.h), or a dimension of 1 (kLtMinExtent in linear_lt.cpp) is declined:
+// the call returns false, nothing queued, and the caller takes the unfused form.
 //
 // Note [GEMM autotuning]
 // cuBLASLt's heuristic ranks its algorithms for a shape without running any, and these
