@@ -28,8 +28,10 @@ blasint to_blas(int64_t v, const char* what) {
   return static_cast<blasint>(v);
 }
 
-// Below this many multiply-adds a GEMM runs on one thread: waking the team (tens of
-// microseconds with the passive wait policy on a VM) costs more than half the work.
+// Below this many multiply-adds a GEMM runs on one thread: waking a sleeping team (tens
+// of microseconds on a VM) costs more than half the work. Workers that still spin
+// (Note [OpenMP wait policy], launch/main.cpp) wake in about a microsecond, but 2^20
+// here moved the 1-rank MLP by 2%, within the noise (bench/RESULTS.md).
 constexpr int64_t kGemmParallelMinMacs = int64_t{1} << 22;
 // Slabs start at multiples of this many rows or columns, so that no slab is a sliver
 // narrower than OpenBLAS's register blocking.
