@@ -28,11 +28,13 @@ blasint to_blas(int64_t v, const char* what) {
   return static_cast<blasint>(v);
 }
 
-// Below this many multiply-adds a GEMM runs on one thread: waking a sleeping team (tens
-// of microseconds on a VM) costs more than half the work. Workers that still spin
-// (Note [OpenMP wait policy], launch/main.cpp) wake in about a microsecond, but 2^20
-// here moved the 1-rank MLP by 2%, within the noise (bench/RESULTS.md).
-constexpr int64_t kGemmParallelMinMacs = int64_t{1} << 22;
+// A slab carries at least this many multiply-adds (about 40 us on one AVX2 core): a GEMM
+// below twice it runs on one thread, and one below kGemmMaxSlabs times it is cut into
+// fewer slabs than its extent allows. Waking a worker that still spins (Note [OpenMP
+// wait policy], launch/main.cpp) takes about a microsecond, and each slab packs the
+// other operand again. So the 1-rank MLP's three products of 2^21 multiply-adds go to
+// two threads, where the worker used to wait them out (bench/RESULTS.md).
+constexpr int64_t kGemmMinSlabMacs = int64_t{1} << 20;
 // Slabs start at multiples of this many rows or columns, so that no slab is a sliver
 // narrower than OpenBLAS's register blocking.
 constexpr int64_t kGemmSlabAlign = 32;
@@ -98,9 +100,8 @@ struct GemmSlabs {
 GemmSlabs gemm_slabs(int64_t m, int64_t n, int64_t k) {
   const bool columns = n >= m;
   const int64_t extent = columns ? n : m;
-  // Below kGemmParallelMinMacs the team's wake-up costs more than it shares.
   const int64_t count =
-      m * n * k < kGemmParallelMinMacs ? 1 : std::clamp<int64_t>(extent / kGemmSlabAlign, 1, kGemmMaxSlabs);
+      std::clamp<int64_t>(std::min(extent / kGemmSlabAlign, m * n * k / kGemmMinSlabMacs), 1, kGemmMaxSlabs);
   return {columns, extent, count};
 }
 

@@ -156,13 +156,14 @@ TEST(CpuGemm, EmptyInnerDimensionOnlyScalesC) {
 }
 
 // Products large enough to be cut into slabs for the team (Note [One thread pool],
-// kernels/cpu/gemm.cpp), cut across columns and across rows, with every transpose: the
+// kernels/cpu/gemm.cpp), cut across columns and across rows (and the MLP's 64 x 128 x 256,
+// just large enough for two slabs), with every transpose: the
 // same bits on 1, 2, 3 and 8 threads and on a repeat. On OpenBLAS's AVX2 kernels an
 // element's sum order depends on the call's extents, so a cut that followed the
 // threads fails here on such a CPU (it did on an AMD EPYC without AVX-512).
 TEST(CpuGemm, GivesTheSameBitsOnOneTwoThreeAndEightThreads) {
   Rng rng(13);
-  for (const GemmCase& g : {GemmCase{96, 520, 100}, GemmCase{700, 64, 128}}) {
+  for (const GemmCase& g : {GemmCase{96, 520, 100}, GemmCase{700, 64, 128}, GemmCase{64, 128, 256}}) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k << " trans_a=" << ta
