@@ -152,6 +152,31 @@ TEST_F(IdxTest, FashionMnistLoaderChecksCountsAndLabels) {
   EXPECT_NEAR(image[0], (byte / 255.0f - 0.2860f) / 0.3530f, 1e-6f);
 }
 
+// A batch of rows from all over the file, one of them twice, in no order: every pixel
+// normalised by the formula and every label the row's own.
+TEST_F(IdxTest, FashionMnistGatherNormalisesEveryPixelOfAScatteredBatch) {
+  constexpr int64_t kImages = 5, kPixels = 28 * 28, kHeader = 16;  // magic + 3 dimensions
+  auto pixel = [](int64_t image, int64_t j) { return static_cast<uint8_t>((image * 31 + j * 13) % 256); };
+  auto images = idx_bytes({kImages, 28, 28});
+  for (int64_t i = 0; i < kImages; ++i) {
+    for (int64_t j = 0; j < kPixels; ++j) images[static_cast<size_t>(kHeader + i * kPixels + j)] = pixel(i, j);
+  }
+  plain("train-images-idx3-ubyte", images);
+  plain("train-labels-idx1-ubyte", idx_bytes({kImages}));  // label of row i: i * 7 % 10
+  auto data = load_fashion_mnist(dir_.string(), true);
+  const std::vector<int64_t> rows = {4, 0, 3, 3, 1};
+  std::vector<float> batch(rows.size() * kPixels, -99.0f);
+  std::vector<int32_t> labels(rows.size(), -1);
+  data->gather(0, rows, batch.data(), labels.data());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    EXPECT_EQ(labels[r], rows[r] * 7 % 10) << "batch row " << r;
+    for (int64_t j = 0; j < kPixels; ++j) {
+      const float expected = (static_cast<float>(pixel(rows[r], j)) / 255.0f - 0.2860f) / 0.3530f;
+      ASSERT_NEAR(batch[r * kPixels + static_cast<size_t>(j)], expected, 1e-6f) << "batch row " << r << ", pixel " << j;
+    }
+  }
+}
+
 TEST(FashionMnist, ShippedDatasetHasTheDocumentedShape) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
   if (!fs::exists(dir)) GTEST_SKIP() << dir << " is missing: install Debian's dataset-fashion-mnist (scripts/install-deps.sh does)";
