@@ -73,7 +73,10 @@ TEST(DeviceBinding, MoreRanksThanGpusNamesNodeRanksAndCounts) {
 // although no rank alone sees more ranks than GPUs.
 TEST(DeviceBinding, TwoRanksHandedTheSameGpuAreCaught) {
   const Table table{{"GPU-a"}, {"GPU-b"}, {"GPU-a"}};
-  EXPECT_NO_THROW(choose_device("cuda", false, 1, table, "n"));
+  const DeviceChoice alone = choose_device("cuda", false, 1, table, "n");  // GPU-b: its own
+  EXPECT_EQ(alone.kind, DeviceKind::Cuda);
+  EXPECT_EQ(alone.index, 0);  // the one GPU rank 1 sees
+  EXPECT_EQ(alone.ranks_sharing, 1);
   try {
     choose_device("cuda", false, 2, table, "n");
     FAIL() << "expected ConfigError";

@@ -73,7 +73,11 @@ int64_t largest_runnable(Rank& r, int64_t eval_batch) {
 
 class PredictionVsProbe : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
-TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
+// On the CPU the model is exact by construction: every op's workspace query is what its
+// call takes, to the byte (kernels/cpu/conv2d.cpp), and the allocator's accounting is the
+// model's. So any difference is a term the model lost or invented (the input batch's
+// bytes, for one, are about 1% of the CNN's peak).
+TEST_P(PredictionVsProbe, MeasuredPeakIsThePredictionToTheByteAtThreeMicroBatches) {
   const Config c = config_for(GetParam().first, GetParam().second);
   Rank r(c);
   const MemoryModel memory = memory_model_of(*r.model, r.optimizer->state_bytes(), *r.ctx, r.data.train->layout(), c.eval.batch,
@@ -89,7 +93,7 @@ TEST_P(PredictionVsProbe, MeasuredPeakIsWithinTenPercentAtThreeMicroBatches) {
     r.ctx->release_workspace();
     const int64_t peak = probe_micro_batch(*r.model, *r.ctx, *r.data.train, micro, std::min<int64_t>(micro, c.eval.batch));
     const int64_t predicted = memory.predict(micro).total();
-    EXPECT_NEAR(double(predicted), double(peak), 0.1 * double(peak)) << "micro-batch " << micro;
+    EXPECT_EQ(predicted, peak) << "micro-batch " << micro;
     RecordProperty("peak_" + std::to_string(micro), std::to_string(peak));
     RecordProperty("predicted_" + std::to_string(micro), std::to_string(predicted));
   }
@@ -159,8 +163,9 @@ TEST(BatchPlanner, TimingTheRestOfAStepLeavesParametersAndZeroGradients) {
 class ChosenVsRunnable : public ::testing::TestWithParam<std::pair<std::string, int64_t>> {};
 
 // With memory.fraction 1 there is no headroom, so the gap between the planner's choice
-// and the largest micro-batch that really runs is the memory model's own error.
-TEST_P(ChosenVsRunnable, ChosenMicroBatchIsAtLeast90PercentOfTheLargestRunnable) {
+// and the largest micro-batch that really runs is the memory model's own error: none on
+// the CPU (PredictionVsProbe).
+TEST_P(ChosenVsRunnable, ChosenMicroBatchIsTheLargestRunnable) {
   Config c = config_for(GetParam().first);
   c.memory.fraction = 1.0;
   const auto limit = static_cast<size_t>(GetParam().second);
@@ -172,8 +177,7 @@ TEST_P(ChosenVsRunnable, ChosenMicroBatchIsAtLeast90PercentOfTheLargestRunnable)
   const int64_t largest = largest_runnable(r, c.eval.batch);
   RecordProperty("chosen", std::to_string(chosen));
   RecordProperty("largest_runnable", std::to_string(largest));
-  EXPECT_GE(double(chosen), 0.9 * double(largest)) << "chosen " << chosen << ", largest runnable " << largest;
-  EXPECT_LE(chosen, largest);
+  EXPECT_EQ(chosen, largest);
   EXPECT_EQ(out.plan.global_batch, chosen);  // global_batch: auto on one rank
   EXPECT_LE(out.ranks[0].probe_peak_bytes, static_cast<int64_t>(limit));
 }

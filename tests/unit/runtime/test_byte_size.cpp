@@ -29,6 +29,7 @@ TEST(ByteSize, NonsenseIsRefusedSayingWhatWorks) {
   }
   try {
     parse_byte_size("3 parsecs");
+    FAIL() << "accepted '3 parsecs'";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("MiB"), std::string::npos) << e.what();
   }

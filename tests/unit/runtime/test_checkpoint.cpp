@@ -45,7 +45,13 @@ CheckpointState sample_state(int64_t step) {
   s.epoch = step / 100;
   s.batch_in_epoch = step % 100;
   for (int i = 0; i < 1000; ++i) s.params.push_back(0.001f * static_cast<float>(i) - 0.3f);
-  s.optimizer_state = {std::vector<float>(1000, 0.5f), std::vector<float>(1000, -0.25f)};
+  // Ramps, unlike each other and the parameters', so a buffer read reversed, shifted,
+  // swapped with the other or cut short does not round-trip.
+  s.optimizer_state = {std::vector<float>(1000), std::vector<float>(1000)};
+  for (int i = 0; i < 1000; ++i) {
+    s.optimizer_state[0][static_cast<size_t>(i)] = 0.003f * static_cast<float>(i) + 0.5f;
+    s.optimizer_state[1][static_cast<size_t>(i)] = -0.002f * static_cast<float>(i) - 0.25f;
+  }
   s.optimizer_steps = step;
   s.noise = {1.5, 30.0, 0.99};
   s.noise_steps = step;

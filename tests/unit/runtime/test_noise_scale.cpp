@@ -163,7 +163,16 @@ TEST(NoiseScale, TheMovingAverageLagsWhileTheEndMeasurementDoesNot) {
   // stays: B_simple doubles every step, 10, 20, ..., 10 * 2^7 = 1280 at the end.
   NoiseScaleEstimator average(0.95);
   for (int step = 0; step < 8; ++step) average.add(std::ldexp(1.0, -step), 10.0);
-  EXPECT_LT(average.b_simple(), 1280.0 / 10);  // the ratio of sums, 80 / 1.99, about 40
+  // The ratio of the two moving averages (their bias corrections cancel): step k
+  // weighs 0.95^(7 - k) in both, so B_simple = sum 10 w_k / sum 2^-k w_k, about 46.
+  double trace_sum = 0, gradient_sq_sum = 0;
+  for (int k = 0; k < 8; ++k) {
+    const double w = std::pow(0.95, 7 - k);
+    trace_sum += 10.0 * w;
+    gradient_sq_sum += std::ldexp(1.0, -k) * w;
+  }
+  EXPECT_NEAR(average.b_simple(), trace_sum / gradient_sq_sum, 1e-9 * trace_sum / gradient_sq_sum);
+  EXPECT_LT(average.b_simple(), 1280.0 / 10);
   // At the final weights, |G|^2 = 2^-7 and tr(Sigma) = 10 in exact arithmetic: P draws
   // with E|G_p|^2 = |G|^2 + tr(Sigma) / B and E|mean G_p|^2 = |G|^2 + tr(Sigma) / (P B).
   const double g = std::ldexp(1.0, -7), trace = 10.0, b = 32.0;

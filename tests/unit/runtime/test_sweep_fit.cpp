@@ -51,14 +51,15 @@ TEST(SweepFit, RecoversExactParametersWithoutNoise) {
   }
 }
 
-// The reported 90% intervals hold the true parameters in about 90% of noisy ladders
-// (at least 80% of 200: a binomial(200, 0.9) falls below 160 with probability < 1e-4),
-// and the central values are close.
+// The reported 90% intervals hold the true parameters in about 90% of noisy ladders:
+// between 160 and 193 of 200, three standard deviations of a binomial(200, 0.9) about
+// its mean of 180 (sd 4.2), so intervals that are too narrow or too wide both fail.
+// And the central values are close to the truth.
 void expect_coverage(int seeds, double sigma) {
   Rng rng(Rng::mix(17, static_cast<uint64_t>(seeds)));
   constexpr int kTrials = 200;
   int s_in = 0, b_in = 0, e_in = 0;
-  std::vector<double> b_errors;
+  std::vector<double> s_errors, b_errors, e_errors;
   for (int t = 0; t < kTrials; ++t) {
     const SweepFit fit = fit_sweep(model_ladder(rng, seeds, sigma));
     ASSERT_TRUE(fit.ok);
@@ -66,16 +67,25 @@ void expect_coverage(int seeds, double sigma) {
     s_in += inside(fit.s_min, kSMin);
     b_in += inside(fit.b_crit, kBCrit);
     e_in += inside(fit.e_min, kEMin);
+    s_errors.push_back(std::abs(std::log(fit.s_min.value / kSMin)));
     b_errors.push_back(std::abs(std::log(fit.b_crit.value / kBCrit)));
+    e_errors.push_back(std::abs(std::log(fit.e_min.value / kEMin)));
   }
-  EXPECT_GE(s_in, 160) << "S_min inside its interval in " << s_in << " of " << kTrials;
-  EXPECT_GE(b_in, 160) << "B_crit inside its interval in " << b_in << " of " << kTrials;
-  EXPECT_GE(e_in, 160) << "E_min inside its interval in " << e_in << " of " << kTrials;
-  // Not vacuous: the intervals are not so wide that they always hold (nominal 90%).
-  EXPECT_LE(b_in, 199);
-  std::sort(b_errors.begin(), b_errors.end());
-  std::printf("coverage of %d trials: S_min %d, B_crit %d, E_min %d; median log error %.3f\n", kTrials, s_in, b_in, e_in, b_errors[kTrials / 2]);
-  EXPECT_LT(b_errors[kTrials / 2], 0.25) << "median |log(B_crit fit / true)|";
+  for (const auto& [name, in] : {std::pair{"S_min", s_in}, std::pair{"B_crit", b_in}, std::pair{"E_min", e_in}}) {
+    EXPECT_GE(in, 160) << name << " inside its interval in " << in << " of " << kTrials;
+    EXPECT_LE(in, 193) << name << " inside its interval in " << in << " of " << kTrials << ": wider than 90%";
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("coverage of %d trials: S_min %d, B_crit %d, E_min %d; median log error S_min %.3f, B_crit %.3f, E_min %.3f\n",
+              kTrials, s_in, b_in, e_in, median(s_errors), median(b_errors), median(e_errors));
+  EXPECT_LT(median(b_errors), 0.25) << "median |log(B_crit fit / true)|";
+  // S_min and E_min rest on every point (B_crit on the bend alone): each point's steps
+  // carry 10% noise, so their fits err by a few percent; 15% is a biased fit.
+  EXPECT_LT(median(s_errors), 0.15) << "median |log(S_min fit / true)|";
+  EXPECT_LT(median(e_errors), 0.15) << "median |log(E_min fit / true)|";
 }
 
 TEST(SweepFit, OneSeedBootstrapIntervalCoversTheTruth) { expect_coverage(1, 0.1); }
