@@ -85,9 +85,16 @@ class ConfigReader {
       : config_(config), set_origins_(std::move(set_origins)) {}
 
   // Location of a node for key `key`: the --set argument that wrote it, else FILE:LINE.
+  // A section the file does not have (no line) was made by the --set that wrote a key
+  // in it (--set foo.bar=1 makes 'foo').
   std::string where(const std::string& key, const YAML::Node& node) const {
     for (const auto& [path, arg] : set_origins_) {
       if (key == path || key.rfind(path + ".", 0) == 0) return "--set " + arg;
+    }
+    if (node.Mark().line < 0) {
+      for (const auto& [path, arg] : set_origins_) {
+        if (path.rfind(key + ".", 0) == 0) return "--set " + arg;
+      }
     }
     std::ostringstream s;
     s << config_.source;
@@ -117,7 +124,7 @@ class ConfigReader {
       }
       const std::string full = name.empty() ? key : name + "." + key;
       std::string msg = "unknown key '" + full + "'";
-      if (!best.empty()) msg += "; did you mean '" + (name.empty() ? best : name + "." + best) + "'?";
+      msg += best.empty() ? "." : "; did you mean '" + (name.empty() ? best : name + "." + best) + "'?";
       msg += " Known keys" + (name.empty() ? std::string() : " in '" + name + "'") + ": " +
              join(allowed, ", ");
       fail(full, kv.first, msg);

@@ -102,6 +102,9 @@ TEST_F(ConfigTest, BadSetValuesNameTheArgument) {
   m = error_of("", {"train.epochz=3"});
   EXPECT_NE(m.find("unknown key 'train.epochz'"), std::string::npos) << m;
   EXPECT_NE(m.find("--set train.epochz=3"), std::string::npos) << m;
+  // A section the file does not have is blamed on the --set that made it, not the file.
+  m = error_of("train:\n  epochs: 1\n", {"trian.epochs=3"});
+  EXPECT_NE(m.find("--set trian.epochs=3: unknown key 'trian'"), std::string::npos) << m;
   EXPECT_NE(error_of("", {"noequals"}).find("expected KEY=VALUE"), std::string::npos);
 }
 
