@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -187,6 +189,30 @@ TEST(ScalingModel, AGlobalBatchSmallerThanTheRanksDoesNotPlan) {
   EXPECT_NE(scaling_text({one_bucket(10, 10, 64), free_links(8, 8), {p}}).find("does not plan"), std::string::npos);
 }
 
+// Every row of the table has as many cells as the header, however wide the figures.
+TEST(ScalingModel, TheTablesColumnsStayApartWhenFiguresOutgrowThem) {
+  ScalingPoint p = predict_scaling(one_bucket(10, 10, 64), free_links(8, 8), 8);
+  ASSERT_TRUE(p.plannable);
+  p.micro_batch = 60000, p.global_batch = 30720000, p.samples_per_s = 1.208569221e9;
+  p.compute_s = p.comm_s = p.exposed_s = p.step_s = 123456.0;  // 123456000.00 ms
+  const std::string text = scaling_text({one_bucket(10, 10, 64), free_links(8, 8), {p}});
+  std::istringstream lines(text);
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(line);
+  ASSERT_GE(rows.size(), 2u);
+  const auto words = [](const std::string& line) {
+    std::istringstream in(line);
+    return std::vector<std::string>(std::istream_iterator<std::string>(in), std::istream_iterator<std::string>());
+  };
+  // The header's 12 columns in 18 words ("micro x k", "compute ms" and the like).
+  EXPECT_EQ(words(rows[rows.size() - 2]).size(), 18u) << rows[rows.size() - 2];
+  // A row: ranks, nodes, "60000 x 1" (3 words) and 9 more cells.
+  const std::vector<std::string> cells = words(rows.back());
+  ASSERT_EQ(cells.size(), 14u) << rows.back();
+  EXPECT_EQ(cells[10], "1208569221.0");
+  EXPECT_EQ(cells[9], "123456000.00");
+}
+
 TEST(ScalingModel, RankListsParseAndBadEntriesAreNamed) {
   EXPECT_EQ(parse_rank_list("8,64,512"), (std::vector<int>{8, 64, 512}));
   for (const char* bad : {"", "8,,16", "0", "-2", "4x", "two"}) {
@@ -227,10 +253,25 @@ TEST(ClusterSpec, ReadsEveryKeyInItsUnits) {
   EXPECT_DOUBLE_EQ(s.device_flops, 2e10);
 }
 
-TEST(ClusterSpec, TheExamplesInConfigsLoad) {
+// The shipped tables load, and their figures are in the units the model computes in:
+// a latency written in ms where us is meant, or a bandwidth in Gb/s where GB/s is, or
+// left in GB/s unconverted, falls outside what any GPU link or GPU is.
+TEST(ClusterSpec, TheExamplesInConfigsLoadInTheModelsUnits) {
+  int tables = 0;
   for (const auto& entry : std::filesystem::directory_iterator(std::string(DTRAIN_SOURCE_DIR) + "/configs/clusters")) {
-    EXPECT_NO_THROW(load_cluster_spec(entry.path().string())) << entry.path();
+    SCOPED_TRACE(entry.path().string());
+    const ClusterSpec s = load_cluster_spec(entry.path().string());
+    ++tables;
+    for (const Link& link : {s.intra_node, s.inter_node}) {
+      EXPECT_GT(link.latency_s, 1e-7);  // 0.1 us
+      EXPECT_LT(link.latency_s, 1e-3);  // 1 ms
+      EXPECT_GT(link.bandwidth_Bps, 1e9);
+      EXPECT_LT(link.bandwidth_Bps, 1e12);
+    }
+    EXPECT_LT(s.inter_node.bandwidth_Bps, s.intra_node.bandwidth_Bps);
+    EXPECT_TRUE(s.device_flops == 0.0 || (s.device_flops > 1e12 && s.device_flops < 1e16)) << s.device_flops;
   }
+  EXPECT_GE(tables, 2);  // h100_nvlink_ib400.yaml and h100_eth25.yaml
 }
 
 TEST(ClusterSpec, BadTablesNameTheFileLineAndKey) {
