@@ -4,10 +4,43 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
+#include <variant>
 
 #include "kernels/errors.h"
+#include "runtime/config_schema.h"
 
 namespace dtrain::launch {
+
+// The config's sections and keys from the schema itself (runtime/config_schema.h), so
+// the help cannot fall behind it: "  optimizer: name (sgd|adamw), lr, ...", wrapped.
+std::string config_keys_help() {
+  constexpr size_t kWidth = 88;
+  std::string out;
+  for (const ConfigSection& section : config_schema()) {
+    std::string line = "  " + section.name + ":";
+    for (size_t i = 0; i < section.keys.size(); ++i) {
+      const ConfigKey& key = section.keys[i];
+      std::string item = key.name;
+      if (const auto* choice = std::get_if<config_kind::Choice>(&key.kind)) {
+        std::string values;
+        for (const std::string& c : choice->choices) values += (values.empty() ? "" : "|") + c;
+        item += " (" + values + ")";
+      } else if (std::holds_alternative<config_kind::IntegerOrAuto>(key.kind)) {
+        item += " (N|auto)";
+      }
+      if (i + 1 < section.keys.size()) item += ",";
+      if (line.size() + 1 + item.size() > kWidth) {
+        out += line + "\n";
+        line = "    " + item;
+      } else {
+        line += " " + item;
+      }
+    }
+    out += line + "\n";
+  }
+  return out;
+}
 
 const char* main_help() {
   return R"(dtrain: data-parallel training across MPI ranks, one per device.
@@ -15,6 +48,7 @@ const char* main_help() {
 Usage:
   dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
   dtrain plan CONFIG.yaml [--set key=value]... [--json]
+                [--predict-ranks N,N,... [--cluster FILE]]
   dtrain launch [--nproc N|auto] [--] train|plan|sweep CONFIG.yaml ...
   dtrain plot RUN_DIR... [--out FILE.png|FILE.svg]
   dtrain trace merge RUN_DIR [--out FILE.json]
@@ -35,8 +69,8 @@ by SIGTERM, SIGINT or SIGUSR1 after writing a checkpoint (resume with --resume a
 )";
 }
 
-const char* train_help() {
-  return R"(Usage: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
+std::string train_help() {
+  std::string text = R"(Usage: dtrain train CONFIG.yaml [--set key=value]... [--run-dir DIR] [--resume auto|PATH]
 
 Trains the model CONFIG.yaml describes on every rank of the job and writes the run
 directory: config.yaml (the effective config), plan.json (the batch plan) and
@@ -56,26 +90,8 @@ Options:
   -h, --help        this text
 
 Config sections and keys (README.md lists them with defaults):
-  model.name (mlp|cnn|gpt|linear), model.hidden, model.channels, model.kernel_size, model.cnn_hidden,
-    model.n_layer, model.n_head, model.n_embd, model.seq_len, model.vocab, model.dropout
-  data.name (fashion_mnist|synthetic|regression|text|tokens), data.path, data.train_samples,
-    data.test_samples, data.features, data.noise, data.val_fraction, data.train_files,
-    data.val_files
-  train.global_batch (N|auto), train.micro_batch (N|auto), train.epochs,
-    train.max_steps, train.seed, train.on_nonfinite (stop|skip)
-  optimizer.name (sgd|adamw), optimizer.lr, optimizer.momentum, optimizer.nesterov,
-    optimizer.weight_decay, optimizer.beta1, optimizer.beta2, optimizer.eps,
-    optimizer.lr_scaling (none|linear|sqrt), optimizer.base_batch, optimizer.max_lr, optimizer.decay_filter,
-    optimizer.clip_grad_norm
-  schedule.warmup_steps, schedule.warmup_epochs, schedule.decay (none|cosine|step),
-    schedule.min_lr, schedule.step_size, schedule.gamma
-  eval.every_steps, eval.batch, log.every_steps, log.noise_scale, log.noise_ema, log.noise_end_samples,
-    log.trace
-  memory.fraction, memory.limit, memory.limit_per_rank
-  checkpoint.dir, checkpoint.every_steps, checkpoint.keep, checkpoint.on_error
-  comm.backend (auto|mpi|nccl|self), comm.bucket_mb, comm.timeout_s
-  device.kind (auto|cpu|cpu-async|cuda), device.share, device.threads, precision.tf32
 )";
+  return text + config_keys_help();
 }
 
 const char* plan_help() {

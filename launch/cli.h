@@ -51,7 +51,7 @@ struct CliCommand {
 CliCommand parse_cli(const std::vector<std::string>& args);
 
 const char* main_help();
-const char* train_help();
+std::string train_help();
 const char* plan_help();
 const char* launch_help();
 const char* plot_help();

@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <sstream>
+#include <string>
+
 #include "kernels/errors.h"
 #include "launch/cli.h"
+#include "runtime/config_schema.h"
 
 namespace dtrain::launch {
 namespace {
@@ -19,6 +23,24 @@ TEST(Cli, Help) {
   EXPECT_EQ(parse_cli({}).kind, CliCommand::Kind::Help);
   EXPECT_EQ(parse_cli({"--help"}).kind, CliCommand::Kind::Help);
   EXPECT_EQ(parse_cli({"train", "--help"}).kind, CliCommand::Kind::TrainHelp);
+}
+
+// Every section and key of the schema, each choice key with its values, within the
+// help's 88 columns.
+TEST(Cli, TrainHelpListsEveryConfigKey) {
+  const std::string help = train_help();
+  for (const ConfigSection& section : config_schema()) {
+    EXPECT_NE(help.find("  " + section.name + ": "), std::string::npos) << section.name;
+    for (const ConfigKey& key : section.keys) {
+      const std::string word = " " + key.name;
+      const size_t at = help.find(word, help.find("  " + section.name + ": "));
+      EXPECT_NE(at, std::string::npos) << section.name << "." << key.name;
+    }
+  }
+  EXPECT_NE(help.find("reduce_dtype (fp32|bf16)"), std::string::npos);
+  EXPECT_NE(help.find("global_batch (N|auto)"), std::string::npos);
+  std::istringstream lines(help);
+  for (std::string line; std::getline(lines, line);) EXPECT_LE(line.size(), 90u) << line;
 }
 
 TEST(Cli, MistakesAreUsageErrors) {
