@@ -39,6 +39,7 @@
 # GPU is a failure (scripts/gpu-skip-rule.sh).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+case ${OUT:-} in ''|/*) ;; *) OUT=$PWD/$OUT ;; esac  # finish() packs the logs from another directory
 if [ -n "${OUT:-}" ]; then logs=$(mktemp -d)/gpu-check-logs; else logs=$root/gpu-check-logs; fi
 mkdir -p "$logs"
 bundle=$root/gpu-bundle
@@ -176,8 +177,7 @@ for t in dtrain_gpu_tests dtrain_gpu_comm_tests dtrain_gpu_models_tests dtrain_g
     # The benchmark's gate is the fp32 checks (issue 15): failures of bf16 tests alone
     # (typed tests' /bf16 instances, Bf16 tests) still fail the check but leave the
     # benchmark to run, marked, since a new bf16 kernel's bound is what fails first.
-    if [ "$r" = FAILED ] && grep -qE '^\[  FAILED  \] [A-Za-z]' "$logs/$t.txt" &&
-       ! grep -E '^\[  FAILED  \] [A-Za-z]' "$logs/$t.txt" | grep -qviE 'bf16'; then
+    if [ "$r" = FAILED ] && gpu_failures_only_bf16 "$logs/$t.txt"; then
       gpt_ops="passed in fp32 (bf16 tests failed)"
     fi
   fi

@@ -50,6 +50,37 @@ out=$(gpu_skip_verdict "$gpu" "$work/no_skip.txt") || fail "no skips on a GPU ma
 # for a skip either: the binary's own status fails the check.
 gpu_skip_verdict "$gpu" "$work/missing.txt" >/dev/null || fail "a missing log counted as a skip"
 
+# The benchmark's gate: a finished run whose failures all name bf16 passes it.
+# failed_log NAMES...: a run that failed these tests and finished (FINISHED=0: crashed
+# after them, so no summary).
+failed_log() {
+  local name
+  echo "[==========] Running 200 tests from 12 test suites."
+  for name in "$@"; do printf '[ RUN      ] %s\n[  FAILED  ] %s (1 ms)\n' "$name" "$name"; done
+  [ "${FINISHED:-1}" = 1 ] || return 0
+  echo "[==========] 200 tests from 12 test suites ran. (900 ms total)"
+  echo "[  PASSED  ] $((200 - $#)) tests."
+  echo "[  FAILED  ] $# tests, listed below:"
+  for name in "$@"; do echo "[  FAILED  ] $name"; done
+}
+failed_log "CudaOps/LayerNorm/bf16.Backward" "Bf16Gemm.Epilogue" >"$work/bf16_only.txt"
+gpu_failures_only_bf16 "$work/bf16_only.txt" || fail "bf16 failures alone did not pass the gate"
+failed_log "CudaOps/LayerNorm/bf16.Backward" "CudaOps/LayerNorm/fp32.Backward" >"$work/mixed.txt"
+gpu_failures_only_bf16 "$work/mixed.txt" && fail "an fp32 failure passed the gate"
+FINISHED=0 failed_log "Bf16Gemm.Epilogue" >"$work/crashed.txt"
+gpu_failures_only_bf16 "$work/crashed.txt" && fail "a run that crashed after a bf16 failure passed the gate"
+failed_log >"$work/none_failed.txt"
+gpu_failures_only_bf16 "$work/none_failed.txt" && fail "a run with no failure passed as bf16-only"
+gpu_failures_only_bf16 "$work/missing.txt" && fail "a missing log passed the gate"
+# Many fp32 failures (a CUDA error fails every later test) under pipefail, where a
+# pipe into grep -q could report the opposite: the answer is the same every time.
+mapfile -t many < <(for i in $(seq 300); do echo "CudaOps.Fp32Case$i"; done)
+failed_log "${many[@]}" >"$work/many_fp32.txt"
+for _ in $(seq 20); do
+  gpu_failures_only_bf16 "$work/many_fp32.txt" && { fail "300 fp32 failures passed the gate"; break; }
+done
+grep -q 'gpu_failures_only_bf16 "\$logs/\$t.txt"' "$1/scripts/gpu-check.sh" || fail "scripts/gpu-check.sh does not gate on the rule"
+
 # gpu-check.sh applies the rule to its unit-test logs and puts the verdict first.
 grep -q 'gpu_skip_verdict "\$gpus"' "$1/scripts/gpu-check.sh" || fail "scripts/gpu-check.sh does not apply the rule"
 
