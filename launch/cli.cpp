@@ -12,6 +12,8 @@
 
 namespace dtrain::launch {
 
+namespace {
+
 // The config's sections and keys from the schema itself (runtime/config_schema.h), so
 // the help cannot fall behind it: "  optimizer: name (sgd|adamw), lr, ...", wrapped.
 std::string config_keys_help() {
@@ -41,6 +43,8 @@ std::string config_keys_help() {
   }
   return out;
 }
+
+}  // namespace
 
 const char* main_help() {
   return R"(dtrain: data-parallel training across MPI ranks, one per device.

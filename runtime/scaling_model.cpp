@@ -95,8 +95,8 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-// Right-aligned in `width`; a cell wider than its column still keeps one space before it,
-// so that columns never run together (a billion samples/s is 12 characters).
+// Right-aligned in `width`; a cell as wide as its column or wider still keeps one space
+// before it, so that columns never run together (a billion samples/s is 12 characters).
 std::string pad(const std::string& s, size_t width) { return std::string(s.size() < width ? width - s.size() : 1, ' ') + s; }
 
 }  // namespace
